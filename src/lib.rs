@@ -1,0 +1,19 @@
+//! # shipsec-orchestrator
+//!
+//! An actor-model runtime for compiled security-automation workflows.
+//!
+//! ## A tour
+//! A backend sends a [`runtime::definition::WorkflowDefinition`] (ShipSec Studio's compiled
+//! JSON, or YAML). [`runtime::parse`] reads it, naming the path of any shape error;
+//! [`runtime::validate`] checks its meaning, reports every problem at once and builds an
+//! immutable, index-based [`runtime::graph::Graph`]. Components (the work a node does)
+//! implement [`runtime::components::Component`] and are found through the
+//! [`runtime::registry::ComponentRegistry`].
+//!
+//! Layout: `messages` (what flows between actors), `actors` (who receives it), `runtime`
+//! (the pure logic and the parts).
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::mod_module_files)]
+
+pub mod runtime;

@@ -1,0 +1,74 @@
+//! The `shipsec` command line: validate, graph and run workflows.
+//!
+//! Exit codes (DESIGN.md): 0 the run COMPLETED (or the command succeeded), 1 the run ended
+//! in any other status, 2 invalid definition, inputs or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shipsec_orchestrator::runtime::load::{LoadError, load_file};
+use shipsec_orchestrator::runtime::mermaid;
+use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+
+/// Exit code of a bad definition, bad inputs or bad usage.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipsec",
+    version,
+    about = "Run compiled security-automation workflows on an actor runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a definition and report every problem with its path.
+    Validate {
+        /// Definition file (JSON or YAML).
+        file: PathBuf,
+    },
+    /// Print the workflow's DAG as a Mermaid flowchart.
+    Graph {
+        /// Definition file (JSON or YAML).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = ComponentRegistry::with_builtins();
+    match cli.command {
+        Command::Validate { file } => match load_file(&file, &registry) {
+            Ok(loaded) => {
+                println!(
+                    "{}: valid ({} nodes, {} edges)",
+                    file.display(),
+                    loaded.graph.len(),
+                    loaded.graph.edges.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => invalid(&e),
+        },
+        Command::Graph { file } => match load_file(&file, &registry) {
+            Ok(loaded) => {
+                print!("{}", mermaid::render(&loaded.graph));
+                ExitCode::SUCCESS
+            }
+            Err(e) => invalid(&e),
+        },
+    }
+}
+
+fn invalid(e: &LoadError) -> ExitCode {
+    eprint!("{e}");
+    if !e.to_string().ends_with('\n') {
+        eprintln!();
+    }
+    ExitCode::from(EXIT_INVALID)
+}

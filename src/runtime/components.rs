@@ -1,0 +1,171 @@
+//! Components: the work a node does, behind one object-safe async trait.
+//!
+//! A component gets an immutable [`ExecutionContext`] and returns a [`ComponentOutput`] or
+//! a [`ComponentError`] (a type, a message and a retryable flag). It never sees actors or
+//! the graph; cancellation reaches it through the context's token. The built-ins of
+//! DESIGN.md live in [`builtin`]; the registry that names them is
+//! [`crate::runtime::registry`].
+
+pub mod builtin;
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::definition::JsonObject;
+use crate::runtime::registry::ComponentMeta;
+
+/// Error type of an input that cannot be satisfied (never retried).
+pub const INPUT_ERROR: &str = "InputError";
+/// Error type of an input that does not validate (never retried).
+pub const VALIDATION_ERROR: &str = "ValidationError";
+/// Error type of an attempt that ran out of time (retryable).
+pub const TIMEOUT_ERROR: &str = "TimeoutError";
+/// Error type of a node that waited too long for a slot (never retried).
+pub const QUEUE_TIMEOUT_ERROR: &str = "QueueTimeoutError";
+/// Error type of an attempt whose actor or task died (retryable).
+pub const CRASH_ERROR: &str = "CrashError";
+
+/// The failure a node reached through an `error` edge handles (SEMANTICS.md §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    /// Ref of the node that failed.
+    pub at: String,
+    /// What it failed with.
+    pub reason: FailureReason,
+}
+
+/// `{message, name}` of a handled failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    /// The error message.
+    pub message: String,
+    /// The error type.
+    pub name: String,
+}
+
+/// Everything a component may know about the attempt it runs. Immutable.
+#[derive(Clone)]
+pub struct ExecutionContext {
+    /// Run id.
+    pub run_id: Arc<str>,
+    /// Node ref.
+    pub node_ref: Arc<str>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Component parameters.
+    pub params: Arc<JsonObject>,
+    /// Resolved inputs (overrides, then mappings).
+    pub inputs: JsonObject,
+    /// Refs of the parents whose edges started this node.
+    pub triggered_by: Arc<[Arc<str>]>,
+    /// The failure this node handles, when reached through an `error` edge.
+    pub failure: Option<Arc<FailureInfo>>,
+    /// Fires when the attempt must stop (cancel, timeout, withdrawal).
+    pub cancel: CancellationToken,
+}
+
+impl fmt::Debug for ExecutionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutionContext")
+            .field("run_id", &self.run_id)
+            .field("node_ref", &self.node_ref)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecutionContext {
+    /// A parameter or input by name, inputs winning.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.inputs.get(name).or_else(|| self.params.get(name))
+    }
+
+    /// Logs a line tagged with run id, node ref and attempt.
+    pub fn log(&self, message: &str) {
+        tracing::info!(
+            target: "shipsec::component",
+            run_id = %self.run_id,
+            node_ref = %self.node_ref,
+            attempt = self.attempt,
+            "{message}"
+        );
+    }
+}
+
+/// A successful attempt's result.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ComponentOutput {
+    /// The output object children map from.
+    pub output: JsonObject,
+    /// Ports activated, when the component routes (`None`: every port).
+    pub active_ports: Option<Vec<String>>,
+}
+
+impl ComponentOutput {
+    /// An output with every port active.
+    pub fn new(output: JsonObject) -> ComponentOutput {
+        ComponentOutput {
+            output,
+            active_ports: None,
+        }
+    }
+}
+
+/// A failed attempt: a type, a message and whether a retry may help.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct ComponentError {
+    /// Error type, e.g. `TimeoutError`.
+    pub error_type: String,
+    /// Human message.
+    pub message: String,
+    /// Whether the retry policy may retry it.
+    pub retryable: bool,
+}
+
+impl ComponentError {
+    /// A retryable error of the given type.
+    pub fn retryable(error_type: &str, message: impl Into<String>) -> ComponentError {
+        ComponentError {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A non-retryable error of the given type.
+    pub fn fatal(error_type: &str, message: impl Into<String>) -> ComponentError {
+        ComponentError {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// An `InputError` (never retried).
+    pub fn input(message: impl Into<String>) -> ComponentError {
+        ComponentError::fatal(INPUT_ERROR, message)
+    }
+}
+
+/// The result of one attempt.
+pub type ComponentResult = Result<ComponentOutput, ComponentError>;
+
+/// A unit of work a node runs.
+pub trait Component: Send + Sync + 'static {
+    /// What the component declares about itself.
+    fn meta(&self) -> &ComponentMeta;
+
+    /// Runs one attempt. Must return promptly once `ctx.cancel` fires.
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult>;
+}
+
+/// The built-in components of DESIGN.md.
+pub fn builtins() -> Vec<Arc<dyn Component>> {
+    builtin::all()
+}

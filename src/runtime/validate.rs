@@ -1,0 +1,736 @@
+//! Validation: from a parsed [`WorkflowDefinition`] to an immutable [`Graph`], or to the
+//! full list of problems, each with its path and a plain sentence.
+//!
+//! Every rule runs even after an earlier one failed, so a backend sees all of its mistakes
+//! at once. Fields that may be omitted (`nodes` entries, `dependsOn`, `dependencyCounts`,
+//! edge ids) are derived here; where given they must agree with the edges. Version 1
+//! definitions get their edges from `dependsOn` and `inputMappings`. Nothing runs here.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::runtime::definition::{
+    ActionDef, EdgeKindDef, FailurePolicyDef, JoinStrategyDef, NodeMetadata, OnFailureDef,
+    RetryPolicyDef, RunnerKindDef, WorkflowDefinition,
+};
+use crate::runtime::graph::{
+    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, RetryPolicy,
+    RunSettings,
+};
+use crate::runtime::registry::ComponentRegistry;
+
+/// One thing wrong with a definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `actions[3].inputMappings.url.sourceRef`.
+    pub path: String,
+    /// What is wrong, as a sentence.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A definition that does not validate: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct DefinitionError {
+    /// The problems, in definition order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid workflow definition ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest number of cycles spelled out in one report.
+const MAX_CYCLES_REPORTED: usize = 10;
+
+/// Validates a definition against the components of `registry`.
+///
+/// # Errors
+/// [`DefinitionError`] listing every problem found.
+pub fn validate(
+    def: &WorkflowDefinition,
+    registry: &ComponentRegistry,
+) -> Result<Graph, DefinitionError> {
+    let mut v = Validator {
+        def,
+        registry,
+        problems: Vec::new(),
+        index: HashMap::with_capacity(def.actions.len()),
+    };
+    let graph = v.run();
+    if v.problems.is_empty() {
+        Ok(graph)
+    } else {
+        Err(DefinitionError {
+            problems: v.problems,
+        })
+    }
+}
+
+struct Validator<'a> {
+    def: &'a WorkflowDefinition,
+    registry: &'a ComponentRegistry,
+    problems: Vec<Problem>,
+    index: HashMap<&'a str, NodeIx>,
+}
+
+impl<'a> Validator<'a> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn run(&mut self) -> Graph {
+        self.check_top();
+        self.index_actions();
+        self.check_node_metadata_keys();
+        let entrypoint = self.entrypoint();
+        let edges = self.edges();
+        let mut nodes: Vec<Node> = (0..self.def.actions.len()).map(|i| self.node(i)).collect();
+        for (i, e) in edges.iter().enumerate() {
+            nodes[e.source.ix()].outgoing.push(EdgeIx(i as u32));
+            nodes[e.target.ix()].incoming.push(EdgeIx(i as u32));
+            if e.kind == EdgeKind::Error {
+                nodes[e.source.ix()].handles_failure = true;
+            }
+        }
+        self.check_depends_on(&nodes, &edges);
+        self.check_mappings(&mut nodes, &edges);
+        self.check_dependency_counts(&nodes);
+        self.check_joins(&mut nodes);
+        let topo = self.topo_order(&nodes, &edges);
+        let settings = self.settings();
+        Graph::new(
+            self.def.title.clone(),
+            nodes,
+            edges,
+            entrypoint,
+            settings,
+            topo,
+        )
+    }
+
+    fn check_top(&mut self) {
+        if !matches!(self.def.version, 1 | 2) {
+            self.problem(
+                "version",
+                format!("version must be 1 or 2, got {}", self.def.version),
+            );
+        }
+        if self.def.version == 1 && self.def.edges.is_some() {
+            self.problem(
+                "edges",
+                "version 1 definitions have no edges; use version 2 to give edges",
+            );
+        }
+        if self.def.actions.is_empty() {
+            self.problem("actions", "a workflow needs at least one action");
+        }
+    }
+
+    fn index_actions(&mut self) {
+        for (i, action) in self.def.actions.iter().enumerate() {
+            let path = format!("actions[{i}]");
+            if action.node_ref.is_empty() {
+                self.problem(format!("{path}.ref"), "ref must not be empty");
+            }
+            if let Some(&first) = self.index.get(action.node_ref.as_str()) {
+                self.problem(
+                    format!("{path}.ref"),
+                    format!(
+                        "duplicate ref `{}` (first used at actions[{}])",
+                        action.node_ref, first.0
+                    ),
+                );
+            } else {
+                self.index.insert(&action.node_ref, NodeIx(i as u32));
+            }
+            if self.registry.get(&action.component_id).is_none() {
+                self.problem(
+                    format!("{path}.componentId"),
+                    format!(
+                        "unknown component `{}` (known: {})",
+                        action.component_id,
+                        self.registry.ids().join(", ")
+                    ),
+                );
+            }
+            if let Some(runner) = &action.runner
+                && runner.kind == RunnerKindDef::Remote
+            {
+                self.problem(
+                    format!("{path}.runner.kind"),
+                    "the `remote` runner needs scale-out workers, which this engine does not offer yet",
+                );
+            }
+        }
+    }
+
+    fn lookup(&self, node_ref: &str) -> Option<NodeIx> {
+        self.index.get(node_ref).copied()
+    }
+
+    fn check_node_metadata_keys(&mut self) {
+        for (key, meta) in &self.def.nodes {
+            if self.lookup(key).is_none() {
+                self.problem(format!("nodes.{key}"), format!("no action has ref `{key}`"));
+            }
+            if meta.node_ref != *key {
+                self.problem(
+                    format!("nodes.{key}.ref"),
+                    format!("ref `{}` does not match its key `{key}`", meta.node_ref),
+                );
+            }
+        }
+    }
+
+    fn entrypoint(&mut self) -> Option<NodeIx> {
+        if let Some(e) = &self.def.entrypoint {
+            let found = self.lookup(&e.node_ref);
+            if found.is_none() {
+                self.problem(
+                    "entrypoint.ref",
+                    format!("names unknown node `{}`", e.node_ref),
+                );
+            }
+            return found;
+        }
+        self.def
+            .actions
+            .iter()
+            .position(|a| a.component_id == "core.workflow.entrypoint")
+            .map(|i| NodeIx(i as u32))
+    }
+
+    fn edges(&mut self) -> Vec<Edge> {
+        match &self.def.edges {
+            Some(edges) => self.given_edges(edges),
+            None => self.derived_edges(),
+        }
+    }
+
+    fn given_edges(&mut self, defs: &'a [crate::runtime::definition::EdgeDef]) -> Vec<Edge> {
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut pair_counts: HashMap<(NodeIx, NodeIx), u32> = HashMap::new();
+        let mut out = Vec::with_capacity(defs.len());
+        for (i, e) in defs.iter().enumerate() {
+            let path = format!("edges[{i}]");
+            let source = self.known(&e.source_ref, &format!("{path}.sourceRef"));
+            let target = self.known(&e.target_ref, &format!("{path}.targetRef"));
+            let (Some(source), Some(target)) = (source, target) else {
+                continue;
+            };
+            let id = match &e.id {
+                Some(id) => id.clone(),
+                None => derived_id(
+                    &mut pair_counts,
+                    source,
+                    target,
+                    &e.source_ref,
+                    &e.target_ref,
+                ),
+            };
+            if let Some(first) = ids.insert(id.clone(), i) {
+                self.problem(
+                    format!("{path}.id"),
+                    format!("duplicate edge id `{id}` (first used at edges[{first}])"),
+                );
+            }
+            out.push(Edge {
+                id: id.into(),
+                source,
+                target,
+                source_handle: e.source_handle.clone(),
+                target_handle: e.target_handle.clone(),
+                kind: edge_kind(e.kind.unwrap_or_default()),
+            });
+        }
+        out
+    }
+
+    /// Version 1: one success edge per parent named in `dependsOn` or `inputMappings`.
+    fn derived_edges(&mut self) -> Vec<Edge> {
+        let mut out = Vec::new();
+        let mut pair_counts = HashMap::new();
+        for (i, action) in self.def.actions.iter().enumerate() {
+            let target = NodeIx(i as u32);
+            let mut seen = HashSet::new();
+            let depends = action.depends_on.iter().flatten().enumerate();
+            let depends =
+                depends.map(|(j, r)| (r.as_str(), format!("actions[{i}].dependsOn[{j}]")));
+            let mapped = action.input_mappings.iter().map(|(name, m)| {
+                (
+                    m.source_ref.as_str(),
+                    format!("actions[{i}].inputMappings.{name}.sourceRef"),
+                )
+            });
+            let parents: Vec<_> = depends.chain(mapped).collect();
+            for (parent_ref, path) in parents {
+                let Some(source) = self.known(parent_ref, &path) else {
+                    continue;
+                };
+                if !seen.insert(source) {
+                    continue;
+                }
+                let id = derived_id(
+                    &mut pair_counts,
+                    source,
+                    target,
+                    parent_ref,
+                    &action.node_ref,
+                );
+                out.push(Edge {
+                    id: id.into(),
+                    source,
+                    target,
+                    source_handle: None,
+                    target_handle: None,
+                    kind: EdgeKind::Success,
+                });
+            }
+        }
+        out
+    }
+
+    fn known(&mut self, node_ref: &str, path: &str) -> Option<NodeIx> {
+        let found = self.lookup(node_ref);
+        if found.is_none() {
+            self.problem(path, format!("names unknown node `{node_ref}`"));
+        }
+        found
+    }
+
+    fn node(&mut self, i: usize) -> Node {
+        let action = &self.def.actions[i];
+        let default_meta = NodeMetadata::default();
+        let meta = self
+            .def
+            .nodes
+            .get(&action.node_ref)
+            .unwrap_or(&default_meta);
+        let mpath = format!("nodes.{}", action.node_ref);
+        self.check_required_inputs(i, action);
+        let join = match meta.join_strategy.unwrap_or_default() {
+            JoinStrategyDef::All => Join::All,
+            JoinStrategyDef::Any => Join::Any,
+            JoinStrategyDef::First => Join::First,
+            // The quorum is range-checked once the incoming edges are known.
+            JoinStrategyDef::Quorum => Join::Quorum(0),
+        };
+        Node {
+            node_ref: action.node_ref.as_str().into(),
+            label: meta.label.clone(),
+            component_id: action.component_id.as_str().into(),
+            params: Arc::new(action.params.clone()),
+            input_overrides: action.input_overrides.clone(),
+            input_mappings: Vec::new(),
+            join,
+            on_failure: meta.on_failure.map(|p| match p {
+                OnFailureDef::FailRun => FailurePolicy::FailRun,
+                OnFailureDef::SkipDependents => FailurePolicy::SkipDependents,
+            }),
+            attempt_timeout: self.seconds(meta.timeout_seconds, &format!("{mpath}.timeoutSeconds")),
+            queue_timeout: self.seconds(
+                meta.queue_timeout_seconds,
+                &format!("{mpath}.queueTimeoutSeconds"),
+            ),
+            total_timeout: self.seconds(
+                meta.total_timeout_seconds,
+                &format!("{mpath}.totalTimeoutSeconds"),
+            ),
+            retry: self.retry(
+                action.retry_policy.as_ref(),
+                &format!("actions[{i}].retryPolicy"),
+            ),
+            runner: action.runner.clone(),
+            group_id: meta.group_id.clone(),
+            stream_id: meta.stream_id.clone(),
+            max_concurrency: self
+                .positive_int(meta.max_concurrency, &format!("{mpath}.maxConcurrency")),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            handles_failure: false,
+        }
+    }
+
+    fn check_required_inputs(&mut self, i: usize, action: &ActionDef) {
+        let Some(meta) = self.registry.meta(&action.component_id) else {
+            return;
+        };
+        let missing: Vec<&str> = meta
+            .required_inputs()
+            .filter(|input| {
+                let given = (input.from_params && action.params.contains_key(input.name))
+                    || action.input_overrides.contains_key(input.name)
+                    || action.input_mappings.contains_key(input.name);
+                !given
+            })
+            .map(|input| input.name)
+            .collect();
+        for name in missing {
+            self.problem(
+                format!("actions[{i}]"),
+                format!(
+                    "component `{}` requires input `{name}`, which has no value in params or inputOverrides and no mapping",
+                    action.component_id
+                ),
+            );
+        }
+    }
+
+    /// A non-negative, finite number of seconds; zero means "none".
+    fn seconds(&mut self, value: Option<f64>, path: &str) -> Option<Duration> {
+        let v = self.non_negative(value, path)?;
+        (v > 0.0).then(|| Duration::from_secs_f64(v))
+    }
+
+    fn non_negative(&mut self, value: Option<f64>, path: &str) -> Option<f64> {
+        let v = value?;
+        if !v.is_finite() || v < 0.0 {
+            self.problem(path, format!("must be a finite number ≥ 0, got {v}"));
+            return None;
+        }
+        if v > 1.0e9 {
+            self.problem(path, format!("is too large ({v}); the most allowed is 1e9"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn positive_int(&mut self, value: Option<f64>, path: &str) -> Option<u32> {
+        let v = value?;
+        if !v.is_finite() || v < 1.0 || v.fract() != 0.0 || v > f64::from(u32::MAX) {
+            self.problem(path, format!("must be a whole number ≥ 1, got {v}"));
+            return None;
+        }
+        Some(v as u32)
+    }
+
+    fn retry(&mut self, def: Option<&RetryPolicyDef>, path: &str) -> RetryPolicy {
+        let mut policy = RetryPolicy::default();
+        let Some(def) = def else {
+            return policy;
+        };
+        if let Some(n) = self.positive_int(def.max_attempts, &format!("{path}.maxAttempts")) {
+            policy.max_attempts = n;
+        }
+        let initial = self.non_negative(
+            def.initial_interval_seconds,
+            &format!("{path}.initialIntervalSeconds"),
+        );
+        if let Some(s) = initial {
+            policy.initial_interval = Duration::from_secs_f64(s);
+        }
+        let maximum = self.non_negative(
+            def.maximum_interval_seconds,
+            &format!("{path}.maximumIntervalSeconds"),
+        );
+        if let Some(s) = maximum {
+            policy.maximum_interval = Duration::from_secs_f64(s);
+        }
+        if let Some(c) = def.backoff_coefficient {
+            if c.is_finite() && (1.0..=1000.0).contains(&c) {
+                policy.backoff_coefficient = c;
+            } else {
+                self.problem(
+                    format!("{path}.backoffCoefficient"),
+                    format!("must be a number from 1 to 1000, got {c}"),
+                );
+            }
+        }
+        if let Some(j) = def.jitter {
+            if j.is_finite() && (0.0..=1.0).contains(&j) {
+                policy.jitter = j;
+            } else {
+                self.problem(
+                    format!("{path}.jitter"),
+                    format!("must be a fraction from 0 to 1, got {j}"),
+                );
+            }
+        }
+        policy.non_retryable_error_types =
+            def.non_retryable_error_types.clone().unwrap_or_default();
+        policy
+    }
+
+    fn check_depends_on(&mut self, nodes: &[Node], edges: &[Edge]) {
+        if self.def.edges.is_none() {
+            return; // version 1: the edges were derived from dependsOn itself
+        }
+        for (i, action) in self.def.actions.iter().enumerate() {
+            let Some(depends) = &action.depends_on else {
+                continue;
+            };
+            let Some(node) = nodes.get(i) else { continue };
+            let parents: HashSet<NodeIx> =
+                node.incoming.iter().map(|e| edges[e.ix()].source).collect();
+            let mut listed = HashSet::new();
+            for (j, r) in depends.iter().enumerate() {
+                let path = format!("actions[{i}].dependsOn[{j}]");
+                let Some(p) = self.known(r, &path) else {
+                    continue;
+                };
+                listed.insert(p);
+                if !parents.contains(&p) {
+                    self.problem(
+                        path,
+                        format!(
+                            "lists `{r}`, but no edge goes from `{r}` to `{}`",
+                            action.node_ref
+                        ),
+                    );
+                }
+            }
+            let mut unlisted: Vec<&str> = parents
+                .iter()
+                .filter(|p| !listed.contains(p))
+                .map(|p| self.def.actions[p.ix()].node_ref.as_str())
+                .collect();
+            unlisted.sort_unstable();
+            for r in unlisted {
+                self.problem(
+                    format!("actions[{i}].dependsOn"),
+                    format!("omits `{r}`, which has an edge to `{}`", action.node_ref),
+                );
+            }
+        }
+    }
+
+    fn check_mappings(&mut self, nodes: &mut [Node], edges: &[Edge]) {
+        for (i, action) in self.def.actions.iter().enumerate() {
+            let parents: HashSet<NodeIx> = nodes[i]
+                .incoming
+                .iter()
+                .map(|e| edges[e.ix()].source)
+                .collect();
+            for (name, m) in &action.input_mappings {
+                let path = format!("actions[{i}].inputMappings.{name}.sourceRef");
+                let found = self.lookup(&m.source_ref);
+                let Some(source) = found else {
+                    if self.def.edges.is_some() {
+                        self.problem(path, format!("names unknown node `{}`", m.source_ref));
+                    }
+                    continue;
+                };
+                if !parents.contains(&source) {
+                    self.problem(
+                        path,
+                        format!(
+                            "`{}` is not a parent of `{}` (no edge {} -> {})",
+                            m.source_ref, action.node_ref, m.source_ref, action.node_ref
+                        ),
+                    );
+                    continue;
+                }
+                nodes[i].input_mappings.push(InputMapping {
+                    target: name.clone(),
+                    source,
+                    source_handle: m.source_handle.clone(),
+                });
+            }
+        }
+    }
+
+    fn check_dependency_counts(&mut self, nodes: &[Node]) {
+        let Some(counts) = &self.def.dependency_counts else {
+            return;
+        };
+        for (r, &count) in counts {
+            let path = format!("dependencyCounts.{r}");
+            let Some(ix) = self.known(r, &path) else {
+                continue;
+            };
+            let actual = nodes[ix.ix()].incoming.len() as u64;
+            if actual != count {
+                self.problem(
+                    path,
+                    format!("says {count} but `{r}` has {actual} incoming edge(s)"),
+                );
+            }
+        }
+    }
+
+    fn check_joins(&mut self, nodes: &mut [Node]) {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let r = &self.def.actions[i].node_ref;
+            let meta = self.def.nodes.get(r);
+            let quorum = meta.and_then(|m| m.quorum);
+            let path = format!("nodes.{r}.quorum");
+            let k = node.incoming.len();
+            match (node.join, quorum) {
+                (Join::Quorum(_), None) => {
+                    self.problems.push(Problem {
+                        path,
+                        message: "joinStrategy `quorum` needs `quorum: n`".into(),
+                    });
+                }
+                (Join::Quorum(_), Some(n)) => {
+                    let ok = n.is_finite() && n.fract() == 0.0 && n >= 1.0 && n <= k as f64;
+                    if ok {
+                        node.join = Join::Quorum(n as u32);
+                    } else {
+                        self.problems.push(Problem {
+                            path,
+                            message: format!(
+                                "must be a whole number from 1 to the {k} incoming edge(s), got {n}"
+                            ),
+                        });
+                    }
+                }
+                (join, Some(_)) => {
+                    self.problems.push(Problem {
+                        path,
+                        message: format!(
+                            "is set but joinStrategy is `{}`; use `quorum` or remove it",
+                            join.as_str()
+                        ),
+                    });
+                }
+                (_, None) => {}
+            }
+        }
+    }
+
+    fn settings(&mut self) -> RunSettings {
+        let c = &self.def.config;
+        RunSettings {
+            timeout: self.seconds(c.timeout_seconds, "config.timeoutSeconds"),
+            failure_policy: match c.failure_policy.unwrap_or_default() {
+                FailurePolicyDef::Continue => FailurePolicy::SkipDependents,
+                FailurePolicyDef::FailFast => FailurePolicy::FailRun,
+            },
+            max_parallelism: self.positive_int(c.max_parallelism, "config.maxParallelism"),
+            environment: c.environment.clone(),
+        }
+    }
+
+    /// Kahn's algorithm; what remains is cyclic and is spelled out.
+    fn topo_order(&mut self, nodes: &[Node], edges: &[Edge]) -> Vec<NodeIx> {
+        let mut indegree: Vec<usize> = nodes.iter().map(|n| n.incoming.len()).collect();
+        let mut order: Vec<NodeIx> = (0..nodes.len())
+            .filter(|&i| indegree[i] == 0)
+            .map(|i| NodeIx(i as u32))
+            .collect();
+        let mut head = 0;
+        while head < order.len() {
+            let n = order[head];
+            head += 1;
+            for e in &nodes[n.ix()].outgoing {
+                let t = edges[e.ix()].target;
+                indegree[t.ix()] -= 1;
+                if indegree[t.ix()] == 0 {
+                    order.push(t);
+                }
+            }
+        }
+        if order.len() < nodes.len() {
+            let cyclic: Vec<bool> = indegree.iter().map(|&d| d > 0).collect();
+            for cycle in find_cycles(nodes, edges, &cyclic) {
+                let text: Vec<&str> = cycle.iter().map(|n| &*nodes[n.ix()].node_ref).collect();
+                self.problem("edges", format!("cycle: {}", text.join(" -> ")));
+            }
+        }
+        order
+    }
+}
+
+fn edge_kind(kind: EdgeKindDef) -> EdgeKind {
+    match kind {
+        EdgeKindDef::Success => EdgeKind::Success,
+        EdgeKindDef::Error => EdgeKind::Error,
+        EdgeKindDef::Always => EdgeKind::Always,
+    }
+}
+
+/// `source->target`, then `source->target#2`, ... for repeats of the same pair.
+fn derived_id(
+    counts: &mut HashMap<(NodeIx, NodeIx), u32>,
+    source: NodeIx,
+    target: NodeIx,
+    source_ref: &str,
+    target_ref: &str,
+) -> String {
+    let n = counts.entry((source, target)).or_insert(0);
+    *n += 1;
+    if *n == 1 {
+        format!("{source_ref}->{target_ref}")
+    } else {
+        format!("{source_ref}->{target_ref}#{n}")
+    }
+}
+
+/// Spells out cycles among the nodes flagged `cyclic` (iterative DFS, one cycle per back
+/// edge found, at most [`MAX_CYCLES_REPORTED`]). Each cycle starts and ends at one node.
+fn find_cycles(nodes: &[Node], edges: &[Edge], cyclic: &[bool]) -> Vec<Vec<NodeIx>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let mut mark = vec![Mark::New; nodes.len()];
+    let mut cycles = Vec::new();
+    for start in (0..nodes.len()).filter(|&i| cyclic[i]) {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Stack of (node, next outgoing edge position).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = Mark::OnStack;
+        while let Some(&mut (n, ref mut pos)) = stack.last_mut() {
+            let out = &nodes[n].outgoing;
+            if *pos == out.len() {
+                mark[n] = Mark::Done;
+                stack.pop();
+                continue;
+            }
+            let t = edges[out[*pos].ix()].target.ix();
+            *pos += 1;
+            if !cyclic[t] {
+                continue;
+            }
+            match mark[t] {
+                Mark::New => {
+                    mark[t] = Mark::OnStack;
+                    stack.push((t, 0));
+                }
+                Mark::OnStack => {
+                    let from = stack.iter().position(|&(s, _)| s == t).unwrap_or(0);
+                    let mut cycle: Vec<NodeIx> = stack[from..]
+                        .iter()
+                        .map(|&(s, _)| NodeIx(s as u32))
+                        .collect();
+                    cycle.push(NodeIx(t as u32));
+                    cycles.push(cycle);
+                    if cycles.len() >= MAX_CYCLES_REPORTED {
+                        return cycles;
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+    }
+    cycles
+}
