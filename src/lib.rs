@@ -16,4 +16,9 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![warn(clippy::mod_module_files)]
 
+pub mod actors;
+pub mod messages;
 pub mod runtime;
+
+pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle};
+pub use actors::shared::EngineConfig;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod run;
 use shipsec_orchestrator::runtime::load::{LoadError, load_file};
 use shipsec_orchestrator::runtime::mermaid;
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
@@ -37,6 +39,8 @@ enum Command {
         /// Definition file (JSON or YAML).
         file: PathBuf,
     },
+    /// Run a workflow, with live progress and a summary.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,10 @@ fn main() -> ExitCode {
                 print!("{}", mermaid::render(&loaded.graph));
                 ExitCode::SUCCESS
             }
+            Err(e) => invalid(&e),
+        },
+        Command::Run(args) => match load_file(&args.file, &registry) {
+            Ok(loaded) => run::run(args, loaded, registry),
             Err(e) => invalid(&e),
         },
     }

@@ -9,6 +9,7 @@ pub mod definition;
 pub mod edge;
 pub mod failure;
 pub mod graph;
+pub mod inputs;
 pub mod join;
 pub mod load;
 pub mod mermaid;

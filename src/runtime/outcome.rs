@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The status of a node at any moment (SEMANTICS.md, Words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeStatus {
     /// Waiting on parents.

@@ -234,6 +234,7 @@ impl<'a> Validator<'a> {
     fn given_edges(&mut self, defs: &'a [crate::runtime::definition::EdgeDef]) -> Vec<Edge> {
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut pair_counts: HashMap<(NodeIx, NodeIx), u32> = HashMap::new();
+        let given: HashSet<&str> = defs.iter().filter_map(|e| e.id.as_deref()).collect();
         let mut out = Vec::with_capacity(defs.len());
         for (i, e) in defs.iter().enumerate() {
             let path = format!("edges[{i}]");
@@ -244,19 +245,26 @@ impl<'a> Validator<'a> {
             };
             let id = match &e.id {
                 Some(id) => id.clone(),
-                None => derived_id(
-                    &mut pair_counts,
-                    source,
-                    target,
-                    &e.source_ref,
-                    &e.target_ref,
-                ),
+                None => loop {
+                    let id = derived_id(
+                        &mut pair_counts,
+                        source,
+                        target,
+                        &e.source_ref,
+                        &e.target_ref,
+                    );
+                    if !given.contains(id.as_str()) {
+                        break id;
+                    }
+                },
             };
-            if let Some(first) = ids.insert(id.clone(), i) {
+            if let Some(&first) = ids.get(&id) {
                 self.problem(
                     format!("{path}.id"),
                     format!("duplicate edge id `{id}` (first used at edges[{first}])"),
                 );
+            } else {
+                ids.insert(id.clone(), i);
             }
             out.push(Edge {
                 id: id.into(),

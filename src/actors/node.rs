@@ -1,0 +1,620 @@
+//! The node actor: one per DAG node.
+//!
+//! It holds the node's [`JoinState`], collects its parents' ends, resolves its inputs,
+//! runs attempts as tasks (so its mailbox stays responsive to `Cancel`), applies the
+//! retry policy and timeouts, and reports every transition to its supervisor. Its last
+//! act is [`SupervisorMsg::NodeEnded`]; the supervisor then resolves its outgoing edges.
+//! A component failure is a message ([`NodeMsg::AttemptFinished`]), never an `Err` from
+//! `handle`, which would kill the actor.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::shared::RunShared;
+use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
+use crate::messages::supervisor::SupervisorMsg;
+use crate::runtime::components::{
+    CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
+    TIMEOUT_ERROR,
+};
+use crate::runtime::edge::Resolution;
+use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx};
+use crate::runtime::inputs::{ParentOutput, resolve_inputs};
+use crate::runtime::join::{JoinDecision, JoinState};
+use crate::runtime::outcome::Terminal;
+use crate::runtime::retry::{delay_after, should_retry};
+
+/// The node actor's behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeActor;
+
+/// An attempt that died with its actor, handed to the respawned node.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The attempt that crashed.
+    pub failed_attempt: u32,
+    /// The `CrashError` it ended with.
+    pub error: ComponentError,
+    /// The join's deciding edges, kept across the crash.
+    pub triggered_by: Arc<[EdgeIx]>,
+}
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct NodeArgs {
+    /// The run.
+    pub run: Arc<RunShared>,
+    /// Which node.
+    pub node: NodeIx,
+    /// Set when the node is respawned after its actor died mid-attempt.
+    pub resume: Option<Resume>,
+}
+
+/// Where the node is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting on parents.
+    Pending,
+    /// Waiting out the backoff before attempt `next`.
+    Backoff { next: u32 },
+    /// Attempt `attempt` runs in `task`.
+    Running {
+        attempt: u32,
+        task: JoinHandle<()>,
+        token: CancellationToken,
+        cancelling: Option<CancelReason>,
+    },
+    /// Reported to the supervisor; the actor is stopping.
+    Ended,
+}
+
+/// The node actor's state.
+#[derive(Debug)]
+pub struct NodeState {
+    run: Arc<RunShared>,
+    ix: NodeIx,
+    join: JoinState,
+    /// Ends of the parents received so far, in arrival order.
+    parents: Vec<Arc<NodeEnd>>,
+    triggered_by: Arc<[EdgeIx]>,
+    failure: Option<Arc<FailureInfo>>,
+    inputs: Option<crate::runtime::definition::JsonObject>,
+    first_started: Option<Instant>,
+    phase: Phase,
+    resume: Option<Resume>,
+}
+
+impl NodeState {
+    fn node(&self) -> &Node {
+        self.run.graph.node(self.ix)
+    }
+}
+
+impl Actor for NodeActor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        args: NodeArgs,
+    ) -> Result<NodeState, ActorProcessingErr> {
+        let node = args.run.graph.node(args.node);
+        Ok(NodeState {
+            join: JoinState::new(node.join, &node.incoming),
+            run: args.run,
+            ix: args.node,
+            parents: Vec::new(),
+            triggered_by: Arc::from([]),
+            failure: None,
+            inputs: None,
+            first_started: None,
+            phase: Phase::Pending,
+            resume: args.resume,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(resume) = state.resume.take() {
+            state.triggered_by = resume.triggered_by.clone();
+            state.first_started = Some(Instant::now());
+            after_failure(&myself, state, resume.failed_attempt, resume.error);
+        } else if let JoinDecision::Run { triggered_by } = state.join.initial() {
+            fire(&myself, state, triggered_by);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        message: NodeMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            NodeMsg::ParentEnded {
+                edge,
+                resolution,
+                end,
+            } => on_parent_ended(&myself, state, edge, resolution, end),
+            NodeMsg::Cancel(reason) => on_cancel(&myself, state, reason),
+            NodeMsg::AttemptFinished { attempt, result } => {
+                on_attempt_finished(&myself, state, attempt, result);
+            }
+            NodeMsg::RetryDue { attempt } => {
+                if matches!(state.phase, Phase::Backoff { next } if next == attempt) {
+                    start_attempt(&myself, state, attempt);
+                }
+            }
+            NodeMsg::GraceExpired { attempt } => on_grace_expired(&myself, state, attempt),
+        }
+        Ok(())
+    }
+}
+
+fn on_parent_ended(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    edge: EdgeIx,
+    resolution: Resolution,
+    end: Arc<NodeEnd>,
+) {
+    if !matches!(state.phase, Phase::Pending) || state.join.is_decided() {
+        return; // decided already: later edges change nothing (SEMANTICS.md §2)
+    }
+    if !state.parents.iter().any(|p| p.node == end.node) {
+        state.parents.push(end.clone());
+    }
+    match state.join.on_edge(edge, resolution) {
+        JoinDecision::Run { triggered_by } => fire(myself, state, triggered_by),
+        JoinDecision::Skip { dead_edge } => skip(myself, state, dead_edge, &end),
+        JoinDecision::Wait | JoinDecision::Ignored => {}
+    }
+}
+
+/// The join fired: record why, find the failure it handles, start attempt 1.
+fn fire(myself: &ActorRef<NodeMsg>, state: &mut NodeState, triggered_by: Vec<EdgeIx>) {
+    state.triggered_by = triggered_by.into();
+    state.failure = handled_failure(state);
+    state.first_started = Some(Instant::now());
+    start_attempt(myself, state, 1);
+}
+
+/// The failure of the first FAILED parent reaching this node through an `error` edge.
+fn handled_failure(state: &NodeState) -> Option<Arc<FailureInfo>> {
+    let graph = &state.run.graph;
+    state.parents.iter().find_map(|end| {
+        let error = end
+            .error
+            .as_ref()
+            .filter(|_| end.terminal == Terminal::Failed)?;
+        let through_error_edge = state.node().incoming.iter().any(|e| {
+            let edge = graph.edge(*e);
+            edge.source == end.node && edge.kind == EdgeKind::Error
+        });
+        through_error_edge.then(|| {
+            Arc::new(FailureInfo {
+                at: graph.node(end.node).node_ref.to_string(),
+                reason: FailureReason {
+                    message: error.message.clone(),
+                    name: error.error_type.clone(),
+                },
+            })
+        })
+    })
+}
+
+fn skip(myself: &ActorRef<NodeMsg>, state: &mut NodeState, dead_edge: EdgeIx, end: &NodeEnd) {
+    let graph = &state.run.graph;
+    let edge = graph.edge(dead_edge);
+    let source = &graph.node(edge.source).node_ref;
+    let target = &graph.node(edge.target).node_ref;
+    let mut reason = format!(
+        "skipped: edge {source}->{target} dead because {source} {}",
+        end.terminal.as_str()
+    );
+    if end.terminal == Terminal::Completed && edge.kind == EdgeKind::Success {
+        let port = edge
+            .source_handle
+            .as_deref()
+            .unwrap_or(crate::runtime::edge::DEFAULT_PORT);
+        reason.push_str(&format!(" without activating port `{port}`"));
+    }
+    let origin = match end.terminal {
+        Terminal::Failed | Terminal::Completed => Some(source.clone()),
+        Terminal::Skipped | Terminal::Cancelled => end.origin.clone().or(Some(source.clone())),
+    };
+    if let Some(o) = origin.as_ref().filter(|o| o.as_ref() != source.as_ref()) {
+        reason.push_str(&format!(" (origin: {o})"));
+    }
+    finish(
+        myself,
+        state,
+        Terminal::Skipped,
+        EndDetail::reason(reason, origin),
+    );
+}
+
+/// Resolves inputs and starts attempt `attempt` as a task.
+fn start_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32) {
+    let withdraw = attempt == 1 && state.node().join == Join::First;
+    report(
+        state,
+        SupervisorMsg::NodeStarted {
+            node: state.ix,
+            attempt,
+            triggered_by: state.triggered_by.clone(),
+            withdraw,
+            failure: state.failure.clone(),
+        },
+    );
+    let inputs = match current_inputs(state) {
+        Ok(inputs) => inputs,
+        Err(error) => return fail(myself, state, attempt, error),
+    };
+    let token = CancellationToken::new();
+    let (limit, budget_bound) = attempt_limit(state);
+    let ctx = ExecutionContext {
+        run_id: state.run.run_id.clone(),
+        node_ref: state.node().node_ref.clone(),
+        attempt,
+        params: state.node().params.clone(),
+        inputs,
+        triggered_by: state
+            .triggered_by
+            .iter()
+            .map(|e| {
+                state
+                    .run
+                    .graph
+                    .node(state.run.graph.edge(*e).source)
+                    .node_ref
+                    .clone()
+            })
+            .collect(),
+        failure: state.failure.clone(),
+        cancel: token.clone(),
+    };
+    let task = spawn_attempt(myself.clone(), state, ctx, limit, budget_bound);
+    state.phase = Phase::Running {
+        attempt,
+        task,
+        token,
+        cancelling: None,
+    };
+}
+
+/// Inputs are resolved once, when the join fires, and reused by every retry.
+fn current_inputs(
+    state: &mut NodeState,
+) -> Result<crate::runtime::definition::JsonObject, ComponentError> {
+    if let Some(inputs) = &state.inputs {
+        return Ok(inputs.clone());
+    }
+    let run = &state.run;
+    let node = run.graph.node(state.ix);
+    let meta = run.registry.meta(&node.component_id);
+    let extra = (run.graph.entrypoint == Some(state.ix)).then_some(&*run.inputs);
+    let parents = &state.parents;
+    let inputs = resolve_inputs(
+        node,
+        meta,
+        extra,
+        |ix| {
+            parents
+                .iter()
+                .find(|p| p.node == ix)
+                .and_then(|p| p.output.as_deref())
+                .map_or(ParentOutput::Absent, ParentOutput::Completed)
+        },
+        |ix| &run.graph.node(ix).node_ref,
+    )?;
+    state.inputs = Some(inputs.clone());
+    Ok(inputs)
+}
+
+/// The time limit of the next attempt, and whether it is the total budget's.
+fn attempt_limit(state: &NodeState) -> (Option<Duration>, bool) {
+    let node = state.node();
+    let remaining = node.total_timeout.map(|total| {
+        let spent = state.first_started.map_or(Duration::ZERO, |t| t.elapsed());
+        total.saturating_sub(spent)
+    });
+    match (node.attempt_timeout, remaining) {
+        (Some(a), Some(r)) if r < a => (Some(r), true),
+        (Some(a), _) => (Some(a), false),
+        (None, Some(r)) => (Some(r), true),
+        (None, None) => (None, false),
+    }
+}
+
+fn spawn_attempt(
+    myself: ActorRef<NodeMsg>,
+    state: &NodeState,
+    ctx: ExecutionContext,
+    limit: Option<Duration>,
+    budget_bound: bool,
+) -> JoinHandle<()> {
+    let component = state.run.registry.get(&state.node().component_id).cloned();
+    let attempt = ctx.attempt;
+    tokio::spawn(async move {
+        let token = ctx.cancel.clone();
+        let result = match component {
+            Some(component) => {
+                let work = AssertUnwindSafe(component.execute(ctx)).catch_unwind();
+                run_with_limit(work, limit, budget_bound, &token).await
+            }
+            None => Err(ComponentError::fatal(
+                crate::runtime::components::VALIDATION_ERROR,
+                "component vanished from the registry",
+            )),
+        };
+        // The node may have ended (abandoned this attempt) and stopped: nothing to tell.
+        let _ = myself.cast(NodeMsg::AttemptFinished { attempt, result });
+    })
+}
+
+async fn run_with_limit<F>(
+    work: F,
+    limit: Option<Duration>,
+    budget_bound: bool,
+    token: &CancellationToken,
+) -> ComponentResult
+where
+    F: std::future::Future<Output = Result<ComponentResult, Box<dyn std::any::Any + Send>>>,
+{
+    let caught = match limit {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                token.cancel();
+                let mut e = ComponentError::retryable(
+                    TIMEOUT_ERROR,
+                    format!("attempt exceeded its {:.3}s limit", limit.as_secs_f64()),
+                );
+                if budget_bound {
+                    e.message = format!(
+                        "total budget of the node ran out after {:.3}s",
+                        limit.as_secs_f64()
+                    );
+                    e.retryable = false;
+                }
+                return Err(e);
+            }
+        },
+    };
+    caught.unwrap_or_else(|panic| Err(ComponentError::retryable(CRASH_ERROR, panic_text(&panic))))
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("component panicked: {msg}")
+}
+
+fn on_attempt_finished(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    attempt: u32,
+    result: ComponentResult,
+) {
+    let Phase::Running {
+        attempt: running,
+        cancelling,
+        ..
+    } = &state.phase
+    else {
+        return;
+    };
+    if *running != attempt {
+        return; // a stale attempt: fenced
+    }
+    if let Some(reason) = cancelling.clone() {
+        finish(
+            myself,
+            state,
+            Terminal::Cancelled,
+            EndDetail::cancelled(&reason),
+        );
+        return;
+    }
+    match result {
+        Ok(out) => {
+            let detail = EndDetail {
+                output: Some(Arc::new(out.output)),
+                active_ports: out.active_ports,
+                ..EndDetail::default()
+            };
+            finish(myself, state, Terminal::Completed, detail);
+        }
+        Err(error) => after_failure(myself, state, attempt, error),
+    }
+}
+
+/// Retries per policy and budget, or ends FAILED.
+fn after_failure(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    attempt: u32,
+    mut error: ComponentError,
+) {
+    let node = state.node();
+    if !should_retry(&node.retry, attempt, &error) {
+        return fail(myself, state, attempt, error);
+    }
+    let delay = delay_after(&node.retry, attempt, rand::random::<f64>());
+    if let (Some(total), Some(started)) = (node.total_timeout, state.first_started)
+        && started.elapsed() + delay >= total
+    {
+        error = ComponentError::fatal(
+            TIMEOUT_ERROR,
+            format!(
+                "total budget of {:.3}s ran out before attempt {} (last error: {error})",
+                total.as_secs_f64(),
+                attempt + 1
+            ),
+        );
+        return fail(myself, state, attempt, error);
+    }
+    report(
+        state,
+        SupervisorMsg::NodeRetrying {
+            node: state.ix,
+            attempt,
+            delay,
+            error,
+        },
+    );
+    state.phase = Phase::Backoff { next: attempt + 1 };
+    let next = attempt + 1;
+    if delay.is_zero() {
+        start_attempt(myself, state, next);
+    } else {
+        myself.send_after(delay, move || NodeMsg::RetryDue { attempt: next });
+    }
+}
+
+fn fail(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempts: u32, error: ComponentError) {
+    let origin = Some(state.node().node_ref.clone());
+    let detail = EndDetail {
+        error: Some(error),
+        origin,
+        attempts: Some(attempts),
+        ..EndDetail::default()
+    };
+    finish(myself, state, Terminal::Failed, detail);
+}
+
+fn on_cancel(myself: &ActorRef<NodeMsg>, state: &mut NodeState, reason: CancelReason) {
+    match &mut state.phase {
+        Phase::Pending | Phase::Backoff { .. } => {
+            finish(
+                myself,
+                state,
+                Terminal::Cancelled,
+                EndDetail::cancelled(&reason),
+            );
+        }
+        Phase::Running {
+            attempt,
+            token,
+            cancelling,
+            ..
+        } => {
+            if cancelling.is_some() && !reason.grace.is_zero() {
+                return;
+            }
+            token.cancel();
+            let attempt = *attempt;
+            if reason.grace.is_zero() {
+                finish(
+                    myself,
+                    state,
+                    Terminal::Cancelled,
+                    EndDetail::cancelled(&reason),
+                );
+            } else {
+                let grace = reason.grace;
+                *cancelling = Some(reason);
+                myself.send_after(grace, move || NodeMsg::GraceExpired { attempt });
+            }
+        }
+        Phase::Ended => {}
+    }
+}
+
+fn on_grace_expired(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32) {
+    if let Phase::Running {
+        attempt: running,
+        cancelling: Some(reason),
+        ..
+    } = &state.phase
+        && *running == attempt
+    {
+        let reason = reason.clone();
+        finish(
+            myself,
+            state,
+            Terminal::Cancelled,
+            EndDetail::cancelled(&reason),
+        );
+    }
+}
+
+/// The parts of a [`NodeEnd`] that depend on how the node ended.
+#[derive(Debug, Default)]
+struct EndDetail {
+    output: Option<Arc<crate::runtime::definition::JsonObject>>,
+    active_ports: Option<Vec<String>>,
+    error: Option<ComponentError>,
+    reason: Option<String>,
+    origin: Option<Arc<str>>,
+    attempts: Option<u32>,
+}
+
+impl EndDetail {
+    fn reason(reason: String, origin: Option<Arc<str>>) -> EndDetail {
+        EndDetail {
+            reason: Some(reason),
+            origin,
+            ..EndDetail::default()
+        }
+    }
+
+    fn cancelled(reason: &CancelReason) -> EndDetail {
+        EndDetail::reason(reason.text.to_string(), None)
+    }
+}
+
+/// Ends the node: abandons a running attempt, reports to the supervisor, stops.
+fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal, d: EndDetail) {
+    let attempts = match std::mem::replace(&mut state.phase, Phase::Ended) {
+        Phase::Running {
+            attempt,
+            task,
+            token,
+            ..
+        } => {
+            token.cancel();
+            task.abort();
+            attempt
+        }
+        Phase::Backoff { next } => next - 1,
+        Phase::Pending | Phase::Ended => 0,
+    };
+    let end = NodeEnd {
+        node: state.ix,
+        terminal,
+        attempts: d.attempts.unwrap_or(attempts),
+        output: d.output,
+        active_ports: d.active_ports,
+        error: d.error,
+        reason: d.reason,
+        origin: d.origin,
+        handled: state.failure.clone(),
+    };
+    report(state, SupervisorMsg::NodeEnded(Arc::new(end)));
+    myself.stop(None);
+}
+
+fn report(state: &NodeState, msg: SupervisorMsg) {
+    // The supervisor outlives its nodes; if it is gone the run is being torn down and
+    // the orchestrator ends it, so a lost report changes nothing.
+    let _ = state.run.supervisor.cast(msg);
+}

@@ -1,0 +1,333 @@
+//! The orchestrator actor: accepts runs, owns the run registry, spawns one supervisor per
+//! run, and keeps finished runs' results and events for later queries.
+//!
+//! If a supervisor dies before reporting its result, the orchestrator ends that run
+//! FAILED with the cause, so a run always reaches a terminal status; other runs carry on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
+
+use crate::actors::shared::EngineConfig;
+use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
+use crate::messages::event::TraceEvent;
+use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions, Submitted};
+use crate::messages::result::{RunResult, RunSnapshot};
+use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
+use crate::runtime::components::builtin::missing_runtime_inputs;
+use crate::runtime::definition::JsonObject;
+use crate::runtime::graph::Graph;
+use crate::runtime::outcome::RunStatus;
+use crate::runtime::registry::ComponentRegistry;
+
+/// The orchestrator's behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct OrchestratorActor;
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct OrchestratorArgs {
+    /// Engine settings.
+    pub config: EngineConfig,
+    /// Components.
+    pub registry: Arc<ComponentRegistry>,
+}
+
+/// A run the orchestrator knows.
+#[derive(Debug)]
+enum RunEntry {
+    /// Its supervisor is alive.
+    Live {
+        supervisor: ActorRef<SupervisorMsg>,
+        result_tx: watch::Sender<Option<Arc<RunResult>>>,
+        title: String,
+    },
+    /// It ended.
+    Done {
+        result: Arc<RunResult>,
+        events: Arc<Vec<TraceEvent>>,
+        result_tx: watch::Sender<Option<Arc<RunResult>>>,
+    },
+}
+
+/// The orchestrator's state.
+#[derive(Debug)]
+pub struct OrchestratorState {
+    config: EngineConfig,
+    registry: Arc<ComponentRegistry>,
+    runs: HashMap<String, RunEntry>,
+    by_supervisor: HashMap<ractor::ActorId, String>,
+    idempotency: HashMap<String, String>,
+    finished: VecDeque<String>,
+}
+
+impl Actor for OrchestratorActor {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = OrchestratorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        Ok(OrchestratorState {
+            config: args.config,
+            registry: args.registry,
+            runs: HashMap::new(),
+            by_supervisor: HashMap::new(),
+            idempotency: HashMap::new(),
+            finished: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        message: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Reply errors below mean the asker stopped waiting; nothing is owed to it then.
+        match message {
+            OrchestratorMsg::Submit {
+                graph,
+                inputs,
+                options,
+                reply,
+            } => {
+                let outcome = submit(&myself, state, graph, inputs, options).await;
+                let _ = reply.send(outcome);
+            }
+            OrchestratorMsg::Status { run_id, reply } => {
+                let _ = reply.send(status(state, &run_id).await);
+            }
+            OrchestratorMsg::Events { run_id, reply } => {
+                let _ = reply.send(events(state, &run_id).await);
+            }
+            OrchestratorMsg::Stop {
+                run_id,
+                kind,
+                reply,
+            } => {
+                let _ = reply.send(stop(state, &run_id, kind));
+            }
+            OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
+            OrchestratorMsg::SupervisorExited { run_id, cause } => {
+                supervisor_exited(state, &run_id, &cause);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        event: SupervisionEvent,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, cause) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                reason.unwrap_or_else(|| "the run supervisor stopped".into()),
+            ),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell, format!("the run supervisor died: {err}"))
+            }
+            _ => return Ok(()),
+        };
+        if let Some(run_id) = state.by_supervisor.remove(&cell.get_id()) {
+            // Re-checked through the queue, behind a RunEnded sent before the exit.
+            let _ = myself.cast(OrchestratorMsg::SupervisorExited { run_id, cause });
+        }
+        Ok(())
+    }
+}
+
+async fn submit(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    graph: Arc<Graph>,
+    inputs: JsonObject,
+    options: SubmitOptions,
+) -> Result<Submitted, RunCommandError> {
+    if let Some(key) = &options.idempotency_key
+        && let Some(existing) = state.idempotency.get(key)
+        && let Some(entry) = state.runs.get(existing)
+    {
+        return Ok(Submitted {
+            run_id: existing.clone(),
+            result: entry_result_rx(entry),
+        });
+    }
+    if let Some(entry) = graph.entrypoint {
+        let missing = missing_runtime_inputs(&graph.node(entry).params, &inputs);
+        if !missing.is_empty() {
+            return Err(RunCommandError::InvalidInputs(format!(
+                "missing required runtime inputs: {}",
+                missing.join(", ")
+            )));
+        }
+    }
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if state.runs.contains_key(&run_id) {
+        return Err(RunCommandError::DuplicateRun(run_id));
+    }
+    let (result_tx, result_rx) = watch::channel(None);
+    let title = graph.title.clone();
+    let args = SupervisorArgs {
+        run_id: run_id.as_str().into(),
+        graph,
+        registry: state.registry.clone(),
+        inputs: Arc::new(inputs),
+        config: state.config.clone(),
+        result_tx: result_tx.clone(),
+        orchestrator: Some(myself.clone()),
+    };
+    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
+        .await
+        .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
+    state
+        .by_supervisor
+        .insert(supervisor.get_id(), run_id.clone());
+    if let Some(key) = options.idempotency_key {
+        state.idempotency.insert(key, run_id.clone());
+    }
+    state.runs.insert(
+        run_id.clone(),
+        RunEntry::Live {
+            supervisor,
+            result_tx,
+            title,
+        },
+    );
+    Ok(Submitted {
+        run_id,
+        result: result_rx,
+    })
+}
+
+fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> {
+    match entry {
+        RunEntry::Live { result_tx, .. } | RunEntry::Done { result_tx, .. } => {
+            result_tx.subscribe()
+        }
+    }
+}
+
+async fn status(state: &OrchestratorState, run_id: &str) -> Result<RunSnapshot, RunCommandError> {
+    match state.runs.get(run_id) {
+        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
+        Some(RunEntry::Done { result, .. }) => Ok(done_snapshot(result)),
+        Some(RunEntry::Live { supervisor, .. }) => {
+            ractor::call!(supervisor, SupervisorMsg::Snapshot).map_err(|_| {
+                // The supervisor ended between our lookup and the call.
+                RunCommandError::UnknownRun(run_id.to_owned())
+            })
+        }
+    }
+}
+
+fn done_snapshot(result: &RunResult) -> RunSnapshot {
+    let mut counts = std::collections::BTreeMap::new();
+    for record in result.nodes.values() {
+        *counts.entry(record.status).or_insert(0) += 1;
+    }
+    RunSnapshot {
+        run_id: result.run_id.clone(),
+        status: result.status,
+        counts,
+        running: Vec::new(),
+    }
+}
+
+async fn events(state: &OrchestratorState, run_id: &str) -> Result<EventFeed, RunCommandError> {
+    match state.runs.get(run_id) {
+        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
+        Some(RunEntry::Done { events, .. }) => Ok(EventFeed {
+            backlog: events.as_ref().clone(),
+            live: None,
+        }),
+        Some(RunEntry::Live { supervisor, .. }) => {
+            ractor::call!(supervisor, SupervisorMsg::Subscribe)
+                .map_err(|_| RunCommandError::UnknownRun(run_id.to_owned()))
+        }
+    }
+}
+
+fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<(), RunCommandError> {
+    match state.runs.get(run_id) {
+        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
+        Some(RunEntry::Done { .. }) => Ok(()),
+        Some(RunEntry::Live { supervisor, .. }) => {
+            // A supervisor that is stopping has already ended the run.
+            let _ = supervisor.cast(SupervisorMsg::Stop(kind));
+            Ok(())
+        }
+    }
+}
+
+fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<Vec<TraceEvent>>) {
+    let run_id = result.run_id.clone();
+    let Some(RunEntry::Live { result_tx, .. }) = state.runs.remove(&run_id) else {
+        return;
+    };
+    state.runs.insert(
+        run_id.clone(),
+        RunEntry::Done {
+            result,
+            events,
+            result_tx,
+        },
+    );
+    remember_finished(state, run_id);
+}
+
+fn remember_finished(state: &mut OrchestratorState, run_id: String) {
+    state.finished.push_back(run_id);
+    while state.finished.len() > state.config.retained_runs {
+        if let Some(old) = state.finished.pop_front() {
+            state.runs.remove(&old);
+            state.idempotency.retain(|_, id| *id != old);
+        }
+    }
+}
+
+fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
+    let Some(RunEntry::Live {
+        result_tx, title, ..
+    }) = state.runs.remove(run_id)
+    else {
+        return; // it reported its result before exiting
+    };
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let result = Arc::new(RunResult {
+        run_id: run_id.to_owned(),
+        title,
+        status: RunStatus::Failed,
+        success: false,
+        error: Some(format!(
+            "the run's supervisor died before the run ended: {cause}"
+        )),
+        started_at: now.clone(),
+        completed_at: now,
+        duration_ms: 0,
+        outputs: Default::default(),
+        nodes: Default::default(),
+    });
+    let _ = result_tx.send(Some(result.clone()));
+    state.runs.insert(
+        run_id.to_owned(),
+        RunEntry::Done {
+            result,
+            events: Arc::new(Vec::new()),
+            result_tx,
+        },
+    );
+    remember_finished(state, run_id.to_owned());
+}

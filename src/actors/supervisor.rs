@@ -1,0 +1,745 @@
+//! The run supervisor: one per run.
+//!
+//! It spawns a node actor per node, receives their reports, and owns what is run-wide:
+//! the event log (dense `seq`), the failure policy, withdrawal for races, cancellation,
+//! termination, the deadline, crash recovery of node actors, and the run result. When a
+//! node ends, the supervisor resolves its outgoing edges (SEMANTICS.md §1) and tells each
+//! child, so a node that dies right after reporting never leaves a child waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::actors::node::{NodeActor, NodeArgs, Resume};
+use crate::actors::shared::{EngineConfig, RunShared};
+use crate::messages::event::{ErrorInfo, EventMetadata, EventType, Level, TraceEvent};
+use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
+use crate::messages::orchestrator::OrchestratorMsg;
+use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
+use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
+use crate::runtime::components::{CRASH_ERROR, ComponentError, FailureInfo};
+use crate::runtime::definition::JsonObject;
+use crate::runtime::edge::resolve;
+use crate::runtime::failure::{FailureEffect, on_failure};
+use crate::runtime::graph::{EdgeIx, Graph, NodeIx};
+use crate::runtime::outcome::{NodeStatus, RunStatus, Terminal};
+use crate::runtime::registry::ComponentRegistry;
+use crate::runtime::withdraw::Interest;
+
+/// Extra time after a grace period before stragglers are abandoned.
+const FORCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The supervisor's behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSupervisor;
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct SupervisorArgs {
+    /// Run id.
+    pub run_id: Arc<str>,
+    /// The validated graph.
+    pub graph: Arc<Graph>,
+    /// Components.
+    pub registry: Arc<ComponentRegistry>,
+    /// The run's inputs.
+    pub inputs: Arc<JsonObject>,
+    /// Engine settings.
+    pub config: EngineConfig,
+    /// Where the result is published.
+    pub result_tx: watch::Sender<Option<Arc<RunResult>>>,
+    /// Told when the run ends.
+    pub orchestrator: Option<ActorRef<OrchestratorMsg>>,
+}
+
+/// What the supervisor knows of one node.
+#[derive(Debug, Default)]
+struct Slot {
+    actor: Option<ActorRef<NodeMsg>>,
+    status: Option<NodeStatus>,
+    attempts: u32,
+    started_at: Option<SystemTime>,
+    completed_at: Option<SystemTime>,
+    triggered_by: Option<Arc<[EdgeIx]>>,
+    failure: Option<Arc<FailureInfo>>,
+    end: Option<Arc<NodeEnd>>,
+    /// Set when the node was asked to stop because it lost a race.
+    withdrawn: Option<Arc<str>>,
+}
+
+impl Slot {
+    fn status(&self) -> NodeStatus {
+        self.status.unwrap_or(NodeStatus::Pending)
+    }
+
+    fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+}
+
+/// A run that is being stopped.
+#[derive(Debug, Clone)]
+struct Stopping {
+    status: RunStatus,
+    reason: Arc<str>,
+    grace: Duration,
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    run: Arc<RunShared>,
+    config: EngineConfig,
+    slots: Vec<Slot>,
+    actors: HashMap<ActorId, NodeIx>,
+    ended: usize,
+    interest: Interest,
+    stopping: Option<Stopping>,
+    unhandled: Option<String>,
+    events: Vec<TraceEvent>,
+    subscribers: Vec<mpsc::UnboundedSender<TraceEvent>>,
+    started_at: SystemTime,
+    started: Instant,
+    result_tx: watch::Sender<Option<Arc<RunResult>>>,
+    orchestrator: Option<ActorRef<OrchestratorMsg>>,
+    done: bool,
+}
+
+impl Actor for RunSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let run = Arc::new(RunShared {
+            run_id: args.run_id,
+            graph: args.graph.clone(),
+            registry: args.registry,
+            inputs: args.inputs,
+            supervisor: myself.clone(),
+        });
+        let n = run.graph.len();
+        let mut state = SupervisorState {
+            interest: Interest::new(&run.graph),
+            run,
+            config: args.config,
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            actors: HashMap::with_capacity(n),
+            ended: 0,
+            stopping: None,
+            unhandled: None,
+            events: Vec::new(),
+            subscribers: Vec::new(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            result_tx: args.result_tx,
+            orchestrator: args.orchestrator,
+            done: false,
+        };
+        let graph = state.run.graph.clone();
+        for ix in graph.node_indices() {
+            spawn_node(&myself, &mut state, ix, None).await?;
+        }
+        if let Some(deadline) = state.run.graph.settings.timeout {
+            myself.send_after(deadline, || SupervisorMsg::DeadlinePassed);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::NodeStarted {
+                node,
+                attempt,
+                triggered_by,
+                withdraw,
+                failure,
+            } => on_started(state, node, attempt, triggered_by, withdraw, failure),
+            SupervisorMsg::NodeRetrying {
+                node,
+                attempt,
+                delay,
+                error,
+            } => on_retrying(state, node, attempt, delay, &error),
+            SupervisorMsg::NodeEnded(end) => on_ended(&myself, state, end),
+            SupervisorMsg::NodeExited { node, actor, cause } => {
+                on_exited(&myself, state, node, actor, cause).await?;
+            }
+            SupervisorMsg::Stop(kind) => {
+                let (status, text, grace) = match kind {
+                    StopKind::Cancel => (
+                        RunStatus::Cancelled,
+                        "cancelled: run cancelled by request",
+                        state.config.cancel_grace,
+                    ),
+                    StopKind::Terminate => (
+                        RunStatus::Terminated,
+                        "terminated: run terminated by request",
+                        Duration::ZERO,
+                    ),
+                };
+                begin_stop(&myself, state, status, text.into(), grace);
+            }
+            SupervisorMsg::DeadlinePassed => {
+                let secs = state
+                    .run
+                    .graph
+                    .settings
+                    .timeout
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                let text = format!("cancelled: run deadline of {secs}s passed");
+                let grace = state.config.cancel_grace;
+                begin_stop(&myself, state, RunStatus::TimedOut, text.into(), grace);
+            }
+            SupervisorMsg::ForceEnd => force_end(&myself, state),
+            SupervisorMsg::Snapshot(reply) => {
+                // The asker may have given up waiting: nothing to do then.
+                let _ = reply.send(snapshot(state));
+            }
+            SupervisorMsg::Subscribe(reply) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                state.subscribers.push(tx);
+                let feed = EventFeed {
+                    backlog: state.events.clone(),
+                    live: Some(rx),
+                };
+                // An asker that went away leaves a closed sender, pruned on the next emit.
+                let _ = reply.send(feed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, cause) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                reason.unwrap_or_else(|| "the node actor stopped".into()),
+            ),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell, format!("the node actor died: {err}"))
+            }
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        if let Some(&node) = state.actors.get(&id) {
+            if state.slots[node.ix()].ended() {
+                state.actors.remove(&id);
+                return Ok(());
+            }
+            // Re-check through the queue: a report sent just before the exit comes first.
+            let _ = myself.cast(SupervisorMsg::NodeExited {
+                node,
+                actor: id,
+                cause,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_node(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    ix: NodeIx,
+    resume: Option<Resume>,
+) -> Result<(), ActorProcessingErr> {
+    let args = NodeArgs {
+        run: state.run.clone(),
+        node: ix,
+        resume,
+    };
+    let (actor, _) = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await?;
+    state.actors.insert(actor.get_id(), ix);
+    state.slots[ix.ix()].actor = Some(actor);
+    Ok(())
+}
+
+fn node_ref(state: &SupervisorState, ix: NodeIx) -> Arc<str> {
+    state.run.graph.node(ix).node_ref.clone()
+}
+
+fn refs_of(state: &SupervisorState, edges: &[EdgeIx]) -> Vec<String> {
+    let g = &state.run.graph;
+    edges
+        .iter()
+        .map(|e| g.node(g.edge(*e).source).node_ref.to_string())
+        .collect()
+}
+
+/// Appends one event with the next `seq` and sends it to live subscribers.
+fn emit(
+    state: &mut SupervisorState,
+    node: NodeIx,
+    kind: EventType,
+    level: Level,
+    fill: impl FnOnce(&mut TraceEvent),
+) {
+    let seq = state.events.len() as u64 + 1;
+    let n = state.run.graph.node(node);
+    let mut event = TraceEvent {
+        id: format!("{}:{seq}", state.run.run_id),
+        run_id: state.run.run_id.clone(),
+        node_id: n.node_ref.clone(),
+        seq,
+        kind,
+        level,
+        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        message: None,
+        error: None,
+        data: None,
+        metadata: None,
+    };
+    fill(&mut event);
+    state.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    state.events.push(event);
+}
+
+fn base_metadata(state: &SupervisorState, node: NodeIx) -> EventMetadata {
+    let n = state.run.graph.node(node);
+    EventMetadata {
+        join_strategy: Some(n.join.as_str().to_owned()),
+        stream_id: n.stream_id.clone(),
+        group_id: n.group_id.clone(),
+        ..EventMetadata::default()
+    }
+}
+
+fn on_started(
+    state: &mut SupervisorState,
+    node: NodeIx,
+    attempt: u32,
+    triggered_by: Arc<[EdgeIx]>,
+    withdraw: bool,
+    failure: Option<Arc<FailureInfo>>,
+) {
+    let slot = &mut state.slots[node.ix()];
+    if slot.ended() {
+        return;
+    }
+    slot.status = Some(NodeStatus::Running);
+    slot.attempts = attempt;
+    slot.started_at.get_or_insert_with(SystemTime::now);
+    slot.failure = failure.clone();
+    let triggered = (!triggered_by.is_empty()).then(|| refs_of(state, &triggered_by));
+    state.slots[node.ix()].triggered_by = Some(triggered_by.clone());
+    let mut metadata = base_metadata(state, node);
+    metadata.attempt = Some(attempt);
+    metadata.triggered_by = triggered;
+    metadata.failure = failure.as_deref().cloned();
+    emit(state, node, EventType::Started, Level::Info, |e| {
+        e.metadata = Some(metadata)
+    });
+    if withdraw && state.stopping.is_none() {
+        let winner = triggered_by
+            .first()
+            .map(|e| state.run.graph.edge(*e).source);
+        let reason: Arc<str> = format!(
+            "withdrawn: {} fired on {}",
+            node_ref(state, node),
+            winner.map_or_else(|| "?".into(), |w| node_ref(state, w))
+        )
+        .into();
+        withdraw_from_parents(state, node, &reason);
+    }
+}
+
+/// `node` withdraws from its unfinished parents; those no longer needed are cancelled.
+fn withdraw_from_parents(state: &mut SupervisorState, node: NodeIx, reason: &Arc<str>) {
+    let slots = &state.slots;
+    let unneeded = state
+        .interest
+        .withdraw(&state.run.graph, node, |p| slots[p.ix()].ended());
+    for parent in unneeded {
+        let slot = &mut state.slots[parent.ix()];
+        slot.withdrawn = Some(reason.clone());
+        if let Some(actor) = &slot.actor {
+            // A parent actor that already stopped has reported its end, which stands.
+            let _ = actor.cast(NodeMsg::Cancel(CancelReason {
+                text: reason.clone(),
+                grace: state.config.cancel_grace,
+            }));
+        }
+    }
+}
+
+fn on_retrying(
+    state: &mut SupervisorState,
+    node: NodeIx,
+    attempt: u32,
+    delay: Duration,
+    error: &ComponentError,
+) {
+    let mut metadata = base_metadata(state, node);
+    metadata.attempt = Some(attempt);
+    emit(state, node, EventType::Retrying, Level::Warn, |e| {
+        e.message = Some(format!(
+            "attempt {attempt} failed; attempt {} in {} ms",
+            attempt + 1,
+            delay.as_millis()
+        ));
+        e.error = Some(error_info(error));
+        e.data = Some(json!({"delayMs": delay.as_millis() as u64, "nextAttempt": attempt + 1}));
+        e.metadata = Some(metadata);
+    });
+}
+
+fn error_info(error: &ComponentError) -> ErrorInfo {
+    ErrorInfo {
+        error_type: error.error_type.clone(),
+        message: error.message.clone(),
+    }
+}
+
+fn on_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, end: Arc<NodeEnd>) {
+    let node = end.node;
+    if state.slots[node.ix()].ended() {
+        return; // each node ends once: a late or repeated report is ignored
+    }
+    record_end(state, &end);
+    match end.terminal {
+        Terminal::Failed => match on_failure(&state.run.graph, node) {
+            FailureEffect::Handled => {}
+            FailureEffect::SkipDependents => note_unhandled(state, node, &end),
+            FailureEffect::FailRun => {
+                note_unhandled(state, node, &end);
+                let reason = format!("cancelled: failRun after {} FAILED", node_ref(state, node));
+                let grace = state.config.cancel_grace;
+                begin_stop(myself, state, RunStatus::Failed, reason.into(), grace);
+            }
+        },
+        Terminal::Cancelled => {
+            if let Some(reason) = state.slots[node.ix()].withdrawn.clone()
+                && state.stopping.is_none()
+            {
+                withdraw_from_parents(state, node, &reason);
+            }
+        }
+        Terminal::Completed | Terminal::Skipped => {}
+    }
+    resolve_children(state, &end);
+    if state.ended == state.slots.len() {
+        finish_run(myself, state);
+    }
+}
+
+fn note_unhandled(state: &mut SupervisorState, node: NodeIx, end: &NodeEnd) {
+    if state.unhandled.is_none() {
+        let what = end
+            .error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(": {e}"));
+        state.unhandled = Some(format!("node {} FAILED{what}", node_ref(state, node)));
+    }
+}
+
+fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
+    let node = end.node;
+    let slot = &mut state.slots[node.ix()];
+    slot.status = Some(end.terminal.status());
+    slot.attempts = slot.attempts.max(end.attempts);
+    slot.completed_at = Some(SystemTime::now());
+    slot.end = Some(end.clone());
+    if let Some(actor) = &slot.actor {
+        state.actors.remove(&actor.get_id());
+    }
+    state.ended += 1;
+    let (kind, level) = match end.terminal {
+        Terminal::Completed => (EventType::Completed, Level::Info),
+        Terminal::Failed => (EventType::Failed, Level::Error),
+        Terminal::Skipped => (EventType::Skipped, Level::Warn),
+        Terminal::Cancelled => (EventType::Cancelled, Level::Warn),
+    };
+    let mut metadata = base_metadata(state, node);
+    metadata.attempt = (end.attempts > 0).then_some(end.attempts);
+    metadata.failure = end.handled.as_deref().cloned();
+    let triggered = state.slots[node.ix()].triggered_by.clone();
+    metadata.triggered_by = triggered
+        .filter(|t| !t.is_empty())
+        .map(|t| refs_of(state, &t));
+    emit(state, node, kind, level, |e| {
+        e.message = end.reason.clone();
+        e.error = end.error.as_ref().map(error_info);
+        e.data = end
+            .active_ports
+            .as_ref()
+            .map(|p| json!({"activatedPorts": p}));
+        e.metadata = Some(metadata);
+    });
+}
+
+/// Resolves each outgoing edge of an ended node and tells the child (SEMANTICS.md §1).
+fn resolve_children(state: &SupervisorState, end: &Arc<NodeEnd>) {
+    let graph = &state.run.graph;
+    for e in &graph.node(end.node).outgoing {
+        let edge = graph.edge(*e);
+        let slot = &state.slots[edge.target.ix()];
+        if slot.ended() {
+            continue;
+        }
+        if let Some(actor) = &slot.actor {
+            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
+            // A child actor that just died is respawned and replayed from the records.
+            let _ = actor.cast(NodeMsg::ParentEnded {
+                edge: *e,
+                resolution,
+                end: end.clone(),
+            });
+        }
+    }
+}
+
+/// Replays every resolved incoming edge to a freshly spawned node.
+fn replay_parents(state: &SupervisorState, node: NodeIx) {
+    let graph = &state.run.graph;
+    let Some(actor) = &state.slots[node.ix()].actor else {
+        return;
+    };
+    for e in &graph.node(node).incoming {
+        let edge = graph.edge(*e);
+        if let Some(end) = &state.slots[edge.source.ix()].end {
+            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
+            let _ = actor.cast(NodeMsg::ParentEnded {
+                edge: *e,
+                resolution,
+                end: end.clone(),
+            });
+        }
+    }
+}
+
+async fn on_exited(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    node: NodeIx,
+    actor: ActorId,
+    cause: String,
+) -> Result<(), ActorProcessingErr> {
+    if state.actors.remove(&actor).is_none() || state.slots[node.ix()].ended() {
+        return Ok(()); // a stale exit, or the node reported its end before exiting
+    }
+    let slot = &state.slots[node.ix()];
+    if let Some(stop) = state.stopping.clone().or_else(|| {
+        slot.withdrawn.clone().map(|reason| Stopping {
+            status: RunStatus::Running,
+            reason,
+            grace: Duration::ZERO,
+        })
+    }) {
+        let end = synthetic_end(
+            state,
+            node,
+            Terminal::Cancelled,
+            Some(stop.reason.to_string()),
+        );
+        on_ended(myself, state, Arc::new(end));
+        return Ok(());
+    }
+    let running = slot.status() == NodeStatus::Running;
+    let resume = running.then(|| Resume {
+        failed_attempt: slot.attempts.max(1),
+        error: ComponentError::retryable(CRASH_ERROR, cause),
+        triggered_by: slot.triggered_by.clone().unwrap_or_else(|| Arc::from([])),
+    });
+    spawn_node(myself, state, node, resume).await?;
+    if !running {
+        replay_parents(state, node);
+    }
+    Ok(())
+}
+
+fn synthetic_end(
+    state: &SupervisorState,
+    node: NodeIx,
+    terminal: Terminal,
+    reason: Option<String>,
+) -> NodeEnd {
+    let slot = &state.slots[node.ix()];
+    NodeEnd {
+        node,
+        terminal,
+        attempts: slot.attempts,
+        output: None,
+        active_ports: None,
+        error: None,
+        reason,
+        origin: None,
+        handled: slot.failure.clone(),
+    }
+}
+
+fn begin_stop(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    status: RunStatus,
+    reason: Arc<str>,
+    grace: Duration,
+) {
+    let upgrade = matches!(&state.stopping, Some(s) if grace < s.grace);
+    if state.stopping.is_some() && !upgrade {
+        return;
+    }
+    let stop = match state.stopping.take() {
+        Some(mut s) if upgrade => {
+            s.grace = grace;
+            s.status = status;
+            s.reason = reason;
+            s
+        }
+        _ => Stopping {
+            status,
+            reason,
+            grace,
+        },
+    };
+    for slot in state.slots.iter().filter(|s| !s.ended()) {
+        if let Some(actor) = &slot.actor {
+            // A node actor that already stopped has reported its end.
+            let _ = actor.cast(NodeMsg::Cancel(CancelReason {
+                text: stop.reason.clone(),
+                grace: stop.grace,
+            }));
+        }
+    }
+    myself.send_after(stop.grace + FORCE_MARGIN, || SupervisorMsg::ForceEnd);
+    state.stopping = Some(stop);
+}
+
+/// Nodes that did not end within their grace are killed and recorded CANCELLED.
+fn force_end(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    let Some(stop) = state.stopping.clone() else {
+        return;
+    };
+    let stragglers: Vec<NodeIx> = state
+        .run
+        .graph
+        .node_indices()
+        .filter(|ix| !state.slots[ix.ix()].ended())
+        .collect();
+    for ix in stragglers {
+        if let Some(actor) = &state.slots[ix.ix()].actor {
+            actor.kill();
+        }
+        let reason = format!("{} (abandoned after the grace period)", stop.reason);
+        let end = synthetic_end(state, ix, Terminal::Cancelled, Some(reason));
+        on_ended(myself, state, Arc::new(end));
+    }
+}
+
+fn snapshot(state: &SupervisorState) -> RunSnapshot {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut running = Vec::new();
+    for (i, slot) in state.slots.iter().enumerate() {
+        *counts.entry(slot.status()).or_insert(0) += 1;
+        if slot.status() == NodeStatus::Running {
+            running.push(state.run.graph.nodes[i].node_ref.to_string());
+        }
+    }
+    RunSnapshot {
+        run_id: state.run.run_id.to_string(),
+        status: if state.done {
+            final_status(state)
+        } else {
+            RunStatus::Running
+        },
+        counts,
+        running,
+    }
+}
+
+fn final_status(state: &SupervisorState) -> RunStatus {
+    match (&state.stopping, &state.unhandled) {
+        (Some(s), _) => s.status,
+        (None, Some(_)) => RunStatus::Failed,
+        (None, None) => RunStatus::Completed,
+    }
+}
+
+fn time_text(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn build_result(state: &SupervisorState) -> RunResult {
+    let graph = &state.run.graph;
+    let status = final_status(state);
+    let error = match (&state.stopping, &state.unhandled) {
+        (_, Some(u)) => Some(u.clone()),
+        (Some(s), None) => Some(s.reason.to_string()),
+        (None, None) => None,
+    };
+    let mut outputs = std::collections::BTreeMap::new();
+    let mut nodes = std::collections::BTreeMap::new();
+    for (i, slot) in state.slots.iter().enumerate() {
+        let n = &graph.nodes[i];
+        let end = slot.end.as_ref();
+        if let Some(out) = end.and_then(|e| e.output.clone()) {
+            outputs.insert(n.node_ref.to_string(), out);
+        }
+        let triggered = slot
+            .triggered_by
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| refs_of(state, t));
+        nodes.insert(
+            n.node_ref.to_string(),
+            NodeRecord {
+                status: slot.status(),
+                attempts: slot.attempts,
+                started_at: slot.started_at.map(time_text),
+                completed_at: slot.completed_at.map(time_text),
+                triggered_by: triggered,
+                active_ports: end.and_then(|e| e.active_ports.clone()),
+                failure: slot.failure.as_deref().cloned(),
+                error: end.and_then(|e| e.error.as_ref()).map(error_info),
+                reason: end.and_then(|e| e.reason.clone()),
+            },
+        );
+    }
+    let completed_at = SystemTime::now();
+    RunResult {
+        run_id: state.run.run_id.to_string(),
+        title: graph.title.clone(),
+        status,
+        success: status == RunStatus::Completed,
+        error,
+        started_at: time_text(state.started_at),
+        completed_at: time_text(completed_at),
+        duration_ms: state.started.elapsed().as_millis() as u64,
+        outputs,
+        nodes,
+    }
+}
+
+fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    state.done = true;
+    let result = Arc::new(build_result(state));
+    state.subscribers.clear();
+    // Receivers may all be gone (nobody waits for this run): the result is still kept
+    // by the orchestrator below.
+    let _ = state.result_tx.send(Some(result.clone()));
+    if let Some(orchestrator) = &state.orchestrator {
+        let events = Arc::new(std::mem::take(&mut state.events));
+        // An orchestrator that is gone has no registry left to update.
+        let _ = orchestrator.cast(OrchestratorMsg::RunEnded { result, events });
+    }
+    myself.stop(None);
+}

@@ -1,0 +1,77 @@
+//! Messages a node actor receives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::components::{ComponentError, ComponentResult, FailureInfo};
+use crate::runtime::definition::JsonObject;
+use crate::runtime::edge::Resolution;
+use crate::runtime::graph::{EdgeIx, NodeIx};
+use crate::runtime::outcome::Terminal;
+
+/// How a node ended, shared (one `Arc`) by the supervisor and every child.
+#[derive(Debug, Clone)]
+pub struct NodeEnd {
+    /// The node.
+    pub node: NodeIx,
+    /// Its terminal state.
+    pub terminal: Terminal,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Its output, when it completed. Immutable once written.
+    pub output: Option<Arc<JsonObject>>,
+    /// Ports it activated, when it routed.
+    pub active_ports: Option<Vec<String>>,
+    /// Its error, when it failed.
+    pub error: Option<ComponentError>,
+    /// Why it was skipped or cancelled (SEMANTICS.md §10).
+    pub reason: Option<String>,
+    /// The ref of the node whose failure or cancellation is the origin of a skip chain.
+    pub origin: Option<Arc<str>>,
+    /// The failure this node handled, when it was reached through an `error` edge.
+    pub handled: Option<Arc<FailureInfo>>,
+}
+
+/// Why a node is asked to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReason {
+    /// The reason recorded on the node (`withdrawn: w fired on c`, ...).
+    pub text: Arc<str>,
+    /// Grace period for a running attempt; zero terminates at once.
+    pub grace: Duration,
+}
+
+/// What a node actor receives.
+#[derive(Debug)]
+pub enum NodeMsg {
+    /// From the supervisor: an incoming edge resolved because its source ended. A second
+    /// resolution of the same edge is ignored.
+    ParentEnded {
+        /// The incoming edge.
+        edge: EdgeIx,
+        /// What it resolved to.
+        resolution: Resolution,
+        /// How the source ended.
+        end: Arc<NodeEnd>,
+    },
+    /// From the supervisor: stop. A pending node ends CANCELLED at once; a running attempt
+    /// sees its token fire and has `grace` to finish before it is abandoned.
+    Cancel(CancelReason),
+    /// From the node's own attempt task: the attempt ended. Fenced by attempt number.
+    AttemptFinished {
+        /// Attempt number.
+        attempt: u32,
+        /// Its result.
+        result: ComponentResult,
+    },
+    /// From the node's own timer: the backoff before `attempt` is over.
+    RetryDue {
+        /// The attempt to start.
+        attempt: u32,
+    },
+    /// From the node's own timer: the grace period of a cancelled attempt is over.
+    GraceExpired {
+        /// The attempt being cancelled.
+        attempt: u32,
+    },
+}

@@ -1,0 +1,103 @@
+//! Messages the orchestrator receives: run commands from handles, and reports from the
+//! run supervisors it owns.
+
+use std::sync::Arc;
+
+use ractor::RpcReplyPort;
+use tokio::sync::watch;
+
+use crate::messages::result::{RunResult, RunSnapshot};
+use crate::messages::supervisor::{EventFeed, StopKind};
+use crate::runtime::definition::JsonObject;
+use crate::runtime::graph::Graph;
+
+/// Options of a submission.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// Run id to use; a fresh UUID when absent.
+    pub run_id: Option<String>,
+    /// A resubmission with the same key returns the existing run.
+    pub idempotency_key: Option<String>,
+    /// W3C `traceparent` of the caller's trace.
+    pub traceparent: Option<String>,
+}
+
+/// Why a command about a run could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunCommandError {
+    /// No run has this id.
+    #[error("no run with id `{0}`")]
+    UnknownRun(String),
+    /// A run with this id exists already.
+    #[error("a run with id `{0}` exists already")]
+    DuplicateRun(String),
+    /// The run's inputs do not match the entrypoint's declared runtime inputs.
+    #[error("invalid run inputs: {0}")]
+    InvalidInputs(String),
+    /// The run's supervisor could not be started.
+    #[error("cannot start the run: {0}")]
+    Spawn(String),
+}
+
+/// What a successful submission returns.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The run id.
+    pub run_id: String,
+    /// Becomes `Some` once the run ends.
+    pub result: watch::Receiver<Option<Arc<RunResult>>>,
+}
+
+/// What the orchestrator receives.
+#[derive(Debug)]
+pub enum OrchestratorMsg {
+    /// From a handle: start a run.
+    Submit {
+        /// The validated graph.
+        graph: Arc<Graph>,
+        /// The run's inputs.
+        inputs: JsonObject,
+        /// Options.
+        options: SubmitOptions,
+        /// Reply.
+        reply: RpcReplyPort<Result<Submitted, RunCommandError>>,
+    },
+    /// From a handle: the current state of a run.
+    Status {
+        /// Run id.
+        run_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Result<RunSnapshot, RunCommandError>>,
+    },
+    /// From a handle: subscribe to a run's events.
+    Events {
+        /// Run id.
+        run_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    },
+    /// From a handle: cancel or terminate a run.
+    Stop {
+        /// Run id.
+        run_id: String,
+        /// How.
+        kind: StopKind,
+        /// Reply.
+        reply: RpcReplyPort<Result<(), RunCommandError>>,
+    },
+    /// From a supervisor: its run ended with this result and these events.
+    RunEnded {
+        /// The result.
+        result: Arc<RunResult>,
+        /// Every event of the run.
+        events: Arc<Vec<crate::messages::event::TraceEvent>>,
+    },
+    /// From the orchestrator itself, after a supervisor exited: re-checked through the
+    /// queue so that a `RunEnded` sent before the exit is handled first.
+    SupervisorExited {
+        /// The run.
+        run_id: String,
+        /// Why it exited.
+        cause: String,
+    },
+}

@@ -1,0 +1,83 @@
+//! The run result (DESIGN.md, Interfaces) and the run snapshot served while it runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::event::ErrorInfo;
+use crate::runtime::components::FailureInfo;
+use crate::runtime::definition::JsonObject;
+use crate::runtime::outcome::{NodeStatus, RunStatus};
+
+/// What the result says about one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// Current or final status.
+    pub status: NodeStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the node ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Refs of the parents whose edges decided the join (`any`/`first`/`quorum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<Vec<String>>,
+    /// Ports activated on completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_ports: Option<Vec<String>>,
+    /// The failure this node handled (reached through an `error` edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureInfo>,
+    /// Its own error, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Why it was skipped or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The result of a run, as `shipsec run --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow title.
+    pub title: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// `status == COMPLETED`.
+    pub success: bool,
+    /// Why the run did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub completed_at: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Output of each COMPLETED node.
+    pub outputs: BTreeMap<String, Arc<JsonObject>>,
+    /// Every node.
+    pub nodes: BTreeMap<String, NodeRecord>,
+}
+
+/// The state of a run at one moment (`handle.status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSnapshot {
+    /// Run id.
+    pub run_id: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// Nodes by status.
+    pub counts: BTreeMap<NodeStatus, usize>,
+    /// Refs of the nodes running now.
+    pub running: Vec<String>,
+}

@@ -1,0 +1,84 @@
+//! Messages a run supervisor receives: reports from its nodes, commands from the
+//! orchestrator, and its own timers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::RpcReplyPort;
+use tokio::sync::mpsc;
+
+use crate::messages::event::TraceEvent;
+use crate::messages::node::NodeEnd;
+use crate::messages::result::RunSnapshot;
+use crate::runtime::components::{ComponentError, FailureInfo};
+use crate::runtime::graph::{EdgeIx, NodeIx};
+
+/// How a run is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// Cancel with the grace period.
+    Cancel,
+    /// Terminate at once.
+    Terminate,
+}
+
+/// A live event feed: what happened so far, then what happens next (the receiver closes
+/// when the run ends).
+#[derive(Debug)]
+pub struct EventFeed {
+    /// Events already emitted, in `seq` order.
+    pub backlog: Vec<TraceEvent>,
+    /// Later events; `None` when the run has already ended.
+    pub live: Option<mpsc::UnboundedReceiver<TraceEvent>>,
+}
+
+/// What a run supervisor receives.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// From a node: its join fired and attempt `attempt` starts now.
+    NodeStarted {
+        /// The node.
+        node: NodeIx,
+        /// Attempt number.
+        attempt: u32,
+        /// Edges that decided its join (`any`/`first`/`quorum`).
+        triggered_by: Arc<[EdgeIx]>,
+        /// Whether the node is a `first` join that must withdraw from its other parents.
+        withdraw: bool,
+        /// The failure it handles, when reached through an `error` edge.
+        failure: Option<Arc<FailureInfo>>,
+    },
+    /// From a node: attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
+    NodeRetrying {
+        /// The node.
+        node: NodeIx,
+        /// The failed attempt.
+        attempt: u32,
+        /// Backoff before the next.
+        delay: Duration,
+        /// The failure.
+        error: ComponentError,
+    },
+    /// From a node, as its last act: it ended. The supervisor resolves its edges.
+    NodeEnded(Arc<NodeEnd>),
+    /// From the supervisor itself, after a node actor exited: re-checked through the
+    /// queue, so a report the node sent before exiting is handled first.
+    NodeExited {
+        /// The node.
+        node: NodeIx,
+        /// Actor id of the exited actor (a respawned node has a new one).
+        actor: ractor::ActorId,
+        /// Panic or kill description.
+        cause: String,
+    },
+    /// From the orchestrator: cancel or terminate the run.
+    Stop(StopKind),
+    /// From the supervisor's timer: the run deadline passed.
+    DeadlinePassed,
+    /// From the supervisor's timer: nodes still running after their grace are abandoned.
+    ForceEnd,
+    /// From the orchestrator: the run's current state.
+    Snapshot(RpcReplyPort<RunSnapshot>),
+    /// From the orchestrator: subscribe to the run's events.
+    Subscribe(RpcReplyPort<EventFeed>),
+}

@@ -1,0 +1,250 @@
+//! `shipsec run`: one workflow through an in-process orchestrator, with live progress on a
+//! terminal, an optional JSON-lines event file, and a summary (or the run result as JSON).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
+use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::runtime::definition::JsonObject;
+use shipsec_orchestrator::runtime::load::Loaded;
+use shipsec_orchestrator::runtime::outcome::RunStatus;
+use shipsec_orchestrator::runtime::parse::{Format, parse_typed};
+use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
+
+/// Arguments of `shipsec run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Definition file (JSON or YAML).
+    pub(crate) file: PathBuf,
+    /// A run input, `key=value` (the value is read as JSON when it parses, else as text).
+    #[arg(long = "input", value_name = "KEY=VALUE")]
+    inputs: Vec<String>,
+    /// A JSON or YAML file holding an object of run inputs.
+    #[arg(long = "inputs", value_name = "FILE")]
+    inputs_file: Option<PathBuf>,
+    /// Print the run result as JSON on stdout, and nothing else there.
+    #[arg(long)]
+    json: bool,
+    /// Write every trace event to this file as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+}
+
+/// Runs the workflow and maps its status to the exit code.
+pub(crate) fn run(args: RunArgs, loaded: Loaded, registry: ComponentRegistry) -> ExitCode {
+    let inputs = match run_inputs(&args) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("invalid inputs: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(&args, loaded, registry, inputs)) {
+        Ok(result) => {
+            if result.status == RunStatus::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            let invalid = matches!(
+                e.downcast_ref::<EngineError>(),
+                Some(EngineError::Run(
+                    shipsec_orchestrator::messages::orchestrator::RunCommandError::InvalidInputs(_)
+                ))
+            );
+            eprintln!("{e:#}");
+            ExitCode::from(if invalid { 2 } else { 1 })
+        }
+    }
+}
+
+fn run_inputs(args: &RunArgs) -> Result<JsonObject> {
+    let mut inputs = JsonObject::new();
+    if let Some(path) = &args.inputs_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let object: JsonObject = parse_typed(&text, Format::detect(Some(path), &text))
+            .with_context(|| format!("{} must hold an object of inputs", path.display()))?;
+        inputs.extend(object);
+    }
+    for pair in &args.inputs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("`--input {pair}` must be KEY=VALUE");
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        inputs.insert(key.to_owned(), value);
+    }
+    Ok(inputs)
+}
+
+async fn execute(
+    args: &RunArgs,
+    loaded: Loaded,
+    registry: ComponentRegistry,
+    inputs: JsonObject,
+) -> Result<std::sync::Arc<RunResult>> {
+    let handle = Orchestrator::start_with(EngineConfig::default(), registry).await?;
+    let mut run = handle
+        .submit(loaded.graph.clone(), inputs, SubmitOptions::default())
+        .await?;
+    let mut events = handle.events(run.run_id()).await?;
+    let mut sink = match &args.events {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut progress = Progress::new(
+        loaded.graph.len(),
+        !args.json && std::io::stderr().is_terminal(),
+    );
+    while let Some(event) = events.next().await {
+        if let Some(sink) = sink.as_mut() {
+            serde_json::to_writer(&mut *sink, &event)?;
+            sink.write_all(b"\n")?;
+        }
+        progress.on_event(&event);
+    }
+    if let Some(mut sink) = sink {
+        sink.flush()?;
+    }
+    progress.finish();
+    let result = run.result().await?;
+    handle.shutdown();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&*result)?);
+    } else {
+        print_summary(&result);
+    }
+    Ok(result)
+}
+
+/// Live counts on stderr while the run goes (only on a terminal).
+struct Progress {
+    bar: Option<ProgressBar>,
+    running: BTreeMap<String, ()>,
+    done: u64,
+    failed: u64,
+}
+
+impl Progress {
+    fn new(total: usize, live: bool) -> Progress {
+        let bar = live.then(|| {
+            let bar = ProgressBar::new(total as u64);
+            let style = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Progress {
+            bar,
+            running: BTreeMap::new(),
+            done: 0,
+            failed: 0,
+        }
+    }
+
+    fn on_event(&mut self, event: &TraceEvent) {
+        match event.kind {
+            EventType::Started => {
+                self.running.insert(event.node_id.to_string(), ());
+            }
+            kind if kind.is_terminal() => {
+                self.running.remove(&*event.node_id);
+                self.done += 1;
+                if kind == EventType::Failed {
+                    self.failed += 1;
+                }
+            }
+            _ => {}
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+            let names: Vec<&str> = self.running.keys().take(5).map(String::as_str).collect();
+            let more = self.running.len().saturating_sub(names.len());
+            let extra = if more > 0 {
+                format!(" +{more}")
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "running {} · failed {} · now: {}{extra}",
+                self.running.len(),
+                self.failed,
+                names.join(", ")
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_summary(result: &RunResult) {
+    println!(
+        "{} — {} in {} ms (run {})",
+        result.title,
+        result.status.as_str(),
+        result.duration_ms,
+        result.run_id
+    );
+    let width = result
+        .nodes
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "  {:width$}  {:9}  {:8}  detail",
+        "node", "status", "attempts"
+    );
+    for (name, node) in &result.nodes {
+        let detail = node
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.error_type, e.message))
+            .or_else(|| node.reason.clone())
+            .or_else(|| {
+                node.triggered_by
+                    .as_ref()
+                    .map(|t| format!("triggered by {}", t.join(", ")))
+            })
+            .unwrap_or_default();
+        println!(
+            "  {name:width$}  {:9}  {:8}  {detail}",
+            node.status.as_str(),
+            node.attempts
+        );
+    }
+    if let Some(error) = &result.error {
+        println!("error: {error}");
+    }
+}
