@@ -17,6 +17,8 @@
 #![warn(clippy::mod_module_files)]
 
 pub mod actors;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod messages;
 pub mod runtime;
 

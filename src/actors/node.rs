@@ -63,15 +63,30 @@ enum Phase {
     Pending,
     /// Waiting out the backoff before attempt `next`.
     Backoff { next: u32 },
-    /// Attempt `attempt` runs in `task`.
+    /// Attempt `attempt` runs under `guard`.
     Running {
         attempt: u32,
-        task: JoinHandle<()>,
-        token: CancellationToken,
+        guard: AttemptGuard,
         cancelling: Option<CancelReason>,
     },
     /// Reported to the supervisor; the actor is stopping.
     Ended,
+}
+
+/// Owns a running attempt: dropping it (the node ended, or its actor was killed and its
+/// state dropped) fires the attempt's token and aborts its task, so no work outlives its
+/// node.
+#[derive(Debug)]
+struct AttemptGuard {
+    task: JoinHandle<()>,
+    token: CancellationToken,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.token.cancel();
+        self.task.abort();
+    }
 }
 
 /// The node actor's state.
@@ -289,8 +304,7 @@ fn start_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32
     let task = spawn_attempt(myself.clone(), state, ctx, limit, budget_bound);
     state.phase = Phase::Running {
         attempt,
-        task,
-        token,
+        guard: AttemptGuard { task, token },
         cancelling: None,
     };
 }
@@ -513,14 +527,13 @@ fn on_cancel(myself: &ActorRef<NodeMsg>, state: &mut NodeState, reason: CancelRe
         }
         Phase::Running {
             attempt,
-            token,
+            guard,
             cancelling,
-            ..
         } => {
             if cancelling.is_some() && !reason.grace.is_zero() {
                 return;
             }
-            token.cancel();
+            guard.token.cancel();
             let attempt = *attempt;
             if reason.grace.is_zero() {
                 finish(
@@ -585,16 +598,8 @@ impl EndDetail {
 /// Ends the node: abandons a running attempt, reports to the supervisor, stops.
 fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal, d: EndDetail) {
     let attempts = match std::mem::replace(&mut state.phase, Phase::Ended) {
-        Phase::Running {
-            attempt,
-            task,
-            token,
-            ..
-        } => {
-            token.cancel();
-            task.abort();
-            attempt
-        }
+        // Dropping the guard stops the attempt's work.
+        Phase::Running { attempt, .. } => attempt,
         Phase::Backoff { next } => next - 1,
         Phase::Pending | Phase::Ended => 0,
     };

@@ -274,6 +274,9 @@ fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<(), R
 
 fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<Vec<TraceEvent>>) {
     let run_id = result.run_id.clone();
+    if !matches!(state.runs.get(&run_id), Some(RunEntry::Live { .. })) {
+        return;
+    }
     let Some(RunEntry::Live { result_tx, .. }) = state.runs.remove(&run_id) else {
         return;
     };
@@ -299,11 +302,14 @@ fn remember_finished(state: &mut OrchestratorState, run_id: String) {
 }
 
 fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
+    if !matches!(state.runs.get(run_id), Some(RunEntry::Live { .. })) {
+        return; // it reported its result before exiting
+    }
     let Some(RunEntry::Live {
         result_tx, title, ..
     }) = state.runs.remove(run_id)
     else {
-        return; // it reported its result before exiting
+        return;
     };
     let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let result = Arc::new(RunResult {

@@ -270,6 +270,12 @@ async fn spawn_node(
     };
     let (actor, _) = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await?;
     state.actors.insert(actor.get_id(), ix);
+    #[cfg(feature = "chaos")]
+    crate::chaos::register(
+        &state.run.run_id,
+        &state.run.graph.node(ix).node_ref,
+        actor.get_cell(),
+    );
     state.slots[ix.ix()].actor = Some(actor);
     Ok(())
 }
@@ -462,6 +468,8 @@ fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     if let Some(actor) = &slot.actor {
         state.actors.remove(&actor.get_id());
     }
+    #[cfg(feature = "chaos")]
+    crate::chaos::unregister(&state.run.run_id, &state.run.graph.node(node).node_ref);
     state.ended += 1;
     let (kind, level) = match end.terminal {
         Terminal::Completed => (EventType::Completed, Level::Info),
@@ -733,13 +741,17 @@ fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.done = true;
     let result = Arc::new(build_result(state));
     state.subscribers.clear();
-    // Receivers may all be gone (nobody waits for this run): the result is still kept
-    // by the orchestrator below.
-    let _ = state.result_tx.send(Some(result.clone()));
+    // The orchestrator learns first, so that anyone who sees the result and then asks
+    // the orchestrator about the run finds it finished (its mailbox is FIFO).
     if let Some(orchestrator) = &state.orchestrator {
         let events = Arc::new(std::mem::take(&mut state.events));
         // An orchestrator that is gone has no registry left to update.
-        let _ = orchestrator.cast(OrchestratorMsg::RunEnded { result, events });
+        let _ = orchestrator.cast(OrchestratorMsg::RunEnded {
+            result: result.clone(),
+            events,
+        });
     }
+    // Receivers may all be gone (nobody waits for this run); the orchestrator keeps it.
+    let _ = state.result_tx.send(Some(result));
     myself.stop(None);
 }

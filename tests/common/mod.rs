@@ -1,0 +1,172 @@
+//! Shared helpers of the integration tests: building graphs from JSON, running them
+//! through a real orchestrator, and checking the trace invariants of SEMANTICS.md §9.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::Value;
+use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
+use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
+use shipsec_orchestrator::runtime::graph::Graph;
+use shipsec_orchestrator::runtime::outcome::NodeStatus;
+use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::validate::validate;
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+
+/// A validated graph from a JSON definition (panics with the problems if invalid).
+pub fn graph_with(def: Value, registry: &ComponentRegistry) -> Arc<Graph> {
+    let def: WorkflowDefinition = serde_json::from_value(def).expect("definition shape");
+    Arc::new(validate(&def, registry).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A validated graph using the built-in components.
+pub fn graph(def: Value) -> Arc<Graph> {
+    graph_with(def, &ComponentRegistry::with_builtins())
+}
+
+/// An orchestrator with the built-ins and default settings.
+pub async fn engine() -> Handle {
+    Orchestrator::start(EngineConfig::default())
+        .await
+        .expect("orchestrator starts")
+}
+
+/// A finished run: its result and every event.
+#[derive(Debug)]
+pub struct Finished {
+    pub result: Arc<RunResult>,
+    pub events: Vec<TraceEvent>,
+}
+
+impl Finished {
+    pub fn status(&self, node: &str) -> NodeStatus {
+        self.result
+            .nodes
+            .get(node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .status
+    }
+
+    pub fn attempts(&self, node: &str) -> u32 {
+        self.result.nodes[node].attempts
+    }
+
+    pub fn reason(&self, node: &str) -> String {
+        self.result.nodes[node].reason.clone().unwrap_or_default()
+    }
+
+    pub fn error_type(&self, node: &str) -> String {
+        self.result.nodes[node]
+            .error
+            .as_ref()
+            .map(|e| e.error_type.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn output(&self, node: &str) -> &JsonObject {
+        self.result
+            .outputs
+            .get(node)
+            .unwrap_or_else(|| panic!("no output for {node}"))
+    }
+
+    pub fn events_of(&self, node: &str, kind: EventType) -> Vec<&TraceEvent> {
+        self.events
+            .iter()
+            .filter(|e| &*e.node_id == node && e.kind == kind)
+            .collect()
+    }
+}
+
+/// Submits, waits for the result, collects the events and checks the trace invariants.
+pub async fn run_on(handle: &Handle, graph: Arc<Graph>, inputs: JsonObject) -> Finished {
+    let mut run = handle
+        .submit(graph.clone(), inputs, SubmitOptions::default())
+        .await
+        .expect("submit");
+    let result = run.result().await.expect("result");
+    let events: Vec<TraceEvent> = handle
+        .events(run.run_id())
+        .await
+        .expect("events")
+        .collect()
+        .await;
+    check_trace(&graph, &result, &events);
+    Finished { result, events }
+}
+
+/// Runs a JSON definition on a fresh orchestrator with no inputs.
+pub async fn run(def: Value) -> Finished {
+    let handle = engine().await;
+    let finished = run_on(&handle, graph(def), JsonObject::new()).await;
+    handle.shutdown();
+    finished
+}
+
+/// SEMANTICS.md §9: dense increasing `seq`; one terminal event per node matching its
+/// final status; a node's STARTED after the terminal events of the parents its join
+/// waited for (every parent for `all`, the triggering parents otherwise).
+pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            i as u64 + 1,
+            "seq is dense and increasing: {events:#?}"
+        );
+    }
+    let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind.is_terminal()) {
+        assert!(
+            terminal.insert(&e.node_id, e).is_none(),
+            "two terminal events for {}",
+            e.node_id
+        );
+    }
+    for node in &graph.nodes {
+        let record = &result.nodes[&*node.node_ref];
+        assert!(
+            record.status.is_terminal(),
+            "{} ends terminal",
+            node.node_ref
+        );
+        let event = terminal
+            .get(&*node.node_ref)
+            .unwrap_or_else(|| panic!("{} has no terminal event", node.node_ref));
+        assert_eq!(
+            format!("{:?}", event.kind).to_uppercase(),
+            record.status.as_str(),
+            "terminal event of {} matches its status",
+            node.node_ref
+        );
+    }
+    for node in &graph.nodes {
+        let Some(started) = events
+            .iter()
+            .find(|e| *e.node_id == *node.node_ref && e.kind == EventType::Started)
+        else {
+            continue;
+        };
+        let waited: HashSet<String> = match &result.nodes[&*node.node_ref].triggered_by {
+            Some(t) => t.iter().cloned().collect(),
+            None => node
+                .incoming
+                .iter()
+                .map(|e| graph.node(graph.edge(*e).source).node_ref.to_string())
+                .collect(),
+        };
+        for parent in waited {
+            let ended = terminal[parent.as_str()];
+            assert!(
+                ended.seq < started.seq,
+                "{} STARTED (seq {}) before its parent {parent} ended (seq {})",
+                node.node_ref,
+                started.seq,
+                ended.seq
+            );
+        }
+    }
+}
