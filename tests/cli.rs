@@ -1,0 +1,173 @@
+//! The `shipsec run` command line: exit codes, `--json` output, `--events` file.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn shipsec() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shipsec"))
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("shipsec-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn run_json_prints_exactly_the_run_result_and_exits_0() {
+    let out = shipsec()
+        .args([
+            "run",
+            &example("recon.json"),
+            "--json",
+            "--input",
+            "target=example.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(result["status"], "COMPLETED");
+    assert_eq!(result["success"], true);
+    assert_eq!(result["nodes"]["vulnscan"]["status"], "FAILED");
+    assert_eq!(result["nodes"]["notify"]["failure"]["at"], "vulnscan");
+    assert_eq!(
+        result["outputs"]["report"]["registrar"],
+        "Example Registrar"
+    );
+    for key in [
+        "runId",
+        "title",
+        "startedAt",
+        "completedAt",
+        "durationMs",
+        "outputs",
+        "nodes",
+    ] {
+        assert!(result.get(key).is_some(), "result has {key}");
+    }
+}
+
+#[test]
+fn run_writes_every_event_as_json_lines() {
+    let events = temp("events.jsonl");
+    let out = shipsec()
+        .args(["run", &example("race.yaml"), "--events"])
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=lines.len() as u64).collect::<Vec<_>>());
+    let terminal = lines
+        .iter()
+        .filter(|e| {
+            ["COMPLETED", "FAILED", "SKIPPED", "CANCELLED"].contains(&e["type"].as_str().unwrap())
+        })
+        .count();
+    assert_eq!(terminal, 6, "one terminal event per node");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("withdrawn: fetch fired on mirror-us"),
+        "{summary}"
+    );
+    let _ = std::fs::remove_file(events);
+}
+
+#[test]
+fn a_failed_run_exits_1() {
+    let file = temp("fail.json");
+    std::fs::write(
+        &file,
+        r#"{"title":"f","actions":[{"ref":"a","componentId":"core.fail","params":{"message":"no"}}]}"#,
+    )
+    .unwrap();
+    let out = shipsec()
+        .args(["run", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "FAILED");
+    assert_eq!(result["nodes"]["a"]["error"]["message"], "no");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn missing_runtime_inputs_and_bad_definitions_exit_2() {
+    let out = shipsec()
+        .args(["run", &example("recon.json")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target"));
+    let file = temp("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"title":"b","actions":[{"ref":"a","componentId":"core.nope"}]}"#,
+    )
+    .unwrap();
+    let out = shipsec().arg("run").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("actions[0].componentId"));
+    let out = shipsec()
+        .args(["run", &example("race.json"), "--input", "novalue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn inputs_come_from_a_file_and_from_flags_with_flags_winning() {
+    let inputs = temp("inputs.yaml");
+    std::fs::write(&inputs, "target: from-file.example\n").unwrap();
+    let out = shipsec()
+        .args(["run", &example("recon.yaml"), "--json", "--inputs"])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["outputs"]["start"]["target"], "from-file.example");
+    let out = shipsec()
+        .args([
+            "run",
+            &example("recon.yaml"),
+            "--json",
+            "--input",
+            "target=flag.example",
+            "--inputs",
+        ])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["outputs"]["start"]["target"], "flag.example");
+    let _ = std::fs::remove_file(inputs);
+}

@@ -1,0 +1,243 @@
+//! Kill tests: node actors killed before and during their component's work, and
+//! components that panic. The run always ends, with the states SEMANTICS.md §6 gives
+//! (a killed attempt fails with `CrashError`, retried per policy).
+
+mod common;
+
+use std::sync::{Arc, LazyLock};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use shipsec_orchestrator::chaos;
+use shipsec_orchestrator::messages::event::EventType;
+use shipsec_orchestrator::runtime::components::{
+    Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
+};
+use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::registry::{ComponentMeta, ComponentRegistry};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use tokio::sync::mpsc;
+
+static GATE_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.gate", "blocks attempt 1 until cancelled"));
+static PANIC_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.panic_once", "panics on attempt 1"));
+
+/// Reports each attempt it starts, then blocks attempt 1 until its token fires.
+struct Gate(mpsc::UnboundedSender<(String, u32)>);
+
+impl Component for Gate {
+    fn meta(&self) -> &ComponentMeta {
+        &GATE_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        // The test may have stopped listening; the gate still behaves the same.
+        let _ = self.0.send((ctx.node_ref.to_string(), ctx.attempt));
+        async move {
+            if ctx.attempt == 1 {
+                ctx.cancel.cancelled().await;
+                return Err(ComponentError::fatal("CancelledError", "gate cancelled"));
+            }
+            Ok(ComponentOutput::new(ctx.inputs.clone()))
+        }
+        .boxed()
+    }
+}
+
+struct PanicOnce;
+
+impl Component for PanicOnce {
+    fn meta(&self) -> &ComponentMeta {
+        &PANIC_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        async move {
+            assert!(ctx.attempt > 1, "attempt {} panics as asked", ctx.attempt);
+            Ok(ComponentOutput::default())
+        }
+        .boxed()
+    }
+}
+
+async fn engine_with_gate() -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.register(Arc::new(Gate(tx)));
+    registry.register(Arc::new(PanicOnce));
+    let handle = Orchestrator::start_with(EngineConfig::default(), registry)
+        .await
+        .unwrap();
+    (handle, rx)
+}
+
+fn def(actions: Value, edges: Value) -> Value {
+    json!({"title": "kill", "actions": actions, "edges": edges})
+}
+
+async fn wait_for_attempt(
+    rx: &mut mpsc::UnboundedReceiver<(String, u32)>,
+    node: &str,
+    attempt: u32,
+) {
+    while let Some((n, a)) = rx.recv().await {
+        if n == node && a == attempt {
+            return;
+        }
+    }
+    panic!("{node} never started attempt {attempt}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_and_is_retried() {
+    let (handle, mut started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "g", "componentId": "test.gate", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
+                   {"ref": "after", "componentId": "core.echo"}]),
+            json!([{"sourceRef": "g", "targetRef": "after"}]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    wait_for_attempt(&mut started, "g", 1).await;
+    chaos::node_actor(run.run_id(), "g")
+        .expect("g is alive")
+        .kill();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["g"].status, NodeStatus::Completed);
+    assert_eq!(result.nodes["g"].attempts, 2);
+    assert_eq!(result.nodes["after"].status, NodeStatus::Completed);
+    let events: Vec<_> =
+        futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+    common::check_trace(&g, &result, &events);
+    let retry = events
+        .iter()
+        .find(|e| e.kind == EventType::Retrying)
+        .expect("a RETRYING event");
+    assert_eq!(retry.error.as_ref().unwrap().error_type, "CrashError");
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped() {
+    let (handle, mut started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
+            json!([{"sourceRef": "g", "targetRef": "after"}]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    wait_for_attempt(&mut started, "g", 1).await;
+    chaos::node_actor(run.run_id(), "g")
+        .expect("g is alive")
+        .kill();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Failed);
+    assert_eq!(
+        result.nodes["g"].error.as_ref().unwrap().error_type,
+        "CrashError"
+    );
+    assert_eq!(result.nodes["after"].status, NodeStatus::Skipped);
+    let events: Vec<_> =
+        futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+    common::check_trace(&g, &result, &events);
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
+    let (handle, _started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "p", "componentId": "core.sleep", "params": {"ms": 300}},
+                   {"ref": "c", "componentId": "core.echo", "inputMappings": {"x": {"sourceRef": "p", "sourceHandle": "__self__"}}}]),
+            json!([{"sourceRef": "p", "targetRef": "c"}]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    chaos::node_actor(run.run_id(), "c")
+        .expect("c is alive")
+        .kill();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["c"].status, NodeStatus::Completed);
+    assert_eq!(
+        result.nodes["c"].attempts, 1,
+        "no attempt was running when it died"
+    );
+    assert_eq!(
+        result.outputs["c"]["x"],
+        json!({}),
+        "inputs come from the replayed parent end"
+    );
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_component_fails_its_attempt_not_the_engine() {
+    let (handle, _started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "p", "componentId": "test.panic_once", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
+                   {"ref": "q", "componentId": "test.panic_once"}]),
+            json!([]),
+        ),
+        handle.registry(),
+    );
+    let f = common::run_on(&handle, g, Default::default()).await;
+    assert_eq!(f.status("p"), NodeStatus::Completed);
+    assert_eq!(f.attempts("p"), 2);
+    assert_eq!(f.status("q"), NodeStatus::Failed);
+    assert_eq!(f.error_type("q"), "CrashError");
+    // The engine carries on.
+    let again = common::run_on(
+        &handle,
+        common::graph(def(
+            json!([{"ref": "e", "componentId": "core.echo"}]),
+            json!([]),
+        )),
+        Default::default(),
+    )
+    .await;
+    assert_eq!(again.result.status, RunStatus::Completed);
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_run_leaves_no_node_actor_alive() {
+    let (handle, mut started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
+            json!([{"sourceRef": "g", "targetRef": "after"}]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g, Default::default(), Default::default())
+        .await
+        .unwrap();
+    wait_for_attempt(&mut started, "g", 1).await;
+    handle.cancel(run.run_id()).await.unwrap();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Cancelled);
+    assert!(chaos::node_actor(run.run_id(), "g").is_none());
+    assert!(chaos::node_actor(run.run_id(), "after").is_none());
+    handle.shutdown();
+}
