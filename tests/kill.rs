@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 
 static GATE_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.gate", "blocks attempt 1 until cancelled"));
+static STUBBORN_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.stubborn", "ignores its cancellation token"));
 static PANIC_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.panic_once", "panics on attempt 1"));
 
@@ -46,6 +48,24 @@ impl Component for Gate {
     }
 }
 
+/// Works for a minute and never looks at its token.
+struct Stubborn(mpsc::UnboundedSender<(String, u32)>);
+
+impl Component for Stubborn {
+    fn meta(&self) -> &ComponentMeta {
+        &STUBBORN_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        let _ = self.0.send((ctx.node_ref.to_string(), ctx.attempt));
+        async move {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Ok(ComponentOutput::default())
+        }
+        .boxed()
+    }
+}
+
 struct PanicOnce;
 
 impl Component for PanicOnce {
@@ -63,13 +83,16 @@ impl Component for PanicOnce {
 }
 
 async fn engine_with_gate() -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
+    engine_with(EngineConfig::default()).await
+}
+
+async fn engine_with(config: EngineConfig) -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut registry = ComponentRegistry::with_builtins();
-    registry.register(Arc::new(Gate(tx)));
+    registry.register(Arc::new(Gate(tx.clone())));
+    registry.register(Arc::new(Stubborn(tx)));
     registry.register(Arc::new(PanicOnce));
-    let handle = Orchestrator::start_with(EngineConfig::default(), registry)
-        .await
-        .unwrap();
+    let handle = Orchestrator::start_with(config, registry).await.unwrap();
     (handle, rx)
 }
 
@@ -239,5 +262,41 @@ async fn a_cancelled_run_leaves_no_node_actor_alive() {
     assert_eq!(result.status, RunStatus::Cancelled);
     assert!(chaos::node_actor(run.run_id(), "g").is_none());
     assert!(chaos::node_actor(run.run_id(), "after").is_none());
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_period() {
+    let config = EngineConfig {
+        cancel_grace: std::time::Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let (handle, mut started) = engine_with(config).await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "s", "componentId": "test.stubborn"}]),
+            json!([]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g, Default::default(), Default::default())
+        .await
+        .unwrap();
+    wait_for_attempt(&mut started, "s", 1).await;
+    let t = std::time::Instant::now();
+    handle.cancel(run.run_id()).await.unwrap();
+    let result = run.result().await.unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(150),
+        "the grace period was given: {waited:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "then the attempt was abandoned: {waited:?}"
+    );
+    assert_eq!(result.status, RunStatus::Cancelled);
+    assert_eq!(result.nodes["s"].status, NodeStatus::Cancelled);
     handle.shutdown();
 }

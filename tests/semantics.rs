@@ -594,3 +594,34 @@ async fn the_entrypoint_outputs_the_run_inputs() {
     assert!(missing.unwrap_err().to_string().contains("target"));
     handle.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancellation_during_backoff_ends_the_node_cancelled() {
+    use futures::StreamExt;
+    let handle = common::engine().await;
+    let g = common::graph(wf(
+        json!([
+            json!({"ref": "f", "componentId": "core.flaky", "params": {"failures": 5},
+                      "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 30}})
+        ]),
+        json!([]),
+    ));
+    let mut runh = handle
+        .submit(g.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut events = handle.events(runh.run_id()).await.unwrap();
+    while let Some(ev) = events.next().await {
+        if ev.kind == EventType::Retrying {
+            break;
+        }
+    }
+    let t = Instant::now();
+    handle.cancel(runh.run_id()).await.unwrap();
+    let result = runh.result().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(result.status, RunStatus::Cancelled);
+    assert_eq!(result.nodes["f"].status, NodeStatus::Cancelled);
+    assert_eq!(result.nodes["f"].attempts, 1);
+    handle.shutdown();
+}
