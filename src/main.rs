@@ -45,6 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let registry = ComponentRegistry::with_builtins();
     match cli.command {
         Command::Validate { file } => match load_file(&file, &registry) {
@@ -71,6 +72,17 @@ fn main() -> ExitCode {
             Err(e) => invalid(&e),
         },
     }
+}
+
+/// Component and engine logs on stderr, filtered by `RUST_LOG` (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ractor=warn"));
+    // A second initialisation (never the case in this binary) would be the only error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn invalid(e: &LoadError) -> ExitCode {
