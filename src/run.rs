@@ -39,6 +39,29 @@ pub(crate) struct RunArgs {
     /// Write every trace event to this file as JSON lines.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Engine configuration (YAML or JSON): caps, rate limits, grace period.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Most nodes running at once (overrides the configuration file).
+    #[arg(long, value_name = "N")]
+    max_concurrent_nodes: Option<u32>,
+}
+
+/// The engine configuration from `--config`, then flags.
+fn engine_config(args: &RunArgs) -> Result<EngineConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            parse_typed(&text, Format::detect(Some(path), &text))
+                .with_context(|| format!("invalid engine configuration {}", path.display()))?
+        }
+        None => EngineConfig::default(),
+    };
+    if let Some(n) = args.max_concurrent_nodes {
+        config.max_concurrent_nodes = Some(n);
+    }
+    Ok(config)
 }
 
 /// Runs the workflow and maps its status to the exit code.
@@ -47,6 +70,13 @@ pub(crate) fn run(args: RunArgs, loaded: Loaded, registry: ComponentRegistry) ->
         Ok(inputs) => inputs,
         Err(e) => {
             eprintln!("invalid inputs: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match engine_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e:#}");
             return ExitCode::from(2);
         }
     };
@@ -60,7 +90,7 @@ pub(crate) fn run(args: RunArgs, loaded: Loaded, registry: ComponentRegistry) ->
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(execute(&args, loaded, registry, inputs)) {
+    match runtime.block_on(execute(&args, config, loaded, registry, inputs)) {
         Ok(result) => {
             if result.status == RunStatus::Completed {
                 ExitCode::SUCCESS
@@ -102,11 +132,12 @@ fn run_inputs(args: &RunArgs) -> Result<JsonObject> {
 
 async fn execute(
     args: &RunArgs,
+    config: EngineConfig,
     loaded: Loaded,
     registry: ComponentRegistry,
     inputs: JsonObject,
 ) -> Result<std::sync::Arc<RunResult>> {
-    let handle = Orchestrator::start_with(EngineConfig::default(), registry).await?;
+    let handle = Orchestrator::start_with(config, registry).await?;
     let mut run = handle
         .submit(loaded.graph.clone(), inputs, SubmitOptions::default())
         .await?;

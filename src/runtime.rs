@@ -19,3 +19,4 @@ pub mod registry;
 pub mod retry;
 pub mod validate;
 pub mod withdraw;
+pub mod slots;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::actors::shared::EngineConfig;
 use crate::messages::event::TraceEvent;
+use crate::messages::limiter::SlotStats;
 use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::StopKind;
@@ -190,6 +191,14 @@ impl Handle {
             reply
         })
         .map_err(|_| EngineError::Unavailable)??)
+    }
+
+    /// Nodes waiting for a slot (queue depth) and attempts holding slots, engine-wide.
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`].
+    pub async fn slots(&self) -> Result<SlotStats, EngineError> {
+        ractor::call!(self.actor, OrchestratorMsg::Slots).map_err(|_| EngineError::Unavailable)
     }
 
     /// Stops the orchestrator (runs still going are abandoned).

@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::shared::RunShared;
+use crate::messages::limiter::{LimiterMsg, SlotGrant};
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
-use crate::messages::supervisor::SupervisorMsg;
+use crate::messages::supervisor::{StartReport, SupervisorMsg};
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
-    TIMEOUT_ERROR,
+    QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
 };
 use crate::runtime::edge::Resolution;
 use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx};
@@ -61,6 +62,8 @@ pub struct NodeArgs {
 enum Phase {
     /// Waiting on parents.
     Pending,
+    /// Join satisfied; waiting for the slots of attempt `attempt` under `ticket`.
+    Queued { attempt: u32, ticket: u64 },
     /// Waiting out the backoff before attempt `next`.
     Backoff { next: u32 },
     /// Attempt `attempt` runs under `guard`.
@@ -80,6 +83,8 @@ enum Phase {
 struct AttemptGuard {
     task: JoinHandle<()>,
     token: CancellationToken,
+    /// Slots held while the attempt runs; released when the guard drops.
+    _slot: Option<SlotGrant>,
 }
 
 impl Drop for AttemptGuard {
@@ -169,10 +174,14 @@ impl Actor for NodeActor {
             }
             NodeMsg::RetryDue { attempt } => {
                 if matches!(state.phase, Phase::Backoff { next } if next == attempt) {
-                    start_attempt(&myself, state, attempt);
+                    begin_attempt(&myself, state, attempt, false);
                 }
             }
             NodeMsg::GraceExpired { attempt } => on_grace_expired(&myself, state, attempt),
+            NodeMsg::SlotGranted { ticket, grant } => {
+                on_slot_granted(&myself, state, ticket, grant)
+            }
+            NodeMsg::QueueTimedOut { ticket } => on_queue_timed_out(&myself, state, ticket),
         }
         Ok(())
     }
@@ -203,7 +212,7 @@ fn fire(myself: &ActorRef<NodeMsg>, state: &mut NodeState, triggered_by: Vec<Edg
     state.triggered_by = triggered_by.into();
     state.failure = handled_failure(state);
     state.first_started = Some(Instant::now());
-    start_attempt(myself, state, 1);
+    begin_attempt(myself, state, 1, true);
 }
 
 /// The failure of the first FAILED parent reaching this node through an `error` edge.
@@ -261,25 +270,118 @@ fn skip(myself: &ActorRef<NodeMsg>, state: &mut NodeState, dead_edge: EdgeIx, en
     );
 }
 
-/// Resolves inputs and starts attempt `attempt` as a task.
-fn start_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32) {
-    let withdraw = attempt == 1 && state.node().join == Join::First;
-    report(
-        state,
-        SupervisorMsg::NodeStarted {
-            node: state.ix,
-            attempt,
-            triggered_by: state.triggered_by.clone(),
-            withdraw,
-            failure: state.failure.clone(),
-        },
-    );
+/// Resolves inputs, then queues for slots or starts attempt `attempt` at once. `fired`
+/// is true for the first attempt right after the join fired (a `first` join withdraws
+/// then).
+fn begin_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32, fired: bool) {
+    let withdraw = fired && state.node().join == Join::First;
     let inputs = match current_inputs(state) {
         Ok(inputs) => inputs,
-        Err(error) => return fail(myself, state, attempt, error),
+        Err(error) => {
+            report(
+                state,
+                SupervisorMsg::NodeStarted(start_report(state, attempt, withdraw)),
+            );
+            return fail(myself, state, attempt, error);
+        }
     };
+    let Some(link) = state.run.slots.as_ref() else {
+        return start_now(myself, state, attempt, withdraw, inputs, None);
+    };
+    let Some(needs) = link.needs(state.ix).cloned() else {
+        return start_now(myself, state, attempt, withdraw, inputs, None);
+    };
+    let ticket = link.ticket();
+    let acquire = LimiterMsg::Acquire {
+        ticket,
+        needs,
+        node: myself.clone(),
+    };
+    // A limiter that is gone means the engine is shutting down; the run is torn down.
+    let _ = link.limiter.cast(acquire);
+    report(
+        state,
+        SupervisorMsg::NodeQueued(start_report(state, attempt, withdraw)),
+    );
+    state.phase = Phase::Queued { attempt, ticket };
+    if let Some(limit) = state.node().queue_timeout {
+        myself.send_after(limit, move || NodeMsg::QueueTimedOut { ticket });
+    }
+}
+
+fn start_report(state: &NodeState, attempt: u32, withdraw: bool) -> StartReport {
+    StartReport {
+        node: state.ix,
+        attempt,
+        triggered_by: state.triggered_by.clone(),
+        withdraw,
+        failure: state.failure.clone(),
+    }
+}
+
+fn on_slot_granted(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    ticket: u64,
+    grant: SlotGrant,
+) {
+    let Phase::Queued {
+        attempt,
+        ticket: waiting,
+    } = state.phase
+    else {
+        return; // not waiting any more: dropping the grant frees the slots
+    };
+    if waiting != ticket {
+        return;
+    }
+    let inputs = state.inputs.clone().unwrap_or_default();
+    start_now(myself, state, attempt, false, inputs, Some(grant));
+}
+
+fn on_queue_timed_out(myself: &ActorRef<NodeMsg>, state: &mut NodeState, ticket: u64) {
+    let Phase::Queued {
+        attempt,
+        ticket: waiting,
+    } = state.phase
+    else {
+        return;
+    };
+    if waiting != ticket {
+        return;
+    }
+    cancel_ticket(state, ticket);
+    let limit = state.node().queue_timeout.unwrap_or_default();
+    let error = ComponentError::fatal(
+        QUEUE_TIMEOUT_ERROR,
+        format!("waited more than {:.3}s for a slot", limit.as_secs_f64()),
+    );
+    fail(myself, state, attempt - 1, error);
+}
+
+fn cancel_ticket(state: &NodeState, ticket: u64) {
+    if let Some(link) = &state.run.slots {
+        // A limiter that is gone holds no queue any more.
+        let _ = link.limiter.cast(LimiterMsg::Cancel { ticket });
+    }
+}
+
+/// Starts attempt `attempt` as a task, holding `slot` until it ends.
+fn start_now(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    attempt: u32,
+    withdraw: bool,
+    inputs: crate::runtime::definition::JsonObject,
+    slot: Option<SlotGrant>,
+) {
+    report(
+        state,
+        SupervisorMsg::NodeStarted(start_report(state, attempt, withdraw)),
+    );
     let token = CancellationToken::new();
     let (limit, budget_bound) = attempt_limit(state);
+    let graph = &state.run.graph;
     let ctx = ExecutionContext {
         run_id: state.run.run_id.clone(),
         node_ref: state.node().node_ref.clone(),
@@ -289,14 +391,7 @@ fn start_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32
         triggered_by: state
             .triggered_by
             .iter()
-            .map(|e| {
-                state
-                    .run
-                    .graph
-                    .node(state.run.graph.edge(*e).source)
-                    .node_ref
-                    .clone()
-            })
+            .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
             .collect(),
         failure: state.failure.clone(),
         cancel: token.clone(),
@@ -304,7 +399,11 @@ fn start_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32
     let task = spawn_attempt(myself.clone(), state, ctx, limit, budget_bound);
     state.phase = Phase::Running {
         attempt,
-        guard: AttemptGuard { task, token },
+        guard: AttemptGuard {
+            task,
+            token,
+            _slot: slot,
+        },
         cancelling: None,
     };
 }
@@ -498,7 +597,7 @@ fn after_failure(
     state.phase = Phase::Backoff { next: attempt + 1 };
     let next = attempt + 1;
     if delay.is_zero() {
-        start_attempt(myself, state, next);
+        begin_attempt(myself, state, next, false);
     } else {
         myself.send_after(delay, move || NodeMsg::RetryDue { attempt: next });
     }
@@ -518,6 +617,16 @@ fn fail(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempts: u32, error:
 fn on_cancel(myself: &ActorRef<NodeMsg>, state: &mut NodeState, reason: CancelReason) {
     match &mut state.phase {
         Phase::Pending | Phase::Backoff { .. } => {
+            finish(
+                myself,
+                state,
+                Terminal::Cancelled,
+                EndDetail::cancelled(&reason),
+            );
+        }
+        Phase::Queued { ticket, .. } => {
+            let ticket = *ticket;
+            cancel_ticket(state, ticket);
             finish(
                 myself,
                 state,
@@ -601,6 +710,7 @@ fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal,
         // Dropping the guard stops the attempt's work.
         Phase::Running { attempt, .. } => attempt,
         Phase::Backoff { next } => next - 1,
+        Phase::Queued { attempt, .. } => attempt - 1,
         Phase::Pending | Phase::Ended => 0,
     };
     let end = NodeEnd {

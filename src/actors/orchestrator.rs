@@ -11,9 +11,13 @@ use std::time::SystemTime;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
 
+use std::sync::atomic::AtomicU64;
+
+use crate::actors::limiter::LimiterActor;
 use crate::actors::shared::EngineConfig;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
+use crate::messages::limiter::LimiterMsg;
 use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions, Submitted};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
@@ -62,6 +66,9 @@ pub struct OrchestratorState {
     by_supervisor: HashMap<ractor::ActorId, String>,
     idempotency: HashMap<String, String>,
     finished: VecDeque<String>,
+    limiter: ActorRef<LimiterMsg>,
+    tickets: Arc<AtomicU64>,
+    next_run_key: u64,
 }
 
 impl Actor for OrchestratorActor {
@@ -71,10 +78,16 @@ impl Actor for OrchestratorActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<OrchestratorMsg>,
+        myself: ActorRef<OrchestratorMsg>,
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
+        let engine_cap = args.config.max_concurrent_nodes;
+        let (limiter, _) =
+            Actor::spawn_linked(None, LimiterActor, engine_cap, myself.get_cell()).await?;
         Ok(OrchestratorState {
+            limiter,
+            tickets: Arc::new(AtomicU64::new(1)),
+            next_run_key: 1,
             config: args.config,
             registry: args.registry,
             runs: HashMap::new(),
@@ -115,6 +128,10 @@ impl Actor for OrchestratorActor {
                 let _ = reply.send(stop(state, &run_id, kind));
             }
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
+            OrchestratorMsg::Slots(reply) => {
+                let stats = ractor::call!(state.limiter, LimiterMsg::Stats).unwrap_or_default();
+                let _ = reply.send(stats);
+            }
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
                 supervisor_exited(state, &run_id, &cause);
             }
@@ -188,7 +205,13 @@ async fn submit(
         config: state.config.clone(),
         result_tx: result_tx.clone(),
         orchestrator: Some(myself.clone()),
+        limiter: Some((
+            state.limiter.clone(),
+            state.tickets.clone(),
+            state.next_run_key,
+        )),
     };
+    state.next_run_key += 1;
     let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
         .await
         .map_err(|e| RunCommandError::Spawn(e.to_string()))?;

@@ -15,12 +15,13 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::node::{NodeActor, NodeArgs, Resume};
-use crate::actors::shared::{EngineConfig, RunShared};
+use crate::actors::shared::{EngineConfig, RunShared, SlotLink};
 use crate::messages::event::{ErrorInfo, EventMetadata, EventType, Level, TraceEvent};
+use crate::messages::limiter::LimiterMsg;
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
+use crate::messages::supervisor::{EventFeed, StartReport, StopKind, SupervisorMsg};
 use crate::runtime::components::{CRASH_ERROR, ComponentError, FailureInfo};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::edge::resolve;
@@ -28,7 +29,9 @@ use crate::runtime::failure::{FailureEffect, on_failure};
 use crate::runtime::graph::{EdgeIx, Graph, NodeIx};
 use crate::runtime::outcome::{NodeStatus, RunStatus, Terminal};
 use crate::runtime::registry::ComponentRegistry;
+use crate::runtime::slots::RunKey;
 use crate::runtime::withdraw::Interest;
+use std::sync::atomic::AtomicU64;
 
 /// Extra time after a grace period before stragglers are abandoned.
 const FORCE_MARGIN: Duration = Duration::from_secs(1);
@@ -54,6 +57,8 @@ pub struct SupervisorArgs {
     pub result_tx: watch::Sender<Option<Arc<RunResult>>>,
     /// Told when the run ends.
     pub orchestrator: Option<ActorRef<OrchestratorMsg>>,
+    /// The engine's slot limiter and this run's key in it.
+    pub limiter: Option<(ActorRef<LimiterMsg>, Arc<AtomicU64>, RunKey)>,
 }
 
 /// What the supervisor knows of one node.
@@ -119,12 +124,23 @@ impl Actor for RunSupervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        let slots = args.limiter.map(|(limiter, tickets, key)| {
+            SlotLink::new(
+                limiter,
+                tickets,
+                key,
+                &args.graph,
+                &args.registry,
+                &args.config,
+            )
+        });
         let run = Arc::new(RunShared {
             run_id: args.run_id,
             graph: args.graph.clone(),
             registry: args.registry,
             inputs: args.inputs,
             supervisor: myself.clone(),
+            slots,
         });
         let n = run.graph.len();
         let mut state = SupervisorState {
@@ -161,13 +177,8 @@ impl Actor for RunSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::NodeStarted {
-                node,
-                attempt,
-                triggered_by,
-                withdraw,
-                failure,
-            } => on_started(state, node, attempt, triggered_by, withdraw, failure),
+            SupervisorMsg::NodeQueued(report) => on_start_report(state, &report, true),
+            SupervisorMsg::NodeStarted(report) => on_start_report(state, &report, false),
             SupervisorMsg::NodeRetrying {
                 node,
                 attempt,
@@ -330,33 +341,37 @@ fn base_metadata(state: &SupervisorState, node: NodeIx) -> EventMetadata {
     }
 }
 
-fn on_started(
-    state: &mut SupervisorState,
-    node: NodeIx,
-    attempt: u32,
-    triggered_by: Arc<[EdgeIx]>,
-    withdraw: bool,
-    failure: Option<Arc<FailureInfo>>,
-) {
+fn on_start_report(state: &mut SupervisorState, report: &StartReport, queued: bool) {
+    let node = report.node;
     let slot = &mut state.slots[node.ix()];
     if slot.ended() {
         return;
     }
-    slot.status = Some(NodeStatus::Running);
-    slot.attempts = attempt;
-    slot.started_at.get_or_insert_with(SystemTime::now);
-    slot.failure = failure.clone();
-    let triggered = (!triggered_by.is_empty()).then(|| refs_of(state, &triggered_by));
-    state.slots[node.ix()].triggered_by = Some(triggered_by.clone());
+    if queued {
+        slot.status = Some(NodeStatus::Queued);
+    } else {
+        slot.status = Some(NodeStatus::Running);
+        slot.attempts = report.attempt;
+        slot.started_at.get_or_insert_with(SystemTime::now);
+    }
+    slot.failure = report.failure.clone();
+    slot.triggered_by = Some(report.triggered_by.clone());
     let mut metadata = base_metadata(state, node);
-    metadata.attempt = Some(attempt);
-    metadata.triggered_by = triggered;
-    metadata.failure = failure.as_deref().cloned();
-    emit(state, node, EventType::Started, Level::Info, |e| {
+    metadata.attempt = Some(report.attempt);
+    metadata.triggered_by =
+        (!report.triggered_by.is_empty()).then(|| refs_of(state, &report.triggered_by));
+    metadata.failure = report.failure.as_deref().cloned();
+    let kind = if queued {
+        EventType::Queued
+    } else {
+        EventType::Started
+    };
+    emit(state, node, kind, Level::Info, |e| {
         e.metadata = Some(metadata)
     });
-    if withdraw && state.stopping.is_none() {
-        let winner = triggered_by
+    if report.withdraw && state.stopping.is_none() {
+        let winner = report
+            .triggered_by
             .first()
             .map(|e| state.run.graph.edge(*e).source);
         let reason: Arc<str> = format!(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messages::limiter::SlotGrant;
 use crate::runtime::components::{ComponentError, ComponentResult, FailureInfo};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::edge::Resolution;
@@ -68,6 +69,19 @@ pub enum NodeMsg {
     RetryDue {
         /// The attempt to start.
         attempt: u32,
+    },
+    /// From the limiter: the slots of `ticket` are granted. A node that no longer waits
+    /// for them drops the grant, which frees them.
+    SlotGranted {
+        /// The ticket.
+        ticket: u64,
+        /// The slots, held while the attempt runs.
+        grant: SlotGrant,
+    },
+    /// From the node's own timer: the node has waited `queueTimeoutSeconds` for `ticket`.
+    QueueTimedOut {
+        /// The ticket.
+        ticket: u64,
     },
     /// From the node's own timer: the grace period of a cancelled attempt is over.
     GraceExpired {

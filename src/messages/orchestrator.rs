@@ -92,6 +92,8 @@ pub enum OrchestratorMsg {
         /// Every event of the run.
         events: Arc<Vec<crate::messages::event::TraceEvent>>,
     },
+    /// From a handle: queue depth and active attempts, engine-wide.
+    Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),
     /// From the orchestrator itself, after a supervisor exited: re-checked through the
     /// queue so that a `RunEnded` sent before the exit is handled first.
     SupervisorExited {

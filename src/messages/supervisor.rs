@@ -32,22 +32,28 @@ pub struct EventFeed {
     pub live: Option<mpsc::UnboundedReceiver<TraceEvent>>,
 }
 
+/// A node's report that an attempt is queued or starts.
+#[derive(Debug, Clone)]
+pub struct StartReport {
+    /// The node.
+    pub node: NodeIx,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Edges that decided its join (`any`/`first`/`quorum`).
+    pub triggered_by: Arc<[EdgeIx]>,
+    /// Set once, right after a `first` join fired: withdraw from the other parents.
+    pub withdraw: bool,
+    /// The failure it handles, when reached through an `error` edge.
+    pub failure: Option<Arc<FailureInfo>>,
+}
+
 /// What a run supervisor receives.
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// From a node: its join fired and attempt `attempt` starts now.
-    NodeStarted {
-        /// The node.
-        node: NodeIx,
-        /// Attempt number.
-        attempt: u32,
-        /// Edges that decided its join (`any`/`first`/`quorum`).
-        triggered_by: Arc<[EdgeIx]>,
-        /// Whether the node is a `first` join that must withdraw from its other parents.
-        withdraw: bool,
-        /// The failure it handles, when reached through an `error` edge.
-        failure: Option<Arc<FailureInfo>>,
-    },
+    /// From a node: attempt `attempt` waits for slots (QUEUED).
+    NodeQueued(StartReport),
+    /// From a node: attempt `attempt` starts now (RUNNING).
+    NodeStarted(StartReport),
     /// From a node: attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
     NodeRetrying {
         /// The node.

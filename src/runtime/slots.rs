@@ -1,0 +1,374 @@
+//! Concurrency slots and rate limits (SEMANTICS.md §8), as a pure state machine.
+//!
+//! A node whose join is satisfied asks for every slot it needs at once: the engine-wide
+//! cap, its run's `maxParallelism`, its component's `maxConcurrency`, its group's cap and
+//! a token from its component's rate limit. [`SlotBook`] grants requests first come, first
+//! served: a request that cannot be granted reserves the resources it lacks, so a later
+//! request never takes a resource an earlier one is waiting for (no run starves another),
+//! while requests for unrelated resources go ahead. Time is passed in; nothing here sleeps.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Identifies a run inside the slot book.
+pub type RunKey = u64;
+
+/// A rate limit: `per_second` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Sustained tokens per second (> 0).
+    pub per_second: f64,
+    /// Bucket size (≥ 1).
+    pub burst: u32,
+}
+
+/// Everything one attempt needs before it may start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Needs {
+    /// The run, with its `maxParallelism`.
+    pub run: (RunKey, Option<u32>),
+    /// The component, with its cap.
+    pub component: (Arc<str>, Option<u32>),
+    /// The group (per run), with its cap.
+    pub group: Option<(Arc<str>, u32)>,
+    /// The component's rate limit.
+    pub rate: Option<Rate>,
+}
+
+/// A slot resource; the unit of fairness.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Resource {
+    Engine,
+    Run(RunKey),
+    Component(Arc<str>),
+    Group(RunKey, Arc<str>),
+    Rate(Arc<str>),
+}
+
+/// A token bucket with time passed in.
+#[derive(Debug, Clone)]
+struct Bucket {
+    rate: Rate,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            rate,
+            tokens: f64::from(rate.burst.max(1)),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        let cap = f64::from(self.rate.burst.max(1));
+        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(cap);
+        self.at = now;
+    }
+
+    /// When the next whole token is there (now, if it already is).
+    fn ready_at(&self) -> Instant {
+        if self.tokens >= 1.0 {
+            return self.at;
+        }
+        let missing = 1.0 - self.tokens;
+        self.at + Duration::from_secs_f64(missing / self.rate.per_second)
+    }
+}
+
+/// Granted and waiting attempts of the whole engine.
+#[derive(Debug)]
+pub struct SlotBook {
+    engine_cap: Option<u32>,
+    used: HashMap<Resource, u32>,
+    buckets: HashMap<Arc<str>, Bucket>,
+    queue: VecDeque<(u64, Needs)>,
+    active: usize,
+}
+
+impl SlotBook {
+    /// An empty book with the engine-wide cap.
+    pub fn new(engine_cap: Option<u32>) -> SlotBook {
+        SlotBook {
+            engine_cap,
+            used: HashMap::new(),
+            buckets: HashMap::new(),
+            queue: VecDeque::new(),
+            active: 0,
+        }
+    }
+
+    /// Requests waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Requests granted and not yet released.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Queues a request; returns the tickets granted now (this one or none).
+    pub fn request(&mut self, ticket: u64, needs: Needs, now: Instant) -> Vec<u64> {
+        self.queue.push_back((ticket, needs));
+        self.pump(now)
+    }
+
+    /// Withdraws a waiting request. Returns whether it was waiting (false if it was
+    /// granted already, in which case the grant must be released).
+    pub fn cancel(&mut self, ticket: u64, now: Instant) -> (bool, Vec<u64>) {
+        let before = self.queue.len();
+        self.queue.retain(|(t, _)| *t != ticket);
+        let was_waiting = self.queue.len() < before;
+        (
+            was_waiting,
+            if was_waiting {
+                self.pump(now)
+            } else {
+                Vec::new()
+            },
+        )
+    }
+
+    /// Gives back the slots of a granted request; returns the tickets granted as a result.
+    pub fn release(&mut self, needs: &Needs, now: Instant) -> Vec<u64> {
+        for r in slot_resources(needs) {
+            if let Some(n) = self.used.get_mut(&r) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.used.remove(&r);
+                }
+            }
+        }
+        self.active = self.active.saturating_sub(1);
+        self.pump(now)
+    }
+
+    /// Grants what the passage of time alone made grantable (rate-limit tokens).
+    pub fn release_none(&mut self, now: Instant) -> Vec<u64> {
+        self.pump(now)
+    }
+
+    /// When waiting requests may next be grantable through the passage of time alone
+    /// (a rate-limit token); `None` when only a release can help.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let mut blocked = HashSet::new();
+        let mut earliest: Option<Instant> = None;
+        for (_, needs) in &self.queue {
+            if let Some(rate) = needs.rate {
+                let key = &needs.component.0;
+                if blocked.insert(key.clone()) {
+                    let at = self.buckets.get(key).map_or_else(Instant::now, |b| {
+                        let mut b = b.clone();
+                        b.rate = rate;
+                        b.ready_at()
+                    });
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+            }
+        }
+        earliest
+    }
+
+    fn cap(&self, r: &Resource, needs: &Needs) -> Option<u32> {
+        match r {
+            Resource::Engine => self.engine_cap,
+            Resource::Run(_) => needs.run.1,
+            Resource::Component(_) => needs.component.1,
+            Resource::Group(_, _) => needs.group.as_ref().map(|g| g.1),
+            Resource::Rate(_) => None,
+        }
+    }
+
+    /// Grants every waiting request it can, in arrival order.
+    fn pump(&mut self, now: Instant) -> Vec<u64> {
+        let mut granted = Vec::new();
+        let mut reserved: HashSet<Resource> = HashSet::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let needs = self.queue[i].1.clone();
+            let lacking = self.lacking(&needs, &reserved, now);
+            if lacking.is_empty() {
+                self.take(&needs, now);
+                granted.push(self.queue.remove(i).map_or(0, |(t, _)| t));
+            } else {
+                reserved.extend(lacking);
+                i += 1;
+            }
+        }
+        granted
+    }
+
+    /// The resources `needs` cannot have now (full, rate-limited, or reserved by an
+    /// earlier waiting request).
+    fn lacking(
+        &mut self,
+        needs: &Needs,
+        reserved: &HashSet<Resource>,
+        now: Instant,
+    ) -> Vec<Resource> {
+        let mut lacking: Vec<Resource> = slot_resources(needs)
+            .into_iter()
+            .filter(|r| {
+                reserved.contains(r)
+                    || self
+                        .cap(r, needs)
+                        .is_some_and(|cap| self.used.get(r).copied().unwrap_or(0) >= cap)
+            })
+            .collect();
+        if let Some(rate) = needs.rate {
+            let key = needs.component.0.clone();
+            let rate_res = Resource::Rate(key.clone());
+            let bucket = self
+                .buckets
+                .entry(key)
+                .or_insert_with(|| Bucket::new(rate, now));
+            bucket.rate = rate;
+            bucket.refill(now);
+            if reserved.contains(&rate_res) || bucket.tokens < 1.0 {
+                lacking.push(rate_res);
+            }
+        }
+        lacking
+    }
+
+    fn take(&mut self, needs: &Needs, now: Instant) {
+        for r in slot_resources(needs) {
+            if self.cap(&r, needs).is_some() || matches!(r, Resource::Engine) {
+                *self.used.entry(r).or_insert(0) += 1;
+            }
+        }
+        if needs.rate.is_some()
+            && let Some(bucket) = self.buckets.get_mut(&needs.component.0)
+        {
+            bucket.refill(now);
+            bucket.tokens -= 1.0;
+        }
+        self.active += 1;
+    }
+}
+
+/// The counted (slot) resources of a request; the rate token is handled apart.
+fn slot_resources(needs: &Needs) -> Vec<Resource> {
+    let mut out = vec![Resource::Engine];
+    if needs.run.1.is_some() {
+        out.push(Resource::Run(needs.run.0));
+    }
+    if needs.component.1.is_some() {
+        out.push(Resource::Component(needs.component.0.clone()));
+    }
+    if let Some((g, _)) = &needs.group {
+        out.push(Resource::Group(needs.run.0, g.clone()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(run: RunKey, run_cap: Option<u32>, comp: &str, comp_cap: Option<u32>) -> Needs {
+        Needs {
+            run: (run, run_cap),
+            component: (comp.into(), comp_cap),
+            group: None,
+            rate: None,
+        }
+    }
+
+    #[test]
+    fn the_engine_cap_holds_and_a_release_grants_the_next_in_line() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(Some(2));
+        assert_eq!(b.request(1, needs(1, None, "c", None), now), vec![1]);
+        assert_eq!(b.request(2, needs(1, None, "c", None), now), vec![2]);
+        assert!(b.request(3, needs(2, None, "c", None), now).is_empty());
+        assert!(b.request(4, needs(3, None, "c", None), now).is_empty());
+        assert_eq!(b.queued(), 2);
+        assert_eq!(b.release(&needs(1, None, "c", None), now), vec![3]);
+        assert_eq!(b.release(&needs(1, None, "c", None), now), vec![4]);
+        assert_eq!(b.active(), 2);
+    }
+
+    #[test]
+    fn a_run_cap_does_not_hold_back_other_runs() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(None);
+        assert_eq!(b.request(1, needs(1, Some(1), "c", None), now), vec![1]);
+        assert!(b.request(2, needs(1, Some(1), "c", None), now).is_empty());
+        assert_eq!(b.request(3, needs(2, Some(1), "c", None), now), vec![3]);
+    }
+
+    #[test]
+    fn a_waiting_request_reserves_what_it_lacks_so_later_ones_cannot_overtake() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(Some(2));
+        assert_eq!(b.request(1, needs(1, None, "x", Some(1)), now), vec![1]);
+        // 2 waits for component x; it reserves x, not the engine.
+        assert!(b.request(2, needs(2, None, "x", Some(1)), now).is_empty());
+        // 3 needs only the engine: it goes ahead.
+        assert_eq!(b.request(3, needs(3, None, "y", None), now), vec![3]);
+        // Engine now full: 4 waits and reserves the engine.
+        assert!(b.request(4, needs(4, None, "y", None), now).is_empty());
+        // x frees, but the engine is full; 2 now waits on the engine and keeps x.
+        assert!(b.release(&needs(1, None, "x", Some(1)), now).contains(&2));
+    }
+
+    #[test]
+    fn group_caps_are_per_run() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(None);
+        let g = |run| Needs {
+            group: Some(("scanners".into(), 1)),
+            ..needs(run, None, "c", None)
+        };
+        assert_eq!(b.request(1, g(1), now), vec![1]);
+        assert!(b.request(2, g(1), now).is_empty());
+        assert_eq!(b.request(3, g(2), now), vec![3]);
+    }
+
+    #[test]
+    fn a_rate_limit_spends_the_burst_then_one_token_per_interval() {
+        let t0 = Instant::now();
+        let mut b = SlotBook::new(None);
+        let r = |_: u64| Needs {
+            rate: Some(Rate {
+                per_second: 10.0,
+                burst: 2,
+            }),
+            ..needs(1, None, "api", None)
+        };
+        assert_eq!(b.request(1, r(1), t0), vec![1]);
+        assert_eq!(b.request(2, r(2), t0), vec![2]);
+        assert!(b.request(3, r(3), t0).is_empty());
+        let wake = b.next_wakeup().expect("a token comes with time");
+        assert!(
+            wake > t0 && wake <= t0 + Duration::from_millis(101),
+            "{:?}",
+            wake - t0
+        );
+        assert!(b.cancel(99, t0).1.is_empty());
+        let (_, granted) = b.cancel(99, t0 + Duration::from_millis(50));
+        assert!(granted.is_empty());
+        assert_eq!(b.release(&r(1), t0 + Duration::from_millis(100)), vec![3]);
+    }
+
+    #[test]
+    fn a_cancelled_waiting_request_leaves_the_queue() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(Some(1));
+        b.request(1, needs(1, None, "c", None), now);
+        b.request(2, needs(1, None, "c", None), now);
+        assert_eq!(b.cancel(2, now), (true, vec![]));
+        assert_eq!(b.queued(), 0);
+        assert_eq!(
+            b.cancel(1, now),
+            (false, vec![]),
+            "granted requests are released, not cancelled"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! SEMANTICS.md §8: concurrency caps and rate limits, measured by the components
+//! themselves; FIFO grants across runs; queue timeouts; no slot leaks.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use serde_json::{Value, json};
+use shipsec_orchestrator::actors::shared::{ComponentLimits, RateLimitConfig};
+use shipsec_orchestrator::messages::event::EventType;
+use shipsec_orchestrator::messages::limiter::SlotStats;
+use shipsec_orchestrator::runtime::components::{
+    Component, ComponentOutput, ComponentResult, ExecutionContext,
+};
+use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::registry::{ComponentMeta, ComponentRegistry};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+
+static PROBE_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.probe", "counts how many of it run at once"));
+
+/// Counts concurrent attempts (engine-wide and per run) and records start order.
+#[derive(Default)]
+struct Probe {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    per_run: Mutex<HashMap<String, (usize, usize)>>,
+    starts: Mutex<Vec<(String, Instant)>>,
+}
+
+struct ProbeComponent(Arc<Probe>);
+
+struct Running(Arc<Probe>, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(entry) = self.0.per_run.lock().unwrap().get_mut(&self.1) {
+            entry.0 -= 1;
+        }
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Component for ProbeComponent {
+    fn meta(&self) -> &ComponentMeta {
+        &PROBE_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        let probe = self.0.clone();
+        async move {
+            let now = probe.now.fetch_add(1, Ordering::SeqCst) + 1;
+            probe.max.fetch_max(now, Ordering::SeqCst);
+            {
+                let mut runs = probe.per_run.lock().unwrap();
+                let entry = runs.entry(ctx.run_id.to_string()).or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.max(entry.0);
+            }
+            probe
+                .starts
+                .lock()
+                .unwrap()
+                .push((format!("{}/{}", ctx.run_id, ctx.node_ref), Instant::now()));
+            // Counted down however the attempt ends, also when it is cancelled and dropped.
+            let _running = Running(probe.clone(), ctx.run_id.to_string());
+            let ms = ctx.value("ms").and_then(Value::as_u64).unwrap_or(2);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ComponentOutput::default())
+        }
+        .boxed()
+    }
+}
+
+async fn engine(config: EngineConfig) -> (Handle, Arc<Probe>) {
+    let probe = Arc::new(Probe::default());
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.register(Arc::new(ProbeComponent(probe.clone())));
+    (
+        Orchestrator::start_with(config, registry).await.unwrap(),
+        probe,
+    )
+}
+
+fn probes(n: usize, ms: u64) -> Value {
+    let actions: Vec<Value> = (0..n)
+        .map(|i| json!({"ref": format!("p{i}"), "componentId": "test.probe", "params": {"ms": ms}}))
+        .collect();
+    json!({"title": "probes", "actions": actions, "edges": []})
+}
+
+async fn run_many(
+    handle: &Handle,
+    def: Value,
+    runs: usize,
+) -> Vec<Arc<shipsec_orchestrator::messages::result::RunResult>> {
+    let graph = common::graph_with(def, handle.registry());
+    let mut pending = Vec::new();
+    for _ in 0..runs {
+        pending.push(
+            handle
+                .submit(graph.clone(), Default::default(), Default::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut results = Vec::new();
+    for mut run in pending {
+        results.push(run.result().await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engine_wide_cap_holds_under_1000_concurrent_runs() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(8),
+        ..EngineConfig::default()
+    };
+    let (handle, probe) = engine(config).await;
+    let results = run_many(&handle, probes(5, 1), 1000).await;
+    assert!(results.iter().all(|r| r.status == RunStatus::Completed));
+    let max = probe.max.load(Ordering::SeqCst);
+    assert!(max <= 8, "observed {max} running at once");
+    assert!(max >= 2, "the cap is used, not serialised: {max}");
+    assert_eq!(
+        handle.slots().await.unwrap(),
+        SlotStats {
+            queued: 0,
+            active: 0
+        }
+    );
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_component_and_group_caps_hold() {
+    let mut components = BTreeMap::new();
+    components.insert(
+        "test.probe".to_owned(),
+        ComponentLimits {
+            max_concurrency: Some(6),
+            rate_limit: None,
+        },
+    );
+    let config = EngineConfig {
+        components,
+        ..EngineConfig::default()
+    };
+    let (handle, probe) = engine(config).await;
+    let mut def = probes(10, 3);
+    def["config"] = json!({"maxParallelism": 2});
+    let results = run_many(&handle, def, 50).await;
+    assert!(results.iter().all(|r| r.status == RunStatus::Completed));
+    assert!(probe.max.load(Ordering::SeqCst) <= 6, "component cap");
+    let per_run = probe
+        .per_run
+        .lock()
+        .unwrap()
+        .values()
+        .map(|v| v.1)
+        .max()
+        .unwrap();
+    assert!(per_run <= 2, "run cap: {per_run}");
+
+    // Group: nodes sharing a groupId share the smallest cap declared among them.
+    let (handle2, probe2) = engine(EngineConfig::default()).await;
+    let mut def = probes(6, 5);
+    def["nodes"] = json!({
+        "p0": {"ref": "p0", "groupId": "scan", "maxConcurrency": 3},
+        "p1": {"ref": "p1", "groupId": "scan", "maxConcurrency": 1},
+        "p2": {"ref": "p2", "groupId": "scan"},
+        "p3": {"ref": "p3", "groupId": "scan"},
+    });
+    let results = run_many(&handle2, def, 1).await;
+    assert_eq!(results[0].status, RunStatus::Completed);
+    assert!(
+        probe2.max.load(Ordering::SeqCst) <= 3,
+        "two ungrouped nodes plus one of the group"
+    );
+    handle.shutdown();
+    handle2.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_are_granted_first_come_first_served_across_runs() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(1),
+        ..EngineConfig::default()
+    };
+    let (handle, probe) = engine(config).await;
+    let a = common::graph_with(probes(3, 30), handle.registry());
+    let b = common::graph_with(probes(1, 1), handle.registry());
+    let mut run_a = handle
+        .submit(a, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut events = handle.events(run_a.run_id()).await.unwrap();
+    let mut waiting = 0;
+    while let Some(e) = events.next().await {
+        if matches!(e.kind, EventType::Queued | EventType::Started) {
+            waiting += 1;
+        }
+        if waiting == 3 + 1 {
+            break; // three QUEUED and the first STARTED: every request of A is in line
+        }
+    }
+    let mut run_b = handle
+        .submit(b, Default::default(), Default::default())
+        .await
+        .unwrap();
+    run_a.result().await.unwrap();
+    run_b.result().await.unwrap();
+    let order: Vec<String> = probe
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(order.len(), 4);
+    assert!(
+        order[3].starts_with(run_b.run_id()),
+        "B waits behind A's earlier requests: {order:?}"
+    );
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_spaces_attempts_within_tolerance() {
+    let mut components = BTreeMap::new();
+    components.insert(
+        "core.echo".to_owned(),
+        ComponentLimits {
+            max_concurrency: None,
+            rate_limit: Some(RateLimitConfig {
+                per_second: 20.0,
+                burst: 1,
+            }),
+        },
+    );
+    let config = EngineConfig {
+        components,
+        ..EngineConfig::default()
+    };
+    let (handle, _) = engine(config).await;
+    let actions: Vec<Value> = (0..21)
+        .map(|i| json!({"ref": format!("e{i}"), "componentId": "core.echo"}))
+        .collect();
+    let t = Instant::now();
+    let results = run_many(&handle, json!({"title": "rate", "actions": actions}), 1).await;
+    let took = t.elapsed();
+    assert_eq!(results[0].status, RunStatus::Completed);
+    // 1 token at once, then 20 more at 20 per second: about one second.
+    assert!(took >= Duration::from_millis(800), "too fast: {took:?}");
+    assert!(took < Duration::from_secs(3), "too slow: {took:?}");
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_queued_too_long_fails_with_queue_timeout_error() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(1),
+        ..EngineConfig::default()
+    };
+    let (handle, _) = engine(config).await;
+    let mut def = probes(2, 1000);
+    def["nodes"] = json!({"p1": {"ref": "p1", "queueTimeoutSeconds": 0.1}});
+    // p0 takes the only slot first (definition order), p1 times out waiting.
+    let f = common::run_on(
+        &handle,
+        common::graph_with(def, handle.registry()),
+        Default::default(),
+    )
+    .await;
+    let (first, second) = if f.status("p0") == NodeStatus::Completed {
+        ("p0", "p1")
+    } else {
+        ("p1", "p0")
+    };
+    assert_eq!(f.status(first), NodeStatus::Completed);
+    assert_eq!(f.status(second), NodeStatus::Failed);
+    assert_eq!(f.error_type(second), "QueueTimeoutError");
+    assert_eq!(f.attempts(second), 0, "it never ran");
+    assert_eq!(f.events_of(second, EventType::Queued).len(), 1);
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_slot_leaks_after_cancellations_timeouts_and_failures() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(4),
+        cancel_grace: Duration::from_millis(100),
+        ..EngineConfig::default()
+    };
+    let (handle, probe) = engine(config).await;
+    // Timeouts and failures.
+    let mut def = probes(6, 2000);
+    def["nodes"] = json!({"p0": {"ref": "p0", "timeoutSeconds": 0.05}, "p1": {"ref": "p1", "timeoutSeconds": 0.05}});
+    def["actions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"ref": "bad", "componentId": "core.fail"}));
+    def["config"] = json!({"failurePolicy": "failFast"});
+    let results = run_many(&handle, def, 3).await;
+    assert!(results.iter().all(|r| r.status == RunStatus::Failed));
+    // Cancellations of queued and running nodes.
+    let g = common::graph_with(probes(10, 5000), handle.registry());
+    let mut run = handle
+        .submit(g, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut events = handle.events(run.run_id()).await.unwrap();
+    while let Some(e) = events.next().await {
+        if e.kind == EventType::Started {
+            break;
+        }
+    }
+    handle.cancel(run.run_id()).await.unwrap();
+    assert_eq!(run.result().await.unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        handle.slots().await.unwrap(),
+        SlotStats {
+            queued: 0,
+            active: 0
+        }
+    );
+    // A following run gets the full cap.
+    probe.max.store(0, Ordering::SeqCst);
+    let results = run_many(&handle, probes(8, 50), 1).await;
+    assert_eq!(results[0].status, RunStatus::Completed);
+    assert_eq!(probe.max.load(Ordering::SeqCst), 4);
+    handle.shutdown();
+}
