@@ -69,6 +69,7 @@ pub struct OrchestratorState {
     limiter: ActorRef<LimiterMsg>,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
+    live: usize,
 }
 
 impl Actor for OrchestratorActor {
@@ -88,6 +89,7 @@ impl Actor for OrchestratorActor {
             limiter,
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
+            live: 0,
             config: args.config,
             registry: args.registry,
             runs: HashMap::new(),
@@ -179,6 +181,12 @@ async fn submit(
             result: entry_result_rx(entry),
         });
     }
+    if state.live >= state.config.max_active_runs {
+        return Err(RunCommandError::Overloaded {
+            active: state.live,
+            limit: state.config.max_active_runs,
+        });
+    }
     if let Some(entry) = graph.entrypoint {
         let missing = missing_runtime_inputs(&graph.node(entry).params, &inputs);
         if !missing.is_empty() {
@@ -218,6 +226,7 @@ async fn submit(
     state
         .by_supervisor
         .insert(supervisor.get_id(), run_id.clone());
+    state.live += 1;
     if let Some(key) = options.idempotency_key {
         state.idempotency.insert(key, run_id.clone());
     }
@@ -303,6 +312,7 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
     let Some(RunEntry::Live { result_tx, .. }) = state.runs.remove(&run_id) else {
         return;
     };
+    state.live -= 1;
     state.runs.insert(
         run_id.clone(),
         RunEntry::Done {
@@ -334,6 +344,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
     else {
         return;
     };
+    state.live -= 1;
     let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let result = Arc::new(RunResult {
         run_id: run_id.to_owned(),

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub retained_runs: usize,
     /// Most nodes running at once across all runs.
     pub max_concurrent_nodes: Option<u32>,
+    /// Most runs in progress at once; a submission past it is refused, never queued.
+    pub max_active_runs: usize,
     /// Per-component limits, by component id, overriding the components' hints.
     pub components: BTreeMap<String, ComponentLimits>,
 }
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             cancel_grace: Duration::from_secs(5),
             retained_runs: 10_000,
             max_concurrent_nodes: None,
+            max_active_runs: 5_000,
             components: BTreeMap::new(),
         }
     }

@@ -160,6 +160,8 @@ impl Actor for RunSupervisor {
             orchestrator: args.orchestrator,
             done: false,
         };
+        #[cfg(feature = "chaos")]
+        crate::chaos::register_supervisor(&state.run.run_id, myself.get_cell());
         let graph = state.run.graph.clone();
         for ix in graph.node_indices() {
             spawn_node(&myself, &mut state, ix, None).await?;
@@ -252,18 +254,19 @@ impl Actor for RunSupervisor {
             _ => return Ok(()),
         };
         let id = cell.get_id();
-        if let Some(&node) = state.actors.get(&id) {
-            if state.slots[node.ix()].ended() {
-                state.actors.remove(&id);
-                return Ok(());
-            }
-            // Re-check through the queue: a report sent just before the exit comes first.
-            let _ = myself.cast(SupervisorMsg::NodeExited {
-                node,
-                actor: id,
-                cause,
-            });
+        let Some(node) = state.actors.remove(&id) else {
+            return Ok(());
+        };
+        if state.slots[node.ix()].ended() {
+            maybe_finish(&myself, state);
+            return Ok(());
         }
+        // Re-check through the queue: a report sent just before the exit comes first.
+        let _ = myself.cast(SupervisorMsg::NodeExited {
+            node,
+            actor: id,
+            cause,
+        });
         Ok(())
     }
 }
@@ -458,7 +461,13 @@ fn on_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, end: 
         Terminal::Completed | Terminal::Skipped => {}
     }
     resolve_children(state, &end);
-    if state.ended == state.slots.len() {
+    maybe_finish(myself, state);
+}
+
+/// The run ends once every node has ended and every node actor has exited, so no actor
+/// of a finished run is left alive.
+fn maybe_finish(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    if !state.done && state.ended == state.slots.len() && state.actors.is_empty() {
         finish_run(myself, state);
     }
 }
@@ -480,9 +489,6 @@ fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     slot.attempts = slot.attempts.max(end.attempts);
     slot.completed_at = Some(SystemTime::now());
     slot.end = Some(end.clone());
-    if let Some(actor) = &slot.actor {
-        state.actors.remove(&actor.get_id());
-    }
     #[cfg(feature = "chaos")]
     crate::chaos::unregister(&state.run.run_id, &state.run.graph.node(node).node_ref);
     state.ended += 1;
@@ -521,12 +527,20 @@ fn resolve_children(state: &SupervisorState, end: &Arc<NodeEnd>) {
         }
         if let Some(actor) = &slot.actor {
             let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-            // A child actor that just died is respawned and replayed from the records.
-            let _ = actor.cast(NodeMsg::ParentEnded {
+            let msg = NodeMsg::ParentEnded {
                 edge: *e,
                 resolution,
                 end: end.clone(),
-            });
+            };
+            #[cfg(feature = "chaos")]
+            if let Some(delay) =
+                crate::chaos::delay_for(&state.run.run_id, &graph.node(edge.target).node_ref)
+            {
+                actor.send_after(delay, move || msg);
+                continue;
+            }
+            // A child actor that just died is respawned and replayed from the records.
+            let _ = actor.cast(msg);
         }
     }
 }
@@ -557,8 +571,13 @@ async fn on_exited(
     actor: ActorId,
     cause: String,
 ) -> Result<(), ActorProcessingErr> {
-    if state.actors.remove(&actor).is_none() || state.slots[node.ix()].ended() {
-        return Ok(()); // a stale exit, or the node reported its end before exiting
+    let current = state.slots[node.ix()].actor.as_ref().map(|a| a.get_id());
+    if current != Some(actor) {
+        return Ok(()); // the exit of an actor already replaced
+    }
+    if state.slots[node.ix()].ended() {
+        maybe_finish(myself, state); // it reported its end before exiting
+        return Ok(());
     }
     let slot = &state.slots[node.ix()];
     if let Some(stop) = state.stopping.clone().or_else(|| {
@@ -754,6 +773,8 @@ fn build_result(state: &SupervisorState) -> RunResult {
 
 fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.done = true;
+    #[cfg(feature = "chaos")]
+    crate::chaos::unregister_supervisor(&state.run.run_id);
     let result = Arc::new(build_result(state));
     state.subscribers.clear();
     // The orchestrator learns first, so that anyone who sees the result and then asks

@@ -34,6 +34,14 @@ pub enum RunCommandError {
     /// The run's inputs do not match the entrypoint's declared runtime inputs.
     #[error("invalid run inputs: {0}")]
     InvalidInputs(String),
+    /// The engine runs as many runs as its admission limit allows.
+    #[error("too many runs in progress ({active}, the limit is {limit}); retry later")]
+    Overloaded {
+        /// Runs in progress.
+        active: usize,
+        /// `maxActiveRuns`.
+        limit: usize,
+    },
     /// The run's supervisor could not be started.
     #[error("cannot start the run: {0}")]
     Spawn(String),
