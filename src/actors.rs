@@ -6,6 +6,7 @@
 //! what to do, and send messages. They never share mutable state.
 
 pub mod handle;
+pub mod limiter;
 pub mod node;
 pub mod orchestrator;
 pub mod shared;

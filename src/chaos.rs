@@ -1,5 +1,10 @@
-//! Test hooks for chaos testing (cargo feature `chaos`): find the live actor of a node so
-//! a test can kill it. Not part of the default API; nothing here changes behaviour.
+//! Chaos testing (cargo feature `chaos`): hooks to find and kill the live actor of a node
+//! or a run's supervisor, to delay the edge resolutions sent to a node and to make a
+//! component panic, plus a seeded harness ([`harness`]) that injects such faults into any
+//! workflow and checks the invariants afterwards. Not part of the default API; without
+//! faults registered nothing here changes behaviour.
+
+pub mod harness;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -103,4 +108,84 @@ pub(crate) fn delay_for(run_id: &str, node_ref: &str) -> Option<Duration> {
         return None;
     }
     map.get(&(run_id.to_owned(), node_ref.to_owned())).copied()
+}
+
+/// What to do to an attempt: make its component panic, or kill its node actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AttemptFault {
+    Panic,
+    Kill,
+}
+
+/// Armed attempt faults: `(run, node, fault)` to the attempt number it strikes.
+type Armed = Mutex<HashMap<(String, String, AttemptFault), u32>>;
+
+fn panics() -> &'static Armed {
+    static ARMED: OnceLock<Armed> = OnceLock::new();
+    ARMED.get_or_init(Default::default)
+}
+
+fn arm(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) {
+    if let Ok(mut map) = panics().lock() {
+        map.insert((run_id.to_owned(), node_ref.to_owned(), fault), attempt);
+    }
+}
+
+fn armed(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) -> bool {
+    let Ok(map) = panics().lock() else {
+        return false;
+    };
+    !map.is_empty() && map.get(&(run_id.to_owned(), node_ref.to_owned(), fault)) == Some(&attempt)
+}
+
+/// Kills the actor of node `node_ref` in run `run_id` just after its attempt `attempt`
+/// started (the attempt fails with `CrashError`).
+pub fn kill_on_attempt(run_id: &str, node_ref: &str, attempt: u32) {
+    arm(run_id, node_ref, AttemptFault::Kill, attempt);
+}
+
+/// Whether the node actor must die now that attempt `attempt` started.
+pub(crate) fn should_kill(run_id: &str, node_ref: &str, attempt: u32) -> bool {
+    armed(run_id, node_ref, AttemptFault::Kill, attempt)
+}
+
+/// Makes attempt `attempt` of node `node_ref` in run `run_id` panic before its component
+/// runs (the attempt fails with `CrashError`).
+pub fn panic_on_attempt(run_id: &str, node_ref: &str, attempt: u32) {
+    arm(run_id, node_ref, AttemptFault::Panic, attempt);
+}
+
+/// Whether attempt `attempt` of `(run, node)` must panic.
+pub(crate) fn should_panic(run_id: &str, node_ref: &str, attempt: u32) -> bool {
+    armed(run_id, node_ref, AttemptFault::Panic, attempt)
+}
+
+/// Removes every fault registered for `run_id` (delays and panics).
+pub fn clear_run(run_id: &str) {
+    if let Ok(mut map) = panics().lock() {
+        map.retain(|(r, _, _), _| r != run_id);
+    }
+    if let Ok(mut map) = delays().lock() {
+        map.retain(|(r, _), _| r != run_id);
+    }
+    if let Ok(mut map) = registry().lock() {
+        map.retain(|(r, _), _| r != run_id);
+    }
+}
+
+/// Waits (up to `bound`) for every registered actor of `run_id` to exit.
+pub async fn wait_for_run_actors(run_id: &str, bound: Duration) {
+    let cells: Vec<ActorCell> = registry().lock().map_or_else(
+        |_| Vec::new(),
+        |m| {
+            m.iter()
+                .filter(|((r, _), _)| r == run_id)
+                .map(|(_, c)| c.clone())
+                .collect()
+        },
+    );
+    for cell in cells {
+        // A timeout leaves the actor alive, which the caller's check then reports.
+        let _ = cell.wait(Some(bound)).await;
+    }
 }

@@ -17,6 +17,6 @@ pub mod outcome;
 pub mod parse;
 pub mod registry;
 pub mod retry;
+pub mod slots;
 pub mod validate;
 pub mod withdraw;
-pub mod slots;

@@ -201,6 +201,17 @@ impl Handle {
         ractor::call!(self.actor, OrchestratorMsg::Slots).map_err(|_| EngineError::Unavailable)
     }
 
+    /// Waits until no attempt holds or waits for a slot (every slot is back).
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn slots_idle(&self) -> Result<(), EngineError> {
+        ractor::call!(self.actor, OrchestratorMsg::SlotsIdle).map_err(|_| EngineError::Unavailable)
+    }
+
     /// Stops the orchestrator (runs still going are abandoned).
     pub fn shutdown(&self) {
         self.actor.stop(None);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::messages::limiter::{LimiterMsg, SlotGrant, SlotStats};
 use crate::messages::node::NodeMsg;
@@ -20,6 +20,7 @@ pub struct LimiterState {
     book: SlotBook,
     waiting: HashMap<u64, (ActorRef<NodeMsg>, Needs)>,
     wake_at: Option<Instant>,
+    idle_waiters: Vec<RpcReplyPort<()>>,
 }
 
 impl Actor for LimiterActor {
@@ -36,6 +37,7 @@ impl Actor for LimiterActor {
             book: SlotBook::new(engine_cap),
             waiting: HashMap::new(),
             wake_at: None,
+            idle_waiters: Vec::new(),
         })
     }
 
@@ -72,9 +74,19 @@ impl Actor for LimiterActor {
                 });
                 Vec::new()
             }
+            LimiterMsg::WhenIdle(reply) => {
+                state.idle_waiters.push(reply);
+                Vec::new()
+            }
         };
         grant(&myself, state, granted);
         arm_timer(&myself, state);
+        if state.book.active() == 0 && state.book.queued() == 0 {
+            for waiter in state.idle_waiters.drain(..) {
+                // A waiter that gave up needs no answer.
+                let _ = waiter.send(());
+            }
+        }
         Ok(())
     }
 }

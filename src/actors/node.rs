@@ -406,6 +406,10 @@ fn start_now(
         },
         cancelling: None,
     };
+    #[cfg(feature = "chaos")]
+    if crate::chaos::should_kill(&state.run.run_id, &state.node().node_ref, attempt) {
+        myself.kill();
+    }
 }
 
 /// Inputs are resolved once, when the join fires, and reused by every retry.
@@ -465,7 +469,12 @@ fn spawn_attempt(
         let token = ctx.cancel.clone();
         let result = match component {
             Some(component) => {
-                let work = AssertUnwindSafe(component.execute(ctx)).catch_unwind();
+                let inject_panic = chaos_panic(&ctx);
+                let work = AssertUnwindSafe(async move {
+                    assert!(!inject_panic, "chaos: injected panic");
+                    component.execute(ctx).await
+                })
+                .catch_unwind();
                 run_with_limit(work, limit, budget_bound, &token).await
             }
             None => Err(ComponentError::fatal(
@@ -476,6 +485,18 @@ fn spawn_attempt(
         // The node may have ended (abandoned this attempt) and stopped: nothing to tell.
         let _ = myself.cast(NodeMsg::AttemptFinished { attempt, result });
     })
+}
+
+/// Whether the chaos plan asks this attempt's component to panic.
+#[cfg(feature = "chaos")]
+fn chaos_panic(ctx: &ExecutionContext) -> bool {
+    crate::chaos::should_panic(&ctx.run_id, &ctx.node_ref, ctx.attempt)
+}
+
+/// Without the `chaos` feature no panic is ever injected.
+#[cfg(not(feature = "chaos"))]
+fn chaos_panic(_ctx: &ExecutionContext) -> bool {
+    false
 }
 
 async fn run_with_limit<F>(

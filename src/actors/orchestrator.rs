@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 use tokio::sync::watch;
 
 use std::sync::atomic::AtomicU64;
@@ -70,6 +70,7 @@ pub struct OrchestratorState {
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
     live: usize,
+    pending: HashMap<String, Vec<Pending>>,
 }
 
 impl Actor for OrchestratorActor {
@@ -90,6 +91,7 @@ impl Actor for OrchestratorActor {
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
             live: 0,
+            pending: HashMap::new(),
             config: args.config,
             registry: args.registry,
             runs: HashMap::new(),
@@ -116,12 +118,8 @@ impl Actor for OrchestratorActor {
                 let outcome = submit(&myself, state, graph, inputs, options).await;
                 let _ = reply.send(outcome);
             }
-            OrchestratorMsg::Status { run_id, reply } => {
-                let _ = reply.send(status(state, &run_id).await);
-            }
-            OrchestratorMsg::Events { run_id, reply } => {
-                let _ = reply.send(events(state, &run_id).await);
-            }
+            OrchestratorMsg::Status { run_id, reply } => status(state, run_id, reply),
+            OrchestratorMsg::Events { run_id, reply } => events(state, run_id, reply),
             OrchestratorMsg::Stop {
                 run_id,
                 kind,
@@ -130,6 +128,10 @@ impl Actor for OrchestratorActor {
                 let _ = reply.send(stop(state, &run_id, kind));
             }
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
+            OrchestratorMsg::SlotsIdle(reply) => {
+                // The limiter answers the handle directly once it is idle.
+                let _ = state.limiter.cast(LimiterMsg::WhenIdle(reply));
+            }
             OrchestratorMsg::Slots(reply) => {
                 let stats = ractor::call!(state.limiter, LimiterMsg::Stats).unwrap_or_default();
                 let _ = reply.send(stats);
@@ -252,15 +254,38 @@ fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> 
     }
 }
 
-async fn status(state: &OrchestratorState, run_id: &str) -> Result<RunSnapshot, RunCommandError> {
-    match state.runs.get(run_id) {
-        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
-        Some(RunEntry::Done { result, .. }) => Ok(done_snapshot(result)),
+/// A question about a run whose supervisor stopped before its `RunEnded` was handled;
+/// answered from the finished run as soon as it is recorded.
+#[derive(Debug)]
+enum Pending {
+    Status(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
+    Events(RpcReplyPort<Result<EventFeed, RunCommandError>>),
+}
+
+fn status(
+    state: &mut OrchestratorState,
+    run_id: String,
+    reply: RpcReplyPort<Result<RunSnapshot, RunCommandError>>,
+) {
+    match state.runs.get(&run_id) {
+        None => {
+            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
+        }
+        Some(RunEntry::Done { result, .. }) => {
+            let _ = reply.send(Ok(done_snapshot(result)));
+        }
         Some(RunEntry::Live { supervisor, .. }) => {
-            ractor::call!(supervisor, SupervisorMsg::Snapshot).map_err(|_| {
-                // The supervisor ended between our lookup and the call.
-                RunCommandError::UnknownRun(run_id.to_owned())
-            })
+            // The supervisor answers the handle itself; one that is gone has its
+            // RunEnded (or its exit) queued here, and the question waits for it.
+            if let Err(MessagingErr::SendErr(SupervisorMsg::Snapshot(reply))) =
+                supervisor.cast(SupervisorMsg::Snapshot(reply))
+            {
+                state
+                    .pending
+                    .entry(run_id)
+                    .or_default()
+                    .push(Pending::Status(reply));
+            }
         }
     }
 }
@@ -278,16 +303,44 @@ fn done_snapshot(result: &RunResult) -> RunSnapshot {
     }
 }
 
-async fn events(state: &OrchestratorState, run_id: &str) -> Result<EventFeed, RunCommandError> {
-    match state.runs.get(run_id) {
-        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
-        Some(RunEntry::Done { events, .. }) => Ok(EventFeed {
-            backlog: events.as_ref().clone(),
-            live: None,
-        }),
+fn events(
+    state: &mut OrchestratorState,
+    run_id: String,
+    reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
+) {
+    match state.runs.get(&run_id) {
+        None => {
+            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
+        }
+        Some(RunEntry::Done { events, .. }) => {
+            let _ = reply.send(Ok(EventFeed {
+                backlog: events.as_ref().clone(),
+                live: None,
+            }));
+        }
         Some(RunEntry::Live { supervisor, .. }) => {
-            ractor::call!(supervisor, SupervisorMsg::Subscribe)
-                .map_err(|_| RunCommandError::UnknownRun(run_id.to_owned()))
+            if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(reply))) =
+                supervisor.cast(SupervisorMsg::Subscribe(reply))
+            {
+                state
+                    .pending
+                    .entry(run_id)
+                    .or_default()
+                    .push(Pending::Events(reply));
+            }
+        }
+    }
+}
+
+/// Answers the questions that waited for `run_id` to be recorded as finished.
+fn answer_pending(state: &mut OrchestratorState, run_id: &str) {
+    let Some(pending) = state.pending.remove(run_id) else {
+        return;
+    };
+    for question in pending {
+        match question {
+            Pending::Status(reply) => status(state, run_id.to_owned(), reply),
+            Pending::Events(reply) => events(state, run_id.to_owned(), reply),
         }
     }
 }
@@ -321,6 +374,7 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
             result_tx,
         },
     );
+    answer_pending(state, &run_id);
     remember_finished(state, run_id);
 }
 
@@ -369,5 +423,6 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
             result_tx,
         },
     );
+    answer_pending(state, run_id);
     remember_finished(state, run_id.to_owned());
 }

@@ -106,6 +106,8 @@ pub struct SupervisorState {
     stopping: Option<Stopping>,
     unhandled: Option<String>,
     events: Vec<TraceEvent>,
+    /// Every event, once the run has ended (answers late subscribers while draining).
+    final_events: Option<Arc<Vec<TraceEvent>>>,
     subscribers: Vec<mpsc::UnboundedSender<TraceEvent>>,
     started_at: SystemTime,
     started: Instant,
@@ -153,6 +155,7 @@ impl Actor for RunSupervisor {
             stopping: None,
             unhandled: None,
             events: Vec::new(),
+            final_events: None,
             subscribers: Vec::new(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -221,17 +224,11 @@ impl Actor for RunSupervisor {
             SupervisorMsg::ForceEnd => force_end(&myself, state),
             SupervisorMsg::Snapshot(reply) => {
                 // The asker may have given up waiting: nothing to do then.
-                let _ = reply.send(snapshot(state));
+                let _ = reply.send(Ok(snapshot(state)));
             }
             SupervisorMsg::Subscribe(reply) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                state.subscribers.push(tx);
-                let feed = EventFeed {
-                    backlog: state.events.clone(),
-                    live: Some(rx),
-                };
                 // An asker that went away leaves a closed sender, pruned on the next emit.
-                let _ = reply.send(feed);
+                let _ = reply.send(Ok(subscribe(state)));
             }
         }
         Ok(())
@@ -687,6 +684,22 @@ fn force_end(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     }
 }
 
+/// The events so far, and the live ones to come unless the run has ended.
+fn subscribe(state: &mut SupervisorState) -> EventFeed {
+    if let Some(done) = &state.final_events {
+        return EventFeed {
+            backlog: done.as_ref().clone(),
+            live: None,
+        };
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    state.subscribers.push(tx);
+    EventFeed {
+        backlog: state.events.clone(),
+        live: Some(rx),
+    }
+}
+
 fn snapshot(state: &SupervisorState) -> RunSnapshot {
     let mut counts = std::collections::BTreeMap::new();
     let mut running = Vec::new();
@@ -779,8 +792,9 @@ fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.subscribers.clear();
     // The orchestrator learns first, so that anyone who sees the result and then asks
     // the orchestrator about the run finds it finished (its mailbox is FIFO).
+    let events = Arc::new(std::mem::take(&mut state.events));
+    state.final_events = Some(events.clone());
     if let Some(orchestrator) = &state.orchestrator {
-        let events = Arc::new(std::mem::take(&mut state.events));
         // An orchestrator that is gone has no registry left to update.
         let _ = orchestrator.cast(OrchestratorMsg::RunEnded {
             result: result.clone(),
@@ -789,5 +803,6 @@ fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     }
     // Receivers may all be gone (nobody waits for this run); the orchestrator keeps it.
     let _ = state.result_tx.send(Some(result));
-    myself.stop(None);
+    // Drain rather than stop: requests already queued (status, events) are answered.
+    let _ = myself.drain();
 }

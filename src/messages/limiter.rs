@@ -39,6 +39,8 @@ pub enum LimiterMsg {
     Wake,
     /// From the orchestrator: current numbers.
     Stats(RpcReplyPort<SlotStats>),
+    /// From the orchestrator: answer once no attempt holds or waits for a slot.
+    WhenIdle(RpcReplyPort<()>),
 }
 
 /// Slots held by a running attempt. Dropping it, however the attempt ends (completion,

@@ -102,6 +102,8 @@ pub enum OrchestratorMsg {
     },
     /// From a handle: queue depth and active attempts, engine-wide.
     Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),
+    /// From a handle: answer once no attempt holds or waits for a slot.
+    SlotsIdle(RpcReplyPort<()>),
     /// From the orchestrator itself, after a supervisor exited: re-checked through the
     /// queue so that a `RunEnded` sent before the exit is handled first.
     SupervisorExited {

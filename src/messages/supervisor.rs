@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::messages::event::TraceEvent;
 use crate::messages::node::NodeEnd;
+use crate::messages::orchestrator::RunCommandError;
 use crate::messages::result::RunSnapshot;
 use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::graph::{EdgeIx, NodeIx};
@@ -83,8 +84,8 @@ pub enum SupervisorMsg {
     DeadlinePassed,
     /// From the supervisor's timer: nodes still running after their grace are abandoned.
     ForceEnd,
-    /// From the orchestrator: the run's current state.
-    Snapshot(RpcReplyPort<RunSnapshot>),
-    /// From the orchestrator: subscribe to the run's events.
-    Subscribe(RpcReplyPort<EventFeed>),
+    /// From the orchestrator, on behalf of a handle: the run's current state.
+    Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
+    /// From the orchestrator, on behalf of a handle: subscribe to the run's events.
+    Subscribe(RpcReplyPort<Result<EventFeed, RunCommandError>>),
 }

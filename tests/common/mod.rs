@@ -2,7 +2,6 @@
 //! through a real orchestrator, and checking the trace invariants of SEMANTICS.md §9.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -107,66 +106,9 @@ pub async fn run(def: Value) -> Finished {
     finished
 }
 
-/// SEMANTICS.md §9: dense increasing `seq`; one terminal event per node matching its
-/// final status; a node's STARTED after the terminal events of the parents its join
-/// waited for (every parent for `all`, the triggering parents otherwise).
+/// SEMANTICS.md §9 (see `chaos::harness::check_trace`), as a test assertion.
 pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) {
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.seq,
-            i as u64 + 1,
-            "seq is dense and increasing: {events:#?}"
-        );
-    }
-    let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
-    for e in events.iter().filter(|e| e.kind.is_terminal()) {
-        assert!(
-            terminal.insert(&e.node_id, e).is_none(),
-            "two terminal events for {}",
-            e.node_id
-        );
-    }
-    for node in &graph.nodes {
-        let record = &result.nodes[&*node.node_ref];
-        assert!(
-            record.status.is_terminal(),
-            "{} ends terminal",
-            node.node_ref
-        );
-        let event = terminal
-            .get(&*node.node_ref)
-            .unwrap_or_else(|| panic!("{} has no terminal event", node.node_ref));
-        assert_eq!(
-            format!("{:?}", event.kind).to_uppercase(),
-            record.status.as_str(),
-            "terminal event of {} matches its status",
-            node.node_ref
-        );
-    }
-    for node in &graph.nodes {
-        let Some(started) = events
-            .iter()
-            .find(|e| *e.node_id == *node.node_ref && e.kind == EventType::Started)
-        else {
-            continue;
-        };
-        let waited: HashSet<String> = match &result.nodes[&*node.node_ref].triggered_by {
-            Some(t) => t.iter().cloned().collect(),
-            None => node
-                .incoming
-                .iter()
-                .map(|e| graph.node(graph.edge(*e).source).node_ref.to_string())
-                .collect(),
-        };
-        for parent in waited {
-            let ended = terminal[parent.as_str()];
-            assert!(
-                ended.seq < started.seq,
-                "{} STARTED (seq {}) before its parent {parent} ended (seq {})",
-                node.node_ref,
-                started.seq,
-                ended.seq
-            );
-        }
+    if let Err(broken) = shipsec_orchestrator::chaos::harness::check_trace(graph, result, events) {
+        panic!("trace invariant broken: {broken}\n{events:#?}");
     }
 }

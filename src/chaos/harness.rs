@@ -1,0 +1,466 @@
+//! The chaos harness: a seeded, reproducible fault plan for any workflow, a runner that
+//! injects it into a run through the public handle, and the invariants checked after.
+//!
+//! Faults: node actors killed while pending or mid-attempt, components made to panic,
+//! edge resolutions to a node delayed, the run cancelled or terminated, its supervisor
+//! killed. Invariants: the run ends within a bound; every node has exactly one terminal
+//! state and one terminal event (`seq` dense); no node actor of the run is left alive;
+//! every slot is back. [`compare_with_oracle`] then checks the final states against a
+//! fault-free run of the same workflow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::messages::event::{EventType, TraceEvent};
+use crate::messages::orchestrator::SubmitOptions;
+use crate::messages::result::RunResult;
+use crate::runtime::definition::JsonObject;
+use crate::runtime::graph::Graph;
+use crate::runtime::outcome::{NodeStatus, RunStatus};
+use crate::{EngineError, Handle};
+
+/// One fault to inject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Kill the node's actor right after submission, while it waits on its parents.
+    KillPending {
+        /// Node ref.
+        node: String,
+    },
+    /// Kill the node's actor just after its attempt `attempt` started.
+    KillRunning {
+        /// Node ref.
+        node: String,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// Make the node's attempt `attempt` panic.
+    Panic {
+        /// Node ref.
+        node: String,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// Delay every edge resolution sent to the node.
+    Delay {
+        /// Node ref.
+        node: String,
+        /// The delay.
+        delay: Duration,
+    },
+    /// Cancel the run once `after` events were seen.
+    Cancel {
+        /// Events seen first.
+        after: u64,
+    },
+    /// Terminate the run once `after` events were seen.
+    Terminate {
+        /// Events seen first.
+        after: u64,
+    },
+    /// Kill the run's supervisor once `after` events were seen.
+    KillSupervisor {
+        /// Events seen first.
+        after: u64,
+    },
+}
+
+impl Fault {
+    /// Whether the fault stops the whole run.
+    pub fn stops_run(&self) -> bool {
+        matches!(
+            self,
+            Fault::Cancel { .. } | Fault::Terminate { .. } | Fault::KillSupervisor { .. }
+        )
+    }
+}
+
+/// A reproducible set of faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultPlan {
+    /// The seed it was drawn from (print it to replay a failure).
+    pub seed: u64,
+    /// The faults.
+    pub faults: Vec<Fault>,
+}
+
+impl FaultPlan {
+    /// Draws a plan for `graph` from `seed`. Crash faults (kills and panics) go only to
+    /// attempt 1 of nodes whose retry policy allows a second attempt, so the
+    /// fault-free outcome stays reachable; about one plan in three also stops the run.
+    pub fn random(seed: u64, graph: &Graph) -> FaultPlan {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut faults = Vec::new();
+        for node in &graph.nodes {
+            let name = node.node_ref.to_string();
+            let retries = node.retry.max_attempts >= 2;
+            match rng.random_range(0..10) {
+                0 if retries => faults.push(Fault::KillRunning {
+                    node: name,
+                    attempt: 1,
+                }),
+                1 if retries => faults.push(Fault::Panic {
+                    node: name,
+                    attempt: 1,
+                }),
+                2 if retries && !node.incoming.is_empty() => {
+                    faults.push(Fault::KillPending { node: name });
+                }
+                3 => faults.push(Fault::Delay {
+                    node: name,
+                    delay: Duration::from_millis(rng.random_range(1..20)),
+                }),
+                _ => {}
+            }
+        }
+        let horizon = (graph.len() as u64 * 2).max(2);
+        match rng.random_range(0..9) {
+            0 => faults.push(Fault::Cancel {
+                after: rng.random_range(1..horizon),
+            }),
+            1 => faults.push(Fault::Terminate {
+                after: rng.random_range(1..horizon),
+            }),
+            2 => faults.push(Fault::KillSupervisor {
+                after: rng.random_range(1..horizon),
+            }),
+            _ => {}
+        }
+        FaultPlan { seed, faults }
+    }
+}
+
+/// What a chaotic run gave.
+#[derive(Debug)]
+pub struct ChaosReport {
+    /// The run's result.
+    pub result: Arc<RunResult>,
+    /// Its events.
+    pub events: Vec<TraceEvent>,
+    /// Faults actually injected (a fault whose moment never came is not).
+    pub injected: usize,
+    /// Whether a run-stopping fault was injected before the run ended.
+    pub stopped: bool,
+    /// Time from the last injected fault to the result.
+    pub ended_after_fault: Duration,
+}
+
+/// An invariant that did not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    /// The run did not end within the bound.
+    #[error("seed {seed}: the run did not end within {bound:?}")]
+    Hung {
+        /// The plan's seed.
+        seed: u64,
+        /// The bound.
+        bound: Duration,
+    },
+    /// An invariant of the result or the trace.
+    #[error("seed {seed}: {what}")]
+    Broken {
+        /// The plan's seed.
+        seed: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The engine refused the run.
+    #[error("seed {seed}: {source}")]
+    Engine {
+        /// The plan's seed.
+        seed: u64,
+        /// Why.
+        source: EngineError,
+    },
+}
+
+/// Runs `graph` with the faults of `plan` and checks the invariants. Runs must not
+/// overlap on `handle` (the slot check reads the engine-wide numbers).
+///
+/// # Errors
+/// The first [`Violation`] found.
+pub async fn run_with_faults(
+    handle: &Handle,
+    graph: Arc<Graph>,
+    inputs: JsonObject,
+    plan: &FaultPlan,
+    bound: Duration,
+) -> Result<ChaosReport, Violation> {
+    let seed = plan.seed;
+    let run_id = format!("chaos-{seed}-{}", uuid::Uuid::new_v4());
+    install(&run_id, plan);
+    let options = SubmitOptions {
+        run_id: Some(run_id.clone()),
+        ..SubmitOptions::default()
+    };
+    let engine = |source| Violation::Engine { seed, source };
+    let mut run = handle
+        .submit(graph.clone(), inputs, options)
+        .await
+        .map_err(engine)?;
+    let mut injected = 0;
+    let mut last_fault = Instant::now();
+    for fault in &plan.faults {
+        if let Fault::KillPending { node } = fault
+            && let Some(cell) = super::node_actor(&run_id, node)
+        {
+            cell.kill();
+            injected += 1;
+            last_fault = Instant::now();
+        }
+    }
+    let driven = drive(handle, &run_id, plan).await.map_err(engine)?;
+    injected += driven.injected;
+    let last_fault = driven.last_fault.unwrap_or(last_fault);
+    let result = tokio::time::timeout(bound, run.result())
+        .await
+        .map_err(|_| Violation::Hung { seed, bound })?
+        .map_err(engine)?;
+    let ended_after_fault = last_fault.elapsed();
+    let events: Vec<TraceEvent> = handle
+        .events(&run_id)
+        .await
+        .map_err(engine)?
+        .collect()
+        .await;
+    let broken = |what: String| Violation::Broken { seed, what };
+    if !result.status.is_terminal() {
+        return Err(broken(format!(
+            "run status {:?} is not terminal",
+            result.status
+        )));
+    }
+    let supervisor_died = result.nodes.is_empty() && result.status == RunStatus::Failed;
+    if !supervisor_died {
+        check_trace(&graph, &result, &events).map_err(broken)?;
+    }
+    // A run whose supervisor died ends before its node actors finish dying: wait for
+    // their exits (bounded) before counting the living.
+    super::wait_for_run_actors(&run_id, bound).await;
+    let live = super::live_node_actors_of(&run_id);
+    super::clear_run(&run_id);
+    if live > 0 {
+        return Err(broken(format!(
+            "{live} node actors still alive after the run"
+        )));
+    }
+    if tokio::time::timeout(bound, handle.slots_idle())
+        .await
+        .is_err()
+    {
+        let slots = handle.slots().await.map_err(engine)?;
+        return Err(broken(format!("slots not given back: {slots:?}")));
+    }
+    Ok(ChaosReport {
+        result,
+        events,
+        injected,
+        stopped: driven.stopped,
+        ended_after_fault,
+    })
+}
+
+fn install(run_id: &str, plan: &FaultPlan) {
+    for fault in &plan.faults {
+        match fault {
+            Fault::Panic { node, attempt } => super::panic_on_attempt(run_id, node, *attempt),
+            Fault::KillRunning { node, attempt } => super::kill_on_attempt(run_id, node, *attempt),
+            Fault::Delay { node, delay } => super::delay_messages_to(run_id, node, *delay),
+            _ => {}
+        }
+    }
+}
+
+struct Driven {
+    injected: usize,
+    stopped: bool,
+    last_fault: Option<Instant>,
+}
+
+/// Follows the run's events and injects the event-triggered faults.
+async fn drive(handle: &Handle, run_id: &str, plan: &FaultPlan) -> Result<Driven, EngineError> {
+    let mut events = handle.events(run_id).await?;
+    let mut driven = Driven {
+        injected: 0,
+        stopped: false,
+        last_fault: None,
+    };
+    let mut stop = plan.faults.iter().find(|f| f.stops_run()).cloned();
+    let mut seen = 0u64;
+    while let Some(event) = events.next().await {
+        seen += 1;
+        if event.kind == EventType::Started {
+            let attempt = event.metadata.as_ref().and_then(|m| m.attempt).unwrap_or(1);
+            let killed = plan.faults.iter().any(|f| {
+                matches!(f, Fault::KillRunning { node, attempt: a } if *node == *event.node_id && *a == attempt)
+            });
+            if killed {
+                driven.injected += 1;
+                driven.last_fault = Some(Instant::now());
+            }
+        }
+        if let Some(fault) = stop.take_if(|f| due(f, seen)) {
+            inject_stop(handle, run_id, &fault).await?;
+            driven.injected += 1;
+            driven.stopped = true;
+            driven.last_fault = Some(Instant::now());
+        }
+    }
+    Ok(driven)
+}
+
+fn due(fault: &Fault, seen: u64) -> bool {
+    match fault {
+        Fault::Cancel { after } | Fault::Terminate { after } | Fault::KillSupervisor { after } => {
+            seen >= *after
+        }
+        _ => false,
+    }
+}
+
+async fn inject_stop(handle: &Handle, run_id: &str, fault: &Fault) -> Result<(), EngineError> {
+    match fault {
+        Fault::Cancel { .. } => handle.cancel(run_id).await,
+        Fault::Terminate { .. } => handle.terminate(run_id).await,
+        Fault::KillSupervisor { .. } => {
+            if let Some(cell) = super::supervisor_actor(run_id) {
+                cell.kill();
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// SEMANTICS.md §9 on a finished run: `seq` dense from 1; exactly one terminal event per
+/// node, matching its final status; each STARTED after the terminal events of the parents
+/// its join waited on (every parent for `all`, the triggering ones otherwise).
+///
+/// # Errors
+/// A sentence naming the first broken invariant.
+pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> Result<(), String> {
+    for (i, e) in events.iter().enumerate() {
+        if e.seq != i as u64 + 1 {
+            return Err(format!("event {i} has seq {} (not dense)", e.seq));
+        }
+    }
+    let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind.is_terminal()) {
+        if terminal.insert(&e.node_id, e).is_some() {
+            return Err(format!("two terminal events for {}", e.node_id));
+        }
+    }
+    for node in &graph.nodes {
+        let name = &*node.node_ref;
+        let record = result
+            .nodes
+            .get(name)
+            .ok_or_else(|| format!("no record for {name}"))?;
+        if !record.status.is_terminal() {
+            return Err(format!("{name} ended {:?}", record.status));
+        }
+        let event = terminal
+            .get(name)
+            .ok_or_else(|| format!("{name} has no terminal event"))?;
+        if !same_status(event.kind, record.status) {
+            return Err(format!(
+                "{name}: terminal event {:?} but status {:?}",
+                event.kind, record.status
+            ));
+        }
+        let Some(started) = events
+            .iter()
+            .find(|e| &*e.node_id == name && e.kind == EventType::Started)
+        else {
+            continue;
+        };
+        let waited: Vec<String> = match &record.triggered_by {
+            Some(t) => t.clone(),
+            None => node
+                .incoming
+                .iter()
+                .map(|e| graph.node(graph.edge(*e).source).node_ref.to_string())
+                .collect(),
+        };
+        for parent in waited {
+            let ended = terminal
+                .get(parent.as_str())
+                .ok_or_else(|| format!("{parent} never ended"))?;
+            if ended.seq > started.seq {
+                return Err(format!(
+                    "{name} STARTED (seq {}) before its parent {parent} ended (seq {})",
+                    started.seq, ended.seq
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_status(kind: EventType, status: NodeStatus) -> bool {
+    matches!(
+        (kind, status),
+        (EventType::Completed, NodeStatus::Completed)
+            | (EventType::Failed, NodeStatus::Failed)
+            | (EventType::Skipped, NodeStatus::Skipped)
+            | (EventType::Cancelled, NodeStatus::Cancelled)
+    )
+}
+
+/// Checks a chaotic run against a fault-free run of the same deterministic workflow
+/// (joins `all`, no races). Without a run-stopping fault the node states and outputs
+/// must be the oracle's, with at most one more attempt per crash fault on a node; with
+/// one, the run ends with the stop's status unless it ended first, and every node that
+/// completed has the oracle's output.
+///
+/// # Errors
+/// A sentence naming the first difference.
+pub fn compare_with_oracle(
+    oracle: &RunResult,
+    report: &ChaosReport,
+    plan: &FaultPlan,
+) -> Result<(), String> {
+    let got = &report.result;
+    if report.stopped {
+        for (name, output) in &got.outputs {
+            if oracle.outputs.get(name) != Some(output) {
+                return Err(format!(
+                    "{name} completed with an output the oracle does not give"
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if got.status != oracle.status {
+        return Err(format!("run {:?}, oracle {:?}", got.status, oracle.status));
+    }
+    for (name, want) in &oracle.nodes {
+        let have = &got.nodes[name];
+        if have.status != want.status {
+            return Err(format!(
+                "{name}: {:?}, oracle {:?} ({:?})",
+                have.status, want.status, have.error
+            ));
+        }
+        let crashes = plan
+            .faults
+            .iter()
+            .filter(|f| matches!(f, Fault::KillRunning { node, .. } | Fault::Panic { node, .. } | Fault::KillPending { node } if node == name))
+            .count() as u32;
+        if have.attempts < want.attempts || have.attempts > want.attempts + crashes {
+            return Err(format!(
+                "{name}: {} attempts, oracle {} (+{crashes} crash faults)",
+                have.attempts, want.attempts
+            ));
+        }
+        if got.outputs.get(name) != oracle.outputs.get(name) {
+            return Err(format!("{name}: output differs from the oracle"));
+        }
+    }
+    Ok(())
+}

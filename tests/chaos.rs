@@ -1,0 +1,333 @@
+//! The chaos suite: seeded fault plans on random workflows, with every invariant checked
+//! after each run; supervisor death; load and admission. `CHAOS_RUNS` sets the number of
+//! chaotic runs (default 500); a failure prints its seed, replayed with `CHAOS_SEED`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use shipsec_orchestrator::chaos::harness::{FaultPlan, compare_with_oracle, run_with_faults};
+use shipsec_orchestrator::messages::orchestrator::RunCommandError;
+use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator, chaos};
+
+/// A random deterministic workflow: `all` joins, success/error/always edges, echo, short
+/// sleeps, failures and flaky steps with retries.
+fn random_workflow(seed: u64) -> Value {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = rng.random_range(3..14);
+    let mut actions = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..n {
+        let name = format!("n{i}");
+        let retry = json!({"maxAttempts": rng.random_range(1..4), "initialIntervalSeconds": 0});
+        let action = match rng.random_range(0..10) {
+            0..=3 => json!({"ref": name, "componentId": "core.echo", "params": {"i": i}}),
+            4..=6 => {
+                json!({"ref": name, "componentId": "core.sleep", "params": {"ms": rng.random_range(0..4), "i": i}})
+            }
+            7 => {
+                json!({"ref": name, "componentId": "core.fail", "params": {"message": format!("n{i} fails")}})
+            }
+            _ => {
+                json!({"ref": name, "componentId": "core.flaky", "params": {"failures": rng.random_range(0..3), "i": i}})
+            }
+        };
+        let mut action = action;
+        action["retryPolicy"] = retry;
+        actions.push(action);
+        if i > 0 {
+            for _ in 0..rng.random_range(0..3) {
+                let parent = rng.random_range(0..i);
+                let kind = match rng.random_range(0..8) {
+                    0 => "error",
+                    1 => "always",
+                    _ => "success",
+                };
+                edges.push(
+                    json!({"sourceRef": format!("n{parent}"), "targetRef": name, "kind": kind}),
+                );
+            }
+        }
+    }
+    json!({"title": format!("chaos {seed}"), "actions": actions, "edges": edges})
+}
+
+/// Injected panics are expected by the hundred: keep them out of the output, and let
+/// every other panic through.
+fn quiet_injected_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if !text.contains("chaos: injected panic") {
+            default(info);
+        }
+    }));
+}
+
+fn chaos_runs() -> u64 {
+    std::env::var("CHAOS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seeded_chaotic_runs_keep_every_invariant() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(6),
+        cancel_grace: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    quiet_injected_panics();
+    let handle = Orchestrator::start(config).await.unwrap();
+    let seeds: Vec<u64> = match std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (0..chaos_runs()).collect(),
+    };
+    let (mut injected, mut stopped, mut slowest) = (0, 0, Duration::ZERO);
+    for seed in seeds {
+        let graph = common::graph(random_workflow(seed));
+        let oracle = common::run_on(&handle, graph.clone(), Default::default())
+            .await
+            .result;
+        let plan = FaultPlan::random(seed, &graph);
+        let report = run_with_faults(
+            &handle,
+            graph,
+            Default::default(),
+            &plan,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay with CHAOS_SEED={seed}"));
+        if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
+            panic!(
+                "seed {seed}: {diff}\nplan: {plan:?}\nresult: {:#?}\nreplay with CHAOS_SEED={seed}",
+                report.result
+            );
+        }
+        injected += report.injected;
+        stopped += usize::from(report.stopped);
+        if report.injected > 0 {
+            slowest = slowest.max(report.ended_after_fault);
+        }
+    }
+    eprintln!(
+        "chaos: {} runs, {injected} faults injected, {stopped} runs stopped, slowest end after a fault {slowest:?}",
+        chaos_runs()
+    );
+    assert!(injected > 0, "the plans injected faults");
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
+    let handle = common::engine().await;
+    let slow = common::graph(json!({"title": "slow", "actions": [
+        {"ref": "long", "componentId": "core.sleep", "params": {"ms": 30_000}},
+        {"ref": "after", "componentId": "core.echo"}
+    ], "edges": [{"sourceRef": "long", "targetRef": "after"}]}));
+    let mut victim = handle
+        .submit(slow.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut bystander = handle
+        .submit(
+            common::graph(json!({"title": "b", "actions": [
+                {"ref": "s", "componentId": "core.sleep", "params": {"ms": 200}}
+            ]})),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    chaos::supervisor_actor(victim.run_id())
+        .expect("supervisor alive")
+        .kill();
+    let t = Instant::now();
+    let result = victim.result().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(result.status, RunStatus::Failed);
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("supervisor died"),
+        "{:?}",
+        result.error
+    );
+    chaos::wait_for_run_actors(victim.run_id(), Duration::from_secs(5)).await;
+    assert_eq!(
+        chaos::live_node_actors_of(victim.run_id()),
+        0,
+        "its node actors were stopped with it"
+    );
+    assert_eq!(
+        handle.status(victim.run_id()).await.unwrap().status,
+        RunStatus::Failed
+    );
+    assert_eq!(
+        bystander.result().await.unwrap().status,
+        RunStatus::Completed
+    );
+    let quick =
+        common::graph(json!({"title": "q", "actions": [{"ref": "e", "componentId": "core.echo"}]}));
+    let again = common::run_on(&handle, quick, Default::default()).await;
+    assert_eq!(
+        again.result.status,
+        RunStatus::Completed,
+        "the orchestrator still runs workflows"
+    );
+    tokio::time::timeout(Duration::from_secs(5), handle.slots_idle())
+        .await
+        .expect("slots come back")
+        .unwrap();
+    handle.shutdown();
+}
+
+fn diamond20() -> Value {
+    // s -> 18 middle nodes in two layers of nine -> t.
+    let mut actions = vec![
+        json!({"ref": "s", "componentId": "core.echo"}),
+        json!({"ref": "t", "componentId": "core.echo"}),
+    ];
+    let mut edges = Vec::new();
+    for i in 0..9 {
+        actions
+            .push(json!({"ref": format!("a{i}"), "componentId": "core.echo", "params": {"i": i}}));
+        actions.push(json!({"ref": format!("b{i}"), "componentId": "core.echo", "params": {"i": i},
+                            "inputMappings": {"v": {"sourceRef": format!("a{i}"), "sourceHandle": "i"}}}));
+        edges.push(json!({"sourceRef": "s", "targetRef": format!("a{i}")}));
+        edges.push(json!({"sourceRef": format!("a{i}"), "targetRef": format!("b{i}")}));
+        edges.push(json!({"sourceRef": format!("b{i}"), "targetRef": "t"}));
+    }
+    json!({"title": "diamond20", "actions": actions, "edges": edges})
+}
+
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_runs_complete_and_leave_nothing_behind() {
+    let config = EngineConfig {
+        retained_runs: 10,
+        ..EngineConfig::default()
+    };
+    let handle = Orchestrator::start(config).await.unwrap();
+    let graph = common::graph(diamond20());
+    let batch = || async {
+        let t = Instant::now();
+        let mut runs = Vec::new();
+        for _ in 0..1000 {
+            runs.push(
+                handle
+                    .submit(graph.clone(), Default::default(), Default::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for run in &mut runs {
+            let result = run.result().await.unwrap();
+            assert_eq!(result.status, RunStatus::Completed);
+            assert_eq!(result.nodes["t"].status, NodeStatus::Completed);
+            assert_eq!(result.outputs["b3"]["v"], json!(3));
+        }
+        t.elapsed()
+    };
+    let before = trimmed_rss_kb();
+    let first = batch().await;
+    let after_first = trimmed_rss_kb();
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        took.push(batch().await);
+    }
+    let after = trimmed_rss_kb();
+    eprintln!(
+        "load: 4 x 1000 runs x 20 nodes in {first:?}, {took:?}; RSS before {before} KB, after one batch {after_first} KB, after four {after} KB"
+    );
+    assert_eq!(handle.slots().await.unwrap(), Default::default());
+    // No leak: three more batches leave memory where the first left it (finished runs
+    // beyond `retainedRuns` are dropped).
+    assert!(
+        after < after_first + after_first / 5,
+        "RSS grew from {after_first} KB to {after} KB"
+    );
+    handle.shutdown();
+}
+
+/// Resident memory after giving freed heap pages back to the system.
+fn trimmed_rss_kb() -> u64 {
+    // SAFETY: malloc_trim only returns unused heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_kb()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_past_the_admission_limit_is_refused_with_a_clear_error() {
+    let config = EngineConfig {
+        max_active_runs: 100,
+        ..EngineConfig::default()
+    };
+    let handle = Orchestrator::start(config).await.unwrap();
+    let graph = common::graph(json!({"title": "slow", "actions": [
+        {"ref": "s", "componentId": "core.sleep", "params": {"ms": 2_000}}
+    ]}));
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for _ in 0..10_000 {
+        match handle
+            .submit(graph.clone(), Default::default(), Default::default())
+            .await
+        {
+            Ok(run) => accepted.push(run),
+            Err(EngineError::Run(RunCommandError::Overloaded { active, limit })) => {
+                assert_eq!((active, limit), (100, 100));
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(accepted.len(), 100);
+    assert_eq!(refused, 9_900);
+    let message = RunCommandError::Overloaded {
+        active: 100,
+        limit: 100,
+    }
+    .to_string();
+    assert!(message.contains("limit is 100"), "{message}");
+    for run in &accepted {
+        handle.terminate(run.run_id()).await.unwrap();
+    }
+    for run in &mut accepted {
+        assert_eq!(run.result().await.unwrap().status, RunStatus::Terminated);
+    }
+    // Capacity is back once the runs ended.
+    assert!(
+        handle
+            .submit(graph, Default::default(), Default::default())
+            .await
+            .is_ok()
+    );
+    handle.shutdown();
+}
