@@ -100,7 +100,7 @@ pub struct NodeState {
     run: Arc<RunShared>,
     ix: NodeIx,
     join: JoinState,
-    /// Ends of the parents received so far, in arrival order.
+    /// Ends received so far of the parents its mappings read, in arrival order.
     parents: Vec<Arc<NodeEnd>>,
     triggered_by: Arc<[EdgeIx]>,
     failure: Option<Arc<FailureInfo>>,
@@ -197,9 +197,7 @@ fn on_parent_ended(
     if !matches!(state.phase, Phase::Pending) || state.join.is_decided() {
         return; // decided already: later edges change nothing (SEMANTICS.md §2)
     }
-    if !state.parents.iter().any(|p| p.node == end.node) {
-        state.parents.push(end.clone());
-    }
+    remember_parent(state, edge, &end);
     match state.join.on_edge(edge, resolution) {
         JoinDecision::Run { triggered_by } => fire(myself, state, triggered_by),
         JoinDecision::Skip { dead_edge } => skip(myself, state, dead_edge, &end),
@@ -210,33 +208,36 @@ fn on_parent_ended(
 /// The join fired: record why, find the failure it handles, start attempt 1.
 fn fire(myself: &ActorRef<NodeMsg>, state: &mut NodeState, triggered_by: Vec<EdgeIx>) {
     state.triggered_by = triggered_by.into();
-    state.failure = handled_failure(state);
     state.first_started = Some(Instant::now());
     begin_attempt(myself, state, 1, true);
 }
 
-/// The failure of the first FAILED parent reaching this node through an `error` edge.
-fn handled_failure(state: &NodeState) -> Option<Arc<FailureInfo>> {
+/// Keeps what the node will need from a parent's end: its output when a mapping reads
+/// it, and its failure when it arrives through an `error` edge (the first one is the
+/// failure this node handles). O(mappings) per edge, so wide fan-ins stay linear.
+fn remember_parent(state: &mut NodeState, edge: EdgeIx, end: &Arc<NodeEnd>) {
     let graph = &state.run.graph;
-    state.parents.iter().find_map(|end| {
-        let error = end
-            .error
-            .as_ref()
-            .filter(|_| end.terminal == Terminal::Failed)?;
-        let through_error_edge = state.node().incoming.iter().any(|e| {
-            let edge = graph.edge(*e);
-            edge.source == end.node && edge.kind == EdgeKind::Error
-        });
-        through_error_edge.then(|| {
-            Arc::new(FailureInfo {
-                at: graph.node(end.node).node_ref.to_string(),
-                reason: FailureReason {
-                    message: error.message.clone(),
-                    name: error.error_type.clone(),
-                },
-            })
-        })
-    })
+    if state.failure.is_none()
+        && graph.edge(edge).kind == EdgeKind::Error
+        && end.terminal == Terminal::Failed
+        && let Some(error) = &end.error
+    {
+        state.failure = Some(Arc::new(FailureInfo {
+            at: graph.node(end.node).node_ref.to_string(),
+            reason: FailureReason {
+                message: error.message.clone(),
+                name: error.error_type.clone(),
+            },
+        }));
+    }
+    let mapped = state
+        .node()
+        .input_mappings
+        .iter()
+        .any(|m| m.source == end.node);
+    if mapped && !state.parents.iter().any(|p| p.node == end.node) {
+        state.parents.push(end.clone());
+    }
 }
 
 fn skip(myself: &ActorRef<NodeMsg>, state: &mut NodeState, dead_edge: EdgeIx, end: &NodeEnd) {
