@@ -102,6 +102,8 @@ pub struct NodeState {
     join: JoinState,
     /// Ends received so far of the parents its mappings read, in arrival order.
     parents: Vec<Arc<NodeEnd>>,
+    /// Parents with an `error` edge to this node, sorted.
+    error_sources: Vec<NodeIx>,
     triggered_by: Arc<[EdgeIx]>,
     failure: Option<Arc<FailureInfo>>,
     inputs: Option<crate::runtime::definition::JsonObject>,
@@ -126,8 +128,19 @@ impl Actor for NodeActor {
         _myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
-        let node = args.run.graph.node(args.node);
+        let graph = &args.run.graph;
+        let node = graph.node(args.node);
+        let mut error_sources: Vec<NodeIx> = node
+            .incoming
+            .iter()
+            .map(|e| graph.edge(*e))
+            .filter(|e| e.kind == EdgeKind::Error)
+            .map(|e| e.source)
+            .collect();
+        error_sources.sort_unstable();
+        error_sources.dedup();
         Ok(NodeState {
+            error_sources,
             join: JoinState::new(node.join, &node.incoming),
             run: args.run,
             ix: args.node,
@@ -197,7 +210,7 @@ fn on_parent_ended(
     if !matches!(state.phase, Phase::Pending) || state.join.is_decided() {
         return; // decided already: later edges change nothing (SEMANTICS.md §2)
     }
-    remember_parent(state, edge, &end);
+    remember_parent(state, &end);
     match state.join.on_edge(edge, resolution) {
         JoinDecision::Run { triggered_by } => fire(myself, state, triggered_by),
         JoinDecision::Skip { dead_edge } => skip(myself, state, dead_edge, &end),
@@ -213,13 +226,14 @@ fn fire(myself: &ActorRef<NodeMsg>, state: &mut NodeState, triggered_by: Vec<Edg
 }
 
 /// Keeps what the node will need from a parent's end: its output when a mapping reads
-/// it, and its failure when it arrives through an `error` edge (the first one is the
-/// failure this node handles). O(mappings) per edge, so wide fan-ins stay linear.
-fn remember_parent(state: &mut NodeState, edge: EdgeIx, end: &Arc<NodeEnd>) {
+/// it, and its failure when the parent has an `error` edge to this node, whichever of
+/// its edges arrives first (the first such parent to fail is the failure this node
+/// handles). O(mappings) per edge, so wide fan-ins stay linear.
+fn remember_parent(state: &mut NodeState, end: &Arc<NodeEnd>) {
     let graph = &state.run.graph;
     if state.failure.is_none()
-        && graph.edge(edge).kind == EdgeKind::Error
         && end.terminal == Terminal::Failed
+        && state.error_sources.binary_search(&end.node).is_ok()
         && let Some(error) = &end.error
     {
         state.failure = Some(Arc::new(FailureInfo {
