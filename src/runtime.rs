@@ -11,6 +11,7 @@ pub mod failure;
 pub mod graph;
 pub mod inputs;
 pub mod join;
+pub mod limits;
 pub mod load;
 pub mod mermaid;
 pub mod outcome;

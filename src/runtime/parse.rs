@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::runtime::definition::WorkflowDefinition;
+use crate::runtime::limits::YAML_MAX_DEPTH;
 
 /// The text format of a definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +84,33 @@ pub fn parse_typed<T: DeserializeOwned>(text: &str, format: Format) -> Result<T,
         }
         Format::Yaml => {
             let value: serde_json::Value =
-                serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax {
-                    format: "YAML",
-                    message: e.to_string(),
-                })?;
+                serde_saphyr::from_str_with_options(text, yaml_options(text.len())).map_err(
+                    |e| ParseError::Syntax {
+                        format: "YAML",
+                        message: e.to_string(),
+                    },
+                )?;
             from_value(value)
         }
     }
+}
+
+/// The YAML parser's budget for a text of `len` bytes.
+///
+/// Nesting is capped at [`YAML_MAX_DEPTH`], as `serde_json` caps JSON's, so that deeply
+/// nested input is an error and never a stack overflow. The node and event budgets grow
+/// with the text (a YAML node takes at least a byte of text), so a definition with
+/// hundreds of thousands of nodes parses, while alias expansion stays under the parser's
+/// own replay limits.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = YAML_MAX_DEPTH;
+    budget.max_nodes = budget.max_nodes.max(len);
+    budget.max_events = budget.max_events.max(len.saturating_mul(2));
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// Types a JSON value, naming the path of a shape error.
