@@ -67,10 +67,7 @@ fn main() -> ExitCode {
             }
             Err(e) => invalid(&e),
         },
-        Command::Run(args) => match load_file(&args.file, &registry) {
-            Ok(loaded) => run::run(args, loaded, registry),
-            Err(e) => invalid(&e),
-        },
+        Command::Run(args) => run::run(args, registry),
     }
 }
 
@@ -85,7 +82,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn invalid(e: &LoadError) -> ExitCode {
+pub(crate) fn invalid(e: &LoadError) -> ExitCode {
     eprint!("{e}");
     if !e.to_string().ends_with('\n') {
         eprintln!();

@@ -16,7 +16,7 @@ use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::load::Loaded;
+use shipsec_orchestrator::runtime::load::{Loaded, load_file_with};
 use shipsec_orchestrator::runtime::outcome::RunStatus;
 use shipsec_orchestrator::runtime::parse::{Format, parse_typed};
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
@@ -65,18 +65,22 @@ fn engine_config(args: &RunArgs) -> Result<EngineConfig> {
 }
 
 /// Runs the workflow and maps its status to the exit code.
-pub(crate) fn run(args: RunArgs, loaded: Loaded, registry: ComponentRegistry) -> ExitCode {
-    let inputs = match run_inputs(&args) {
-        Ok(inputs) => inputs,
-        Err(e) => {
-            eprintln!("invalid inputs: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
     let config = match engine_config(&args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = match load_file_with(&args.file, &registry, &config.limits) {
+        Ok(loaded) => loaded,
+        Err(e) => return crate::invalid(&e),
+    };
+    let inputs = match run_inputs(&args) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("invalid inputs: {e:#}");
             return ExitCode::from(2);
         }
     };

@@ -337,3 +337,31 @@ async fn no_slot_leaks_after_cancellations_timeouts_and_failures() {
     assert_eq!(probe.max.load(Ordering::SeqCst), 4);
     handle.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_over_the_limit_fails_the_node_and_is_not_retried() {
+    let mut config = EngineConfig::default();
+    config.limits.max_output_bytes = 100;
+    let (handle, _) = engine(config).await;
+    let big = "x".repeat(200);
+    let def = json!({"title": "big", "actions": [
+        {"ref": "small", "componentId": "core.echo", "params": {"v": "ok"}},
+        {"ref": "big", "componentId": "core.echo", "params": {"v": big},
+         "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0}}
+    ]});
+    let f = common::run_on(
+        &handle,
+        common::graph_with(def, handle.registry()),
+        Default::default(),
+    )
+    .await;
+    assert_eq!(f.status("small"), NodeStatus::Completed);
+    assert_eq!(f.status("big"), NodeStatus::Failed);
+    assert_eq!(f.error_type("big"), "OutputLimitError");
+    assert_eq!(f.attempts("big"), 1);
+    assert!(
+        !f.result.outputs.contains_key("big"),
+        "the oversized output is not kept"
+    );
+    handle.shutdown();
+}

@@ -22,7 +22,7 @@ use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
 use crate::messages::supervisor::{StartReport, SupervisorMsg};
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
-    QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
+    OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
 };
 use crate::runtime::edge::Resolution;
 use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx};
@@ -585,6 +585,9 @@ fn on_attempt_finished(
     }
     match result {
         Ok(out) => {
+            if let Err(error) = check_output_size(state, &out.output) {
+                return after_failure(myself, state, attempt, error);
+            }
             let detail = EndDetail {
                 output: Some(Arc::new(out.output)),
                 active_ports: out.active_ports,
@@ -593,6 +596,47 @@ fn on_attempt_finished(
             finish(myself, state, Terminal::Completed, detail);
         }
         Err(error) => after_failure(myself, state, attempt, error),
+    }
+}
+
+/// Refuses an output larger than the engine allows (`OutputLimitError`, not retried).
+fn check_output_size(
+    state: &NodeState,
+    output: &crate::runtime::definition::JsonObject,
+) -> Result<(), ComponentError> {
+    let limit = state.run.max_output_bytes;
+    let mut counter = ByteCounter { bytes: 0, limit };
+    // Serialising into the counter cannot fail but by going past the limit.
+    let over = serde_json::to_writer(&mut counter, output).is_err() || counter.bytes > limit;
+    if over {
+        return Err(ComponentError::fatal(
+            OUTPUT_LIMIT_ERROR,
+            format!(
+                "output of {} exceeds the limit of {limit} bytes of JSON",
+                state.node().node_ref
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts bytes written, failing as soon as they pass `limit` (no buffer is kept).
+struct ByteCounter {
+    bytes: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the output limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

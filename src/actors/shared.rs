@@ -14,6 +14,7 @@ use crate::messages::limiter::LimiterMsg;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::graph::{Graph, NodeIx};
+use crate::runtime::limits::DefinitionLimits;
 use crate::runtime::registry::ComponentRegistry;
 use crate::runtime::slots::{Needs, Rate, RunKey};
 
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub max_active_runs: usize,
     /// Per-component limits, by component id, overriding the components' hints.
     pub components: BTreeMap<String, ComponentLimits>,
+    /// Limits on definitions and on each node's output.
+    pub limits: DefinitionLimits,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             max_concurrent_nodes: None,
             max_active_runs: 5_000,
             components: BTreeMap::new(),
+            limits: DefinitionLimits::default(),
         }
     }
 }
@@ -188,4 +192,6 @@ pub struct RunShared {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// The engine's slot limiter; `None` when the run was started without one.
     pub slots: Option<SlotLink>,
+    /// Largest output a node may produce, in bytes of JSON.
+    pub max_output_bytes: usize,
 }

@@ -143,6 +143,7 @@ impl Actor for RunSupervisor {
             inputs: args.inputs,
             supervisor: myself.clone(),
             slots,
+            max_output_bytes: args.config.limits.max_output_bytes,
         });
         let n = run.graph.len();
         let mut state = SupervisorState {

@@ -27,6 +27,8 @@ pub const VALIDATION_ERROR: &str = "ValidationError";
 pub const TIMEOUT_ERROR: &str = "TimeoutError";
 /// Error type of a node that waited too long for a slot (never retried).
 pub const QUEUE_TIMEOUT_ERROR: &str = "QueueTimeoutError";
+/// Error type of an output larger than the engine allows (never retried).
+pub const OUTPUT_LIMIT_ERROR: &str = "OutputLimitError";
 /// Error type of an attempt whose actor or task died (retryable).
 pub const CRASH_ERROR: &str = "CrashError";
 
