@@ -8,6 +8,7 @@
 pub mod handle;
 pub mod limiter;
 pub mod node;
+mod node_spans;
 pub mod orchestrator;
 pub mod shared;
 pub mod supervisor;

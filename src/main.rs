@@ -12,6 +12,7 @@ mod run;
 use shipsec_orchestrator::runtime::load::{LoadError, load_file};
 use shipsec_orchestrator::runtime::mermaid;
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::telemetry::Telemetry;
 
 /// Exit code of a bad definition, bad inputs or bad usage.
 const EXIT_INVALID: u8 = 2;
@@ -45,8 +46,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let registry = ComponentRegistry::with_builtins();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Logs only: `run` installs its telemetry inside its async runtime.
+        let _ = Telemetry::install(None);
+    }
     match cli.command {
         Command::Validate { file } => match load_file(&file, &registry) {
             Ok(loaded) => {
@@ -69,17 +73,6 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run::run(args, registry),
     }
-}
-
-/// Component and engine logs on stderr, filtered by `RUST_LOG` (default: warnings).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ractor=warn"));
-    // A second initialisation (never the case in this binary) would be the only error.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 pub(crate) fn invalid(e: &LoadError) -> ExitCode {

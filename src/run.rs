@@ -20,6 +20,7 @@ use shipsec_orchestrator::runtime::load::{Loaded, load_file_with};
 use shipsec_orchestrator::runtime::outcome::RunStatus;
 use shipsec_orchestrator::runtime::parse::{Format, parse_typed};
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
 
 /// Arguments of `shipsec run`.
@@ -94,7 +95,26 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(execute(&args, config, loaded, registry, inputs)) {
+    // Telemetry is installed inside the runtime (the gRPC exporter needs one) and shut
+    // down while it is still alive, so that the last spans are flushed.
+    let telemetry = {
+        let _inside = runtime.enter();
+        match Telemetry::install(ExportConfig::from_env()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("telemetry disabled: {e}");
+                None
+            }
+        }
+    };
+    let outcome = runtime.block_on(execute(&args, config, loaded, registry, inputs));
+    if let Some(telemetry) = telemetry {
+        let dropped = telemetry.shutdown();
+        if dropped > 0 {
+            eprintln!("telemetry: {dropped} spans could not be exported");
+        }
+    }
+    match outcome {
         Ok(result) => {
             if result.status == RunStatus::Completed {
                 ExitCode::SUCCESS

@@ -19,5 +19,6 @@ pub mod parse;
 pub mod registry;
 pub mod retry;
 pub mod slots;
+pub mod telemetry;
 pub mod validate;
 pub mod withdraw;

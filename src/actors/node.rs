@@ -16,6 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::RunShared;
 use crate::messages::limiter::{LimiterMsg, SlotGrant};
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
@@ -30,6 +31,9 @@ use crate::runtime::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::join::{JoinDecision, JoinState};
 use crate::runtime::outcome::Terminal;
 use crate::runtime::retry::{delay_after, should_retry};
+use crate::runtime::telemetry::ATTEMPT;
+use opentelemetry::KeyValue;
+use tracing::Instrument;
 
 /// The node actor's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +89,8 @@ struct AttemptGuard {
     token: CancellationToken,
     /// Slots held while the attempt runs; released when the guard drops.
     _slot: Option<SlotGrant>,
+    /// The attempt's span, closed when the attempt ends.
+    span: tracing::Span,
 }
 
 impl Drop for AttemptGuard {
@@ -110,6 +116,7 @@ pub struct NodeState {
     first_started: Option<Instant>,
     phase: Phase,
     resume: Option<Resume>,
+    spans: NodeSpans,
 }
 
 impl NodeState {
@@ -140,6 +147,7 @@ impl Actor for NodeActor {
         error_sources.sort_unstable();
         error_sources.dedup();
         Ok(NodeState {
+            spans: NodeSpans::new(&args.run.span),
             error_sources,
             join: JoinState::new(node.join, &node.incoming),
             run: args.run,
@@ -161,6 +169,11 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(resume) = state.resume.take() {
             state.triggered_by = resume.triggered_by.clone();
+            let run = state.run.clone();
+            let node = run.graph.node(state.ix);
+            state
+                .spans
+                .open(&run.span, &run.graph, node, &state.triggered_by);
             state.first_started = Some(Instant::now());
             after_failure(&myself, state, resume.failed_attempt, resume.error);
         } else if let JoinDecision::Run { triggered_by } = state.join.initial() {
@@ -211,6 +224,7 @@ fn on_parent_ended(
         return; // decided already: later edges change nothing (SEMANTICS.md §2)
     }
     remember_parent(state, &end);
+    state.spans.parent_ended(&end);
     match state.join.on_edge(edge, resolution) {
         JoinDecision::Run { triggered_by } => fire(myself, state, triggered_by),
         JoinDecision::Skip { dead_edge } => skip(myself, state, dead_edge, &end),
@@ -220,6 +234,13 @@ fn on_parent_ended(
 
 /// The join fired: record why, find the failure it handles, start attempt 1.
 fn fire(myself: &ActorRef<NodeMsg>, state: &mut NodeState, triggered_by: Vec<EdgeIx>) {
+    let run = state.run.clone();
+    state.spans.open(
+        &run.span,
+        &run.graph,
+        run.graph.node(state.ix),
+        &triggered_by,
+    );
     state.triggered_by = triggered_by.into();
     state.first_started = Some(Instant::now());
     begin_attempt(myself, state, 1, true);
@@ -318,6 +339,9 @@ fn begin_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32
         state,
         SupervisorMsg::NodeQueued(start_report(state, attempt, withdraw)),
     );
+    state
+        .spans
+        .event("queued", vec![KeyValue::new(ATTEMPT, i64::from(attempt))]);
     state.phase = Phase::Queued { attempt, ticket };
     if let Some(limit) = state.node().queue_timeout {
         myself.send_after(limit, move || NodeMsg::QueueTimedOut { ticket });
@@ -411,13 +435,25 @@ fn start_now(
         failure: state.failure.clone(),
         cancel: token.clone(),
     };
-    let task = spawn_attempt(myself.clone(), state, ctx, limit, budget_bound);
+    let span = state.spans.attempt(attempt);
+    state
+        .spans
+        .event("started", vec![KeyValue::new(ATTEMPT, i64::from(attempt))]);
+    let task = spawn_attempt(
+        myself.clone(),
+        state,
+        ctx,
+        limit,
+        budget_bound,
+        span.clone(),
+    );
     state.phase = Phase::Running {
         attempt,
         guard: AttemptGuard {
             task,
             token,
             _slot: slot,
+            span,
         },
         cancelling: None,
     };
@@ -477,29 +513,33 @@ fn spawn_attempt(
     ctx: ExecutionContext,
     limit: Option<Duration>,
     budget_bound: bool,
+    span: tracing::Span,
 ) -> JoinHandle<()> {
     let component = state.run.registry.get(&state.node().component_id).cloned();
     let attempt = ctx.attempt;
-    tokio::spawn(async move {
-        let token = ctx.cancel.clone();
-        let result = match component {
-            Some(component) => {
-                let inject_panic = chaos_panic(&ctx);
-                let work = AssertUnwindSafe(async move {
-                    assert!(!inject_panic, "chaos: injected panic");
-                    component.execute(ctx).await
-                })
-                .catch_unwind();
-                run_with_limit(work, limit, budget_bound, &token).await
-            }
-            None => Err(ComponentError::fatal(
-                crate::runtime::components::VALIDATION_ERROR,
-                "component vanished from the registry",
-            )),
-        };
-        // The node may have ended (abandoned this attempt) and stopped: nothing to tell.
-        let _ = myself.cast(NodeMsg::AttemptFinished { attempt, result });
-    })
+    tokio::spawn(
+        async move {
+            let token = ctx.cancel.clone();
+            let result = match component {
+                Some(component) => {
+                    let inject_panic = chaos_panic(&ctx);
+                    let work = AssertUnwindSafe(async move {
+                        assert!(!inject_panic, "chaos: injected panic");
+                        component.execute(ctx).await
+                    })
+                    .catch_unwind();
+                    run_with_limit(work, limit, budget_bound, &token).await
+                }
+                None => Err(ComponentError::fatal(
+                    crate::runtime::components::VALIDATION_ERROR,
+                    "component vanished from the registry",
+                )),
+            };
+            // The node may have ended (abandoned this attempt) and stopped: nothing to tell.
+            let _ = myself.cast(NodeMsg::AttemptFinished { attempt, result });
+        }
+        .instrument(span),
+    )
 }
 
 /// Whether the chaos plan asks this attempt's component to panic.
@@ -595,7 +635,12 @@ fn on_attempt_finished(
             };
             finish(myself, state, Terminal::Completed, detail);
         }
-        Err(error) => after_failure(myself, state, attempt, error),
+        Err(error) => {
+            if let Phase::Running { guard, .. } = &state.phase {
+                NodeSpans::attempt_failed(&guard.span, &error);
+            }
+            after_failure(myself, state, attempt, error);
+        }
     }
 }
 
@@ -665,6 +710,17 @@ fn after_failure(
         );
         return fail(myself, state, attempt, error);
     }
+    state.spans.event(
+        "retrying",
+        vec![
+            KeyValue::new(ATTEMPT, i64::from(attempt)),
+            KeyValue::new("delay_ms", delay.as_millis() as i64),
+            KeyValue::new(
+                crate::runtime::telemetry::ERROR_TYPE,
+                error.error_type.clone(),
+            ),
+        ],
+    );
     report(
         state,
         SupervisorMsg::NodeRetrying {
@@ -793,7 +849,7 @@ fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal,
         Phase::Queued { attempt, .. } => attempt - 1,
         Phase::Pending | Phase::Ended => 0,
     };
-    let end = NodeEnd {
+    let mut end = NodeEnd {
         node: state.ix,
         terminal,
         attempts: d.attempts.unwrap_or(attempts),
@@ -803,7 +859,12 @@ fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal,
         reason: d.reason,
         origin: d.origin,
         handled: state.failure.clone(),
+        span: None,
     };
+    let run = state.run.clone();
+    end.span = state
+        .spans
+        .close(&run.span, &run.graph, run.graph.node(state.ix), &end);
     report(state, SupervisorMsg::NodeEnded(Arc::new(end)));
     myself.stop(None);
 }

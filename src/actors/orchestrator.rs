@@ -26,6 +26,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::graph::Graph;
 use crate::runtime::outcome::RunStatus;
 use crate::runtime::registry::ComponentRegistry;
+use crate::runtime::telemetry::Metrics;
 
 /// The orchestrator's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +72,7 @@ pub struct OrchestratorState {
     next_run_key: u64,
     live: usize,
     pending: HashMap<String, Vec<Pending>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Actor for OrchestratorActor {
@@ -92,6 +94,7 @@ impl Actor for OrchestratorActor {
             next_run_key: 1,
             live: 0,
             pending: HashMap::new(),
+            metrics: Arc::new(Metrics::from_global()),
             config: args.config,
             registry: args.registry,
             runs: HashMap::new(),
@@ -220,6 +223,8 @@ async fn submit(
             state.tickets.clone(),
             state.next_run_key,
         )),
+        traceparent: options.traceparent.clone(),
+        metrics: state.metrics.clone(),
     };
     state.next_run_key += 1;
     let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())

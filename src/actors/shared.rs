@@ -194,4 +194,8 @@ pub struct RunShared {
     pub slots: Option<SlotLink>,
     /// Largest output a node may produce, in bytes of JSON.
     pub max_output_bytes: usize,
+    /// The run's span (disabled when not tracing); node spans are its children.
+    pub span: tracing::Span,
+    /// The engine's metric instruments.
+    pub metrics: Arc<crate::runtime::telemetry::Metrics>,
 }

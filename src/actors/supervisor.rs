@@ -30,8 +30,15 @@ use crate::runtime::graph::{EdgeIx, Graph, NodeIx};
 use crate::runtime::outcome::{NodeStatus, RunStatus, Terminal};
 use crate::runtime::registry::ComponentRegistry;
 use crate::runtime::slots::RunKey;
+use crate::runtime::telemetry::{
+    COMPONENT_ID, Metrics, NODE_STATUS, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET,
+};
 use crate::runtime::withdraw::Interest;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use std::sync::atomic::AtomicU64;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Extra time after a grace period before stragglers are abandoned.
 const FORCE_MARGIN: Duration = Duration::from_secs(1);
@@ -59,6 +66,10 @@ pub struct SupervisorArgs {
     pub orchestrator: Option<ActorRef<OrchestratorMsg>>,
     /// The engine's slot limiter and this run's key in it.
     pub limiter: Option<(ActorRef<LimiterMsg>, Arc<AtomicU64>, RunKey)>,
+    /// W3C `traceparent` of the caller's trace, which the run span joins.
+    pub traceparent: Option<String>,
+    /// The engine's metric instruments.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the supervisor knows of one node.
@@ -136,7 +147,10 @@ impl Actor for RunSupervisor {
                 &args.config,
             )
         });
+        let span = run_span(&args.run_id, &args.graph.title, args.traceparent.as_deref());
         let run = Arc::new(RunShared {
+            span,
+            metrics: args.metrics.clone(),
             run_id: args.run_id,
             graph: args.graph.clone(),
             registry: args.registry,
@@ -269,6 +283,23 @@ impl Actor for RunSupervisor {
     }
 }
 
+/// The run's span, joining the caller's trace when a `traceparent` was given.
+fn run_span(run_id: &str, title: &str, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(target: TARGET, SPAN_RUN, otel.name = %title);
+    if span.is_disabled() {
+        return span;
+    }
+    span.set_attribute(RUN_ID, run_id.to_owned());
+    if let Some(tp) = traceparent {
+        let mut carrier = HashMap::new();
+        carrier.insert("traceparent".to_owned(), tp.to_owned());
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        // A malformed traceparent leaves the run a root span of its own trace.
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
 async fn spawn_node(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
@@ -348,9 +379,15 @@ fn on_start_report(state: &mut SupervisorState, report: &StartReport, queued: bo
     if slot.ended() {
         return;
     }
+    let metrics = &state.run.metrics;
+    if slot.status() == NodeStatus::Queued {
+        metrics.queued.add(-1, &[]);
+    }
     if queued {
+        metrics.queued.add(1, &[]);
         slot.status = Some(NodeStatus::Queued);
     } else {
+        metrics.running.add(1, &[]);
         slot.status = Some(NodeStatus::Running);
         slot.attempts = report.attempt;
         slot.started_at.get_or_insert_with(SystemTime::now);
@@ -411,6 +448,14 @@ fn on_retrying(
     delay: Duration,
     error: &ComponentError,
 ) {
+    let metrics = &state.run.metrics;
+    metrics.running.add(-1, &[]);
+    metrics.attempt(
+        &state.run.graph.node(node).component_id,
+        Some(&error.error_type),
+    );
+    // The node is no longer running during its backoff.
+    state.slots[node.ix()].status = Some(NodeStatus::Pending);
     let mut metadata = base_metadata(state, node);
     metadata.attempt = Some(attempt);
     emit(state, node, EventType::Retrying, Level::Warn, |e| {
@@ -480,7 +525,34 @@ fn note_unhandled(state: &mut SupervisorState, node: NodeIx, end: &NodeEnd) {
     }
 }
 
+/// Node metrics at a node's end: gauges back down, its last attempt, its duration.
+fn node_metrics(state: &SupervisorState, end: &NodeEnd) {
+    let slot = &state.slots[end.node.ix()];
+    let metrics = &state.run.metrics;
+    match slot.status() {
+        NodeStatus::Queued => metrics.queued.add(-1, &[]),
+        NodeStatus::Running => metrics.running.add(-1, &[]),
+        _ => {}
+    }
+    let component = &*state.run.graph.node(end.node).component_id;
+    let ran = slot.status() == NodeStatus::Running;
+    match (end.terminal, &end.error) {
+        (Terminal::Completed, _) => metrics.attempt(component, None),
+        (Terminal::Failed, Some(e)) if ran => metrics.attempt(component, Some(&e.error_type)),
+        _ => {}
+    }
+    if let Some(started) = slot.started_at {
+        let secs = started.elapsed().unwrap_or_default().as_secs_f64();
+        let attrs = [
+            KeyValue::new(COMPONENT_ID, component.to_owned()),
+            KeyValue::new(NODE_STATUS, end.terminal.as_str()),
+        ];
+        metrics.node_duration.record(secs, &attrs);
+    }
+}
+
 fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
+    node_metrics(state, end);
     let node = end.node;
     let slot = &mut state.slots[node.ix()];
     slot.status = Some(end.terminal.status());
@@ -624,6 +696,7 @@ fn synthetic_end(
         reason,
         origin: None,
         handled: slot.failure.clone(),
+        span: None,
     }
 }
 
@@ -785,11 +858,29 @@ fn build_result(state: &SupervisorState) -> RunResult {
     }
 }
 
+/// The run span's final status, and the run metrics.
+fn run_telemetry(state: &SupervisorState, result: &RunResult) {
+    let status = [KeyValue::new(RUN_STATUS, result.status.as_str())];
+    let metrics = &state.run.metrics;
+    metrics.runs.add(1, &status);
+    metrics
+        .run_duration
+        .record(state.started.elapsed().as_secs_f64(), &status);
+    let span = &state.run.span;
+    if !span.is_disabled() {
+        span.set_attribute(RUN_STATUS, result.status.as_str());
+        if let (false, Some(error)) = (result.success, &result.error) {
+            span.set_status(opentelemetry::trace::Status::error(error.clone()));
+        }
+    }
+}
+
 fn finish_run(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.done = true;
     #[cfg(feature = "chaos")]
     crate::chaos::unregister_supervisor(&state.run.run_id);
     let result = Arc::new(build_result(state));
+    run_telemetry(state, &result);
     state.subscribers.clear();
     // The orchestrator learns first, so that anyone who sees the result and then asks
     // the orchestrator about the run finds it finished (its mailbox is FIFO).

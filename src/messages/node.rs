@@ -31,6 +31,8 @@ pub struct NodeEnd {
     pub origin: Option<Arc<str>>,
     /// The failure this node handled, when it was reached through an `error` edge.
     pub handled: Option<Arc<FailureInfo>>,
+    /// The node's span, for the links of its children's spans (when tracing).
+    pub span: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Why a node is asked to stop.

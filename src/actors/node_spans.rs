@@ -1,0 +1,138 @@
+//! The spans of one node: a `workflow.node` span (child of the run span, linked to the
+//! node spans of the parents whose edges triggered it) and one `workflow.node.attempt`
+//! span per attempt. Skipped and cancelled nodes get their node span too, so the whole DAG
+//! shows in a trace. When the run span is disabled (no exporter) nothing is recorded and
+//! nothing is kept.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::messages::node::NodeEnd;
+use crate::runtime::components::ComponentError;
+use crate::runtime::graph::{EdgeIx, Graph, Join, Node, NodeIx};
+use crate::runtime::outcome::Terminal;
+use crate::runtime::telemetry::{
+    ATTEMPT, COMPONENT_ID, ERROR_TYPE, JOIN_STRATEGY, JOIN_TRIGGERED_BY, NODE_REF, NODE_STATUS,
+    SPAN_ATTEMPT, SPAN_NODE, TARGET,
+};
+
+/// Spans of one node actor.
+#[derive(Debug)]
+pub(crate) struct NodeSpans {
+    enabled: bool,
+    node: Option<Span>,
+    /// Span contexts of the parents that ended, for links.
+    parents: Vec<(NodeIx, SpanContext)>,
+}
+
+impl NodeSpans {
+    /// Spans under `run`; records nothing when `run` is disabled.
+    pub(crate) fn new(run: &Span) -> NodeSpans {
+        NodeSpans {
+            enabled: !run.is_disabled(),
+            node: None,
+            parents: Vec::new(),
+        }
+    }
+
+    /// Remembers a parent's span for the links of this node's span.
+    pub(crate) fn parent_ended(&mut self, end: &NodeEnd) {
+        if let (true, Some(cx)) = (self.enabled, &end.span) {
+            self.parents.push((end.node, cx.clone()));
+        }
+    }
+
+    /// Opens the node span (once), linked to the parents whose edges triggered it (every
+    /// parent seen for `all`).
+    pub(crate) fn open(&mut self, run: &Span, graph: &Graph, node: &Node, triggered_by: &[EdgeIx]) {
+        if !self.enabled || self.node.is_some() {
+            return;
+        }
+        let span =
+            tracing::info_span!(target: TARGET, parent: run, SPAN_NODE, otel.name = %node.node_ref);
+        span.set_attribute(NODE_REF, node.node_ref.to_string());
+        span.set_attribute(COMPONENT_ID, node.component_id.to_string());
+        span.set_attribute(JOIN_STRATEGY, node.join.as_str());
+        let sources: Vec<NodeIx> = triggered_by.iter().map(|e| graph.edge(*e).source).collect();
+        if !matches!(node.join, Join::All) && !sources.is_empty() {
+            let refs: Vec<&str> = sources.iter().map(|s| &*graph.node(*s).node_ref).collect();
+            span.set_attribute(JOIN_TRIGGERED_BY, refs.join(","));
+        }
+        for (parent, cx) in &self.parents {
+            if matches!(node.join, Join::All) || sources.contains(parent) {
+                span.add_link(cx.clone());
+            }
+        }
+        self.node = Some(span);
+    }
+
+    /// Adds a transition event to the node span.
+    pub(crate) fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
+        if let Some(span) = &self.node {
+            span.add_event(name, attrs);
+        }
+    }
+
+    /// A new attempt span, child of the node span (disabled when not recording).
+    pub(crate) fn attempt(&self, attempt: u32) -> Span {
+        let Some(node) = &self.node else {
+            return Span::none();
+        };
+        let span =
+            tracing::info_span!(target: TARGET, parent: node, SPAN_ATTEMPT, otel.name = "attempt");
+        span.set_attribute(ATTEMPT, i64::from(attempt));
+        span
+    }
+
+    /// Marks an attempt span failed.
+    pub(crate) fn attempt_failed(span: &Span, error: &ComponentError) {
+        if !span.is_disabled() {
+            span.set_attribute(ERROR_TYPE, error.error_type.clone());
+            span.set_status(Status::error(error.message.clone()));
+        }
+    }
+
+    /// Closes the node span with its final status; returns its context for the children's
+    /// links. A node that never opened its span (skipped, cancelled early) opens it now.
+    pub(crate) fn close(
+        &mut self,
+        run: &Span,
+        graph: &Graph,
+        node: &Node,
+        end: &NodeEnd,
+    ) -> Option<SpanContext> {
+        if !self.enabled {
+            return None;
+        }
+        self.open(run, graph, node, &[]);
+        let span = self.node.take()?;
+        span.set_attribute(NODE_STATUS, end.terminal.as_str());
+        let event = match end.terminal {
+            Terminal::Completed => "completed",
+            Terminal::Failed => "failed",
+            Terminal::Skipped => "skipped",
+            Terminal::Cancelled
+                if end
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("withdrawn")) =>
+            {
+                "withdrawn"
+            }
+            Terminal::Cancelled => "cancelled",
+        };
+        let mut attrs = Vec::new();
+        if let Some(reason) = &end.reason {
+            attrs.push(KeyValue::new("reason", reason.clone()));
+        }
+        span.add_event(event, attrs);
+        if let (Terminal::Failed, Some(error)) = (end.terminal, &end.error) {
+            span.set_attribute(ERROR_TYPE, error.error_type.clone());
+            span.set_status(Status::error(error.message.clone()));
+        }
+        let cx = span.context().span().span_context().clone();
+        Some(cx)
+    }
+}

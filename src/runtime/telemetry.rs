@@ -1,0 +1,378 @@
+//! Telemetry set-up and names: spans through `tracing` exported with OTLP, metrics through
+//! the OpenTelemetry meter, both configured only by the standard `OTEL_*` variables.
+//!
+//! Span names and attribute keys are constants here, and nowhere else. With no endpoint set
+//! no exporter is installed and spans cost a disabled callsite check. An unreachable
+//! collector never blocks a run: exports time out quickly, and the spans they carried are
+//! counted as dropped ([`Telemetry::dropped_spans`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global};
+use opentelemetry_otlp::{
+    Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The span of one run.
+pub const SPAN_RUN: &str = "workflow.run";
+/// The span of one node.
+pub const SPAN_NODE: &str = "workflow.node";
+/// The span of one attempt.
+pub const SPAN_ATTEMPT: &str = "workflow.node.attempt";
+/// `tracing` target of the engine's spans and span events.
+pub const TARGET: &str = "shipsec::workflow";
+
+/// Run id.
+pub const RUN_ID: &str = "workflow.run.id";
+/// Run status, on the run span and the runs counter.
+pub const RUN_STATUS: &str = "workflow.run.status";
+/// Node ref.
+pub const NODE_REF: &str = "workflow.node.ref";
+/// Component id.
+pub const COMPONENT_ID: &str = "workflow.component.id";
+/// Join strategy.
+pub const JOIN_STRATEGY: &str = "workflow.join.strategy";
+/// Parents whose edges decided an `any`/`first`/`quorum` join, comma-separated.
+pub const JOIN_TRIGGERED_BY: &str = "workflow.join.triggered_by";
+/// Attempt number.
+pub const ATTEMPT: &str = "workflow.attempt";
+/// Final node status.
+pub const NODE_STATUS: &str = "workflow.node.status";
+/// Error type of a failure.
+pub const ERROR_TYPE: &str = "error.type";
+/// Outcome of an attempt on the attempts counter (`completed`, `failed`).
+pub const OUTCOME: &str = "outcome";
+
+/// Where spans and metrics go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Collector base URL (`http://host:4317` for gRPC, `http://host:4318` for HTTP).
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+}
+
+impl ExportConfig {
+    /// From `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL` (default
+    /// `http/protobuf`, as the OpenTelemetry specification says). `None` without an
+    /// endpoint.
+    pub fn from_env() -> Option<ExportConfig> {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+        if endpoint.trim().is_empty() {
+            return None;
+        }
+        let protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .unwrap_or_else(|_| "http/protobuf".to_owned());
+        Some(ExportConfig { endpoint, protocol })
+    }
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The protocol is neither `grpc` nor `http/protobuf`.
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL `{0}` is not supported (use grpc or http/protobuf)")]
+    Protocol(String),
+    /// The exporter could not be built.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber is already installed.
+    #[error("a tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installed telemetry. Call [`Telemetry::shutdown`] before the process exits to flush.
+#[derive(Debug)]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Spans are exported within this time or dropped.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Spans buffered before export; a 10,000-node run makes about 20,000.
+const SPAN_QUEUE: usize = 262_144;
+
+impl Telemetry {
+    /// Installs the global subscriber: component and engine logs on stderr filtered by
+    /// `RUST_LOG` (default `warn`), and, when `export` is given, the engine's spans and
+    /// metrics exported with OTLP. Must run inside a tokio runtime when exporting with gRPC.
+    ///
+    /// # Errors
+    /// [`TelemetryError`].
+    pub fn install(export: Option<ExportConfig>) -> Result<Telemetry, TelemetryError> {
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(env_filter());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let Some(export) = export else {
+            tracing_subscriber::registry()
+                .with(logs)
+                .try_init()
+                .map_err(|_| TelemetryError::AlreadyInstalled)?;
+            return Ok(Telemetry {
+                tracer: None,
+                meter: None,
+                dropped,
+            });
+        };
+        let resource = Resource::builder().build();
+        let tracer = tracer_provider(&export, resource.clone(), dropped.clone())?;
+        let meter = meter_provider(&export, resource)?;
+        global::set_meter_provider(meter.clone());
+        global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(tracer.tracer("shipsec-orchestrator"))
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(EnvFilter::new(format!(
+                "warn,{TARGET}=info,shipsec::component=info,ractor=warn"
+            )));
+        tracing_subscriber::registry()
+            .with(logs)
+            .with(spans)
+            .try_init()
+            .map_err(|_| TelemetryError::AlreadyInstalled)?;
+        Ok(Telemetry {
+            tracer: Some(tracer),
+            meter: Some(meter),
+            dropped,
+        })
+    }
+
+    /// Spans whose export failed (collector down or too slow).
+    pub fn dropped_spans(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Flushes and stops the exporters. Returns the number of spans dropped.
+    pub fn shutdown(self) -> u64 {
+        if let Some(tracer) = &self.tracer {
+            // Errors mean the collector is gone; the drop count says what was lost.
+            let _ = tracer.force_flush();
+            let _ = tracer.shutdown();
+        }
+        if let Some(meter) = &self.meter {
+            let _ = meter.force_flush();
+            let _ = meter.shutdown();
+        }
+        self.dropped_spans()
+    }
+}
+
+/// Installs telemetry exporting to `endpoint` with `protocol` (`grpc` or
+/// `http/protobuf`), whatever the environment says: for tests and embedders.
+///
+/// # Errors
+/// [`TelemetryError`].
+pub fn init_for_tests(endpoint: &str, protocol: &str) -> Result<Telemetry, TelemetryError> {
+    Telemetry::install(Some(ExportConfig {
+        endpoint: endpoint.to_owned(),
+        protocol: protocol.to_owned(),
+    }))
+}
+
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,ractor=warn"))
+}
+
+fn protocol(export: &ExportConfig) -> Result<Protocol, TelemetryError> {
+    match export.protocol.as_str() {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpBinary),
+        other => Err(TelemetryError::Protocol(other.to_owned())),
+    }
+}
+
+/// `{endpoint}/v1/{signal}` for HTTP; the endpoint itself for gRPC.
+fn signal_endpoint(export: &ExportConfig, signal: &str) -> Result<String, TelemetryError> {
+    let base = export.endpoint.trim_end_matches('/');
+    Ok(match protocol(export)? {
+        Protocol::Grpc => base.to_owned(),
+        _ => format!("{base}/v1/{signal}"),
+    })
+}
+
+/// One quick retry: a collector that is down must not hold a run's exit for seconds.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::recommended()
+        .with_max_retries(1)
+        .with_initial_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(100))
+}
+
+fn tracer_provider(
+    export: &ExportConfig,
+    resource: Resource,
+    dropped: Arc<AtomicU64>,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let endpoint = signal_endpoint(export, "traces")?;
+    let exporter = match protocol(export)? {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_retry_policy(retry_policy())
+            .build(),
+        _ => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_retry_policy(retry_policy())
+            .build(),
+    }
+    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let counting = CountingExporter {
+        inner: exporter,
+        dropped,
+    };
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(SPAN_QUEUE)
+        .with_max_export_batch_size(4_096)
+        .build();
+    let processor = BatchSpanProcessor::builder(counting)
+        .with_batch_config(batch)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build())
+}
+
+fn meter_provider(
+    export: &ExportConfig,
+    resource: Resource,
+) -> Result<SdkMeterProvider, TelemetryError> {
+    let endpoint = signal_endpoint(export, "metrics")?;
+    let exporter = match protocol(export)? {
+        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_retry_policy(retry_policy())
+            .build(),
+        _ => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_retry_policy(retry_policy())
+            .build(),
+    }
+    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(Duration::from_secs(10))
+        .build();
+    Ok(SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource)
+        .build())
+}
+
+/// Counts the spans of every failed export: `shutdown` returns Ok even when all failed.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The engine's metric instruments (no-ops when no meter provider is installed).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Nodes waiting for a slot.
+    pub queued: UpDownCounter<i64>,
+    /// Attempts running.
+    pub running: UpDownCounter<i64>,
+    /// Attempts by outcome, component and error type.
+    pub attempts: Counter<u64>,
+    /// Node durations (first start, or queueing, to end), seconds.
+    pub node_duration: Histogram<f64>,
+    /// Run durations, seconds.
+    pub run_duration: Histogram<f64>,
+    /// Runs by final status.
+    pub runs: Counter<u64>,
+}
+
+impl Metrics {
+    /// Instruments from the global meter provider (set it up first).
+    pub fn from_global() -> Metrics {
+        Metrics::new(&global::meter("shipsec-orchestrator"))
+    }
+
+    /// Instruments from `meter`.
+    pub fn new(meter: &Meter) -> Metrics {
+        Metrics {
+            queued: meter.i64_up_down_counter("workflow.nodes.queued").build(),
+            running: meter.i64_up_down_counter("workflow.nodes.running").build(),
+            attempts: meter.u64_counter("workflow.node.attempts").build(),
+            node_duration: meter
+                .f64_histogram("workflow.node.duration")
+                .with_unit("s")
+                .build(),
+            run_duration: meter
+                .f64_histogram("workflow.run.duration")
+                .with_unit("s")
+                .build(),
+            runs: meter.u64_counter("workflow.runs").build(),
+        }
+    }
+
+    /// Records a finished attempt.
+    pub fn attempt(&self, component: &str, error_type: Option<&str>) {
+        let mut attrs = vec![
+            KeyValue::new(COMPONENT_ID, component.to_owned()),
+            KeyValue::new(
+                OUTCOME,
+                if error_type.is_some() {
+                    "failed"
+                } else {
+                    "completed"
+                },
+            ),
+        ];
+        if let Some(t) = error_type {
+            attrs.push(KeyValue::new(ERROR_TYPE, t.to_owned()));
+        }
+        self.attempts.add(1, &attrs);
+    }
+}
