@@ -80,8 +80,7 @@ impl NodeSpans {
         let Some(node) = &self.node else {
             return Span::none();
         };
-        let span =
-            tracing::info_span!(target: TARGET, parent: node, SPAN_ATTEMPT, otel.name = "attempt");
+        let span = tracing::info_span!(target: TARGET, parent: node, SPAN_ATTEMPT);
         span.set_attribute(ATTEMPT, i64::from(attempt));
         span
     }

@@ -285,7 +285,7 @@ impl Actor for RunSupervisor {
 
 /// The run's span, joining the caller's trace when a `traceparent` was given.
 fn run_span(run_id: &str, title: &str, traceparent: Option<&str>) -> tracing::Span {
-    let span = tracing::info_span!(target: TARGET, SPAN_RUN, otel.name = %title);
+    let span = tracing::info_span!(target: TARGET, SPAN_RUN, workflow.title = %title);
     if span.is_disabled() {
         return span;
     }
