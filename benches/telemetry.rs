@@ -3,7 +3,6 @@
 //! `cargo bench --bench telemetry`; per-node cost = (on - off) / 10,000.
 
 #[path = "../tests/otlp/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod otlp;
 
 use std::sync::Arc;
