@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -85,7 +86,8 @@ enum Phase {
 /// node.
 #[derive(Debug)]
 struct AttemptGuard {
-    task: JoinHandle<()>,
+    /// The attempt's task; `None` when it finished at its first poll.
+    task: Option<JoinHandle<()>>,
     token: CancellationToken,
     /// Slots held while the attempt runs; released when the guard drops.
     _slot: Option<SlotGrant>,
@@ -96,7 +98,9 @@ struct AttemptGuard {
 impl Drop for AttemptGuard {
     fn drop(&mut self) {
         self.token.cancel();
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -374,8 +378,11 @@ fn on_slot_granted(
     if waiting != ticket {
         return;
     }
-    let inputs = state.inputs.clone().unwrap_or_default();
-    start_now(myself, state, attempt, false, inputs, Some(grant));
+    // Resolved again (or taken from the retry cache): they were valid when queued.
+    match current_inputs(state) {
+        Ok(inputs) => start_now(myself, state, attempt, false, inputs, Some(grant)),
+        Err(error) => fail(myself, state, attempt, error),
+    }
 }
 
 fn on_queue_timed_out(myself: &ActorRef<NodeMsg>, state: &mut NodeState, ticket: u64) {
@@ -439,14 +446,27 @@ fn start_now(
     state
         .spans
         .event("started", vec![KeyValue::new(ATTEMPT, i64::from(attempt))]);
-    let task = spawn_attempt(
-        myself.clone(),
-        state,
-        ctx,
-        limit,
-        budget_bound,
-        span.clone(),
-    );
+    let mut work = attempt_future(state, ctx);
+    let must_die = chaos_kill(state, attempt);
+    // A component that finishes at its first poll (echo, branch, ...) is handled here,
+    // without a task or a message: the common case of a scheduler-bound workflow.
+    let done = if must_die {
+        None
+    } else {
+        span.in_scope(|| work.as_mut().now_or_never())
+    };
+    let task = match done {
+        Some(_) => None,
+        None => Some(spawn_attempt(
+            myself.clone(),
+            work,
+            attempt,
+            limit,
+            budget_bound,
+            token.clone(),
+            span.clone(),
+        )),
+    };
     state.phase = Phase::Running {
         attempt,
         guard: AttemptGuard {
@@ -457,13 +477,15 @@ fn start_now(
         },
         cancelling: None,
     };
-    #[cfg(feature = "chaos")]
-    if crate::chaos::should_kill(&state.run.run_id, &state.node().node_ref, attempt) {
+    if let Some(result) = done {
+        on_attempt_finished(myself, state, attempt, result);
+    } else if must_die {
         myself.kill();
     }
 }
 
-/// Inputs are resolved once, when the join fires, and reused by every retry.
+/// Inputs are resolved when the join fires; a node that may retry keeps them for its
+/// later attempts, others resolve them again if they must (after queueing).
 fn current_inputs(
     state: &mut NodeState,
 ) -> Result<crate::runtime::definition::JsonObject, ComponentError> {
@@ -488,7 +510,9 @@ fn current_inputs(
         },
         |ix| &run.graph.node(ix).node_ref,
     )?;
-    state.inputs = Some(inputs.clone());
+    if node.retry.max_attempts > 1 {
+        state.inputs = Some(inputs.clone());
+    }
     Ok(inputs)
 }
 
@@ -507,39 +531,59 @@ fn attempt_limit(state: &NodeState) -> (Option<Duration>, bool) {
     }
 }
 
+/// The attempt's work: the component's future, its panics turned into `CrashError`.
+fn attempt_future(state: &NodeState, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+    let component = state.run.registry.get(&state.node().component_id).cloned();
+    let inject_panic = chaos_panic(&ctx);
+    async move {
+        let Some(component) = component else {
+            return Err(ComponentError::fatal(
+                crate::runtime::components::VALIDATION_ERROR,
+                "component vanished from the registry",
+            ));
+        };
+        let caught = AssertUnwindSafe(async move {
+            assert!(!inject_panic, "chaos: injected panic");
+            component.execute(ctx).await
+        })
+        .catch_unwind()
+        .await;
+        caught
+            .unwrap_or_else(|panic| Err(ComponentError::retryable(CRASH_ERROR, panic_text(&panic))))
+    }
+    .boxed()
+}
+
+/// Runs the rest of an attempt as a task, under its time limit, and reports its end.
 fn spawn_attempt(
     myself: ActorRef<NodeMsg>,
-    state: &NodeState,
-    ctx: ExecutionContext,
+    work: BoxFuture<'static, ComponentResult>,
+    attempt: u32,
     limit: Option<Duration>,
     budget_bound: bool,
+    token: CancellationToken,
     span: tracing::Span,
 ) -> JoinHandle<()> {
-    let component = state.run.registry.get(&state.node().component_id).cloned();
-    let attempt = ctx.attempt;
     tokio::spawn(
         async move {
-            let token = ctx.cancel.clone();
-            let result = match component {
-                Some(component) => {
-                    let inject_panic = chaos_panic(&ctx);
-                    let work = AssertUnwindSafe(async move {
-                        assert!(!inject_panic, "chaos: injected panic");
-                        component.execute(ctx).await
-                    })
-                    .catch_unwind();
-                    run_with_limit(work, limit, budget_bound, &token).await
-                }
-                None => Err(ComponentError::fatal(
-                    crate::runtime::components::VALIDATION_ERROR,
-                    "component vanished from the registry",
-                )),
-            };
+            let result = run_with_limit(work, limit, budget_bound, &token).await;
             // The node may have ended (abandoned this attempt) and stopped: nothing to tell.
             let _ = myself.cast(NodeMsg::AttemptFinished { attempt, result });
         }
         .instrument(span),
     )
+}
+
+/// Whether the chaos plan kills this node's actor as attempt `attempt` starts.
+#[cfg(feature = "chaos")]
+fn chaos_kill(state: &NodeState, attempt: u32) -> bool {
+    crate::chaos::should_kill(&state.run.run_id, &state.node().node_ref, attempt)
+}
+
+/// Without the `chaos` feature no actor is ever killed on purpose.
+#[cfg(not(feature = "chaos"))]
+fn chaos_kill(_state: &NodeState, _attempt: u32) -> bool {
+    false
 }
 
 /// Whether the chaos plan asks this attempt's component to panic.
@@ -554,37 +598,33 @@ fn chaos_panic(_ctx: &ExecutionContext) -> bool {
     false
 }
 
-async fn run_with_limit<F>(
-    work: F,
+async fn run_with_limit(
+    work: BoxFuture<'static, ComponentResult>,
     limit: Option<Duration>,
     budget_bound: bool,
     token: &CancellationToken,
-) -> ComponentResult
-where
-    F: std::future::Future<Output = Result<ComponentResult, Box<dyn std::any::Any + Send>>>,
-{
-    let caught = match limit {
-        None => work.await,
-        Some(limit) => match tokio::time::timeout(limit, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                token.cancel();
-                let mut e = ComponentError::retryable(
-                    TIMEOUT_ERROR,
-                    format!("attempt exceeded its {:.3}s limit", limit.as_secs_f64()),
-                );
-                if budget_bound {
-                    e.message = format!(
-                        "total budget of the node ran out after {:.3}s",
-                        limit.as_secs_f64()
-                    );
-                    e.retryable = false;
-                }
-                return Err(e);
-            }
-        },
+) -> ComponentResult {
+    let Some(limit) = limit else {
+        return work.await;
     };
-    caught.unwrap_or_else(|panic| Err(ComponentError::retryable(CRASH_ERROR, panic_text(&panic))))
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            token.cancel();
+            let secs = limit.as_secs_f64();
+            Err(if budget_bound {
+                ComponentError::fatal(
+                    TIMEOUT_ERROR,
+                    format!("total budget of the node ran out after {secs:.3}s"),
+                )
+            } else {
+                ComponentError::retryable(
+                    TIMEOUT_ERROR,
+                    format!("attempt exceeded its {secs:.3}s limit"),
+                )
+            })
+        }
+    }
 }
 
 /// The message of a caught panic.

@@ -30,11 +30,8 @@ use crate::runtime::graph::{EdgeIx, Graph, NodeIx};
 use crate::runtime::outcome::{NodeStatus, RunStatus, Terminal};
 use crate::runtime::registry::ComponentRegistry;
 use crate::runtime::slots::RunKey;
-use crate::runtime::telemetry::{
-    COMPONENT_ID, Metrics, NODE_STATUS, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET,
-};
+use crate::runtime::telemetry::{Metrics, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET};
 use crate::runtime::withdraw::Interest;
-use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use std::sync::atomic::AtomicU64;
@@ -381,13 +378,13 @@ fn on_start_report(state: &mut SupervisorState, report: &StartReport, queued: bo
     }
     let metrics = &state.run.metrics;
     if slot.status() == NodeStatus::Queued {
-        metrics.queued.add(-1, &[]);
+        metrics.queued(-1);
     }
     if queued {
-        metrics.queued.add(1, &[]);
+        metrics.queued(1);
         slot.status = Some(NodeStatus::Queued);
     } else {
-        metrics.running.add(1, &[]);
+        metrics.running(1);
         slot.status = Some(NodeStatus::Running);
         slot.attempts = report.attempt;
         slot.started_at.get_or_insert_with(SystemTime::now);
@@ -449,7 +446,7 @@ fn on_retrying(
     error: &ComponentError,
 ) {
     let metrics = &state.run.metrics;
-    metrics.running.add(-1, &[]);
+    metrics.running(-1);
     metrics.attempt(
         &state.run.graph.node(node).component_id,
         Some(&error.error_type),
@@ -530,8 +527,8 @@ fn node_metrics(state: &SupervisorState, end: &NodeEnd) {
     let slot = &state.slots[end.node.ix()];
     let metrics = &state.run.metrics;
     match slot.status() {
-        NodeStatus::Queued => metrics.queued.add(-1, &[]),
-        NodeStatus::Running => metrics.running.add(-1, &[]),
+        NodeStatus::Queued => metrics.queued(-1),
+        NodeStatus::Running => metrics.running(-1),
         _ => {}
     }
     let component = &*state.run.graph.node(end.node).component_id;
@@ -543,11 +540,7 @@ fn node_metrics(state: &SupervisorState, end: &NodeEnd) {
     }
     if let Some(started) = slot.started_at {
         let secs = started.elapsed().unwrap_or_default().as_secs_f64();
-        let attrs = [
-            KeyValue::new(COMPONENT_ID, component.to_owned()),
-            KeyValue::new(NODE_STATUS, end.terminal.as_str()),
-        ];
-        metrics.node_duration.record(secs, &attrs);
+        metrics.node_ended(component, end.terminal.as_str(), secs);
     }
 }
 
@@ -860,12 +853,11 @@ fn build_result(state: &SupervisorState) -> RunResult {
 
 /// The run span's final status, and the run metrics.
 fn run_telemetry(state: &SupervisorState, result: &RunResult) {
-    let status = [KeyValue::new(RUN_STATUS, result.status.as_str())];
     let metrics = &state.run.metrics;
-    metrics.runs.add(1, &status);
-    metrics
-        .run_duration
-        .record(state.started.elapsed().as_secs_f64(), &status);
+    metrics.run_ended(
+        result.status.as_str(),
+        state.started.elapsed().as_secs_f64(),
+    );
     let span = &state.run.span;
     if !span.is_disabled() {
         span.set_attribute(RUN_STATUS, result.status.as_str());

@@ -7,7 +7,7 @@
 //! counted as dropped ([`Telemetry::dropped_spans`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
@@ -134,6 +134,7 @@ impl Telemetry {
         let tracer = tracer_provider(&export, resource.clone(), dropped.clone())?;
         let meter = meter_provider(&export, resource)?;
         global::set_meter_provider(meter.clone());
+        METRICS_ON.store(true, Ordering::Relaxed);
         global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
@@ -316,32 +317,35 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// The engine's metric instruments (no-ops when no meter provider is installed).
+/// Whether [`Telemetry::install`] set up a meter provider; until then the engine skips
+/// building metric attributes altogether.
+static METRICS_ON: AtomicBool = AtomicBool::new(false);
+
+/// The engine's metric instruments; inert (no attribute is even built) when telemetry
+/// exports nothing.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Nodes waiting for a slot.
-    pub queued: UpDownCounter<i64>,
-    /// Attempts running.
-    pub running: UpDownCounter<i64>,
-    /// Attempts by outcome, component and error type.
-    pub attempts: Counter<u64>,
-    /// Node durations (first start, or queueing, to end), seconds.
-    pub node_duration: Histogram<f64>,
-    /// Run durations, seconds.
-    pub run_duration: Histogram<f64>,
-    /// Runs by final status.
-    pub runs: Counter<u64>,
+    on: bool,
+    queued: UpDownCounter<i64>,
+    running: UpDownCounter<i64>,
+    attempts: Counter<u64>,
+    node_duration: Histogram<f64>,
+    run_duration: Histogram<f64>,
+    runs: Counter<u64>,
 }
 
 impl Metrics {
-    /// Instruments from the global meter provider (set it up first).
+    /// Instruments from the global meter provider (install telemetry first).
     pub fn from_global() -> Metrics {
-        Metrics::new(&global::meter("shipsec-orchestrator"))
+        let mut metrics = Metrics::new(&global::meter("shipsec-orchestrator"));
+        metrics.on = METRICS_ON.load(Ordering::Relaxed);
+        metrics
     }
 
-    /// Instruments from `meter`.
+    /// Instruments from `meter`, recording.
     pub fn new(meter: &Meter) -> Metrics {
         Metrics {
+            on: true,
             queued: meter.i64_up_down_counter("workflow.nodes.queued").build(),
             running: meter.i64_up_down_counter("workflow.nodes.running").build(),
             attempts: meter.u64_counter("workflow.node.attempts").build(),
@@ -357,8 +361,25 @@ impl Metrics {
         }
     }
 
+    /// Nodes waiting for a slot went up or down by `delta`.
+    pub fn queued(&self, delta: i64) {
+        if self.on {
+            self.queued.add(delta, &[]);
+        }
+    }
+
+    /// Attempts running went up or down by `delta`.
+    pub fn running(&self, delta: i64) {
+        if self.on {
+            self.running.add(delta, &[]);
+        }
+    }
+
     /// Records a finished attempt.
     pub fn attempt(&self, component: &str, error_type: Option<&str>) {
+        if !self.on {
+            return;
+        }
         let mut attrs = vec![
             KeyValue::new(COMPONENT_ID, component.to_owned()),
             KeyValue::new(
@@ -374,5 +395,25 @@ impl Metrics {
             attrs.push(KeyValue::new(ERROR_TYPE, t.to_owned()));
         }
         self.attempts.add(1, &attrs);
+    }
+
+    /// Records a node's duration at its end.
+    pub fn node_ended(&self, component: &str, status: &'static str, seconds: f64) {
+        if self.on {
+            let attrs = [
+                KeyValue::new(COMPONENT_ID, component.to_owned()),
+                KeyValue::new(NODE_STATUS, status),
+            ];
+            self.node_duration.record(seconds, &attrs);
+        }
+    }
+
+    /// Records a run's end.
+    pub fn run_ended(&self, status: &'static str, seconds: f64) {
+        if self.on {
+            let attrs = [KeyValue::new(RUN_STATUS, status)];
+            self.runs.add(1, &attrs);
+            self.run_duration.record(seconds, &attrs);
+        }
     }
 }
