@@ -218,28 +218,37 @@ fn retry_policy() -> RetryPolicy {
         .with_max_delay(Duration::from_millis(100))
 }
 
+/// Builds an OTLP exporter of one signal (`traces`, `metrics`) over the configured
+/// protocol, with the short timeout and retry policy above. A macro: the span and metric
+/// exporter builders share methods but no trait.
+macro_rules! otlp_exporter {
+    ($exporter:path, $export:expr, $signal:expr) => {{
+        let endpoint = signal_endpoint($export, $signal)?;
+        match protocol($export)? {
+            Protocol::Grpc => <$exporter>::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .with_retry_policy(retry_policy())
+                .build(),
+            _ => <$exporter>::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .with_retry_policy(retry_policy())
+                .build(),
+        }
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?
+    }};
+}
+
 fn tracer_provider(
     export: &ExportConfig,
     resource: Resource,
     dropped: Arc<AtomicU64>,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let endpoint = signal_endpoint(export, "traces")?;
-    let exporter = match protocol(export)? {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_retry_policy(retry_policy())
-            .build(),
-        _ => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_retry_policy(retry_policy())
-            .build(),
-    }
-    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter, export, "traces");
     let counting = CountingExporter {
         inner: exporter,
         dropped,
@@ -261,23 +270,7 @@ fn meter_provider(
     export: &ExportConfig,
     resource: Resource,
 ) -> Result<SdkMeterProvider, TelemetryError> {
-    let endpoint = signal_endpoint(export, "metrics")?;
-    let exporter = match protocol(export)? {
-        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_retry_policy(retry_policy())
-            .build(),
-        _ => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_retry_policy(retry_policy())
-            .build(),
-    }
-    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = otlp_exporter!(opentelemetry_otlp::MetricExporter, export, "metrics");
     let reader = PeriodicReader::builder(exporter)
         .with_interval(Duration::from_secs(10))
         .build();
