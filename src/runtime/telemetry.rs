@@ -103,7 +103,7 @@ pub struct Telemetry {
 }
 
 /// Spans are exported within this time or dropped.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Spans buffered before export; a 10,000-node run makes about 20,000.
 const SPAN_QUEUE: usize = 262_144;
 
