@@ -46,15 +46,6 @@ pub fn node_actor(run_id: &str, node_ref: &str) -> Option<ActorCell> {
         .cloned()
 }
 
-/// Node actors across all runs that are still alive (for leak checks).
-pub fn live_node_actors() -> usize {
-    registry().lock().map_or(0, |m| {
-        m.iter()
-            .filter(|((_, n), cell)| n != SUPERVISOR && alive(cell))
-            .count()
-    })
-}
-
 /// Records the live supervisor of `run`.
 pub(crate) fn register_supervisor(run_id: &str, cell: ActorCell) {
     register(run_id, SUPERVISOR, cell);

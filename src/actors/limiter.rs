@@ -64,7 +64,7 @@ impl Actor for LimiterActor {
             }
             LimiterMsg::Wake => {
                 state.wake_at = None;
-                state.book.release_none(now)
+                state.book.grant_due(now)
             }
             LimiterMsg::Stats(reply) => {
                 // The asker may have stopped waiting.

@@ -149,7 +149,7 @@ impl SlotBook {
     }
 
     /// Grants what the passage of time alone made grantable (rate-limit tokens).
-    pub fn release_none(&mut self, now: Instant) -> Vec<u64> {
+    pub fn grant_due(&mut self, now: Instant) -> Vec<u64> {
         self.pump(now)
     }
 
