@@ -1,22 +1,38 @@
 //! Chaos testing (cargo feature `chaos`): hooks to find and kill the live actor of a node
 //! or a run's supervisor, to delay the edge resolutions sent to a node and to make a
 //! component panic, plus a seeded harness ([`harness`]) that injects such faults into any
-//! workflow and checks the invariants afterwards. Not part of the default API; without
-//! faults registered nothing here changes behaviour.
+//! workflow and checks the invariants afterwards. Not part of the default API; until
+//! [`enable`] is called (or a fault armed) the hooks do nothing and record nothing.
 
 pub mod harness;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ractor::ActorCell;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type Key = (String, String);
 
 /// The node ref under which a run's supervisor is registered.
 const SUPERVISOR: &str = "\u{0}supervisor";
+
+/// Whether the hooks are on: nothing is registered or looked up until a test turns them
+/// on, so benches built with the feature pay one relaxed load per hook.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the hooks on for this process: from now on every actor is registered, so
+/// [`node_actor`] and [`supervisor_actor`] find the actors of runs submitted after this
+/// call. Arming any fault turns them on too.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 fn registry() -> &'static Mutex<HashMap<Key, ActorCell>> {
     static REGISTRY: OnceLock<Mutex<HashMap<Key, ActorCell>>> = OnceLock::new();
@@ -25,6 +41,9 @@ fn registry() -> &'static Mutex<HashMap<Key, ActorCell>> {
 
 /// Records the live actor of `(run, node)`.
 pub(crate) fn register(run_id: &str, node_ref: &str, cell: ActorCell) {
+    if !enabled() {
+        return;
+    }
     if let Ok(mut map) = registry().lock() {
         map.insert((run_id.to_owned(), node_ref.to_owned()), cell);
     }
@@ -32,6 +51,9 @@ pub(crate) fn register(run_id: &str, node_ref: &str, cell: ActorCell) {
 
 /// Forgets `(run, node)` once it ended.
 pub(crate) fn unregister(run_id: &str, node_ref: &str) {
+    if !enabled() {
+        return;
+    }
     if let Ok(mut map) = registry().lock() {
         map.remove(&(run_id.to_owned(), node_ref.to_owned()));
     }
@@ -87,6 +109,7 @@ fn delays() -> &'static Mutex<HashMap<Key, Duration>> {
 
 /// Delays every edge resolution sent to node `node_ref` of run `run_id` by `delay`.
 pub fn delay_messages_to(run_id: &str, node_ref: &str, delay: Duration) {
+    enable();
     if let Ok(mut map) = delays().lock() {
         map.insert((run_id.to_owned(), node_ref.to_owned()), delay);
     }
@@ -94,6 +117,9 @@ pub fn delay_messages_to(run_id: &str, node_ref: &str, delay: Duration) {
 
 /// The delay set for messages to `(run, node)`, if any.
 pub(crate) fn delay_for(run_id: &str, node_ref: &str) -> Option<Duration> {
+    if !enabled() {
+        return None;
+    }
     let map = delays().lock().ok()?;
     if map.is_empty() {
         return None;
@@ -101,11 +127,13 @@ pub(crate) fn delay_for(run_id: &str, node_ref: &str) -> Option<Duration> {
     map.get(&(run_id.to_owned(), node_ref.to_owned())).copied()
 }
 
-/// What to do to an attempt: make its component panic, or kill its node actor.
+/// What to do to an attempt: make its component panic, or kill its node actor; or kill
+/// a node actor as soon as it is spawned (`KillPending`, attempt 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum AttemptFault {
     Panic,
     Kill,
+    KillPending,
 }
 
 /// Armed attempt faults: `(run, node, fault)` to the attempt number it strikes.
@@ -117,12 +145,16 @@ fn panics() -> &'static Armed {
 }
 
 fn arm(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) {
+    enable();
     if let Ok(mut map) = panics().lock() {
         map.insert((run_id.to_owned(), node_ref.to_owned(), fault), attempt);
     }
 }
 
 fn armed(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) -> bool {
+    if !enabled() {
+        return false;
+    }
     let Ok(map) = panics().lock() else {
         return false;
     };
@@ -140,6 +172,53 @@ pub(crate) fn should_kill(run_id: &str, node_ref: &str, attempt: u32) -> bool {
     armed(run_id, node_ref, AttemptFault::Kill, attempt)
 }
 
+/// Kills the actor of node `node_ref` in run `run_id` once, right after it is spawned
+/// (when its first parent ended) with that parent's edge resolution in its mailbox; the
+/// supervisor respawns it and replays its parents' ends.
+pub fn kill_when_pending(run_id: &str, node_ref: &str) {
+    arm(run_id, node_ref, AttemptFault::KillPending, 0);
+}
+
+/// Whether the freshly spawned actor of `(run, node)` must die now; true once.
+pub(crate) fn should_kill_pending(run_id: &str, node_ref: &str) -> bool {
+    if !enabled() {
+        return false;
+    }
+    let Ok(mut map) = panics().lock() else {
+        return false;
+    };
+    let key = (run_id.to_owned(), node_ref.to_owned());
+    let hit = !map.is_empty()
+        && map
+            .remove(&(key.0.clone(), key.1.clone(), AttemptFault::KillPending))
+            .is_some();
+    drop(map);
+    if hit && let Ok(mut kills) = pending_kills().lock() {
+        kills.insert(key, Instant::now());
+    }
+    hit
+}
+
+/// When each armed pending kill of a run struck.
+fn pending_kills() -> &'static Mutex<HashMap<Key, Instant>> {
+    static KILLS: OnceLock<Mutex<HashMap<Key, Instant>>> = OnceLock::new();
+    KILLS.get_or_init(Default::default)
+}
+
+/// The moments the pending kills armed for `run_id` struck (a node the run never
+/// reached was never killed).
+pub fn pending_kills_of(run_id: &str) -> Vec<Instant> {
+    pending_kills().lock().map_or_else(
+        |_| Vec::new(),
+        |m| {
+            m.iter()
+                .filter(|((r, _), _)| r == run_id)
+                .map(|(_, t)| *t)
+                .collect()
+        },
+    )
+}
+
 /// Makes attempt `attempt` of node `node_ref` in run `run_id` panic before its component
 /// runs (the attempt fails with `CrashError`).
 pub fn panic_on_attempt(run_id: &str, node_ref: &str, attempt: u32) {
@@ -151,12 +230,15 @@ pub(crate) fn should_panic(run_id: &str, node_ref: &str, attempt: u32) -> bool {
     armed(run_id, node_ref, AttemptFault::Panic, attempt)
 }
 
-/// Removes every fault registered for `run_id` (delays and panics).
+/// Removes every fault registered for `run_id` (delays, panics, kills) and its actors.
 pub fn clear_run(run_id: &str) {
     if let Ok(mut map) = panics().lock() {
         map.retain(|(r, _, _), _| r != run_id);
     }
     if let Ok(mut map) = delays().lock() {
+        map.retain(|(r, _), _| r != run_id);
+    }
+    if let Ok(mut map) = pending_kills().lock() {
         map.retain(|(r, _), _| r != run_id);
     }
     if let Ok(mut map) = registry().lock() {

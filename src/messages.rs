@@ -10,3 +10,4 @@ pub mod node;
 pub mod orchestrator;
 pub mod result;
 pub mod supervisor;
+pub mod time;

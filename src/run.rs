@@ -273,7 +273,7 @@ fn print_summary(result: &RunResult) {
     let width = result
         .nodes
         .keys()
-        .map(String::len)
+        .map(|r| r.len())
         .max()
         .unwrap_or(4)
         .max(4);

@@ -134,6 +134,7 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
+    chaos::enable();
     let handle = common::engine().await;
     let slow = common::graph(json!({"title": "slow", "actions": [
         {"ref": "long", "componentId": "core.sleep", "params": {"ms": 30_000}},

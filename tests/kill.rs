@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::{Arc, LazyLock};
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use shipsec_orchestrator::chaos;
 use shipsec_orchestrator::messages::event::EventType;
@@ -87,6 +87,7 @@ async fn engine_with_gate() -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) 
 }
 
 async fn engine_with(config: EngineConfig) -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
+    chaos::enable();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut registry = ComponentRegistry::with_builtins();
     registry.register(Arc::new(Gate(tx.clone())));
@@ -137,8 +138,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
     assert_eq!(result.nodes["g"].status, NodeStatus::Completed);
     assert_eq!(result.nodes["g"].attempts, 2);
     assert_eq!(result.nodes["after"].status, NodeStatus::Completed);
-    let events: Vec<_> =
-        futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+    let events: Vec<_> = StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
     common::check_trace(&g, &result, &events);
     let retry = events
         .iter()
@@ -173,8 +173,7 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
         "CrashError"
     );
     assert_eq!(result.nodes["after"].status, NodeStatus::Skipped);
-    let events: Vec<_> =
-        futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+    let events: Vec<_> = StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
     common::check_trace(&g, &result, &events);
     handle.shutdown();
 }
@@ -182,11 +181,13 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
     let (handle, _started) = engine_with_gate().await;
+    // `c` is spawned when `p` ends and then waits for `slow`: kill it while it waits.
     let g = common::graph_with(
         def(
-            json!([{"ref": "p", "componentId": "core.sleep", "params": {"ms": 300}},
+            json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 1}},
+                   {"ref": "slow", "componentId": "core.sleep", "params": {"ms": 300}},
                    {"ref": "c", "componentId": "core.echo", "inputMappings": {"x": {"sourceRef": "p", "sourceHandle": "__self__"}}}]),
-            json!([{"sourceRef": "p", "targetRef": "c"}]),
+            json!([{"sourceRef": "p", "targetRef": "c"}, {"sourceRef": "slow", "targetRef": "c"}]),
         ),
         handle.registry(),
     );
@@ -194,8 +195,17 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
         .submit(g.clone(), Default::default(), Default::default())
         .await
         .unwrap();
+    let mut events = handle.events(run.run_id()).await.unwrap();
+    while let Some(e) = events.next().await {
+        if &*e.node_id == "p" && e.kind == EventType::Completed {
+            break;
+        }
+    }
+    // The supervisor spawns `c` in the handler that recorded `p`'s end; a status request
+    // queued behind it is answered once `c` exists.
+    handle.status(run.run_id()).await.unwrap();
     chaos::node_actor(run.run_id(), "c")
-        .expect("c is alive")
+        .expect("c is alive, waiting for slow")
         .kill();
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
@@ -206,7 +216,7 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
     );
     assert_eq!(
         result.outputs["c"]["x"],
-        json!({}),
+        json!({"v": 1}),
         "inputs come from the replayed parent end"
     );
     handle.shutdown();
@@ -298,5 +308,90 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
     );
     assert_eq!(result.status, RunStatus::Cancelled);
     assert_eq!(result.nodes["s"].status, NodeStatus::Cancelled);
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_end_cancelled() {
+    let (handle, mut started) = engine_with_gate().await;
+    let g = common::graph_with(
+        def(
+            json!([{"ref": "g", "componentId": "test.gate"},
+                   {"ref": "a", "componentId": "core.echo"},
+                   {"ref": "b", "componentId": "core.echo"}]),
+            json!([{"sourceRef": "g", "targetRef": "a"}, {"sourceRef": "a", "targetRef": "b"}]),
+        ),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g, Default::default(), Default::default())
+        .await
+        .unwrap();
+    wait_for_attempt(&mut started, "g", 1).await;
+    assert!(chaos::node_actor(run.run_id(), "g").is_some());
+    assert!(
+        chaos::node_actor(run.run_id(), "a").is_none(),
+        "a waits for g without an actor"
+    );
+    assert!(chaos::node_actor(run.run_id(), "b").is_none());
+    handle.cancel(run.run_id()).await.unwrap();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Cancelled);
+    for node in ["g", "a", "b"] {
+        assert_eq!(result.nodes[node].status, NodeStatus::Cancelled, "{node}");
+    }
+    for node in ["a", "b"] {
+        assert_eq!(result.nodes[node].attempts, 0, "{node}");
+        assert_eq!(
+            result.nodes[node].reason.as_deref(),
+            Some("cancelled: run cancelled by request"),
+            "{node}"
+        );
+    }
+    let events: Vec<_> = StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+    for node in ["g", "a", "b"] {
+        let ends = events
+            .iter()
+            .filter(|e| &*e.node_id == node && e.kind == EventType::Cancelled)
+            .count();
+        assert_eq!(ends, 1, "one CANCELLED event for {node}");
+    }
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_running_head() {
+    let (handle, _started) = engine_with_gate().await;
+    // `win` fires the `first` join at once; `t2` and `t1` were never reached and `g` runs.
+    let g = common::graph_with(
+        json!({"title": "kill", "actions": [
+                {"ref": "win", "componentId": "core.echo"},
+                {"ref": "g", "componentId": "test.gate"},
+                {"ref": "t1", "componentId": "core.echo"},
+                {"ref": "t2", "componentId": "core.echo"},
+                {"ref": "j", "componentId": "core.echo"}],
+            "nodes": {"j": {"ref": "j", "joinStrategy": "first"}},
+            "edges": [{"sourceRef": "g", "targetRef": "t1"}, {"sourceRef": "t1", "targetRef": "t2"},
+                      {"sourceRef": "t2", "targetRef": "j"}, {"sourceRef": "win", "targetRef": "j"}]}),
+        handle.registry(),
+    );
+    let mut run = handle
+        .submit(g, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["j"].status, NodeStatus::Completed);
+    for node in ["t2", "t1", "g"] {
+        assert_eq!(result.nodes[node].status, NodeStatus::Cancelled, "{node}");
+        assert!(
+            result.nodes[node]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("withdrawn: j fired on win")),
+            "{node}: {:?}",
+            result.nodes[node].reason
+        );
+    }
     handle.shutdown();
 }

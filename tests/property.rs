@@ -574,7 +574,7 @@ fn check_trace(finished: &Finished) -> Result<(), String> {
             continue;
         };
         let waited: Vec<String> = match (&rec.triggered_by, node.join) {
-            (Some(t), _) => t.clone(),
+            (Some(t), _) => t.iter().map(|r| r.to_string()).collect(),
             (None, Join::All) => node
                 .incoming
                 .iter()
@@ -683,7 +683,12 @@ fn compare_node(finished: &Finished, ix: NodeIx, want: &NodeEnd) -> Result<Vec<S
         ));
     }
     if matches!(want.end, End::Completed | End::Failed) {
-        let triggered = rec.triggered_by.clone().unwrap_or_default();
+        let triggered: Vec<String> = rec
+            .triggered_by
+            .iter()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect();
         let expected = refs(graph, &want.triggered_by);
         if triggered != expected {
             diffs.push(format!(

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Finished, run};
@@ -122,7 +123,7 @@ async fn join_any_runs_on_the_succeeding_branch_and_the_run_still_fails() {
     assert_status(&f, "j", NodeStatus::Completed);
     assert_eq!(
         f.result.nodes["j"].triggered_by,
-        Some(vec!["ok".to_owned()])
+        Some(vec![Arc::from("ok")])
     );
     assert_eq!(
         f.result.status,
@@ -132,7 +133,7 @@ async fn join_any_runs_on_the_succeeding_branch_and_the_run_still_fails() {
     let started = f.events_of("j", EventType::Started)[0];
     assert_eq!(
         started.metadata.as_ref().unwrap().triggered_by,
-        Some(vec!["ok".to_owned()])
+        Some(vec![Arc::from("ok")])
     );
 }
 
@@ -158,7 +159,7 @@ async fn quorum_runs_when_met_and_records_the_deciding_parents() {
     assert_status(&f, "q", NodeStatus::Completed);
     let mut by = f.result.nodes["q"].triggered_by.clone().unwrap();
     by.sort();
-    assert_eq!(by, vec!["a", "b"]);
+    assert_eq!(by, [Arc::from("a"), Arc::from("b")]);
     assert_status(&f, "slow", NodeStatus::Completed);
 }
 
@@ -363,7 +364,7 @@ async fn first_cancels_the_losing_branch_transitively_but_never_a_branch_still_n
     assert_status(&f, "w", NodeStatus::Completed);
     assert_eq!(
         f.result.nodes["w"].triggered_by,
-        Some(vec!["fast".to_owned()])
+        Some(vec![Arc::from("fast")])
     );
     assert_status(&f, "y", NodeStatus::Cancelled);
     assert_eq!(f.reason("y"), "withdrawn: w fired on fast");

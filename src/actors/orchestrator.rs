@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 use tokio::sync::watch;
@@ -21,6 +20,7 @@ use crate::messages::limiter::LimiterMsg;
 use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions, Submitted};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
+use crate::messages::time::Timestamp;
 use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::graph::Graph;
@@ -404,7 +404,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         return;
     };
     state.live -= 1;
-    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let now = Timestamp::now();
     let result = Arc::new(RunResult {
         run_id: run_id.to_owned(),
         title,
@@ -413,7 +413,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         error: Some(format!(
             "the run's supervisor died before the run ended: {cause}"
         )),
-        started_at: now.clone(),
+        started_at: now,
         completed_at: now,
         duration_ms: 0,
         outputs: Default::default(),

@@ -1,11 +1,15 @@
 //! The run supervisor: one per run.
 //!
-//! It spawns a node actor per node, receives their reports, and owns what is run-wide:
+//! It spawns a node actor per node when the run reaches it (the roots at start, any other
+//! node when its first parent ends), receives their reports, and owns what is run-wide:
 //! the event log (dense `seq`), the failure policy, withdrawal for races, cancellation,
 //! termination, the deadline, crash recovery of node actors, and the run result. When a
 //! node ends, the supervisor resolves its outgoing edges (SEMANTICS.md §1) and tells each
 //! child, so a node that dies right after reporting never leaves a child waiting.
+//! A node actor lives from its first parent's end to its own end; a node the run never
+//! reached when it stops (or when a race withdraws it) ends CANCELLED without an actor.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,13 +19,15 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::node::{NodeActor, NodeArgs, Resume};
+use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::{EngineConfig, RunShared, SlotLink};
-use crate::messages::event::{ErrorInfo, EventMetadata, EventType, Level, TraceEvent};
+use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
 use crate::messages::limiter::LimiterMsg;
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StartReport, StopKind, SupervisorMsg};
+use crate::messages::time::Timestamp;
 use crate::runtime::components::{CRASH_ERROR, ComponentError, FailureInfo};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::edge::resolve;
@@ -179,7 +185,9 @@ impl Actor for RunSupervisor {
         crate::chaos::register_supervisor(&state.run.run_id, myself.get_cell());
         let graph = state.run.graph.clone();
         for ix in graph.node_indices() {
-            spawn_node(&myself, &mut state, ix, None).await?;
+            if graph.node(ix).incoming.is_empty() {
+                spawn_node(&myself, &mut state, ix, None).await?;
+            }
         }
         if let Some(deadline) = state.run.graph.settings.timeout {
             myself.send_after(deadline, || SupervisorMsg::DeadlinePassed);
@@ -194,15 +202,21 @@ impl Actor for RunSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::NodeQueued(report) => on_start_report(state, &report, true),
-            SupervisorMsg::NodeStarted(report) => on_start_report(state, &report, false),
+            SupervisorMsg::NodeQueued(report) => {
+                let withdrawn = on_start_report(state, &report, true);
+                end_all(&myself, state, withdrawn).await?;
+            }
+            SupervisorMsg::NodeStarted(report) => {
+                let withdrawn = on_start_report(state, &report, false);
+                end_all(&myself, state, withdrawn).await?;
+            }
             SupervisorMsg::NodeRetrying {
                 node,
                 attempt,
                 delay,
                 error,
             } => on_retrying(state, node, attempt, delay, &error),
-            SupervisorMsg::NodeEnded(end) => on_ended(&myself, state, end),
+            SupervisorMsg::NodeEnded(end) => end_all(&myself, state, vec![end]).await?,
             SupervisorMsg::NodeExited { node, actor, cause } => {
                 on_exited(&myself, state, node, actor, cause).await?;
             }
@@ -220,6 +234,7 @@ impl Actor for RunSupervisor {
                     ),
                 };
                 begin_stop(&myself, state, status, text.into(), grace);
+                maybe_finish(&myself, state);
             }
             SupervisorMsg::DeadlinePassed => {
                 let secs = state
@@ -232,8 +247,9 @@ impl Actor for RunSupervisor {
                 let text = format!("cancelled: run deadline of {secs}s passed");
                 let grace = state.config.cancel_grace;
                 begin_stop(&myself, state, RunStatus::TimedOut, text.into(), grace);
+                maybe_finish(&myself, state);
             }
-            SupervisorMsg::ForceEnd => force_end(&myself, state),
+            SupervisorMsg::ForceEnd => force_end(&myself, state).await?,
             SupervisorMsg::Snapshot(reply) => {
                 // The asker may have given up waiting: nothing to do then.
                 let _ = reply.send(Ok(snapshot(state)));
@@ -324,11 +340,11 @@ fn node_ref(state: &SupervisorState, ix: NodeIx) -> Arc<str> {
     state.run.graph.node(ix).node_ref.clone()
 }
 
-fn refs_of(state: &SupervisorState, edges: &[EdgeIx]) -> Vec<String> {
+fn refs_of(state: &SupervisorState, edges: &[EdgeIx]) -> Vec<Arc<str>> {
     let g = &state.run.graph;
     edges
         .iter()
-        .map(|e| g.node(g.edge(*e).source).node_ref.to_string())
+        .map(|e| g.node(g.edge(*e).source).node_ref.clone())
         .collect()
 }
 
@@ -343,38 +359,47 @@ fn emit(
     let seq = state.events.len() as u64 + 1;
     let n = state.run.graph.node(node);
     let mut event = TraceEvent {
-        id: format!("{}:{seq}", state.run.run_id),
+        id: EventId {
+            run_id: state.run.run_id.clone(),
+            seq,
+        },
         run_id: state.run.run_id.clone(),
         node_id: n.node_ref.clone(),
         seq,
         kind,
         level,
-        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        timestamp: Timestamp::now(),
         message: None,
         error: None,
         data: None,
         metadata: None,
     };
     fill(&mut event);
-    state.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    if !state.subscribers.is_empty() {
+        state.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
     state.events.push(event);
 }
 
 fn base_metadata(state: &SupervisorState, node: NodeIx) -> EventMetadata {
     let n = state.run.graph.node(node);
     EventMetadata {
-        join_strategy: Some(n.join.as_str().to_owned()),
+        join_strategy: Some(Cow::Borrowed(n.join.as_str())),
         stream_id: n.stream_id.clone(),
         group_id: n.group_id.clone(),
         ..EventMetadata::default()
     }
 }
 
-fn on_start_report(state: &mut SupervisorState, report: &StartReport, queued: bool) {
+fn on_start_report(
+    state: &mut SupervisorState,
+    report: &StartReport,
+    queued: bool,
+) -> Vec<Arc<NodeEnd>> {
     let node = report.node;
     let slot = &mut state.slots[node.ix()];
     if slot.ended() {
-        return;
+        return Vec::new();
     }
     let metrics = &state.run.metrics;
     if slot.status() == NodeStatus::Queued {
@@ -415,16 +440,24 @@ fn on_start_report(state: &mut SupervisorState, report: &StartReport, queued: bo
             winner.map_or_else(|| "?".into(), |w| node_ref(state, w))
         )
         .into();
-        withdraw_from_parents(state, node, &reason);
+        return withdraw_from_parents(state, node, &reason);
     }
+    Vec::new()
 }
 
 /// `node` withdraws from its unfinished parents; those no longer needed are cancelled.
-fn withdraw_from_parents(state: &mut SupervisorState, node: NodeIx, reason: &Arc<str>) {
+/// A parent with an actor is told; the ends of parents the run never reached are
+/// returned, for the caller to record.
+fn withdraw_from_parents(
+    state: &mut SupervisorState,
+    node: NodeIx,
+    reason: &Arc<str>,
+) -> Vec<Arc<NodeEnd>> {
     let slots = &state.slots;
     let unneeded = state
         .interest
         .withdraw(&state.run.graph, node, |p| slots[p.ix()].ended());
+    let mut unreached = Vec::new();
     for parent in unneeded {
         let slot = &mut state.slots[parent.ix()];
         slot.withdrawn = Some(reason.clone());
@@ -434,8 +467,20 @@ fn withdraw_from_parents(state: &mut SupervisorState, node: NodeIx, reason: &Arc
                 text: reason.clone(),
                 grace: state.config.cancel_grace,
             }));
+        } else {
+            unreached.push(Arc::new(unreached_end(state, parent, reason.to_string())));
         }
     }
+    unreached
+}
+
+/// The end of a node the run never reached, cancelled for `reason`: no attempts, and a
+/// node span of its own so the whole DAG shows in the trace.
+fn unreached_end(state: &SupervisorState, node: NodeIx, reason: String) -> NodeEnd {
+    let mut end = synthetic_end(state, node, Terminal::Cancelled, Some(reason));
+    let run = &state.run;
+    end.span = NodeSpans::new(&run.span).close(&run.span, &run.graph, run.graph.node(node), &end);
+    end
 }
 
 fn on_retrying(
@@ -474,34 +519,44 @@ fn error_info(error: &ComponentError) -> ErrorInfo {
     }
 }
 
-fn on_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, end: Arc<NodeEnd>) {
-    let node = end.node;
-    if state.slots[node.ix()].ended() {
-        return; // each node ends once: a late or repeated report is ignored
-    }
-    record_end(state, &end);
-    match end.terminal {
-        Terminal::Failed => match on_failure(&state.run.graph, node) {
-            FailureEffect::Handled => {}
-            FailureEffect::SkipDependents => note_unhandled(state, node, &end),
-            FailureEffect::FailRun => {
-                note_unhandled(state, node, &end);
-                let reason = format!("cancelled: failRun after {} FAILED", node_ref(state, node));
-                let grace = state.config.cancel_grace;
-                begin_stop(myself, state, RunStatus::Failed, reason.into(), grace);
-            }
-        },
-        Terminal::Cancelled => {
-            if let Some(reason) = state.slots[node.ix()].withdrawn.clone()
-                && state.stopping.is_none()
-            {
-                withdraw_from_parents(state, node, &reason);
-            }
+/// Records node ends and what follows from each, until nothing is left: failure policy,
+/// withdrawal (whose cancelled parents may end here too) and the children's edges.
+async fn end_all(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    mut ends: Vec<Arc<NodeEnd>>,
+) -> Result<(), ActorProcessingErr> {
+    while let Some(end) = ends.pop() {
+        let node = end.node;
+        if state.slots[node.ix()].ended() {
+            continue; // each node ends once: a late or repeated report is ignored
         }
-        Terminal::Completed | Terminal::Skipped => {}
+        record_end(state, &end);
+        match end.terminal {
+            Terminal::Failed => match on_failure(&state.run.graph, node) {
+                FailureEffect::Handled => {}
+                FailureEffect::SkipDependents => note_unhandled(state, node, &end),
+                FailureEffect::FailRun => {
+                    note_unhandled(state, node, &end);
+                    let reason =
+                        format!("cancelled: failRun after {} FAILED", node_ref(state, node));
+                    let grace = state.config.cancel_grace;
+                    begin_stop(myself, state, RunStatus::Failed, reason.into(), grace);
+                }
+            },
+            Terminal::Cancelled => {
+                if let Some(reason) = state.slots[node.ix()].withdrawn.clone()
+                    && state.stopping.is_none()
+                {
+                    ends.extend(withdraw_from_parents(state, node, &reason));
+                }
+            }
+            Terminal::Completed | Terminal::Skipped => {}
+        }
+        resolve_children(myself, state, &end).await?;
     }
-    resolve_children(state, &end);
     maybe_finish(myself, state);
+    Ok(())
 }
 
 /// The run ends once every node has ended and every node actor has exited, so no actor
@@ -579,33 +634,52 @@ fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     });
 }
 
-/// Resolves each outgoing edge of an ended node and tells the child (SEMANTICS.md §1).
-fn resolve_children(state: &SupervisorState, end: &Arc<NodeEnd>) {
-    let graph = &state.run.graph;
+/// Resolves each outgoing edge of an ended node and tells the child (SEMANTICS.md §1),
+/// spawning the child's actor if this is the first of its parents to end.
+async fn resolve_children(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    end: &Arc<NodeEnd>,
+) -> Result<(), ActorProcessingErr> {
+    let graph = state.run.graph.clone();
     for e in &graph.node(end.node).outgoing {
         let edge = graph.edge(*e);
-        let slot = &state.slots[edge.target.ix()];
-        if slot.ended() {
+        let child = edge.target;
+        if state.slots[child.ix()].ended() {
             continue;
         }
-        if let Some(actor) = &slot.actor {
-            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-            let msg = NodeMsg::ParentEnded {
-                edge: *e,
-                resolution,
-                end: end.clone(),
-            };
-            #[cfg(feature = "chaos")]
-            if let Some(delay) =
-                crate::chaos::delay_for(&state.run.run_id, &graph.node(edge.target).node_ref)
-            {
+        if state.slots[child.ix()].actor.is_none() {
+            // A stopping run has already ended every node it never reached.
+            spawn_node(myself, state, child, None).await?;
+        }
+        let Some(actor) = &state.slots[child.ix()].actor else {
+            continue;
+        };
+        let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
+        let msg = NodeMsg::ParentEnded {
+            edge: *e,
+            resolution,
+            end: end.clone(),
+        };
+        #[cfg(feature = "chaos")]
+        {
+            let child_ref = &graph.node(child).node_ref;
+            if let Some(delay) = crate::chaos::delay_for(&state.run.run_id, child_ref) {
                 actor.send_after(delay, move || msg);
                 continue;
             }
-            // A child actor that just died is respawned and replayed from the records.
-            let _ = actor.cast(msg);
+            if crate::chaos::should_kill_pending(&state.run.run_id, child_ref) {
+                // The actor dies with the resolution in its mailbox: it is respawned
+                // and the parents' ends are replayed.
+                let _ = actor.cast(msg);
+                actor.kill();
+                continue;
+            }
         }
+        // A child actor that just died is respawned and replayed from the records.
+        let _ = actor.cast(msg);
     }
+    Ok(())
 }
 
 /// Replays every resolved incoming edge to a freshly spawned node.
@@ -656,8 +730,7 @@ async fn on_exited(
             Terminal::Cancelled,
             Some(stop.reason.to_string()),
         );
-        on_ended(myself, state, Arc::new(end));
-        return Ok(());
+        return end_all(myself, state, vec![Arc::new(end)]).await;
     }
     let running = slot.status() == NodeStatus::Running;
     let resume = running.then(|| Resume {
@@ -717,23 +790,36 @@ fn begin_stop(
             grace,
         },
     };
-    for slot in state.slots.iter().filter(|s| !s.ended()) {
-        if let Some(actor) = &slot.actor {
+    let mut unreached = Vec::new();
+    for (i, slot) in state.slots.iter().enumerate().filter(|(_, s)| !s.ended()) {
+        match &slot.actor {
             // A node actor that already stopped has reported its end.
-            let _ = actor.cast(NodeMsg::Cancel(CancelReason {
-                text: stop.reason.clone(),
-                grace: stop.grace,
-            }));
+            Some(actor) => {
+                let _ = actor.cast(NodeMsg::Cancel(CancelReason {
+                    text: stop.reason.clone(),
+                    grace: stop.grace,
+                }));
+            }
+            None => unreached.push(NodeIx(i as u32)),
         }
+    }
+    // Nodes the run never reached end now; nothing follows from their ends, since every
+    // node still running is being cancelled too.
+    for node in unreached {
+        let end = unreached_end(state, node, stop.reason.to_string());
+        record_end(state, &Arc::new(end));
     }
     myself.send_after(stop.grace + FORCE_MARGIN, || SupervisorMsg::ForceEnd);
     state.stopping = Some(stop);
 }
 
 /// Nodes that did not end within their grace are killed and recorded CANCELLED.
-fn force_end(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+async fn force_end(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
     let Some(stop) = state.stopping.clone() else {
-        return;
+        return Ok(());
     };
     let stragglers: Vec<NodeIx> = state
         .run
@@ -747,8 +833,9 @@ fn force_end(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
         }
         let reason = format!("{} (abandoned after the grace period)", stop.reason);
         let end = synthetic_end(state, ix, Terminal::Cancelled, Some(reason));
-        on_ended(myself, state, Arc::new(end));
+        end_all(myself, state, vec![Arc::new(end)]).await?;
     }
+    Ok(())
 }
 
 /// The events so far, and the live ones to come unless the run has ended.
@@ -796,10 +883,6 @@ fn final_status(state: &SupervisorState) -> RunStatus {
     }
 }
 
-fn time_text(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 fn build_result(state: &SupervisorState) -> RunResult {
     let graph = &state.run.graph;
     let status = final_status(state);
@@ -808,46 +891,45 @@ fn build_result(state: &SupervisorState) -> RunResult {
         (Some(s), None) => Some(s.reason.to_string()),
         (None, None) => None,
     };
-    let mut outputs = std::collections::BTreeMap::new();
-    let mut nodes = std::collections::BTreeMap::new();
-    for (i, slot) in state.slots.iter().enumerate() {
-        let n = &graph.nodes[i];
+    // Built in ref order, so the maps are filled in one pass without searching.
+    let mut outputs = Vec::new();
+    let mut nodes = Vec::with_capacity(graph.len());
+    for &ix in graph.ref_order() {
+        let slot = &state.slots[ix.ix()];
+        let node_ref = &graph.node(ix).node_ref;
         let end = slot.end.as_ref();
         if let Some(out) = end.and_then(|e| e.output.clone()) {
-            outputs.insert(n.node_ref.to_string(), out);
+            outputs.push((node_ref.clone(), out));
         }
         let triggered = slot
             .triggered_by
             .as_ref()
             .filter(|t| !t.is_empty())
             .map(|t| refs_of(state, t));
-        nodes.insert(
-            n.node_ref.to_string(),
-            NodeRecord {
-                status: slot.status(),
-                attempts: slot.attempts,
-                started_at: slot.started_at.map(time_text),
-                completed_at: slot.completed_at.map(time_text),
-                triggered_by: triggered,
-                active_ports: end.and_then(|e| e.active_ports.clone()),
-                failure: slot.failure.as_deref().cloned(),
-                error: end.and_then(|e| e.error.as_ref()).map(error_info),
-                reason: end.and_then(|e| e.reason.clone()),
-            },
-        );
+        let record = NodeRecord {
+            status: slot.status(),
+            attempts: slot.attempts,
+            started_at: slot.started_at.map(Timestamp::from),
+            completed_at: slot.completed_at.map(Timestamp::from),
+            triggered_by: triggered,
+            active_ports: end.and_then(|e| e.active_ports.clone()),
+            failure: slot.failure.as_deref().cloned(),
+            error: end.and_then(|e| e.error.as_ref()).map(error_info),
+            reason: end.and_then(|e| e.reason.clone()),
+        };
+        nodes.push((node_ref.clone(), record));
     }
-    let completed_at = SystemTime::now();
     RunResult {
         run_id: state.run.run_id.to_string(),
         title: graph.title.clone(),
         status,
         success: status == RunStatus::Completed,
         error,
-        started_at: time_text(state.started_at),
-        completed_at: time_text(completed_at),
+        started_at: Timestamp::from(state.started_at),
+        completed_at: Timestamp::now(),
         duration_ms: state.started.elapsed().as_millis() as u64,
-        outputs,
-        nodes,
+        outputs: outputs.into_iter().collect(),
+        nodes: nodes.into_iter().collect(),
     }
 }
 

@@ -27,7 +27,8 @@ use crate::{EngineError, Handle};
 /// One fault to inject.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
-    /// Kill the node's actor right after submission, while it waits on its parents.
+    /// Kill the node's actor as soon as it is spawned (its first parent ended), with that
+    /// parent's edge resolution still in its mailbox.
     KillPending {
         /// Node ref.
         node: String,
@@ -193,6 +194,7 @@ pub async fn run_with_faults(
 ) -> Result<ChaosReport, Violation> {
     let seed = plan.seed;
     let run_id = format!("chaos-{seed}-{}", uuid::Uuid::new_v4());
+    super::enable();
     install(&run_id, plan);
     let options = SubmitOptions {
         run_id: Some(run_id.clone()),
@@ -203,24 +205,19 @@ pub async fn run_with_faults(
         .submit(graph.clone(), inputs, options)
         .await
         .map_err(engine)?;
-    let mut injected = 0;
-    let mut last_fault = Instant::now();
-    for fault in &plan.faults {
-        if let Fault::KillPending { node } = fault
-            && let Some(cell) = super::node_actor(&run_id, node)
-        {
-            cell.kill();
-            injected += 1;
-            last_fault = Instant::now();
-        }
-    }
+    let submitted = Instant::now();
     let driven = drive(handle, &run_id, plan).await.map_err(engine)?;
-    injected += driven.injected;
-    let last_fault = driven.last_fault.unwrap_or(last_fault);
     let result = tokio::time::timeout(bound, run.result())
         .await
         .map_err(|_| Violation::Hung { seed, bound })?
         .map_err(engine)?;
+    let pending_kills = super::pending_kills_of(&run_id);
+    let injected = driven.injected + pending_kills.len();
+    let last_fault = pending_kills
+        .into_iter()
+        .chain(driven.last_fault)
+        .max()
+        .unwrap_or(submitted);
     let ended_after_fault = last_fault.elapsed();
     let events: Vec<TraceEvent> = handle
         .events(&run_id)
@@ -271,6 +268,7 @@ fn install(run_id: &str, plan: &FaultPlan) {
             Fault::Panic { node, attempt } => super::panic_on_attempt(run_id, node, *attempt),
             Fault::KillRunning { node, attempt } => super::kill_on_attempt(run_id, node, *attempt),
             Fault::Delay { node, delay } => super::delay_messages_to(run_id, node, *delay),
+            Fault::KillPending { node } => super::kill_when_pending(run_id, node),
             _ => {}
         }
     }
@@ -379,17 +377,17 @@ pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> 
         else {
             continue;
         };
-        let waited: Vec<String> = match &record.triggered_by {
+        let waited: Vec<Arc<str>> = match &record.triggered_by {
             Some(t) => t.clone(),
             None => node
                 .incoming
                 .iter()
-                .map(|e| graph.node(graph.edge(*e).source).node_ref.to_string())
+                .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
                 .collect(),
         };
         for parent in waited {
             let ended = terminal
-                .get(parent.as_str())
+                .get(&*parent)
                 .ok_or_else(|| format!("{parent} never ended"))?;
             if ended.seq > started.seq {
                 return Err(format!(
@@ -450,7 +448,7 @@ pub fn compare_with_oracle(
         let crashes = plan
             .faults
             .iter()
-            .filter(|f| matches!(f, Fault::KillRunning { node, .. } | Fault::Panic { node, .. } | Fault::KillPending { node } if node == name))
+            .filter(|f| matches!(f, Fault::KillRunning { node, .. } | Fault::Panic { node, .. } | Fault::KillPending { node } if **node == **name))
             .count() as u32;
         if have.attempts < want.attempts || have.attempts > want.attempts + crashes {
             return Err(format!(

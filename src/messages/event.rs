@@ -1,10 +1,13 @@
 //! Trace events (SEMANTICS.md §9): one per transition, dense `seq` per run.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 
 /// The transition an event records.
@@ -70,10 +73,10 @@ pub struct EventMetadata {
     pub attempt: Option<u32>,
     /// The node's join strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join_strategy: Option<String>,
+    pub join_strategy: Option<Cow<'static, str>>,
     /// Refs of the parents whose edges decided the join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub triggered_by: Option<Vec<String>>,
+    pub triggered_by: Option<Vec<Arc<str>>>,
     /// The failure a handler node handles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureInfo>,
@@ -90,7 +93,7 @@ pub struct EventMetadata {
 #[serde(rename_all = "camelCase")]
 pub struct TraceEvent {
     /// `<runId>:<seq>`.
-    pub id: String,
+    pub id: EventId,
     /// The run.
     pub run_id: Arc<str>,
     /// The node's ref.
@@ -103,7 +106,7 @@ pub struct TraceEvent {
     /// Severity.
     pub level: Level,
     /// RFC 3339 time, milliseconds.
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     /// Human message (reasons of skips and cancellations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -116,4 +119,61 @@ pub struct TraceEvent {
     /// Context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<EventMetadata>,
+}
+
+/// An event's id, `<runId>:<seq>`: unique across runs, written out only when serialised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// The event's `seq` in it.
+    pub seq: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.run_id, self.seq)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EventId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = text
+            .rsplit_once(':')
+            .and_then(|(run, seq)| Some((run, seq.parse().ok()?)));
+        match parsed {
+            Some((run, seq)) if !run.is_empty() => Ok(EventId {
+                run_id: run.into(),
+                seq,
+            }),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not an event id (`<runId>:<seq>`)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_is_run_colon_seq_and_reads_back() {
+        let id = EventId {
+            run_id: "run:with:colons".into(),
+            seq: 42,
+        };
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"run:with:colons:42\"");
+        assert_eq!(serde_json::from_str::<EventId>(&json).unwrap(), id);
+        let err = serde_json::from_str::<EventId>("\"no-seq\"").unwrap_err();
+        assert!(err.to_string().contains("`no-seq`"), "{err}");
+    }
 }

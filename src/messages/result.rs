@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::event::ErrorInfo;
+use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::outcome::{NodeStatus, RunStatus};
@@ -20,13 +21,13 @@ pub struct NodeRecord {
     pub attempts: u32,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When the node ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
+    pub completed_at: Option<Timestamp>,
     /// Refs of the parents whose edges decided the join (`any`/`first`/`quorum`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub triggered_by: Option<Vec<String>>,
+    pub triggered_by: Option<Vec<Arc<str>>>,
     /// Ports activated on completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_ports: Option<Vec<String>>,
@@ -57,15 +58,15 @@ pub struct RunResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Start time.
-    pub started_at: String,
+    pub started_at: Timestamp,
     /// End time.
-    pub completed_at: String,
+    pub completed_at: Timestamp,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
-    /// Output of each COMPLETED node.
-    pub outputs: BTreeMap<String, Arc<JsonObject>>,
-    /// Every node.
-    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Output of each COMPLETED node, by ref.
+    pub outputs: BTreeMap<Arc<str>, Arc<JsonObject>>,
+    /// Every node, by ref.
+    pub nodes: BTreeMap<Arc<str>, NodeRecord>,
 }
 
 /// The state of a run at one moment (`handle.status`).

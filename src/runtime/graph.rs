@@ -226,6 +226,8 @@ pub struct Graph {
     /// A topological order of all nodes.
     pub topo_order: Vec<NodeIx>,
     by_ref: HashMap<Arc<str>, NodeIx>,
+    /// Node indices sorted by ref: results keyed by ref are built from it in one pass.
+    ref_order: Vec<NodeIx>,
 }
 
 impl Graph {
@@ -242,6 +244,8 @@ impl Graph {
             .enumerate()
             .map(|(i, n)| (n.node_ref.clone(), NodeIx(i as u32)))
             .collect();
+        let mut ref_order: Vec<NodeIx> = (0..nodes.len() as u32).map(NodeIx).collect();
+        ref_order.sort_unstable_by(|a, b| nodes[a.ix()].node_ref.cmp(&nodes[b.ix()].node_ref));
         Graph {
             title,
             nodes,
@@ -250,7 +254,13 @@ impl Graph {
             settings,
             topo_order,
             by_ref,
+            ref_order,
         }
+    }
+
+    /// Node indices in the order of their refs.
+    pub fn ref_order(&self) -> &[NodeIx] {
+        &self.ref_order
     }
 
     /// The node at `ix`.
