@@ -121,6 +121,8 @@ pub struct NodeState {
     phase: Phase,
     resume: Option<Resume>,
     spans: NodeSpans,
+    /// The start of an attempt that finished at its first poll, not yet reported.
+    held_start: Option<StartReport>,
 }
 
 impl NodeState {
@@ -163,6 +165,7 @@ impl Actor for NodeActor {
             first_started: None,
             phase: Phase::Pending,
             resume: args.resume,
+            held_start: None,
         })
     }
 
@@ -421,10 +424,7 @@ fn start_now(
     inputs: crate::runtime::definition::JsonObject,
     slot: Option<SlotGrant>,
 ) {
-    report(
-        state,
-        SupervisorMsg::NodeStarted(start_report(state, attempt, withdraw)),
-    );
+    let start = start_report(state, attempt, withdraw);
     let token = CancellationToken::new();
     let (limit, budget_bound) = attempt_limit(state);
     let graph = &state.run.graph;
@@ -455,6 +455,11 @@ fn start_now(
     } else {
         span.in_scope(|| work.as_mut().now_or_never())
     };
+    // The start of an attempt that already finished travels with what follows it.
+    match done {
+        Some(_) => state.held_start = Some(start),
+        None => report(state, SupervisorMsg::NodeStarted(start)),
+    }
     let task = match done {
         Some(_) => None,
         None => Some(spawn_attempt(
@@ -909,7 +914,21 @@ fn finish(myself: &ActorRef<NodeMsg>, state: &mut NodeState, terminal: Terminal,
     myself.stop(None);
 }
 
-fn report(state: &NodeState, msg: SupervisorMsg) {
+/// Sends a report to the supervisor. A start held back by an attempt that finished at its
+/// first poll goes first, or with the end in one [`SupervisorMsg::NodeRan`].
+fn report(state: &mut NodeState, msg: SupervisorMsg) {
+    let msg = match (state.held_start.take(), msg) {
+        (Some(start), SupervisorMsg::NodeEnded(end)) => SupervisorMsg::NodeRan { start, end },
+        (Some(start), msg) => {
+            send(state, SupervisorMsg::NodeStarted(start));
+            msg
+        }
+        (None, msg) => msg,
+    };
+    send(state, msg);
+}
+
+fn send(state: &NodeState, msg: SupervisorMsg) {
     // The supervisor outlives its nodes; if it is gone the run is being torn down and
     // the orchestrator ends it, so a lost report changes nothing.
     let _ = state.run.supervisor.cast(msg);

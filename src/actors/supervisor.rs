@@ -217,6 +217,12 @@ impl Actor for RunSupervisor {
                 error,
             } => on_retrying(state, node, attempt, delay, &error),
             SupervisorMsg::NodeEnded(end) => end_all(&myself, state, vec![end]).await?,
+            SupervisorMsg::NodeRan { start, end } => {
+                // The node's own end is recorded after any parents its start withdrew.
+                let mut ends = vec![end];
+                ends.extend(on_start_report(state, &start, false));
+                end_all(&myself, state, ends).await?;
+            }
             SupervisorMsg::NodeExited { node, actor, cause } => {
                 on_exited(&myself, state, node, actor, cause).await?;
             }

@@ -68,6 +68,14 @@ pub enum SupervisorMsg {
     },
     /// From a node, as its last act: it ended. The supervisor resolves its edges.
     NodeEnded(Arc<NodeEnd>),
+    /// From a node whose attempt finished at its first poll: `NodeStarted(start)` and
+    /// `NodeEnded(end)` in one message.
+    NodeRan {
+        /// The attempt's start.
+        start: StartReport,
+        /// The node's end.
+        end: Arc<NodeEnd>,
+    },
     /// From the supervisor itself, after a node actor exited: re-checked through the
     /// queue, so a report the node sent before exiting is handled first.
     NodeExited {
