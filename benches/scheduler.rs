@@ -21,6 +21,11 @@
 //! per workload. `examples/loadgen.rs` includes this file for the same workloads and
 //! baselines.
 
+/// The allocator the `shipsec` binary ships with, so the figures are the product's (the
+/// baselines run on it too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,10 @@
 #[path = "../tests/otlp/mod.rs"]
 mod otlp;
 
+/// The allocator the `shipsec` binary ships with, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -26,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// Also brings the global allocator the `shipsec` binary ships with (mimalloc).
 #[path = "../benches/scheduler.rs"]
 #[allow(dead_code)]
 mod scheduler;

@@ -60,6 +60,20 @@ pub struct NodeArgs {
     pub node: NodeIx,
     /// Set when the node is respawned after its actor died mid-attempt.
     pub resume: Option<Resume>,
+    /// The resolution of the incoming edge whose source ended first, handed over at spawn
+    /// instead of through the mailbox.
+    pub first: Option<FirstEdge>,
+}
+
+/// An incoming edge's resolution, as [`NodeMsg::ParentEnded`] carries it.
+#[derive(Debug)]
+pub struct FirstEdge {
+    /// The incoming edge.
+    pub edge: EdgeIx,
+    /// What it resolved to.
+    pub resolution: Resolution,
+    /// How its source ended.
+    pub end: Arc<NodeEnd>,
 }
 
 /// Where the node is in its life.
@@ -123,6 +137,8 @@ pub struct NodeState {
     spans: NodeSpans,
     /// The start of an attempt that finished at its first poll, not yet reported.
     held_start: Option<StartReport>,
+    /// The first resolution, handled as the actor starts.
+    first: Option<FirstEdge>,
 }
 
 impl NodeState {
@@ -165,6 +181,7 @@ impl Actor for NodeActor {
             first_started: None,
             phase: Phase::Pending,
             resume: args.resume,
+            first: args.first,
             held_start: None,
         })
     }
@@ -185,6 +202,8 @@ impl Actor for NodeActor {
             after_failure(&myself, state, resume.failed_attempt, resume.error);
         } else if let JoinDecision::Run { triggered_by } = state.join.initial() {
             fire(&myself, state, triggered_by);
+        } else if let Some(first) = state.first.take() {
+            on_parent_ended(&myself, state, first.edge, first.resolution, first.end);
         }
         Ok(())
     }
@@ -346,9 +365,9 @@ fn begin_attempt(myself: &ActorRef<NodeMsg>, state: &mut NodeState, attempt: u32
         state,
         SupervisorMsg::NodeQueued(start_report(state, attempt, withdraw)),
     );
-    state
-        .spans
-        .event("queued", vec![KeyValue::new(ATTEMPT, i64::from(attempt))]);
+    state.spans.event("queued", || {
+        vec![KeyValue::new(ATTEMPT, i64::from(attempt))]
+    });
     state.phase = Phase::Queued { attempt, ticket };
     if let Some(limit) = state.node().queue_timeout {
         myself.send_after(limit, move || NodeMsg::QueueTimedOut { ticket });
@@ -443,9 +462,9 @@ fn start_now(
         cancel: token.clone(),
     };
     let span = state.spans.attempt(attempt);
-    state
-        .spans
-        .event("started", vec![KeyValue::new(ATTEMPT, i64::from(attempt))]);
+    state.spans.event("started", || {
+        vec![KeyValue::new(ATTEMPT, i64::from(attempt))]
+    });
     let mut work = attempt_future(state, ctx);
     let must_die = chaos_kill(state, attempt);
     // A component that finishes at its first poll (echo, branch, ...) is handled here,
@@ -755,8 +774,7 @@ fn after_failure(
         );
         return fail(myself, state, attempt, error);
     }
-    state.spans.event(
-        "retrying",
+    state.spans.event("retrying", || {
         vec![
             KeyValue::new(ATTEMPT, i64::from(attempt)),
             KeyValue::new("delay_ms", delay.as_millis() as i64),
@@ -764,8 +782,8 @@ fn after_failure(
                 crate::runtime::telemetry::ERROR_TYPE,
                 error.error_type.clone(),
             ),
-        ],
-    );
+        ]
+    });
     report(
         state,
         SupervisorMsg::NodeRetrying {

@@ -68,10 +68,10 @@ impl NodeSpans {
         self.node = Some(span);
     }
 
-    /// Adds a transition event to the node span.
-    pub(crate) fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
+    /// Adds a transition event to the node span; `attrs` is built only when recording.
+    pub(crate) fn event(&self, name: &'static str, attrs: impl FnOnce() -> Vec<KeyValue>) {
         if let Some(span) = &self.node {
-            span.add_event(name, attrs);
+            span.add_event(name, attrs());
         }
     }
 

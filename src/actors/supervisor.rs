@@ -18,7 +18,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::node::{NodeActor, NodeArgs, Resume};
+use crate::actors::node::{FirstEdge, NodeActor, NodeArgs, Resume};
 use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::{EngineConfig, RunShared, SlotLink};
 use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
@@ -114,7 +114,7 @@ pub struct SupervisorState {
     run: Arc<RunShared>,
     config: EngineConfig,
     slots: Vec<Slot>,
-    actors: HashMap<ActorId, NodeIx>,
+    actors: HashMap<ActorId, NodeIx, foldhash::fast::RandomState>,
     ended: usize,
     interest: Interest,
     stopping: Option<Stopping>,
@@ -168,7 +168,7 @@ impl Actor for RunSupervisor {
             run,
             config: args.config,
             slots: (0..n).map(|_| Slot::default()).collect(),
-            actors: HashMap::with_capacity(n),
+            actors: HashMap::default(),
             ended: 0,
             stopping: None,
             unhandled: None,
@@ -186,7 +186,7 @@ impl Actor for RunSupervisor {
         let graph = state.run.graph.clone();
         for ix in graph.node_indices() {
             if graph.node(ix).incoming.is_empty() {
-                spawn_node(&myself, &mut state, ix, None).await?;
+                spawn_node(&myself, &mut state, ix, None, None).await?;
             }
         }
         if let Some(deadline) = state.run.graph.settings.timeout {
@@ -324,11 +324,13 @@ async fn spawn_node(
     state: &mut SupervisorState,
     ix: NodeIx,
     resume: Option<Resume>,
+    first: Option<FirstEdge>,
 ) -> Result<(), ActorProcessingErr> {
     let args = NodeArgs {
         run: state.run.clone(),
         node: ix,
         resume,
+        first,
     };
     let (actor, _) = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await?;
     state.actors.insert(actor.get_id(), ix);
@@ -654,33 +656,45 @@ async fn resolve_children(
         if state.slots[child.ix()].ended() {
             continue;
         }
+        let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
+        #[cfg(feature = "chaos")]
+        let child_ref = graph.node(child).node_ref.clone();
+        #[cfg(feature = "chaos")]
+        let delay = crate::chaos::delay_for(&state.run.run_id, &child_ref);
+        #[cfg(not(feature = "chaos"))]
+        let delay: Option<Duration> = None;
         if state.slots[child.ix()].actor.is_none() {
-            // A stopping run has already ended every node it never reached.
-            spawn_node(myself, state, child, None).await?;
+            // The first parent to end: the resolution travels with the spawn. (A
+            // stopping run has already ended every node it never reached.)
+            let first = delay.is_none().then(|| FirstEdge {
+                edge: *e,
+                resolution,
+                end: end.clone(),
+            });
+            let handed = first.is_some();
+            spawn_node(myself, state, child, None, first).await?;
+            #[cfg(feature = "chaos")]
+            if crate::chaos::should_kill_pending(&state.run.run_id, &child_ref)
+                && let Some(actor) = &state.slots[child.ix()].actor
+            {
+                // Killed as it starts: it is respawned and its parents' ends replayed.
+                actor.kill();
+            }
+            if handed {
+                continue;
+            }
         }
         let Some(actor) = &state.slots[child.ix()].actor else {
             continue;
         };
-        let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
         let msg = NodeMsg::ParentEnded {
             edge: *e,
             resolution,
             end: end.clone(),
         };
-        #[cfg(feature = "chaos")]
-        {
-            let child_ref = &graph.node(child).node_ref;
-            if let Some(delay) = crate::chaos::delay_for(&state.run.run_id, child_ref) {
-                actor.send_after(delay, move || msg);
-                continue;
-            }
-            if crate::chaos::should_kill_pending(&state.run.run_id, child_ref) {
-                // The actor dies with the resolution in its mailbox: it is respawned
-                // and the parents' ends are replayed.
-                let _ = actor.cast(msg);
-                actor.kill();
-                continue;
-            }
+        if let Some(delay) = delay {
+            actor.send_after(delay, move || msg);
+            continue;
         }
         // A child actor that just died is respawned and replayed from the records.
         let _ = actor.cast(msg);
@@ -744,7 +758,7 @@ async fn on_exited(
         error: ComponentError::retryable(CRASH_ERROR, cause),
         triggered_by: slot.triggered_by.clone().unwrap_or_else(|| Arc::from([])),
     });
-    spawn_node(myself, state, node, resume).await?;
+    spawn_node(myself, state, node, resume, None).await?;
     if !running {
         replay_parents(state, node);
     }

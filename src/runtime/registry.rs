@@ -95,7 +95,9 @@ impl ComponentMeta {
 /// Components by id.
 #[derive(Clone, Default)]
 pub struct ComponentRegistry {
-    components: HashMap<String, Arc<dyn Component>>,
+    /// Looked up at every attempt: hashed with foldhash, not SipHash (ids are not
+    /// attacker-chosen at run time; the registry is built by the engine's owner).
+    components: HashMap<String, Arc<dyn Component>, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for ComponentRegistry {
