@@ -45,8 +45,35 @@ pub(crate) fn register(run_id: &str, node_ref: &str, cell: ActorCell) {
         return;
     }
     if let Ok(mut map) = registry().lock() {
-        map.insert((run_id.to_owned(), node_ref.to_owned()), cell);
+        let fresh = map
+            .insert((run_id.to_owned(), node_ref.to_owned()), cell)
+            .is_none();
+        if fresh && node_ref != SUPERVISOR {
+            count_node_actors(run_id, 1);
+        }
     }
+}
+
+/// Node actors of each run registered and not ended: `(now, most at once)`.
+fn node_actor_counts() -> &'static Mutex<HashMap<String, (usize, usize)>> {
+    static COUNTS: OnceLock<Mutex<HashMap<String, (usize, usize)>>> = OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
+
+fn count_node_actors(run_id: &str, up: isize) {
+    if let Ok(mut counts) = node_actor_counts().lock() {
+        let (now, peak) = counts.entry(run_id.to_owned()).or_default();
+        *now = now.saturating_add_signed(up);
+        *peak = (*peak).max(*now);
+    }
+}
+
+/// The most node actors of run `run_id` that were alive at once (spawned and not yet
+/// ended), since the hooks were enabled.
+pub fn peak_node_actors_of(run_id: &str) -> usize {
+    node_actor_counts()
+        .lock()
+        .map_or(0, |c| c.get(run_id).map_or(0, |(_, peak)| *peak))
 }
 
 /// Forgets `(run, node)` once it ended.
@@ -54,8 +81,13 @@ pub(crate) fn unregister(run_id: &str, node_ref: &str) {
     if !enabled() {
         return;
     }
-    if let Ok(mut map) = registry().lock() {
-        map.remove(&(run_id.to_owned(), node_ref.to_owned()));
+    if let Ok(mut map) = registry().lock()
+        && map
+            .remove(&(run_id.to_owned(), node_ref.to_owned()))
+            .is_some()
+        && node_ref != SUPERVISOR
+    {
+        count_node_actors(run_id, -1);
     }
 }
 
@@ -240,6 +272,9 @@ pub fn clear_run(run_id: &str) {
     }
     if let Ok(mut map) = pending_kills().lock() {
         map.retain(|(r, _), _| r != run_id);
+    }
+    if let Ok(mut counts) = node_actor_counts().lock() {
+        counts.remove(run_id);
     }
     if let Ok(mut map) = registry().lock() {
         map.retain(|(r, _), _| r != run_id);

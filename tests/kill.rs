@@ -395,3 +395,75 @@ async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_run
     }
     handle.shutdown();
 }
+
+fn fan_out(width: usize, pairs: bool) -> Value {
+    let mut actions = vec![
+        json!({"ref": "s", "componentId": "core.echo"}),
+        json!({"ref": "t", "componentId": "core.echo"}),
+    ];
+    let mut edges = Vec::new();
+    for i in 0..width {
+        actions
+            .push(json!({"ref": format!("m{i}"), "componentId": "core.echo", "params": {"i": i}}));
+        edges.push(json!({"sourceRef": "s", "targetRef": format!("m{i}")}));
+        if pairs {
+            // m{2k} and m{2k+1} meet in j{k}, which waits for both.
+            let join = format!("j{}", i / 2);
+            if i % 2 == 0 {
+                actions.push(json!({"ref": join, "componentId": "core.echo"}));
+                edges.push(json!({"sourceRef": join, "targetRef": "t"}));
+            }
+            edges.push(json!({"sourceRef": format!("m{i}"), "targetRef": join}));
+        } else {
+            edges.push(json!({"sourceRef": format!("m{i}"), "targetRef": "t"}));
+        }
+    }
+    json!({"title": "fan", "actions": actions, "edges": edges})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
+    let (handle, _started) = engine_with_gate().await;
+    let width = 5_000;
+    let mut run = handle
+        .submit(
+            common::graph(fan_out(width, false)),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.outputs.len(), width + 2);
+    let peak = chaos::peak_node_actors_of(run.run_id());
+    assert!(
+        (1..=1_100).contains(&peak),
+        "{peak} node actors alive at once for a {width}-way fan-out"
+    );
+    handle.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_held_back_by_the_spawn_window_never_wait_on_each_other() {
+    let (handle, _started) = engine_with_gate().await;
+    // 3,000 middle nodes fill the window many times over while 1,500 joins wait on them.
+    let mut run = handle
+        .submit(
+            common::graph(fan_out(3_000, true)),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes.len(), 2 + 3_000 + 1_500);
+    assert!(
+        result
+            .nodes
+            .values()
+            .all(|n| n.status == NodeStatus::Completed)
+    );
+    handle.shutdown();
+}

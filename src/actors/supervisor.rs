@@ -10,7 +10,7 @@
 //! reached when it stops (or when a race withdraws it) ends CANCELLED without an actor.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +45,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Extra time after a grace period before stragglers are abandoned.
 const FORCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Nodes whose every incoming edge has resolved are spawned at most this many at a time
+/// until they report (QUEUED, STARTED or their end). Such a node always reports on its
+/// own, so the window never waits on a node it holds back; a node still waiting on
+/// parents is spawned at once. A 100,000-way fan-out so holds about this many idle
+/// actors instead of 100,000.
+const SPAWN_WINDOW: usize = 1024;
 
 /// The supervisor's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +95,12 @@ struct Slot {
     end: Option<Arc<NodeEnd>>,
     /// Set when the node was asked to stop because it lost a race.
     withdrawn: Option<Arc<str>>,
+    /// Incoming edges not resolved yet.
+    unresolved: u32,
+    /// Spawned through the window and not reported yet.
+    windowed: bool,
+    /// Position among the run's node ends (1-based), for replaying them in order.
+    end_order: u32,
 }
 
 impl Slot {
@@ -115,6 +128,10 @@ pub struct SupervisorState {
     config: EngineConfig,
     slots: Vec<Slot>,
     actors: HashMap<ActorId, NodeIx, foldhash::fast::RandomState>,
+    /// Nodes whose incoming edges have all resolved, waiting for the spawn window.
+    ready: VecDeque<NodeIx>,
+    /// Nodes spawned through the window that have not reported yet.
+    starting: usize,
     ended: usize,
     interest: Interest,
     stopping: Option<Stopping>,
@@ -162,13 +179,22 @@ impl Actor for RunSupervisor {
             slots,
             max_output_bytes: args.config.limits.max_output_bytes,
         });
-        let n = run.graph.len();
         let mut state = SupervisorState {
             interest: Interest::new(&run.graph),
             run,
             config: args.config,
-            slots: (0..n).map(|_| Slot::default()).collect(),
+            slots: args
+                .graph
+                .nodes
+                .iter()
+                .map(|node| Slot {
+                    unresolved: node.incoming.len() as u32,
+                    ..Slot::default()
+                })
+                .collect(),
             actors: HashMap::default(),
+            ready: VecDeque::new(),
+            starting: 0,
             ended: 0,
             stopping: None,
             unhandled: None,
@@ -184,11 +210,12 @@ impl Actor for RunSupervisor {
         #[cfg(feature = "chaos")]
         crate::chaos::register_supervisor(&state.run.run_id, myself.get_cell());
         let graph = state.run.graph.clone();
-        for ix in graph.node_indices() {
-            if graph.node(ix).incoming.is_empty() {
-                spawn_node(&myself, &mut state, ix, None, None).await?;
-            }
-        }
+        state.ready.extend(
+            graph
+                .node_indices()
+                .filter(|ix| graph.node(*ix).incoming.is_empty()),
+        );
+        pump(&myself, &mut state).await?;
         if let Some(deadline) = state.run.graph.settings.timeout {
             myself.send_after(deadline, || SupervisorMsg::DeadlinePassed);
         }
@@ -265,7 +292,7 @@ impl Actor for RunSupervisor {
                 let _ = reply.send(Ok(subscribe(state)));
             }
         }
-        Ok(())
+        pump(&myself, state).await
     }
 
     async fn handle_supervisor_evt(
@@ -289,6 +316,9 @@ impl Actor for RunSupervisor {
             return Ok(());
         };
         if state.slots[node.ix()].ended() {
+            // Its reference would keep the exited actor's mailboxes allocated until the
+            // run ends (kilobytes per node).
+            state.slots[node.ix()].actor = None;
             maybe_finish(&myself, state);
             return Ok(());
         }
@@ -405,6 +435,7 @@ fn on_start_report(
     queued: bool,
 ) -> Vec<Arc<NodeEnd>> {
     let node = report.node;
+    release(state, node);
     let slot = &mut state.slots[node.ix()];
     if slot.ended() {
         return Vec::new();
@@ -610,7 +641,9 @@ fn node_metrics(state: &SupervisorState, end: &NodeEnd) {
 fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     node_metrics(state, end);
     let node = end.node;
+    release(state, node);
     let slot = &mut state.slots[node.ix()];
+    slot.end_order = state.ended as u32 + 1;
     slot.status = Some(end.terminal.status());
     slot.attempts = slot.attempts.max(end.attempts);
     slot.completed_at = Some(SystemTime::now());
@@ -653,7 +686,15 @@ async fn resolve_children(
     for e in &graph.node(end.node).outgoing {
         let edge = graph.edge(*e);
         let child = edge.target;
-        if state.slots[child.ix()].ended() {
+        let slot = &mut state.slots[child.ix()];
+        slot.unresolved = slot.unresolved.saturating_sub(1);
+        if slot.ended() {
+            continue;
+        }
+        if slot.actor.is_none() && slot.unresolved == 0 {
+            // Every parent has ended: the child waits for the spawn window, and its
+            // resolutions are handed over then, in the order its parents ended.
+            state.ready.push_back(child);
             continue;
         }
         let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
@@ -702,6 +743,102 @@ async fn resolve_children(
     Ok(())
 }
 
+/// Frees the window place of a node that reported, ended or died.
+fn release(state: &mut SupervisorState, node: NodeIx) {
+    let slot = &mut state.slots[node.ix()];
+    if std::mem::take(&mut slot.windowed) {
+        state.starting -= 1;
+    }
+}
+
+/// Spawns ready nodes while the window has room.
+async fn pump(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+) -> Result<(), ActorProcessingErr> {
+    while state.starting < SPAWN_WINDOW {
+        let Some(node) = state.ready.pop_front() else {
+            break;
+        };
+        let slot = &state.slots[node.ix()];
+        // A stopping run or a withdrawal ended it meanwhile.
+        if slot.ended() || slot.actor.is_some() {
+            continue;
+        }
+        spawn_resolved(myself, state, node).await?;
+    }
+    Ok(())
+}
+
+/// Spawns a node whose incoming edges have all resolved and hands it their resolutions
+/// in the order the parents ended: the first with the spawn, the others as messages.
+async fn spawn_resolved(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    node: NodeIx,
+) -> Result<(), ActorProcessingErr> {
+    let graph = state.run.graph.clone();
+    let mut resolved: Vec<(u32, FirstEdge)> = graph
+        .node(node)
+        .incoming
+        .iter()
+        .filter_map(|e| {
+            let edge = graph.edge(*e);
+            let source = &state.slots[edge.source.ix()];
+            let end = source.end.clone()?;
+            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
+            Some((
+                source.end_order,
+                FirstEdge {
+                    edge: *e,
+                    resolution,
+                    end,
+                },
+            ))
+        })
+        .collect();
+    resolved.sort_by_key(|(order, _)| *order);
+    let mut resolved = resolved.into_iter().map(|(_, first)| first);
+    #[cfg(feature = "chaos")]
+    let delay = crate::chaos::delay_for(&state.run.run_id, &graph.node(node).node_ref);
+    #[cfg(not(feature = "chaos"))]
+    let delay: Option<Duration> = None;
+    let first = if delay.is_none() {
+        resolved.next()
+    } else {
+        None
+    };
+    spawn_node(myself, state, node, None, first).await?;
+    let slot = &mut state.slots[node.ix()];
+    slot.windowed = true;
+    state.starting += 1;
+    let Some(actor) = &state.slots[node.ix()].actor else {
+        return Ok(());
+    };
+    for rest in resolved {
+        let msg = NodeMsg::ParentEnded {
+            edge: rest.edge,
+            resolution: rest.resolution,
+            end: rest.end,
+        };
+        match delay {
+            Some(delay) => {
+                actor.send_after(delay, move || msg);
+            }
+            None => {
+                // A child actor that just died is respawned and replayed from the records.
+                let _ = actor.cast(msg);
+            }
+        }
+    }
+    #[cfg(feature = "chaos")]
+    if crate::chaos::should_kill_pending(&state.run.run_id, &graph.node(node).node_ref) {
+        // Killed as it starts: it is respawned and its parents' ends replayed.
+        actor.kill();
+    }
+    Ok(())
+}
+
 /// Replays every resolved incoming edge to a freshly spawned node.
 fn replay_parents(state: &SupervisorState, node: NodeIx) {
     let graph = &state.run.graph;
@@ -733,6 +870,7 @@ async fn on_exited(
         return Ok(()); // the exit of an actor already replaced
     }
     if state.slots[node.ix()].ended() {
+        state.slots[node.ix()].actor = None;
         maybe_finish(myself, state); // it reported its end before exiting
         return Ok(());
     }
@@ -753,6 +891,8 @@ async fn on_exited(
         return end_all(myself, state, vec![Arc::new(end)]).await;
     }
     let running = slot.status() == NodeStatus::Running;
+    release(state, node);
+    let slot = &state.slots[node.ix()];
     let resume = running.then(|| Resume {
         failed_attempt: slot.attempts.max(1),
         error: ComponentError::retryable(CRASH_ERROR, cause),
