@@ -365,3 +365,53 @@ async fn an_output_over_the_limit_fails_the_node_and_is_not_retried() {
     );
     handle.shutdown();
 }
+
+fn echo_chain(n: usize) -> Value {
+    let actions: Vec<Value> = (0..n)
+        .map(|i| json!({"ref": format!("n{i}"), "componentId": "core.echo"}))
+        .collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"sourceRef": format!("n{}", i - 1), "targetRef": format!("n{i}")}))
+        .collect();
+    json!({"title": "chain", "actions": actions, "edges": edges})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_runs_are_forgotten_oldest_first_past_the_retained_node_budget() {
+    let handle = Orchestrator::start(EngineConfig {
+        retained_nodes: 25,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for n in [10, 10, 10, 40] {
+        let mut run = handle
+            .submit(
+                common::graph(echo_chain(n)),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        run.result().await.unwrap();
+        ids.push(run.run_id().to_owned());
+        let known: Vec<bool> = futures::future::join_all(ids.iter().map(|id| handle.status(id)))
+            .await
+            .iter()
+            .map(Result::is_ok)
+            .collect();
+        let expected: &[bool] = match ids.len() {
+            1 => &[true],
+            2 => &[true, true],
+            // 30 node records: the oldest run goes.
+            3 => &[false, true, true],
+            // A run bigger than the budget is still kept, alone.
+            _ => &[false, false, false, true],
+        };
+        assert_eq!(known, expected, "after {} runs", ids.len());
+    }
+    let gone = handle.status(&ids[0]).await.unwrap_err();
+    assert!(gone.to_string().contains(&ids[0]), "{gone}");
+    handle.shutdown();
+}

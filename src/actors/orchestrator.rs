@@ -66,7 +66,10 @@ pub struct OrchestratorState {
     runs: HashMap<String, RunEntry>,
     by_supervisor: HashMap<ractor::ActorId, String>,
     idempotency: HashMap<String, String>,
-    finished: VecDeque<String>,
+    /// Finished runs kept, oldest first, with their node counts.
+    finished: VecDeque<(String, usize)>,
+    /// Node records of the finished runs kept.
+    finished_nodes: usize,
     limiter: ActorRef<LimiterMsg>,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
@@ -101,6 +104,7 @@ impl Actor for OrchestratorActor {
             by_supervisor: HashMap::new(),
             idempotency: HashMap::new(),
             finished: VecDeque::new(),
+            finished_nodes: 0,
         })
     }
 
@@ -371,6 +375,7 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
         return;
     };
     state.live -= 1;
+    let nodes = result.nodes.len();
     state.runs.insert(
         run_id.clone(),
         RunEntry::Done {
@@ -380,16 +385,24 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
         },
     );
     answer_pending(state, &run_id);
-    remember_finished(state, run_id);
+    remember_finished(state, run_id, nodes);
 }
 
-fn remember_finished(state: &mut OrchestratorState, run_id: String) {
-    state.finished.push_back(run_id);
-    while state.finished.len() > state.config.retained_runs {
-        if let Some(old) = state.finished.pop_front() {
-            state.runs.remove(&old);
-            state.idempotency.retain(|_, id| *id != old);
-        }
+/// Keeps `run_id` (of `nodes` node records) for queries and forgets the oldest finished
+/// runs past `retainedRuns` runs or `retainedNodes` node records.
+fn remember_finished(state: &mut OrchestratorState, run_id: String, nodes: usize) {
+    state.finished.push_back((run_id, nodes));
+    state.finished_nodes += nodes;
+    let config = &state.config;
+    while state.finished.len() > config.retained_runs
+        || (state.finished_nodes > config.retained_nodes && state.finished.len() > 1)
+    {
+        let Some((old, nodes)) = state.finished.pop_front() else {
+            break;
+        };
+        state.finished_nodes -= nodes;
+        state.runs.remove(&old);
+        state.idempotency.retain(|_, id| *id != old);
     }
 }
 
@@ -429,5 +442,5 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         },
     );
     answer_pending(state, run_id);
-    remember_finished(state, run_id.to_owned());
+    remember_finished(state, run_id.to_owned(), 0);
 }

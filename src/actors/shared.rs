@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub cancel_grace: Duration,
     /// Finished runs kept for `status` and `events` queries.
     pub retained_runs: usize,
+    /// Most node records (result entries) kept across those runs: past it the oldest
+    /// finished runs are forgotten first, so big runs cannot pile up without bound. The
+    /// newest finished run is always kept.
+    pub retained_nodes: usize,
     /// Most nodes running at once across all runs.
     pub max_concurrent_nodes: Option<u32>,
     /// Most runs in progress at once; a submission past it is refused, never queued.
@@ -64,6 +68,7 @@ impl Default for EngineConfig {
         EngineConfig {
             cancel_grace: Duration::from_secs(5),
             retained_runs: 10_000,
+            retained_nodes: 250_000,
             max_concurrent_nodes: None,
             max_active_runs: 5_000,
             components: BTreeMap::new(),
