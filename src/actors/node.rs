@@ -152,26 +152,19 @@ impl Actor for NodeActor {
     type State = NodeState;
     type Arguments = NodeArgs;
 
+    /// Runs on the spawning supervisor (ractor awaits `pre_start` in `spawn`): kept to
+    /// moving the arguments in; the join and the rest are built in `post_start`, on the
+    /// node's own task.
     async fn pre_start(
         &self,
         _myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
-        let graph = &args.run.graph;
-        let node = graph.node(args.node);
-        let mut error_sources: Vec<NodeIx> = node
-            .incoming
-            .iter()
-            .map(|e| graph.edge(*e))
-            .filter(|e| e.kind == EdgeKind::Error)
-            .map(|e| e.source)
-            .collect();
-        error_sources.sort_unstable();
-        error_sources.dedup();
+        let join = args.run.graph.node(args.node).join;
         Ok(NodeState {
             spans: NodeSpans::new(&args.run.span),
-            error_sources,
-            join: JoinState::new(node.join, &node.incoming),
+            error_sources: Vec::new(),
+            join: JoinState::new(join, &[]),
             run: args.run,
             ix: args.node,
             parents: Vec::new(),
@@ -186,11 +179,43 @@ impl Actor for NodeActor {
         })
     }
 
+    /// What the node's work leaves behind is dropped here, on its own task, not in the
+    /// supervisor that receives the final state with the exit.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let join = state.node().join;
+        drop(std::mem::replace(
+            &mut state.join,
+            JoinState::new(join, &[]),
+        ));
+        drop(std::mem::take(&mut state.parents));
+        drop(std::mem::take(&mut state.error_sources));
+        drop(state.inputs.take());
+        state.phase = Phase::Ended;
+        Ok(())
+    }
+
     async fn post_start(
         &self,
         myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
+        let graph = &state.run.graph;
+        let node = graph.node(state.ix);
+        let mut error_sources: Vec<NodeIx> = node
+            .incoming
+            .iter()
+            .map(|e| graph.edge(*e))
+            .filter(|e| e.kind == EdgeKind::Error)
+            .map(|e| e.source)
+            .collect();
+        error_sources.sort_unstable();
+        error_sources.dedup();
+        state.error_sources = error_sources;
+        state.join = JoinState::new(node.join, &node.incoming);
         if let Some(resume) = state.resume.take() {
             state.triggered_by = resume.triggered_by.clone();
             let run = state.run.clone();
