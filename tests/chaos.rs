@@ -80,6 +80,83 @@ fn chaos_runs() -> u64 {
         .unwrap_or(500)
 }
 
+/// A wide random workflow: a source, `width` middle steps (echo, short sleeps, flaky and
+/// failing steps), pair joins over them with random edge kinds, and a sink: far more
+/// nodes than the supervisor's spawn window.
+fn wide_workflow(seed: u64, width: usize) -> Value {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let retry = json!({"maxAttempts": 2, "initialIntervalSeconds": 0});
+    let mut actions = vec![
+        json!({"ref": "src", "componentId": "core.echo"}),
+        json!({"ref": "sink", "componentId": "core.echo"}),
+    ];
+    let mut edges = Vec::new();
+    for i in 0..width {
+        let name = format!("m{i}");
+        let mut action = match rng.random_range(0..10) {
+            0..=5 => json!({"ref": name, "componentId": "core.echo", "params": {"i": i}}),
+            6 | 7 => {
+                json!({"ref": name, "componentId": "core.sleep", "params": {"ms": rng.random_range(0..3), "i": i}})
+            }
+            8 => {
+                json!({"ref": name, "componentId": "core.flaky", "params": {"failures": 1, "i": i}})
+            }
+            _ => {
+                json!({"ref": name, "componentId": "core.fail", "params": {"message": format!("{name} fails")}})
+            }
+        };
+        action["retryPolicy"] = retry.clone();
+        actions.push(action);
+        edges.push(json!({"sourceRef": "src", "targetRef": name}));
+        let join = format!("j{}", i / 2);
+        if i % 2 == 0 {
+            actions.push(json!({"ref": join, "componentId": "core.echo", "retryPolicy": retry}));
+            edges.push(json!({"sourceRef": join, "targetRef": "sink", "kind": "always"}));
+        }
+        let kind = ["success", "always", "error"][rng.random_range(0..3)];
+        edges.push(json!({"sourceRef": name, "targetRef": join, "kind": kind}));
+    }
+    json!({"title": format!("wide chaos {seed}"), "actions": actions, "edges": edges})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wide_chaotic_runs_through_the_spawn_window_keep_every_invariant() {
+    let config = EngineConfig {
+        cancel_grace: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    quiet_injected_panics();
+    let handle = Orchestrator::start(config).await.unwrap();
+    let mut injected = 0;
+    let runs: u64 = std::env::var("WIDE_CHAOS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for seed in 0..runs {
+        let graph = common::graph(wide_workflow(seed, 2_500));
+        let oracle = common::run_on(&handle, graph.clone(), Default::default())
+            .await
+            .result;
+        let plan = FaultPlan::random(seed, &graph);
+        let report = run_with_faults(
+            &handle,
+            graph,
+            Default::default(),
+            &plan,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|v| panic!("{v}\nreplay: wide_workflow({seed}, 2_500)"));
+        if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
+            panic!("seed {seed}: {diff}\nreplay: wide_workflow({seed}, 2_500)");
+        }
+        injected += report.injected;
+    }
+    eprintln!("wide chaos: {runs} runs of 3,752 nodes, {injected} faults injected");
+    assert!(injected > 100, "the plans injected faults ({injected})");
+    handle.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn seeded_chaotic_runs_keep_every_invariant() {
     let config = EngineConfig {
