@@ -327,7 +327,10 @@ async fn only_edges_from_active_ports_are_followed() {
         f.reason("n")
     );
     let done = f.events_of("br", EventType::Completed)[0];
-    assert_eq!(done.data, Some(json!({"activatedPorts": ["yes"]})));
+    assert_eq!(
+        done.data.as_deref(),
+        Some(&json!({"activatedPorts": ["yes"]}))
+    );
 }
 
 // §5 races ----------------------------------------------------------------------------------

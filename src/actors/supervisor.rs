@@ -198,7 +198,10 @@ impl Actor for RunSupervisor {
             ended: 0,
             stopping: None,
             unhandled: None,
-            events: Vec::new(),
+            // Two events per node at least (a start and an end, or one end): reserved
+            // once, instead of regrowing and copying the log as the run goes. Pages are
+            // only touched as events are written.
+            events: Vec::with_capacity(2 * args.graph.len() + 1),
             final_events: None,
             subscribers: Vec::new(),
             started_at: SystemTime::now(),
@@ -459,7 +462,7 @@ fn on_start_report(
     metadata.attempt = Some(report.attempt);
     metadata.triggered_by =
         (!report.triggered_by.is_empty()).then(|| refs_of(state, &report.triggered_by));
-    metadata.failure = report.failure.as_deref().cloned();
+    metadata.failure = report.failure.as_deref().cloned().map(Box::new);
     let kind = if queued {
         EventType::Queued
     } else {
@@ -545,8 +548,10 @@ fn on_retrying(
             attempt + 1,
             delay.as_millis()
         ));
-        e.error = Some(error_info(error));
-        e.data = Some(json!({"delayMs": delay.as_millis() as u64, "nextAttempt": attempt + 1}));
+        e.error = Some(Box::new(error_info(error)));
+        e.data = Some(Box::new(
+            json!({"delayMs": delay.as_millis() as u64, "nextAttempt": attempt + 1}),
+        ));
         e.metadata = Some(metadata);
     });
 }
@@ -659,18 +664,18 @@ fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     };
     let mut metadata = base_metadata(state, node);
     metadata.attempt = (end.attempts > 0).then_some(end.attempts);
-    metadata.failure = end.handled.as_deref().cloned();
+    metadata.failure = end.handled.as_deref().cloned().map(Box::new);
     let triggered = state.slots[node.ix()].triggered_by.clone();
     metadata.triggered_by = triggered
         .filter(|t| !t.is_empty())
         .map(|t| refs_of(state, &t));
     emit(state, node, kind, level, |e| {
         e.message = end.reason.clone();
-        e.error = end.error.as_ref().map(error_info);
+        e.error = end.error.as_ref().map(|e| Box::new(error_info(e)));
         e.data = end
             .active_ports
             .as_ref()
-            .map(|p| json!({"activatedPorts": p}));
+            .map(|p| Box::new(json!({"activatedPorts": p})));
         e.metadata = Some(metadata);
     });
 }

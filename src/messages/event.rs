@@ -77,9 +77,9 @@ pub struct EventMetadata {
     /// Refs of the parents whose edges decided the join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<Vec<Arc<str>>>,
-    /// The failure a handler node handles.
+    /// The failure a handler node handles (boxed: rare, and events are many).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailureInfo>,
+    pub failure: Option<Box<FailureInfo>>,
     /// The node's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
@@ -110,12 +110,13 @@ pub struct TraceEvent {
     /// Human message (reasons of skips and cancellations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The failure, on FAILED and RETRYING.
+    /// The failure, on FAILED and RETRYING (boxed, like the other rare parts: a run
+    /// keeps two events per node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorInfo>,
+    pub error: Option<Box<ErrorInfo>>,
     /// Data: `activatedPorts` on completion, `delayMs` on retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<Box<Value>>,
     /// Context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<EventMetadata>,
