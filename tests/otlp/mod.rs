@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -97,6 +98,10 @@ struct Store {
     http: Mutex<Vec<HttpRequestSeen>>,
     /// Bumped after every stored request; waiters subscribe to it.
     arrivals: watch::Sender<u64>,
+    /// Whether decoded trace requests are kept; a counting receiver only counts them.
+    keep_traces: bool,
+    /// Spans decoded so far.
+    spans_seen: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,13 +110,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    fn new() -> Self {
+    fn new(keep_traces: bool) -> Self {
         Store {
             traces: Mutex::default(),
             metrics: Mutex::default(),
             logs: Mutex::default(),
             http: Mutex::default(),
             arrivals: watch::Sender::new(0),
+            keep_traces,
+            spans_seen: AtomicU64::new(0),
         }
     }
 
@@ -120,7 +127,16 @@ impl Store {
     }
 
     fn push_traces(&self, req: ExportTraceServiceRequest) {
-        lock(&self.traces).push(req);
+        let spans: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans_seen.fetch_add(spans as u64, Ordering::Relaxed);
+        if self.keep_traces {
+            lock(&self.traces).push(req);
+        }
         self.arrived();
     }
 
@@ -177,11 +193,27 @@ impl Receiver {
 
     /// Starts a receiver for `protocol` on `127.0.0.1:0`.
     pub async fn start(protocol: Protocol) -> Receiver {
+        Self::start_with(protocol, true).await
+    }
+
+    /// Starts an OTLP/gRPC receiver that decodes every trace request and counts its spans
+    /// ([`Receiver::spans_seen`]) without keeping them: for benches, whose runs would
+    /// otherwise pile up in its memory.
+    pub async fn start_grpc_counting() -> Receiver {
+        Self::start_with(Protocol::Grpc, false).await
+    }
+
+    /// Spans decoded so far (kept or not).
+    pub fn spans_seen(&self) -> u64 {
+        self.store.spans_seen.load(Ordering::Relaxed)
+    }
+
+    async fn start_with(protocol: Protocol, keep_traces: bool) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the OTLP receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let store = Arc::new(Store::new());
+        let store = Arc::new(Store::new(keep_traces));
         let server = match protocol {
             Protocol::Grpc => {
                 let grpc = Grpc {
