@@ -4,15 +4,20 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use shipsec_orchestrator::chaos::harness::{FaultPlan, compare_with_oracle, run_with_faults};
+
+use shipsec_orchestrator::chaos::harness::{
+    ChaosReport, FaultPlan, compare_with_oracle, run_with_faults,
+};
 use shipsec_orchestrator::messages::orchestrator::RunCommandError;
+use shipsec_orchestrator::runtime::graph::Graph;
 use shipsec_orchestrator::runtime::outcome::RunStatus;
-use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator, chaos};
+use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, chaos};
 
 /// A random deterministic workflow: `all` joins, success/error/always edges, echo, short
 /// sleeps, failures and flaky steps with retries.
@@ -80,6 +85,31 @@ fn chaos_runs() -> u64 {
         .unwrap_or(500)
 }
 
+/// Runs `graph` fault-free as the oracle, then with the seeded fault plan, and checks the
+/// invariants and the outcome against the oracle; panics with `replay` on a violation.
+async fn chaotic_run(
+    handle: &Handle,
+    graph: Arc<Graph>,
+    seed: u64,
+    bound: Duration,
+    replay: &str,
+) -> ChaosReport {
+    let oracle = common::run_on(handle, graph.clone(), Default::default())
+        .await
+        .result;
+    let plan = FaultPlan::random(seed, &graph);
+    let report = run_with_faults(handle, graph, Default::default(), &plan, bound)
+        .await
+        .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay: {replay}"));
+    if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
+        panic!(
+            "seed {seed}: {diff}\nplan: {plan:?}\nresult: {:#?}\nreplay: {replay}",
+            report.result
+        );
+    }
+    report
+}
+
 /// A wide random workflow: a source, `width` middle steps (echo, short sleeps, flaky and
 /// failing steps), pair joins over them with random edge kinds, and a sink: far more
 /// nodes than the supervisor's spawn window.
@@ -134,22 +164,8 @@ async fn wide_chaotic_runs_through_the_spawn_window_keep_every_invariant() {
         .unwrap_or(6);
     for seed in 0..runs {
         let graph = common::graph(wide_workflow(seed, 2_500));
-        let oracle = common::run_on(&handle, graph.clone(), Default::default())
-            .await
-            .result;
-        let plan = FaultPlan::random(seed, &graph);
-        let report = run_with_faults(
-            &handle,
-            graph,
-            Default::default(),
-            &plan,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_or_else(|v| panic!("{v}\nreplay: wide_workflow({seed}, 2_500)"));
-        if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
-            panic!("seed {seed}: {diff}\nreplay: wide_workflow({seed}, 2_500)");
-        }
+        let replay = format!("wide_workflow({seed}, 2_500)");
+        let report = chaotic_run(&handle, graph, seed, Duration::from_secs(60), &replay).await;
         injected += report.injected;
     }
     eprintln!("wide chaos: {runs} runs of 3,752 nodes, {injected} faults injected");
@@ -176,25 +192,8 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
     let (mut injected, mut stopped, mut slowest) = (0, 0, Duration::ZERO);
     for seed in seeds {
         let graph = common::graph(random_workflow(seed));
-        let oracle = common::run_on(&handle, graph.clone(), Default::default())
-            .await
-            .result;
-        let plan = FaultPlan::random(seed, &graph);
-        let report = run_with_faults(
-            &handle,
-            graph,
-            Default::default(),
-            &plan,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay with CHAOS_SEED={seed}"));
-        if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
-            panic!(
-                "seed {seed}: {diff}\nplan: {plan:?}\nresult: {:#?}\nreplay with CHAOS_SEED={seed}",
-                report.result
-            );
-        }
+        let replay = format!("CHAOS_SEED={seed}");
+        let report = chaotic_run(&handle, graph, seed, Duration::from_secs(30), &replay).await;
         injected += report.injected;
         stopped += usize::from(report.stopped);
         if report.injected > 0 {

@@ -702,48 +702,17 @@ async fn resolve_children(
             state.ready.push_back(child);
             continue;
         }
-        let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-        #[cfg(feature = "chaos")]
-        let child_ref = graph.node(child).node_ref.clone();
-        #[cfg(feature = "chaos")]
-        let delay = crate::chaos::delay_for(&state.run.run_id, &child_ref);
-        #[cfg(not(feature = "chaos"))]
-        let delay: Option<Duration> = None;
-        if state.slots[child.ix()].actor.is_none() {
-            // The first parent to end: the resolution travels with the spawn. (A
-            // stopping run has already ended every node it never reached.)
-            let first = delay.is_none().then(|| FirstEdge {
-                edge: *e,
-                resolution,
-                end: end.clone(),
-            });
-            let handed = first.is_some();
-            spawn_node(myself, state, child, None, first).await?;
-            #[cfg(feature = "chaos")]
-            if crate::chaos::should_kill_pending(&state.run.run_id, &child_ref)
-                && let Some(actor) = &state.slots[child.ix()].actor
-            {
-                // Killed as it starts: it is respawned and its parents' ends replayed.
-                actor.kill();
-            }
-            if handed {
-                continue;
-            }
-        }
-        let Some(actor) = &state.slots[child.ix()].actor else {
-            continue;
-        };
-        let msg = NodeMsg::ParentEnded {
+        let resolved = FirstEdge {
             edge: *e,
-            resolution,
+            resolution: resolve(edge, end.terminal, end.active_ports.as_deref()),
             end: end.clone(),
         };
-        if let Some(delay) = delay {
-            actor.send_after(delay, move || msg);
-            continue;
+        match &state.slots[child.ix()].actor {
+            // The first parent to end while others have not: spawned at once, since it
+            // may wait. (A stopping run has already ended every node it never reached.)
+            None => spawn_with(myself, state, child, vec![resolved]).await?,
+            Some(actor) => deliver(state, actor, child, resolved),
         }
-        // A child actor that just died is respawned and replayed from the records.
-        let _ = actor.cast(msg);
     }
     Ok(())
 }
@@ -775,8 +744,8 @@ async fn pump(
     Ok(())
 }
 
-/// Spawns a node whose incoming edges have all resolved and hands it their resolutions
-/// in the order the parents ended: the first with the spawn, the others as messages.
+/// Spawns a node whose incoming edges have all resolved, through the window, with their
+/// resolutions in the order the parents ended.
 async fn spawn_resolved(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
@@ -803,45 +772,77 @@ async fn spawn_resolved(
         })
         .collect();
     resolved.sort_by_key(|(order, _)| *order);
-    let mut resolved = resolved.into_iter().map(|(_, first)| first);
-    #[cfg(feature = "chaos")]
-    let delay = crate::chaos::delay_for(&state.run.run_id, &graph.node(node).node_ref);
-    #[cfg(not(feature = "chaos"))]
-    let delay: Option<Duration> = None;
-    let first = if delay.is_none() {
+    spawn_with(
+        myself,
+        state,
+        node,
+        resolved.into_iter().map(|(_, r)| r).collect(),
+    )
+    .await?;
+    state.slots[node.ix()].windowed = true;
+    state.starting += 1;
+    Ok(())
+}
+
+/// Spawns `node`'s actor and hands it `resolved`, in order: the first in its start-up
+/// arguments, the others as messages.
+async fn spawn_with(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    node: NodeIx,
+    resolved: Vec<FirstEdge>,
+) -> Result<(), ActorProcessingErr> {
+    let mut resolved = resolved.into_iter();
+    // A delayed node gets every resolution late, so none travels with the spawn.
+    let first = if delay_to(state, node).is_none() {
         resolved.next()
     } else {
         None
     };
     spawn_node(myself, state, node, None, first).await?;
-    let slot = &mut state.slots[node.ix()];
-    slot.windowed = true;
-    state.starting += 1;
     let Some(actor) = &state.slots[node.ix()].actor else {
         return Ok(());
     };
     for rest in resolved {
-        let msg = NodeMsg::ParentEnded {
-            edge: rest.edge,
-            resolution: rest.resolution,
-            end: rest.end,
-        };
-        match delay {
-            Some(delay) => {
-                actor.send_after(delay, move || msg);
-            }
-            None => {
-                // A child actor that just died is respawned and replayed from the records.
-                let _ = actor.cast(msg);
-            }
-        }
+        deliver(state, actor, node, rest);
     }
     #[cfg(feature = "chaos")]
-    if crate::chaos::should_kill_pending(&state.run.run_id, &graph.node(node).node_ref) {
+    if crate::chaos::should_kill_pending(&state.run.run_id, &state.run.graph.node(node).node_ref) {
         // Killed as it starts: it is respawned and its parents' ends replayed.
         actor.kill();
     }
     Ok(())
+}
+
+/// Sends an edge resolution to `node`'s live actor (late, when chaos delays it). A child
+/// actor that just died is respawned and replayed from the records, so a lost message
+/// changes nothing.
+fn deliver(state: &SupervisorState, actor: &ActorRef<NodeMsg>, node: NodeIx, resolved: FirstEdge) {
+    let msg = NodeMsg::ParentEnded {
+        edge: resolved.edge,
+        resolution: resolved.resolution,
+        end: resolved.end,
+    };
+    match delay_to(state, node) {
+        Some(delay) => {
+            actor.send_after(delay, move || msg);
+        }
+        None => {
+            let _ = actor.cast(msg);
+        }
+    }
+}
+
+/// The delay chaos tests put on the resolutions sent to `node`.
+#[cfg(feature = "chaos")]
+fn delay_to(state: &SupervisorState, node: NodeIx) -> Option<Duration> {
+    crate::chaos::delay_for(&state.run.run_id, &state.run.graph.node(node).node_ref)
+}
+
+/// Without the `chaos` feature nothing is delayed.
+#[cfg(not(feature = "chaos"))]
+fn delay_to(_state: &SupervisorState, _node: NodeIx) -> Option<Duration> {
+    None
 }
 
 /// Replays every resolved incoming edge to a freshly spawned node.
