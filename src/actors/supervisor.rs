@@ -752,33 +752,23 @@ async fn spawn_resolved(
     node: NodeIx,
 ) -> Result<(), ActorProcessingErr> {
     let graph = state.run.graph.clone();
-    let mut resolved: Vec<(u32, FirstEdge)> = graph
+    let mut resolved: Vec<FirstEdge> = graph
         .node(node)
         .incoming
         .iter()
         .filter_map(|e| {
             let edge = graph.edge(*e);
-            let source = &state.slots[edge.source.ix()];
-            let end = source.end.clone()?;
+            let end = state.slots[edge.source.ix()].end.clone()?;
             let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-            Some((
-                source.end_order,
-                FirstEdge {
-                    edge: *e,
-                    resolution,
-                    end,
-                },
-            ))
+            Some(FirstEdge {
+                edge: *e,
+                resolution,
+                end,
+            })
         })
         .collect();
-    resolved.sort_by_key(|(order, _)| *order);
-    spawn_with(
-        myself,
-        state,
-        node,
-        resolved.into_iter().map(|(_, r)| r).collect(),
-    )
-    .await?;
+    resolved.sort_by_key(|r| state.slots[r.end.node.ix()].end_order);
+    spawn_with(myself, state, node, resolved).await?;
     state.slots[node.ix()].windowed = true;
     state.starting += 1;
     Ok(())
