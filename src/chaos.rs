@@ -219,16 +219,22 @@ pub(crate) fn should_kill_pending(run_id: &str, node_ref: &str) -> bool {
     let Ok(mut map) = panics().lock() else {
         return false;
     };
-    let key = (run_id.to_owned(), node_ref.to_owned());
-    let hit = !map.is_empty()
-        && map
-            .remove(&(key.0.clone(), key.1.clone(), AttemptFault::KillPending))
-            .is_some();
-    drop(map);
-    if hit && let Ok(mut kills) = pending_kills().lock() {
-        kills.insert(key, Instant::now());
+    if map.is_empty() {
+        return false;
     }
-    hit
+    let fault = (
+        run_id.to_owned(),
+        node_ref.to_owned(),
+        AttemptFault::KillPending,
+    );
+    let Some(((run, node, _), _)) = map.remove_entry(&fault) else {
+        return false;
+    };
+    drop(map);
+    if let Ok(mut kills) = pending_kills().lock() {
+        kills.insert((run, node), Instant::now());
+    }
+    true
 }
 
 /// When each armed pending kill of a run struck.

@@ -20,13 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::RunShared;
 use crate::messages::limiter::{LimiterMsg, SlotGrant};
-use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
+use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
 use crate::messages::supervisor::{StartReport, SupervisorMsg};
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
     OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
 };
-use crate::runtime::edge::Resolution;
 use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx};
 use crate::runtime::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::join::{JoinDecision, JoinState};
@@ -62,18 +61,7 @@ pub struct NodeArgs {
     pub resume: Option<Resume>,
     /// The resolution of the incoming edge whose source ended first, handed over at spawn
     /// instead of through the mailbox.
-    pub first: Option<FirstEdge>,
-}
-
-/// An incoming edge's resolution, as [`NodeMsg::ParentEnded`] carries it.
-#[derive(Debug)]
-pub struct FirstEdge {
-    /// The incoming edge.
-    pub edge: EdgeIx,
-    /// What it resolved to.
-    pub resolution: Resolution,
-    /// How its source ended.
-    pub end: Arc<NodeEnd>,
+    pub first: Option<ParentEnded>,
 }
 
 /// Where the node is in its life.
@@ -138,7 +126,7 @@ pub struct NodeState {
     /// The start of an attempt that finished at its first poll, not yet reported.
     held_start: Option<StartReport>,
     /// The first resolution, handled as the actor starts.
-    first: Option<FirstEdge>,
+    first: Option<ParentEnded>,
 }
 
 impl NodeState {
@@ -186,14 +174,10 @@ impl Actor for NodeActor {
         _myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        let join = state.node().join;
-        drop(std::mem::replace(
-            &mut state.join,
-            JoinState::new(join, &[]),
-        ));
-        drop(std::mem::take(&mut state.parents));
-        drop(std::mem::take(&mut state.error_sources));
-        drop(state.inputs.take());
+        state.join = JoinState::new(state.node().join, &[]);
+        state.parents = Vec::new();
+        state.error_sources = Vec::new();
+        state.inputs = None;
         state.phase = Phase::Ended;
         Ok(())
     }
@@ -228,7 +212,7 @@ impl Actor for NodeActor {
         } else if let JoinDecision::Run { triggered_by } = state.join.initial() {
             fire(&myself, state, triggered_by);
         } else if let Some(first) = state.first.take() {
-            on_parent_ended(&myself, state, first.edge, first.resolution, first.end);
+            on_parent_ended(&myself, state, first);
         }
         Ok(())
     }
@@ -240,11 +224,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            NodeMsg::ParentEnded {
-                edge,
-                resolution,
-                end,
-            } => on_parent_ended(&myself, state, edge, resolution, end),
+            NodeMsg::ParentEnded(parent) => on_parent_ended(&myself, state, parent),
             NodeMsg::Cancel(reason) => on_cancel(&myself, state, reason),
             NodeMsg::AttemptFinished { attempt, result } => {
                 on_attempt_finished(&myself, state, attempt, result);
@@ -264,13 +244,12 @@ impl Actor for NodeActor {
     }
 }
 
-fn on_parent_ended(
-    myself: &ActorRef<NodeMsg>,
-    state: &mut NodeState,
-    edge: EdgeIx,
-    resolution: Resolution,
-    end: Arc<NodeEnd>,
-) {
+fn on_parent_ended(myself: &ActorRef<NodeMsg>, state: &mut NodeState, parent: ParentEnded) {
+    let ParentEnded {
+        edge,
+        resolution,
+        end,
+    } = parent;
     if !matches!(state.phase, Phase::Pending) || state.join.is_decided() {
         return; // decided already: later edges change nothing (SEMANTICS.md §2)
     }

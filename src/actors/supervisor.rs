@@ -18,12 +18,12 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::node::{FirstEdge, NodeActor, NodeArgs, Resume};
+use crate::actors::node::{NodeActor, NodeArgs, Resume};
 use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::{EngineConfig, RunShared, SlotLink};
 use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
 use crate::messages::limiter::LimiterMsg;
-use crate::messages::node::{CancelReason, NodeEnd, NodeMsg};
+use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StartReport, StopKind, SupervisorMsg};
@@ -357,7 +357,7 @@ async fn spawn_node(
     state: &mut SupervisorState,
     ix: NodeIx,
     resume: Option<Resume>,
-    first: Option<FirstEdge>,
+    first: Option<ParentEnded>,
 ) -> Result<(), ActorProcessingErr> {
     let args = NodeArgs {
         run: state.run.clone(),
@@ -702,7 +702,7 @@ async fn resolve_children(
             state.ready.push_back(child);
             continue;
         }
-        let resolved = FirstEdge {
+        let resolved = ParentEnded {
             edge: *e,
             resolution: resolve(edge, end.terminal, end.active_ports.as_deref()),
             end: end.clone(),
@@ -751,22 +751,7 @@ async fn spawn_resolved(
     state: &mut SupervisorState,
     node: NodeIx,
 ) -> Result<(), ActorProcessingErr> {
-    let graph = state.run.graph.clone();
-    let mut resolved: Vec<FirstEdge> = graph
-        .node(node)
-        .incoming
-        .iter()
-        .filter_map(|e| {
-            let edge = graph.edge(*e);
-            let end = state.slots[edge.source.ix()].end.clone()?;
-            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-            Some(FirstEdge {
-                edge: *e,
-                resolution,
-                end,
-            })
-        })
-        .collect();
+    let mut resolved = ended_parents(state, node);
     resolved.sort_by_key(|r| state.slots[r.end.node.ix()].end_order);
     spawn_with(myself, state, node, resolved).await?;
     state.slots[node.ix()].windowed = true;
@@ -780,7 +765,7 @@ async fn spawn_with(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     node: NodeIx,
-    resolved: Vec<FirstEdge>,
+    resolved: Vec<ParentEnded>,
 ) -> Result<(), ActorProcessingErr> {
     let mut resolved = resolved.into_iter();
     // A delayed node gets every resolution late, so none travels with the spawn.
@@ -807,12 +792,13 @@ async fn spawn_with(
 /// Sends an edge resolution to `node`'s live actor (late, when chaos delays it). A child
 /// actor that just died is respawned and replayed from the records, so a lost message
 /// changes nothing.
-fn deliver(state: &SupervisorState, actor: &ActorRef<NodeMsg>, node: NodeIx, resolved: FirstEdge) {
-    let msg = NodeMsg::ParentEnded {
-        edge: resolved.edge,
-        resolution: resolved.resolution,
-        end: resolved.end,
-    };
+fn deliver(
+    state: &SupervisorState,
+    actor: &ActorRef<NodeMsg>,
+    node: NodeIx,
+    resolved: ParentEnded,
+) {
+    let msg = NodeMsg::ParentEnded(resolved);
     match delay_to(state, node) {
         Some(delay) => {
             actor.send_after(delay, move || msg);
@@ -835,22 +821,32 @@ fn delay_to(_state: &SupervisorState, _node: NodeIx) -> Option<Duration> {
     None
 }
 
+/// The resolutions of `node`'s incoming edges whose sources have ended, in edge order.
+fn ended_parents(state: &SupervisorState, node: NodeIx) -> Vec<ParentEnded> {
+    let graph = &state.run.graph;
+    graph
+        .node(node)
+        .incoming
+        .iter()
+        .filter_map(|e| {
+            let edge = graph.edge(*e);
+            let end = state.slots[edge.source.ix()].end.clone()?;
+            Some(ParentEnded {
+                edge: *e,
+                resolution: resolve(edge, end.terminal, end.active_ports.as_deref()),
+                end,
+            })
+        })
+        .collect()
+}
+
 /// Replays every resolved incoming edge to a freshly spawned node.
 fn replay_parents(state: &SupervisorState, node: NodeIx) {
-    let graph = &state.run.graph;
     let Some(actor) = &state.slots[node.ix()].actor else {
         return;
     };
-    for e in &graph.node(node).incoming {
-        let edge = graph.edge(*e);
-        if let Some(end) = &state.slots[edge.source.ix()].end {
-            let resolution = resolve(edge, end.terminal, end.active_ports.as_deref());
-            let _ = actor.cast(NodeMsg::ParentEnded {
-                edge: *e,
-                resolution,
-                end: end.clone(),
-            });
-        }
+    for parent in ended_parents(state, node) {
+        let _ = actor.cast(NodeMsg::ParentEnded(parent));
     }
 }
 
@@ -870,6 +866,7 @@ async fn on_exited(
         maybe_finish(myself, state); // it reported its end before exiting
         return Ok(());
     }
+    release(state, node);
     let slot = &state.slots[node.ix()];
     if let Some(stop) = state.stopping.clone().or_else(|| {
         slot.withdrawn.clone().map(|reason| Stopping {
@@ -887,8 +884,6 @@ async fn on_exited(
         return end_all(myself, state, vec![Arc::new(end)]).await;
     }
     let running = slot.status() == NodeStatus::Running;
-    release(state, node);
-    let slot = &state.slots[node.ix()];
     let resume = running.then(|| Resume {
         failed_attempt: slot.attempts.max(1),
         error: ComponentError::retryable(CRASH_ERROR, cause),

@@ -44,19 +44,24 @@ pub struct CancelReason {
     pub grace: Duration,
 }
 
+/// An incoming edge resolved because its source ended: sent as
+/// [`NodeMsg::ParentEnded`], or handed over in a node's start-up arguments.
+#[derive(Debug, Clone)]
+pub struct ParentEnded {
+    /// The incoming edge.
+    pub edge: EdgeIx,
+    /// What it resolved to.
+    pub resolution: Resolution,
+    /// How the source ended.
+    pub end: Arc<NodeEnd>,
+}
+
 /// What a node actor receives.
 #[derive(Debug)]
 pub enum NodeMsg {
     /// From the supervisor: an incoming edge resolved because its source ended. A second
     /// resolution of the same edge is ignored.
-    ParentEnded {
-        /// The incoming edge.
-        edge: EdgeIx,
-        /// What it resolved to.
-        resolution: Resolution,
-        /// How the source ended.
-        end: Arc<NodeEnd>,
-    },
+    ParentEnded(ParentEnded),
     /// From the supervisor: stop. A pending node ends CANCELLED at once; a running attempt
     /// sees its token fire and has `grace` to finish before it is abandoned.
     Cancel(CancelReason),
