@@ -55,7 +55,7 @@ impl NodeSpans {
             target: TARGET,
             parent: run,
             SPAN_NODE,
-            otel.name = %node.node_ref,
+            otel.name = &*node.node_ref,
             workflow.node.ref = &*node.node_ref,
             workflow.component.id = &*node.component_id,
             workflow.join.strategy = node.join.as_str(),

@@ -140,8 +140,12 @@ impl Telemetry {
         );
         let spans = tracing_opentelemetry::layer()
             .with_tracer(tracer.tracer("shipsec-orchestrator"))
+            // Only the `workflow.*` attributes: no source location, thread, `tracing`
+            // target, nor busy/idle timings (two clock reads per poll of an attempt).
             .with_threads(false)
             .with_location(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(EnvFilter::new(format!(
                 "warn,{TARGET}=info,shipsec::component=info,ractor=warn"
             )));
@@ -160,6 +164,17 @@ impl Telemetry {
     /// Spans whose export failed (collector down or too slow).
     pub fn dropped_spans(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Exports every span ended so far and waits until the exporter is done with them (or
+    /// failed: they are then counted as dropped). A run's spans are all ended when its
+    /// result is out. Blocks the calling thread: call it outside async code, or through
+    /// `spawn_blocking`.
+    pub fn flush_spans(&self) {
+        if let Some(tracer) = &self.tracer {
+            // An error means the collector is gone; the drop count says what was lost.
+            let _ = tracer.force_flush();
+        }
     }
 
     /// Flushes and stops the exporters. Returns the number of spans dropped.
