@@ -1,6 +1,12 @@
 //! The per-node cost of tracing: a 10,000-node fan-out/fan-in of `core.echo` with the OTLP
 //! exporter off, then on (exporting over gRPC to an in-process OTLP receiver).
 //! `cargo bench --bench telemetry`; per-node cost = (on - off) / 10,000.
+//!
+//! Each pair is measured twice: in wall time (what a run waits) and in CPU time of the
+//! whole process (every thread: the engine, the span processor, the exporter and the
+//! receiver). On a shared, noisy machine the CPU figure moves far less between runs; the
+//! wall figure can hide work on an idle core, or add queueing on a busy one.
+//! `SHIPSEC_BENCH_OTLP_PROTOCOL=http/protobuf` exports over HTTP instead of gRPC.
 
 #[path = "../tests/otlp/mod.rs"]
 mod otlp;
@@ -10,9 +16,10 @@ mod otlp;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
 use shipsec_orchestrator::runtime::graph::Graph;
@@ -41,6 +48,65 @@ fn fan(n: usize) -> Arc<Graph> {
     Arc::new(validate(&def, &ComponentRegistry::with_builtins()).expect("valid"))
 }
 
+/// CPU time of the whole process (all threads), read with `CLOCK_PROCESS_CPUTIME_ID`.
+struct ProcessCpu;
+
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant of the OS.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ProcessCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        process_cpu()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        process_cpu().saturating_sub(started)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Nanoseconds of CPU shown in ms (the scale of one 10,000-node run).
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
+        for v in values {
+            *v /= 1e6;
+        }
+        "ms cpu"
+    }
+    fn scale_throughputs(&self, _typical: f64, _: &Throughput, values: &mut [f64]) -> &'static str {
+        for v in values {
+            *v /= 1e6;
+        }
+        "ms cpu"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 async fn run_once(handle: &Handle, graph: &Arc<Graph>) {
     let mut run = handle
         .submit(graph.clone(), Default::default(), Default::default())
@@ -49,37 +115,72 @@ async fn run_once(handle: &Handle, graph: &Arc<Graph>) {
     run.result().await.expect("result");
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Runs whose spans are not recorded, alternated with runs whose spans are, for
+/// [`paired`].
+const PAIRS: usize = 30;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+fn protocol() -> otlp::Protocol {
+    match std::env::var("SHIPSEC_BENCH_OTLP_PROTOCOL").as_deref() {
+        Ok("http/protobuf") => otlp::Protocol::HttpProtobuf,
+        Ok("grpc") | Err(_) => otlp::Protocol::Grpc,
+        Ok(other) => panic!("SHIPSEC_BENCH_OTLP_PROTOCOL `{other}`: use grpc or http/protobuf"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
     let graph = fan(NODES);
     let handle = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
-    let mut group = c.benchmark_group("telemetry_fan_10k");
-    group
+    let mut cpu = Criterion::default()
+        .with_measurement(ProcessCpu)
+        .configure_from_args();
+    let mut wall_group = c.benchmark_group("telemetry_fan_10k");
+    let mut cpu_group = cpu.benchmark_group("telemetry_fan_10k_cpu");
+    wall_group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
-    group.bench_function("exporter_off", |b| {
+    cpu_group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    wall_group.bench_function("exporter_off", |b| {
+        b.to_async(&rt).iter(|| run_once(&handle, &graph))
+    });
+    cpu_group.bench_function("exporter_off", |b| {
         b.to_async(&rt).iter(|| run_once(&handle, &graph))
     });
     // From here on every span is recorded and exported to the in-process receiver, which
-    // decodes each request and counts its spans (keeping them would make its own memory
-    // grow with every iteration, a cost that is not the engine's).
-    let receiver = rt.block_on(otlp::Receiver::start_grpc_counting());
+    // counts the spans of each request (keeping them would make its own memory grow with
+    // every iteration, and decoding every attribute is a collector's work, not the
+    // engine's).
+    let protocol = protocol();
+    let receiver = rt.block_on(otlp::Receiver::start_counting(protocol));
     let telemetry = {
         let _inside = rt.enter();
-        init_for_tests(&receiver.endpoint(), "grpc").expect("telemetry")
+        init_for_tests(&receiver.endpoint(), protocol.env_value()).expect("telemetry")
     };
     let traced = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
-    group.bench_function("exporter_on", |b| {
+    wall_group.bench_function("exporter_on", |b| {
         b.to_async(&rt).iter(|| run_once(&traced, &graph))
     });
-    group.finish();
+    cpu_group.bench_function("exporter_on", |b| {
+        b.to_async(&rt).iter(|| run_once(&traced, &graph))
+    });
+    wall_group.finish();
+    cpu_group.finish();
+    if std::env::args().any(|a| a == "--bench") {
+        paired(&graph, &rt, &traced, &telemetry, &receiver);
+    }
     let dropped = telemetry.shutdown();
     eprintln!(
         "spans dropped: {dropped}; spans received: {}",
@@ -87,6 +188,72 @@ fn bench(c: &mut Criterion) {
     );
     handle.shutdown();
     traced.shutdown();
+}
+
+/// The per-node cost of tracing measured on alternated runs, so that the machine's drift
+/// (other tenants of a shared host) weighs on both sides alike: `PAIRS` times a run on a
+/// runtime whose threads see no subscriber (nothing recorded), then a run on the traced
+/// engine followed by a flush of its spans (the export is part of the cost, not left to
+/// bleed into the next run). Prints the medians of the per-pair differences.
+fn paired(
+    graph: &Arc<Graph>,
+    rt: &tokio::runtime::Runtime,
+    traced: &Handle,
+    telemetry: &shipsec_orchestrator::runtime::telemetry::Telemetry,
+    receiver: &otlp::Receiver,
+) {
+    // Threads of this runtime have a no-op default dispatcher: the engine's run span is
+    // disabled there, so its runs record nothing (checked below against the receiver).
+    let quiet = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| {
+            std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()))
+        })
+        .build()
+        .expect("runtime");
+    let untraced = quiet
+        .block_on(Orchestrator::start(EngineConfig::default()))
+        .expect("engine");
+    let per_node = |d: Duration| d.as_secs_f64() * 1e6 / NODES as f64;
+    let (mut wall, mut with_flush, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAIRS {
+        telemetry.flush_spans();
+        let seen = receiver.spans_seen();
+        let (w0, c0) = (Instant::now(), process_cpu());
+        quiet.block_on(run_once(&untraced, graph));
+        let (off_wall, off_cpu) = (w0.elapsed(), process_cpu() - c0);
+        assert_eq!(
+            receiver.spans_seen(),
+            seen,
+            "an untraced run exported spans"
+        );
+
+        let (w0, c0) = (Instant::now(), process_cpu());
+        rt.block_on(run_once(traced, graph));
+        let on_wall = w0.elapsed();
+        telemetry.flush_spans();
+        let (on_flushed, on_cpu) = (w0.elapsed(), process_cpu() - c0);
+        assert!(
+            receiver.spans_seen() > seen,
+            "a traced run exported no span"
+        );
+
+        wall.push(per_node(on_wall) - per_node(off_wall));
+        with_flush.push(per_node(on_flushed) - per_node(off_wall));
+        cpu.push(per_node(on_cpu) - per_node(off_cpu));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "tracing cost per node, median of {PAIRS} alternated pairs: {:.2} µs wall (run), \
+         {:.2} µs wall (run + export flushed), {:.2} µs CPU (all threads, receiver included)",
+        median(&mut wall),
+        median(&mut with_flush),
+        median(&mut cpu),
+    );
+    untraced.shutdown();
 }
 
 criterion_group!(benches, bench);

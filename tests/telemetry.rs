@@ -236,6 +236,73 @@ async fn receiver_decodes_what_an_otlp_exporter_sends() {
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
+/// A request of `shape[r][s]` spans in scope `s` of resource `r`.
+fn spans_request(shape: &[&[usize]]) -> ExportTraceServiceRequest {
+    let mut next = 0u8;
+    ExportTraceServiceRequest {
+        resource_spans: shape
+            .iter()
+            .map(|scopes| ResourceSpans {
+                resource: resource("counting"),
+                scope_spans: scopes
+                    .iter()
+                    .map(|&n| ScopeSpans {
+                        spans: (0..n)
+                            .map(|_| {
+                                next += 1;
+                                one_span("counted", [next; 16], [next; 8]).resource_spans[0]
+                                    .scope_spans[0]
+                                    .spans[0]
+                                    .clone()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counting_receiver_counts_spans_without_keeping_them() {
+    // The bench's receiver decodes each request's envelope only; its count must still be
+    // exact, over both transports, and what it cannot read it refuses.
+    let request = spans_request(&[&[3, 2], &[], &[4, 0, 1]]);
+    let grpc = Receiver::start_counting(Protocol::Grpc).await;
+    let mut client = TraceServiceClient::connect(grpc.endpoint())
+        .await
+        .expect("connect to the counting gRPC receiver");
+    client
+        .export(request.clone())
+        .await
+        .expect("the counting receiver accepts the export");
+    client
+        .export(spans_request(&[&[5]]))
+        .await
+        .expect("a second export");
+    assert_eq!(grpc.spans_seen(), 15, "counted before answering");
+    assert!(grpc.trace_requests().is_empty(), "nothing kept");
+
+    let http = Receiver::start_counting(Protocol::HttpProtobuf).await;
+    let body = request.encode_to_vec();
+    let (status, answer) =
+        http_post(http.addr(), "/v1/traces", "application/x-protobuf", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(http.spans_seen(), 10);
+    let (status, _) = http_post(
+        http.addr(),
+        "/v1/traces",
+        "application/x-protobuf",
+        b"\xff\xff",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(http.spans_seen(), 10);
+    assert!(http.trace_requests().is_empty());
+}
+
 fn sum_metric(
     name: &str,
     temporality: AggregationTemporality,

@@ -8,6 +8,9 @@
 //!   tonic's own server (hyper 1, HTTP/1.1 accepted) as a tower service named `v1`, so
 //!   tonic's router sends it every `/v1/...` path; no extra dependency.
 //!
+//! A counting receiver ([`Receiver::start_counting`], for benches) decodes only the
+//! envelope of each trace request and counts its spans, keeping nothing.
+//!
 //! Every export request is stored as received; [`Receiver::spans`] and
 //! [`Receiver::metrics`] flatten them for assertions, and the `wait_for_*` methods wake
 //! on each arrival (a `watch` channel, no polling). Dropping the receiver aborts its
@@ -126,6 +129,11 @@ impl Store {
         self.arrivals.send_modify(|n| *n += 1);
     }
 
+    fn count_spans(&self, spans: usize) {
+        self.spans_seen.fetch_add(spans as u64, Ordering::Relaxed);
+        self.arrived();
+    }
+
     fn push_traces(&self, req: ExportTraceServiceRequest) {
         let spans: usize = req
             .resource_spans
@@ -196,11 +204,11 @@ impl Receiver {
         Self::start_with(protocol, true).await
     }
 
-    /// Starts an OTLP/gRPC receiver that decodes every trace request and counts its spans
+    /// Starts a receiver that decodes every trace request and counts its spans
     /// ([`Receiver::spans_seen`]) without keeping them: for benches, whose runs would
     /// otherwise pile up in its memory.
-    pub async fn start_grpc_counting() -> Receiver {
-        Self::start_with(Protocol::Grpc, false).await
+    pub async fn start_counting(protocol: Protocol) -> Receiver {
+        Self::start_with(protocol, false).await
     }
 
     /// Spans decoded so far (kept or not).
@@ -219,11 +227,16 @@ impl Receiver {
                 let grpc = Grpc {
                     store: store.clone(),
                 };
+                // A counting receiver decodes only the envelope of trace requests.
+                let traces = keep_traces.then(|| {
+                    TraceServiceServer::new(grpc.clone()).max_decoding_message_size(MAX_MESSAGE)
+                });
+                let counting = (!keep_traces).then(|| CountingTraces {
+                    store: store.clone(),
+                });
                 let router = Server::builder()
-                    .add_service(
-                        TraceServiceServer::new(grpc.clone())
-                            .max_decoding_message_size(MAX_MESSAGE),
-                    )
+                    .add_optional_service(traces)
+                    .add_optional_service(counting)
                     .add_service(
                         MetricsServiceServer::new(grpc.clone())
                             .max_decoding_message_size(MAX_MESSAGE),
@@ -447,6 +460,51 @@ impl LogsService for Grpc {
     }
 }
 
+/// The trace service of a counting receiver: decodes each request's envelope
+/// ([`TraceEnvelope`]) and counts its spans.
+#[derive(Debug, Clone)]
+struct CountingTraces {
+    store: Arc<Store>,
+}
+
+impl NamedService for CountingTraces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tonic::server::UnaryService<TraceEnvelope> for CountingTraces {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<tonic::Response<ExportTraceServiceResponse>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<TraceEnvelope>) -> Self::Future {
+        self.store.count_spans(request.get_ref().spans());
+        Box::pin(async { Ok(tonic::Response::new(ExportTraceServiceResponse::default())) })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for CountingTraces {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<HttpResponse, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
+                return Ok(tonic::Status::unimplemented(req.uri().path().to_owned()).into_http());
+            }
+            let codec =
+                tonic_prost::ProstCodec::<ExportTraceServiceResponse, TraceEnvelope>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE), None);
+            Ok(grpc.unary(service, req).await)
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP/protobuf
 
@@ -576,6 +634,9 @@ fn decode_http(
     }
     let bad = |e: prost::DecodeError| (400, format!("{path}: {e}"));
     match path {
+        "/v1/traces" if !store.keep_traces => {
+            store.count_spans(TraceEnvelope::decode(bytes).map_err(bad)?.spans())
+        }
         "/v1/traces" => store.push_traces(ExportTraceServiceRequest::decode(bytes).map_err(bad)?),
         "/v1/metrics" => {
             store.push_metrics(ExportMetricsServiceRequest::decode(bytes).map_err(bad)?)
@@ -584,6 +645,37 @@ fn decode_http(
         _ => return Err((404, format!("no OTLP endpoint at {path}"))),
     }
     Ok(())
+}
+
+/// The envelope of an `ExportTraceServiceRequest` with every span left encoded: a counting
+/// receiver checks the request's framing and counts its spans without building them
+/// (decoding every attribute and event is the collector's work, not the exporter's).
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceEnvelope {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<ResourceSpansEnvelope>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceSpansEnvelope {
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<ScopeSpansEnvelope>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScopeSpansEnvelope {
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    spans: Vec<Vec<u8>>,
+}
+
+impl TraceEnvelope {
+    fn spans(&self) -> usize {
+        self.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
