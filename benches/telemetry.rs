@@ -7,6 +7,10 @@
 //! receiver). On a shared, noisy machine the CPU figure moves far less between runs; the
 //! wall figure can hide work on an idle core, or add queueing on a busy one.
 //! `SHIPSEC_BENCH_OTLP_PROTOCOL=http/protobuf` exports over HTTP instead of gRPC.
+//!
+//! Criterion's groups run the untraced and traced variants one after the other, minutes
+//! apart; after them, [`paired`] alternates untraced, recorded-but-discarded and exported
+//! runs and prints the medians of the per-node differences, the figure to report.
 
 #[path = "../tests/otlp/mod.rs"]
 mod otlp;
@@ -20,13 +24,20 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Value, json};
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
 use shipsec_orchestrator::runtime::graph::Graph;
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::telemetry::init_for_tests;
+use shipsec_orchestrator::runtime::telemetry::{
+    Telemetry, batched_provider, init_for_tests, spans_layer,
+};
 use shipsec_orchestrator::runtime::validate::validate;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use tracing_subscriber::layer::SubscriberExt;
 
 const NODES: usize = 10_000;
 
@@ -190,70 +201,109 @@ fn bench(c: &mut Criterion) {
     traced.shutdown();
 }
 
+/// Spans recorded and batched like the OTLP export's, then discarded: what recording
+/// costs without encoding, sending and receiving.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
+}
+
+/// A runtime whose threads all use `dispatch` instead of the global subscriber.
+fn runtime_with(dispatch: tracing::Dispatch) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
+        .build()
+        .expect("runtime")
+}
+
 /// The per-node cost of tracing measured on alternated runs, so that the machine's drift
-/// (other tenants of a shared host) weighs on both sides alike: `PAIRS` times a run on a
-/// runtime whose threads see no subscriber (nothing recorded), then a run on the traced
-/// engine followed by a flush of its spans (the export is part of the cost, not left to
-/// bleed into the next run). Prints the medians of the per-pair differences.
+/// (other tenants of a shared host) weighs on every side alike. `PAIRS` times: a run on a
+/// runtime whose threads see no subscriber (nothing recorded); a run whose spans are
+/// recorded and batched but discarded (a runtime whose threads see a subscriber of their
+/// own); a run on the traced engine. Each recorded run is followed by a flush of its
+/// spans, so that their export is billed to it and does not bleed into the next run.
+/// Prints the medians of the per-run differences to the untraced run.
 fn paired(
     graph: &Arc<Graph>,
     rt: &tokio::runtime::Runtime,
     traced: &Handle,
-    telemetry: &shipsec_orchestrator::runtime::telemetry::Telemetry,
+    telemetry: &Telemetry,
     receiver: &otlp::Receiver,
 ) {
-    // Threads of this runtime have a no-op default dispatcher: the engine's run span is
-    // disabled there, so its runs record nothing (checked below against the receiver).
-    let quiet = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_start(|| {
-            std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()))
-        })
-        .build()
-        .expect("runtime");
+    // The engine's run span is disabled on the quiet threads, so their runs record nothing
+    // (checked below against the receiver).
+    let quiet = runtime_with(tracing::Dispatch::none());
     let untraced = quiet
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
+    let discarding = batched_provider(Discard, Resource::builder().build());
+    let recorder = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(spans_layer(discarding.tracer("shipsec-orchestrator-bench"))),
+    );
+    let recording = runtime_with(recorder);
+    let recorded = recording
+        .block_on(Orchestrator::start(EngineConfig::default()))
+        .expect("engine");
+
     let per_node = |d: Duration| d.as_secs_f64() * 1e6 / NODES as f64;
-    let (mut wall, mut with_flush, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let timed = |f: &dyn Fn()| {
+        let (w0, c0) = (Instant::now(), process_cpu());
+        f();
+        (per_node(w0.elapsed()), per_node(process_cpu() - c0))
+    };
+    let mut costs: [Vec<f64>; 4] = Default::default();
     for _ in 0..PAIRS {
         telemetry.flush_spans();
         let seen = receiver.spans_seen();
-        let (w0, c0) = (Instant::now(), process_cpu());
-        quiet.block_on(run_once(&untraced, graph));
-        let (off_wall, off_cpu) = (w0.elapsed(), process_cpu() - c0);
+        let (off_wall, off_cpu) = timed(&|| quiet.block_on(run_once(&untraced, graph)));
+        let (rec_wall, rec_cpu) = timed(&|| {
+            recording.block_on(run_once(&recorded, graph));
+            let _ = discarding.force_flush();
+        });
         assert_eq!(
             receiver.spans_seen(),
             seen,
-            "an untraced run exported spans"
+            "an unexported run reached the receiver"
         );
-
-        let (w0, c0) = (Instant::now(), process_cpu());
-        rt.block_on(run_once(traced, graph));
-        let on_wall = w0.elapsed();
-        telemetry.flush_spans();
-        let (on_flushed, on_cpu) = (w0.elapsed(), process_cpu() - c0);
+        let (on_wall, on_cpu) = timed(&|| {
+            rt.block_on(run_once(traced, graph));
+            telemetry.flush_spans();
+        });
         assert!(
             receiver.spans_seen() > seen,
             "a traced run exported no span"
         );
-
-        wall.push(per_node(on_wall) - per_node(off_wall));
-        with_flush.push(per_node(on_flushed) - per_node(off_wall));
-        cpu.push(per_node(on_cpu) - per_node(off_cpu));
+        for (i, cost) in [
+            rec_wall - off_wall,
+            rec_cpu - off_cpu,
+            on_wall - off_wall,
+            on_cpu - off_cpu,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            costs[i].push(cost);
+        }
     }
-    let median = |v: &mut Vec<f64>| {
+    let [rec_wall, rec_cpu, on_wall, on_cpu] = costs.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
+    });
     eprintln!(
-        "tracing cost per node, median of {PAIRS} alternated pairs: {:.2} µs wall (run), \
-         {:.2} µs wall (run + export flushed), {:.2} µs CPU (all threads, receiver included)",
-        median(&mut wall),
-        median(&mut with_flush),
-        median(&mut cpu),
+        "tracing cost per node, medians of {PAIRS} alternated runs (CPU: all threads, receiver \
+         included):\n  recorded, discarded: {rec_wall:.2} µs wall, {rec_cpu:.2} µs CPU\n  \
+         recorded, exported:  {on_wall:.2} µs wall, {on_cpu:.2} µs CPU"
     );
     untraced.shutdown();
+    recorded.shutdown();
+    let _ = discarding.shutdown();
 }
 
 criterion_group!(benches, bench);

@@ -20,7 +20,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -105,7 +105,7 @@ pub struct Telemetry {
 /// Spans are exported within this time or dropped.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Spans buffered before export; a 10,000-node run makes about 20,000.
-const SPAN_QUEUE: usize = 262_144;
+pub const SPAN_QUEUE: usize = 262_144;
 
 impl Telemetry {
     /// Installs the global subscriber: component and engine logs on stderr filtered by
@@ -138,17 +138,7 @@ impl Telemetry {
         global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
-        let spans = tracing_opentelemetry::layer()
-            .with_tracer(tracer.tracer("shipsec-orchestrator"))
-            // Only the `workflow.*` attributes: no source location, thread, `tracing`
-            // target, nor busy/idle timings (two clock reads per poll of an attempt).
-            .with_threads(false)
-            .with_location(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(EnvFilter::new(format!(
-                "warn,{TARGET}=info,shipsec::component=info,ractor=warn"
-            )));
+        let spans = spans_layer(tracer.tracer("shipsec-orchestrator"));
         tracing_subscriber::registry()
             .with(logs)
             .with(spans)
@@ -202,6 +192,44 @@ pub fn init_for_tests(endpoint: &str, protocol: &str) -> Result<Telemetry, Telem
         endpoint: endpoint.to_owned(),
         protocol: protocol.to_owned(),
     }))
+}
+
+/// The layer that records the engine's spans (and component logs inside them) as
+/// OpenTelemetry spans of `tracer`: `workflow.*` attributes only (no source location,
+/// thread, `tracing` target, nor busy/idle timings, which cost two clock reads per poll).
+/// [`Telemetry::install`] uses it; embedders and benches that export elsewhere can too.
+pub fn spans_layer<S>(tracer: SdkTracer) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(EnvFilter::new(format!(
+            "warn,{TARGET}=info,shipsec::component=info,ractor=warn"
+        )))
+}
+
+/// A tracer provider batching ended spans into `exporter` as the OTLP export does (a
+/// queue of [`SPAN_QUEUE`] spans, exports of up to 4,096).
+pub fn batched_provider<E: SpanExporter + 'static>(
+    exporter: E,
+    resource: Resource,
+) -> SdkTracerProvider {
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(SPAN_QUEUE)
+        .with_max_export_batch_size(4_096)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build()
 }
 
 fn env_filter() -> EnvFilter {
@@ -268,17 +296,7 @@ fn tracer_provider(
         inner: exporter,
         dropped,
     };
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(SPAN_QUEUE)
-        .with_max_export_batch_size(4_096)
-        .build();
-    let processor = BatchSpanProcessor::builder(counting)
-        .with_batch_config(batch)
-        .build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(resource)
-        .build())
+    Ok(batched_provider(counting, resource))
 }
 
 fn meter_provider(
