@@ -151,6 +151,16 @@ fn bench(c: &mut Criterion) {
     let handle = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
+    // The untraced engine of `paired`, started before telemetry is installed, so that it
+    // records no metrics either; the engine's run span is disabled on the quiet threads,
+    // so their runs record no span (checked against the receiver).
+    let untraced = {
+        let quiet = runtime_with("untraced", tracing::Dispatch::none());
+        let handle = quiet
+            .block_on(Orchestrator::start(EngineConfig::default()))
+            .expect("engine");
+        (quiet, handle)
+    };
     let mut cpu = Criterion::default()
         .with_measurement(ProcessCpu)
         .configure_from_args();
@@ -190,7 +200,7 @@ fn bench(c: &mut Criterion) {
     wall_group.finish();
     cpu_group.finish();
     if std::env::args().any(|a| a == "--bench") {
-        paired(&graph, &rt, &traced, &telemetry, &receiver);
+        paired(&untraced, &graph, &rt, &traced, &telemetry, &receiver);
     }
     let dropped = telemetry.shutdown();
     eprintln!(
@@ -199,6 +209,7 @@ fn bench(c: &mut Criterion) {
     );
     handle.shutdown();
     traced.shutdown();
+    untraced.1.shutdown();
 }
 
 /// Spans recorded and batched like the OTLP export's, then discarded: what recording
@@ -213,41 +224,38 @@ impl SpanExporter for Discard {
     }
 }
 
-/// A runtime whose threads all use `dispatch` instead of the global subscriber.
-fn runtime_with(dispatch: tracing::Dispatch) -> tokio::runtime::Runtime {
+/// A runtime whose threads (named `name`, for profiles) all use `dispatch` instead of the
+/// global subscriber.
+fn runtime_with(name: &str, dispatch: tracing::Dispatch) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name(name)
         .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
         .build()
         .expect("runtime")
 }
 
 /// The per-node cost of tracing measured on alternated runs, so that the machine's drift
-/// (other tenants of a shared host) weighs on every side alike. `PAIRS` times: a run on a
-/// runtime whose threads see no subscriber (nothing recorded); a run whose spans are
+/// (other tenants of a shared host) weighs on every side alike. `PAIRS` times: a run on
+/// `untraced` (no span, no metric recorded); a run whose spans (and metrics) are
 /// recorded and batched but discarded (a runtime whose threads see a subscriber of their
 /// own); a run on the traced engine. Each recorded run is followed by a flush of its
 /// spans, so that their export is billed to it and does not bleed into the next run.
 /// Prints the medians of the per-run differences to the untraced run.
 fn paired(
+    (quiet, untraced): &(tokio::runtime::Runtime, Handle),
     graph: &Arc<Graph>,
     rt: &tokio::runtime::Runtime,
     traced: &Handle,
     telemetry: &Telemetry,
     receiver: &otlp::Receiver,
 ) {
-    // The engine's run span is disabled on the quiet threads, so their runs record nothing
-    // (checked below against the receiver).
-    let quiet = runtime_with(tracing::Dispatch::none());
-    let untraced = quiet
-        .block_on(Orchestrator::start(EngineConfig::default()))
-        .expect("engine");
     let discarding = batched_provider(Discard, Resource::builder().build());
     let recorder = tracing::Dispatch::new(
         tracing_subscriber::registry()
             .with(spans_layer(discarding.tracer("shipsec-orchestrator-bench"))),
     );
-    let recording = runtime_with(recorder);
+    let recording = runtime_with("recording", recorder);
     let recorded = recording
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
@@ -262,7 +270,7 @@ fn paired(
     for _ in 0..PAIRS {
         telemetry.flush_spans();
         let seen = receiver.spans_seen();
-        let (off_wall, off_cpu) = timed(&|| quiet.block_on(run_once(&untraced, graph)));
+        let (off_wall, off_cpu) = timed(&|| quiet.block_on(run_once(untraced, graph)));
         let (rec_wall, rec_cpu) = timed(&|| {
             recording.block_on(run_once(&recorded, graph));
             let _ = discarding.force_flush();
@@ -301,7 +309,6 @@ fn paired(
          included):\n  recorded, discarded: {rec_wall:.2} µs wall, {rec_cpu:.2} µs CPU\n  \
          recorded, exported:  {on_wall:.2} µs wall, {on_cpu:.2} µs CPU"
     );
-    untraced.shutdown();
     recorded.shutdown();
     let _ = discarding.shutdown();
 }

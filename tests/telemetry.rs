@@ -41,6 +41,8 @@ const ATTEMPT: &str = "workflow.node.attempt";
 /// How long exported data may take to show up after the binary exits (it flushes on
 /// shutdown, so it is normally there already).
 const ARRIVAL: Duration = Duration::from_secs(10);
+/// Links a span keeps (`OTEL_SPAN_LINK_COUNT_LIMIT` is not set for the binary).
+const LINK_LIMIT: usize = 128;
 
 // ---------------------------------------------------------------------------------------
 // The receiver itself
@@ -759,11 +761,22 @@ fn check_dag(trace: &RunTrace, run: &CliRun, def: &Definition) {
             .map(|p| node_span_ids[p.as_str()])
             .collect();
         let got: BTreeSet<&str> = span.linked_span_ids().into_iter().collect();
-        assert_eq!(
-            got, want,
+        assert!(
+            got.is_subset(&want),
             "{node} ({join}) links to the node spans of {linked_parents:?}"
         );
-        assert_eq!(span.links.len(), want.len(), "{node}: no duplicate links");
+        assert_eq!(
+            got.len(),
+            want.len().min(LINK_LIMIT),
+            "{node} ({join}) links to every parent of {linked_parents:?}, up to the limit"
+        );
+        assert_eq!(span.links.len(), got.len(), "{node}: no duplicate links");
+        let dropped = want.len().saturating_sub(LINK_LIMIT) as i64;
+        assert_eq!(
+            span.attr_i64("workflow.join.links_dropped"),
+            (dropped > 0).then_some(dropped),
+            "{node}: the links left off are counted"
+        );
         for link in &span.links {
             assert_eq!(
                 link.trace_id, run_span.trace_id,
@@ -1043,6 +1056,55 @@ async fn http_protobuf_exports_the_same_spans_and_metrics() {
         );
     }
     assert!(seen.iter().all(|r| r.status == 200), "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wide_join_links_up_to_the_limit_and_counts_the_rest() {
+    // 150 parents into an `all` join and into a `quorum` of 140: past the span link
+    // limit, links are left off and counted in `workflow.join.links_dropped`.
+    const PARENTS: usize = 150;
+    let file = std::env::temp_dir().join(format!(
+        "shipsec-telemetry-{}-wide-join.json",
+        std::process::id()
+    ));
+    let mut actions = vec![
+        serde_json::json!({"ref": "start", "componentId": "core.workflow.entrypoint"}),
+        serde_json::json!({"ref": "all", "componentId": "core.echo"}),
+        serde_json::json!({"ref": "quorum", "componentId": "core.echo"}),
+    ];
+    let mut edges = Vec::new();
+    for i in 0..PARENTS {
+        let p = format!("p{i}");
+        actions.push(serde_json::json!({"ref": p, "componentId": "core.echo"}));
+        edges.push(serde_json::json!({"sourceRef": "start", "targetRef": p}));
+        edges.push(serde_json::json!({"sourceRef": p, "targetRef": "all"}));
+        edges.push(serde_json::json!({"sourceRef": p, "targetRef": "quorum"}));
+    }
+    let def = serde_json::json!({
+        "version": 2,
+        "title": "Wide joins",
+        "edges": edges,
+        "actions": actions,
+        "nodes": {"quorum": {"ref": "quorum", "joinStrategy": "quorum", "quorum": 140}}
+    });
+    std::fs::write(&file, def.to_string()).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let (receiver, run) = run_exporting(Protocol::HttpProtobuf, &path, &[]).await;
+    let trace = trace_of(&receiver, &run).await;
+    check_dag(&trace, &run, &definition(&path));
+    let all = trace.node("all");
+    assert_eq!(all.links.len(), LINK_LIMIT);
+    assert_eq!(
+        all.attr_i64("workflow.join.links_dropped"),
+        Some((PARENTS - LINK_LIMIT) as i64)
+    );
+    let quorum = trace.node("quorum");
+    assert_eq!(quorum.links.len(), LINK_LIMIT);
+    assert_eq!(
+        quorum.attr_i64("workflow.join.links_dropped"),
+        Some(140 - LINK_LIMIT as i64)
+    );
+    let _ = std::fs::remove_file(file);
 }
 
 #[tokio::test(flavor = "multi_thread")]

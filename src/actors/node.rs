@@ -254,7 +254,9 @@ fn on_parent_ended(myself: &ActorRef<NodeMsg>, state: &mut NodeState, parent: Pa
         return; // decided already: later edges change nothing (SEMANTICS.md §2)
     }
     remember_parent(state, &end);
-    state.spans.parent_ended(&end);
+    state
+        .spans
+        .parent_ended(state.run.graph.node(state.ix), &end);
     match state.join.on_edge(edge, resolution) {
         JoinDecision::Run { triggered_by } => fire(myself, state, triggered_by),
         JoinDecision::Skip { dead_edge } => skip(myself, state, dead_edge, &end),

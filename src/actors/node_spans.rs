@@ -14,7 +14,8 @@ use crate::runtime::components::ComponentError;
 use crate::runtime::graph::{EdgeIx, Graph, Join, Node, NodeIx};
 use crate::runtime::outcome::Terminal;
 use crate::runtime::telemetry::{
-    ERROR_TYPE, JOIN_TRIGGERED_BY, NODE_STATUS, SPAN_ATTEMPT, SPAN_NODE, TARGET,
+    ERROR_TYPE, JOIN_LINKS_DROPPED, JOIN_TRIGGERED_BY, NODE_STATUS, SPAN_ATTEMPT, SPAN_NODE,
+    TARGET, span_link_limit,
 };
 
 /// Spans of one node actor.
@@ -22,8 +23,11 @@ use crate::runtime::telemetry::{
 pub(crate) struct NodeSpans {
     enabled: bool,
     node: Option<Span>,
-    /// Span contexts of the parents that ended, for links.
+    /// Span contexts of the parents that ended, for links (for an `all` join, no more than
+    /// the span link limit: the others are only counted in `links_dropped`).
     parents: Vec<(NodeIx, SpanContext)>,
+    /// Links left off past the span link limit.
+    links_dropped: usize,
 }
 
 impl NodeSpans {
@@ -33,14 +37,27 @@ impl NodeSpans {
             enabled: !run.is_disabled(),
             node: None,
             parents: Vec::new(),
+            links_dropped: 0,
         }
     }
 
-    /// Remembers a parent's span for the links of this node's span.
-    pub(crate) fn parent_ended(&mut self, end: &NodeEnd) {
-        if let (true, Some(cx)) = (self.enabled, &end.span) {
-            self.parents.push((end.node, cx.clone()));
+    /// Remembers a parent's span for the links of this node's span. An `all` join links
+    /// every parent: past the link limit they are counted, not kept.
+    pub(crate) fn parent_ended(&mut self, node: &Node, end: &NodeEnd) {
+        let (true, Some(cx)) = (self.enabled, &end.span) else {
+            return;
+        };
+        if matches!(node.join, Join::All) {
+            let limit = span_link_limit();
+            if self.parents.len() >= limit {
+                self.links_dropped += 1;
+                return;
+            }
+            if self.parents.is_empty() {
+                self.parents.reserve_exact(node.incoming.len().min(limit));
+            }
         }
+        self.parents.push((end.node, cx.clone()));
     }
 
     /// Opens the node span (once), linked to the parents whose edges triggered it (every
@@ -60,6 +77,7 @@ impl NodeSpans {
             workflow.component.id = &*node.component_id,
             workflow.join.strategy = node.join.as_str(),
             workflow.join.triggered_by = tracing::field::Empty,
+            workflow.join.links_dropped = tracing::field::Empty,
             workflow.node.status = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
@@ -68,11 +86,22 @@ impl NodeSpans {
             let refs: Vec<&str> = sources.iter().map(|s| &*graph.node(*s).node_ref).collect();
             span.record(JOIN_TRIGGERED_BY, refs.join(","));
         }
+        let limit = span_link_limit();
+        let mut linked = 0;
         for (parent, cx) in &self.parents {
             if matches!(node.join, Join::All) || sources.contains(parent) {
-                span.add_link(cx.clone());
+                if linked < limit {
+                    span.add_link(cx.clone());
+                    linked += 1;
+                } else {
+                    self.links_dropped += 1;
+                }
             }
         }
+        if self.links_dropped > 0 {
+            span.record(JOIN_LINKS_DROPPED, self.links_dropped as i64);
+        }
+        self.parents = Vec::new();
         self.node = Some(span);
     }
 

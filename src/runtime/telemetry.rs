@@ -7,7 +7,7 @@
 //! counted as dropped ([`Telemetry::dropped_spans`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
@@ -47,6 +47,9 @@ pub const COMPONENT_ID: &str = "workflow.component.id";
 pub const JOIN_STRATEGY: &str = "workflow.join.strategy";
 /// Parents whose edges decided an `any`/`first`/`quorum` join, comma-separated.
 pub const JOIN_TRIGGERED_BY: &str = "workflow.join.triggered_by";
+/// Parents of a node whose links were left off its span, past the span link limit
+/// (`OTEL_SPAN_LINK_COUNT_LIMIT`, default 128); absent when every link is there.
+pub const JOIN_LINKS_DROPPED: &str = "workflow.join.links_dropped";
 /// Attempt number.
 pub const ATTEMPT: &str = "workflow.attempt";
 /// Final node status.
@@ -213,12 +216,35 @@ where
         )))
 }
 
+/// Links a span keeps when none is configured (the OpenTelemetry specification's default).
+const DEFAULT_LINK_LIMIT: u32 = 128;
+
+/// Links kept per span: `OTEL_SPAN_LINK_COUNT_LIMIT`, read once by [`batched_provider`]
+/// and given to the SDK, so that node spans stop adding links where the SDK would start
+/// dropping them (a 10,000-way fan-in would otherwise build 10,000 links to keep 128).
+static LINK_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LINK_LIMIT as usize);
+
+/// Links kept per span (see [`JOIN_LINKS_DROPPED`] for the others).
+pub(crate) fn span_link_limit() -> usize {
+    LINK_LIMIT.load(Ordering::Relaxed)
+}
+
+fn link_limit_from_env() -> u32 {
+    std::env::var("OTEL_SPAN_LINK_COUNT_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_LINK_LIMIT)
+}
+
 /// A tracer provider batching ended spans into `exporter` as the OTLP export does (a
-/// queue of [`SPAN_QUEUE`] spans, exports of up to 4,096).
+/// queue of [`SPAN_QUEUE`] spans, exports of up to 4,096), keeping up to
+/// `OTEL_SPAN_LINK_COUNT_LIMIT` links per span.
 pub fn batched_provider<E: SpanExporter + 'static>(
     exporter: E,
     resource: Resource,
 ) -> SdkTracerProvider {
+    let links = link_limit_from_env();
+    LINK_LIMIT.store(links as usize, Ordering::Relaxed);
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(SPAN_QUEUE)
         .with_max_export_batch_size(4_096)
@@ -229,6 +255,7 @@ pub fn batched_provider<E: SpanExporter + 'static>(
     SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(resource)
+        .with_max_links_per_span(links)
         .build()
 }
 
