@@ -33,7 +33,7 @@ use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
 use shipsec_orchestrator::runtime::graph::Graph;
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::telemetry::{
-    Telemetry, batched_provider, init_for_tests, spans_layer,
+    TARGET, Telemetry, batched_provider, init_for_tests, spans_layer,
 };
 use shipsec_orchestrator::runtime::validate::validate;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
@@ -260,34 +260,71 @@ fn paired(
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
 
+    // With `RUST_LOG` enabling the engine's spans, callsites may be enabled for every
+    // dispatcher (the recorder's included) and spans on the quiet threads would not be
+    // disabled: the engine would keep its span bookkeeping in the untraced runs.
+    let quiet_probe = quiet.block_on(async {
+        tokio::spawn(async { tracing::info_span!(target: TARGET, "probe").is_disabled() })
+            .await
+            .expect("probe")
+    });
+    assert!(
+        quiet_probe,
+        "spans are not disabled on the untraced runtime: unset RUST_LOG"
+    );
+
     let per_node = |d: Duration| d.as_secs_f64() * 1e6 / NODES as f64;
     let timed = |f: &dyn Fn()| {
         let (w0, c0) = (Instant::now(), process_cpu());
         f();
         (per_node(w0.elapsed()), per_node(process_cpu() - c0))
     };
+    let flush = || {
+        telemetry
+            .flush_spans()
+            .expect("the receiver takes every span")
+    };
+    // A node span and an attempt span per node.
+    let node_spans = 2 * NODES as u64;
     let mut costs: [Vec<f64>; 4] = Default::default();
-    for _ in 0..PAIRS {
-        telemetry.flush_spans();
-        let seen = receiver.spans_seen();
-        let (off_wall, off_cpu) = timed(&|| quiet.block_on(run_once(untraced, graph)));
-        let (rec_wall, rec_cpu) = timed(&|| {
-            recording.block_on(run_once(&recorded, graph));
-            let _ = discarding.force_flush();
-        });
-        assert_eq!(
-            receiver.spans_seen(),
-            seen,
-            "an unexported run reached the receiver"
-        );
-        let (on_wall, on_cpu) = timed(&|| {
-            rt.block_on(run_once(traced, graph));
-            telemetry.flush_spans();
-        });
-        assert!(
-            receiver.spans_seen() > seen,
-            "a traced run exported no span"
-        );
+    for i in 0..PAIRS {
+        // The three runs of a round, in turn forwards and backwards, so that no variant
+        // always follows the same one.
+        let mut round: [(usize, &dyn Fn()); 3] = [
+            (0, &|| quiet.block_on(run_once(untraced, graph))),
+            (1, &|| {
+                recording.block_on(run_once(&recorded, graph));
+                discarding.force_flush().expect("discarding never fails");
+            }),
+            (2, &|| {
+                rt.block_on(run_once(traced, graph));
+                flush();
+            }),
+        ];
+        if i % 2 == 1 {
+            round.reverse();
+        }
+        let mut measured = [(0.0, 0.0); 3];
+        for (variant, run) in round {
+            flush();
+            let seen = receiver.spans_seen();
+            measured[variant] = timed(run);
+            // What reached the receiver, flushed outside the timing: only the traced run
+            // exports, every node's two spans. The run span ends as its supervisor stops,
+            // just after the result is out, so it may come with the next flush instead.
+            flush();
+            let exported = receiver.spans_seen() - seen;
+            let want = if variant == 2 {
+                node_spans..=node_spans + 2
+            } else {
+                0..=1
+            };
+            assert!(
+                want.contains(&exported),
+                "variant {variant} exported {exported} spans, not {want:?}"
+            );
+        }
+        let [(off_wall, off_cpu), (rec_wall, rec_cpu), (on_wall, on_cpu)] = measured;
         for (i, cost) in [
             rec_wall - off_wall,
             rec_cpu - off_cpu,
@@ -310,7 +347,9 @@ fn paired(
          recorded, exported:  {on_wall:.2} µs wall, {on_cpu:.2} µs CPU"
     );
     recorded.shutdown();
-    let _ = discarding.shutdown();
+    discarding
+        .shutdown()
+        .expect("the discarding provider stops");
 }
 
 criterion_group!(benches, bench);

@@ -454,6 +454,16 @@ impl CliRun {
 /// Runs `shipsec run <file> --json <args>`, exporting to `endpoint` with `protocol`
 /// (`None`: no OTel variable at all, whatever the test's own environment holds).
 async fn shipsec_run(file: &str, args: &[&str], otel: Option<(&str, &str)>) -> CliRun {
+    shipsec_run_with(file, args, otel, &[]).await
+}
+
+/// `shipsec run` with `env` set on top of the OTLP variables.
+async fn shipsec_run_with(
+    file: &str,
+    args: &[&str],
+    otel: Option<(&str, &str)>,
+    env: &[(&str, &str)],
+) -> CliRun {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipsec"));
     cmd.arg("run").arg(file).arg("--json").args(args);
     for (key, _) in std::env::vars_os() {
@@ -466,6 +476,7 @@ async fn shipsec_run(file: &str, args: &[&str], otel: Option<(&str, &str)>) -> C
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .env("OTEL_SERVICE_NAME", SERVICE);
     }
+    cmd.envs(env.iter().copied());
     cmd.kill_on_drop(true);
     let started = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -1104,6 +1115,43 @@ async fn a_wide_join_links_up_to_the_limit_and_counts_the_rest() {
         quorum.attr_i64("workflow.join.links_dropped"),
         Some(140 - LINK_LIMIT as i64)
     );
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_link_limit_follows_otel_span_link_count_limit() {
+    // Six parents into an `all` join under a limit of 4: four links, two counted.
+    let file = std::env::temp_dir().join(format!(
+        "shipsec-telemetry-{}-link-limit.json",
+        std::process::id()
+    ));
+    let mut actions = vec![serde_json::json!({"ref": "join", "componentId": "core.echo"})];
+    let mut edges = Vec::new();
+    for i in 0..6 {
+        actions.push(serde_json::json!({"ref": format!("p{i}"), "componentId": "core.echo"}));
+        edges.push(serde_json::json!({"sourceRef": format!("p{i}"), "targetRef": "join"}));
+    }
+    let def =
+        serde_json::json!({"version": 2, "title": "Limit", "edges": edges, "actions": actions});
+    std::fs::write(&file, def.to_string()).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let receiver = Receiver::start(Protocol::Grpc).await;
+    let run = shipsec_run_with(
+        &path,
+        &[],
+        Some((&receiver.endpoint(), Protocol::Grpc.env_value())),
+        &[("OTEL_SPAN_LINK_COUNT_LIMIT", "4")],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let trace = trace_of(&receiver, &run).await;
+    let join = trace.node("join");
+    let parents: BTreeSet<&str> = (0..6)
+        .map(|i| trace.node(&format!("p{i}")).span_id.as_str())
+        .collect();
+    assert_eq!(join.links.len(), 4, "{join:#?}");
+    assert!(join.linked_span_ids().iter().all(|id| parents.contains(id)));
+    assert_eq!(join.attr_i64("workflow.join.links_dropped"), Some(2));
     let _ = std::fs::remove_file(file);
 }
 

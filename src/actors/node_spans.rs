@@ -48,7 +48,7 @@ impl NodeSpans {
             return;
         };
         if matches!(node.join, Join::All) {
-            let limit = span_link_limit();
+            let limit = span_link_limit() as usize;
             if self.parents.len() >= limit {
                 self.links_dropped += 1;
                 return;
@@ -81,15 +81,17 @@ impl NodeSpans {
             workflow.node.status = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let sources: Vec<NodeIx> = triggered_by.iter().map(|e| graph.edge(*e).source).collect();
+        let mut sources: Vec<NodeIx> = triggered_by.iter().map(|e| graph.edge(*e).source).collect();
         if !matches!(node.join, Join::All) && !sources.is_empty() {
             let refs: Vec<&str> = sources.iter().map(|s| &*graph.node(*s).node_ref).collect();
             span.record(JOIN_TRIGGERED_BY, refs.join(","));
         }
-        let limit = span_link_limit();
+        // Sorted for the lookups below: a wide quorum has as many sources as parents.
+        sources.sort_unstable();
+        let limit = span_link_limit() as usize;
         let mut linked = 0;
         for (parent, cx) in &self.parents {
-            if matches!(node.join, Join::All) || sources.contains(parent) {
+            if matches!(node.join, Join::All) || sources.binary_search(parent).is_ok() {
                 if linked < limit {
                     span.add_link(cx.clone());
                     linked += 1;

@@ -7,7 +7,8 @@
 //! counted as dropped ([`Telemetry::dropped_spans`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
@@ -92,6 +93,9 @@ pub enum TelemetryError {
     /// The exporter could not be built.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(String),
+    /// Spans could not be flushed.
+    #[error("flushing spans: {0}")]
+    Flush(String),
     /// A global subscriber is already installed.
     #[error("a tracing subscriber is already installed")]
     AlreadyInstalled,
@@ -159,14 +163,19 @@ impl Telemetry {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Exports every span ended so far and waits until the exporter is done with them (or
-    /// failed: they are then counted as dropped). A run's spans are all ended when its
-    /// result is out. Blocks the calling thread: call it outside async code, or through
-    /// `spawn_blocking`.
-    pub fn flush_spans(&self) {
-        if let Some(tracer) = &self.tracer {
-            // An error means the collector is gone; the drop count says what was lost.
-            let _ = tracer.force_flush();
+    /// Exports every span ended so far and waits until the exporter is done with them. A
+    /// run's spans are all ended when its result is out. Blocks the calling thread: call
+    /// it outside async code, or through `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`TelemetryError::Flush`] when the export failed (its spans are counted as dropped)
+    /// or did not finish in time.
+    pub fn flush_spans(&self) -> Result<(), TelemetryError> {
+        match &self.tracer {
+            Some(tracer) => tracer
+                .force_flush()
+                .map_err(|e| TelemetryError::Flush(e.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -219,21 +228,19 @@ where
 /// Links a span keeps when none is configured (the OpenTelemetry specification's default).
 const DEFAULT_LINK_LIMIT: u32 = 128;
 
-/// Links kept per span: `OTEL_SPAN_LINK_COUNT_LIMIT`, read once by [`batched_provider`]
-/// and given to the SDK, so that node spans stop adding links where the SDK would start
-/// dropping them (a 10,000-way fan-in would otherwise build 10,000 links to keep 128).
-static LINK_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LINK_LIMIT as usize);
-
-/// Links kept per span (see [`JOIN_LINKS_DROPPED`] for the others).
-pub(crate) fn span_link_limit() -> usize {
-    LINK_LIMIT.load(Ordering::Relaxed)
-}
-
-fn link_limit_from_env() -> u32 {
-    std::env::var("OTEL_SPAN_LINK_COUNT_LIMIT")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_LINK_LIMIT)
+/// Links kept per span: `OTEL_SPAN_LINK_COUNT_LIMIT` (a value that is not a number counts
+/// as unset: 128), read once. [`batched_provider`] gives it to the SDK and node spans stop
+/// adding links there, counting the others in [`JOIN_LINKS_DROPPED`] (a 10,000-way fan-in
+/// would otherwise build 10,000 links for the SDK to keep 128). A provider built
+/// otherwise should be given the same limit.
+pub fn span_link_limit() -> u32 {
+    static LIMIT: OnceLock<u32> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("OTEL_SPAN_LINK_COUNT_LIMIT")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_LINK_LIMIT)
+    })
 }
 
 /// A tracer provider batching ended spans into `exporter` as the OTLP export does (a
@@ -243,8 +250,6 @@ pub fn batched_provider<E: SpanExporter + 'static>(
     exporter: E,
     resource: Resource,
 ) -> SdkTracerProvider {
-    let links = link_limit_from_env();
-    LINK_LIMIT.store(links as usize, Ordering::Relaxed);
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(SPAN_QUEUE)
         .with_max_export_batch_size(4_096)
@@ -255,7 +260,7 @@ pub fn batched_provider<E: SpanExporter + 'static>(
     SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(resource)
-        .with_max_links_per_span(links)
+        .with_max_links_per_span(span_link_limit())
         .build()
 }
 
