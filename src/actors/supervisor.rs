@@ -630,7 +630,7 @@ fn node_metrics(state: &SupervisorState, end: &NodeEnd) {
         NodeStatus::Running => metrics.running(-1),
         _ => {}
     }
-    let component = &*state.run.graph.node(end.node).component_id;
+    let component = &state.run.graph.node(end.node).component_id;
     let ran = slot.status() == NodeStatus::Running;
     match (end.terminal, &end.error) {
         (Terminal::Completed, _) => metrics.attempt(component, None),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{KeyValue, global};
+use opentelemetry::{KeyValue, StringValue, global};
 use opentelemetry_otlp::{
     Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -434,32 +434,32 @@ impl Metrics {
     }
 
     /// Records a finished attempt.
-    pub fn attempt(&self, component: &str, error_type: Option<&str>) {
+    pub fn attempt(&self, component: &Arc<str>, error_type: Option<&str>) {
         if !self.on {
             return;
         }
-        let mut attrs = vec![
-            KeyValue::new(COMPONENT_ID, component.to_owned()),
-            KeyValue::new(
-                OUTCOME,
-                if error_type.is_some() {
-                    "failed"
-                } else {
-                    "completed"
-                },
+        // The component id is shared, not copied: these run on the supervisor, per node.
+        let component = KeyValue::new(COMPONENT_ID, StringValue::from(component.clone()));
+        match error_type {
+            None => self
+                .attempts
+                .add(1, &[component, KeyValue::new(OUTCOME, "completed")]),
+            Some(t) => self.attempts.add(
+                1,
+                &[
+                    component,
+                    KeyValue::new(OUTCOME, "failed"),
+                    KeyValue::new(ERROR_TYPE, t.to_owned()),
+                ],
             ),
-        ];
-        if let Some(t) = error_type {
-            attrs.push(KeyValue::new(ERROR_TYPE, t.to_owned()));
         }
-        self.attempts.add(1, &attrs);
     }
 
     /// Records a node's duration at its end.
-    pub fn node_ended(&self, component: &str, status: &'static str, seconds: f64) {
+    pub fn node_ended(&self, component: &Arc<str>, status: &'static str, seconds: f64) {
         if self.on {
             let attrs = [
-                KeyValue::new(COMPONENT_ID, component.to_owned()),
+                KeyValue::new(COMPONENT_ID, StringValue::from(component.clone())),
                 KeyValue::new(NODE_STATUS, status),
             ];
             self.node_duration.record(seconds, &attrs);
