@@ -1069,36 +1069,51 @@ async fn http_protobuf_exports_the_same_spans_and_metrics() {
     assert!(seen.iter().all(|r| r.status == 200), "{seen:#?}");
 }
 
+/// Writes `def` to a file of its own in the temp dir (the caller removes it).
+fn temp_definition(name: &str, def: &Value) -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!(
+        "shipsec-telemetry-{}-{name}.json",
+        std::process::id()
+    ));
+    std::fs::write(&file, def.to_string()).expect("write the definition");
+    file
+}
+
+/// `parents` root echo nodes `p0`, `p1`, ... each leading into every one of `joins` (echo
+/// nodes too; `nodes` holds their join settings).
+fn fan_in(parents: usize, joins: &[&str], nodes: Value) -> Value {
+    let mut actions: Vec<Value> = joins
+        .iter()
+        .map(|j| serde_json::json!({"ref": j, "componentId": "core.echo"}))
+        .collect();
+    let mut edges = Vec::new();
+    for i in 0..parents {
+        let p = format!("p{i}");
+        actions.push(serde_json::json!({"ref": p, "componentId": "core.echo"}));
+        for j in joins {
+            edges.push(serde_json::json!({"sourceRef": p, "targetRef": j}));
+        }
+    }
+    serde_json::json!({
+        "version": 2,
+        "title": "Fan-in",
+        "edges": edges,
+        "actions": actions,
+        "nodes": nodes
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wide_join_links_up_to_the_limit_and_counts_the_rest() {
     // 150 parents into an `all` join and into a `quorum` of 140: past the span link
     // limit, links are left off and counted in `workflow.join.links_dropped`.
     const PARENTS: usize = 150;
-    let file = std::env::temp_dir().join(format!(
-        "shipsec-telemetry-{}-wide-join.json",
-        std::process::id()
-    ));
-    let mut actions = vec![
-        serde_json::json!({"ref": "start", "componentId": "core.workflow.entrypoint"}),
-        serde_json::json!({"ref": "all", "componentId": "core.echo"}),
-        serde_json::json!({"ref": "quorum", "componentId": "core.echo"}),
-    ];
-    let mut edges = Vec::new();
-    for i in 0..PARENTS {
-        let p = format!("p{i}");
-        actions.push(serde_json::json!({"ref": p, "componentId": "core.echo"}));
-        edges.push(serde_json::json!({"sourceRef": "start", "targetRef": p}));
-        edges.push(serde_json::json!({"sourceRef": p, "targetRef": "all"}));
-        edges.push(serde_json::json!({"sourceRef": p, "targetRef": "quorum"}));
-    }
-    let def = serde_json::json!({
-        "version": 2,
-        "title": "Wide joins",
-        "edges": edges,
-        "actions": actions,
-        "nodes": {"quorum": {"ref": "quorum", "joinStrategy": "quorum", "quorum": 140}}
-    });
-    std::fs::write(&file, def.to_string()).unwrap();
+    let def = fan_in(
+        PARENTS,
+        &["all", "quorum"],
+        serde_json::json!({"quorum": {"ref": "quorum", "joinStrategy": "quorum", "quorum": 140}}),
+    );
+    let file = temp_definition("wide-join", &def);
     let path = file.to_string_lossy().into_owned();
     let (receiver, run) = run_exporting(Protocol::HttpProtobuf, &path, &[]).await;
     let trace = trace_of(&receiver, &run).await;
@@ -1121,19 +1136,7 @@ async fn a_wide_join_links_up_to_the_limit_and_counts_the_rest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_link_limit_follows_otel_span_link_count_limit() {
     // Six parents into an `all` join under a limit of 4: four links, two counted.
-    let file = std::env::temp_dir().join(format!(
-        "shipsec-telemetry-{}-link-limit.json",
-        std::process::id()
-    ));
-    let mut actions = vec![serde_json::json!({"ref": "join", "componentId": "core.echo"})];
-    let mut edges = Vec::new();
-    for i in 0..6 {
-        actions.push(serde_json::json!({"ref": format!("p{i}"), "componentId": "core.echo"}));
-        edges.push(serde_json::json!({"sourceRef": format!("p{i}"), "targetRef": "join"}));
-    }
-    let def =
-        serde_json::json!({"version": 2, "title": "Limit", "edges": edges, "actions": actions});
-    std::fs::write(&file, def.to_string()).unwrap();
+    let file = temp_definition("link-limit", &fan_in(6, &["join"], serde_json::json!({})));
     let path = file.to_string_lossy().into_owned();
     let receiver = Receiver::start(Protocol::Grpc).await;
     let run = shipsec_run_with(
@@ -1158,10 +1161,6 @@ async fn the_link_limit_follows_otel_span_link_count_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_nodes_are_counted_while_they_wait() {
     // Three parallel sleeps under `maxParallelism: 1`: two of them wait for the slot.
-    let file = std::env::temp_dir().join(format!(
-        "shipsec-telemetry-{}-queue.json",
-        std::process::id()
-    ));
     let def = serde_json::json!({
         "version": 2,
         "title": "Three scans, one slot",
@@ -1178,7 +1177,7 @@ async fn queued_nodes_are_counted_while_they_wait() {
         ],
         "config": {"maxParallelism": 1}
     });
-    std::fs::write(&file, def.to_string()).unwrap();
+    let file = temp_definition("queue", &def);
     let path = file.to_string_lossy().into_owned();
     let (receiver, run) = run_exporting(Protocol::Grpc, &path, &[]).await;
     let mut wanted = RUN_METRICS.to_vec();
