@@ -81,17 +81,20 @@ impl NodeSpans {
             workflow.node.status = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let mut sources: Vec<NodeIx> = triggered_by.iter().map(|e| graph.edge(*e).source).collect();
-        if !matches!(node.join, Join::All) && !sources.is_empty() {
+        let all = matches!(node.join, Join::All);
+        // The parents that decided an any/first/quorum join (an `all` join links every
+        // parent), sorted for the lookups below: a wide quorum has as many as parents.
+        let mut sources: Vec<NodeIx> = Vec::new();
+        if !all && !triggered_by.is_empty() {
+            sources = triggered_by.iter().map(|e| graph.edge(*e).source).collect();
             let refs: Vec<&str> = sources.iter().map(|s| &*graph.node(*s).node_ref).collect();
             span.record(JOIN_TRIGGERED_BY, refs.join(","));
+            sources.sort_unstable();
         }
-        // Sorted for the lookups below: a wide quorum has as many sources as parents.
-        sources.sort_unstable();
         let limit = span_link_limit() as usize;
         let mut linked = 0;
         for (parent, cx) in &self.parents {
-            if matches!(node.join, Join::All) || sources.binary_search(parent).is_ok() {
+            if all || sources.binary_search(parent).is_ok() {
                 if linked < limit {
                     span.add_link(cx.clone());
                     linked += 1;
