@@ -14,9 +14,10 @@ use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
+use shipsec_orchestrator::runtime::graph::Graph;
 use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::runtime::registry::{ComponentMeta, ComponentRegistry};
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, RunHandle};
 use tokio::sync::mpsc;
 
 static GATE_META: LazyLock<ComponentMeta> =
@@ -101,6 +102,17 @@ fn def(actions: Value, edges: Value) -> Value {
     json!({"title": "kill", "actions": actions, "edges": edges})
 }
 
+/// Submits the workflow of `actions` and `edges` (built-ins and this file's components);
+/// returns its graph, for trace checks, and its run.
+async fn submit(handle: &Handle, actions: Value, edges: Value) -> (Arc<Graph>, RunHandle) {
+    let g = common::graph_with(def(actions, edges), handle.registry());
+    let run = handle
+        .submit(g.clone(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    (g, run)
+}
+
 async fn wait_for_attempt(
     rx: &mut mpsc::UnboundedReceiver<(String, u32)>,
     node: &str,
@@ -117,18 +129,13 @@ async fn wait_for_attempt(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_and_is_retried() {
     let (handle, mut started) = engine_with_gate().await;
-    let g = common::graph_with(
-        def(
+    let (g, mut run) = submit(
+        &handle,
             json!([{"ref": "g", "componentId": "test.gate", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
                    {"ref": "after", "componentId": "core.echo"}]),
             json!([{"sourceRef": "g", "targetRef": "after"}]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g.clone(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    )
+    .await;
     wait_for_attempt(&mut started, "g", 1).await;
     chaos::node_actor(run.run_id(), "g")
         .expect("g is alive")
@@ -151,17 +158,12 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped() {
     let (handle, mut started) = engine_with_gate().await;
-    let g = common::graph_with(
-        def(
+    let (g, mut run) = submit(
+        &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
             json!([{"sourceRef": "g", "targetRef": "after"}]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g.clone(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    )
+    .await;
     wait_for_attempt(&mut started, "g", 1).await;
     chaos::node_actor(run.run_id(), "g")
         .expect("g is alive")
@@ -182,19 +184,14 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
 async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
     let (handle, _started) = engine_with_gate().await;
     // `c` is spawned when `p` ends and then waits for `slow`: kill it while it waits.
-    let g = common::graph_with(
-        def(
+    let (_, mut run) = submit(
+        &handle,
             json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 1}},
                    {"ref": "slow", "componentId": "core.sleep", "params": {"ms": 300}},
                    {"ref": "c", "componentId": "core.echo", "inputMappings": {"x": {"sourceRef": "p", "sourceHandle": "__self__"}}}]),
             json!([{"sourceRef": "p", "targetRef": "c"}, {"sourceRef": "slow", "targetRef": "c"}]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g.clone(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    )
+    .await;
     let mut events = handle.events(run.run_id()).await.unwrap();
     while let Some(e) = events.next().await {
         if &*e.node_id == "p" && e.kind == EventType::Completed {
@@ -255,17 +252,12 @@ async fn a_panicking_component_fails_its_attempt_not_the_engine() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_run_leaves_no_node_actor_alive() {
     let (handle, mut started) = engine_with_gate().await;
-    let g = common::graph_with(
-        def(
+    let (_, mut run) = submit(
+        &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
             json!([{"sourceRef": "g", "targetRef": "after"}]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g, Default::default(), Default::default())
-        .await
-        .unwrap();
+    )
+    .await;
     wait_for_attempt(&mut started, "g", 1).await;
     handle.cancel(run.run_id()).await.unwrap();
     let result = run.result().await.unwrap();
@@ -282,17 +274,12 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
         ..EngineConfig::default()
     };
     let (handle, mut started) = engine_with(config).await;
-    let g = common::graph_with(
-        def(
-            json!([{"ref": "s", "componentId": "test.stubborn"}]),
-            json!([]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g, Default::default(), Default::default())
-        .await
-        .unwrap();
+    let (_, mut run) = submit(
+        &handle,
+        json!([{"ref": "s", "componentId": "test.stubborn"}]),
+        json!([]),
+    )
+    .await;
     wait_for_attempt(&mut started, "s", 1).await;
     let t = std::time::Instant::now();
     handle.cancel(run.run_id()).await.unwrap();
@@ -314,19 +301,14 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
 #[tokio::test(flavor = "multi_thread")]
 async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_end_cancelled() {
     let (handle, mut started) = engine_with_gate().await;
-    let g = common::graph_with(
-        def(
-            json!([{"ref": "g", "componentId": "test.gate"},
+    let (_, mut run) = submit(
+        &handle,
+        json!([{"ref": "g", "componentId": "test.gate"},
                    {"ref": "a", "componentId": "core.echo"},
                    {"ref": "b", "componentId": "core.echo"}]),
-            json!([{"sourceRef": "g", "targetRef": "a"}, {"sourceRef": "a", "targetRef": "b"}]),
-        ),
-        handle.registry(),
-    );
-    let mut run = handle
-        .submit(g, Default::default(), Default::default())
-        .await
-        .unwrap();
+        json!([{"sourceRef": "g", "targetRef": "a"}, {"sourceRef": "a", "targetRef": "b"}]),
+    )
+    .await;
     wait_for_attempt(&mut started, "g", 1).await;
     assert!(chaos::node_actor(run.run_id(), "g").is_some());
     assert!(
