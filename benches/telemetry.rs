@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -130,13 +130,6 @@ async fn run_once(handle: &Handle, graph: &Arc<Graph>) {
 /// [`paired`].
 const PAIRS: usize = 30;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn protocol() -> otlp::Protocol {
     match std::env::var("SHIPSEC_BENCH_OTLP_PROTOCOL").as_deref() {
         Ok("http/protobuf") => otlp::Protocol::HttpProtobuf,
@@ -145,8 +138,22 @@ fn protocol() -> otlp::Protocol {
     }
 }
 
+/// Times runs of `graph` on `engine` in `group`, under `name`.
+fn time_runs<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    engine: &Handle,
+    graph: &Arc<Graph>,
+) {
+    group.bench_function(name, |b| b.to_async(rt).iter(|| run_once(engine, graph)));
+}
+
 fn bench(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let graph = fan(NODES);
     let handle = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
@@ -172,12 +179,8 @@ fn bench(c: &mut Criterion) {
     cpu_group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
-    wall_group.bench_function("exporter_off", |b| {
-        b.to_async(&rt).iter(|| run_once(&handle, &graph))
-    });
-    cpu_group.bench_function("exporter_off", |b| {
-        b.to_async(&rt).iter(|| run_once(&handle, &graph))
-    });
+    time_runs(&mut wall_group, "exporter_off", &rt, &handle, &graph);
+    time_runs(&mut cpu_group, "exporter_off", &rt, &handle, &graph);
     // From here on every span is recorded and exported to the in-process receiver, which
     // counts the spans of each request (keeping them would make its own memory grow with
     // every iteration, and decoding every attribute is a collector's work, not the
@@ -191,12 +194,8 @@ fn bench(c: &mut Criterion) {
     let traced = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
-    wall_group.bench_function("exporter_on", |b| {
-        b.to_async(&rt).iter(|| run_once(&traced, &graph))
-    });
-    cpu_group.bench_function("exporter_on", |b| {
-        b.to_async(&rt).iter(|| run_once(&traced, &graph))
-    });
+    time_runs(&mut wall_group, "exporter_on", &rt, &traced, &graph);
+    time_runs(&mut cpu_group, "exporter_on", &rt, &traced, &graph);
     wall_group.finish();
     cpu_group.finish();
     if std::env::args().any(|a| a == "--bench") {
