@@ -14,10 +14,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod run;
-use shipsec_orchestrator::runtime::load::{LoadError, load_file};
+use shipsec_orchestrator::runtime::load::{LoadError, Loaded, load_file};
 use shipsec_orchestrator::runtime::mermaid;
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::telemetry::Telemetry;
+use shipsec_orchestrator::runtime::validate::refuse_warnings;
 
 /// Exit code of a bad definition, bad inputs or bad usage.
 const EXIT_INVALID: u8 = 2;
@@ -35,10 +36,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a definition and report every problem with its path.
+    /// Check a definition and report every problem with its path. Disagreements the
+    /// edges decide (`dependsOn`, `dependencyCounts`) are warnings on stderr.
     Validate {
         /// Definition file (JSON or YAML).
         file: PathBuf,
+        /// Refuse the definition when it has warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the workflow's DAG as a Mermaid flowchart.
     Graph {
@@ -57,8 +62,11 @@ fn main() -> ExitCode {
         let _ = Telemetry::install(None);
     }
     match cli.command {
-        Command::Validate { file } => match load_file(&file, &registry) {
+        Command::Validate { file, strict } => match load_file(&file, &registry) {
             Ok(loaded) => {
+                if let Err(e) = checked(&loaded, strict) {
+                    return e;
+                }
                 println!(
                     "{}: valid ({} nodes, {} edges)",
                     file.display(),
@@ -78,6 +86,17 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run::run(args, registry),
     }
+}
+
+/// Prints the definition's warnings on stderr; with `strict` they refuse it (exit 2).
+pub(crate) fn checked(loaded: &Loaded, strict: bool) -> Result<(), ExitCode> {
+    if strict {
+        return refuse_warnings(&loaded.graph).map_err(|e| invalid(&LoadError::Invalid(e)));
+    }
+    for w in &loaded.graph.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
 }
 
 pub(crate) fn invalid(e: &LoadError) -> ExitCode {

@@ -20,6 +20,7 @@ use shipsec_orchestrator::runtime::load::{Loaded, load_file_with};
 use shipsec_orchestrator::runtime::outcome::RunStatus;
 use shipsec_orchestrator::runtime::parse::{Format, parse_typed};
 use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::shipsec;
 use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
 
@@ -46,6 +47,9 @@ pub(crate) struct RunArgs {
     /// Most nodes running at once (overrides the configuration file).
     #[arg(long, value_name = "N")]
     max_concurrent_nodes: Option<u32>,
+    /// Refuse a definition with warnings (derived fields that disagree with the edges).
+    #[arg(long)]
+    strict: bool,
 }
 
 /// The engine configuration from `--config`, then flags.
@@ -78,6 +82,9 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return crate::invalid(&e),
     };
+    if let Err(code) = crate::checked(&loaded, args.strict) {
+        return code;
+    }
     let inputs = match run_inputs(&args) {
         Ok(inputs) => inputs,
         Err(e) => {
@@ -286,6 +293,10 @@ fn print_summary(result: &RunResult) {
             .error
             .as_ref()
             .map(|e| format!("{}: {}", e.error_type, e.message))
+            .or_else(|| {
+                let output = result.outputs.get(name)?;
+                shipsec::reported_failure(output).map(|m| format!("reported failure: {m}"))
+            })
             .or_else(|| node.reason.clone())
             .or_else(|| {
                 node.triggered_by

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod parse;
 pub mod registry;
 pub mod retry;
+pub mod shipsec;
 pub mod slots;
 pub mod telemetry;
 pub mod validate;

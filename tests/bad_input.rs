@@ -488,7 +488,7 @@ fn the_examples_load() {
 // The fuzzer: mutated definitions
 // ---------------------------------------------------------------------------------------
 
-fn examples() -> [(&'static str, &'static str, Format); 8] {
+fn examples() -> [(&'static str, &'static str, Format); 10] {
     [
         (
             "race.json",
@@ -528,6 +528,16 @@ fn examples() -> [(&'static str, &'static str, Format); 8] {
         (
             "v1-upgrade.yaml",
             include_str!("../examples/v1-upgrade.yaml"),
+            Format::Yaml,
+        ),
+        (
+            "shipsec-recon.json",
+            include_str!("../examples/shipsec-recon.json"),
+            Format::Json,
+        ),
+        (
+            "shipsec-recon.yaml",
+            include_str!("../examples/shipsec-recon.yaml"),
             Format::Yaml,
         ),
     ]
@@ -1085,7 +1095,7 @@ fn random_valid_definitions_validate_in_both_formats() {
 #[test]
 fn mutated_examples_never_panic() {
     let strategy = (
-        0usize..8,
+        0usize..examples().len(),
         any::<bool>(),
         prop::collection::vec(mutation(), 1..4),
     );

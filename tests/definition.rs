@@ -86,6 +86,17 @@ fn sole_problem(value: Value) -> Problem {
     sole_problem_of_definition(&definition(value))
 }
 
+/// The one warning of a valid definition that must have exactly one (the edges decided).
+fn sole_warning(value: Value) -> Problem {
+    let mut found = graph(value).warnings;
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one warning, got {found:#?}"
+    );
+    found.remove(0)
+}
+
 fn paths(problems: &[Problem]) -> Vec<&str> {
     problems.iter().map(|p| p.path.as_str()).collect()
 }
@@ -702,39 +713,55 @@ fn config_timeout_must_be_finite_and_not_negative_and_zero_means_none() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Derived fields that must agree with the edges
+// Derived fields that disagree with the edges: warnings, the edges decide
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn dependency_count_that_disagrees_with_the_edges_is_reported() {
+fn dependency_count_that_disagrees_with_the_edges_is_a_warning() {
     let mut value = two_echoes();
     value["dependencyCounts"] = json!({ "a": 0, "b": 2 });
-    let p = sole_problem(value);
+    let p = sole_warning(value);
     assert_eq!(p.path, "dependencyCounts.b");
-    assert_message_contains(&p, "says 2 but `b` has 1 incoming edge(s)");
+    assert_message_contains(
+        &p,
+        "says 2 but `b` has 1 distinct parent(s); the edges decide",
+    );
 }
 
 #[test]
-fn dependency_count_of_zero_for_a_node_with_a_parent_is_reported() {
+fn dependency_count_of_zero_for_a_node_with_a_parent_is_a_warning() {
     let mut value = two_echoes();
     value["dependencyCounts"] = json!({ "b": 0 });
-    let p = sole_problem(value);
+    let p = sole_warning(value);
     assert_eq!(p.path, "dependencyCounts.b");
     assert_message_contains(&p, "says 0");
 }
 
 #[test]
-fn dependency_count_for_an_unknown_node_is_reported() {
+fn dependency_count_for_an_unknown_node_is_a_warning() {
     let mut value = two_echoes();
     value["dependencyCounts"] = json!({ "a": 0, "b": 1, "ghost": 0 });
-    let p = sole_problem(value);
+    let p = sole_warning(value);
     assert_eq!(p.path, "dependencyCounts.ghost");
     assert_message_contains(&p, "unknown node `ghost`");
 }
 
 #[test]
-fn depends_on_naming_a_node_without_an_edge_is_reported_at_that_entry() {
-    let p = sole_problem(workflow(
+fn dependency_counts_count_distinct_parents_not_edges() {
+    let mut value = workflow(
+        json!([echo("a"), echo("b")]),
+        json!([
+            { "sourceRef": "a", "targetRef": "b", "sourceHandle": "x", "targetHandle": "x" },
+            { "sourceRef": "a", "targetRef": "b", "sourceHandle": "y", "targetHandle": "y" }
+        ]),
+    );
+    value["dependencyCounts"] = json!({ "a": 0, "b": 1 });
+    assert!(graph(value).warnings.is_empty());
+}
+
+#[test]
+fn depends_on_naming_a_node_without_an_edge_is_a_warning_at_that_entry() {
+    let p = sole_warning(workflow(
         json!([
             echo("a"),
             echo("c"),
@@ -747,8 +774,8 @@ fn depends_on_naming_a_node_without_an_edge_is_reported_at_that_entry() {
 }
 
 #[test]
-fn depends_on_omitting_a_parent_with_an_edge_is_reported_on_the_list() {
-    let p = sole_problem(workflow(
+fn depends_on_omitting_a_parent_with_an_edge_is_a_warning_on_the_list() {
+    let p = sole_warning(workflow(
         json!([
             echo("a"),
             echo("c"),
@@ -761,8 +788,8 @@ fn depends_on_omitting_a_parent_with_an_edge_is_reported_on_the_list() {
 }
 
 #[test]
-fn depends_on_naming_an_unknown_node_is_reported_at_that_entry() {
-    let p = sole_problem(workflow(
+fn depends_on_naming_an_unknown_node_is_a_warning_at_that_entry() {
+    let p = sole_warning(workflow(
         json!([
             echo("a"),
             { "ref": "b", "componentId": "core.echo", "dependsOn": ["a", "ghost"] }
@@ -873,12 +900,12 @@ fn version_3_is_refused() {
 }
 
 #[test]
-fn version_1_with_edges_is_refused() {
+fn version_1_with_edges_takes_the_edges_as_given() {
     let mut value = two_echoes();
     value["version"] = json!(1);
-    let p = sole_problem(value);
-    assert_eq!(p.path, "edges");
-    assert_message_contains(&p, "version 1 definitions have no edges");
+    let g = graph(value);
+    assert_eq!(g.edges.len(), 1);
+    assert!(g.warnings.is_empty());
 }
 
 #[test]
@@ -971,9 +998,7 @@ fn several_problems_in_one_definition_are_all_reported_at_once() {
         "nodes.join.timeoutSeconds",
         "actions[3].retryPolicy.maxAttempts",
         "actions[3].retryPolicy.jitter",
-        "actions[1].dependsOn[1]",
         "actions[3].inputMappings.url.sourceRef",
-        "dependencyCounts.scan",
         "nodes.join.quorum",
         "edges",
         "config.maxParallelism",

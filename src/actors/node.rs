@@ -26,7 +26,7 @@ use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
     OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
 };
-use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx};
+use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
 use crate::runtime::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::join::{JoinDecision, JoinState};
 use crate::runtime::outcome::Terminal;
@@ -561,8 +561,12 @@ fn attempt_limit(state: &NodeState) -> (Option<Duration>, bool) {
     }
 }
 
-/// The attempt's work: the component's future, its panics turned into `CrashError`.
+/// The attempt's work: the component's future, its panics turned into `CrashError`; for a
+/// tool-mode node, its registration (which completes at once).
 fn attempt_future(state: &NodeState, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+    if state.node().mode == NodeMode::Tool {
+        return std::future::ready(Ok(crate::runtime::shipsec::tool_registered())).boxed();
+    }
     let component = state.run.registry.get(&state.node().component_id).cloned();
     let inject_panic = chaos_panic(&ctx);
     async move {

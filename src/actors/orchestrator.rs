@@ -431,6 +431,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         duration_ms: 0,
         outputs: Default::default(),
         nodes: Default::default(),
+        warnings: Vec::new(),
     });
     let _ = result_tx.send(Some(result.clone()));
     state.runs.insert(

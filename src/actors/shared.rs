@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::messages::limiter::LimiterMsg;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::{Graph, NodeIx};
+use crate::runtime::graph::{Graph, NodeIx, NodeMode};
 use crate::runtime::limits::DefinitionLimits;
 use crate::runtime::registry::ComponentRegistry;
 use crate::runtime::slots::{Needs, Rate, RunKey};
@@ -150,11 +150,13 @@ impl SlotLink {
                     .group_id
                     .as_deref()
                     .and_then(|g| group_caps.get(g).map(|cap| (Arc::from(g), *cap)));
-                let trivial = config.max_concurrent_nodes.is_none()
-                    && run_cap.is_none()
-                    && component_cap.is_none()
-                    && group.is_none()
-                    && rate.is_none();
+                // A tool-mode node runs no component: it holds no slot.
+                let trivial = node.mode == NodeMode::Tool
+                    || config.max_concurrent_nodes.is_none()
+                        && run_cap.is_none()
+                        && component_cap.is_none()
+                        && group.is_none()
+                        && rate.is_none();
                 (!trivial).then(|| Needs {
                     run: (run, run_cap),
                     component: (node.component_id.clone(), component_cap),

@@ -35,6 +35,7 @@ use crate::runtime::failure::{FailureEffect, on_failure};
 use crate::runtime::graph::{EdgeIx, Graph, NodeIx};
 use crate::runtime::outcome::{NodeStatus, RunStatus, Terminal};
 use crate::runtime::registry::ComponentRegistry;
+use crate::runtime::shipsec;
 use crate::runtime::slots::RunKey;
 use crate::runtime::telemetry::{Metrics, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET};
 use crate::runtime::withdraw::Interest;
@@ -136,6 +137,9 @@ pub struct SupervisorState {
     interest: Interest,
     stopping: Option<Stopping>,
     unhandled: Option<String>,
+    /// Completed nodes whose output reported a failure (`success: false`), in the order
+    /// they completed: the run ends FAILED once the DAG has finished.
+    reported: Vec<(NodeIx, String)>,
     events: Vec<TraceEvent>,
     /// Every event, once the run has ended (answers late subscribers while draining).
     final_events: Option<Arc<Vec<TraceEvent>>>,
@@ -198,6 +202,7 @@ impl Actor for RunSupervisor {
             ended: 0,
             stopping: None,
             unhandled: None,
+            reported: Vec::new(),
             // Two events per node at least (a start and an end, or one end): reserved
             // once, instead of regrowing and copying the log as the run goes. Pages are
             // only touched as events are written.
@@ -656,6 +661,9 @@ fn record_end(state: &mut SupervisorState, end: &Arc<NodeEnd>) {
     #[cfg(feature = "chaos")]
     crate::chaos::unregister(&state.run.run_id, &state.run.graph.node(node).node_ref);
     state.ended += 1;
+    if let Some(message) = end.output.as_deref().and_then(shipsec::reported_failure) {
+        state.reported.push((node, message));
+    }
     let (kind, level) = match end.terminal {
         Terminal::Completed => (EventType::Completed, Level::Info),
         Terminal::Failed => (EventType::Failed, Level::Error),
@@ -1030,18 +1038,31 @@ fn final_status(state: &SupervisorState) -> RunStatus {
     match (&state.stopping, &state.unhandled) {
         (Some(s), _) => s.status,
         (None, Some(_)) => RunStatus::Failed,
+        (None, None) if !state.reported.is_empty() => RunStatus::Failed,
         (None, None) => RunStatus::Completed,
+    }
+}
+
+/// Why the run did not complete: an unhandled failure first, then the stop, then the
+/// failures components reported in their outputs.
+fn run_error(state: &SupervisorState) -> Option<String> {
+    match (&state.stopping, &state.unhandled) {
+        (_, Some(u)) => Some(u.clone()),
+        (Some(s), None) => Some(s.reason.to_string()),
+        (None, None) if !state.reported.is_empty() => {
+            let graph = &state.run.graph;
+            Some(shipsec::run_failure_message(state.reported.iter().map(
+                |(node, message)| (&*graph.node(*node).node_ref, message.as_str()),
+            )))
+        }
+        (None, None) => None,
     }
 }
 
 fn build_result(state: &SupervisorState) -> RunResult {
     let graph = &state.run.graph;
     let status = final_status(state);
-    let error = match (&state.stopping, &state.unhandled) {
-        (_, Some(u)) => Some(u.clone()),
-        (Some(s), None) => Some(s.reason.to_string()),
-        (None, None) => None,
-    };
+    let error = run_error(state);
     // Built in ref order, so the maps are filled in one pass without searching.
     let mut outputs = Vec::new();
     let mut nodes = Vec::with_capacity(graph.len());
@@ -1081,6 +1102,7 @@ fn build_result(state: &SupervisorState) -> RunResult {
         duration_ms: state.started.elapsed().as_millis() as u64,
         outputs: outputs.into_iter().collect(),
         nodes: nodes.into_iter().collect(),
+        warnings: graph.warnings.clone(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::outcome::{NodeStatus, RunStatus};
+use crate::runtime::validate::Problem;
 
 /// What the result says about one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,10 @@ pub struct RunResult {
     pub outputs: BTreeMap<Arc<str>, Arc<JsonObject>>,
     /// Every node, by ref.
     pub nodes: BTreeMap<Arc<str>, NodeRecord>,
+    /// Where the definition's `dependsOn` or `dependencyCounts` disagreed with its edges
+    /// (the edges decided), with paths; absent when they agree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
 }
 
 /// The state of a run at one moment (`handle.status`).

@@ -95,7 +95,7 @@ pub enum FailurePolicyDef {
     FailFast,
 }
 
-/// ShipSec's node mode (`normal` or `tool`); kept, not interpreted.
+/// ShipSec's node mode (`normal` or `tool`: registered as an agent's tool, not executed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NodeModeDef {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::definition::{JsonObject, RunnerDef};
+use crate::runtime::validate::Problem;
 
 /// Dense index of a node in its [`Graph`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,6 +124,17 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How a node runs (ShipSec's `nodes.<ref>.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum NodeMode {
+    /// Its component executes.
+    #[default]
+    Normal,
+    /// Registered as a tool of the agent it feeds; its component does not execute and
+    /// the node completes as [`crate::runtime::shipsec::tool_registered`] says.
+    Tool,
+}
+
 /// One input mapping, resolved to a parent index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputMapping {
@@ -154,6 +166,8 @@ pub struct Node {
     pub input_mappings: Vec<InputMapping>,
     /// Join strategy.
     pub join: Join,
+    /// Normal, or a tool registered for an agent.
+    pub mode: NodeMode,
     /// Explicit failure policy; `None` falls back to the run's.
     pub on_failure: Option<FailurePolicy>,
     /// Per-attempt timeout.
@@ -225,6 +239,9 @@ pub struct Graph {
     pub settings: RunSettings,
     /// A topological order of all nodes.
     pub topo_order: Vec<NodeIx>,
+    /// Disagreements between the definition's derived fields and its edges, which the
+    /// edges decided (`dependsOn`, `dependencyCounts`); empty for a consistent definition.
+    pub warnings: Vec<Problem>,
     by_ref: HashMap<Arc<str>, NodeIx>,
     /// Node indices sorted by ref: results keyed by ref are built from it in one pass.
     ref_order: Vec<NodeIx>,
@@ -253,6 +270,7 @@ impl Graph {
             entrypoint,
             settings,
             topo_order,
+            warnings: Vec::new(),
             by_ref,
             ref_order,
         }

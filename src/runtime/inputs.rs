@@ -1,14 +1,18 @@
 //! Input resolution (SEMANTICS.md §3): a node's inputs are its `inputOverrides`, then every
 //! mapping whose source COMPLETED, mapped values winning. A completed source without the
 //! mapped handle, or a required input left without a value, is an `InputError` — never a
-//! silent null. Pure: the caller supplies the parents' outputs.
+//! silent null. A parent whose output is a spill marker hands it on with the selected
+//! handle named ([`crate::runtime::shipsec::select_handle`]). A tool-mode node is not
+//! executed, so its required inputs are not checked. Pure: the caller supplies the
+//! parents' outputs.
 
 use serde_json::Value;
 
 use crate::runtime::components::ComponentError;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::{Node, NodeIx, SELF_HANDLE};
+use crate::runtime::graph::{Node, NodeIx, NodeMode, SELF_HANDLE};
 use crate::runtime::registry::ComponentMeta;
+use crate::runtime::shipsec;
 
 /// What a parent left for its children.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +45,8 @@ pub fn resolve_inputs<'a>(
         };
         let value = if m.source_handle == SELF_HANDLE {
             Value::Object(out.clone())
+        } else if shipsec::is_spill_marker(out) {
+            shipsec::select_handle(out, &m.source_handle)
         } else {
             out.get(&m.source_handle).cloned().ok_or_else(|| {
                 ComponentError::input(format!(
@@ -53,7 +59,7 @@ pub fn resolve_inputs<'a>(
         };
         inputs.insert(m.target.clone(), value);
     }
-    if let Some(meta) = meta {
+    if let Some(meta) = meta.filter(|_| node.mode == NodeMode::Normal) {
         for spec in meta.required_inputs() {
             let given = inputs.contains_key(spec.name)
                 || (spec.from_params && node.params.contains_key(spec.name));

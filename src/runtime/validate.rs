@@ -2,29 +2,34 @@
 //! full list of problems, each with its path and a plain sentence.
 //!
 //! Every rule runs even after an earlier one failed, so a backend sees all of its mistakes
-//! at once. Fields that may be omitted (`nodes` entries, `dependsOn`, `dependencyCounts`,
-//! edge ids) are derived here; where given they must agree with the edges. Version 1
-//! definitions get their edges from `dependsOn` and `inputMappings`. Nothing runs here.
+//! at once. When `edges` are given they are authoritative, whatever `version` says;
+//! fields that may be omitted (`nodes` entries, `dependsOn`, `dependencyCounts`, edge ids)
+//! are derived from them, and where given but in disagreement the edges win and the
+//! disagreement is a *warning* on the graph ([`Graph::warnings`]), never a refusal
+//! ([`refuse_warnings`] makes them errors for a strict caller). `dependencyCounts` counts
+//! distinct parents, as ShipSec's compiler does. A definition without `edges` gets them
+//! from `dependsOn` and `inputMappings`. Nothing runs here.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::runtime::definition::{
-    ActionDef, EdgeKindDef, FailurePolicyDef, JoinStrategyDef, NodeMetadata, OnFailureDef,
-    RetryPolicyDef, RunnerKindDef, WorkflowDefinition,
+    ActionDef, EdgeKindDef, FailurePolicyDef, JoinStrategyDef, NodeMetadata, NodeModeDef,
+    OnFailureDef, RetryPolicyDef, RunnerKindDef, WorkflowDefinition,
 };
 use crate::runtime::graph::{
-    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, RetryPolicy,
-    RunSettings,
+    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, NodeMode,
+    RetryPolicy, RunSettings,
 };
 use crate::runtime::registry::ComponentRegistry;
 
-/// One thing wrong with a definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thing wrong with a definition (an error, or a warning when the edges decide).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Where, e.g. `actions[3].inputMappings.url.sourceRef`.
     pub path: String,
@@ -43,6 +48,8 @@ impl fmt::Display for Problem {
 pub struct DefinitionError {
     /// The problems, in definition order.
     pub problems: Vec<Problem>,
+    /// Disagreements the edges would have decided, found on the way (not why it failed).
+    pub warnings: Vec<Problem>,
 }
 
 impl fmt::Display for DefinitionError {
@@ -55,6 +62,12 @@ impl fmt::Display for DefinitionError {
         )?;
         for p in &self.problems {
             writeln!(f, "  {p}")?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(f, "and {} warning(s):", self.warnings.len())?;
+            for w in &self.warnings {
+                writeln!(f, "  {w}")?;
+            }
         }
         Ok(())
     }
@@ -75,28 +88,55 @@ pub fn validate(
         def,
         registry,
         problems: Vec::new(),
+        warnings: Vec::new(),
         index: HashMap::with_capacity(def.actions.len()),
     };
-    let graph = v.run();
+    let mut graph = v.run();
     if v.problems.is_empty() {
+        graph.warnings = v.warnings;
         Ok(graph)
     } else {
         Err(DefinitionError {
             problems: v.problems,
+            warnings: v.warnings,
         })
     }
+}
+
+/// Refuses a valid graph that carries warnings, as a strict caller asks
+/// (`shipsec validate --strict`): each warning becomes a problem.
+///
+/// # Errors
+/// [`DefinitionError`] listing the warnings, when there are any.
+pub fn refuse_warnings(graph: &Graph) -> Result<(), DefinitionError> {
+    if graph.warnings.is_empty() {
+        return Ok(());
+    }
+    Err(DefinitionError {
+        problems: graph.warnings.clone(),
+        warnings: Vec::new(),
+    })
 }
 
 struct Validator<'a> {
     def: &'a WorkflowDefinition,
     registry: &'a ComponentRegistry,
     problems: Vec<Problem>,
+    /// Disagreements the edges decide: reported, never refused.
+    warnings: Vec<Problem>,
     index: HashMap<&'a str, NodeIx>,
 }
 
 impl<'a> Validator<'a> {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
             path: path.into(),
             message: message.into(),
         });
@@ -118,7 +158,7 @@ impl<'a> Validator<'a> {
         }
         self.check_depends_on(&nodes, &edges);
         self.check_mappings(&mut nodes, &edges);
-        self.check_dependency_counts(&nodes);
+        self.check_dependency_counts(&nodes, &edges);
         self.check_joins(&mut nodes);
         let topo = self.topo_order(&nodes, &edges);
         let settings = self.settings();
@@ -137,12 +177,6 @@ impl<'a> Validator<'a> {
             self.problem(
                 "version",
                 format!("version must be 1 or 2, got {}", self.def.version),
-            );
-        }
-        if self.def.version == 1 && self.def.edges.is_some() {
-            self.problem(
-                "edges",
-                "version 1 definitions have no edges; use version 2 to give edges",
             );
         }
         if self.def.actions.is_empty() {
@@ -339,7 +373,11 @@ impl<'a> Validator<'a> {
             .get(&action.node_ref)
             .unwrap_or(&default_meta);
         let mpath = format!("nodes.{}", action.node_ref);
-        self.check_required_inputs(i, action);
+        // A tool-mode node's component does not execute here: the agent calling it
+        // supplies the inputs it exposes.
+        if meta.mode != Some(NodeModeDef::Tool) {
+            self.check_required_inputs(i, action);
+        }
         let join = match meta.join_strategy.unwrap_or_default() {
             JoinStrategyDef::All => Join::All,
             JoinStrategyDef::Any => Join::Any,
@@ -355,6 +393,10 @@ impl<'a> Validator<'a> {
             input_overrides: action.input_overrides.clone(),
             input_mappings: Vec::new(),
             join,
+            mode: match meta.mode.unwrap_or_default() {
+                NodeModeDef::Normal => NodeMode::Normal,
+                NodeModeDef::Tool => NodeMode::Tool,
+            },
             on_failure: meta.on_failure.map(|p| match p {
                 OnFailureDef::FailRun => FailurePolicy::FailRun,
                 OnFailureDef::SkipDependents => FailurePolicy::SkipDependents,
@@ -483,9 +525,11 @@ impl<'a> Validator<'a> {
         policy
     }
 
+    /// With edges given, `dependsOn` is informational (ShipSec's scheduler reads only the
+    /// edges): where it disagrees with them, the edges win and the entry is a warning.
     fn check_depends_on(&mut self, nodes: &[Node], edges: &[Edge]) {
         if self.def.edges.is_none() {
-            return; // version 1: the edges were derived from dependsOn itself
+            return; // no edges given: they were derived from dependsOn itself
         }
         for (i, action) in self.def.actions.iter().enumerate() {
             let Some(depends) = &action.depends_on else {
@@ -497,15 +541,16 @@ impl<'a> Validator<'a> {
             let mut listed = HashSet::new();
             for (j, r) in depends.iter().enumerate() {
                 let path = format!("actions[{i}].dependsOn[{j}]");
-                let Some(p) = self.known(r, &path) else {
+                let Some(p) = self.lookup(r) else {
+                    self.warning(path, format!("names unknown node `{r}`; the edges decide"));
                     continue;
                 };
                 listed.insert(p);
                 if !parents.contains(&p) {
-                    self.problem(
+                    self.warning(
                         path,
                         format!(
-                            "lists `{r}`, but no edge goes from `{r}` to `{}`",
+                            "lists `{r}`, but no edge goes from `{r}` to `{}`; the edges decide",
                             action.node_ref
                         ),
                     );
@@ -518,9 +563,12 @@ impl<'a> Validator<'a> {
                 .collect();
             unlisted.sort_unstable();
             for r in unlisted {
-                self.problem(
+                self.warning(
                     format!("actions[{i}].dependsOn"),
-                    format!("omits `{r}`, which has an edge to `{}`", action.node_ref),
+                    format!(
+                        "omits `{r}`, which has an edge to `{}`; the edges decide",
+                        action.node_ref
+                    ),
                 );
             }
         }
@@ -561,20 +609,31 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn check_dependency_counts(&mut self, nodes: &[Node]) {
+    /// `dependencyCounts[ref]` is the number of distinct parents (ShipSec's compiler:
+    /// the size of `dependsOn`, the set of incoming edge sources), so two ports wired
+    /// between one pair count once. A count that disagrees is a warning: the edges decide.
+    fn check_dependency_counts(&mut self, nodes: &[Node], edges: &[Edge]) {
         let Some(counts) = &self.def.dependency_counts else {
             return;
         };
         for (r, &count) in counts {
             let path = format!("dependencyCounts.{r}");
-            let Some(ix) = self.known(r, &path) else {
+            let Some(ix) = self.lookup(r) else {
+                self.warning(path, format!("names unknown node `{r}`; the edges decide"));
                 continue;
             };
-            let actual = nodes[ix.ix()].incoming.len() as u64;
+            let parents: HashSet<NodeIx> = nodes[ix.ix()]
+                .incoming
+                .iter()
+                .map(|e| edges[e.ix()].source)
+                .collect();
+            let actual = parents.len() as u64;
             if actual != count {
-                self.problem(
+                self.warning(
                     path,
-                    format!("says {count} but `{r}` has {actual} incoming edge(s)"),
+                    format!(
+                        "says {count} but `{r}` has {actual} distinct parent(s); the edges decide"
+                    ),
                 );
             }
         }
