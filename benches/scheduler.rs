@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::{EngineConfig, Orchestrator};
 
 /// The DAGs, described once and rendered both as a workflow definition (for the engine)
@@ -242,11 +242,11 @@ pub mod engine {
     use shipsec_orchestrator::Handle;
     use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
     use shipsec_orchestrator::messages::result::RunResult;
+    use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+    use shipsec_orchestrator::runtime::definition::graph::Graph;
+    use shipsec_orchestrator::runtime::definition::validate::validate;
     use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
-    use shipsec_orchestrator::runtime::graph::Graph;
-    use shipsec_orchestrator::runtime::outcome::RunStatus;
-    use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-    use shipsec_orchestrator::runtime::validate::validate;
+    use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 
     use super::workload::Dag;
 

@@ -29,13 +29,13 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Value, json};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::runtime::graph::Graph;
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
+use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::telemetry::{
     TARGET, Telemetry, batched_provider, init_for_tests, spans_layer,
 };
-use shipsec_orchestrator::runtime::validate::validate;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 use tracing_subscriber::layer::SubscriberExt;
 

@@ -33,9 +33,9 @@ mod scheduler;
 
 use scheduler::{baseline, engine, workload::Dag};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::graph::Graph;
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 const EXECS: [&str; 3] = ["ours", "tokio", "ractor"];

@@ -8,7 +8,6 @@
 pub mod handle;
 pub mod limiter;
 pub mod node;
-mod node_spans;
 pub mod orchestrator;
 pub mod shared;
 pub mod supervisor;

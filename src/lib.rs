@@ -4,11 +4,11 @@
 //!
 //! ## A tour
 //! A backend sends a [`runtime::definition::WorkflowDefinition`] (ShipSec Studio's compiled
-//! JSON, or YAML). [`runtime::parse`] reads it, naming the path of any shape error;
-//! [`runtime::validate`] checks its meaning, reports every problem at once and builds an
-//! immutable, index-based [`runtime::graph::Graph`]. Components (the work a node does)
+//! JSON, or YAML). [`runtime::definition::parse`] reads it, naming the path of any shape error;
+//! [`runtime::definition::validate`] checks its meaning, reports every problem at once and builds an
+//! immutable, index-based [`runtime::definition::graph::Graph`]. Components (the work a node does)
 //! implement [`runtime::components::Component`] and are found through the
-//! [`runtime::registry::ComponentRegistry`].
+//! [`runtime::components::registry::ComponentRegistry`].
 //!
 //! Layout: `messages` (what flows between actors), `actors` (who receives it), `runtime`
 //! (the pure logic and the parts).
@@ -23,4 +23,4 @@ pub mod messages;
 pub mod runtime;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle};
-pub use actors::shared::EngineConfig;
+pub use runtime::guardrails::config::EngineConfig;

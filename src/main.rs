@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod run;
-use shipsec_orchestrator::runtime::load::{LoadError, Loaded, load_file};
-use shipsec_orchestrator::runtime::mermaid;
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
+use shipsec_orchestrator::runtime::definition::mermaid;
+use shipsec_orchestrator::runtime::definition::validate::refuse_warnings;
 use shipsec_orchestrator::runtime::telemetry::Telemetry;
-use shipsec_orchestrator::runtime::validate::refuse_warnings;
 
 /// Exit code of a bad definition, bad inputs or bad usage.
 const EXIT_INVALID: u8 = 2;

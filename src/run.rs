@@ -15,12 +15,12 @@ use serde_json::Value;
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::load::{Loaded, load_file_with};
-use shipsec_orchestrator::runtime::outcome::RunStatus;
-use shipsec_orchestrator::runtime::parse::{Format, parse_typed};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::shipsec;
+use shipsec_orchestrator::runtime::definition::load::{Loaded, load_file_with};
+use shipsec_orchestrator::runtime::definition::parse::{Format, parse_typed};
+use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
+use shipsec_orchestrator::runtime::semantics::shipsec;
 use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
 

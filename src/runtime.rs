@@ -1,25 +1,21 @@
-//! Everything that is not an actor: the definition model, parsing and validation, the
-//! pure decision logic, components and their registry.
+//! Everything that is not an actor, in folders named after what they own:
 //!
-//! Nothing in this module tree spawns actors; the decision modules do no I/O and read
-//! no clocks (time is passed in), so they can be tested and replayed on their own.
+//! - [`definition`]: what a backend sends — the model, parsing, limits, validation into
+//!   an index-based [`definition::graph::Graph`], loading, Mermaid rendering;
+//! - [`semantics`]: what a run does — edge resolution, joins, inputs, failure policy,
+//!   withdrawal, retries, outcomes, and the two pure cores that decide a node's and a
+//!   run's transitions;
+//! - [`components`]: the work a node does — the component trait, the registry, the
+//!   built-ins and the process runner;
+//! - [`guardrails`]: what keeps the engine within bounds — the slot book, rate limits and
+//!   the engine configuration with its validation;
+//! - [`telemetry`]: spans, metrics and their export.
+//!
+//! Nothing in this tree spawns actors. The decision code does no I/O and reads no clocks
+//! (time is passed in), so it can be tested, simulated and replayed on its own.
 
 pub mod components;
 pub mod definition;
-pub mod edge;
-pub mod failure;
-pub mod graph;
-pub mod inputs;
-pub mod join;
-pub mod limits;
-pub mod load;
-pub mod mermaid;
-pub mod outcome;
-pub mod parse;
-pub mod registry;
-pub mod retry;
-pub mod shipsec;
-pub mod slots;
+pub mod guardrails;
+pub mod semantics;
 pub mod telemetry;
-pub mod validate;
-pub mod withdraw;

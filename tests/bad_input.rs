@@ -18,13 +18,13 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::runtime::limits::{DefinitionLimits, Limit, LimitError};
-use shipsec_orchestrator::runtime::load::{
+use shipsec_orchestrator::runtime::definition::limits::{DefinitionLimits, Limit, LimitError};
+use shipsec_orchestrator::runtime::definition::load::{
     LoadError, Loaded, load_file_with, load_str, load_str_with,
 };
-use shipsec_orchestrator::runtime::parse::{Format, ParseError};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::parse::{Format, ParseError};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -15,8 +15,8 @@ use shipsec_orchestrator::chaos::harness::{
     ChaosReport, FaultPlan, compare_with_oracle, run_with_faults,
 };
 use shipsec_orchestrator::messages::orchestrator::RunCommandError;
-use shipsec_orchestrator::runtime::graph::Graph;
-use shipsec_orchestrator::runtime::outcome::RunStatus;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
+use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, chaos};
 
 /// A random deterministic workflow: `all` joins, success/error/always edges, echo, short

@@ -10,15 +10,15 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::runtime::graph::{
+use shipsec_orchestrator::runtime::definition::graph::{
     EdgeIx, EdgeKind, FailurePolicy, Graph, Join, NodeIx, RetryPolicy,
 };
-use shipsec_orchestrator::runtime::load::{LoadError, load_str};
-use shipsec_orchestrator::runtime::mermaid::render;
-use shipsec_orchestrator::runtime::parse::{Format, ParseError, parse_definition};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::validate::{DefinitionError, Problem, validate};
+use shipsec_orchestrator::runtime::definition::load::{LoadError, load_str};
+use shipsec_orchestrator::runtime::definition::mermaid::render;
+use shipsec_orchestrator::runtime::definition::parse::{Format, ParseError, parse_definition};
+use shipsec_orchestrator::runtime::definition::validate::{DefinitionError, Problem, validate};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use shipsec_orchestrator::actors::shared::{ComponentLimits, RateLimitConfig};
 use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::messages::limiter::SlotStats;
+use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentOutput, ComponentResult, ExecutionContext,
 };
-use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
-use shipsec_orchestrator::runtime::registry::{ComponentMeta, ComponentRegistry};
+use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, RateLimitConfig};
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 static PROBE_META: LazyLock<ComponentMeta> =

@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Orchestrator};
 
 fn diamond20() -> Value {

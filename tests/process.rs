@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::EventType;
-use shipsec_orchestrator::runtime::components::builtin::{
-    CANCELLED_ERROR, DEFAULT_MAX_PROCESS_OUTPUT, PROCESS_ERROR, Process,
+use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
+use shipsec_orchestrator::runtime::components::process::{
+    DEFAULT_MAX_PROCESS_OUTPUT, PROCESS_ERROR, Process,
 };
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentResult, ExecutionContext, VALIDATION_ERROR,
 };
 use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------

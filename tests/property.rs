@@ -40,11 +40,11 @@ use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::{NodeRecord, RunResult};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::runtime::graph::{Graph, Join, NodeIx};
-use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::validate::validate;
+use shipsec_orchestrator::runtime::definition::graph::{Graph, Join, NodeIx};
+use shipsec_orchestrator::runtime::definition::validate::validate;
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 use reference::{End, Expectation, NodeEnd, Object, Timing, evaluate, expect_node, handled};

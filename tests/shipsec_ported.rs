@@ -15,12 +15,12 @@ use std::sync::Arc;
 use common::{Finished, engine, run_on};
 use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::{EventType, Level};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
+use shipsec_orchestrator::runtime::definition::parse::{Format, from_value, parse_typed};
+use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
-use shipsec_orchestrator::runtime::graph::Graph;
-use shipsec_orchestrator::runtime::outcome::{NodeStatus, RunStatus};
-use shipsec_orchestrator::runtime::parse::{Format, from_value, parse_typed};
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::validate::validate;
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 /// One of ShipSec's definitions, as the JSON value its YAML text reads as.
 fn shipsec_definition(name: &str) -> Value {

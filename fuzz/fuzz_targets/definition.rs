@@ -7,9 +7,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use shipsec_orchestrator::runtime::load::load_str;
-use shipsec_orchestrator::runtime::parse::Format;
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::load::load_str;
+use shipsec_orchestrator::runtime::definition::parse::Format;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 
 fn registry() -> &'static ComponentRegistry {
     static REGISTRY: OnceLock<ComponentRegistry> = OnceLock::new();

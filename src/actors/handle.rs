@@ -10,16 +10,16 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
-use crate::actors::shared::EngineConfig;
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::SlotStats;
 use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::StopKind;
+use crate::runtime::components::registry::ComponentRegistry;
+use crate::runtime::definition::graph::Graph;
+use crate::runtime::definition::validate::{DefinitionError, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
-use crate::runtime::graph::Graph;
-use crate::runtime::registry::ComponentRegistry;
-use crate::runtime::validate::{DefinitionError, validate};
+use crate::runtime::guardrails::config::EngineConfig;
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::messages::limiter::{LimiterMsg, SlotGrant, SlotStats};
 use crate::messages::node::NodeMsg;
-use crate::runtime::slots::{Needs, SlotBook};
+use crate::runtime::guardrails::slots::{Needs, SlotBook};
 
 /// The limiter's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +104,7 @@ fn grant(myself: &ActorRef<LimiterMsg>, state: &mut LimiterState, tickets: Vec<u
 }
 
 fn arm_timer(myself: &ActorRef<LimiterMsg>, state: &mut LimiterState) {
-    let Some(at) = state.book.next_wakeup() else {
+    let Some(at) = state.book.next_wakeup(Instant::now()) else {
         return;
     };
     if state.wake_at.is_some_and(|w| w <= at) {

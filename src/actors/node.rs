@@ -17,7 +17,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::node_spans::NodeSpans;
 use crate::actors::shared::RunShared;
 use crate::messages::limiter::{LimiterMsg, SlotGrant};
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
@@ -26,12 +25,13 @@ use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, FailureInfo, FailureReason,
     OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
 };
-use crate::runtime::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
-use crate::runtime::inputs::{ParentOutput, resolve_inputs};
-use crate::runtime::join::{JoinDecision, JoinState};
-use crate::runtime::outcome::Terminal;
-use crate::runtime::retry::{delay_after, should_retry};
+use crate::runtime::definition::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
+use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
+use crate::runtime::semantics::join::{JoinDecision, JoinState};
+use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::retry::{delay_after, should_retry};
 use crate::runtime::telemetry::ATTEMPT;
+use crate::runtime::telemetry::spans::NodeSpans;
 use opentelemetry::KeyValue;
 use tracing::Instrument;
 
@@ -320,7 +320,7 @@ fn skip(myself: &ActorRef<NodeMsg>, state: &mut NodeState, dead_edge: EdgeIx, en
         let port = edge
             .source_handle
             .as_deref()
-            .unwrap_or(crate::runtime::edge::DEFAULT_PORT);
+            .unwrap_or(crate::runtime::semantics::edge::DEFAULT_PORT);
         reason.push_str(&format!(" without activating port `{port}`"));
     }
     let origin = match end.terminal {
@@ -565,7 +565,8 @@ fn attempt_limit(state: &NodeState) -> (Option<Duration>, bool) {
 /// tool-mode node, its registration (which completes at once).
 fn attempt_future(state: &NodeState, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
     if state.node().mode == NodeMode::Tool {
-        return std::future::ready(Ok(crate::runtime::shipsec::tool_registered())).boxed();
+        return std::future::ready(Ok(crate::runtime::semantics::shipsec::tool_registered()))
+            .boxed();
     }
     let component = state.run.registry.get(&state.node().component_id).cloned();
     let inject_panic = chaos_panic(&ctx);

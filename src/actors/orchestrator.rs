@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use std::sync::atomic::AtomicU64;
 
 use crate::actors::limiter::LimiterActor;
-use crate::actors::shared::EngineConfig;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::LimiterMsg;
@@ -22,10 +21,11 @@ use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
 use crate::messages::time::Timestamp;
 use crate::runtime::components::builtin::missing_runtime_inputs;
+use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::Graph;
-use crate::runtime::outcome::RunStatus;
-use crate::runtime::registry::ComponentRegistry;
+use crate::runtime::definition::graph::Graph;
+use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::telemetry::Metrics;
 
 /// The orchestrator's behaviour.

@@ -20,8 +20,8 @@ use crate::messages::event::{EventType, TraceEvent};
 use crate::messages::orchestrator::SubmitOptions;
 use crate::messages::result::RunResult;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::Graph;
-use crate::runtime::outcome::{NodeStatus, RunStatus};
+use crate::runtime::definition::graph::Graph;
+use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use crate::{EngineError, Handle};
 
 /// One fault to inject.

@@ -4,7 +4,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::node::NodeMsg;
-use crate::runtime::slots::Needs;
+use crate::runtime::guardrails::slots::Needs;
 
 /// Queue depth and active attempts, engine-wide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use crate::messages::limiter::SlotGrant;
 use crate::runtime::components::{ComponentError, ComponentResult, FailureInfo};
 use crate::runtime::definition::JsonObject;
-use crate::runtime::edge::Resolution;
-use crate::runtime::graph::{EdgeIx, NodeIx};
-use crate::runtime::outcome::Terminal;
+use crate::runtime::definition::graph::{EdgeIx, NodeIx};
+use crate::runtime::semantics::edge::Resolution;
+use crate::runtime::semantics::outcome::Terminal;
 
 /// How a node ended, shared (one `Arc`) by the supervisor and every child.
 #[derive(Debug, Clone)]

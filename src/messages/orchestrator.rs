@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind};
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::Graph;
+use crate::runtime::definition::graph::Graph;
 
 /// Options of a submission.
 #[derive(Debug, Clone, Default)]

@@ -9,8 +9,8 @@ use crate::messages::event::ErrorInfo;
 use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::outcome::{NodeStatus, RunStatus};
-use crate::runtime::validate::Problem;
+use crate::runtime::definition::validate::Problem;
+use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 /// What the result says about one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

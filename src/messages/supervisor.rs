@@ -12,7 +12,7 @@ use crate::messages::node::NodeEnd;
 use crate::messages::orchestrator::RunCommandError;
 use crate::messages::result::RunSnapshot;
 use crate::runtime::components::{ComponentError, FailureInfo};
-use crate::runtime::graph::{EdgeIx, NodeIx};
+use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 
 /// How a run is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

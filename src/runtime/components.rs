@@ -4,9 +4,11 @@
 //! a [`ComponentError`] (a type, a message and a retryable flag). It never sees actors or
 //! the graph; cancellation reaches it through the context's token. The built-ins of
 //! DESIGN.md live in [`builtin`]; the registry that names them is
-//! [`crate::runtime::registry`].
+//! [`crate::runtime::components::registry`].
 
 pub mod builtin;
+pub mod process;
+pub mod registry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::components::registry::ComponentMeta;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::registry::ComponentMeta;
 
 /// Error type of an input that cannot be satisfied (never retried).
 pub const INPUT_ERROR: &str = "InputError";

@@ -9,11 +9,11 @@ use serde_json::Value;
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
+use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
-use shipsec_orchestrator::runtime::graph::Graph;
-use shipsec_orchestrator::runtime::outcome::NodeStatus;
-use shipsec_orchestrator::runtime::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::validate::validate;
+use shipsec_orchestrator::runtime::semantics::outcome::NodeStatus;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 /// A validated graph from a JSON definition (panics with the problems if invalid).

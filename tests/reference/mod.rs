@@ -2,7 +2,7 @@
 //! for the property tests in `tests/property.rs`.
 //!
 //! It reads the spec, not the engine: it uses the validated [`Graph`] as data and
-//! `serde_json`, and never calls the engine's decision modules (`runtime::edge`, `join`,
+//! `serde_json`, and never calls the engine's decision modules (`runtime::semantics::edge`, `join`,
 //! `inputs`, `retry`, `failure`, `withdraw`). Every rule below is written out again from
 //! SEMANTICS.md, in the plainest form: nodes are evaluated one at a time in a
 //! topological order, each from the ends of its parents.
@@ -61,7 +61,9 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
-use shipsec_orchestrator::runtime::graph::{EdgeIx, EdgeKind, FailurePolicy, Graph, Join, NodeIx};
+use shipsec_orchestrator::runtime::definition::graph::{
+    EdgeIx, EdgeKind, FailurePolicy, Graph, Join, NodeIx,
+};
 
 /// A JSON object (params, inputs, outputs).
 pub type Object = Map<String, Value>;

@@ -3,7 +3,7 @@
 //!
 //! A definition comes from a backend, and a backend may be wrong or hostile. These limits
 //! are what keeps a bad one from exhausting memory, time or the stack before validation
-//! has said a word about it. [`crate::runtime::load::load_str_with`] checks the text size
+//! has said a word about it. [`crate::runtime::definition::load::load_str_with`] checks the text size
 //! before parsing and everything else right after, so a definition over a limit is refused
 //! with a [`LimitError`] that names the limit, where it was broken, the limit's value and
 //! the value found; nothing is validated or run.
@@ -430,7 +430,7 @@ fn short(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::parse::{Format, parse_definition};
+    use crate::runtime::definition::parse::{Format, parse_definition};
     use serde_json::json;
 
     fn def(value: Value) -> WorkflowDefinition {

@@ -3,7 +3,7 @@
 //! Both formats go through one serde path so that an error names the same location
 //! whichever format the backend used (`actions[0].bogus`). YAML is first read into a
 //! JSON value (it is a superset of JSON's data model for our purposes), then typed.
-//! This module only parses; meaning is checked by [`crate::runtime::validate`].
+//! This module only parses; meaning is checked by [`crate::runtime::definition::validate`].
 
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::runtime::definition::WorkflowDefinition;
-use crate::runtime::limits::YAML_MAX_DEPTH;
+use crate::runtime::definition::limits::YAML_MAX_DEPTH;
 
 /// The text format of a definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 //! resolution of the same edge, or any resolution after the decision, is ignored and
 //! reported as such (it is still traced). No I/O, no clocks.
 
-use crate::runtime::edge::Resolution;
-use crate::runtime::graph::{EdgeIx, Join};
+use crate::runtime::definition::graph::{EdgeIx, Join};
+use crate::runtime::semantics::edge::Resolution;
 
 /// What the node should do after an edge resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

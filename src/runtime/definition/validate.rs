@@ -18,15 +18,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::runtime::components::registry::ComponentRegistry;
+use crate::runtime::definition::graph::{
+    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, NodeMode,
+    RetryPolicy, RunSettings,
+};
 use crate::runtime::definition::{
     ActionDef, EdgeKindDef, FailurePolicyDef, JoinStrategyDef, NodeMetadata, NodeModeDef,
     OnFailureDef, RetryPolicyDef, RunnerKindDef, WorkflowDefinition,
 };
-use crate::runtime::graph::{
-    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, NodeMode,
-    RetryPolicy, RunSettings,
-};
-use crate::runtime::registry::ComponentRegistry;
 
 /// One thing wrong with a definition (an error, or a warning when the edges decide).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::runtime::components::{ComponentError, INPUT_ERROR, VALIDATION_ERROR};
-use crate::runtime::graph::RetryPolicy;
+use crate::runtime::definition::graph::RetryPolicy;
 
 /// Whether a failed attempt number `attempt` (from 1) is followed by another.
 pub fn should_retry(policy: &RetryPolicy, attempt: u32, error: &ComponentError) -> bool {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::WorkflowDefinition;
-use crate::runtime::graph::Graph;
-use crate::runtime::limits::{DefinitionLimits, Limit, LimitError};
-use crate::runtime::parse::{Format, ParseError, parse_definition};
-use crate::runtime::registry::ComponentRegistry;
-use crate::runtime::validate::{DefinitionError, validate};
+use crate::runtime::definition::graph::Graph;
+use crate::runtime::definition::limits::{DefinitionLimits, Limit, LimitError};
+use crate::runtime::definition::parse::{Format, ParseError, parse_definition};
+use crate::runtime::definition::validate::{DefinitionError, validate};
 
 /// A definition that could not be loaded.
 #[derive(Debug, Error)]

@@ -12,13 +12,13 @@
 //!   selects one handle of it gets the marker with `__spilled_handle__` added
 //!   ([`select_handle`]), and the component host fetches and selects.
 //!
-//! Pure functions over JSON; the actors and [`crate::runtime::inputs`] call them.
+//! Pure functions over JSON; the actors and [`crate::runtime::semantics::inputs`] call them.
 
 use serde_json::{Value, json};
 
 use crate::runtime::components::ComponentOutput;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::SELF_HANDLE;
+use crate::runtime::definition::graph::SELF_HANDLE;
 
 /// The ports a registered tool node activates: `default` (its ordinary children) and
 /// `tools` (the agent it is wired to).

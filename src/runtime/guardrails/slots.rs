@@ -9,19 +9,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::runtime::guardrails::rate::Bucket;
+pub use crate::runtime::guardrails::rate::Rate;
 
 /// Identifies a run inside the slot book.
 pub type RunKey = u64;
-
-/// A rate limit: `per_second` tokens a second, at most `burst` saved up.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    /// Sustained tokens per second (> 0).
-    pub per_second: f64,
-    /// Bucket size (≥ 1).
-    pub burst: u32,
-}
 
 /// Everything one attempt needs before it may start.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,40 +38,6 @@ enum Resource {
     Component(Arc<str>),
     Group(RunKey, Arc<str>),
     Rate(Arc<str>),
-}
-
-/// A token bucket with time passed in.
-#[derive(Debug, Clone)]
-struct Bucket {
-    rate: Rate,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: Rate, now: Instant) -> Bucket {
-        Bucket {
-            rate,
-            tokens: f64::from(rate.burst.max(1)),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        let cap = f64::from(self.rate.burst.max(1));
-        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(cap);
-        self.at = now;
-    }
-
-    /// When the next whole token is there (now, if it already is).
-    fn ready_at(&self) -> Instant {
-        if self.tokens >= 1.0 {
-            return self.at;
-        }
-        let missing = 1.0 - self.tokens;
-        self.at + Duration::from_secs_f64(missing / self.rate.per_second)
-    }
 }
 
 /// Granted and waiting attempts of the whole engine.
@@ -154,17 +114,18 @@ impl SlotBook {
     }
 
     /// When waiting requests may next be grantable through the passage of time alone
-    /// (a rate-limit token); `None` when only a release can help.
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    /// (a rate-limit token); `None` when only a release can help. A rate with no bucket
+    /// yet has a token `now`.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let mut blocked = HashSet::new();
         let mut earliest: Option<Instant> = None;
         for (_, needs) in &self.queue {
             if let Some(rate) = needs.rate {
                 let key = &needs.component.0;
                 if blocked.insert(key.clone()) {
-                    let at = self.buckets.get(key).map_or_else(Instant::now, |b| {
+                    let at = self.buckets.get(key).map_or(now, |b| {
                         let mut b = b.clone();
-                        b.rate = rate;
+                        b.set_rate(rate);
                         b.ready_at()
                     });
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -227,9 +188,9 @@ impl SlotBook {
                 .buckets
                 .entry(key)
                 .or_insert_with(|| Bucket::new(rate, now));
-            bucket.rate = rate;
+            bucket.set_rate(rate);
             bucket.refill(now);
-            if reserved.contains(&rate_res) || bucket.tokens < 1.0 {
+            if reserved.contains(&rate_res) || !bucket.has_token() {
                 lacking.push(rate_res);
             }
         }
@@ -246,7 +207,7 @@ impl SlotBook {
             && let Some(bucket) = self.buckets.get_mut(&needs.component.0)
         {
             bucket.refill(now);
-            bucket.tokens -= 1.0;
+            bucket.take_token();
         }
         self.active += 1;
     }
@@ -270,6 +231,7 @@ fn slot_resources(needs: &Needs) -> Vec<Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn needs(run: RunKey, run_cap: Option<u32>, comp: &str, comp_cap: Option<u32>) -> Needs {
         Needs {
@@ -345,7 +307,7 @@ mod tests {
         assert_eq!(b.request(1, r(1), t0), vec![1]);
         assert_eq!(b.request(2, r(2), t0), vec![2]);
         assert!(b.request(3, r(3), t0).is_empty());
-        let wake = b.next_wakeup().expect("a token comes with time");
+        let wake = b.next_wakeup(t0).expect("a token comes with time");
         assert!(
             wake > t0 && wake <= t0 + Duration::from_millis(101),
             "{:?}",

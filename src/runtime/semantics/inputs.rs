@@ -2,17 +2,17 @@
 //! mapping whose source COMPLETED, mapped values winning. A completed source without the
 //! mapped handle, or a required input left without a value, is an `InputError` — never a
 //! silent null. A parent whose output is a spill marker hands it on with the selected
-//! handle named ([`crate::runtime::shipsec::select_handle`]). A tool-mode node is not
+//! handle named ([`crate::runtime::semantics::shipsec::select_handle`]). A tool-mode node is not
 //! executed, so its required inputs are not checked. Pure: the caller supplies the
 //! parents' outputs.
 
 use serde_json::Value;
 
 use crate::runtime::components::ComponentError;
+use crate::runtime::components::registry::ComponentMeta;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::graph::{Node, NodeIx, NodeMode, SELF_HANDLE};
-use crate::runtime::registry::ComponentMeta;
-use crate::runtime::shipsec;
+use crate::runtime::definition::graph::{Node, NodeIx, NodeMode, SELF_HANDLE};
+use crate::runtime::semantics::shipsec;
 
 /// What a parent left for its children.
 #[derive(Debug, Clone, Copy)]

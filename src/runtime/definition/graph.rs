@@ -1,6 +1,6 @@
 //! The validated, index-based form of a workflow that the runtime schedules from.
 //!
-//! A [`Graph`] is built once by [`crate::runtime::validate`] and then shared immutably
+//! A [`Graph`] is built once by [`crate::runtime::definition::validate`] and then shared immutably
 //! (one `Arc` per run). Nodes and edges are addressed by dense indices ([`NodeIx`],
 //! [`EdgeIx`]); refs are strings only at the edges of the system (events, results), so
 //! the scheduler never hashes a ref per message. Nothing here changes after validation.
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::definition::validate::Problem;
 use crate::runtime::definition::{JsonObject, RunnerDef};
-use crate::runtime::validate::Problem;
 
 /// Dense index of a node in its [`Graph`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ pub enum NodeMode {
     #[default]
     Normal,
     /// Registered as a tool of the agent it feeds; its component does not execute and
-    /// the node completes as [`crate::runtime::shipsec::tool_registered`] says.
+    /// the node completes as [`crate::runtime::semantics::shipsec::tool_registered`] says.
     Tool,
 }
 

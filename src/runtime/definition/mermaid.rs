@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::runtime::graph::{EdgeKind, Graph, Join};
+use crate::runtime::definition::graph::{EdgeKind, Graph, Join};
 
 /// The Mermaid `flowchart TD` text of a graph.
 pub fn render(graph: &Graph) -> String {

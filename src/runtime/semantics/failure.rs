@@ -1,6 +1,6 @@
 //! Failure handling (SEMANTICS.md §4): what an ended node means for its run.
 
-use crate::runtime::graph::{FailurePolicy, Graph, NodeIx};
+use crate::runtime::definition::graph::{FailurePolicy, Graph, NodeIx};
 
 /// What a node's failure does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::runtime::graph::{Graph, NodeIx};
+use crate::runtime::definition::graph::{Graph, NodeIx};
 
 /// Interest counts of one run.
 #[derive(Debug, Clone)]
@@ -70,9 +70,9 @@ impl Interest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::components::registry::ComponentRegistry;
     use crate::runtime::definition::WorkflowDefinition;
-    use crate::runtime::registry::ComponentRegistry;
-    use crate::runtime::validate::validate;
+    use crate::runtime::definition::validate::validate;
 
     /// Builds a graph of `core.echo` nodes from `a>b` edge strings.
     fn graph(nodes: &[&str], edges: &[&str]) -> Graph {

@@ -1,8 +1,8 @@
 //! Edge resolution (SEMANTICS.md §1): when a source ends, each outgoing edge becomes
 //! satisfied or dead. A pure function of the edge and the source's ending.
 
-use crate::runtime::graph::{Edge, EdgeKind};
-use crate::runtime::outcome::Terminal;
+use crate::runtime::definition::graph::{Edge, EdgeKind};
+use crate::runtime::semantics::outcome::Terminal;
 
 /// What an edge resolved to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,7 +41,7 @@ pub fn resolve(edge: &Edge, terminal: Terminal, active_ports: Option<&[String]>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::graph::NodeIx;
+    use crate::runtime::definition::graph::NodeIx;
     use Resolution::{Dead, Satisfied};
 
     fn edge(kind: EdgeKind, handle: Option<&str>) -> Edge {

@@ -1,0 +1,280 @@
+//! `core.process`: the process runner. A command (argv, no shell) in a clean
+//! environment, the attempt's inputs as JSON on stdin, its output capped, and its whole
+//! process group killed when the attempt ends, however it ends.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::LazyLock;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::components::builtin::{cancelled, port_list, u64_value};
+use crate::runtime::components::registry::ComponentMeta;
+use crate::runtime::components::{
+    Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
+};
+use crate::runtime::definition::{JsonObject, RunnerKindDef};
+
+/// Error type of a `core.process` that exits non-zero or cannot start.
+pub const PROCESS_ERROR: &str = "ProcessError";
+
+/// `core.process`: runs `command` (an argv list) with the inputs as JSON on stdin.
+///
+/// - **No shell.** `command[0]` is executed with `command[1..]` as its arguments; a shell
+///   runs only when `command[0]` is one (`["sh", "-c", "..."]`).
+/// - **A clean environment.** The child gets `PATH` (this process's) and nothing else,
+///   plus the variables of the optional `env: {NAME: value}` param (strings, numbers or
+///   booleans; `null` removes the variable, `PATH` included).
+/// - **Capped output.** stdout and stderr are each read up to `maxOutputBytes` (default
+///   [`DEFAULT_MAX_PROCESS_OUTPUT`]); one byte more fails the attempt with a
+///   [`PROCESS_ERROR`] (`stdout exceeded 4194304 bytes`) and kills the process group.
+/// - **No orphans.** The child leads its own process group, and the whole group is killed
+///   (`SIGKILL`) when the attempt is cancelled, when its future is dropped (a timeout, the
+///   node ending, its actor dying) and when the leader exits, which takes along whatever it
+///   left running in the background. A descendant that moves itself to another process group
+///   or session escapes this; nothing else does.
+///
+/// The output is `{stdout, stderr, exitCode}`, `stdout` parsed as JSON when it is JSON. A
+/// non-zero exit or a death by signal fails the attempt (not retryable) with the end of
+/// stderr in the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Process;
+static PROCESS: LazyLock<ComponentMeta> = LazyLock::new(|| {
+    ComponentMeta::new("core.process", "runs an argv command with inputs on stdin")
+        .required("command")
+        .optional("env")
+        .optional("maxOutputBytes")
+        .runner(RunnerKindDef::Process)
+});
+
+/// The default cap on each of a `core.process` child's stdout and stderr: 4 MiB.
+pub const DEFAULT_MAX_PROCESS_OUTPUT: u64 = 4 * 1024 * 1024;
+
+/// The most of stderr quoted in the message of a failed process.
+const STDERR_IN_MESSAGE: usize = 4096;
+
+impl Component for Process {
+    fn meta(&self) -> &ComponentMeta {
+        &PROCESS
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        run_process(ctx).boxed()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ComponentError {
+    ComponentError::fatal(crate::runtime::components::VALIDATION_ERROR, message)
+}
+
+fn argv(ctx: &ExecutionContext) -> Result<Vec<String>, ComponentError> {
+    let bad = || invalid("`command` must be a non-empty list of strings");
+    let list = ctx.value("command").and_then(port_list).ok_or_else(bad)?;
+    if list.is_empty() {
+        return Err(bad());
+    }
+    Ok(list)
+}
+
+/// The child's environment: `PATH`, then the `env` param (`None` values unset).
+fn environment(ctx: &ExecutionContext) -> Result<Vec<(String, Option<String>)>, ComponentError> {
+    let mut vars = vec![("PATH".to_owned(), std::env::var("PATH").ok())];
+    let given = match ctx.value("env") {
+        None | Some(Value::Null) => return Ok(vars),
+        Some(Value::Object(given)) => given,
+        Some(other) => return Err(invalid(format!("`env` must be an object, got {other}"))),
+    };
+    for (name, value) in given {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(invalid(format!(
+                "`env` names must be non-empty, without `=` or NUL: {name:?}"
+            )));
+        }
+        let value = match value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                return Err(invalid(format!(
+                    "`env.{name}` must be a string, a number, a boolean or null, got {other}"
+                )));
+            }
+        };
+        if value.as_ref().is_some_and(|v| v.contains('\0')) {
+            return Err(invalid(format!("`env.{name}` must not contain NUL")));
+        }
+        vars.retain(|(n, _)| n != name);
+        vars.push((name.clone(), value));
+    }
+    Ok(vars)
+}
+
+/// Kills a child's whole process group when dropped: at the end of the attempt, whichever
+/// way it ends, and when the attempt's future is dropped mid-run.
+#[derive(Debug)]
+struct GroupGuard {
+    pgid: Option<libc::pid_t>,
+}
+
+impl GroupGuard {
+    fn kill(&self) {
+        if let Some(pgid) = self.pgid.filter(|&p| p > 1) {
+            // SAFETY: killpg only sends a signal. While the leader is unreaped (a cancel, a
+            // dropped future) the group id cannot be reused. After it is reaped the group id
+            // stays taken while any member lives; an empty group answers ESRCH, and its id
+            // could only name another group after the pid space had wrapped in between.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a pipe to its end, failing once it has given more than `cap` bytes.
+async fn read_capped<R>(
+    pipe: Option<R>,
+    cap: u64,
+    name: &'static str,
+) -> Result<Vec<u8>, ComponentError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let Some(pipe) = pipe else { return Ok(buf) };
+    pipe.take(cap.saturating_add(1))
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| ComponentError::retryable(PROCESS_ERROR, format!("reading {name}: {e}")))?;
+    if buf.len() as u64 > cap {
+        return Err(ComponentError::fatal(
+            PROCESS_ERROR,
+            format!("{name} exceeded {cap} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Writes the inputs to the child's stdin and closes it. A child that exits or closes its
+/// stdin without reading it all is not an error.
+async fn feed(pipe: Option<tokio::process::ChildStdin>, bytes: Vec<u8>) {
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.write_all(&bytes).await;
+        let _ = pipe.shutdown().await;
+    }
+}
+
+async fn run_process(ctx: ExecutionContext) -> ComponentResult {
+    let argv = argv(&ctx)?;
+    let env = environment(&ctx)?;
+    let cap = u64_value(&ctx, "maxOutputBytes")?.unwrap_or(DEFAULT_MAX_PROCESS_OUTPUT);
+    let stdin = serde_json::to_vec(&ctx.inputs).unwrap_or_default();
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (name, value) in &env {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let mut child = command.spawn().map_err(|e| {
+        ComponentError::fatal(PROCESS_ERROR, format!("cannot start `{}`: {e}", argv[0]))
+    })?;
+    // Declared after `child`, so dropped (the group killed) before the child is.
+    let group = GroupGuard {
+        pgid: child.id().and_then(|p| libc::pid_t::try_from(p).ok()),
+    };
+    let (pipe_in, pipe_out, pipe_err) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let io = async {
+        let (_, stdout, stderr) = tokio::try_join!(
+            async {
+                feed(pipe_in, stdin).await;
+                Ok(())
+            },
+            read_capped(pipe_out, cap, "stdout"),
+            read_capped(pipe_err, cap, "stderr"),
+        )?;
+        Ok::<_, ComponentError>((stdout, stderr))
+    };
+    let run = async {
+        tokio::pin!(io);
+        // Whichever ends first: the pipes (then the exit follows), or the leader (then what
+        // it left in its group is killed, which closes the pipes it held).
+        let status = tokio::select! {
+            biased;
+            output = &mut io => {
+                let output = output?;
+                return Ok((wait(&mut child).await?, output));
+            }
+            status = child.wait() => status,
+        };
+        let status = status.map_err(waiting_failed)?;
+        group.kill();
+        Ok::<_, ComponentError>((status, io.await?))
+    };
+    let (status, (stdout, stderr)) = tokio::select! {
+        result = run => result?,
+        () = ctx.cancel.cancelled() => return Err(cancelled()),
+    };
+    drop(group);
+    process_result(status, &stdout, &stderr)
+}
+
+async fn wait(child: &mut tokio::process::Child) -> Result<ExitStatus, ComponentError> {
+    child.wait().await.map_err(waiting_failed)
+}
+
+fn waiting_failed(e: std::io::Error) -> ComponentError {
+    ComponentError::retryable(PROCESS_ERROR, format!("waiting failed: {e}"))
+}
+
+/// The end of `text`, at most `max` bytes of it, cut at a character boundary.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+fn process_result(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> ComponentResult {
+    let stdout = String::from_utf8_lossy(stdout).into_owned();
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
+    let code = status.code();
+    if !status.success() {
+        let how = match (code, status.signal()) {
+            (Some(c), _) => format!("exited with {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "ended abnormally".to_owned(),
+        };
+        return Err(ComponentError::fatal(
+            PROCESS_ERROR,
+            format!("process {how}: {}", tail(stderr.trim(), STDERR_IN_MESSAGE)),
+        ));
+    }
+    let parsed = serde_json::from_str::<Value>(&stdout).unwrap_or(Value::String(stdout));
+    let mut out = JsonObject::new();
+    out.insert("stdout".into(), parsed);
+    out.insert("stderr".into(), Value::String(stderr));
+    out.insert("exitCode".into(), code.map_or(Value::Null, Value::from));
+    Ok(ComponentOutput::new(out))
+}

@@ -1,0 +1,7 @@
+//! What keeps the engine within bounds: the [`slots`] book (concurrency caps, granted
+//! first come, first served), [`rate`] limits as token buckets, and the engine
+//! [`config`]uration with its validation.
+
+pub mod config;
+pub mod rate;
+pub mod slots;
