@@ -17,6 +17,7 @@ use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::load::{Loaded, load_file_with};
 use shipsec_orchestrator::runtime::definition::parse::{Format, parse_typed};
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
@@ -52,8 +53,8 @@ pub(crate) struct RunArgs {
     strict: bool,
 }
 
-/// The engine configuration from `--config`, then flags.
-fn engine_config(args: &RunArgs) -> Result<EngineConfig> {
+/// The engine configuration from `--config`, then flags, validated.
+fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineConfig> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -66,12 +67,13 @@ fn engine_config(args: &RunArgs) -> Result<EngineConfig> {
     if let Some(n) = args.max_concurrent_nodes {
         config.max_concurrent_nodes = Some(n);
     }
+    config.validate(registry)?;
     Ok(config)
 }
 
 /// Runs the workflow and maps its status to the exit code.
 pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
-    let config = match engine_config(&args) {
+    let config = match engine_config(&args, &registry) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e:#}");
@@ -199,7 +201,7 @@ async fn execute(
     if args.json {
         println!("{}", serde_json::to_string_pretty(&*result)?);
     } else {
-        print_summary(&result);
+        print_summary(&result, &loaded.graph);
     }
     Ok(result)
 }
@@ -269,7 +271,9 @@ impl Progress {
     }
 }
 
-fn print_summary(result: &RunResult) {
+/// The run's summary, one line per node in the DAG's topological order (a run reads
+/// top-down).
+fn print_summary(result: &RunResult, graph: &Graph) {
     println!(
         "{} — {} in {} ms (run {})",
         result.title,
@@ -288,7 +292,11 @@ fn print_summary(result: &RunResult) {
         "  {:width$}  {:9}  {:8}  detail",
         "node", "status", "attempts"
     );
-    for (name, node) in &result.nodes {
+    let in_order = graph.topo_order.iter().filter_map(|ix| {
+        let name = &graph.node(*ix).node_ref;
+        result.nodes.get_key_value(&**name)
+    });
+    for (name, node) in in_order {
         let detail = node
             .error
             .as_ref()

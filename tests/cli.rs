@@ -171,3 +171,25 @@ fn inputs_come_from_a_file_and_from_flags_with_flags_winning() {
     assert_eq!(result["outputs"]["start"]["target"], "flag.example");
     let _ = std::fs::remove_file(inputs);
 }
+
+#[test]
+fn the_summary_lists_nodes_in_topological_order() {
+    let file = temp("order.yaml");
+    std::fs::write(
+        &file,
+        "title: order\n\
+         edges:\n  - { sourceRef: zulu, targetRef: alpha }\n  - { sourceRef: alpha, targetRef: mike }\n\
+         actions:\n  - { ref: mike, componentId: core.echo }\n  - { ref: alpha, componentId: core.echo }\n  - { ref: zulu, componentId: core.echo }\n",
+    )
+    .unwrap();
+    let out = shipsec().arg("run").arg(&file).output().unwrap();
+    let _ = std::fs::remove_file(file);
+    assert_eq!(out.status.code(), Some(0));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = summary
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ["zulu", "alpha", "mike"].contains(w))
+        .collect();
+    assert_eq!(rows, ["zulu", "alpha", "mike"], "{summary}");
+}

@@ -645,12 +645,52 @@ fn max_concurrency_must_be_a_whole_number_of_at_least_one() {
 }
 
 #[test]
-fn retry_max_attempts_must_be_a_whole_number_of_at_least_one() {
+fn retry_max_attempts_must_be_a_whole_number_of_at_least_one_or_0_for_unlimited() {
     let path = "actions[0].retryPolicy.maxAttempts";
-    assert_refused(set_max_attempts, path, &[0.0, -1.0, 2.5]);
+    assert_refused(set_max_attempts, path, &[-1.0, 2.5, 0.5]);
     assert_refused(set_max_attempts, path, &NON_FINITE);
-    let g = assert_accepted(set_max_attempts, &[3.0]);
+    let g = assert_accepted(set_max_attempts, &[3.0, 0.0]);
     assert_eq!(g[0].node(NodeIx(0)).retry.max_attempts, 3);
+    assert_eq!(
+        g[1].node(NodeIx(0)).retry.max_attempts,
+        u32::MAX,
+        "ShipSec's 0 is unlimited"
+    );
+}
+
+#[test]
+fn error_type_policies_are_kept_per_type_and_cannot_retry_input_errors() {
+    let mut value = two_echoes();
+    value["actions"][0]["retryPolicy"] = json!({
+        "maxAttempts": 3,
+        "errorTypePolicies": {
+            "RateLimitError": { "retryable": true, "retryDelayMs": 2500 },
+            "NotFoundError": { "retryable": false }
+        }
+    });
+    let g = graph(value.clone());
+    let types = &g.node(NodeIx(0)).retry.error_types;
+    assert_eq!(types["RateLimitError"].retryable, Some(true));
+    assert_eq!(
+        types["RateLimitError"].delay,
+        Some(Duration::from_millis(2500))
+    );
+    assert_eq!(types["NotFoundError"].retryable, Some(false));
+    assert_eq!(types["NotFoundError"].delay, None);
+
+    value["actions"][0]["retryPolicy"]["errorTypePolicies"] = json!({
+        "InputError": { "retryable": true },
+        "X": { "retryDelayMs": -1 }
+    });
+    let found = problems(value);
+    assert_eq!(
+        paths(&found),
+        [
+            "actions[0].retryPolicy.errorTypePolicies.InputError.retryable",
+            "actions[0].retryPolicy.errorTypePolicies.X.retryDelayMs"
+        ]
+    );
+    assert_message_contains(&found[0], "`InputError` is never retried");
 }
 
 #[test]
@@ -933,17 +973,50 @@ fn remote_runner_is_refused_as_not_offered_yet() {
 }
 
 #[test]
-fn inline_and_process_runners_are_accepted_with_their_options_kept() {
-    let g = graph(workflow(
+fn a_runner_that_is_the_components_own_is_accepted() {
+    graph(workflow(
         json!([
             { "ref": "a", "componentId": "core.echo", "runner": { "kind": "inline" } },
-            { "ref": "b", "componentId": "core.echo",
-              "runner": { "kind": "process", "image": "alpine:3" } }
+            { "ref": "b", "componentId": "core.process", "params": { "command": ["true"] },
+              "runner": { "kind": "process" } }
         ]),
         json!([edge("a", "b")]),
     ));
-    let runner = g.node(ix(&g, "b")).runner.as_ref().expect("runner kept");
-    assert_eq!(runner.options.get("image"), Some(&json!("alpine:3")));
+}
+
+#[test]
+fn a_runner_the_component_does_not_run_on_is_refused_not_ignored() {
+    let found = problems(workflow(
+        json!([
+            { "ref": "a", "componentId": "core.echo", "runner": { "kind": "process" } },
+            { "ref": "b", "componentId": "core.process", "params": { "command": ["true"] },
+              "runner": { "kind": "inline" } }
+        ]),
+        json!([]),
+    ));
+    assert_eq!(
+        paths(&found),
+        ["actions[0].runner.kind", "actions[1].runner.kind"]
+    );
+    assert_message_contains(
+        &found[0],
+        "component `core.echo` runs `inline`, not `process`",
+    );
+    assert_message_contains(
+        &found[1],
+        "component `core.process` runs `process`, not `inline`",
+    );
+}
+
+#[test]
+fn runner_options_are_refused_not_ignored() {
+    let p = sole_problem(workflow(
+        json!([{ "ref": "a", "componentId": "core.echo",
+                 "runner": { "kind": "inline", "image": "alpine:3", "cpu": 2 } }]),
+        json!([]),
+    ));
+    assert_eq!(p.path, "actions[0].runner");
+    assert_message_contains(&p, "runner options are not supported: `cpu`, `image`");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -974,7 +1047,7 @@ fn many_problems() -> Value {
             { "ref": "scan", "componentId": "core.echo" },
             { "ref": "join", "componentId": "core.echo",
               "inputMappings": { "url": { "sourceRef": "loop1", "sourceHandle": "url" } },
-              "retryPolicy": { "maxAttempts": 0, "jitter": 2 } },
+              "retryPolicy": { "maxAttempts": 0.5, "jitter": 2 } },
             { "ref": "loop1", "componentId": "core.nope" },
             { "ref": "loop2", "componentId": "core.echo", "runner": { "kind": "remote" } }
         ],
@@ -1257,6 +1330,55 @@ fn yaml_non_finite_numbers_are_refused_not_dropped() {
             }
             other => panic!("`{bad}` should be refused, got {other:?}"),
         }
+    }
+}
+
+/// YAML 1.1's boolean words that YAML 1.2's core schema reads as strings.
+const YAML_1_1_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+#[test]
+fn yaml_1_1_boolean_words_stay_strings_as_refs_handles_and_param_values() {
+    for word in YAML_1_1_BOOLEANS {
+        let text = format!(
+            "title: t\n\
+             nodes:\n  {word}: {{ ref: {word}, label: {word} }}\n\
+             edges:\n  - {{ sourceRef: {word}, targetRef: b, sourceHandle: {word} }}\n\
+             actions:\n\
+             \x20 - {{ ref: {word}, componentId: core.branch, params: {{ ports: [{word}], flag: {word} }} }}\n\
+             \x20 - ref: b\n    componentId: core.echo\n    params: {{ answer: {word} }}\n\
+             \x20   inputMappings: {{ {word}: {{ sourceRef: {word}, sourceHandle: {word} }} }}\n"
+        );
+        let g = match load_str(&text, Format::Yaml, &registry()) {
+            Ok(loaded) => loaded.graph,
+            Err(e) => panic!("`{word}`:\n{text}\n{e}"),
+        };
+        let source = g
+            .find(word)
+            .unwrap_or_else(|| panic!("a node named `{word}`"));
+        assert_eq!(g.edges[0].source_handle.as_deref(), Some(word));
+        assert_eq!(g.node(source).params["flag"], json!(word));
+        assert_eq!(g.node(source).params["ports"], json!([word]));
+        let b = g.node(g.find("b").expect("b"));
+        assert_eq!(b.params["answer"], json!(word));
+        assert_eq!(b.input_mappings[0].target, word);
+        assert_eq!(b.input_mappings[0].source_handle, word);
+    }
+}
+
+#[test]
+fn yaml_1_2_booleans_are_still_booleans() {
+    for (word, value) in [("true", true), ("True", true), ("FALSE", false)] {
+        let text = format!(
+            "title: t\nactions:\n  - {{ ref: a, componentId: core.echo, params: {{ on: {word} }} }}\n"
+        );
+        let g = load_str(&text, Format::Yaml, &registry())
+            .expect("valid")
+            .graph;
+        let params = &g.node(g.find("a").expect("a")).params;
+        assert_eq!(params["on"], json!(value), "`{word}`");
     }
 }
 

@@ -415,3 +415,83 @@ async fn finished_runs_are_forgotten_oldest_first_past_the_retained_node_budget(
     assert!(gone.to_string().contains(&ids[0]), "{gone}");
     handle.shutdown();
 }
+
+// Engine configuration -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_that_would_hang_the_engine_is_refused_at_start_with_every_path() {
+    // A zero rate never gives a token and a zero cap never gives a slot: both used to
+    // start an engine whose nodes then waited QUEUED forever.
+    let mut components = BTreeMap::new();
+    components.insert(
+        "core.echo".to_owned(),
+        ComponentLimits {
+            max_concurrency: Some(0),
+            rate_limit: Some(RateLimitConfig {
+                per_second: 0.0,
+                burst: 1,
+            }),
+        },
+    );
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(0),
+        max_active_runs: 0,
+        components,
+        ..EngineConfig::default()
+    };
+    let err = match Orchestrator::start(config).await {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(err) => err,
+    };
+    let shipsec_orchestrator::EngineError::Config(config_error) = &err else {
+        panic!("expected a configuration error, got {err}");
+    };
+    let paths: Vec<&str> = config_error
+        .problems
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "maxConcurrentNodes",
+            "maxActiveRuns",
+            "components.core.echo.maxConcurrency",
+            "components.core.echo.rateLimit.perSecond"
+        ]
+    );
+    assert!(
+        err.to_string()
+            .contains("invalid engine configuration (4 problems)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipsec_run_refuses_a_bad_configuration_file_with_exit_2() {
+    let config =
+        std::env::temp_dir().join(format!("shipsec-bad-config-{}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        "maxConcurrentNodes: 0\ncomponents:\n  core.nope: { rateLimit: { perSecond: 0, burst: 0 } }\n",
+    )
+    .unwrap();
+    let example = format!("{}/examples/race.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipsec"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg(example)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for path in [
+        "maxConcurrentNodes:",
+        "components.core.nope: no component `core.nope` is registered",
+        "components.core.nope.rateLimit.perSecond:",
+        "components.core.nope.rateLimit.burst:",
+    ] {
+        assert!(stderr.contains(path), "{path} in {stderr}");
+    }
+}

@@ -547,6 +547,33 @@ async fn retries_stop_at_max_attempts_and_at_non_retryable_types() {
     assert_status(&f, "g", NodeStatus::Failed);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn error_type_policies_decide_retries_and_their_delays() {
+    // `limited` fails with a non-retryable RateLimitError that the policy says to retry
+    // after 20 ms; `flaky`'s retryable FlakyError is one the policy says never to retry.
+    let limited = json!({"ref": "limited", "componentId": "core.fail",
+        "params": {"errorType": "RateLimitError", "retryable": false},
+        "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 30,
+            "errorTypePolicies": {"RateLimitError": {"retryable": true, "retryDelayMs": 20}}}});
+    let flaky = json!({"ref": "flaky", "componentId": "core.flaky", "params": {"failures": 1},
+        "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0,
+            "errorTypePolicies": {"FlakyError": {"retryable": false}}}});
+    let f = run(wf(json!([limited, flaky]), json!([]))).await;
+    assert_eq!(f.attempts("limited"), 3);
+    let delays: Vec<Value> = f
+        .events_of("limited", EventType::Retrying)
+        .iter()
+        .map(|e| e.data.as_deref().expect("data")["delayMs"].clone())
+        .collect();
+    assert_eq!(
+        delays,
+        [json!(20), json!(20)],
+        "the type's delay, not 30 s of backoff"
+    );
+    assert_eq!(f.attempts("flaky"), 1);
+    assert_status(&f, "flaky", NodeStatus::Failed);
+}
+
 // Parallelism --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,7 @@ use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::definition::validate::{DefinitionError, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
-use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,9 @@ pub enum EngineError {
     /// The command about a run could not be carried out.
     #[error(transparent)]
     Run(#[from] RunCommandError),
+    /// The engine configuration cannot run an engine.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The orchestrator could not be started.
     #[error("cannot start the orchestrator: {0}")]
     Start(String),
@@ -46,7 +49,7 @@ impl Orchestrator {
     /// Starts an orchestrator with the built-in components.
     ///
     /// # Errors
-    /// [`EngineError::Start`] when the actor cannot be spawned.
+    /// As [`Orchestrator::start_with`].
     pub async fn start(config: EngineConfig) -> Result<Handle, EngineError> {
         Orchestrator::start_with(config, ComponentRegistry::with_builtins()).await
     }
@@ -54,11 +57,13 @@ impl Orchestrator {
     /// Starts an orchestrator with the given components.
     ///
     /// # Errors
-    /// [`EngineError::Start`] when the actor cannot be spawned.
+    /// [`EngineError::Config`] when the configuration does not validate (every problem,
+    /// with its path); [`EngineError::Start`] when the actor cannot be spawned.
     pub async fn start_with(
         config: EngineConfig,
         registry: ComponentRegistry,
     ) -> Result<Handle, EngineError> {
+        config.validate(&registry)?;
         let registry = Arc::new(registry);
         let args = OrchestratorArgs {
             config,

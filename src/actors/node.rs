@@ -771,7 +771,7 @@ fn after_failure(
     if !should_retry(&node.retry, attempt, &error) {
         return fail(myself, state, attempt, error);
     }
-    let delay = delay_after(&node.retry, attempt, rand::random::<f64>());
+    let delay = delay_after(&node.retry, attempt, &error, rand::random::<f64>());
     if let (Some(total), Some(started)) = (node.total_timeout, state.first_started)
         && started.elapsed() + delay >= total
     {

@@ -5,7 +5,7 @@
 //! [`EdgeIx`]); refs are strings only at the edges of the system (events, results), so
 //! the scheduler never hashes a ref per message. Nothing here changes after validation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ pub enum FailurePolicy {
 /// Retry policy with defaults applied (SEMANTICS.md §7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
-    /// Attempts in all (≥ 1).
+    /// Attempts in all (≥ 1; ShipSec's `maxAttempts: 0`, unlimited, is `u32::MAX`).
     pub max_attempts: u32,
     /// Delay before attempt 2.
     pub initial_interval: Duration,
@@ -109,6 +109,18 @@ pub struct RetryPolicy {
     pub non_retryable_error_types: Vec<String>,
     /// Random reduction fraction in 0..=1.
     pub jitter: f64,
+    /// ShipSec's `errorTypePolicies`: per error type, whether it is retried and the delay
+    /// before the next attempt (see [`crate::runtime::semantics::retry`] for precedence).
+    pub error_types: BTreeMap<String, ErrorTypePolicy>,
+}
+
+/// What `retryPolicy.errorTypePolicies.<type>` says of one error type.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErrorTypePolicy {
+    /// Retried or not, whatever the component said; `None` leaves it to the component.
+    pub retryable: Option<bool>,
+    /// The delay before the next attempt instead of the backoff; `None` keeps the backoff.
+    pub delay: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -120,6 +132,7 @@ impl Default for RetryPolicy {
             backoff_coefficient: 2.0,
             non_retryable_error_types: Vec::new(),
             jitter: 0.0,
+            error_types: BTreeMap::new(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Both formats go through one serde path so that an error names the same location
 //! whichever format the backend used (`actions[0].bogus`). YAML is first read into a
-//! JSON value (it is a superset of JSON's data model for our purposes), then typed.
+//! JSON value (it is a superset of JSON's data model for our purposes), then typed; it
+//! is read under the YAML 1.2 core schema, as JSON is its subset.
 //! This module only parses; meaning is checked by [`crate::runtime::definition::validate`].
 
 use std::path::Path;
@@ -95,7 +96,8 @@ pub fn parse_typed<T: DeserializeOwned>(text: &str, format: Format) -> Result<T,
     }
 }
 
-/// The YAML parser's budget for a text of `len` bytes.
+/// The YAML parser's options for a text of `len` bytes: the YAML 1.2 core schema (YAML
+/// 1.1's `yes`/`no`/`on`/`off`/`y`/`n` are strings, not booleans) and a budget.
 ///
 /// Nesting is capped at [`YAML_MAX_DEPTH`], as `serde_json` caps JSON's, so that deeply
 /// nested input is an error and never a stack overflow. The node and event budgets grow
@@ -110,6 +112,9 @@ fn yaml_options(len: usize) -> serde_saphyr::Options {
     budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // YAML 1.2's core schema: only `true`/`false` (any case) are booleans, so a node, a
+    // port or a value named `y`, `no` or `off` stays the string it is written as.
+    options.strict_booleans = true;
     options
 }
 

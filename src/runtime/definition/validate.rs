@@ -20,13 +20,14 @@ use thiserror::Error;
 
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::{
-    Edge, EdgeIx, EdgeKind, FailurePolicy, Graph, InputMapping, Join, Node, NodeIx, NodeMode,
-    RetryPolicy, RunSettings,
+    Edge, EdgeIx, EdgeKind, ErrorTypePolicy, FailurePolicy, Graph, InputMapping, Join, Node,
+    NodeIx, NodeMode, RetryPolicy, RunSettings,
 };
 use crate::runtime::definition::{
     ActionDef, EdgeKindDef, FailurePolicyDef, JoinStrategyDef, NodeMetadata, NodeModeDef,
-    OnFailureDef, RetryPolicyDef, RunnerKindDef, WorkflowDefinition,
+    OnFailureDef, RetryPolicyDef, RunnerDef, RunnerKindDef, WorkflowDefinition,
 };
+use crate::runtime::semantics::retry::NEVER_RETRIED;
 
 /// One thing wrong with a definition (an error, or a warning when the edges decide).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,14 +212,51 @@ impl<'a> Validator<'a> {
                     ),
                 );
             }
-            if let Some(runner) = &action.runner
-                && runner.kind == RunnerKindDef::Remote
-            {
-                self.problem(
+            if let Some(runner) = &action.runner {
+                self.check_runner(&path, action, runner);
+            }
+        }
+    }
+
+    /// A runner is honoured or refused, never ignored: `inline` and `process` name where
+    /// the component runs (in this process, or as a child process), so each must be the
+    /// component's own runner; `remote` waits for scale-out workers; runners take no
+    /// options yet.
+    fn check_runner(&mut self, path: &str, action: &ActionDef, runner: &RunnerDef) {
+        let kind = |k: RunnerKindDef| match k {
+            RunnerKindDef::Inline => "inline",
+            RunnerKindDef::Process => "process",
+            RunnerKindDef::Remote => "remote",
+        };
+        match (runner.kind, self.registry.meta(&action.component_id)) {
+            (RunnerKindDef::Remote, _) => {
+                // Its options (`queue`, ...) belong to the workers that will honour it.
+                return self.problem(
                     format!("{path}.runner.kind"),
                     "the `remote` runner needs scale-out workers, which this engine does not offer yet",
                 );
             }
+            (wanted, Some(meta)) if wanted != meta.default_runner => self.problem(
+                format!("{path}.runner.kind"),
+                format!(
+                    "component `{}` runs `{}`, not `{}`",
+                    action.component_id,
+                    kind(meta.default_runner),
+                    kind(wanted)
+                ),
+            ),
+            _ => {}
+        }
+        let mut options: Vec<&str> = runner.options.keys().map(String::as_str).collect();
+        if !options.is_empty() {
+            options.sort_unstable();
+            self.problem(
+                format!("{path}.runner"),
+                format!(
+                    "runner options are not supported: `{}`",
+                    options.join("`, `")
+                ),
+            );
         }
     }
 
@@ -483,7 +521,7 @@ impl<'a> Validator<'a> {
         let Some(def) = def else {
             return policy;
         };
-        if let Some(n) = self.positive_int(def.max_attempts, &format!("{path}.maxAttempts")) {
+        if let Some(n) = self.max_attempts(def.max_attempts, &format!("{path}.maxAttempts")) {
             policy.max_attempts = n;
         }
         let initial = self.non_negative(
@@ -522,7 +560,42 @@ impl<'a> Validator<'a> {
         }
         policy.non_retryable_error_types =
             def.non_retryable_error_types.clone().unwrap_or_default();
+        for (error_type, p) in def.error_type_policies.iter().flatten() {
+            let at = format!("{path}.errorTypePolicies.{error_type}");
+            if p.retryable == Some(true) && NEVER_RETRIED.contains(&error_type.as_str()) {
+                self.problem(
+                    format!("{at}.retryable"),
+                    format!(
+                        "`{error_type}` is never retried; `retryable: true` cannot change that"
+                    ),
+                );
+            }
+            let delay = self
+                .non_negative(p.retry_delay_ms, &format!("{at}.retryDelayMs"))
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+            let entry = ErrorTypePolicy {
+                retryable: p.retryable,
+                delay,
+            };
+            policy.error_types.insert(error_type.clone(), entry);
+        }
         policy
+    }
+
+    /// `maxAttempts`: a whole number ≥ 1, or ShipSec's 0 for "unlimited".
+    fn max_attempts(&mut self, value: Option<f64>, path: &str) -> Option<u32> {
+        if value == Some(0.0) {
+            return Some(u32::MAX);
+        }
+        let v = value?;
+        if !v.is_finite() || v < 1.0 || v.fract() != 0.0 || v > f64::from(u32::MAX) {
+            self.problem(
+                path,
+                format!("must be a whole number ≥ 1 (or 0 for unlimited), got {v}"),
+            );
+            return None;
+        }
+        Some(v as u32)
     }
 
     /// With edges given, `dependsOn` is informational (ShipSec's scheduler reads only the

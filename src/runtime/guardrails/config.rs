@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::limits::DefinitionLimits;
+use crate::runtime::definition::validate::Problem;
 
 /// A rate limit in configuration form.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,5 +82,131 @@ mod secs {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Longest grace period a configuration may give (a day).
+pub const MAX_CANCEL_GRACE: Duration = Duration::from_secs(86_400);
+
+/// Largest rate (attempts a second) or burst a configuration may give.
+const MAX_RATE: f64 = 1.0e9;
+
+/// A configuration that cannot run an engine: every problem, each with its path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in field order.
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid engine configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl EngineConfig {
+    /// Checks every number against its range, and every per-component entry against the
+    /// components the engine knows, reporting every problem at once. A value that passes
+    /// cannot stop the engine: a zero cap would hold every node QUEUED forever, a zero
+    /// rate would never give a token.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem with its path.
+    pub fn validate(&self, registry: &ComponentRegistry) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+        if self.cancel_grace > MAX_CANCEL_GRACE {
+            problem(
+                "cancelGraceSeconds".into(),
+                format!(
+                    "must be at most {} s, got {} s",
+                    MAX_CANCEL_GRACE.as_secs(),
+                    self.cancel_grace.as_secs_f64()
+                ),
+            );
+        }
+        let at_least_one = [
+            ("retainedRuns", Some(self.retained_runs as u64)),
+            ("retainedNodes", Some(self.retained_nodes as u64)),
+            (
+                "maxConcurrentNodes",
+                self.max_concurrent_nodes.map(u64::from),
+            ),
+            ("maxActiveRuns", Some(self.max_active_runs as u64)),
+            (
+                "limits.maxDefinitionBytes",
+                Some(self.limits.max_definition_bytes as u64),
+            ),
+            ("limits.maxNodes", Some(self.limits.max_nodes as u64)),
+            (
+                "limits.maxStringBytes",
+                Some(self.limits.max_string_bytes as u64),
+            ),
+            (
+                "limits.maxNestingDepth",
+                Some(self.limits.max_nesting_depth as u64),
+            ),
+            (
+                "limits.maxOutputBytes",
+                Some(self.limits.max_output_bytes as u64),
+            ),
+        ];
+        for (path, value) in at_least_one {
+            if value == Some(0) {
+                problem(path.into(), "must be at least 1, got 0".into());
+            }
+        }
+        for (id, limits) in &self.components {
+            let at = format!("components.{id}");
+            if registry.get(id).is_none() {
+                problem(
+                    at.clone(),
+                    format!(
+                        "no component `{id}` is registered (known: {})",
+                        registry.ids().join(", ")
+                    ),
+                );
+            }
+            if limits.max_concurrency == Some(0) {
+                problem(
+                    format!("{at}.maxConcurrency"),
+                    "must be at least 1, got 0".into(),
+                );
+            }
+            if let Some(rate) = limits.rate_limit {
+                let ok = rate.per_second.is_finite()
+                    && rate.per_second > 0.0
+                    && rate.per_second <= MAX_RATE;
+                if !ok {
+                    problem(
+                        format!("{at}.rateLimit.perSecond"),
+                        format!(
+                            "must be a number above 0 and at most 1e9, got {}",
+                            rate.per_second
+                        ),
+                    );
+                }
+                if rate.burst == 0 {
+                    problem(
+                        format!("{at}.rateLimit.burst"),
+                        "must be at least 1, got 0".into(),
+                    );
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 }

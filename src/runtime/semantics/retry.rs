@@ -1,23 +1,62 @@
-//! Retry decisions and delays (SEMANTICS.md §7). Pure: the random jitter sample is
+//! Retry decisions and delays (docs/semantics.md §7). Pure: the random jitter sample is
 //! passed in, so the same inputs always give the same delay.
+//!
+//! Whether a failed attempt is retried, in order of precedence:
+//! 1. never when the attempts are used up (`maxAttempts`; ShipSec's 0 is unlimited);
+//! 2. never for [`NEVER_RETRIED`] types (`InputError`, `ValidationError`: no retry can
+//!    change the inputs), which a definition cannot override;
+//! 3. never for a type listed in `nonRetryableErrorTypes`;
+//! 4. as `errorTypePolicies.<type>.retryable` says, when it says;
+//! 5. else as the component's error says (its `retryable` flag).
+//!
+//! The delay before the next attempt is `errorTypePolicies.<type>.retryDelayMs` when
+//! given (exactly: no backoff growth, cap or jitter), else the backoff of §7.
 
 use std::time::Duration;
 
 use crate::runtime::components::{ComponentError, INPUT_ERROR, VALIDATION_ERROR};
 use crate::runtime::definition::graph::RetryPolicy;
 
+/// Error types never retried, whatever a definition says.
+pub const NEVER_RETRIED: [&str; 2] = [INPUT_ERROR, VALIDATION_ERROR];
+
 /// Whether a failed attempt number `attempt` (from 1) is followed by another.
 pub fn should_retry(policy: &RetryPolicy, attempt: u32, error: &ComponentError) -> bool {
-    error.retryable
-        && attempt < policy.max_attempts
-        && error.error_type != INPUT_ERROR
-        && error.error_type != VALIDATION_ERROR
-        && !policy.non_retryable_error_types.contains(&error.error_type)
+    let kind = error.error_type.as_str();
+    if attempt >= policy.max_attempts
+        || NEVER_RETRIED.contains(&kind)
+        || policy.non_retryable_error_types.iter().any(|t| t == kind)
+    {
+        return false;
+    }
+    policy
+        .error_types
+        .get(kind)
+        .and_then(|p| p.retryable)
+        .unwrap_or(error.retryable)
 }
 
-/// The delay before attempt `attempt + 1`: `min(initial · coefficient^(attempt−1), maximum)`,
-/// scaled into `[1 − jitter, 1]` by `sample` (a number in `[0, 1)`).
-pub fn delay_after(policy: &RetryPolicy, attempt: u32, sample: f64) -> Duration {
+/// The delay before attempt `attempt + 1` after `error`: the error type's own delay when
+/// the policy gives one, else the backoff.
+pub fn delay_after(
+    policy: &RetryPolicy,
+    attempt: u32,
+    error: &ComponentError,
+    sample: f64,
+) -> Duration {
+    match policy
+        .error_types
+        .get(&error.error_type)
+        .and_then(|p| p.delay)
+    {
+        Some(delay) => delay,
+        None => backoff(policy, attempt, sample),
+    }
+}
+
+/// The backoff before attempt `attempt + 1`: `min(initial · coefficient^(attempt−1),
+/// maximum)`, scaled into `[1 − jitter, 1]` by `sample` (a number in `[0, 1)`).
+pub fn backoff(policy: &RetryPolicy, attempt: u32, sample: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(1000) as i32;
     let raw = policy.initial_interval.as_secs_f64() * policy.backoff_coefficient.powi(exponent);
     let capped = raw.min(policy.maximum_interval.as_secs_f64());
@@ -44,9 +83,7 @@ mod tests {
             maximum_interval: Duration::from_secs(20),
             ..policy(10)
         };
-        let secs: Vec<f64> = (1..=5)
-            .map(|n| delay_after(&p, n, 0.0).as_secs_f64())
-            .collect();
+        let secs: Vec<f64> = (1..=5).map(|n| backoff(&p, n, 0.0).as_secs_f64()).collect();
         assert_eq!(secs, vec![1.0, 3.0, 9.0, 20.0, 20.0]);
     }
 
@@ -56,9 +93,9 @@ mod tests {
             jitter: 0.5,
             ..policy(3)
         };
-        assert_eq!(delay_after(&p, 1, 0.0), Duration::from_secs(1));
-        assert_eq!(delay_after(&p, 1, 1.0), Duration::from_millis(500));
-        assert_eq!(delay_after(&p, 1, 0.5), Duration::from_millis(750));
+        assert_eq!(backoff(&p, 1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(&p, 1, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(&p, 1, 0.5), Duration::from_millis(750));
     }
 
     #[test]
@@ -97,5 +134,73 @@ mod tests {
             1,
             &ComponentError::retryable("Other", "m")
         ));
+    }
+
+    fn with_types(types: &[(&str, Option<bool>, Option<u64>)]) -> RetryPolicy {
+        let mut p = policy(5);
+        for (t, retryable, ms) in types {
+            let entry = crate::runtime::definition::graph::ErrorTypePolicy {
+                retryable: *retryable,
+                delay: ms.map(Duration::from_millis),
+            };
+            p.error_types.insert((*t).to_owned(), entry);
+        }
+        p
+    }
+
+    #[test]
+    fn an_error_type_policy_overrides_the_components_flag_both_ways() {
+        let p = with_types(&[
+            ("RateLimitError", Some(true), None),
+            ("Flaky", Some(false), None),
+        ]);
+        assert!(should_retry(
+            &p,
+            1,
+            &ComponentError::fatal("RateLimitError", "m")
+        ));
+        assert!(!should_retry(
+            &p,
+            1,
+            &ComponentError::retryable("Flaky", "m")
+        ));
+        assert!(should_retry(
+            &p,
+            1,
+            &ComponentError::retryable("Other", "m")
+        ));
+    }
+
+    #[test]
+    fn never_retried_types_and_the_non_retryable_list_win_over_error_type_policies() {
+        let mut p = with_types(&[(INPUT_ERROR, Some(true), None), ("Auth", Some(true), None)]);
+        p.non_retryable_error_types = vec!["Auth".into()];
+        assert!(!should_retry(
+            &p,
+            1,
+            &ComponentError::retryable(INPUT_ERROR, "m")
+        ));
+        assert!(!should_retry(
+            &p,
+            1,
+            &ComponentError::retryable("Auth", "m")
+        ));
+    }
+
+    #[test]
+    fn max_attempts_bounds_error_type_policies_too() {
+        let p = with_types(&[("X", Some(true), None)]);
+        assert!(should_retry(&p, 4, &ComponentError::fatal("X", "m")));
+        assert!(!should_retry(&p, 5, &ComponentError::fatal("X", "m")));
+    }
+
+    #[test]
+    fn an_error_types_delay_replaces_the_backoff_exactly() {
+        let mut p = with_types(&[("RateLimitError", None, Some(5000))]);
+        p.jitter = 1.0;
+        let limited = ComponentError::retryable("RateLimitError", "m");
+        assert_eq!(delay_after(&p, 3, &limited, 0.9), Duration::from_secs(5));
+        let other = ComponentError::retryable("Other", "m");
+        assert_eq!(delay_after(&p, 1, &other, 0.0), backoff(&p, 1, 0.0));
     }
 }
