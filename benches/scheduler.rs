@@ -30,8 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::{EngineConfig, Orchestrator};
+use shipsec_orchestrator::{Orchestrator, ShutdownMode};
 
 /// The DAGs, described once and rendered both as a workflow definition (for the engine)
 /// and as plain adjacency lists (for the baselines).
@@ -239,47 +238,55 @@ pub mod workload {
 pub mod engine {
     use std::sync::Arc;
 
-    use shipsec_orchestrator::Handle;
     use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
     use shipsec_orchestrator::messages::result::RunResult;
-    use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-    use shipsec_orchestrator::runtime::definition::graph::Graph;
-    use shipsec_orchestrator::runtime::definition::validate::validate;
     use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
     use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
+    use shipsec_orchestrator::{EngineConfig, Handle, Workflow};
 
     use super::workload::Dag;
 
-    /// Parses and validates the DAG's definition (done once, outside any timing).
-    pub fn graph(dag: &Dag, registry: &ComponentRegistry) -> Arc<Graph> {
+    /// Parses the DAG's definition and has `handle` check it (done once, outside any
+    /// timing).
+    pub fn workflow(dag: &Dag, handle: &Handle) -> Workflow {
         let def: WorkflowDefinition =
             serde_json::from_str(&dag.definition_json()).expect("definition shape");
-        Arc::new(validate(&def, registry).unwrap_or_else(|e| panic!("{e}")))
+        handle.prepare(def).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An engine configuration whose definition limits admit `dag`.
+    pub fn config_for(dag: &Dag) -> EngineConfig {
+        let mut config = EngineConfig::default();
+        let limits = &mut config.limits;
+        limits.max_nodes = limits.max_nodes.max(dag.node_count());
+        limits.max_edges = limits.max_edges.max(dag.edges());
+        limits.max_definition_bytes = usize::MAX;
+        config
     }
 
     /// One run, submit to result.
-    pub async fn run(handle: &Handle, graph: &Arc<Graph>) -> Arc<RunResult> {
+    pub async fn run(handle: &Handle, workflow: &Workflow) -> Arc<RunResult> {
         let mut run = handle
-            .submit(graph.clone(), JsonObject::new(), SubmitOptions::default())
+            .submit_workflow(workflow, JsonObject::new(), SubmitOptions::default())
             .await
             .expect("submit");
         let result = run.result().await.expect("result");
-        check(&result, graph.len());
+        check(&result, workflow.graph().len());
         result
     }
 
     /// `runs` runs: every submission first, then every result.
-    pub async fn run_many(handle: &Handle, graph: &Arc<Graph>, runs: usize) {
+    pub async fn run_many(handle: &Handle, workflow: &Workflow, runs: usize) {
         let mut pending = Vec::with_capacity(runs);
         for _ in 0..runs {
             let run = handle
-                .submit(graph.clone(), JsonObject::new(), SubmitOptions::default())
+                .submit_workflow(workflow, JsonObject::new(), SubmitOptions::default())
                 .await
                 .expect("submit");
             pending.push(run);
         }
         for mut run in pending {
-            check(&run.result().await.expect("result"), graph.len());
+            check(&run.result().await.expect("result"), workflow.graph().len());
         }
     }
 
@@ -550,11 +557,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn bench_case(c: &mut Criterion, rt: &tokio::runtime::Runtime, case: &Case) {
-    let registry = ComponentRegistry::with_builtins();
-    let graph = engine::graph(&case.dag, &registry);
     let handle = rt
-        .block_on(Orchestrator::start(EngineConfig::default()))
+        .block_on(Orchestrator::start(engine::config_for(&case.dag)))
         .expect("orchestrator starts");
+    let graph = engine::workflow(&case.dag, &handle);
     let mut group = c.benchmark_group(case.id);
     group
         .sample_size(SAMPLES)
@@ -603,7 +609,8 @@ fn bench_case(c: &mut Criterion, rt: &tokio::runtime::Runtime, case: &Case) {
         });
     }
     group.finish();
-    handle.shutdown();
+    rt.block_on(handle.shutdown(ShutdownMode::Cancel))
+        .expect("the engine shuts down");
 }
 
 fn ms(d: Duration) -> String {

@@ -19,7 +19,6 @@ mod otlp;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter};
@@ -29,19 +28,16 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::{Value, json};
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::runtime::definition::graph::Graph;
-use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::telemetry::{
     TARGET, Telemetry, batched_provider, init_for_tests, spans_layer,
 };
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode, Workflow};
 use tracing_subscriber::layer::SubscriberExt;
 
 const NODES: usize = 10_000;
 
-fn fan(n: usize) -> Arc<Graph> {
+fn fan(n: usize) -> WorkflowDefinition {
     let mut actions: Vec<Value> = vec![
         json!({"ref": "src", "componentId": "core.echo"}),
         json!({"ref": "sink", "componentId": "core.echo"}),
@@ -53,10 +49,8 @@ fn fan(n: usize) -> Arc<Graph> {
         edges.push(json!({"sourceRef": "src", "targetRef": format!("n{i}")}));
         edges.push(json!({"sourceRef": format!("n{i}"), "targetRef": "sink"}));
     }
-    let def: WorkflowDefinition =
-        serde_json::from_value(json!({"title": "fan", "actions": actions, "edges": edges}))
-            .expect("definition");
-    Arc::new(validate(&def, &ComponentRegistry::with_builtins()).expect("valid"))
+    serde_json::from_value(json!({"title": "fan", "actions": actions, "edges": edges}))
+        .expect("definition")
 }
 
 /// CPU time of the whole process (all threads), read with `CLOCK_PROCESS_CPUTIME_ID`.
@@ -118,9 +112,9 @@ impl ValueFormatter for CpuFormatter {
     }
 }
 
-async fn run_once(handle: &Handle, graph: &Arc<Graph>) {
+async fn run_once(handle: &Handle, graph: &Workflow) {
     let mut run = handle
-        .submit(graph.clone(), Default::default(), Default::default())
+        .submit_workflow(graph, Default::default(), Default::default())
         .await
         .expect("submit");
     run.result().await.expect("result");
@@ -144,7 +138,7 @@ fn time_runs<M: Measurement>(
     name: &str,
     rt: &tokio::runtime::Runtime,
     engine: &Handle,
-    graph: &Arc<Graph>,
+    graph: &Workflow,
 ) {
     group.bench_function(name, |b| b.to_async(rt).iter(|| run_once(engine, graph)));
 }
@@ -154,10 +148,10 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let graph = fan(NODES);
     let handle = rt
         .block_on(Orchestrator::start(EngineConfig::default()))
         .expect("engine");
+    let graph = handle.prepare(fan(NODES)).expect("a valid workflow");
     // The untraced engine of `paired`, started before telemetry is installed, so that it
     // records no metrics either; the engine's run span is disabled on the quiet threads,
     // so their runs record no span (checked against the receiver).
@@ -206,9 +200,11 @@ fn bench(c: &mut Criterion) {
         "spans dropped: {dropped}; spans received: {}",
         receiver.spans_seen()
     );
-    handle.shutdown();
-    traced.shutdown();
-    untraced.1.shutdown();
+    for (runtime, engine) in [(&rt, &handle), (&rt, &traced), (&untraced.0, &untraced.1)] {
+        runtime
+            .block_on(engine.shutdown(ShutdownMode::Cancel))
+            .expect("the engine shuts down");
+    }
 }
 
 /// Spans recorded and batched like the OTLP export's, then discarded: what recording
@@ -243,7 +239,7 @@ fn runtime_with(name: &str, dispatch: tracing::Dispatch) -> tokio::runtime::Runt
 /// Prints the medians of the per-run differences to the untraced run.
 fn paired(
     (quiet, untraced): &(tokio::runtime::Runtime, Handle),
-    graph: &Arc<Graph>,
+    graph: &Workflow,
     rt: &tokio::runtime::Runtime,
     traced: &Handle,
     telemetry: &Telemetry,
@@ -345,7 +341,9 @@ fn paired(
          included):\n  recorded, discarded: {rec_wall:.2} µs wall, {rec_cpu:.2} µs CPU\n  \
          recorded, exported:  {on_wall:.2} µs wall, {on_cpu:.2} µs CPU"
     );
-    recorded.shutdown();
+    recording
+        .block_on(recorded.shutdown(ShutdownMode::Cancel))
+        .expect("the engine shuts down");
     discarding
         .shutdown()
         .expect("the discarding provider stops");

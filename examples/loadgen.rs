@@ -33,10 +33,8 @@ mod scheduler;
 
 use scheduler::{baseline, engine, workload::Dag};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::definition::graph::Graph;
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use shipsec_orchestrator::{Handle, Orchestrator, Workflow};
 
 const EXECS: [&str; 3] = ["ours", "tokio", "ractor"];
 /// Above this many nodes the bare-ractor baseline runs only with `--all`.
@@ -338,11 +336,11 @@ fn child(exec: &str, workload: &str, nodes: usize) {
     let dag = Arc::new(dag(workload, nodes));
     let edges = dag.edges();
     let (dag, graph, handle) = if exec == "ours" {
-        let graph = engine::graph(&dag, &ComponentRegistry::with_builtins());
         let handle = rt
-            .block_on(Orchestrator::start(EngineConfig::default()))
+            .block_on(Orchestrator::start(engine::config_for(&dag)))
             .expect("orchestrator starts");
-        (None, Some(graph), Some(handle))
+        let workflow = engine::workflow(&dag, &handle);
+        (None, Some(workflow), Some(handle))
     } else {
         (Some(dag), None, None)
     };
@@ -380,7 +378,7 @@ fn child(exec: &str, workload: &str, nodes: usize) {
 }
 
 /// The engine's run, with a known id so that progress can be asked for while it runs.
-async fn engine_run(handle: &Handle, graph: &Arc<Graph>, start: Instant) {
+async fn engine_run(handle: &Handle, workflow: &Workflow, start: Instant) {
     let id = "loadgen-run";
     let progress = {
         let handle = handle.clone();
@@ -391,7 +389,7 @@ async fn engine_run(handle: &Handle, graph: &Arc<Graph>, start: Instant) {
         ..SubmitOptions::default()
     };
     let mut run = handle
-        .submit(graph.clone(), JsonObject::new(), options)
+        .submit_workflow(workflow, JsonObject::new(), options)
         .await
         .expect("submit");
     // `submit` returns once the supervisor has spawned every node actor.
@@ -401,7 +399,7 @@ async fn engine_run(handle: &Handle, graph: &Arc<Graph>, start: Instant) {
     ));
     let result = run.result().await.expect("result");
     progress.abort();
-    engine::check(&result, graph.len());
+    engine::check(&result, workflow.graph().len());
 }
 
 /// For long engine runs: every 10 s, the run's node counts (through `status`), so that a

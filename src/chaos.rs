@@ -303,3 +303,77 @@ pub async fn wait_for_run_actors(run_id: &str, bound: Duration) {
         let _ = cell.wait(Some(bound)).await;
     }
 }
+
+/// The facts one run's cores were fed, with the times they were fed at: what the replay
+/// test gives fresh cores.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    /// The run's plan.
+    pub plan: Option<std::sync::Arc<crate::runtime::semantics::plan::RunPlan>>,
+    /// The run core's facts, in order.
+    pub run: Vec<(
+        crate::runtime::semantics::run_core::RunFact,
+        crate::runtime::semantics::time::Time,
+    )>,
+    /// Each node core's facts, in order, by node (one entry per actor generation, the
+    /// facts of each actor's core in the order it got them).
+    pub nodes: HashMap<
+        crate::runtime::definition::graph::NodeIx,
+        Vec<(
+            crate::runtime::semantics::node_core::NodeFact,
+            crate::runtime::semantics::time::Time,
+        )>,
+    >,
+}
+
+fn recordings() -> &'static Mutex<HashMap<String, Recording>> {
+    static RECORDINGS: OnceLock<Mutex<HashMap<String, Recording>>> = OnceLock::new();
+    RECORDINGS.get_or_init(Default::default)
+}
+
+/// Records every fact the cores of run `run_id` are fed, from its start.
+pub fn record_facts(run_id: &str) {
+    enable();
+    if let Ok(mut map) = recordings().lock() {
+        map.insert(run_id.to_owned(), Recording::default());
+    }
+}
+
+/// The facts recorded for `run_id`, forgetting them.
+pub fn take_recording(run_id: &str) -> Option<Recording> {
+    recordings().lock().ok()?.remove(run_id)
+}
+
+fn with_recording(run_id: &str, f: impl FnOnce(&mut Recording)) {
+    if !enabled() {
+        return;
+    }
+    if let Ok(mut map) = recordings().lock()
+        && let Some(recording) = map.get_mut(run_id)
+    {
+        f(recording);
+    }
+}
+
+pub(crate) fn record_plan(plan: &std::sync::Arc<crate::runtime::semantics::plan::RunPlan>) {
+    with_recording(&plan.run_id, |r| r.plan = Some(plan.clone()));
+}
+
+pub(crate) fn record_run_fact(
+    run_id: &str,
+    fact: &crate::runtime::semantics::run_core::RunFact,
+    now: crate::runtime::semantics::time::Time,
+) {
+    with_recording(run_id, |r| r.run.push((fact.clone(), now)));
+}
+
+pub(crate) fn record_node_fact(
+    run_id: &str,
+    node: crate::runtime::definition::graph::NodeIx,
+    fact: &crate::runtime::semantics::node_core::NodeFact,
+    now: crate::runtime::semantics::time::Time,
+) {
+    with_recording(run_id, |r| {
+        r.nodes.entry(node).or_default().push((fact.clone(), now));
+    });
+}

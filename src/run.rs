@@ -13,7 +13,6 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
-use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
@@ -24,6 +23,7 @@ use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::runtime::semantics::shipsec;
 use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
+use shipsec_orchestrator::{ShutdownMode, SubmitOptions};
 
 /// Arguments of `shipsec run`.
 #[derive(Debug, Args)]
@@ -171,8 +171,10 @@ async fn execute(
     inputs: JsonObject,
 ) -> Result<std::sync::Arc<RunResult>> {
     let handle = Orchestrator::start_with(config, registry).await?;
+    // The engine checks the definition again, against its own limits and components.
+    let workflow = handle.prepare(loaded.definition)?;
     let mut run = handle
-        .submit(loaded.graph.clone(), inputs, SubmitOptions::default())
+        .submit_workflow(&workflow, inputs, SubmitOptions::default())
         .await?;
     let mut events = handle.events(run.run_id()).await?;
     let mut sink = match &args.events {
@@ -182,7 +184,7 @@ async fn execute(
         None => None,
     };
     let mut progress = Progress::new(
-        loaded.graph.len(),
+        workflow.graph().len(),
         !args.json && std::io::stderr().is_terminal(),
     );
     while let Some(event) = events.next().await {
@@ -197,11 +199,11 @@ async fn execute(
     }
     progress.finish();
     let result = run.result().await?;
-    handle.shutdown();
+    handle.shutdown(ShutdownMode::Drain).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&*result)?);
     } else {
-        print_summary(&result, &loaded.graph);
+        print_summary(&result, workflow.graph());
     }
     Ok(result)
 }

@@ -11,13 +11,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use shipsec_orchestrator::chaos::harness::{
     ChaosReport, FaultPlan, compare_with_oracle, run_with_faults,
 };
 use shipsec_orchestrator::messages::orchestrator::RunCommandError;
-use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
-use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, chaos};
+use shipsec_orchestrator::{
+    Component, ComponentError, ComponentMeta, ComponentOutput, ComponentRegistry, ComponentResult,
+    EngineConfig, EngineError, ExecutionContext, Handle, Orchestrator, Workflow, chaos,
+};
 
 /// A random deterministic workflow: `all` joins, success/error/always edges, echo, short
 /// sleeps, failures and flaky steps with retries.
@@ -89,16 +93,16 @@ fn chaos_runs() -> u64 {
 /// invariants and the outcome against the oracle; panics with `replay` on a violation.
 async fn chaotic_run(
     handle: &Handle,
-    graph: Arc<Graph>,
+    workflow: Workflow,
     seed: u64,
     bound: Duration,
     replay: &str,
 ) -> ChaosReport {
-    let oracle = common::run_on(handle, graph.clone(), Default::default())
+    let oracle = common::run_on(handle, &workflow, Default::default())
         .await
         .result;
-    let plan = FaultPlan::random(seed, &graph);
-    let report = run_with_faults(handle, graph, Default::default(), &plan, bound)
+    let plan = FaultPlan::random(seed, workflow.graph());
+    let report = run_with_faults(handle, &workflow, Default::default(), &plan, bound)
         .await
         .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay: {replay}"));
     if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
@@ -163,14 +167,14 @@ async fn wide_chaotic_runs_through_the_spawn_window_keep_every_invariant() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
     for seed in 0..runs {
-        let graph = common::graph(wide_workflow(seed, 2_500));
+        let workflow = common::workflow(&handle, wide_workflow(seed, 2_500));
         let replay = format!("wide_workflow({seed}, 2_500)");
-        let report = chaotic_run(&handle, graph, seed, Duration::from_secs(60), &replay).await;
+        let report = chaotic_run(&handle, workflow, seed, Duration::from_secs(60), &replay).await;
         injected += report.injected;
     }
     eprintln!("wide chaos: {runs} runs of 3,752 nodes, {injected} faults injected");
     assert!(injected > 100, "the plans injected faults ({injected})");
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,9 +195,9 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
     };
     let (mut injected, mut stopped, mut slowest) = (0, 0, Duration::ZERO);
     for seed in seeds {
-        let graph = common::graph(random_workflow(seed));
+        let workflow = common::workflow(&handle, random_workflow(seed));
         let replay = format!("CHAOS_SEED={seed}");
-        let report = chaotic_run(&handle, graph, seed, Duration::from_secs(30), &replay).await;
+        let report = chaotic_run(&handle, workflow, seed, Duration::from_secs(30), &replay).await;
         injected += report.injected;
         stopped += usize::from(report.stopped);
         if report.injected > 0 {
@@ -205,24 +209,24 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
         chaos_runs()
     );
     assert!(injected > 0, "the plans injected faults");
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
     chaos::enable();
     let handle = common::engine().await;
-    let slow = common::graph(json!({"title": "slow", "actions": [
+    let slow = common::definition(json!({"title": "slow", "actions": [
         {"ref": "long", "componentId": "core.sleep", "params": {"ms": 30_000}},
         {"ref": "after", "componentId": "core.echo"}
     ], "edges": [{"sourceRef": "long", "targetRef": "after"}]}));
     let mut victim = handle
-        .submit(slow.clone(), Default::default(), Default::default())
+        .submit(slow, Default::default(), Default::default())
         .await
         .unwrap();
     let mut bystander = handle
         .submit(
-            common::graph(json!({"title": "b", "actions": [
+            common::definition(json!({"title": "b", "actions": [
                 {"ref": "s", "componentId": "core.sleep", "params": {"ms": 200}}
             ]})),
             Default::default(),
@@ -260,9 +264,11 @@ async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
         bystander.result().await.unwrap().status,
         RunStatus::Completed
     );
-    let quick =
-        common::graph(json!({"title": "q", "actions": [{"ref": "e", "componentId": "core.echo"}]}));
-    let again = common::run_on(&handle, quick, Default::default()).await;
+    let quick = common::workflow(
+        &handle,
+        json!({"title": "q", "actions": [{"ref": "e", "componentId": "core.echo"}]}),
+    );
+    let again = common::run_on(&handle, &quick, Default::default()).await;
     assert_eq!(
         again.result.status,
         RunStatus::Completed,
@@ -272,7 +278,31 @@ async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
         .await
         .expect("slots come back")
         .unwrap();
-    handle.shutdown();
+    common::shutdown(&handle).await;
+}
+
+/// Holds every attempt until the test opens it: runs stay active exactly as long as the
+/// test says, whatever the machine's speed.
+struct Held(tokio::sync::watch::Receiver<bool>);
+
+static HELD_META: std::sync::LazyLock<ComponentMeta> =
+    std::sync::LazyLock::new(|| ComponentMeta::new("test.held", "waits until released"));
+
+impl Component for Held {
+    fn meta(&self) -> &ComponentMeta {
+        &HELD_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        let mut open = self.0.clone();
+        async move {
+            tokio::select! {
+                _ = open.wait_for(|open| *open) => Ok(ComponentOutput::default()),
+                () = ctx.cancel.cancelled() => Err(ComponentError::fatal("CancelledError", "held")),
+            }
+        }
+        .boxed()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,44 +311,47 @@ async fn a_burst_past_the_admission_limit_is_refused_with_a_clear_error() {
         max_active_runs: 100,
         ..EngineConfig::default()
     };
-    let handle = Orchestrator::start(config).await.unwrap();
-    let graph = common::graph(json!({"title": "slow", "actions": [
-        {"ref": "s", "componentId": "core.sleep", "params": {"ms": 2_000}}
-    ]}));
-    let (mut accepted, mut refused) = (Vec::new(), 0);
+    let (open, held) = tokio::sync::watch::channel(false);
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.register(Arc::new(Held(held)));
+    let handle = Orchestrator::start_with(config, registry).await.unwrap();
+    let workflow = common::workflow(
+        &handle,
+        json!({"title": "held", "actions": [{"ref": "h", "componentId": "test.held"}]}),
+    );
+    let (mut accepted, mut refusals) = (Vec::new(), Vec::new());
     for _ in 0..10_000 {
         match handle
-            .submit(graph.clone(), Default::default(), Default::default())
+            .submit_workflow(&workflow, Default::default(), Default::default())
             .await
         {
             Ok(run) => accepted.push(run),
-            Err(EngineError::Run(RunCommandError::Overloaded { active, limit })) => {
-                assert_eq!((active, limit), (100, 100));
-                refused += 1;
-            }
-            Err(other) => panic!("unexpected error: {other}"),
+            Err(refused) => refusals.push(refused),
         }
     }
     assert_eq!(accepted.len(), 100);
-    assert_eq!(refused, 9_900);
-    let message = RunCommandError::Overloaded {
-        active: 100,
-        limit: 100,
+    assert_eq!(refusals.len(), 9_900);
+    for refused in &refusals {
+        let EngineError::Run(RunCommandError::Overloaded { active, limit }) = refused else {
+            panic!("unexpected error: {refused}");
+        };
+        assert_eq!((*active, *limit), (100, 100));
     }
-    .to_string();
-    assert!(message.contains("limit is 100"), "{message}");
-    for run in &accepted {
-        handle.terminate(run.run_id()).await.unwrap();
-    }
+    let message = refusals[0].to_string();
+    assert_eq!(
+        message,
+        "too many runs in progress (100, the limit is 100); retry later"
+    );
+    // Released, the accepted runs complete, and capacity is back.
+    open.send_replace(true);
     for run in &mut accepted {
-        assert_eq!(run.result().await.unwrap().status, RunStatus::Terminated);
+        assert_eq!(run.result().await.unwrap().status, RunStatus::Completed);
     }
-    // Capacity is back once the runs ended.
     assert!(
         handle
-            .submit(graph, Default::default(), Default::default())
+            .submit_workflow(&workflow, Default::default(), Default::default())
             .await
             .is_ok()
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }

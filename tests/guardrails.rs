@@ -99,12 +99,12 @@ async fn run_many(
     def: Value,
     runs: usize,
 ) -> Vec<Arc<shipsec_orchestrator::messages::result::RunResult>> {
-    let graph = common::graph_with(def, handle.registry());
+    let graph = common::workflow(handle, def);
     let mut pending = Vec::new();
     for _ in 0..runs {
         pending.push(
             handle
-                .submit(graph.clone(), Default::default(), Default::default())
+                .submit_workflow(&graph, Default::default(), Default::default())
                 .await
                 .unwrap(),
         );
@@ -135,7 +135,7 @@ async fn the_engine_wide_cap_holds_under_1000_concurrent_runs() {
             active: 0
         }
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,8 +183,8 @@ async fn run_component_and_group_caps_hold() {
         probe2.max.load(Ordering::SeqCst) <= 3,
         "two ungrouped nodes plus one of the group"
     );
-    handle.shutdown();
-    handle2.shutdown();
+    common::shutdown(&handle).await;
+    common::shutdown(&handle2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -194,10 +194,10 @@ async fn slots_are_granted_first_come_first_served_across_runs() {
         ..EngineConfig::default()
     };
     let (handle, probe) = engine(config).await;
-    let a = common::graph_with(probes(3, 30), handle.registry());
-    let b = common::graph_with(probes(1, 1), handle.registry());
+    let a = common::workflow(&handle, probes(3, 30));
+    let b = common::workflow(&handle, probes(1, 1));
     let mut run_a = handle
-        .submit(a, Default::default(), Default::default())
+        .submit_workflow(&a, Default::default(), Default::default())
         .await
         .unwrap();
     let mut events = handle.events(run_a.run_id()).await.unwrap();
@@ -211,7 +211,7 @@ async fn slots_are_granted_first_come_first_served_across_runs() {
         }
     }
     let mut run_b = handle
-        .submit(b, Default::default(), Default::default())
+        .submit_workflow(&b, Default::default(), Default::default())
         .await
         .unwrap();
     run_a.result().await.unwrap();
@@ -228,7 +228,7 @@ async fn slots_are_granted_first_come_first_served_across_runs() {
         order[3].starts_with(run_b.run_id()),
         "B waits behind A's earlier requests: {order:?}"
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,7 +259,7 @@ async fn a_rate_limit_spaces_attempts_within_tolerance() {
     // 1 token at once, then 20 more at 20 per second: about one second.
     assert!(took >= Duration::from_millis(800), "too fast: {took:?}");
     assert!(took < Duration::from_secs(3), "too slow: {took:?}");
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,12 +272,7 @@ async fn a_node_queued_too_long_fails_with_queue_timeout_error() {
     let mut def = probes(2, 1000);
     def["nodes"] = json!({"p1": {"ref": "p1", "queueTimeoutSeconds": 0.1}});
     // p0 takes the only slot first (definition order), p1 times out waiting.
-    let f = common::run_on(
-        &handle,
-        common::graph_with(def, handle.registry()),
-        Default::default(),
-    )
-    .await;
+    let f = common::run_on(&handle, &common::workflow(&handle, def), Default::default()).await;
     let (first, second) = if f.status("p0") == NodeStatus::Completed {
         ("p0", "p1")
     } else {
@@ -288,7 +283,7 @@ async fn a_node_queued_too_long_fails_with_queue_timeout_error() {
     assert_eq!(f.error_type(second), "QueueTimeoutError");
     assert_eq!(f.attempts(second), 0, "it never ran");
     assert_eq!(f.events_of(second, EventType::Queued).len(), 1);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,9 +305,9 @@ async fn no_slot_leaks_after_cancellations_timeouts_and_failures() {
     let results = run_many(&handle, def, 3).await;
     assert!(results.iter().all(|r| r.status == RunStatus::Failed));
     // Cancellations of queued and running nodes.
-    let g = common::graph_with(probes(10, 5000), handle.registry());
+    let g = common::workflow(&handle, probes(10, 5000));
     let mut run = handle
-        .submit(g, Default::default(), Default::default())
+        .submit_workflow(&g, Default::default(), Default::default())
         .await
         .unwrap();
     let mut events = handle.events(run.run_id()).await.unwrap();
@@ -335,7 +330,7 @@ async fn no_slot_leaks_after_cancellations_timeouts_and_failures() {
     let results = run_many(&handle, probes(8, 50), 1).await;
     assert_eq!(results[0].status, RunStatus::Completed);
     assert_eq!(probe.max.load(Ordering::SeqCst), 4);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -349,12 +344,7 @@ async fn an_output_over_the_limit_fails_the_node_and_is_not_retried() {
         {"ref": "big", "componentId": "core.echo", "params": {"v": big},
          "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0}}
     ]});
-    let f = common::run_on(
-        &handle,
-        common::graph_with(def, handle.registry()),
-        Default::default(),
-    )
-    .await;
+    let f = common::run_on(&handle, &common::workflow(&handle, def), Default::default()).await;
     assert_eq!(f.status("small"), NodeStatus::Completed);
     assert_eq!(f.status("big"), NodeStatus::Failed);
     assert_eq!(f.error_type("big"), "OutputLimitError");
@@ -363,7 +353,7 @@ async fn an_output_over_the_limit_fails_the_node_and_is_not_retried() {
         !f.result.outputs.contains_key("big"),
         "the oversized output is not kept"
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 fn echo_chain(n: usize) -> Value {
@@ -388,7 +378,7 @@ async fn finished_runs_are_forgotten_oldest_first_past_the_retained_node_budget(
     for n in [10, 10, 10, 40] {
         let mut run = handle
             .submit(
-                common::graph(echo_chain(n)),
+                common::definition(echo_chain(n)),
                 Default::default(),
                 Default::default(),
             )
@@ -413,7 +403,7 @@ async fn finished_runs_are_forgotten_oldest_first_past_the_retained_node_budget(
     }
     let gone = handle.status(&ids[0]).await.unwrap_err();
     assert!(gone.to_string().contains(&ids[0]), "{gone}");
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 // Engine configuration -------------------------------------------------------------------

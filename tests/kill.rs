@@ -43,7 +43,7 @@ impl Component for Gate {
                 ctx.cancel.cancelled().await;
                 return Err(ComponentError::fatal("CancelledError", "gate cancelled"));
             }
-            Ok(ComponentOutput::new(ctx.inputs.clone()))
+            Ok(ComponentOutput::new((*ctx.inputs).clone()))
         }
         .boxed()
     }
@@ -105,12 +105,12 @@ fn def(actions: Value, edges: Value) -> Value {
 /// Submits the workflow of `actions` and `edges` (built-ins and this file's components);
 /// returns its graph, for trace checks, and its run.
 async fn submit(handle: &Handle, actions: Value, edges: Value) -> (Arc<Graph>, RunHandle) {
-    let g = common::graph_with(def(actions, edges), handle.registry());
+    let w = common::workflow(handle, def(actions, edges));
     let run = handle
-        .submit(g.clone(), Default::default(), Default::default())
+        .submit_workflow(&w, Default::default(), Default::default())
         .await
         .unwrap();
-    (g, run)
+    (w.graph().clone(), run)
 }
 
 async fn wait_for_attempt(
@@ -152,7 +152,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
         .find(|e| e.kind == EventType::Retrying)
         .expect("a RETRYING event");
     assert_eq!(retry.error.as_ref().unwrap().error_type, "CrashError");
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -177,7 +177,7 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
     assert_eq!(result.nodes["after"].status, NodeStatus::Skipped);
     let events: Vec<_> = StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
     common::check_trace(&g, &result, &events);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,21 +216,21 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
         json!({"v": 1}),
         "inputs come from the replayed parent end"
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_component_fails_its_attempt_not_the_engine() {
     let (handle, _started) = engine_with_gate().await;
-    let g = common::graph_with(
+    let g = common::workflow(
+        &handle,
         def(
             json!([{"ref": "p", "componentId": "test.panic_once", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
                    {"ref": "q", "componentId": "test.panic_once"}]),
             json!([]),
         ),
-        handle.registry(),
     );
-    let f = common::run_on(&handle, g, Default::default()).await;
+    let f = common::run_on(&handle, &g, Default::default()).await;
     assert_eq!(f.status("p"), NodeStatus::Completed);
     assert_eq!(f.attempts("p"), 2);
     assert_eq!(f.status("q"), NodeStatus::Failed);
@@ -238,15 +238,15 @@ async fn a_panicking_component_fails_its_attempt_not_the_engine() {
     // The engine carries on.
     let again = common::run_on(
         &handle,
-        common::graph(def(
-            json!([{"ref": "e", "componentId": "core.echo"}]),
-            json!([]),
-        )),
+        &common::workflow(
+            &handle,
+            def(json!([{"ref": "e", "componentId": "core.echo"}]), json!([])),
+        ),
         Default::default(),
     )
     .await;
     assert_eq!(again.result.status, RunStatus::Completed);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,7 +264,7 @@ async fn a_cancelled_run_leaves_no_node_actor_alive() {
     assert_eq!(result.status, RunStatus::Cancelled);
     assert!(chaos::node_actor(run.run_id(), "g").is_none());
     assert!(chaos::node_actor(run.run_id(), "after").is_none());
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,7 +295,7 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
     );
     assert_eq!(result.status, RunStatus::Cancelled);
     assert_eq!(result.nodes["s"].status, NodeStatus::Cancelled);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,14 +338,15 @@ async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_e
             .count();
         assert_eq!(ends, 1, "one CANCELLED event for {node}");
     }
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_running_head() {
     let (handle, _started) = engine_with_gate().await;
     // `win` fires the `first` join at once; `t2` and `t1` were never reached and `g` runs.
-    let g = common::graph_with(
+    let g = common::workflow(
+        &handle,
         json!({"title": "kill", "actions": [
                 {"ref": "win", "componentId": "core.echo"},
                 {"ref": "g", "componentId": "test.gate"},
@@ -355,10 +356,9 @@ async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_run
             "nodes": {"j": {"ref": "j", "joinStrategy": "first"}},
             "edges": [{"sourceRef": "g", "targetRef": "t1"}, {"sourceRef": "t1", "targetRef": "t2"},
                       {"sourceRef": "t2", "targetRef": "j"}, {"sourceRef": "win", "targetRef": "j"}]}),
-        handle.registry(),
     );
     let mut run = handle
-        .submit(g, Default::default(), Default::default())
+        .submit_workflow(&g, Default::default(), Default::default())
         .await
         .unwrap();
     let result = run.result().await.unwrap();
@@ -375,7 +375,7 @@ async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_run
             result.nodes[node].reason
         );
     }
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 fn fan_out(width: usize, pairs: bool) -> Value {
@@ -409,7 +409,7 @@ async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
     let width = 5_000;
     let mut run = handle
         .submit(
-            common::graph(fan_out(width, false)),
+            common::definition(fan_out(width, false)),
             Default::default(),
             Default::default(),
         )
@@ -423,7 +423,7 @@ async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
         (1..=1_100).contains(&peak),
         "{peak} node actors alive at once for a {width}-way fan-out"
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -432,7 +432,7 @@ async fn nodes_held_back_by_the_spawn_window_never_wait_on_each_other() {
     // 3,000 middle nodes fill the window many times over while 1,500 joins wait on them.
     let mut run = handle
         .submit(
-            common::graph(fan_out(3_000, true)),
+            common::definition(fan_out(3_000, true)),
             Default::default(),
             Default::default(),
         )
@@ -447,5 +447,5 @@ async fn nodes_held_back_by_the_spawn_window_never_wait_on_each_other() {
             .values()
             .all(|n| n.status == NodeStatus::Completed)
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }

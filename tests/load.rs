@@ -46,14 +46,14 @@ async fn a_thousand_concurrent_runs_complete_and_leave_nothing_behind() {
         ..EngineConfig::default()
     };
     let handle = Orchestrator::start(config).await.unwrap();
-    let graph = common::graph(diamond20());
+    let graph = common::workflow(&handle, diamond20());
     let batch = || async {
         let t = Instant::now();
         let mut runs = Vec::new();
         for _ in 0..1000 {
             runs.push(
                 handle
-                    .submit(graph.clone(), Default::default(), Default::default())
+                    .submit_workflow(&graph, Default::default(), Default::default())
                     .await
                     .unwrap(),
             );
@@ -84,7 +84,7 @@ async fn a_thousand_concurrent_runs_complete_and_leave_nothing_behind() {
         after < after_first + after_first / 5,
         "RSS grew from {after_first} KB to {after} KB"
     );
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 /// Resident memory after giving freed heap pages back to the system.

@@ -44,7 +44,7 @@ fn context(params: Value, inputs: Value, cancel: CancellationToken) -> Execution
         node_ref: "proc".into(),
         attempt: 1,
         params: Arc::new(object(params)),
-        inputs: object(inputs),
+        inputs: Arc::new(object(inputs)),
         triggered_by: Arc::from(Vec::new()),
         failure: None,
         cancel,
@@ -434,12 +434,12 @@ async fn a_timed_out_node_leaves_no_process_behind() {
 async fn stop_mid_run(name: &str, terminate: bool) {
     let file = TempFile::new(name);
     let handle = common::engine().await;
-    let graph = common::graph(json!({
+    let definition = common::definition(json!({
         "title": "orphans",
         "actions": [process_node(orphan_maker(&file))]
     }));
     let mut run = handle
-        .submit(graph, JsonObject::new(), Default::default())
+        .submit(definition, JsonObject::new(), Default::default())
         .await
         .expect("submit");
     let mut events = handle.events(run.run_id()).await.expect("events");
@@ -460,7 +460,7 @@ async fn stop_mid_run(name: &str, terminate: bool) {
         handle.cancel(run.run_id()).await.expect("cancel");
     }
     let result = run.result().await.expect("result");
-    handle.shutdown();
+    common::shutdown(&handle).await;
     let expected = if terminate {
         RunStatus::Terminated
     } else {

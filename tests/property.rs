@@ -40,10 +40,8 @@ use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::{NodeRecord, RunResult};
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
 use shipsec_orchestrator::runtime::definition::graph::{Graph, Join, NodeIx};
-use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
@@ -70,11 +68,6 @@ fn engine() -> &'static (tokio::runtime::Runtime, Handle) {
             .expect("the orchestrator starts");
         (runtime, handle)
     })
-}
-
-fn registry() -> &'static ComponentRegistry {
-    static REGISTRY: OnceLock<ComponentRegistry> = OnceLock::new();
-    REGISTRY.get_or_init(ComponentRegistry::with_builtins)
 }
 
 /// `PROPTEST_CASES`, else 1,024 (thousands of cases in CI).
@@ -108,13 +101,14 @@ struct Finished {
 fn run(case: &Case) -> Result<Finished, String> {
     let def: WorkflowDefinition = serde_json::from_value(case.definition.clone())
         .map_err(|e| format!("generated definition does not parse: {e}"))?;
-    let graph = Arc::new(
-        validate(&def, registry()).map_err(|e| format!("generated definition is invalid: {e}"))?,
-    );
     let (runtime, handle) = engine();
+    let workflow = handle
+        .prepare(def)
+        .map_err(|e| format!("generated definition is invalid: {e}"))?;
+    let graph = workflow.graph().clone();
     runtime.block_on(async {
         let submitted = handle
-            .submit(graph.clone(), run_inputs(), SubmitOptions::default())
+            .submit_workflow(&workflow, run_inputs(), SubmitOptions::default())
             .await;
         let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
         let result = run.result().await.map_err(|e| format!("result: {e}"))?;

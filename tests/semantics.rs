@@ -468,12 +468,15 @@ async fn the_run_deadline_times_the_run_out() {
 async fn stop_mid_run(terminate: bool) -> Finished {
     use futures::StreamExt;
     let handle = common::engine().await;
-    let g = common::graph(wf(
-        json!([sleep("long", 20_000), echo("after")]),
-        json!([e("long", "after")]),
-    ));
+    let g = common::workflow(
+        &handle,
+        wf(
+            json!([sleep("long", 20_000), echo("after")]),
+            json!([e("long", "after")]),
+        ),
+    );
     let mut runh = handle
-        .submit(g.clone(), Default::default(), Default::default())
+        .submit_workflow(&g, Default::default(), Default::default())
         .await
         .unwrap();
     let mut events = handle.events(runh.run_id()).await.unwrap();
@@ -489,8 +492,8 @@ async fn stop_mid_run(terminate: bool) -> Finished {
     }
     let result = runh.result().await.unwrap();
     let events: Vec<_> = handle.events(runh.run_id()).await.unwrap().collect().await;
-    common::check_trace(&g, &result, &events);
-    handle.shutdown();
+    common::check_trace(g.graph(), &result, &events);
+    common::shutdown(&handle).await;
     Finished { result, events }
 }
 
@@ -606,39 +609,45 @@ async fn a_hundred_200ms_sleeps_run_in_parallel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_entrypoint_outputs_the_run_inputs() {
     let handle = common::engine().await;
-    let g = common::graph(json!({
-        "title": "t",
-        "entrypoint": {"ref": "start"},
-        "actions": [
-            {"ref": "start", "componentId": "core.workflow.entrypoint", "params": {"runtimeInputs": [{"id": "target", "required": true}]}},
-            {"ref": "use", "componentId": "core.echo", "inputMappings": {"t": {"sourceRef": "start", "sourceHandle": "target"}}}
-        ],
-        "edges": [{"sourceRef": "start", "targetRef": "use"}]
-    }));
+    let g = common::workflow(
+        &handle,
+        json!({
+            "title": "t",
+            "entrypoint": {"ref": "start"},
+            "actions": [
+                {"ref": "start", "componentId": "core.workflow.entrypoint", "params": {"runtimeInputs": [{"id": "target", "required": true}]}},
+                {"ref": "use", "componentId": "core.echo", "inputMappings": {"t": {"sourceRef": "start", "sourceHandle": "target"}}}
+            ],
+            "edges": [{"sourceRef": "start", "targetRef": "use"}]
+        }),
+    );
     let mut inputs = serde_json::Map::new();
     inputs.insert("target".into(), json!("example.com"));
-    let f = common::run_on(&handle, g.clone(), inputs).await;
+    let f = common::run_on(&handle, &g, inputs).await;
     assert_eq!(f.output("use")["t"], json!("example.com"));
     let missing = handle
-        .submit(g, Default::default(), Default::default())
+        .submit_workflow(&g, Default::default(), Default::default())
         .await;
     assert!(missing.unwrap_err().to_string().contains("target"));
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancellation_during_backoff_ends_the_node_cancelled() {
     use futures::StreamExt;
     let handle = common::engine().await;
-    let g = common::graph(wf(
-        json!([
-            json!({"ref": "f", "componentId": "core.flaky", "params": {"failures": 5},
+    let g = common::workflow(
+        &handle,
+        wf(
+            json!([
+                json!({"ref": "f", "componentId": "core.flaky", "params": {"failures": 5},
                       "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 30}})
-        ]),
-        json!([]),
-    ));
+            ]),
+            json!([]),
+        ),
+    );
     let mut runh = handle
-        .submit(g.clone(), Default::default(), Default::default())
+        .submit_workflow(&g, Default::default(), Default::default())
         .await
         .unwrap();
     let mut events = handle.events(runh.run_id()).await.unwrap();
@@ -654,5 +663,5 @@ async fn cancellation_during_backoff_ends_the_node_cancelled() {
     assert_eq!(result.status, RunStatus::Cancelled);
     assert_eq!(result.nodes["f"].status, NodeStatus::Cancelled);
     assert_eq!(result.nodes["f"].attempts, 1);
-    handle.shutdown();
+    common::shutdown(&handle).await;
 }

@@ -10,15 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use common::{Finished, engine, run_on};
 use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::{EventType, Level};
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::parse::{Format, from_value, parse_typed};
-use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
@@ -60,16 +56,12 @@ fn sleep_parallel_to_core_sleep(def: &mut Value) {
     }
 }
 
-/// Validates the definition as given and returns its graph.
-fn graph(def: Value) -> Arc<Graph> {
-    let def: WorkflowDefinition = from_value(def).unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(validate(&def, &ComponentRegistry::with_builtins()).unwrap_or_else(|e| panic!("{e}")))
-}
-
 async fn run(def: Value) -> Finished {
     let handle = engine().await;
-    let finished = run_on(&handle, graph(def), JsonObject::new()).await;
-    handle.shutdown();
+    let def: WorkflowDefinition = from_value(def).unwrap_or_else(|e| panic!("{e}"));
+    let workflow = handle.prepare(def).unwrap_or_else(|e| panic!("{e}"));
+    let finished = run_on(&handle, &workflow, JsonObject::new()).await;
+    common::shutdown(&handle).await;
     finished
 }
 

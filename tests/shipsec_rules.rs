@@ -34,10 +34,12 @@ async fn run_both(yaml: &str) -> Vec<Finished> {
     let handle = engine().await;
     let mut runs = Vec::new();
     for (format, text) in both_forms(yaml) {
-        let graph = load(&text, format).unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        runs.push(run_on(&handle, graph, JsonObject::new()).await);
+        let workflow = handle
+            .load_str(&text, format)
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        runs.push(run_on(&handle, &workflow, JsonObject::new()).await);
     }
-    handle.shutdown();
+    common::shutdown(&handle).await;
     assert_same(&runs[0], &runs[1]);
     runs
 }
@@ -506,8 +508,9 @@ async fn a_compiled_fan_out_recon_definition_validates_without_warnings_and_runs
     let handle = engine().await;
     let mut inputs = JsonObject::new();
     inputs.insert("domains".into(), json!(["example.com"]));
-    let f = run_on(&handle, graph, inputs).await;
-    handle.shutdown();
+    let workflow = handle.load_str(&json, Format::Json).expect("valid");
+    let f = run_on(&handle, &workflow, inputs).await;
+    common::shutdown(&handle).await;
     assert_eq!(
         f.result.status,
         RunStatus::Completed,

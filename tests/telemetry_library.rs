@@ -25,7 +25,7 @@ async fn a_run_with_a_traceparent_joins_the_callers_trace() {
     let guard =
         telemetry::init_for_tests(&receiver.endpoint(), "grpc").expect("telemetry installs");
 
-    let graph = common::graph(json!({
+    let definition = common::definition(json!({
         "version": 2,
         "title": "joins the caller's trace",
         "edges": [{"sourceRef": "a", "targetRef": "b"}],
@@ -37,7 +37,7 @@ async fn a_run_with_a_traceparent_joins_the_callers_trace() {
     let handle = common::engine().await;
     let mut run = handle
         .submit(
-            graph,
+            definition,
             JsonObject::new(),
             SubmitOptions {
                 traceparent: Some(format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")),
@@ -49,7 +49,7 @@ async fn a_run_with_a_traceparent_joins_the_callers_trace() {
     let run_id = run.run_id().to_owned();
     let result = run.result().await.expect("result");
     assert_eq!(result.nodes.len(), 2, "both nodes reached a terminal state");
-    handle.shutdown();
+    common::shutdown(&handle).await;
     // A blocking flush: let the runtime move the receiver's tasks to other workers.
     let dropped = tokio::task::block_in_place(|| guard.shutdown());
     assert_eq!(dropped, 0, "no span was dropped");

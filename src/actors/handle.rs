@@ -1,32 +1,42 @@
 //! The local channel: [`Orchestrator::start`] gives a [`Handle`], a thin typed wrapper
-//! over the orchestrator actor's mailbox, and [`Handle::submit`] gives a [`RunHandle`]
-//! whose [`RunHandle::result`] resolves when the run ends.
+//! over the orchestrator actor's mailbox. [`Handle::submit`] takes a definition, checks
+//! it against this engine's limits and components, and gives a [`RunHandle`] whose
+//! [`RunHandle::result`] resolves when the run ends. [`Handle::shutdown`] cancels or
+//! drains what is running and completes once every actor has stopped.
 
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::SlotStats;
-use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions};
+use crate::messages::orchestrator::{
+    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions,
+};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::StopKind;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::Graph;
-use crate::runtime::definition::validate::{DefinitionError, validate};
+use crate::runtime::definition::limits::DefinitionLimits;
+use crate::runtime::definition::load::{self, LoadError};
+use crate::runtime::definition::parse::Format;
+use crate::runtime::definition::validate::{Problem, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The definition does not validate.
+    /// The definition cannot be read, is over a limit, or does not validate.
     #[error(transparent)]
-    Definition(#[from] DefinitionError),
+    Invalid(#[from] LoadError),
     /// The command about a run could not be carried out.
     #[error(transparent)]
     Run(#[from] RunCommandError),
@@ -44,6 +54,9 @@ pub enum EngineError {
 /// Entry point of the library.
 #[derive(Debug, Clone, Copy)]
 pub struct Orchestrator;
+
+/// Engines started in this process, so a [`Workflow`] knows which engine checked it.
+static ENGINES: AtomicU64 = AtomicU64::new(1);
 
 impl Orchestrator {
     /// Starts an orchestrator with the built-in components.
@@ -65,14 +78,49 @@ impl Orchestrator {
     ) -> Result<Handle, EngineError> {
         config.validate(&registry)?;
         let registry = Arc::new(registry);
+        let limits = config.limits;
         let args = OrchestratorArgs {
             config,
             registry: registry.clone(),
         };
-        let (actor, _) = Actor::spawn(None, OrchestratorActor, args)
+        let (actor, join) = Actor::spawn(None, OrchestratorActor, args)
             .await
             .map_err(|e| EngineError::Start(e.to_string()))?;
-        Ok(Handle { actor, registry })
+        Ok(Handle {
+            actor,
+            registry,
+            limits,
+            engine: ENGINES.fetch_add(1, Ordering::Relaxed),
+            join: Arc::new(Mutex::new(Some(join))),
+        })
+    }
+}
+
+/// A definition this engine checked — within its limits, valid against its components —
+/// ready to run any number of times. Made by [`Handle::prepare`] and its siblings only.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    definition: Arc<WorkflowDefinition>,
+    graph: Arc<Graph>,
+    /// The engine that checked it, and the limits it was checked under.
+    engine: u64,
+    limits: DefinitionLimits,
+}
+
+impl Workflow {
+    /// The definition as given.
+    pub fn definition(&self) -> &WorkflowDefinition {
+        &self.definition
+    }
+
+    /// Its validated graph.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// Where its `dependsOn` or `dependencyCounts` disagreed with its edges.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.graph.warnings
     }
 }
 
@@ -81,6 +129,10 @@ impl Orchestrator {
 pub struct Handle {
     actor: ActorRef<OrchestratorMsg>,
     registry: Arc<ComponentRegistry>,
+    limits: DefinitionLimits,
+    engine: u64,
+    /// The orchestrator's task, awaited by the first shutdown.
+    join: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 /// A stream of a run's trace events, ending when the run ends.
@@ -92,39 +144,103 @@ impl Handle {
         &self.registry
     }
 
-    /// Validates a definition and submits it.
+    /// Checks a definition against this engine's limits, then validates it against its
+    /// components.
     ///
     /// # Errors
-    /// [`EngineError::Definition`] when it does not validate; see [`Handle::submit`].
+    /// [`EngineError::Invalid`] naming the limit broken, or every validation problem.
+    pub fn prepare(&self, definition: WorkflowDefinition) -> Result<Workflow, EngineError> {
+        self.limits.check(&definition).map_err(LoadError::from)?;
+        let graph = validate(&definition, &self.registry).map_err(LoadError::from)?;
+        Ok(Workflow {
+            definition: Arc::new(definition),
+            graph: Arc::new(graph),
+            engine: self.engine,
+            limits: self.limits,
+        })
+    }
+
+    /// Parses definition text (JSON or YAML) under this engine's limits, then prepares it.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`]: a limit, the shape, or validation.
+    pub fn load_str(&self, text: &str, format: Format) -> Result<Workflow, EngineError> {
+        let loaded = load::load_str_with(text, format, &self.registry, &self.limits)?;
+        Ok(self.adopt(loaded))
+    }
+
+    /// Reads a definition file (format from its extension or content) under this
+    /// engine's limits, then prepares it.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`]: the file, a limit, the shape, or validation.
+    pub fn load_file(&self, path: &Path) -> Result<Workflow, EngineError> {
+        let loaded = load::load_file_with(path, &self.registry, &self.limits)?;
+        Ok(self.adopt(loaded))
+    }
+
+    /// Whether `workflow` passed this engine's checks (or ones just like them).
+    fn checked(&self, workflow: &Workflow) -> bool {
+        workflow.engine == self.engine
+            || (workflow.limits == self.limits
+                && workflow
+                    .graph
+                    .nodes
+                    .iter()
+                    .all(|n| self.registry.get(&n.component_id).is_some()))
+    }
+
+    fn adopt(&self, loaded: load::Loaded) -> Workflow {
+        Workflow {
+            definition: Arc::new(loaded.definition),
+            graph: loaded.graph,
+            engine: self.engine,
+            limits: self.limits,
+        }
+    }
+
+    /// Starts a run of a definition: checked against the limits, validated, started.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for the definition; [`RunCommandError::InvalidInputs`]
+    /// when required runtime inputs are missing, [`RunCommandError::DuplicateRun`] for a
+    /// reused run id, [`RunCommandError::Overloaded`] past the admission limit,
+    /// [`RunCommandError::ShuttingDown`]; [`EngineError::Unavailable`] when the
+    /// orchestrator is gone.
     ///
     /// # Cancel safety
     /// Dropping the future may leave the run started; its id is then unknown to the caller
     /// unless `options.run_id` was set.
-    pub async fn submit_definition(
-        &self,
-        definition: &WorkflowDefinition,
-        inputs: JsonObject,
-        options: SubmitOptions,
-    ) -> Result<RunHandle, EngineError> {
-        let graph = Arc::new(validate(definition, &self.registry)?);
-        self.submit(graph, inputs, options).await
-    }
-
-    /// Starts a run of a validated graph.
-    ///
-    /// # Errors
-    /// [`RunCommandError::InvalidInputs`] when required runtime inputs are missing,
-    /// [`RunCommandError::DuplicateRun`] for a reused run id, [`EngineError::Unavailable`]
-    /// when the orchestrator is gone.
-    ///
-    /// # Cancel safety
-    /// As [`Handle::submit_definition`].
     pub async fn submit(
         &self,
-        graph: Arc<Graph>,
+        definition: WorkflowDefinition,
         inputs: JsonObject,
         options: SubmitOptions,
     ) -> Result<RunHandle, EngineError> {
+        let workflow = self.prepare(definition)?;
+        self.submit_workflow(&workflow, inputs, options).await
+    }
+
+    /// Starts a run of a prepared workflow (checked once, run many times). A workflow
+    /// another engine prepared is taken when it was checked under the same limits and
+    /// this engine has every component it uses; else it is checked again here.
+    ///
+    /// # Errors
+    /// As [`Handle::submit`].
+    ///
+    /// # Cancel safety
+    /// As [`Handle::submit`].
+    pub async fn submit_workflow(
+        &self,
+        workflow: &Workflow,
+        inputs: JsonObject,
+        options: SubmitOptions,
+    ) -> Result<RunHandle, EngineError> {
+        let graph = if self.checked(workflow) {
+            workflow.graph.clone()
+        } else {
+            self.prepare((*workflow.definition).clone())?.graph
+        };
         let submitted = ractor::call!(self.actor, |reply| OrchestratorMsg::Submit {
             graph,
             inputs,
@@ -217,9 +333,37 @@ impl Handle {
         ractor::call!(self.actor, OrchestratorMsg::SlotsIdle).map_err(|_| EngineError::Unavailable)
     }
 
-    /// Stops the orchestrator (runs still going are abandoned).
-    pub fn shutdown(&self) {
-        self.actor.stop(None);
+    /// Stops the engine: no new runs are taken; runs still going are cancelled
+    /// ([`ShutdownMode::Cancel`]) or left to finish ([`ShutdownMode::Drain`]). Completes
+    /// once every run has ended and every actor of the engine has stopped. Calling it
+    /// again, or on a stopped engine, completes at once.
+    ///
+    /// # Errors
+    /// None in practice: an orchestrator that is already gone has nothing left to stop.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not undo the shutdown: it goes on, and a later call waits
+    /// for it.
+    pub async fn shutdown(&self, mode: ShutdownMode) -> Result<(), EngineError> {
+        // An orchestrator that is gone has stopped already.
+        let _ = ractor::call!(self.actor, |reply| OrchestratorMsg::Shutdown {
+            mode,
+            reply
+        });
+        let join = self.join.lock().ok().and_then(|mut j| j.take());
+        if let Some(join) = join {
+            // The orchestrator's task ends after its own stop; a panic there left it
+            // stopped too.
+            let _ = join.await;
+        }
+        Ok(())
+    }
+
+    /// Kills the engine's slot limiter (it is restarted): for chaos tests.
+    #[cfg(feature = "chaos")]
+    pub fn kill_limiter(&self) {
+        // An orchestrator that is gone has no limiter left.
+        let _ = self.actor.cast(OrchestratorMsg::KillLimiter);
     }
 }
 

@@ -1,24 +1,44 @@
 //! The slot limiter: one per engine. It holds the [`SlotBook`] and turns its answers into
 //! grants sent to node actors, and arms a timer when only a rate-limit token is missing.
+//!
+//! It is supervised by the orchestrator: if it dies, the orchestrator starts a new one
+//! and points the engine's [`LimiterLink`] at it; live nodes then hand over the slots
+//! they hold ([`LimiterMsg::Adopt`]) and ask again for those they wait for, so no grant
+//! is lost and no node waits forever. Grants are known by ticket, so a release that
+//! reaches the new limiter before the adoption of its grant is not counted twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::messages::limiter::{LimiterMsg, SlotGrant, SlotStats};
+use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotGrant, SlotStats};
 use crate::messages::node::NodeMsg;
 use crate::runtime::guardrails::slots::{Needs, SlotBook};
 
 /// The limiter's behaviour.
 #[derive(Debug, Clone, Copy)]
-pub struct LimiterActor;
+pub(crate) struct LimiterActor;
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub(crate) struct LimiterArgs {
+    /// The engine-wide cap.
+    pub(crate) engine_cap: Option<u32>,
+    /// The engine's link to its limiter, which grants carry.
+    pub(crate) link: LimiterLink,
+}
 
 /// The limiter's state.
 #[derive(Debug)]
-pub struct LimiterState {
+pub(crate) struct LimiterState {
     book: SlotBook,
+    link: LimiterLink,
     waiting: HashMap<u64, (ActorRef<NodeMsg>, Needs)>,
+    /// Tickets whose slots this book counts (granted here or adopted).
+    held: HashSet<u64>,
+    /// Tickets released here before this book counted them: their adoption is void.
+    released_early: HashSet<u64>,
     wake_at: Option<Instant>,
     idle_waiters: Vec<RpcReplyPort<()>>,
 }
@@ -26,16 +46,19 @@ pub struct LimiterState {
 impl Actor for LimiterActor {
     type Msg = LimiterMsg;
     type State = LimiterState;
-    type Arguments = Option<u32>;
+    type Arguments = LimiterArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<LimiterMsg>,
-        engine_cap: Option<u32>,
+        args: LimiterArgs,
     ) -> Result<LimiterState, ActorProcessingErr> {
         Ok(LimiterState {
-            book: SlotBook::new(engine_cap),
+            book: SlotBook::new(args.engine_cap),
+            link: args.link,
             waiting: HashMap::new(),
+            held: HashSet::new(),
+            released_early: HashSet::new(),
             wake_at: None,
             idle_waiters: Vec::new(),
         })
@@ -57,7 +80,11 @@ impl Actor for LimiterActor {
                 state.waiting.insert(ticket, (node, needs.clone()));
                 state.book.request(ticket, needs, now)
             }
-            LimiterMsg::Release(needs) => state.book.release(&needs, now),
+            LimiterMsg::Release { ticket, needs } => state.release(ticket, &needs, now),
+            LimiterMsg::Adopt { ticket, needs } => {
+                state.adopt(ticket, &needs);
+                Vec::new()
+            }
             LimiterMsg::Cancel { ticket } => {
                 state.waiting.remove(&ticket);
                 state.book.cancel(ticket, now).1
@@ -79,8 +106,8 @@ impl Actor for LimiterActor {
                 Vec::new()
             }
         };
-        grant(&myself, state, granted);
-        arm_timer(&myself, state);
+        grant(state, granted);
+        arm_timer(&myself, state, now);
         if state.book.active() == 0 && state.book.queued() == 0 {
             for waiter in state.idle_waiters.drain(..) {
                 // A waiter that gave up needs no answer.
@@ -91,26 +118,45 @@ impl Actor for LimiterActor {
     }
 }
 
-fn grant(myself: &ActorRef<LimiterMsg>, state: &mut LimiterState, tickets: Vec<u64>) {
+impl LimiterState {
+    fn release(&mut self, ticket: u64, needs: &Needs, now: Instant) -> Vec<u64> {
+        if self.held.remove(&ticket) {
+            return self.book.release(needs, now);
+        }
+        // Granted by a limiter that died, and not adopted yet: never count it.
+        self.released_early.insert(ticket);
+        Vec::new()
+    }
+
+    fn adopt(&mut self, ticket: u64, needs: &Needs) {
+        if self.released_early.remove(&ticket) || !self.held.insert(ticket) {
+            return;
+        }
+        self.book.adopt(needs);
+    }
+}
+
+fn grant(state: &mut LimiterState, tickets: Vec<u64>) {
     for ticket in tickets {
         let Some((node, needs)) = state.waiting.remove(&ticket) else {
             continue;
         };
-        let grant = SlotGrant::new(myself.clone(), needs);
+        state.held.insert(ticket);
+        let grant = SlotGrant::new(state.link.clone(), ticket, needs);
         // A node that is gone drops the message, and with it the grant: its Drop
         // releases the slots.
         let _ = node.cast(NodeMsg::SlotGranted { ticket, grant });
     }
 }
 
-fn arm_timer(myself: &ActorRef<LimiterMsg>, state: &mut LimiterState) {
-    let Some(at) = state.book.next_wakeup(Instant::now()) else {
+fn arm_timer(myself: &ActorRef<LimiterMsg>, state: &mut LimiterState, now: Instant) {
+    let Some(at) = state.book.next_wakeup(now) else {
         return;
     };
     if state.wake_at.is_some_and(|w| w <= at) {
         return;
     }
     state.wake_at = Some(at);
-    let delay = at.saturating_duration_since(Instant::now());
+    let delay = at.saturating_duration_since(now);
     myself.send_after(delay, || LimiterMsg::Wake);
 }

@@ -3,6 +3,10 @@
 //!
 //! If a supervisor dies before reporting its result, the orchestrator ends that run
 //! FAILED with the cause, so a run always reaches a terminal status; other runs carry on.
+//! If the slot limiter dies, it is restarted and every live run told, so that slots held
+//! and waited for carry over (see `actors::limiter`). A shutdown takes no new runs,
+//! cancels or drains the live ones, and completes once every supervisor and the limiter
+//! have stopped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,11 +16,13 @@ use tokio::sync::watch;
 
 use std::sync::atomic::AtomicU64;
 
-use crate::actors::limiter::LimiterActor;
+use crate::actors::limiter::{LimiterActor, LimiterArgs};
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
-use crate::messages::limiter::LimiterMsg;
-use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, SubmitOptions, Submitted};
+use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotStats};
+use crate::messages::orchestrator::{
+    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
+};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
 use crate::messages::time::Timestamp;
@@ -30,15 +36,15 @@ use crate::runtime::telemetry::Metrics;
 
 /// The orchestrator's behaviour.
 #[derive(Debug, Clone, Copy)]
-pub struct OrchestratorActor;
+pub(crate) struct OrchestratorActor;
 
 /// Start-up arguments.
 #[derive(Debug)]
-pub struct OrchestratorArgs {
+pub(crate) struct OrchestratorArgs {
     /// Engine settings.
-    pub config: EngineConfig,
+    pub(crate) config: EngineConfig,
     /// Components.
-    pub registry: Arc<ComponentRegistry>,
+    pub(crate) registry: Arc<ComponentRegistry>,
 }
 
 /// A run the orchestrator knows.
@@ -60,7 +66,7 @@ enum RunEntry {
 
 /// The orchestrator's state.
 #[derive(Debug)]
-pub struct OrchestratorState {
+pub(crate) struct OrchestratorState {
     config: EngineConfig,
     registry: Arc<ComponentRegistry>,
     runs: HashMap<String, RunEntry>,
@@ -70,12 +76,14 @@ pub struct OrchestratorState {
     finished: VecDeque<(String, usize)>,
     /// Node records of the finished runs kept.
     finished_nodes: usize,
-    limiter: ActorRef<LimiterMsg>,
+    limiter: LimiterLink,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
     live: usize,
     pending: HashMap<String, Vec<Pending>>,
     metrics: Arc<Metrics>,
+    /// Set once a shutdown began: answered when every run ended and every actor stopped.
+    closing: Option<Vec<RpcReplyPort<()>>>,
 }
 
 impl Actor for OrchestratorActor {
@@ -89,8 +97,7 @@ impl Actor for OrchestratorActor {
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
         let engine_cap = args.config.max_concurrent_nodes;
-        let (limiter, _) =
-            Actor::spawn_linked(None, LimiterActor, engine_cap, myself.get_cell()).await?;
+        let limiter = spawn_limiter(&myself, engine_cap, LimiterLink::new()).await?;
         Ok(OrchestratorState {
             limiter,
             tickets: Arc::new(AtomicU64::new(1)),
@@ -105,6 +112,7 @@ impl Actor for OrchestratorActor {
             idempotency: HashMap::new(),
             finished: VecDeque::new(),
             finished_nodes: 0,
+            closing: None,
         })
     }
 
@@ -137,16 +145,27 @@ impl Actor for OrchestratorActor {
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
             OrchestratorMsg::SlotsIdle(reply) => {
                 // The limiter answers the handle directly once it is idle.
-                let _ = state.limiter.cast(LimiterMsg::WhenIdle(reply));
+                state.limiter.cast(LimiterMsg::WhenIdle(reply));
             }
             OrchestratorMsg::Slots(reply) => {
-                let stats = ractor::call!(state.limiter, LimiterMsg::Stats).unwrap_or_default();
+                let stats = match state.limiter.get() {
+                    Some(limiter) => ractor::call!(limiter, LimiterMsg::Stats).unwrap_or_default(),
+                    None => SlotStats::default(),
+                };
                 let _ = reply.send(stats);
             }
+            OrchestratorMsg::Shutdown { mode, reply } => shutdown(state, mode, reply),
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
                 supervisor_exited(state, &run_id, &cause);
             }
+            #[cfg(feature = "chaos")]
+            OrchestratorMsg::KillLimiter => {
+                if let Some(limiter) = state.limiter.get() {
+                    limiter.kill();
+                }
+            }
         }
+        maybe_closed(&myself, state).await;
         Ok(())
     }
 
@@ -166,12 +185,84 @@ impl Actor for OrchestratorActor {
             }
             _ => return Ok(()),
         };
-        if let Some(run_id) = state.by_supervisor.remove(&cell.get_id()) {
+        let id = cell.get_id();
+        if state.limiter.get().is_some_and(|l| l.get_id() == id) {
+            return restart_limiter(&myself, state, &cause).await;
+        }
+        if let Some(run_id) = state.by_supervisor.remove(&id) {
             // Re-checked through the queue, behind a RunEnded sent before the exit.
             let _ = myself.cast(OrchestratorMsg::SupervisorExited { run_id, cause });
         }
+        maybe_closed(&myself, state).await;
         Ok(())
     }
+}
+
+/// Spawns the slot limiter, linked, and points `link` at it.
+async fn spawn_limiter(
+    myself: &ActorRef<OrchestratorMsg>,
+    engine_cap: Option<u32>,
+    link: LimiterLink,
+) -> Result<LimiterLink, ActorProcessingErr> {
+    let args = LimiterArgs {
+        engine_cap,
+        link: link.clone(),
+    };
+    let (limiter, _) = Actor::spawn_linked(None, LimiterActor, args, myself.get_cell()).await?;
+    link.replace(limiter);
+    Ok(link)
+}
+
+/// The limiter died: a new one takes its place, and every live run is told, so nodes
+/// hand over the slots they hold and ask again for those they wait for.
+async fn restart_limiter(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    cause: &str,
+) -> Result<(), ActorProcessingErr> {
+    if state.closing.is_some() && state.live == 0 {
+        return Ok(()); // stopped by the shutdown
+    }
+    tracing::error!(target: "shipsec::engine", cause, "the slot limiter died; restarting it");
+    let link = state.limiter.clone();
+    spawn_limiter(myself, state.config.max_concurrent_nodes, link).await?;
+    for entry in state.runs.values() {
+        if let RunEntry::Live { supervisor, .. } = entry {
+            // A supervisor that is gone has no nodes left to tell.
+            let _ = supervisor.cast(SupervisorMsg::LimiterRestarted);
+        }
+    }
+    Ok(())
+}
+
+/// Begins a shutdown: no new runs; live ones cancelled or left to finish.
+fn shutdown(state: &mut OrchestratorState, mode: ShutdownMode, reply: RpcReplyPort<()>) {
+    state.closing.get_or_insert_with(Vec::new).push(reply);
+    if mode == ShutdownMode::Cancel {
+        for entry in state.runs.values() {
+            if let RunEntry::Live { supervisor, .. } = entry {
+                // A supervisor that is stopping has already ended its run.
+                let _ = supervisor.cast(SupervisorMsg::Stop(StopKind::Cancel));
+            }
+        }
+    }
+}
+
+/// Completes a shutdown once every run ended and every supervisor exited: the limiter
+/// stops, the callers are answered, the orchestrator stops.
+async fn maybe_closed(myself: &ActorRef<OrchestratorMsg>, state: &mut OrchestratorState) {
+    if state.closing.is_none() || state.live > 0 || !state.by_supervisor.is_empty() {
+        return;
+    }
+    if let Some(limiter) = state.limiter.get() {
+        // A limiter that already stopped needs no waiting for.
+        let _ = limiter.stop_and_wait(None, None).await;
+    }
+    for reply in state.closing.take().into_iter().flatten() {
+        // A caller that stopped waiting needs no answer.
+        let _ = reply.send(());
+    }
+    myself.stop(None);
 }
 
 async fn submit(
@@ -189,6 +280,9 @@ async fn submit(
             run_id: existing.clone(),
             result: entry_result_rx(entry),
         });
+    }
+    if state.closing.is_some() {
+        return Err(RunCommandError::ShuttingDown);
     }
     if state.live >= state.config.max_active_runs {
         return Err(RunCommandError::Overloaded {
@@ -220,6 +314,7 @@ async fn submit(
         registry: state.registry.clone(),
         inputs: Arc::new(inputs),
         config: state.config.clone(),
+        seed: rand::random(),
         result_tx: result_tx.clone(),
         orchestrator: Some(myself.clone()),
         limiter: Some((

@@ -1,6 +1,6 @@
-//! What every actor of one run shares, immutably: the graph, the run id, the inputs,
-//! the components, the supervisor's address and the engine's slot limiter; and the
-//! engine configuration they are built from.
+//! What every actor of one run shares, immutably: the run's plan (graph, inputs,
+//! components, seed), the supervisor's address, the engine's slot limiter and what each
+//! node needs from it, the run's span and the engine's metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,31 +8,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::ActorRef;
 
-use crate::messages::limiter::LimiterMsg;
+use crate::messages::limiter::LimiterLink;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::registry::ComponentRegistry;
-use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx, NodeMode};
 use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::guardrails::slots::{Needs, Rate, RunKey};
+use crate::runtime::semantics::plan::RunPlan;
 
 /// How a run reaches the engine's slot limiter, and what its nodes need from it.
 #[derive(Debug)]
-pub struct SlotLink {
-    /// The limiter actor.
-    pub limiter: ActorRef<LimiterMsg>,
+pub(crate) struct SlotLink {
+    /// Where the limiter is.
+    pub(crate) limiter: LimiterLink,
     /// Ticket numbers, engine-wide.
-    pub tickets: Arc<AtomicU64>,
-    /// This run's key.
-    pub run: RunKey,
+    pub(crate) tickets: Arc<AtomicU64>,
     /// Needs of each node, by `NodeIx`; `None` where the node needs no slot at all.
     needs: Vec<Option<Needs>>,
 }
 
 impl SlotLink {
     /// Works out what each node of `graph` needs under `config`.
-    pub fn new(
-        limiter: ActorRef<LimiterMsg>,
+    pub(crate) fn new(
+        limiter: LimiterLink,
         tickets: Arc<AtomicU64>,
         run: RunKey,
         graph: &Graph,
@@ -91,41 +89,42 @@ impl SlotLink {
         SlotLink {
             limiter,
             tickets,
-            run,
             needs,
         }
     }
 
     /// What `node` needs, or `None` when it may start at once.
-    pub fn needs(&self, node: NodeIx) -> Option<&Needs> {
+    pub(crate) fn needs(&self, node: NodeIx) -> Option<&Needs> {
         self.needs[node.ix()].as_ref()
     }
 
     /// A fresh ticket number.
-    pub fn ticket(&self) -> u64 {
+    pub(crate) fn ticket(&self) -> u64 {
         self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where the limiter is.
+    pub(crate) fn limiter(&self) -> &LimiterLink {
+        &self.limiter
+    }
+
+    /// Which nodes wait for slots, by `NodeIx`.
+    pub(crate) fn queued(&self) -> Vec<bool> {
+        self.needs.iter().map(Option::is_some).collect()
     }
 }
 
 /// One run's shared, immutable context.
 #[derive(Debug)]
-pub struct RunShared {
-    /// Run id.
-    pub run_id: Arc<str>,
-    /// The validated graph.
-    pub graph: Arc<Graph>,
-    /// Components.
-    pub registry: Arc<ComponentRegistry>,
-    /// The run's inputs (the entrypoint's output).
-    pub inputs: Arc<JsonObject>,
+pub(crate) struct RunShared {
+    /// What the run's cores share: graph, inputs, components, limits, seed.
+    pub(crate) plan: Arc<RunPlan>,
     /// The run's supervisor.
-    pub supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
     /// The engine's slot limiter; `None` when the run was started without one.
-    pub slots: Option<SlotLink>,
-    /// Largest output a node may produce, in bytes of JSON.
-    pub max_output_bytes: usize,
+    pub(crate) slots: Option<SlotLink>,
     /// The run's span (disabled when not tracing); node spans are its children.
-    pub span: tracing::Span,
+    pub(crate) span: tracing::Span,
     /// The engine's metric instruments.
-    pub metrics: Arc<crate::runtime::telemetry::Metrics>,
+    pub(crate) metrics: Arc<crate::runtime::telemetry::Metrics>,
 }

@@ -22,7 +22,7 @@ use crate::messages::result::RunResult;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
-use crate::{EngineError, Handle};
+use crate::{EngineError, Handle, Workflow};
 
 /// One fault to inject.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,14 +180,14 @@ pub enum Violation {
     },
 }
 
-/// Runs `graph` with the faults of `plan` and checks the invariants. Runs must not
+/// Runs `workflow` with the faults of `plan` and checks the invariants. Runs must not
 /// overlap on `handle` (the slot check reads the engine-wide numbers).
 ///
 /// # Errors
 /// The first [`Violation`] found.
 pub async fn run_with_faults(
     handle: &Handle,
-    graph: Arc<Graph>,
+    workflow: &Workflow,
     inputs: JsonObject,
     plan: &FaultPlan,
     bound: Duration,
@@ -201,8 +201,9 @@ pub async fn run_with_faults(
         ..SubmitOptions::default()
     };
     let engine = |source| Violation::Engine { seed, source };
+    let graph = workflow.graph().clone();
     let mut run = handle
-        .submit(graph.clone(), inputs, options)
+        .submit_workflow(workflow, inputs, options)
         .await
         .map_err(engine)?;
     let submitted = Instant::now();

@@ -1,7 +1,10 @@
-//! Messages a node actor receives.
+//! Messages a node actor receives, and the data of a node's end that travels to its
+//! supervisor and children.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use opentelemetry::trace::SpanContext;
 
 use crate::messages::limiter::SlotGrant;
 use crate::runtime::components::{ComponentError, ComponentResult, FailureInfo};
@@ -11,7 +14,7 @@ use crate::runtime::semantics::edge::Resolution;
 use crate::runtime::semantics::outcome::Terminal;
 
 /// How a node ended, shared (one `Arc`) by the supervisor and every child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeEnd {
     /// The node.
     pub node: NodeIx,
@@ -25,14 +28,12 @@ pub struct NodeEnd {
     pub active_ports: Option<Vec<String>>,
     /// Its error, when it failed.
     pub error: Option<ComponentError>,
-    /// Why it was skipped or cancelled (SEMANTICS.md §10).
+    /// Why it was skipped or cancelled (docs/semantics.md §10).
     pub reason: Option<String>,
     /// The ref of the node whose failure or cancellation is the origin of a skip chain.
     pub origin: Option<Arc<str>>,
     /// The failure this node handled, when it was reached through an `error` edge.
     pub handled: Option<Arc<FailureInfo>>,
-    /// The node's span, for the links of its children's spans (when tracing).
-    pub span: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Why a node is asked to stop.
@@ -44,9 +45,8 @@ pub struct CancelReason {
     pub grace: Duration,
 }
 
-/// An incoming edge resolved because its source ended: sent as
-/// [`NodeMsg::ParentEnded`], or handed over in a node's start-up arguments.
-#[derive(Debug, Clone)]
+/// An incoming edge resolved because its source ended.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ParentEnded {
     /// The incoming edge.
     pub edge: EdgeIx,
@@ -56,12 +56,38 @@ pub struct ParentEnded {
     pub end: Arc<NodeEnd>,
 }
 
+/// A timer a node core armed, fenced by the attempt it belongs to: a timer that fires
+/// for an attempt the node is no longer in is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeTimer {
+    /// The backoff before `attempt` is over.
+    RetryDue {
+        /// The attempt to start.
+        attempt: u32,
+    },
+    /// The grace period of cancelled attempt `attempt` is over.
+    GraceOver {
+        /// The attempt being cancelled.
+        attempt: u32,
+    },
+    /// Attempt `attempt` has waited `queueTimeoutSeconds` for its slots.
+    QueueTimeout {
+        /// The waiting attempt.
+        attempt: u32,
+    },
+}
+
 /// What a node actor receives.
 #[derive(Debug)]
-pub enum NodeMsg {
-    /// From the supervisor: an incoming edge resolved because its source ended. A second
-    /// resolution of the same edge is ignored.
-    ParentEnded(ParentEnded),
+pub(crate) enum NodeMsg {
+    /// From the supervisor: an incoming edge resolved because its source ended (with the
+    /// source's span, for the link). A second resolution of the same edge is ignored.
+    ParentEnded {
+        /// The resolution.
+        resolved: ParentEnded,
+        /// The span of the source node, when tracing.
+        span: Option<SpanContext>,
+    },
     /// From the supervisor: stop. A pending node ends CANCELLED at once; a running attempt
     /// sees its token fire and has `grace` to finish before it is abandoned.
     Cancel(CancelReason),
@@ -72,11 +98,8 @@ pub enum NodeMsg {
         /// Its result.
         result: ComponentResult,
     },
-    /// From the node's own timer: the backoff before `attempt` is over.
-    RetryDue {
-        /// The attempt to start.
-        attempt: u32,
-    },
+    /// From the node's own timers.
+    Timer(NodeTimer),
     /// From the limiter: the slots of `ticket` are granted. A node that no longer waits
     /// for them drops the grant, which frees them.
     SlotGranted {
@@ -85,14 +108,7 @@ pub enum NodeMsg {
         /// The slots, held while the attempt runs.
         grant: SlotGrant,
     },
-    /// From the node's own timer: the node has waited `queueTimeoutSeconds` for `ticket`.
-    QueueTimedOut {
-        /// The ticket.
-        ticket: u64,
-    },
-    /// From the node's own timer: the grace period of a cancelled attempt is over.
-    GraceExpired {
-        /// The attempt being cancelled.
-        attempt: u32,
-    },
+    /// From the supervisor: the engine's slot limiter was restarted. A node holding slots
+    /// hands them to the new one; a node waiting for slots asks it again.
+    LimiterRestarted,
 }

@@ -1,5 +1,5 @@
 //! Messages the orchestrator receives: run commands from handles, and reports from the
-//! run supervisors it owns.
+//! run supervisors it owns; and the public types of those commands.
 
 use std::sync::Arc;
 
@@ -22,6 +22,15 @@ pub struct SubmitOptions {
     pub traceparent: Option<String>,
 }
 
+/// What [`crate::Handle::shutdown`] does with runs still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShutdownMode {
+    /// Cancel them (running attempts get the grace period), then stop.
+    Cancel,
+    /// Let them finish, then stop.
+    Drain,
+}
+
 /// Why a command about a run could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunCommandError {
@@ -42,6 +51,9 @@ pub enum RunCommandError {
         /// `maxActiveRuns`.
         limit: usize,
     },
+    /// The engine is shutting down and takes no new runs.
+    #[error("the engine is shutting down and takes no new runs")]
+    ShuttingDown,
     /// The run's supervisor could not be started.
     #[error("cannot start the run: {0}")]
     Spawn(String),
@@ -49,17 +61,17 @@ pub enum RunCommandError {
 
 /// What a successful submission returns.
 #[derive(Debug, Clone)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     /// The run id.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// Becomes `Some` once the run ends.
-    pub result: watch::Receiver<Option<Arc<RunResult>>>,
+    pub(crate) result: watch::Receiver<Option<Arc<RunResult>>>,
 }
 
 /// What the orchestrator receives.
 #[derive(Debug)]
-pub enum OrchestratorMsg {
-    /// From a handle: start a run.
+pub(crate) enum OrchestratorMsg {
+    /// From a handle: start a run of a validated graph.
     Submit {
         /// The validated graph.
         graph: Arc<Graph>,
@@ -104,6 +116,14 @@ pub enum OrchestratorMsg {
     Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),
     /// From a handle: answer once no attempt holds or waits for a slot.
     SlotsIdle(RpcReplyPort<()>),
+    /// From a handle: take no new runs, cancel or drain the live ones, answer once every
+    /// run ended and every supervisor and the limiter stopped, then stop.
+    Shutdown {
+        /// Cancel or drain.
+        mode: ShutdownMode,
+        /// Answered when done.
+        reply: RpcReplyPort<()>,
+    },
     /// From the orchestrator itself, after a supervisor exited: re-checked through the
     /// queue so that a `RunEnded` sent before the exit is handled first.
     SupervisorExited {
@@ -112,4 +132,7 @@ pub enum OrchestratorMsg {
         /// Why it exited.
         cause: String,
     },
+    /// From a chaos test: kill the slot limiter (it is restarted).
+    #[cfg(feature = "chaos")]
+    KillLimiter,
 }

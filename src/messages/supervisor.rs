@@ -1,9 +1,10 @@
 //! Messages a run supervisor receives: reports from its nodes, commands from the
-//! orchestrator, and its own timers.
+//! orchestrator, and its own timers; and the reports' data, which the run core consumes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::SpanContext;
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
@@ -12,10 +13,12 @@ use crate::messages::node::NodeEnd;
 use crate::messages::orchestrator::RunCommandError;
 use crate::messages::result::RunSnapshot;
 use crate::runtime::components::{ComponentError, FailureInfo};
+use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
+use crate::runtime::semantics::time::Time;
 
 /// How a run is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StopKind {
     /// Cancel with the grace period.
     Cancel,
@@ -26,7 +29,7 @@ pub enum StopKind {
 /// A live event feed: what happened so far, then what happens next (the receiver closes
 /// when the run ends).
 #[derive(Debug)]
-pub struct EventFeed {
+pub(crate) struct EventFeed {
     /// Events already emitted, in `seq` order.
     pub backlog: Vec<TraceEvent>,
     /// Later events; `None` when the run has already ended.
@@ -34,7 +37,7 @@ pub struct EventFeed {
 }
 
 /// A node's report that an attempt is queued or starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StartReport {
     /// The node.
     pub node: NodeIx,
@@ -46,52 +49,98 @@ pub struct StartReport {
     pub withdraw: bool,
     /// The failure it handles, when reached through an `error` edge.
     pub failure: Option<Arc<FailureInfo>>,
+    /// The inputs its join resolved (shared, not copied): what a node respawned after a
+    /// crash runs its next attempt with.
+    pub inputs: Arc<JsonObject>,
+    /// When its first attempt began: a respawned node's total budget counts from it.
+    pub first_started: Time,
+}
+
+/// A node's report that attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryReport {
+    /// The node.
+    pub node: NodeIx,
+    /// The failed attempt.
+    pub attempt: u32,
+    /// Backoff before the next.
+    pub delay: Duration,
+    /// The failure.
+    pub error: ComponentError,
+}
+
+/// What a node core reports to the run: every transition the run records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeReport {
+    /// Attempt `attempt` waits for slots (QUEUED).
+    Queued(StartReport),
+    /// Attempt `attempt` starts now (RUNNING).
+    Started(StartReport),
+    /// An attempt failed and another follows.
+    Retrying(RetryReport),
+    /// The node ended; its actor stops. The supervisor resolves its edges.
+    Ended(Arc<NodeEnd>),
+}
+
+impl NodeReport {
+    /// The node that reports.
+    pub fn node(&self) -> NodeIx {
+        match self {
+            NodeReport::Queued(r) | NodeReport::Started(r) => r.node,
+            NodeReport::Retrying(r) => r.node,
+            NodeReport::Ended(end) => end.node,
+        }
+    }
+}
+
+/// A timer the run core armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunTimer {
+    /// The run deadline (`config.timeoutSeconds`) passed.
+    Deadline,
+    /// The grace period of a stop is over: nodes still running are abandoned.
+    ForceEnd,
 }
 
 /// What a run supervisor receives.
 #[derive(Debug)]
-pub enum SupervisorMsg {
-    /// From a node: attempt `attempt` waits for slots (QUEUED).
-    NodeQueued(StartReport),
-    /// From a node: attempt `attempt` starts now (RUNNING).
-    NodeStarted(StartReport),
-    /// From a node: attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
-    NodeRetrying {
-        /// The node.
-        node: NodeIx,
-        /// The failed attempt.
-        attempt: u32,
-        /// Backoff before the next.
-        delay: Duration,
-        /// The failure.
-        error: ComponentError,
+pub(crate) enum SupervisorMsg {
+    /// From a node: a transition, with its node span once it ended (for its children's
+    /// links).
+    Node {
+        /// The report.
+        report: NodeReport,
+        /// The node's span, on its end, when tracing.
+        span: Option<SpanContext>,
     },
-    /// From a node, as its last act: it ended. The supervisor resolves its edges.
-    NodeEnded(Arc<NodeEnd>),
-    /// From a node whose attempt finished at its first poll: `NodeStarted(start)` and
-    /// `NodeEnded(end)` in one message.
+    /// From a node whose attempt finished at its first poll: its start and its end in one
+    /// message.
     NodeRan {
         /// The attempt's start.
         start: StartReport,
         /// The node's end.
         end: Arc<NodeEnd>,
+        /// The node's span, when tracing.
+        span: Option<SpanContext>,
     },
-    /// From the supervisor itself, after a node actor exited: re-checked through the
-    /// queue, so a report the node sent before exiting is handled first.
+    /// From the supervisor itself, after a node actor exited before its end was recorded:
+    /// re-checked through the queue, so a report the node sent before exiting is handled
+    /// first.
     NodeExited {
         /// The node.
         node: NodeIx,
-        /// Actor id of the exited actor (a respawned node has a new one).
-        actor: ractor::ActorId,
+        /// Which of the node's actors exited (a respawned node has a new one).
+        generation: u32,
         /// Panic or kill description.
         cause: String,
     },
     /// From the orchestrator: cancel or terminate the run.
     Stop(StopKind),
-    /// From the supervisor's timer: the run deadline passed.
-    DeadlinePassed,
-    /// From the supervisor's timer: nodes still running after their grace are abandoned.
-    ForceEnd,
+    /// From the supervisor's own timers.
+    Timer(RunTimer),
+    /// From the orchestrator: the engine's slot limiter was restarted; live nodes are
+    /// told so that slots held and waited for carry over.
+    LimiterRestarted,
     /// From the orchestrator, on behalf of a handle: the run's current state.
     Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
     /// From the orchestrator, on behalf of a handle: subscribe to the run's events.

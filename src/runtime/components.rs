@@ -63,8 +63,8 @@ pub struct ExecutionContext {
     pub attempt: u32,
     /// Component parameters.
     pub params: Arc<JsonObject>,
-    /// Resolved inputs (overrides, then mappings).
-    pub inputs: JsonObject,
+    /// Resolved inputs (overrides, then mappings), shared by the node's attempts.
+    pub inputs: Arc<JsonObject>,
     /// Refs of the parents whose edges started this node.
     pub triggered_by: Arc<[Arc<str>]>,
     /// The failure this node handles, when reached through an `error` edge.

@@ -1,7 +1,8 @@
 //! What a run does (`docs/semantics.md`), as pure decisions: [`edge`] resolution, [`join`]
 //! strategies, [`inputs`], [`failure`] policy, [`withdraw`]al for races, [`retry`]
 //! budgets and delays, node and run [`outcome`]s, ShipSec's in-band conventions
-//! ([`shipsec`]), and the two cores built from them.
+//! ([`shipsec`]), and the two cores built from them: [`node_core`] (one node's life)
+//! and [`run_core`] (the run's), sharing one [`plan::RunPlan`], with [`time`] passed in.
 //!
 //! No tokio, no clocks, no randomness: time is an argument and jitter comes from a
 //! seeded source, so every decision can be tested alone, simulated and replayed.
@@ -10,7 +11,11 @@ pub mod edge;
 pub mod failure;
 pub mod inputs;
 pub mod join;
+pub mod node_core;
 pub mod outcome;
+pub mod plan;
 pub mod retry;
+pub mod run_core;
 pub mod shipsec;
+pub mod time;
 pub mod withdraw;

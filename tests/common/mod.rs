@@ -14,17 +14,25 @@ use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
 use shipsec_orchestrator::runtime::semantics::outcome::NodeStatus;
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode, Workflow};
 
-/// A validated graph from a JSON definition (panics with the problems if invalid).
-pub fn graph_with(def: Value, registry: &ComponentRegistry) -> Arc<Graph> {
-    let def: WorkflowDefinition = serde_json::from_value(def).expect("definition shape");
-    Arc::new(validate(&def, registry).unwrap_or_else(|e| panic!("{e}")))
+/// A definition from JSON (panics with the path if it has the wrong shape).
+pub fn definition(def: Value) -> WorkflowDefinition {
+    serde_json::from_value(def).expect("definition shape")
 }
 
-/// A validated graph using the built-in components.
+/// A validated graph using the built-in components, for tests that look at the graph.
 pub fn graph(def: Value) -> Arc<Graph> {
-    graph_with(def, &ComponentRegistry::with_builtins())
+    let registry = ComponentRegistry::with_builtins();
+    Arc::new(validate(&definition(def), &registry).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A definition prepared by `handle`: within its limits, valid against its components
+/// (panics with the problems otherwise).
+pub fn workflow(handle: &Handle, def: Value) -> Workflow {
+    handle
+        .prepare(definition(def))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An orchestrator with the built-ins and default settings.
@@ -82,9 +90,10 @@ impl Finished {
 }
 
 /// Submits, waits for the result, collects the events and checks the trace invariants.
-pub async fn run_on(handle: &Handle, graph: Arc<Graph>, inputs: JsonObject) -> Finished {
+pub async fn run_on(handle: &Handle, workflow: &Workflow, inputs: JsonObject) -> Finished {
+    let graph = workflow.graph().clone();
     let mut run = handle
-        .submit(graph.clone(), inputs, SubmitOptions::default())
+        .submit_workflow(workflow, inputs, SubmitOptions::default())
         .await
         .expect("submit");
     let result = run.result().await.expect("result");
@@ -101,9 +110,17 @@ pub async fn run_on(handle: &Handle, graph: Arc<Graph>, inputs: JsonObject) -> F
 /// Runs a JSON definition on a fresh orchestrator with no inputs.
 pub async fn run(def: Value) -> Finished {
     let handle = engine().await;
-    let finished = run_on(&handle, graph(def), JsonObject::new()).await;
-    handle.shutdown();
+    let finished = run_on(&handle, &workflow(&handle, def), JsonObject::new()).await;
+    shutdown(&handle).await;
     finished
+}
+
+/// Shuts the engine down, cancelling what is left, and waits until every actor stopped.
+pub async fn shutdown(handle: &Handle) {
+    handle
+        .shutdown(ShutdownMode::Cancel)
+        .await
+        .expect("the engine shuts down");
 }
 
 /// SEMANTICS.md §9 (see `chaos::harness::check_trace`), as a test assertion.

@@ -44,7 +44,7 @@ fn echo_output(ctx: &ExecutionContext, skip: &[&str]) -> JsonObject {
         .filter(|(k, _)| !skip.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    for (k, v) in &ctx.inputs {
+    for (k, v) in ctx.inputs.iter() {
         out.insert(k.clone(), v.clone());
     }
     out
@@ -146,7 +146,7 @@ impl Component for Entrypoint {
                     missing.join(", ")
                 )));
             }
-            Ok(ComponentOutput::new(ctx.inputs.clone()))
+            Ok(ComponentOutput::new((*ctx.inputs).clone()))
         }
         .boxed()
     }

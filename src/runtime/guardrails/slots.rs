@@ -197,19 +197,29 @@ impl SlotBook {
         lacking
     }
 
-    fn take(&mut self, needs: &Needs, now: Instant) {
+    /// Counts the slots of an attempt granted by an earlier book (a limiter that was
+    /// restarted): held already, so taken whatever the caps say, and without a token.
+    pub fn adopt(&mut self, needs: &Needs) {
+        self.count(needs);
+    }
+
+    fn count(&mut self, needs: &Needs) {
         for r in slot_resources(needs) {
             if self.cap(&r, needs).is_some() || matches!(r, Resource::Engine) {
                 *self.used.entry(r).or_insert(0) += 1;
             }
         }
+        self.active += 1;
+    }
+
+    fn take(&mut self, needs: &Needs, now: Instant) {
+        self.count(needs);
         if needs.rate.is_some()
             && let Some(bucket) = self.buckets.get_mut(&needs.component.0)
         {
             bucket.refill(now);
             bucket.take_token();
         }
-        self.active += 1;
     }
 }
 

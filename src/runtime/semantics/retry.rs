@@ -17,6 +17,30 @@ use std::time::Duration;
 use crate::runtime::components::{ComponentError, INPUT_ERROR, VALIDATION_ERROR};
 use crate::runtime::definition::graph::RetryPolicy;
 
+/// The source of retry jitter: a small seeded generator (SplitMix64), so that a run's
+/// delays are a function of its seed and a replay draws the same ones. The cores hold one
+/// per node; nothing here reads entropy.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// A generator for `node` of a run seeded with `seed`.
+    pub fn new(seed: u64, node: u32) -> Jitter {
+        Jitter(seed ^ (u64::from(node).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// The next sample, in `[0, 1)`.
+    pub fn sample(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // The top 53 bits, as the fraction of a double.
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// Error types never retried, whatever a definition says.
 pub const NEVER_RETRIED: [&str; 2] = [INPUT_ERROR, VALIDATION_ERROR];
 
@@ -202,5 +226,20 @@ mod tests {
         assert_eq!(delay_after(&p, 3, &limited, 0.9), Duration::from_secs(5));
         let other = ComponentError::retryable("Other", "m");
         assert_eq!(delay_after(&p, 1, &other, 0.0), backoff(&p, 1, 0.0));
+    }
+
+    #[test]
+    fn jitter_is_a_function_of_its_seed_and_stays_in_range() {
+        let draw = |seed, node| {
+            let mut j = Jitter::new(seed, node);
+            (0..1000).map(|_| j.sample()).collect::<Vec<f64>>()
+        };
+        let a = draw(7, 3);
+        assert_eq!(a, draw(7, 3));
+        assert_ne!(a, draw(7, 4));
+        assert_ne!(a, draw(8, 3));
+        assert!(a.iter().all(|s| (0.0..1.0).contains(s)));
+        let mean = a.iter().sum::<f64>() / a.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "{mean}");
     }
 }

@@ -43,8 +43,8 @@ impl NodeSpans {
 
     /// Remembers a parent's span for the links of this node's span. An `all` join links
     /// every parent: past the link limit they are counted, not kept.
-    pub(crate) fn parent_ended(&mut self, node: &Node, end: &NodeEnd) {
-        let (true, Some(cx)) = (self.enabled, &end.span) else {
+    pub(crate) fn parent_ended(&mut self, node: &Node, parent: NodeIx, span: Option<SpanContext>) {
+        let (true, Some(cx), None) = (self.enabled, span, &self.node) else {
             return;
         };
         if matches!(node.join, Join::All) {
@@ -57,7 +57,7 @@ impl NodeSpans {
                 self.parents.reserve_exact(node.incoming.len().min(limit));
             }
         }
-        self.parents.push((end.node, cx.clone()));
+        self.parents.push((parent, cx));
     }
 
     /// Opens the node span (once), linked to the parents whose edges triggered it (every

@@ -1,0 +1,803 @@
+//! The node core: one node's life as a pure state machine — its join, its inputs, its
+//! attempts, retries, timeouts and cancellation — taking facts and returning effects.
+//!
+//! The node actor feeds it every fact it learns (a parent's end, a slot grant, an
+//! attempt's result, a timer, a cancel request) with the current [`Time`], and performs
+//! the [`NodeEffect`]s it returns: report to the supervisor, ask for slots, start or
+//! cancel an attempt, arm a timer, stop. The core never sees an actor, a task, a clock or
+//! entropy (retry jitter comes from the seeded [`Jitter`]), so the same facts always give
+//! the same effects: the simulation in `tests/simulation.rs` drives it with no actor at
+//! all, and a replay of recorded facts reproduces a run.
+//!
+//! A node is in exactly one [`Phase`]: pending on its join (holding what it will need
+//! from its parents), active in one [`Step`] of its attempts once the join fired (holding
+//! its resolved inputs), or ended. Timers, grants and attempt results are fenced by the
+//! attempt they belong to; one that arrives for an attempt the node has left is ignored.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::messages::node::{CancelReason, NodeEnd, NodeTimer, ParentEnded};
+use crate::messages::supervisor::{NodeReport, RetryReport, StartReport};
+use crate::runtime::components::{
+    CRASH_ERROR, ComponentError, ComponentOutput, ComponentResult, FailureInfo, FailureReason,
+    OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
+};
+use crate::runtime::definition::JsonObject;
+use crate::runtime::definition::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
+use crate::runtime::semantics::edge::DEFAULT_PORT;
+use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
+use crate::runtime::semantics::join::{JoinDecision, JoinState};
+use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::retry::{Jitter, delay_after, should_retry};
+use crate::runtime::semantics::shipsec;
+use crate::runtime::semantics::time::Time;
+
+/// How a node's actor begins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeStart {
+    /// The run reached it: the resolutions of the parents that have ended, in the order
+    /// they ended (at least one, unless the node has no parents).
+    Reached(Vec<ParentEnded>),
+    /// Its previous actor died after the join fired: carry on from where it was.
+    Resumed(Resume),
+}
+
+/// Where a respawned node carries on, as the run core recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// What happened to the attempt the dead actor held.
+    pub attempt: ResumeAt,
+    /// What the node's last start report said: its join's deciding edges, the failure it
+    /// handles, its inputs, when its first attempt began.
+    pub started: StartReport,
+}
+
+/// The attempt a dead node actor held.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeAt {
+    /// Attempt `attempt` was running or backing off: it failed with this `CrashError`.
+    Crashed {
+        /// The attempt.
+        attempt: u32,
+        /// Its error.
+        error: ComponentError,
+    },
+    /// Attempt `attempt` was waiting for slots: it queues again.
+    Requeue {
+        /// The attempt.
+        attempt: u32,
+    },
+}
+
+/// A fact about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeFact {
+    /// Its actor started.
+    Spawned(NodeStart),
+    /// An incoming edge resolved.
+    ParentEnded(ParentEnded),
+    /// The slots attempt `attempt` waited for are granted.
+    SlotsGranted {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Attempt `attempt` ended with `outcome`.
+    AttemptFinished {
+        /// The attempt.
+        attempt: u32,
+        /// Its result.
+        outcome: ComponentResult,
+    },
+    /// A timer the core armed fired.
+    TimerFired(NodeTimer),
+    /// The run asks the node to stop.
+    CancelRequested(CancelReason),
+}
+
+/// What the node actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEffect {
+    /// Tell the supervisor.
+    Report(NodeReport),
+    /// Ask the engine's limiter for the slots attempt `attempt` needs.
+    AcquireSlots {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Stop waiting for the slots of attempt `attempt`.
+    ReleaseQueue {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Run the component.
+    StartAttempt(AttemptSpec),
+    /// Fire the token of attempt `attempt`: its grace period begins.
+    CancelAttempt {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Deliver `timer` back at `due`.
+    ArmTimer {
+        /// When.
+        due: Time,
+        /// Which.
+        timer: NodeTimer,
+    },
+    /// The node ended (its end was reported): abandon any attempt and stop the actor.
+    Stop,
+}
+
+/// One attempt to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptSpec {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Its inputs.
+    pub inputs: Arc<JsonObject>,
+    /// Refs of the parents whose edges decided the join.
+    pub triggered_by: Arc<[Arc<str>]>,
+    /// The failure the node handles.
+    pub failure: Option<Arc<FailureInfo>>,
+    /// How long it may run: the attempt timeout or what is left of the total budget.
+    pub limit: Option<Duration>,
+    /// What it fails with when `limit` passes.
+    pub on_timeout: ComponentError,
+}
+
+/// A node's join fired: what every attempt needs.
+#[derive(Debug, Clone)]
+struct Fired {
+    triggered_by: Arc<[EdgeIx]>,
+    failure: Option<Arc<FailureInfo>>,
+    inputs: Arc<JsonObject>,
+    first_started: Time,
+}
+
+/// Where an active node is among its attempts.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// Attempt `attempt` waits for its slots.
+    Queued { attempt: u32 },
+    /// Attempt `attempt` runs; `cancelling` once its grace period began.
+    Running {
+        attempt: u32,
+        cancelling: Option<CancelReason>,
+    },
+    /// Waiting out the backoff before attempt `next`.
+    BackingOff { next: u32 },
+}
+
+/// Where the node is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting on its join, keeping the ends of the parents its mappings read and the
+    /// failure it will handle.
+    Pending {
+        join: JoinState,
+        parents: Vec<Arc<NodeEnd>>,
+        failure: Option<Arc<FailureInfo>>,
+    },
+    /// The join fired.
+    Active { fired: Fired, step: Step },
+    /// Reported its end.
+    Ended,
+}
+
+/// One node's decisions.
+#[derive(Debug)]
+pub struct NodeCore {
+    plan: Arc<RunPlan>,
+    ix: NodeIx,
+    phase: Phase,
+    jitter: Jitter,
+    out: Vec<NodeEffect>,
+}
+
+impl NodeCore {
+    /// The core of node `ix` of the run `plan` describes, waiting for its first fact.
+    pub fn new(plan: Arc<RunPlan>, ix: NodeIx) -> NodeCore {
+        let node = plan.graph.node(ix);
+        let join = JoinState::new(node.join, &node.incoming);
+        let jitter = Jitter::new(plan.seed, ix.0);
+        NodeCore {
+            plan,
+            ix,
+            phase: Phase::Pending {
+                join,
+                parents: Vec::new(),
+                failure: None,
+            },
+            jitter,
+            out: Vec::new(),
+        }
+    }
+
+    /// The node's definition.
+    pub fn node(&self) -> &Node {
+        self.plan.graph.node(self.ix)
+    }
+
+    /// The node.
+    pub fn ix(&self) -> NodeIx {
+        self.ix
+    }
+
+    /// Whether its join is still open (a parent's end still matters to it).
+    pub fn is_pending(&self) -> bool {
+        matches!(self.phase, Phase::Pending { .. })
+    }
+
+    /// Whether it has ended.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+    }
+
+    /// The only way the node changes: applies `fact` at `now` and returns what to do, in
+    /// order. No clock, no I/O, no entropy.
+    pub fn apply(&mut self, fact: NodeFact, now: Time) -> Vec<NodeEffect> {
+        match fact {
+            NodeFact::Spawned(start) => self.on_spawned(start, now),
+            NodeFact::ParentEnded(parent) => self.on_parent_ended(parent, now),
+            NodeFact::SlotsGranted { attempt } => self.on_slots_granted(attempt, now),
+            NodeFact::AttemptFinished { attempt, outcome } => {
+                self.on_attempt_finished(attempt, outcome, now);
+            }
+            NodeFact::TimerFired(timer) => self.on_timer(timer, now),
+            NodeFact::CancelRequested(reason) => self.on_cancel(reason, now),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Gives back an emptied effect vector, so the next [`NodeCore::apply`] reuses it.
+    pub fn recycle(&mut self, mut effects: Vec<NodeEffect>) {
+        effects.clear();
+        if self.out.capacity() == 0 {
+            self.out = effects;
+        }
+    }
+
+    fn on_spawned(&mut self, start: NodeStart, now: Time) {
+        match start {
+            NodeStart::Reached(resolved) => {
+                if self.node().incoming.is_empty() {
+                    return self.fire(Vec::new(), now);
+                }
+                for parent in resolved {
+                    self.on_parent_ended(parent, now);
+                }
+            }
+            NodeStart::Resumed(resume) => self.resume(resume, now),
+        }
+    }
+
+    fn resume(&mut self, resume: Resume, now: Time) {
+        let started = resume.started;
+        let fired = Fired {
+            triggered_by: started.triggered_by,
+            failure: started.failure,
+            inputs: started.inputs,
+            first_started: started.first_started,
+        };
+        match resume.attempt {
+            ResumeAt::Crashed { attempt, error } => {
+                let step = Step::Running {
+                    attempt,
+                    cancelling: None,
+                };
+                self.phase = Phase::Active { fired, step };
+                self.after_failure(attempt, error, now);
+            }
+            ResumeAt::Requeue { attempt } => {
+                let step = Step::Queued { attempt };
+                self.phase = Phase::Active { fired, step };
+                self.begin_attempt(attempt, false, now);
+            }
+        }
+    }
+
+    fn on_parent_ended(&mut self, parent: ParentEnded, now: Time) {
+        let ParentEnded {
+            edge,
+            resolution,
+            end,
+        } = parent;
+        let graph = &self.plan.graph;
+        let node = graph.node(self.ix);
+        let Phase::Pending {
+            join,
+            parents,
+            failure,
+        } = &mut self.phase
+        else {
+            return; // decided already: later edges change nothing (§2)
+        };
+        if join.is_decided() {
+            return;
+        }
+        remember_parent(graph, node, parents, failure, &end);
+        match join.on_edge(edge, resolution) {
+            JoinDecision::Run { triggered_by } => self.fire(triggered_by, now),
+            JoinDecision::Skip { dead_edge } => self.skip(dead_edge, &end),
+            JoinDecision::Wait | JoinDecision::Ignored => {}
+        }
+    }
+
+    /// The join fired: resolve the inputs once, then attempt 1.
+    fn fire(&mut self, triggered_by: Vec<EdgeIx>, now: Time) {
+        let Phase::Pending {
+            parents, failure, ..
+        } = std::mem::replace(&mut self.phase, Phase::Ended)
+        else {
+            return;
+        };
+        let (inputs, error) = match self.resolve(&parents) {
+            Ok(inputs) => (inputs, None),
+            Err(error) => (JsonObject::new(), Some(error)),
+        };
+        let fired = Fired {
+            triggered_by: triggered_by.into(),
+            failure,
+            inputs: Arc::new(inputs),
+            first_started: now,
+        };
+        self.phase = Phase::Active {
+            fired,
+            step: Step::Queued { attempt: 1 },
+        };
+        match error {
+            None => self.begin_attempt(1, true, now),
+            Some(error) => {
+                // A failed input resolution counts as attempt 1.
+                let report = self.start_report(1, self.withdraws(true));
+                self.out
+                    .push(NodeEffect::Report(NodeReport::Started(report)));
+                self.fail(1, error);
+            }
+        }
+    }
+
+    fn resolve(&self, parents: &[Arc<NodeEnd>]) -> Result<JsonObject, ComponentError> {
+        let plan = &self.plan;
+        let node = self.node();
+        let meta = plan.registry.meta(&node.component_id);
+        let extra = (plan.graph.entrypoint == Some(self.ix)).then_some(&*plan.inputs);
+        resolve_inputs(
+            node,
+            meta,
+            extra,
+            |ix| {
+                parents
+                    .iter()
+                    .find(|p| p.node == ix)
+                    .and_then(|p| p.output.as_deref())
+                    .map_or(ParentOutput::Absent, ParentOutput::Completed)
+            },
+            |ix| &plan.graph.node(ix).node_ref,
+        )
+    }
+
+    /// Whether attempt 1 right after the join fired withdraws from the other parents.
+    fn withdraws(&self, fired_now: bool) -> bool {
+        fired_now && self.node().join == Join::First
+    }
+
+    fn start_report(&self, attempt: u32, withdraw: bool) -> StartReport {
+        let Phase::Active { fired, .. } = &self.phase else {
+            unreachable!("only an active node reports a start")
+        };
+        StartReport {
+            node: self.ix,
+            attempt,
+            triggered_by: fired.triggered_by.clone(),
+            withdraw,
+            failure: fired.failure.clone(),
+            inputs: fired.inputs.clone(),
+            first_started: fired.first_started,
+        }
+    }
+
+    fn set_step(&mut self, next: Step) {
+        if let Phase::Active { step, .. } = &mut self.phase {
+            *step = next;
+        }
+    }
+
+    /// Queues attempt `attempt` for its slots, or starts it at once.
+    fn begin_attempt(&mut self, attempt: u32, fired_now: bool, now: Time) {
+        let withdraw = self.withdraws(fired_now);
+        if !self.plan.needs_slots(self.ix) {
+            return self.start(attempt, withdraw, now);
+        }
+        let report = self.start_report(attempt, withdraw);
+        self.out
+            .push(NodeEffect::Report(NodeReport::Queued(report)));
+        self.out.push(NodeEffect::AcquireSlots { attempt });
+        if let Some(limit) = self.node().queue_timeout {
+            self.out.push(NodeEffect::ArmTimer {
+                due: now + limit,
+                timer: NodeTimer::QueueTimeout { attempt },
+            });
+        }
+        self.set_step(Step::Queued { attempt });
+    }
+
+    fn on_slots_granted(&mut self, attempt: u32, now: Time) {
+        if matches!(&self.phase, Phase::Active { step: Step::Queued { attempt: a }, .. } if *a == attempt)
+        {
+            self.start(attempt, false, now);
+        }
+    }
+
+    /// Starts attempt `attempt`: its report, then its work (a tool-mode node's is its
+    /// registration, which completes at once).
+    fn start(&mut self, attempt: u32, withdraw: bool, now: Time) {
+        let report = self.start_report(attempt, withdraw);
+        self.out
+            .push(NodeEffect::Report(NodeReport::Started(report)));
+        self.set_step(Step::Running {
+            attempt,
+            cancelling: None,
+        });
+        if self.node().mode == NodeMode::Tool {
+            return self.on_attempt_finished(attempt, Ok(shipsec::tool_registered()), now);
+        }
+        let spec = self.attempt_spec(attempt, now);
+        self.out.push(NodeEffect::StartAttempt(spec));
+    }
+
+    fn attempt_spec(&self, attempt: u32, now: Time) -> AttemptSpec {
+        let Phase::Active { fired, .. } = &self.phase else {
+            unreachable!("only an active node starts attempts")
+        };
+        let graph = &self.plan.graph;
+        let (limit, on_timeout) = self.attempt_limit(fired.first_started, now);
+        AttemptSpec {
+            attempt,
+            inputs: fired.inputs.clone(),
+            triggered_by: fired
+                .triggered_by
+                .iter()
+                .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
+                .collect(),
+            failure: fired.failure.clone(),
+            limit,
+            on_timeout,
+        }
+    }
+
+    /// The time limit of the next attempt — its timeout, or what is left of the node's
+    /// total budget when that is shorter — and the error its passing means.
+    fn attempt_limit(&self, first_started: Time, now: Time) -> (Option<Duration>, ComponentError) {
+        let node = self.node();
+        let remaining = node
+            .total_timeout
+            .map(|total| total.saturating_sub(now.since(first_started)));
+        let (limit, budget) = match (node.attempt_timeout, remaining) {
+            (Some(a), Some(r)) if r < a => (Some(r), true),
+            (Some(a), _) => (Some(a), false),
+            (None, Some(r)) => (Some(r), true),
+            (None, None) => (None, false),
+        };
+        let secs = limit.unwrap_or_default().as_secs_f64();
+        let error = if budget {
+            ComponentError::fatal(
+                TIMEOUT_ERROR,
+                format!("total budget of the node ran out after {secs:.3}s"),
+            )
+        } else {
+            ComponentError::retryable(
+                TIMEOUT_ERROR,
+                format!("attempt exceeded its {secs:.3}s limit"),
+            )
+        };
+        (limit, error)
+    }
+
+    fn on_attempt_finished(&mut self, attempt: u32, outcome: ComponentResult, now: Time) {
+        let Phase::Active {
+            step:
+                Step::Running {
+                    attempt: running,
+                    cancelling,
+                },
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        if *running != attempt {
+            return; // a stale attempt: fenced
+        }
+        if let Some(reason) = cancelling.clone() {
+            return self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+        }
+        match outcome.and_then(|out| self.check_output_size(out)) {
+            Ok(out) => {
+                let detail = EndDetail {
+                    output: Some(Arc::new(out.output)),
+                    active_ports: out.active_ports,
+                    ..EndDetail::default()
+                };
+                self.end(Terminal::Completed, detail);
+            }
+            Err(error) => self.after_failure(attempt, error, now),
+        }
+    }
+
+    /// Refuses an output larger than the engine allows (`OutputLimitError`, not retried).
+    fn check_output_size(&self, out: ComponentOutput) -> ComponentResult {
+        let limit = self.plan.max_output_bytes;
+        let mut counter = ByteCounter { bytes: 0, limit };
+        // Serialising into the counter cannot fail but by going past the limit.
+        let over =
+            serde_json::to_writer(&mut counter, &out.output).is_err() || counter.bytes > limit;
+        if over {
+            return Err(ComponentError::fatal(
+                OUTPUT_LIMIT_ERROR,
+                format!(
+                    "output of {} exceeds the limit of {limit} bytes of JSON",
+                    self.node().node_ref
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Retries per policy and budget, or ends FAILED.
+    fn after_failure(&mut self, attempt: u32, error: ComponentError, now: Time) {
+        let Phase::Active { fired, .. } = &self.phase else {
+            return;
+        };
+        let first_started = fired.first_started;
+        let policy = &self.plan.graph.node(self.ix).retry;
+        if !should_retry(policy, attempt, &error) {
+            return self.fail(attempt, error);
+        }
+        let delay = delay_after(policy, attempt, &error, self.jitter.sample());
+        if let Some(total) = self.node().total_timeout
+            && now.since(first_started) + delay >= total
+        {
+            let error = ComponentError::fatal(
+                TIMEOUT_ERROR,
+                format!(
+                    "total budget of {:.3}s ran out before attempt {} (last error: {error})",
+                    total.as_secs_f64(),
+                    attempt + 1
+                ),
+            );
+            return self.fail(attempt, error);
+        }
+        let retry = RetryReport {
+            node: self.ix,
+            attempt,
+            delay,
+            error,
+        };
+        self.out
+            .push(NodeEffect::Report(NodeReport::Retrying(retry)));
+        let next = attempt + 1;
+        self.set_step(Step::BackingOff { next });
+        if delay.is_zero() {
+            self.begin_attempt(next, false, now);
+        } else {
+            self.out.push(NodeEffect::ArmTimer {
+                due: now + delay,
+                timer: NodeTimer::RetryDue { attempt: next },
+            });
+        }
+    }
+
+    fn on_timer(&mut self, timer: NodeTimer, now: Time) {
+        let Phase::Active { step, .. } = &self.phase else {
+            return;
+        };
+        match (timer, step) {
+            (NodeTimer::RetryDue { attempt }, Step::BackingOff { next }) if *next == attempt => {
+                self.begin_attempt(attempt, false, now);
+            }
+            (NodeTimer::QueueTimeout { attempt }, Step::Queued { attempt: a }) if *a == attempt => {
+                self.out.push(NodeEffect::ReleaseQueue { attempt });
+                let limit = self.node().queue_timeout.unwrap_or_default();
+                let error = ComponentError::fatal(
+                    QUEUE_TIMEOUT_ERROR,
+                    format!("waited more than {:.3}s for a slot", limit.as_secs_f64()),
+                );
+                self.fail(attempt - 1, error);
+            }
+            (
+                NodeTimer::GraceOver { attempt },
+                Step::Running {
+                    attempt: a,
+                    cancelling: Some(reason),
+                },
+            ) if *a == attempt => {
+                let reason = reason.clone();
+                self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+            }
+            _ => {} // a timer of an attempt the node has left: fenced
+        }
+    }
+
+    fn on_cancel(&mut self, reason: CancelReason, now: Time) {
+        let step = match &mut self.phase {
+            Phase::Ended => return,
+            Phase::Pending { .. } => None,
+            Phase::Active { step, .. } => Some(step),
+        };
+        match step {
+            None | Some(Step::BackingOff { .. }) => {}
+            Some(Step::Queued { attempt }) => {
+                let attempt = *attempt;
+                self.out.push(NodeEffect::ReleaseQueue { attempt });
+            }
+            Some(Step::Running {
+                attempt,
+                cancelling,
+            }) => {
+                if cancelling.is_some() && !reason.grace.is_zero() {
+                    return; // already in its grace period
+                }
+                let attempt = *attempt;
+                self.out.push(NodeEffect::CancelAttempt { attempt });
+                if !reason.grace.is_zero() {
+                    let due = now + reason.grace;
+                    *cancelling = Some(reason);
+                    self.out.push(NodeEffect::ArmTimer {
+                        due,
+                        timer: NodeTimer::GraceOver { attempt },
+                    });
+                    return;
+                }
+            }
+        }
+        self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+    }
+
+    fn skip(&mut self, dead_edge: EdgeIx, end: &NodeEnd) {
+        let graph = &self.plan.graph;
+        let edge = graph.edge(dead_edge);
+        let source = &graph.node(edge.source).node_ref;
+        let target = &graph.node(edge.target).node_ref;
+        let mut reason = format!(
+            "skipped: edge {source}->{target} dead because {source} {}",
+            end.terminal.as_str()
+        );
+        if end.terminal == Terminal::Completed && edge.kind == EdgeKind::Success {
+            let port = edge.source_handle.as_deref().unwrap_or(DEFAULT_PORT);
+            let _ = write!(reason, " without activating port `{port}`");
+        }
+        let origin = match end.terminal {
+            Terminal::Failed | Terminal::Completed => Some(source.clone()),
+            Terminal::Skipped | Terminal::Cancelled => end.origin.clone().or(Some(source.clone())),
+        };
+        if let Some(o) = origin.as_ref().filter(|o| o.as_ref() != source.as_ref()) {
+            let _ = write!(reason, " (origin: {o})");
+        }
+        self.end(Terminal::Skipped, EndDetail::reason(reason, origin));
+    }
+
+    fn fail(&mut self, attempts: u32, error: ComponentError) {
+        let detail = EndDetail {
+            error: Some(error),
+            origin: Some(self.node().node_ref.clone()),
+            attempts: Some(attempts),
+            ..EndDetail::default()
+        };
+        self.end(Terminal::Failed, detail);
+    }
+
+    /// Ends the node: reports its end, then stops.
+    fn end(&mut self, terminal: Terminal, detail: EndDetail) {
+        let (attempts, handled) = match std::mem::replace(&mut self.phase, Phase::Ended) {
+            Phase::Ended => return,
+            Phase::Pending { failure, .. } => (0, failure),
+            Phase::Active { fired, step } => {
+                let attempts = match step {
+                    Step::Running { attempt, .. } => attempt,
+                    Step::BackingOff { next } => next - 1,
+                    Step::Queued { attempt } => attempt - 1,
+                };
+                (attempts, fired.failure)
+            }
+        };
+        let end = NodeEnd {
+            node: self.ix,
+            terminal,
+            attempts: detail.attempts.unwrap_or(attempts),
+            output: detail.output,
+            active_ports: detail.active_ports,
+            error: detail.error,
+            reason: detail.reason,
+            origin: detail.origin,
+            handled,
+        };
+        self.out
+            .push(NodeEffect::Report(NodeReport::Ended(Arc::new(end))));
+        self.out.push(NodeEffect::Stop);
+    }
+}
+
+/// Keeps what a pending node will need from a parent's end: its output when a mapping
+/// reads it, and its failure when the parent has an `error` edge to this node and is the
+/// first such parent to fail. O(mappings) per edge, so wide fan-ins stay linear.
+fn remember_parent(
+    graph: &crate::runtime::definition::graph::Graph,
+    node: &Node,
+    parents: &mut Vec<Arc<NodeEnd>>,
+    failure: &mut Option<Arc<FailureInfo>>,
+    end: &Arc<NodeEnd>,
+) {
+    if failure.is_none()
+        && end.terminal == Terminal::Failed
+        && let Some(error) = &end.error
+        && node.incoming.iter().any(|e| {
+            let edge = graph.edge(*e);
+            edge.source == end.node && edge.kind == EdgeKind::Error
+        })
+    {
+        *failure = Some(Arc::new(FailureInfo {
+            at: graph.node(end.node).node_ref.to_string(),
+            reason: FailureReason {
+                message: error.message.clone(),
+                name: error.error_type.clone(),
+            },
+        }));
+    }
+    let mapped = node.input_mappings.iter().any(|m| m.source == end.node);
+    if mapped && !parents.iter().any(|p| p.node == end.node) {
+        parents.push(end.clone());
+    }
+}
+
+/// The parts of a [`NodeEnd`] that depend on how the node ended.
+#[derive(Debug, Default)]
+struct EndDetail {
+    output: Option<Arc<JsonObject>>,
+    active_ports: Option<Vec<String>>,
+    error: Option<ComponentError>,
+    reason: Option<String>,
+    origin: Option<Arc<str>>,
+    attempts: Option<u32>,
+}
+
+impl EndDetail {
+    fn reason(reason: String, origin: Option<Arc<str>>) -> EndDetail {
+        EndDetail {
+            reason: Some(reason),
+            origin,
+            ..EndDetail::default()
+        }
+    }
+
+    fn cancelled(reason: &CancelReason) -> EndDetail {
+        EndDetail::reason(reason.text.to_string(), None)
+    }
+}
+
+/// Counts bytes written, failing as soon as they pass `limit` (no buffer is kept).
+struct ByteCounter {
+    bytes: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the output limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `CrashError` of an attempt whose actor or task died.
+pub fn crash(cause: impl Into<String>) -> ComponentError {
+    ComponentError::retryable(CRASH_ERROR, cause)
+}

@@ -1,0 +1,1150 @@
+//! The run core: one run's decisions as a pure state machine — which nodes to spawn and
+//! when, how each edge resolves, the failure policy, withdrawal for races, stopping,
+//! crash recovery of node actors, the trace events and the result — taking facts and
+//! returning effects.
+//!
+//! The run supervisor feeds it its nodes' reports, their actors' exits, stop requests and
+//! its timers, with the current [`Time`], and performs the [`RunEffect`]s: spawn a node
+//! actor, tell a child its parent ended, cancel or kill a node, arm a timer, emit a trace
+//! event, record a metric, publish the result. The core holds no actor and reads no
+//! clock, so the simulation in `tests/simulation.rs` runs it with no actor at all, and a
+//! journal replays it.
+//!
+//! Each node is in one [`Slot`] state: unreached (no parent has ended), ready (every
+//! parent has, waiting for the spawn window), live (an actor of a known generation runs
+//! it, in a known phase), or ended (its actor may still be exiting). The run is in one
+//! [`RunPhase`]: running, stopping for a [`StopCause`], or ended. A node actor's exit is
+//! fenced by its generation: the exit of an actor already replaced changes nothing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
+use crate::messages::node::{CancelReason, NodeEnd, ParentEnded};
+use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
+use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
+use crate::runtime::components::{ComponentError, FailureInfo};
+use crate::runtime::definition::graph::{EdgeIx, NodeIx};
+use crate::runtime::semantics::edge::resolve;
+use crate::runtime::semantics::failure::{FailureEffect, on_failure};
+use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
+use crate::runtime::semantics::outcome::{NodeStatus, RunStatus, Terminal};
+use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::shipsec;
+use crate::runtime::semantics::time::Time;
+use crate::runtime::semantics::withdraw::Interest;
+
+/// Nodes whose every incoming edge has resolved are spawned at most this many at a time
+/// until they report (QUEUED, STARTED or their end). Such a node always reports on its
+/// own, so the window never waits on a node it holds back; a node still waiting on
+/// parents is spawned at once. A 100,000-way fan-out so holds about this many idle
+/// actors instead of 100,000.
+pub const SPAWN_WINDOW: usize = 1024;
+
+/// Extra time after a stop's grace period before nodes that did not end are abandoned.
+pub const FORCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// A fact about the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunFact {
+    /// The run begins.
+    Started,
+    /// A node reported a transition.
+    Node(NodeReport),
+    /// A node actor exited (its supervision event): re-checked unless its end is known.
+    ActorExited {
+        /// The node.
+        node: NodeIx,
+        /// Which of its actors.
+        generation: u32,
+        /// Why, as ractor said.
+        cause: String,
+    },
+    /// A node actor exited without its end being recorded, re-checked through the queue:
+    /// the node died.
+    NodeDied {
+        /// The node.
+        node: NodeIx,
+        /// Which of its actors.
+        generation: u32,
+        /// Why.
+        cause: String,
+    },
+    /// Cancel or terminate, on request.
+    CancelRequested(StopKind),
+    /// A timer the core armed fired (`Deadline`: the run deadline was hit).
+    TimerFired(RunTimer),
+}
+
+/// What the supervisor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEffect {
+    /// Spawn an actor for `node`.
+    Spawn {
+        /// The node.
+        node: NodeIx,
+        /// The actor's generation (its exit names it).
+        generation: u32,
+        /// How it begins.
+        start: NodeStart,
+    },
+    /// Tell `child` that one of its incoming edges resolved.
+    Tell {
+        /// The child.
+        child: NodeIx,
+        /// The resolution.
+        resolved: ParentEnded,
+    },
+    /// Ask a live node to stop.
+    Cancel {
+        /// The node.
+        node: NodeIx,
+        /// Why, and its grace.
+        reason: CancelReason,
+    },
+    /// Kill a node's actor that outlived its grace period.
+    Kill {
+        /// The node.
+        node: NodeIx,
+    },
+    /// Re-check a node actor's exit through the mailbox (`NodeDied` if still unexplained).
+    Recheck {
+        /// The node.
+        node: NodeIx,
+        /// Its actor's generation.
+        generation: u32,
+        /// The exit's cause.
+        cause: String,
+    },
+    /// Deliver `timer` back at `due`.
+    ArmTimer {
+        /// When.
+        due: Time,
+        /// Which.
+        timer: RunTimer,
+    },
+    /// A node the run never reached ended (CANCELLED) without an actor: its span is the
+    /// supervisor's to record.
+    Unreached(Arc<NodeEnd>),
+    /// Append one trace event to the run's log and send it to subscribers.
+    Emit(TraceEvent),
+    /// Record a metric.
+    Metric(Metric),
+    /// The run ended: publish its result.
+    Finish(Arc<RunResult>),
+}
+
+/// A metric the run records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// Nodes waiting for slots, up or down.
+    Queued(i64),
+    /// Nodes running, up or down.
+    Running(i64),
+    /// An attempt of `node` ended, failed with `error_type` or completed (`None`).
+    Attempt {
+        /// The node.
+        node: NodeIx,
+        /// Its error type.
+        error_type: Option<String>,
+    },
+    /// `node` ended as `terminal` after running `seconds`.
+    NodeEnded {
+        /// The node.
+        node: NodeIx,
+        /// How.
+        terminal: Terminal,
+        /// From its first start.
+        seconds: f64,
+    },
+    /// The run ended with `status` after `seconds`.
+    RunEnded {
+        /// How.
+        status: RunStatus,
+        /// From its start.
+        seconds: f64,
+    },
+}
+
+/// Why a run is stopping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopCause {
+    /// On request.
+    Requested(StopKind),
+    /// Its deadline passed.
+    Deadline(Duration),
+    /// An unhandled failure under `failRun`.
+    FailRun(NodeIx),
+}
+
+/// A stop in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    /// Why.
+    pub cause: StopCause,
+    /// What cancelled nodes record.
+    pub reason: Arc<str>,
+    /// Grace of running attempts.
+    pub grace: Duration,
+}
+
+impl Stop {
+    /// The run's final status when it ends stopped.
+    pub fn status(&self) -> RunStatus {
+        match self.cause {
+            StopCause::Requested(StopKind::Cancel) => RunStatus::Cancelled,
+            StopCause::Requested(StopKind::Terminate) => RunStatus::Terminated,
+            StopCause::Deadline(_) => RunStatus::TimedOut,
+            StopCause::FailRun(_) => RunStatus::Failed,
+        }
+    }
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunPhase {
+    /// Nodes run as their joins decide.
+    Running,
+    /// Every node is being stopped.
+    Stopping(Stop),
+    /// Every node ended and every node actor exited; the result is out.
+    Ended(RunStatus),
+}
+
+/// The phase of a node with a live actor, as the run knows it from the node's reports.
+#[derive(Debug, Clone, PartialEq)]
+enum LivePhase {
+    /// Waiting on its join.
+    Pending,
+    /// Attempt `attempt` waits for slots.
+    Queued(StartReport),
+    /// Attempt `attempt` runs.
+    Running(StartReport),
+    /// Attempt `report.attempt` failed; the next waits out its backoff.
+    BackingOff(StartReport),
+}
+
+/// A node with a live actor.
+#[derive(Debug, Clone, PartialEq)]
+struct Live {
+    generation: u32,
+    phase: LivePhase,
+    /// Spawned through the window and not reported yet.
+    windowed: bool,
+}
+
+/// An ended node.
+#[derive(Debug, Clone, PartialEq)]
+struct Ended {
+    end: Arc<NodeEnd>,
+    /// Position among the run's ends (1-based): the order its children see.
+    order: u32,
+    at: Time,
+    /// The generation of its actor while that actor is still exiting.
+    exiting: Option<u32>,
+}
+
+/// What the run knows of one node.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    /// No parent has ended, and no actor runs it.
+    Unreached,
+    /// Every incoming edge resolved: it waits for the spawn window.
+    Ready,
+    /// An actor runs it.
+    Live(Live),
+    /// It ended.
+    Ended(Ended),
+}
+
+/// What the result says of a node beyond its state.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Record {
+    /// Incoming edges not resolved yet.
+    unresolved: u32,
+    attempts: u32,
+    started_at: Option<Time>,
+    triggered_by: Option<Arc<[EdgeIx]>>,
+    failure: Option<Arc<FailureInfo>>,
+    /// Actors spawned for it so far.
+    generations: u32,
+    /// Why it is being cancelled, once it lost a race (every dependent withdrew).
+    withdrawn: Option<Arc<str>>,
+}
+
+/// One run's decisions.
+#[derive(Debug)]
+pub struct RunCore {
+    plan: Arc<RunPlan>,
+    slots: Vec<Slot>,
+    records: Vec<Record>,
+    interest: Interest,
+    ready: VecDeque<NodeIx>,
+    /// Nodes spawned through the window that have not reported yet.
+    starting: usize,
+    ended: usize,
+    live_actors: usize,
+    phase: RunPhase,
+    /// The first unhandled failure, as the run's error says it.
+    unhandled: Option<String>,
+    /// Completed nodes whose output reported a failure (`success: false`), in order.
+    reported: Vec<(NodeIx, String)>,
+    seq: u64,
+    started_at: Time,
+    out: Vec<RunEffect>,
+}
+
+impl RunCore {
+    /// The core of the run `plan` describes, before its `Started` fact.
+    pub fn new(plan: Arc<RunPlan>) -> RunCore {
+        let graph = &plan.graph;
+        let records = graph
+            .nodes
+            .iter()
+            .map(|n| Record {
+                unresolved: n.incoming.len() as u32,
+                ..Record::default()
+            })
+            .collect();
+        RunCore {
+            slots: vec![Slot::Unreached; graph.len()],
+            records,
+            interest: Interest::new(graph),
+            ready: VecDeque::new(),
+            starting: 0,
+            ended: 0,
+            live_actors: 0,
+            phase: RunPhase::Running,
+            unhandled: None,
+            reported: Vec::new(),
+            seq: 0,
+            started_at: Time::ZERO,
+            out: Vec::new(),
+            plan,
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Arc<RunPlan> {
+        &self.plan
+    }
+
+    /// Where the run is.
+    pub fn phase(&self) -> &RunPhase {
+        &self.phase
+    }
+
+    /// Whether `node` has ended.
+    pub fn has_ended(&self, node: NodeIx) -> bool {
+        matches!(self.slots[node.ix()], Slot::Ended(_))
+    }
+
+    /// The only way the run changes: applies `fact` at `now` and returns what to do, in
+    /// order. No clock, no I/O, no entropy.
+    pub fn apply(&mut self, fact: RunFact, now: Time) -> Vec<RunEffect> {
+        if !matches!(self.phase, RunPhase::Ended(_)) {
+            match fact {
+                RunFact::Started => self.on_started(now),
+                RunFact::Node(report) => self.on_report(report, now),
+                RunFact::ActorExited {
+                    node,
+                    generation,
+                    cause,
+                } => self.on_actor_exited(node, generation, cause),
+                RunFact::NodeDied {
+                    node,
+                    generation,
+                    cause,
+                } => self.on_node_died(node, generation, cause, now),
+                RunFact::CancelRequested(kind) => {
+                    let (reason, grace) = match kind {
+                        StopKind::Cancel => (
+                            "cancelled: run cancelled by request",
+                            self.plan.cancel_grace,
+                        ),
+                        StopKind::Terminate => {
+                            ("terminated: run terminated by request", Duration::ZERO)
+                        }
+                    };
+                    self.begin_stop(StopCause::Requested(kind), reason.into(), grace, now);
+                }
+                RunFact::TimerFired(RunTimer::Deadline) => self.on_deadline(now),
+                RunFact::TimerFired(RunTimer::ForceEnd) => self.force_end(now),
+            }
+            self.pump();
+            self.maybe_finish(now);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Gives back an emptied effect vector, so the next [`RunCore::apply`] reuses it.
+    pub fn recycle(&mut self, mut effects: Vec<RunEffect>) {
+        effects.clear();
+        if self.out.capacity() == 0 {
+            self.out = effects;
+        }
+    }
+
+    fn on_started(&mut self, now: Time) {
+        self.started_at = now;
+        let graph = self.plan.graph.clone();
+        for ix in graph.node_indices() {
+            if graph.node(ix).incoming.is_empty() {
+                self.slots[ix.ix()] = Slot::Ready;
+                self.ready.push_back(ix);
+            }
+        }
+        if let Some(deadline) = graph.settings.timeout {
+            self.out.push(RunEffect::ArmTimer {
+                due: now + deadline,
+                timer: RunTimer::Deadline,
+            });
+        }
+    }
+
+    fn on_deadline(&mut self, now: Time) {
+        let timeout = self.plan.graph.settings.timeout.unwrap_or_default();
+        let reason = format!(
+            "cancelled: run deadline of {}s passed",
+            timeout.as_secs_f64()
+        );
+        let grace = self.plan.cancel_grace;
+        self.begin_stop(StopCause::Deadline(timeout), reason.into(), grace, now);
+    }
+
+    fn on_report(&mut self, report: NodeReport, now: Time) {
+        match report {
+            NodeReport::Queued(start) => {
+                let ends = self.on_start(start, true, now);
+                self.end_all(ends, now);
+            }
+            NodeReport::Started(start) => {
+                let ends = self.on_start(start, false, now);
+                self.end_all(ends, now);
+            }
+            NodeReport::Retrying(retry) => self.on_retrying(retry, now),
+            NodeReport::Ended(end) => self.end_all(vec![end], now),
+        }
+    }
+
+    /// A node queued or started an attempt; a `first` node that just fired withdraws
+    /// from its other parents (the ends of those the run never reached are returned).
+    fn on_start(&mut self, start: StartReport, queued: bool, now: Time) -> Vec<Arc<NodeEnd>> {
+        let node = start.node;
+        self.release(node);
+        let Slot::Live(live) = &mut self.slots[node.ix()] else {
+            return Vec::new(); // ended already: a late report
+        };
+        let was_queued = matches!(live.phase, LivePhase::Queued(_));
+        let withdraw = start.withdraw;
+        let record = &mut self.records[node.ix()];
+        record.failure = start.failure.clone();
+        record.triggered_by = Some(start.triggered_by.clone());
+        if !queued {
+            record.attempts = start.attempt;
+            record.started_at.get_or_insert(now);
+        }
+        let attempt = start.attempt;
+        let mut metadata = self.base_metadata(node);
+        metadata.attempt = Some(attempt);
+        metadata.triggered_by =
+            (!start.triggered_by.is_empty()).then(|| self.refs_of(&start.triggered_by));
+        metadata.failure = start.failure.as_deref().cloned().map(Box::new);
+        if let Slot::Live(live) = &mut self.slots[node.ix()] {
+            live.phase = if queued {
+                LivePhase::Queued(start)
+            } else {
+                LivePhase::Running(start)
+            };
+        }
+        if was_queued {
+            self.metric(Metric::Queued(-1));
+        }
+        self.metric(if queued {
+            Metric::Queued(1)
+        } else {
+            Metric::Running(1)
+        });
+        let kind = if queued {
+            EventType::Queued
+        } else {
+            EventType::Started
+        };
+        self.emit(node, kind, Level::Info, now, |e| {
+            e.metadata = Some(metadata)
+        });
+        if withdraw && matches!(self.phase, RunPhase::Running) {
+            let winner = self.records[node.ix()]
+                .triggered_by
+                .as_ref()
+                .and_then(|t| t.first())
+                .map(|e| self.plan.graph.edge(*e).source);
+            let reason: Arc<str> = format!(
+                "withdrawn: {} fired on {}",
+                self.plan.node_ref(node),
+                winner.map_or_else(|| "?".into(), |w| self.plan.node_ref(w).to_string())
+            )
+            .into();
+            return self.withdraw_from_parents(node, &reason);
+        }
+        Vec::new()
+    }
+
+    fn on_retrying(&mut self, retry: RetryReport, now: Time) {
+        let RetryReport {
+            node,
+            attempt,
+            delay,
+            error,
+        } = retry;
+        let Slot::Live(live) = &mut self.slots[node.ix()] else {
+            return;
+        };
+        let phase = std::mem::replace(&mut live.phase, LivePhase::Pending);
+        live.phase = match phase {
+            LivePhase::Running(start) | LivePhase::Queued(start) | LivePhase::BackingOff(start) => {
+                LivePhase::BackingOff(start)
+            }
+            LivePhase::Pending => LivePhase::Pending,
+        };
+        self.metric(Metric::Running(-1));
+        self.metric(Metric::Attempt {
+            node,
+            error_type: Some(error.error_type.clone()),
+        });
+        let mut metadata = self.base_metadata(node);
+        metadata.attempt = Some(attempt);
+        self.emit(node, EventType::Retrying, Level::Warn, now, |e| {
+            e.message = Some(format!(
+                "attempt {attempt} failed; attempt {} in {} ms",
+                attempt + 1,
+                delay.as_millis()
+            ));
+            e.error = Some(Box::new(error_info(&error)));
+            e.data = Some(Box::new(
+                json!({"delayMs": delay.as_millis() as u64, "nextAttempt": attempt + 1}),
+            ));
+            e.metadata = Some(metadata);
+        });
+    }
+
+    /// Records node ends and what follows from each, until nothing is left: the failure
+    /// policy, withdrawal (whose cancelled parents may end here too) and the children's
+    /// edges.
+    fn end_all(&mut self, mut ends: Vec<Arc<NodeEnd>>, now: Time) {
+        while let Some(end) = ends.pop() {
+            let node = end.node;
+            if self.has_ended(node) {
+                continue; // each node ends once: a late or repeated report is ignored
+            }
+            let withdrawn = self.records[node.ix()].withdrawn.clone();
+            self.record_end(&end, now);
+            match end.terminal {
+                Terminal::Failed => self.on_node_failed(node, &end, now),
+                Terminal::Cancelled => {
+                    if let Some(reason) = withdrawn
+                        && matches!(self.phase, RunPhase::Running)
+                    {
+                        ends.extend(self.withdraw_from_parents(node, &reason));
+                    }
+                }
+                Terminal::Completed | Terminal::Skipped => {}
+            }
+            self.resolve_children(&end);
+        }
+    }
+
+    fn on_node_failed(&mut self, node: NodeIx, end: &NodeEnd, now: Time) {
+        match on_failure(&self.plan.graph, node) {
+            FailureEffect::Handled => {}
+            FailureEffect::SkipDependents => self.note_unhandled(node, end),
+            FailureEffect::FailRun => {
+                self.note_unhandled(node, end);
+                let reason = format!(
+                    "cancelled: failRun after {} FAILED",
+                    self.plan.node_ref(node)
+                );
+                let grace = self.plan.cancel_grace;
+                self.begin_stop(StopCause::FailRun(node), reason.into(), grace, now);
+            }
+        }
+    }
+
+    fn note_unhandled(&mut self, node: NodeIx, end: &NodeEnd) {
+        if self.unhandled.is_none() {
+            let what = end
+                .error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(": {e}"));
+            self.unhandled = Some(format!("node {} FAILED{what}", self.plan.node_ref(node)));
+        }
+    }
+
+    fn record_end(&mut self, end: &Arc<NodeEnd>, now: Time) {
+        let node = end.node;
+        self.end_metrics(end, now);
+        self.release(node);
+        let exiting = match &self.slots[node.ix()] {
+            Slot::Live(live) => Some(live.generation),
+            _ => None,
+        };
+        self.ended += 1;
+        self.slots[node.ix()] = Slot::Ended(Ended {
+            end: end.clone(),
+            order: self.ended as u32,
+            at: now,
+            exiting,
+        });
+        let record = &mut self.records[node.ix()];
+        record.attempts = record.attempts.max(end.attempts);
+        if let Some(message) = end.output.as_deref().and_then(shipsec::reported_failure) {
+            self.reported.push((node, message));
+        }
+        let (kind, level) = match end.terminal {
+            Terminal::Completed => (EventType::Completed, Level::Info),
+            Terminal::Failed => (EventType::Failed, Level::Error),
+            Terminal::Skipped => (EventType::Skipped, Level::Warn),
+            Terminal::Cancelled => (EventType::Cancelled, Level::Warn),
+        };
+        let mut metadata = self.base_metadata(node);
+        metadata.attempt = (end.attempts > 0).then_some(end.attempts);
+        metadata.failure = end.handled.as_deref().cloned().map(Box::new);
+        let triggered = self.records[node.ix()].triggered_by.clone();
+        metadata.triggered_by = triggered
+            .filter(|t| !t.is_empty())
+            .map(|t| self.refs_of(&t));
+        self.emit(node, kind, level, now, |e| {
+            e.message = end.reason.clone();
+            e.error = end.error.as_ref().map(|e| Box::new(error_info(e)));
+            e.data = end
+                .active_ports
+                .as_ref()
+                .map(|p| Box::new(json!({"activatedPorts": p})));
+            e.metadata = Some(metadata);
+        });
+    }
+
+    /// Node metrics at a node's end: gauges back down, its last attempt, its duration.
+    fn end_metrics(&mut self, end: &NodeEnd, now: Time) {
+        let node = end.node;
+        let running = match &self.slots[node.ix()] {
+            Slot::Live(Live {
+                phase: LivePhase::Queued(_),
+                ..
+            }) => {
+                self.metric(Metric::Queued(-1));
+                false
+            }
+            Slot::Live(Live {
+                phase: LivePhase::Running(_),
+                ..
+            }) => {
+                self.metric(Metric::Running(-1));
+                true
+            }
+            _ => false,
+        };
+        match (end.terminal, &end.error) {
+            (Terminal::Completed, _) => self.metric(Metric::Attempt {
+                node,
+                error_type: None,
+            }),
+            (Terminal::Failed, Some(e)) if running => self.metric(Metric::Attempt {
+                node,
+                error_type: Some(e.error_type.clone()),
+            }),
+            _ => {}
+        }
+        if let Some(started) = self.records[node.ix()].started_at {
+            self.metric(Metric::NodeEnded {
+                node,
+                terminal: end.terminal,
+                seconds: now.since(started).as_secs_f64(),
+            });
+        }
+    }
+
+    /// Resolves each outgoing edge of an ended node and tells the child (§1), spawning the
+    /// child if this is the first of its parents to end.
+    fn resolve_children(&mut self, end: &Arc<NodeEnd>) {
+        let graph = self.plan.graph.clone();
+        for e in &graph.node(end.node).outgoing {
+            let edge = graph.edge(*e);
+            let child = edge.target;
+            let record = &mut self.records[child.ix()];
+            record.unresolved = record.unresolved.saturating_sub(1);
+            let unresolved = record.unresolved;
+            match &self.slots[child.ix()] {
+                Slot::Ended(_) | Slot::Ready => {}
+                Slot::Unreached if unresolved == 0 => {
+                    // Every parent has ended: the child waits for the spawn window, and
+                    // its resolutions are handed over then, in the order its parents ended.
+                    self.slots[child.ix()] = Slot::Ready;
+                    self.ready.push_back(child);
+                }
+                Slot::Unreached => {
+                    // The first parent to end while others have not: spawned at once,
+                    // since it may wait. (A stopping run has ended every unreached node.)
+                    let resolved = resolution(edge, *e, end);
+                    self.spawn(child, NodeStart::Reached(vec![resolved]), false);
+                }
+                Slot::Live(_) => {
+                    let resolved = resolution(edge, *e, end);
+                    self.out.push(RunEffect::Tell { child, resolved });
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, node: NodeIx, start: NodeStart, windowed: bool) {
+        let record = &mut self.records[node.ix()];
+        let generation = record.generations;
+        record.generations += 1;
+        self.slots[node.ix()] = Slot::Live(Live {
+            generation,
+            phase: LivePhase::Pending,
+            windowed,
+        });
+        if windowed {
+            self.starting += 1;
+        }
+        self.live_actors += 1;
+        self.out.push(RunEffect::Spawn {
+            node,
+            generation,
+            start,
+        });
+    }
+
+    /// Frees the window place of a node that reported, ended or died.
+    fn release(&mut self, node: NodeIx) {
+        if let Slot::Live(live) = &mut self.slots[node.ix()]
+            && std::mem::take(&mut live.windowed)
+        {
+            self.starting -= 1;
+        }
+    }
+
+    /// Spawns ready nodes while the window has room.
+    fn pump(&mut self) {
+        while self.starting < SPAWN_WINDOW {
+            let Some(node) = self.ready.pop_front() else {
+                break;
+            };
+            if self.slots[node.ix()] != Slot::Ready {
+                continue; // a stop or a withdrawal ended it meanwhile
+            }
+            let resolved = self.ended_parents(node);
+            self.spawn(node, NodeStart::Reached(resolved), true);
+        }
+    }
+
+    /// The resolutions of `node`'s incoming edges whose sources have ended, in the order
+    /// they ended (edge order among one source's edges).
+    fn ended_parents(&self, node: NodeIx) -> Vec<ParentEnded> {
+        let graph = &self.plan.graph;
+        let mut resolved: Vec<(u32, ParentEnded)> = graph
+            .node(node)
+            .incoming
+            .iter()
+            .filter_map(|e| {
+                let edge = graph.edge(*e);
+                let Slot::Ended(ended) = &self.slots[edge.source.ix()] else {
+                    return None;
+                };
+                Some((ended.order, resolution(edge, *e, &ended.end)))
+            })
+            .collect();
+        resolved.sort_by_key(|(order, _)| *order);
+        resolved.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// `node` withdraws from its unfinished parents; those no longer needed are cancelled.
+    /// A live parent is told; the ends of parents the run never reached are returned, for
+    /// the caller to record.
+    fn withdraw_from_parents(&mut self, node: NodeIx, reason: &Arc<str>) -> Vec<Arc<NodeEnd>> {
+        let slots = &self.slots;
+        let unneeded = self.interest.withdraw(&self.plan.graph, node, |p| {
+            matches!(slots[p.ix()], Slot::Ended(_))
+        });
+        let mut unreached = Vec::new();
+        for parent in unneeded {
+            self.records[parent.ix()].withdrawn = Some(reason.clone());
+            match &self.slots[parent.ix()] {
+                Slot::Live(_) => self.out.push(RunEffect::Cancel {
+                    node: parent,
+                    reason: CancelReason {
+                        text: reason.clone(),
+                        grace: self.plan.cancel_grace,
+                    },
+                }),
+                Slot::Unreached | Slot::Ready => {
+                    unreached.push(self.unreached_end(parent, reason.to_string()));
+                }
+                Slot::Ended(_) => {}
+            }
+        }
+        unreached
+    }
+
+    /// The end of a node the run never reached, cancelled for `reason`.
+    fn unreached_end(&mut self, node: NodeIx, reason: String) -> Arc<NodeEnd> {
+        let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason));
+        self.out.push(RunEffect::Unreached(end.clone()));
+        end
+    }
+
+    fn synthetic_end(&self, node: NodeIx, terminal: Terminal, reason: String) -> NodeEnd {
+        let record = &self.records[node.ix()];
+        NodeEnd {
+            node,
+            terminal,
+            attempts: record.attempts,
+            output: None,
+            active_ports: None,
+            error: None,
+            reason: Some(reason),
+            origin: None,
+            handled: record.failure.clone(),
+        }
+    }
+
+    fn on_actor_exited(&mut self, node: NodeIx, generation: u32, cause: String) {
+        match &mut self.slots[node.ix()] {
+            Slot::Ended(ended) if ended.exiting == Some(generation) => {
+                ended.exiting = None;
+                self.live_actors -= 1;
+            }
+            Slot::Live(live) if live.generation == generation => {
+                // A report sent just before the exit may still be queued: re-check behind it.
+                self.out.push(RunEffect::Recheck {
+                    node,
+                    generation,
+                    cause,
+                });
+            }
+            _ => {} // the exit of an actor already replaced
+        }
+    }
+
+    /// A node actor exited and no end of it was recorded: it died. A stopping run (or a
+    /// lost race) ends it CANCELLED; otherwise it is respawned where it was.
+    fn on_node_died(&mut self, node: NodeIx, generation: u32, cause: String, now: Time) {
+        match &mut self.slots[node.ix()] {
+            Slot::Ended(ended) if ended.exiting == Some(generation) => {
+                ended.exiting = None;
+                self.live_actors -= 1;
+                return; // it reported its end before exiting
+            }
+            Slot::Live(live) if live.generation == generation => {}
+            _ => return,
+        }
+        self.release(node);
+        self.live_actors -= 1;
+        // No actor is left: the slot holds none until one is respawned.
+        let Slot::Live(live) = std::mem::replace(&mut self.slots[node.ix()], Slot::Unreached)
+        else {
+            unreachable!("checked above")
+        };
+        let stop_reason = match &self.phase {
+            RunPhase::Stopping(stop) => Some(stop.reason.clone()),
+            _ => self.records[node.ix()].withdrawn.clone(),
+        };
+        if let Some(reason) = stop_reason {
+            let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason.to_string()));
+            return self.end_all(vec![end], now);
+        }
+        let start = match live.phase {
+            LivePhase::Pending => NodeStart::Reached(self.ended_parents(node)),
+            LivePhase::Queued(started) => NodeStart::Resumed(Resume {
+                attempt: ResumeAt::Requeue {
+                    attempt: started.attempt,
+                },
+                started,
+            }),
+            LivePhase::Running(started) | LivePhase::BackingOff(started) => {
+                NodeStart::Resumed(Resume {
+                    attempt: ResumeAt::Crashed {
+                        attempt: started.attempt,
+                        error: crash(cause),
+                    },
+                    started,
+                })
+            }
+        };
+        self.spawn(node, start, false);
+    }
+
+    /// Starts stopping the run; a stop with a shorter grace replaces one in progress
+    /// (terminate during a cancel's grace). Nodes the run never reached end now; nothing
+    /// follows from their ends, since every live node is being stopped too.
+    fn begin_stop(&mut self, cause: StopCause, reason: Arc<str>, grace: Duration, now: Time) {
+        if let RunPhase::Stopping(current) = &self.phase
+            && grace >= current.grace
+        {
+            return;
+        }
+        let stop = Stop {
+            cause,
+            reason,
+            grace,
+        };
+        let mut unreached = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot {
+                Slot::Live(_) => self.out.push(RunEffect::Cancel {
+                    node: NodeIx(i as u32),
+                    reason: CancelReason {
+                        text: stop.reason.clone(),
+                        grace: stop.grace,
+                    },
+                }),
+                Slot::Unreached | Slot::Ready => unreached.push(NodeIx(i as u32)),
+                Slot::Ended(_) => {}
+            }
+        }
+        for node in unreached {
+            let end = self.unreached_end(node, stop.reason.to_string());
+            self.record_end(&end, now);
+        }
+        self.out.push(RunEffect::ArmTimer {
+            due: now + stop.grace + FORCE_MARGIN,
+            timer: RunTimer::ForceEnd,
+        });
+        self.phase = RunPhase::Stopping(stop);
+    }
+
+    /// Nodes that did not end within their grace are killed and recorded CANCELLED.
+    fn force_end(&mut self, now: Time) {
+        let RunPhase::Stopping(stop) = &self.phase else {
+            return;
+        };
+        let reason = format!("{} (abandoned after the grace period)", stop.reason);
+        let stragglers: Vec<NodeIx> = self
+            .plan
+            .graph
+            .node_indices()
+            .filter(|ix| !self.has_ended(*ix))
+            .collect();
+        for node in stragglers {
+            if matches!(self.slots[node.ix()], Slot::Live(_)) {
+                self.out.push(RunEffect::Kill { node });
+            }
+            let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason.clone()));
+            self.end_all(vec![end], now);
+        }
+    }
+
+    /// The run ends once every node has ended and every node actor has exited, so no
+    /// actor of a finished run is left alive.
+    fn maybe_finish(&mut self, now: Time) {
+        if matches!(self.phase, RunPhase::Ended(_))
+            || self.ended < self.slots.len()
+            || self.live_actors > 0
+        {
+            return;
+        }
+        let result = self.result(now);
+        let seconds = now.since(self.started_at).as_secs_f64();
+        self.metric(Metric::RunEnded {
+            status: result.status,
+            seconds,
+        });
+        self.phase = RunPhase::Ended(result.status);
+        self.out.push(RunEffect::Finish(Arc::new(result)));
+    }
+
+    fn final_status(&self) -> RunStatus {
+        match (&self.phase, &self.unhandled) {
+            (RunPhase::Ended(status), _) => *status,
+            (RunPhase::Stopping(stop), _) => stop.status(),
+            (RunPhase::Running, Some(_)) => RunStatus::Failed,
+            (RunPhase::Running, None) if !self.reported.is_empty() => RunStatus::Failed,
+            (RunPhase::Running, None) => RunStatus::Completed,
+        }
+    }
+
+    /// Why the run did not complete: an unhandled failure first, then the stop, then the
+    /// failures components reported in their outputs.
+    fn run_error(&self) -> Option<String> {
+        if let Some(u) = &self.unhandled {
+            return Some(u.clone());
+        }
+        if let RunPhase::Stopping(stop) = &self.phase {
+            return Some(stop.reason.to_string());
+        }
+        if self.reported.is_empty() {
+            return None;
+        }
+        let graph = &self.plan.graph;
+        Some(shipsec::run_failure_message(self.reported.iter().map(
+            |(node, message)| (&*graph.node(*node).node_ref, message.as_str()),
+        )))
+    }
+
+    fn result(&self, now: Time) -> RunResult {
+        let graph = &self.plan.graph;
+        let status = self.final_status();
+        // Built in ref order, so the maps are filled in one pass without searching.
+        let mut outputs = Vec::new();
+        let mut nodes = Vec::with_capacity(graph.len());
+        for &ix in graph.ref_order() {
+            let node_ref = &graph.node(ix).node_ref;
+            let ended = match &self.slots[ix.ix()] {
+                Slot::Ended(ended) => Some(ended),
+                _ => None,
+            };
+            let end = ended.map(|e| &e.end);
+            if let Some(out) = end.and_then(|e| e.output.clone()) {
+                outputs.push((node_ref.clone(), out));
+            }
+            nodes.push((node_ref.clone(), self.node_record(ix, ended)));
+        }
+        RunResult {
+            run_id: self.plan.run_id.to_string(),
+            title: graph.title.clone(),
+            status,
+            success: status == RunStatus::Completed,
+            error: self.run_error(),
+            started_at: self.started_at.timestamp(),
+            completed_at: now.timestamp(),
+            duration_ms: now.since(self.started_at).as_millis() as u64,
+            outputs: outputs.into_iter().collect(),
+            nodes: nodes.into_iter().collect(),
+            warnings: graph.warnings.clone(),
+        }
+    }
+
+    fn node_record(&self, ix: NodeIx, ended: Option<&Ended>) -> NodeRecord {
+        let record = &self.records[ix.ix()];
+        let end = ended.map(|e| &e.end);
+        NodeRecord {
+            status: self.status_of(ix),
+            attempts: record.attempts,
+            started_at: record.started_at.map(Time::timestamp),
+            completed_at: ended.map(|e| e.at.timestamp()),
+            triggered_by: record
+                .triggered_by
+                .as_ref()
+                .filter(|t| !t.is_empty())
+                .map(|t| self.refs_of(t)),
+            active_ports: end.and_then(|e| e.active_ports.clone()),
+            failure: record.failure.as_deref().cloned(),
+            error: end.and_then(|e| e.error.as_ref()).map(error_info),
+            reason: end.and_then(|e| e.reason.clone()),
+        }
+    }
+
+    /// A node's status as the run knows it.
+    pub fn status_of(&self, node: NodeIx) -> NodeStatus {
+        match &self.slots[node.ix()] {
+            Slot::Unreached | Slot::Ready => NodeStatus::Pending,
+            Slot::Live(live) => match live.phase {
+                LivePhase::Pending | LivePhase::BackingOff(_) => NodeStatus::Pending,
+                LivePhase::Queued(_) => NodeStatus::Queued,
+                LivePhase::Running(_) => NodeStatus::Running,
+            },
+            Slot::Ended(ended) => ended.end.terminal.status(),
+        }
+    }
+
+    /// The run's state now (`handle.status`).
+    pub fn snapshot(&self) -> RunSnapshot {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut running = Vec::new();
+        for ix in self.plan.graph.node_indices() {
+            let status = self.status_of(ix);
+            *counts.entry(status).or_insert(0) += 1;
+            if status == NodeStatus::Running {
+                running.push(self.plan.node_ref(ix).to_string());
+            }
+        }
+        let status = match &self.phase {
+            RunPhase::Ended(status) => *status,
+            _ => RunStatus::Running,
+        };
+        RunSnapshot {
+            run_id: self.plan.run_id.to_string(),
+            status,
+            counts,
+            running,
+        }
+    }
+
+    fn base_metadata(&self, node: NodeIx) -> EventMetadata {
+        let n = self.plan.graph.node(node);
+        EventMetadata {
+            join_strategy: Some(std::borrow::Cow::Borrowed(n.join.as_str())),
+            stream_id: n.stream_id.clone(),
+            group_id: n.group_id.clone(),
+            ..EventMetadata::default()
+        }
+    }
+
+    fn refs_of(&self, edges: &[EdgeIx]) -> Vec<Arc<str>> {
+        let g = &self.plan.graph;
+        edges
+            .iter()
+            .map(|e| g.node(g.edge(*e).source).node_ref.clone())
+            .collect()
+    }
+
+    fn metric(&mut self, metric: Metric) {
+        self.out.push(RunEffect::Metric(metric));
+    }
+
+    /// One trace event with the next `seq` (dense from 1: the core is its run's only
+    /// writer).
+    fn emit(
+        &mut self,
+        node: NodeIx,
+        kind: EventType,
+        level: Level,
+        now: Time,
+        fill: impl FnOnce(&mut TraceEvent),
+    ) {
+        self.seq += 1;
+        let seq = self.seq;
+        let run_id = &self.plan.run_id;
+        let mut event = TraceEvent {
+            id: EventId {
+                run_id: run_id.clone(),
+                seq,
+            },
+            run_id: run_id.clone(),
+            node_id: self.plan.node_ref(node).clone(),
+            seq,
+            kind,
+            level,
+            timestamp: now.timestamp(),
+            message: None,
+            error: None,
+            data: None,
+            metadata: None,
+        };
+        fill(&mut event);
+        self.out.push(RunEffect::Emit(event));
+    }
+}
+
+fn resolution(
+    edge: &crate::runtime::definition::graph::Edge,
+    ix: EdgeIx,
+    end: &Arc<NodeEnd>,
+) -> ParentEnded {
+    ParentEnded {
+        edge: ix,
+        resolution: resolve(edge, end.terminal, end.active_ports.as_deref()),
+        end: end.clone(),
+    }
+}
+
+fn error_info(error: &ComponentError) -> ErrorInfo {
+    ErrorInfo {
+        error_type: error.error_type.clone(),
+        message: error.message.clone(),
+    }
+}
