@@ -1,4 +1,4 @@
-//! SEMANTICS.md §8: concurrency caps and rate limits, measured by the components
+//! docs/semantics.md §8: concurrency caps and rate limits, measured by the components
 //! themselves; FIFO grants across runs; queue timeouts; no slot leaks.
 
 mod common;
@@ -128,6 +128,55 @@ async fn the_engine_wide_cap_holds_under_1000_concurrent_runs() {
     let max = probe.max.load(Ordering::SeqCst);
     assert!(max <= 8, "observed {max} running at once");
     assert!(max >= 2, "the cap is used, not serialised: {max}");
+    assert_eq!(
+        handle.slots().await.unwrap(),
+        SlotStats {
+            queued: 0,
+            active: 0
+        }
+    );
+    common::shutdown(&handle).await;
+}
+
+/// The limiter dies three times while 250 attempts share 2 slots: it is restarted, the
+/// nodes holding slots hand them over and those waiting ask again, so the cap holds
+/// throughout, every run completes and every slot comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cap_holds_and_nothing_hangs_when_the_limiter_dies() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(2),
+        ..EngineConfig::default()
+    };
+    let (handle, probe) = engine(config).await;
+    let graph = common::workflow(&handle, probes(5, 2));
+    let mut pending = Vec::new();
+    for _ in 0..50 {
+        let run = handle
+            .submit_workflow(&graph, Default::default(), Default::default())
+            .await
+            .unwrap();
+        pending.push(run);
+    }
+    // Killed once with every run queued, then as the first and the tenth run end.
+    handle.kill_limiter();
+    for (i, run) in pending.iter_mut().enumerate() {
+        let result = run.result().await.unwrap();
+        assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
+        if i == 0 || i == 9 {
+            handle.kill_limiter();
+        }
+    }
+    let max = probe.max.load(Ordering::SeqCst);
+    assert!(max <= 2, "observed {max} running at once");
+    assert_eq!(
+        probe.starts.lock().unwrap().len(),
+        250,
+        "every attempt ran once"
+    );
+    tokio::time::timeout(Duration::from_secs(10), handle.slots_idle())
+        .await
+        .expect("every slot comes back")
+        .unwrap();
     assert_eq!(
         handle.slots().await.unwrap(),
         SlotStats {

@@ -1,5 +1,5 @@
 //! Kill tests: node actors killed before and during their component's work, and
-//! components that panic. The run always ends, with the states SEMANTICS.md §6 gives
+//! components that panic. The run always ends, with the states docs/semantics.md §6 gives
 //! (a killed attempt fails with `CrashError`, retried per policy).
 
 mod common;
@@ -18,7 +18,7 @@ use shipsec_orchestrator::runtime::components::{
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, RunHandle};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 static GATE_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.gate", "blocks attempt 1 until cancelled"));
@@ -26,6 +26,30 @@ static STUBBORN_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.stubborn", "ignores its cancellation token"));
 static PANIC_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.panic_once", "panics on attempt 1"));
+static HELD_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.held", "runs until the test releases it"));
+
+/// Permits for `test.held` attempts: each attempt takes one, so it runs until the test
+/// adds one (only one test uses it).
+static RELEASE: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(0)));
+
+/// Runs until the test releases it, then echoes its inputs.
+struct Held;
+
+impl Component for Held {
+    fn meta(&self) -> &ComponentMeta {
+        &HELD_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        async move {
+            let permit = RELEASE.acquire().await;
+            permit.expect("the semaphore is never closed").forget();
+            Ok(ComponentOutput::new((*ctx.inputs).clone()))
+        }
+        .boxed()
+    }
+}
 
 /// Reports each attempt it starts, then blocks attempt 1 until its token fires.
 struct Gate(mpsc::UnboundedSender<(String, u32)>);
@@ -94,6 +118,7 @@ async fn engine_with(config: EngineConfig) -> (Handle, mpsc::UnboundedReceiver<(
     registry.register(Arc::new(Gate(tx.clone())));
     registry.register(Arc::new(Stubborn(tx)));
     registry.register(Arc::new(PanicOnce));
+    registry.register(Arc::new(Held));
     let handle = Orchestrator::start_with(config, registry).await.unwrap();
     (handle, rx)
 }
@@ -155,6 +180,35 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
     common::shutdown(&handle).await;
 }
 
+/// The respawned actor resumes with the inputs its join resolved: its parents' outputs
+/// are not asked for again (the parent's actor is long gone).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_parents() {
+    let (handle, mut started) = engine_with_gate().await;
+    let (_, mut run) = submit(
+        &handle,
+        json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 7}},
+                   {"ref": "g", "componentId": "test.gate",
+                    "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0},
+                    "inputMappings": {"x": {"sourceRef": "p", "sourceHandle": "v"}}}]),
+        json!([{"sourceRef": "p", "targetRef": "g"}]),
+    )
+    .await;
+    wait_for_attempt(&mut started, "g", 1).await;
+    chaos::node_actor(run.run_id(), "g")
+        .expect("g is alive")
+        .kill();
+    let result = run.result().await.unwrap();
+    assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
+    assert_eq!(result.nodes["g"].attempts, 2);
+    assert_eq!(
+        result.outputs["g"]["x"],
+        json!(7),
+        "attempt 2 had the mapped input"
+    );
+    common::shutdown(&handle).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped() {
     let (handle, mut started) = engine_with_gate().await;
@@ -183,11 +237,12 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
     let (handle, _started) = engine_with_gate().await;
-    // `c` is spawned when `p` ends and then waits for `slow`: kill it while it waits.
+    // `c` is spawned when `p` ends and then waits for `slow`, which runs until released:
+    // kill `c` while it waits.
     let (_, mut run) = submit(
         &handle,
             json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 1}},
-                   {"ref": "slow", "componentId": "core.sleep", "params": {"ms": 300}},
+                   {"ref": "slow", "componentId": "test.held"},
                    {"ref": "c", "componentId": "core.echo", "inputMappings": {"x": {"sourceRef": "p", "sourceHandle": "__self__"}}}]),
             json!([{"sourceRef": "p", "targetRef": "c"}, {"sourceRef": "slow", "targetRef": "c"}]),
     )
@@ -204,6 +259,9 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
     chaos::node_actor(run.run_id(), "c")
         .expect("c is alive, waiting for slow")
         .kill();
+    // The kill signal is ahead of anything `slow`'s end could send `c`: `c` dies waiting,
+    // whether the run respawns it before or after `slow` ends.
+    RELEASE.add_permits(1);
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.nodes["c"].status, NodeStatus::Completed);

@@ -1,4 +1,4 @@
-//! One test per rule of SEMANTICS.md, through the public handle. Every run's trace is
+//! One test per rule of docs/semantics.md, through the public handle. Every run's trace is
 //! checked against §9 by `common::run_on`.
 
 mod common;

@@ -1158,6 +1158,29 @@ async fn the_link_limit_follows_otel_span_link_count_limit() {
     let _ = std::fs::remove_file(file);
 }
 
+/// With no `OTEL_SERVICE_NAME` (nor `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), spans
+/// and metrics say `shipsec-orchestrator`, not the SDK's `unknown_service`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_is_named_shipsec_orchestrator_unless_the_environment_names_it() {
+    let receiver = Receiver::start(Protocol::Grpc).await;
+    let run = shipsec_run_with(
+        &example("retry.json"),
+        &[],
+        Some((&receiver.endpoint(), Protocol::Grpc.env_value())),
+        &[("OTEL_SERVICE_NAME", "")],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let trace = trace_of(&receiver, &run).await;
+    for span in &trace.spans {
+        assert_eq!(span.service_name, "shipsec-orchestrator", "{span:#?}");
+    }
+    let metrics = run_metrics(&receiver, &RUN_METRICS).await;
+    for m in metrics.iter().filter(|m| m.name.starts_with("workflow.")) {
+        assert_eq!(m.service_name, "shipsec-orchestrator", "{}", m.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn queued_nodes_are_counted_while_they_wait() {
     // Three parallel sleeps under `maxParallelism: 1`: two of them wait for the slot.
@@ -1181,11 +1204,31 @@ async fn queued_nodes_are_counted_while_they_wait() {
     let path = file.to_string_lossy().into_owned();
     let (receiver, run) = run_exporting(Protocol::Grpc, &path, &[]).await;
     let mut wanted = RUN_METRICS.to_vec();
-    wanted.push("workflow.nodes.queued");
+    wanted.extend(["workflow.nodes.queued", "workflow.node.queue_wait"]);
     let metrics = run_metrics(&receiver, &wanted).await;
     check_run_metrics(&metrics, &run);
+    // Every attempt under a run cap waits in the queue, if only for an instant: the
+    // entrypoint's and the three sleeps'. Each left it for RUNNING once.
+    let waits = metrics
+        .iter()
+        .find(|m| m.name == "workflow.node.queue_wait")
+        .unwrap();
+    assert_eq!(waits.count(&[]), 4, "{waits:#?}");
+    assert_eq!(
+        waits.count(&[("workflow.component.id", "core.sleep")]),
+        3,
+        "{waits:#?}"
+    );
+    // One sleep waited for another (50 ms), one for two (100 ms): at least 150 ms in all.
+    let waited = waits.total(&[]);
+    assert!(waited >= 0.15, "queue waits sum to {waited} s: {waits:#?}");
     let trace = trace_of(&receiver, &run).await;
     check_dag(&trace, &run, &definition(&path));
+    let queued: usize = ["a", "b", "c"]
+        .iter()
+        .filter(|n| trace.node(n).has_event("queued"))
+        .count();
+    assert_eq!(queued, 3, "each sleep's span records its wait");
     let _ = std::fs::remove_file(file);
 }
 

@@ -2,10 +2,11 @@
 //! grants sent to node actors, and arms a timer when only a rate-limit token is missing.
 //!
 //! It is supervised by the orchestrator: if it dies, the orchestrator starts a new one
-//! and points the engine's [`LimiterLink`] at it; live nodes then hand over the slots
-//! they hold ([`LimiterMsg::Adopt`]) and ask again for those they wait for, so no grant
-//! is lost and no node waits forever. Grants are known by ticket, so a release that
-//! reaches the new limiter before the adoption of its grant is not counted twice.
+//! and points the engine's [`LimiterLink`] at it, which gives it first the link's ledger
+//! of grants still held ([`LimiterMsg::Adopt`]): they are counted before any request, so
+//! caps hold across the restart. Live nodes then ask again for the slots they wait for,
+//! so no node waits forever. Grants are known by ticket: the release of a grant the
+//! ledger no longer had (dropped while no limiter lived) is not counted.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -37,8 +38,6 @@ pub(crate) struct LimiterState {
     waiting: HashMap<u64, (ActorRef<NodeMsg>, Needs)>,
     /// Tickets whose slots this book counts (granted here or adopted).
     held: HashSet<u64>,
-    /// Tickets released here before this book counted them: their adoption is void.
-    released_early: HashSet<u64>,
     wake_at: Option<Instant>,
     idle_waiters: Vec<RpcReplyPort<()>>,
 }
@@ -58,7 +57,6 @@ impl Actor for LimiterActor {
             link: args.link,
             waiting: HashMap::new(),
             held: HashSet::new(),
-            released_early: HashSet::new(),
             wake_at: None,
             idle_waiters: Vec::new(),
         })
@@ -81,8 +79,10 @@ impl Actor for LimiterActor {
                 state.book.request(ticket, needs, now)
             }
             LimiterMsg::Release { ticket, needs } => state.release(ticket, &needs, now),
-            LimiterMsg::Adopt { ticket, needs } => {
-                state.adopt(ticket, &needs);
+            LimiterMsg::Adopt { grants } => {
+                for (ticket, needs) in grants {
+                    state.adopt(ticket, &needs);
+                }
                 Vec::new()
             }
             LimiterMsg::Cancel { ticket } => {
@@ -123,16 +123,14 @@ impl LimiterState {
         if self.held.remove(&ticket) {
             return self.book.release(needs, now);
         }
-        // Granted by a limiter that died, and not adopted yet: never count it.
-        self.released_early.insert(ticket);
+        // Dropped while no limiter lived: the ledger this book adopted did not have it.
         Vec::new()
     }
 
     fn adopt(&mut self, ticket: u64, needs: &Needs) {
-        if self.released_early.remove(&ticket) || !self.held.insert(ticket) {
-            return;
+        if self.held.insert(ticket) {
+            self.book.adopt(needs);
         }
-        self.book.adopt(needs);
     }
 }
 
@@ -142,6 +140,7 @@ fn grant(state: &mut LimiterState, tickets: Vec<u64>) {
             continue;
         };
         state.held.insert(ticket);
+        state.link.granted(ticket, &needs);
         let grant = SlotGrant::new(state.link.clone(), ticket, needs);
         // A node that is gone drops the message, and with it the grant: its Drop
         // releases the slots.

@@ -8,7 +8,6 @@
 //! message ([`NodeMsg::AttemptFinished`]), never an `Err` from `handle`, which would kill
 //! the actor. Its last act is its end's report; the supervisor then resolves its edges.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -63,8 +62,8 @@ struct AttemptGuard {
     /// The attempt's task; `None` when it finished at its first poll.
     task: Option<JoinHandle<()>>,
     token: CancellationToken,
-    /// Slots held while the attempt runs, with their ticket.
-    slot: Option<(u64, SlotGrant)>,
+    /// Slots held while the attempt runs, with their ticket: given back when the guard goes.
+    _slot: Option<(u64, SlotGrant)>,
     /// The attempt's span, closed when the attempt ends.
     span: tracing::Span,
 }
@@ -197,15 +196,16 @@ impl NodeState {
     /// Applies a fact and performs its effects; an attempt that finishes at its first
     /// poll is the next fact.
     fn feed(&mut self, myself: &ActorRef<NodeMsg>, fact: NodeFact) {
-        let mut facts = VecDeque::from([fact]);
-        while let Some(fact) = facts.pop_front() {
+        let mut next = Some(fact);
+        while let Some(fact) = next.take() {
             let now = clock::now();
             #[cfg(feature = "chaos")]
             crate::chaos::record_node_fact(&self.run.plan.run_id, self.core.ix(), &fact, now);
             let mut effects = self.core.apply(fact, now);
             for effect in effects.drain(..) {
-                if let Some(next) = self.perform(myself, effect, now) {
-                    facts.push_back(next);
+                // Only a starting attempt yields a fact, and it is its batch's last effect.
+                if let Some(fact) = self.perform(myself, effect, now) {
+                    next = Some(fact);
                 }
             }
             self.core.recycle(effects);
@@ -353,20 +353,15 @@ impl NodeState {
         Some(NodeFact::SlotsGranted { attempt })
     }
 
-    /// After a limiter restart: slots held are handed over, slots waited for asked again.
+    /// After a limiter restart: slots waited for are asked again (slots held are in the
+    /// ledger the new limiter adopted). The old ticket is withdrawn in case the new
+    /// limiter got it already.
     fn rejoin_limiter(&mut self, myself: &ActorRef<NodeMsg>) {
-        let Some(link) = self.run.slots.as_ref() else {
+        let (Some(link), Some((ticket, attempt))) = (self.run.slots.as_ref(), self.waiting) else {
             return;
         };
-        if let Some((ticket, grant)) = self.attempt.as_ref().and_then(|g| g.slot.as_ref()) {
-            link.limiter().cast(LimiterMsg::Adopt {
-                ticket: *ticket,
-                needs: grant.needs().clone(),
-            });
-        }
-        if let Some((_, attempt)) = self.waiting {
-            self.acquire(myself, attempt);
-        }
+        link.limiter().cast(LimiterMsg::Cancel { ticket });
+        self.acquire(myself, attempt);
     }
 
     /// Runs the component of attempt `spec.attempt` as a task, holding the slots it was
@@ -409,7 +404,7 @@ impl NodeState {
             attempt,
             task,
             token,
-            slot: self.grant.take(),
+            _slot: self.grant.take(),
             span,
         });
         if must_die {

@@ -86,7 +86,6 @@ pub(crate) struct SupervisorState {
     by_actor: HashMap<ActorId, (NodeIx, u32), foldhash::fast::RandomState>,
     /// Span contexts of ended nodes, for their children's links (empty when not tracing).
     spans: Vec<Option<SpanContext>>,
-    events: Vec<TraceEvent>,
     /// Every event, once the run has ended (answers late subscribers while draining).
     final_events: Option<Arc<Vec<TraceEvent>>>,
     subscribers: Vec<mpsc::UnboundedSender<TraceEvent>>,
@@ -197,6 +196,7 @@ impl SupervisorState {
             cancel_grace: args.config.cancel_grace,
             seed: args.seed,
             queued,
+            metrics: args.metrics.enabled(),
         });
         #[cfg(feature = "chaos")]
         crate::chaos::record_plan(&plan);
@@ -215,10 +215,6 @@ impl SupervisorState {
             actors: vec![None; n],
             by_actor: HashMap::default(),
             spans: if tracing { vec![None; n] } else { Vec::new() },
-            // Two events per node at least (a start and an end, or one end): reserved
-            // once, instead of regrowing and copying the log as the run goes. Pages are
-            // only touched as events are written.
-            events: Vec::with_capacity(2 * n + 1),
             final_events: None,
             subscribers: Vec::new(),
             result_tx: args.result_tx,
@@ -280,7 +276,9 @@ impl SupervisorState {
         }
     }
 
-    /// Applies a fact to the core and performs what it returns.
+    /// Applies a fact to the core and performs what it returns. Only a spawn awaits (the
+    /// node's `pre_start`); the other effects are performed in place, so the future of a
+    /// message stays small.
     async fn feed(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -290,25 +288,28 @@ impl SupervisorState {
         #[cfg(feature = "chaos")]
         crate::chaos::record_run_fact(&self.run.plan.run_id, &fact, now);
         let mut effects = self.core.apply(fact, now);
+        let mut spawned = Ok(());
         for effect in effects.drain(..) {
-            self.perform(myself, effect, now).await?;
+            match effect {
+                RunEffect::Spawn {
+                    node,
+                    generation,
+                    start,
+                } if spawned.is_ok() => {
+                    spawned = self.spawn(myself, node, generation, start).await;
+                }
+                effect => self.perform(myself, effect, now),
+            }
         }
         self.core.recycle(effects);
-        Ok(())
+        spawned
     }
 
-    async fn perform(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        effect: RunEffect,
-        now: Time,
-    ) -> Result<(), ActorProcessingErr> {
+    fn perform(&mut self, myself: &ActorRef<SupervisorMsg>, effect: RunEffect, now: Time) {
         match effect {
-            RunEffect::Spawn {
-                node,
-                generation,
-                start,
-            } => self.spawn(myself, node, generation, start).await?,
+            // A spawn that failed fails the supervisor (its error is returned): the
+            // orchestrator ends the run.
+            RunEffect::Spawn { .. } => {}
             RunEffect::Tell { child, resolved } => self.tell(child, resolved),
             RunEffect::Cancel { node, reason } => {
                 if let Some(actor) = &self.actors[node.ix()] {
@@ -338,11 +339,10 @@ impl SupervisorState {
                 myself.send_after(due.since(now), move || SupervisorMsg::Timer(timer));
             }
             RunEffect::Unreached(end) => self.unreached_span(&end),
-            RunEffect::Emit(event) => self.emit(event),
+            RunEffect::Emitted { seq } => self.emitted(seq),
             RunEffect::Metric(metric) => self.metric(&metric),
             RunEffect::Finish(result) => self.finish(myself, result),
         }
-        Ok(())
     }
 
     async fn spawn(
@@ -375,7 +375,15 @@ impl SupervisorState {
             start,
             parent_spans,
         };
-        let (actor, _) = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await?;
+        // Boxed: ractor's spawn future is large, and this one is awaited inside every
+        // message's handler, whose future would otherwise carry (and move) it whole.
+        let spawning = Box::pin(Actor::spawn_linked(
+            None,
+            NodeActor,
+            args,
+            myself.get_cell(),
+        ));
+        let (actor, _) = spawning.await?;
         self.by_actor.insert(actor.get_id(), (node, generation));
         #[cfg(feature = "chaos")]
         crate::chaos::register(
@@ -438,8 +446,11 @@ impl SupervisorState {
         self.keep_span(end.node, span);
     }
 
-    /// Appends one event and sends it to live subscribers.
-    fn emit(&mut self, event: TraceEvent) {
+    /// Sends the run's new event to live subscribers.
+    fn emitted(&mut self, seq: u64) {
+        let Some(event) = self.core.events().get(seq as usize - 1) else {
+            return;
+        };
         #[cfg(feature = "chaos")]
         if event.kind.is_terminal() {
             crate::chaos::unregister(&self.run.plan.run_id, &event.node_id);
@@ -447,7 +458,6 @@ impl SupervisorState {
         if !self.subscribers.is_empty() {
             self.subscribers.retain(|s| s.send(event.clone()).is_ok());
         }
-        self.events.push(event);
     }
 
     fn metric(&self, metric: &Metric) {
@@ -459,6 +469,7 @@ impl SupervisorState {
             Metric::Attempt { node, error_type } => {
                 metrics.attempt(component(*node), error_type.as_deref());
             }
+            Metric::QueueWait { node, seconds } => metrics.queue_wait(component(*node), *seconds),
             Metric::NodeEnded {
                 node,
                 terminal,
@@ -479,7 +490,7 @@ impl SupervisorState {
         let (tx, rx) = mpsc::unbounded_channel();
         self.subscribers.push(tx);
         EventFeed {
-            backlog: self.events.clone(),
+            backlog: self.core.events().to_vec(),
             live: Some(rx),
         }
     }
@@ -491,7 +502,7 @@ impl SupervisorState {
         self.subscribers.clear();
         // The orchestrator learns first, so that anyone who sees the result and then asks
         // the orchestrator about the run finds it finished (its mailbox is FIFO).
-        let events = Arc::new(std::mem::take(&mut self.events));
+        let events = Arc::new(self.core.take_events());
         self.final_events = Some(events.clone());
         if let Some(orchestrator) = &self.orchestrator {
             // An orchestrator that is gone has no registry left to update.

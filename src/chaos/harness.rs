@@ -336,7 +336,7 @@ async fn inject_stop(handle: &Handle, run_id: &str, fault: &Fault) -> Result<(),
     }
 }
 
-/// SEMANTICS.md §9 on a finished run: `seq` dense from 1; exactly one terminal event per
+/// docs/semantics.md §9 on a finished run: `seq` dense from 1; exactly one terminal event per
 /// node, matching its final status; each STARTED after the terminal events of the parents
 /// its join waited on (every parent for `all`, the triggering ones otherwise).
 ///

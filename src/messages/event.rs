@@ -1,4 +1,4 @@
-//! Trace events (SEMANTICS.md §9): one per transition, dense `seq` per run.
+//! Trace events (docs/semantics.md §9): one per transition, dense `seq` per run.
 
 use std::borrow::Cow;
 use std::fmt;

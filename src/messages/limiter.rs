@@ -1,7 +1,12 @@
 //! Messages of the engine-wide slot limiter, where to find it, and the grant a node holds
 //! while it runs.
+//!
+//! The link also keeps the ledger of the grants outstanding (given by a limiter, not yet
+//! dropped), outside any limiter: a limiter that dies loses its book but not the ledger,
+//! and its successor counts every grant still held before it takes any request.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ractor::{ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -38,12 +43,11 @@ pub(crate) enum LimiterMsg {
         /// What it held.
         needs: Needs,
     },
-    /// From a node holding slots granted by a limiter that died: count them here.
+    /// From the orchestrator, first in a new limiter's mailbox: the grants still held,
+    /// from the ledger; count them before anything else.
     Adopt {
-        /// The grant's ticket.
-        ticket: u64,
-        /// What it holds.
-        needs: Needs,
+        /// Ticket and needs of each.
+        grants: Vec<(u64, Needs)>,
     },
     /// From a node that stopped waiting (cancelled, queue timeout).
     Cancel {
@@ -58,11 +62,19 @@ pub(crate) enum LimiterMsg {
     WhenIdle(RpcReplyPort<()>),
 }
 
+/// Where the engine's limiter is, and the grants outstanding.
+#[derive(Debug, Default)]
+struct LinkState {
+    limiter: Option<ActorRef<LimiterMsg>>,
+    /// Grants given and not dropped yet, by ticket.
+    held: HashMap<u64, Needs>,
+}
+
 /// Where the engine's limiter is: one address, set when the limiter is spawned and
 /// replaced when the orchestrator restarts a limiter that died, so grants and runs always
-/// reach the live one.
+/// reach the live one; with the ledger of outstanding grants.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LimiterLink(Arc<RwLock<Option<ActorRef<LimiterMsg>>>>);
+pub(crate) struct LimiterLink(Arc<Mutex<LinkState>>);
 
 impl LimiterLink {
     /// A link to no limiter yet.
@@ -70,28 +82,51 @@ impl LimiterLink {
         LimiterLink::default()
     }
 
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // The state is a map and an address, each updated in one step: still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The live limiter; `None` only before the first one is spawned.
     pub(crate) fn get(&self) -> Option<ActorRef<LimiterMsg>> {
-        match self.0.read() {
-            Ok(limiter) => limiter.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.lock().limiter.clone()
     }
 
     /// Sends to the live limiter. A limiter that is gone is being restarted, and the
-    /// restart asks the nodes again for what they hold and wait for.
+    /// restart asks waiting nodes again.
     pub(crate) fn cast(&self, msg: LimiterMsg) {
         if let Some(limiter) = self.get() {
             let _ = limiter.cast(msg);
         }
     }
 
-    /// Points the link at a new limiter.
+    /// Points the link at a new limiter and gives it the ledger, in one step: every
+    /// request and release sent through the link from then on reaches it after the
+    /// grants they may concern.
     pub(crate) fn replace(&self, limiter: ActorRef<LimiterMsg>) {
-        match self.0.write() {
-            Ok(mut current) => *current = Some(limiter),
-            Err(poisoned) => *poisoned.into_inner() = Some(limiter),
-        }
+        let mut state = self.lock();
+        let grants = state
+            .held
+            .iter()
+            .map(|(ticket, needs)| (*ticket, needs.clone()))
+            .collect();
+        // A limiter that died already is restarted again by its supervisor.
+        let _ = limiter.cast(LimiterMsg::Adopt { grants });
+        state.limiter = Some(limiter);
+    }
+
+    /// Records a grant in the ledger (the limiter, as it grants).
+    pub(crate) fn granted(&self, ticket: u64, needs: &Needs) {
+        self.lock().held.insert(ticket, needs.clone());
+    }
+
+    /// Takes a dropped grant off the ledger; the limiter to tell.
+    fn dropped(&self, ticket: u64) -> Option<ActorRef<LimiterMsg>> {
+        let mut state = self.lock();
+        state.held.remove(&ticket);
+        state.limiter.clone()
     }
 }
 
@@ -102,7 +137,8 @@ impl LimiterLink {
 pub(crate) struct SlotGrant {
     link: LimiterLink,
     ticket: u64,
-    needs: Needs,
+    /// Boxed: a node holds a grant in its state, and most nodes need none.
+    needs: Box<Needs>,
 }
 
 impl SlotGrant {
@@ -111,21 +147,19 @@ impl SlotGrant {
         SlotGrant {
             link,
             ticket,
-            needs,
+            needs: Box::new(needs),
         }
-    }
-
-    /// What it holds.
-    pub(crate) fn needs(&self) -> &Needs {
-        &self.needs
     }
 }
 
 impl Drop for SlotGrant {
     fn drop(&mut self) {
-        self.link.cast(LimiterMsg::Release {
-            ticket: self.ticket,
-            needs: self.needs.clone(),
-        });
+        if let Some(limiter) = self.link.dropped(self.ticket) {
+            // A limiter that is gone is being restarted, from a ledger without this grant.
+            let _ = limiter.cast(LimiterMsg::Release {
+                ticket: self.ticket,
+                needs: (*self.needs).clone(),
+            });
+        }
     }
 }

@@ -34,7 +34,7 @@ pub const OUTPUT_LIMIT_ERROR: &str = "OutputLimitError";
 /// Error type of an attempt whose actor or task died (retryable).
 pub const CRASH_ERROR: &str = "CrashError";
 
-/// The failure a node reached through an `error` edge handles (SEMANTICS.md §3).
+/// The failure a node reached through an `error` edge handles (docs/semantics.md §3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureInfo {
     /// Ref of the node that failed.

@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: building graphs from JSON, running them
-//! through a real orchestrator, and checking the trace invariants of SEMANTICS.md §9.
+//! through a real orchestrator, and checking the trace invariants of docs/semantics.md §9.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub async fn shutdown(handle: &Handle) {
         .expect("the engine shuts down");
 }
 
-/// SEMANTICS.md §9 (see `chaos::harness::check_trace`), as a test assertion.
+/// docs/semantics.md §9 (see `chaos::harness::check_trace`), as a test assertion.
 pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) {
     if let Err(broken) = shipsec_orchestrator::chaos::harness::check_trace(graph, result, events) {
         panic!("trace invariant broken: {broken}\n{events:#?}");

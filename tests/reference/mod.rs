@@ -1,16 +1,16 @@
-//! A sequential reference evaluator of SEMANTICS.md §1–§5 and §7 (attempt counting only),
+//! A sequential reference evaluator of docs/semantics.md §1–§5 and §7 (attempt counting only),
 //! for the property tests in `tests/property.rs`.
 //!
 //! It reads the spec, not the engine: it uses the validated [`Graph`] as data and
 //! `serde_json`, and never calls the engine's decision modules (`runtime::semantics::edge`, `join`,
 //! `inputs`, `retry`, `failure`, `withdraw`). Every rule below is written out again from
-//! SEMANTICS.md, in the plainest form: nodes are evaluated one at a time in a
+//! docs/semantics.md, in the plainest form: nodes are evaluated one at a time in a
 //! topological order, each from the ends of its parents.
 //!
 //! ## What it takes from the actual run, and why
 //! A sequential interpreter has no clock, but `any`, `first` and `quorum` joins and
 //! `first` withdrawals depend on the order in which things ended. That order is taken
-//! from the run's trace (SEMANTICS.md §9: `seq` is the run's single causal order) as a
+//! from the run's trace (docs/semantics.md §9: `seq` is the run's single causal order) as a
 //! [`Timing`], and nothing else is taken from the run:
 //!
 //! - **Edge arrival order.** When a node ends, its outgoing edges resolve in definition

@@ -38,7 +38,7 @@ impl EdgeIx {
     }
 }
 
-/// The kind of an edge (SEMANTICS.md §1).
+/// The kind of an edge (docs/semantics.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EdgeKind {
     /// Satisfied when the source completes (on an active port).
@@ -60,7 +60,7 @@ impl EdgeKind {
     }
 }
 
-/// A node's join strategy (SEMANTICS.md §2), with the quorum resolved.
+/// A node's join strategy (docs/semantics.md §2), with the quorum resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Join {
     /// Every edge satisfied.
@@ -85,7 +85,7 @@ impl Join {
     }
 }
 
-/// Policy for an unhandled failure (SEMANTICS.md §4).
+/// Policy for an unhandled failure (docs/semantics.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FailurePolicy {
     /// Dependents resolve by the edge rules; the run ends FAILED.
@@ -94,7 +94,7 @@ pub enum FailurePolicy {
     FailRun,
 }
 
-/// Retry policy with defaults applied (SEMANTICS.md §7).
+/// Retry policy with defaults applied (docs/semantics.md §7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all (≥ 1; ShipSec's `maxAttempts: 0`, unlimited, is `u32::MAX`).

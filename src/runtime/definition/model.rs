@@ -59,7 +59,7 @@ pub struct EntrypointRef {
     pub node_ref: String,
 }
 
-/// How a node with several incoming edges decides to run (SEMANTICS.md §2).
+/// How a node with several incoming edges decides to run (docs/semantics.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum JoinStrategyDef {
@@ -74,7 +74,7 @@ pub enum JoinStrategyDef {
     Quorum,
 }
 
-/// What an unhandled failure of a node does (SEMANTICS.md §4).
+/// What an unhandled failure of a node does (docs/semantics.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OnFailureDef {
@@ -166,7 +166,7 @@ pub struct NodeMetadata {
     pub connected_tool_node_ids: Option<Vec<String>>,
 }
 
-/// Which outcome of its source an edge follows (SEMANTICS.md §1).
+/// Which outcome of its source an edge follows (docs/semantics.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum EdgeKindDef {
@@ -223,7 +223,7 @@ pub struct ErrorTypePolicyDef {
     pub retry_delay_ms: Option<f64>,
 }
 
-/// Retry policy of an action (SEMANTICS.md §7).
+/// Retry policy of an action (docs/semantics.md §7).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicyDef {

@@ -36,7 +36,7 @@ pub struct ComponentLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Grace period a cancelled attempt gets before it is abandoned (SEMANTICS.md §6).
+    /// Grace period a cancelled attempt gets before it is abandoned (docs/semantics.md §6).
     #[serde(with = "secs", rename = "cancelGraceSeconds")]
     pub cancel_grace: Duration,
     /// Finished runs kept for `status` and `events` queries.

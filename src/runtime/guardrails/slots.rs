@@ -1,4 +1,4 @@
-//! Concurrency slots and rate limits (SEMANTICS.md §8), as a pure state machine.
+//! Concurrency slots and rate limits (docs/semantics.md §8), as a pure state machine.
 //!
 //! A node whose join is satisfied asks for every slot it needs at once: the engine-wide
 //! cap, its run's `maxParallelism`, its component's `maxConcurrency`, its group's cap and

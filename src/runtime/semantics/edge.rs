@@ -1,4 +1,4 @@
-//! Edge resolution (SEMANTICS.md §1): when a source ends, each outgoing edge becomes
+//! Edge resolution (docs/semantics.md §1): when a source ends, each outgoing edge becomes
 //! satisfied or dead. A pure function of the edge and the source's ending.
 
 use crate::runtime::definition::graph::{Edge, EdgeKind};

@@ -1,4 +1,4 @@
-//! Failure handling (SEMANTICS.md §4): what an ended node means for its run.
+//! Failure handling (docs/semantics.md §4): what an ended node means for its run.
 
 use crate::runtime::definition::graph::{FailurePolicy, Graph, NodeIx};
 

@@ -1,4 +1,4 @@
-//! Input resolution (SEMANTICS.md §3): a node's inputs are its `inputOverrides`, then every
+//! Input resolution (docs/semantics.md §3): a node's inputs are its `inputOverrides`, then every
 //! mapping whose source COMPLETED, mapped values winning. A completed source without the
 //! mapped handle, or a required input left without a value, is an `InputError` — never a
 //! silent null. A parent whose output is a spill marker hands it on with the selected

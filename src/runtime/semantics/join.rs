@@ -1,4 +1,4 @@
-//! The per-node join state machine (SEMANTICS.md §2).
+//! The per-node join state machine (docs/semantics.md §2).
 //!
 //! A [`JoinState`] counts satisfied and dead incoming edges as they resolve and answers,
 //! once, whether the node runs or is skipped. Edges are fenced by index: a second

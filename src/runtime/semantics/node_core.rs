@@ -42,7 +42,7 @@ pub enum NodeStart {
     /// they ended (at least one, unless the node has no parents).
     Reached(Vec<ParentEnded>),
     /// Its previous actor died after the join fired: carry on from where it was.
-    Resumed(Resume),
+    Resumed(Box<Resume>),
 }
 
 /// Where a respawned node carries on, as the run core recorded it.
@@ -269,7 +269,7 @@ impl NodeCore {
                     self.on_parent_ended(parent, now);
                 }
             }
-            NodeStart::Resumed(resume) => self.resume(resume, now),
+            NodeStart::Resumed(resume) => self.resume(*resume, now),
         }
     }
 
@@ -481,7 +481,13 @@ impl NodeCore {
             (None, Some(r)) => (Some(r), true),
             (None, None) => (None, false),
         };
-        let secs = limit.unwrap_or_default().as_secs_f64();
+        let Some(secs) = limit.map(|l| l.as_secs_f64()) else {
+            // No limit: the error never happens, and is not built.
+            return (
+                None,
+                ComponentError::retryable(TIMEOUT_ERROR, String::new()),
+            );
+        };
         let error = if budget {
             ComponentError::fatal(
                 TIMEOUT_ERROR,

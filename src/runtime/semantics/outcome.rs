@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The status of a node at any moment (SEMANTICS.md, Words).
+/// The status of a node at any moment (docs/semantics.md, Words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeStatus {
@@ -23,7 +23,7 @@ pub enum NodeStatus {
     Cancelled,
 }
 
-/// The four terminal states (SEMANTICS.md §1).
+/// The four terminal states (docs/semantics.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Terminal {
     /// The node succeeded.

@@ -28,6 +28,8 @@ pub struct RunPlan {
     pub seed: u64,
     /// Which nodes wait for slots (caps or rate limits apply to them), by `NodeIx`.
     pub queued: Vec<bool>,
+    /// Whether the run records metrics (when none are exported, the core returns none).
+    pub metrics: bool,
 }
 
 impl RunPlan {

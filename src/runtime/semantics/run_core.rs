@@ -129,8 +129,12 @@ pub enum RunEffect {
     /// A node the run never reached ended (CANCELLED) without an actor: its span is the
     /// supervisor's to record.
     Unreached(Arc<NodeEnd>),
-    /// Append one trace event to the run's log and send it to subscribers.
-    Emit(TraceEvent),
+    /// The run's log ([`RunCore::events`]) has a new trace event, `seq`: send it to
+    /// subscribers.
+    Emitted {
+        /// Its sequence number.
+        seq: u64,
+    },
     /// Record a metric.
     Metric(Metric),
     /// The run ended: publish its result.
@@ -150,6 +154,13 @@ pub enum Metric {
         node: NodeIx,
         /// Its error type.
         error_type: Option<String>,
+    },
+    /// An attempt of `node` waited `seconds` for its slots, then started.
+    QueueWait {
+        /// The node.
+        node: NodeIx,
+        /// From its QUEUED report to its start.
+        seconds: f64,
     },
     /// `node` ended as `terminal` after running `seconds`.
     NodeEnded {
@@ -267,6 +278,8 @@ struct Record {
     unresolved: u32,
     attempts: u32,
     started_at: Option<Time>,
+    /// When its current attempt began to wait for slots.
+    queued_at: Option<Time>,
     triggered_by: Option<Arc<[EdgeIx]>>,
     failure: Option<Arc<FailureInfo>>,
     /// Actors spawned for it so far.
@@ -292,7 +305,8 @@ pub struct RunCore {
     unhandled: Option<String>,
     /// Completed nodes whose output reported a failure (`success: false`), in order.
     reported: Vec<(NodeIx, String)>,
-    seq: u64,
+    /// The run's trace: every event, in `seq` order (the core is its only writer).
+    events: Vec<TraceEvent>,
     started_at: Time,
     out: Vec<RunEffect>,
 }
@@ -320,7 +334,10 @@ impl RunCore {
             phase: RunPhase::Running,
             unhandled: None,
             reported: Vec::new(),
-            seq: 0,
+            // Two events per node at least (a start and an end, or one end): reserved
+            // once, instead of regrowing and copying the log as the run goes. Pages are
+            // only touched as events are written.
+            events: Vec::with_capacity(2 * graph.len() + 1),
             started_at: Time::ZERO,
             out: Vec::new(),
             plan,
@@ -335,6 +352,16 @@ impl RunCore {
     /// Where the run is.
     pub fn phase(&self) -> &RunPhase {
         &self.phase
+    }
+
+    /// The run's trace events so far, in `seq` order.
+    pub fn events(&self) -> &[TraceEvent] {
+        &self.events
+    }
+
+    /// Hands the whole trace over (once the run has ended, to the orchestrator).
+    pub fn take_events(&mut self) -> Vec<TraceEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// Whether `node` has ended.
@@ -460,8 +487,19 @@ impl RunCore {
                 LivePhase::Running(start)
             };
         }
+        let queued_at = if queued {
+            self.records[node.ix()].queued_at.replace(now)
+        } else {
+            self.records[node.ix()].queued_at.take()
+        };
         if was_queued {
             self.metric(Metric::Queued(-1));
+            if let (false, Some(since)) = (queued, queued_at) {
+                self.metric(Metric::QueueWait {
+                    node,
+                    seconds: now.since(since).as_secs_f64(),
+                });
+            }
         }
         self.metric(if queued {
             Metric::Queued(1)
@@ -859,20 +897,20 @@ impl RunCore {
         }
         let start = match live.phase {
             LivePhase::Pending => NodeStart::Reached(self.ended_parents(node)),
-            LivePhase::Queued(started) => NodeStart::Resumed(Resume {
+            LivePhase::Queued(started) => NodeStart::Resumed(Box::new(Resume {
                 attempt: ResumeAt::Requeue {
                     attempt: started.attempt,
                 },
                 started,
-            }),
+            })),
             LivePhase::Running(started) | LivePhase::BackingOff(started) => {
-                NodeStart::Resumed(Resume {
+                NodeStart::Resumed(Box::new(Resume {
                     attempt: ResumeAt::Crashed {
                         attempt: started.attempt,
                         error: crash(cause),
                     },
                     started,
-                })
+                }))
             }
         };
         self.spawn(node, start, false);
@@ -1093,7 +1131,9 @@ impl RunCore {
     }
 
     fn metric(&mut self, metric: Metric) {
-        self.out.push(RunEffect::Metric(metric));
+        if self.plan.metrics {
+            self.out.push(RunEffect::Metric(metric));
+        }
     }
 
     /// One trace event with the next `seq` (dense from 1: the core is its run's only
@@ -1106,8 +1146,7 @@ impl RunCore {
         now: Time,
         fill: impl FnOnce(&mut TraceEvent),
     ) {
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.events.len() as u64 + 1;
         let run_id = &self.plan.run_id;
         let mut event = TraceEvent {
             id: EventId {
@@ -1126,7 +1165,8 @@ impl RunCore {
             metadata: None,
         };
         fill(&mut event);
-        self.out.push(RunEffect::Emit(event));
+        self.events.push(event);
+        self.out.push(RunEffect::Emitted { seq });
     }
 }
 

@@ -1,4 +1,4 @@
-//! Withdrawal for races (SEMANTICS.md §5).
+//! Withdrawal for races (docs/semantics.md §5).
 //!
 //! Each node counts the distinct dependents still interested in it. When a `first` node
 //! fires it withdraws from its parents that have not ended; a node whose every dependent

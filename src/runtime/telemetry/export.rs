@@ -101,7 +101,7 @@ impl Telemetry {
                 dropped,
             });
         };
-        let resource = Resource::builder().build();
+        let resource = resource();
         let tracer = tracer_provider(&export, resource.clone(), dropped.clone())?;
         let meter = meter_provider(&export, resource)?;
         global::set_meter_provider(meter.clone());
@@ -336,5 +336,27 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names
+/// one (the SDK's own fallback, `unknown_service`, tells an SRE nothing).
+pub const DEFAULT_SERVICE_NAME: &str = "shipsec-orchestrator";
+
+/// The resource of every export: the standard variables, else the default service name.
+fn resource() -> Resource {
+    let set = |key: &str| std::env::var(key).is_ok_and(|v| !v.trim().is_empty());
+    let named_in_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attrs| {
+        attrs.split(',').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k.trim() == "service.name")
+        })
+    });
+    let builder = Resource::builder();
+    if set("OTEL_SERVICE_NAME") || named_in_attributes {
+        builder.build()
+    } else {
+        builder.with_service_name(DEFAULT_SERVICE_NAME).build()
     }
 }

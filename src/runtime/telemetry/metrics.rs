@@ -1,5 +1,5 @@
 //! The engine's metric instruments (OpenTelemetry): queue depth, active nodes, attempts
-//! by component and error type, node and run durations, runs by status.
+//! by component and error type, queue waits, node and run durations, runs by status.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +22,17 @@ pub struct Metrics {
     running: UpDownCounter<i64>,
     attempts: Counter<u64>,
     node_duration: Histogram<f64>,
+    queue_wait: Histogram<f64>,
     run_duration: Histogram<f64>,
     runs: Counter<u64>,
 }
 
 impl Metrics {
+    /// Whether anything is recorded (telemetry exports metrics).
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
     /// Instruments from the global meter provider (install telemetry first).
     pub fn from_global() -> Metrics {
         let mut metrics = Metrics::new(&global::meter("shipsec-orchestrator"));
@@ -43,6 +49,10 @@ impl Metrics {
             attempts: meter.u64_counter("workflow.node.attempts").build(),
             node_duration: meter
                 .f64_histogram("workflow.node.duration")
+                .with_unit("s")
+                .build(),
+            queue_wait: meter
+                .f64_histogram("workflow.node.queue_wait")
                 .with_unit("s")
                 .build(),
             run_duration: meter
@@ -86,6 +96,17 @@ impl Metrics {
                     KeyValue::new(ERROR_TYPE, t.to_owned()),
                 ],
             ),
+        }
+    }
+
+    /// Records how long an attempt waited for its slots before it started.
+    pub fn queue_wait(&self, component: &Arc<str>, seconds: f64) {
+        if self.on {
+            let attrs = [KeyValue::new(
+                COMPONENT_ID,
+                StringValue::from(component.clone()),
+            )];
+            self.queue_wait.record(seconds, &attrs);
         }
     }
 

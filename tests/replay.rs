@@ -1,0 +1,250 @@
+//! Replay: the facts an actor run fed its cores, recorded (the `chaos` feature's
+//! recorder) and fed again to fresh cores, reproduce the run — the same trace events,
+//! byte for byte, the same result, the same node states, and, node by node, the same
+//! reports the node actors sent. This is what a journal does on restart; here it is
+//! checked on random workflows (`tests/random/mod.rs`), some with a node actor killed
+//! mid-attempt so that the facts include its death and its respawn.
+//!
+//! 256 cases per property unless `PROPTEST_CASES` says otherwise.
+
+mod random;
+mod reference;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+use serde_json::Value;
+use shipsec_orchestrator::chaos::{self, Recording};
+use shipsec_orchestrator::messages::event::TraceEvent;
+use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::messages::supervisor::NodeReport;
+use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
+use shipsec_orchestrator::runtime::definition::graph::NodeIx;
+use shipsec_orchestrator::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact};
+use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+
+use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
+
+/// One runtime and one orchestrator for every case.
+fn engine() -> &'static (tokio::runtime::Runtime, Handle) {
+    static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let config = EngineConfig {
+            cancel_grace: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let handle = runtime
+            .block_on(Orchestrator::start(config))
+            .expect("the orchestrator starts");
+        (runtime, handle)
+    })
+}
+
+/// An actor run and what it recorded.
+struct Recorded {
+    result: Arc<RunResult>,
+    events: Vec<TraceEvent>,
+    recording: Recording,
+}
+
+/// Runs `case` on the actors with the recorder on, killing the actor of node `kill` (if
+/// any) as its first attempt starts.
+fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
+    let def: WorkflowDefinition = serde_json::from_value(case.definition.clone())
+        .map_err(|e| format!("generated definition does not parse: {e}"))?;
+    let (runtime, handle) = engine();
+    let workflow = handle
+        .prepare(def)
+        .map_err(|e| format!("generated definition is invalid: {e}"))?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    chaos::record_facts(&run_id);
+    if let Some(kill) = kill {
+        let graph = workflow.graph();
+        let node = &graph.nodes[kill.index(graph.len())];
+        chaos::kill_on_attempt(&run_id, &node.node_ref, 1);
+    }
+    let options = SubmitOptions {
+        run_id: Some(run_id.clone()),
+        ..SubmitOptions::default()
+    };
+    let outcome = runtime.block_on(async {
+        let mut run = handle
+            .submit_workflow(&workflow, random::run_inputs(), options)
+            .await
+            .map_err(|e| format!("submit: {e}"))?;
+        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
+        let events: Vec<TraceEvent> = handle
+            .events(run.run_id())
+            .await
+            .map_err(|e| format!("events: {e}"))?
+            .collect()
+            .await;
+        // Every actor of the run has stopped, so every fact is recorded.
+        chaos::wait_for_run_actors(&run_id, Duration::from_secs(30)).await;
+        Ok::<_, String>((result, events))
+    });
+    let recording = chaos::take_recording(&run_id);
+    chaos::clear_run(&run_id);
+    let (result, events) = outcome?;
+    Ok(Recorded {
+        result,
+        events,
+        recording: recording.ok_or("nothing was recorded")?,
+    })
+}
+
+/// Feeds the recorded run facts to a fresh run core: the same events, result and node
+/// states. Returns the reports the core was given, by node, for the node replay.
+fn replay_run(recorded: &Recorded) -> Result<HashMap<NodeIx, Vec<NodeReport>>, String> {
+    let plan = recorded.recording.plan.clone().ok_or("no plan recorded")?;
+    let mut core = RunCore::new(plan.clone());
+    let mut result = None;
+    let mut reports: HashMap<NodeIx, Vec<NodeReport>> = HashMap::new();
+    for (fact, now) in &recorded.recording.run {
+        if let RunFact::Node(report) = fact {
+            reports
+                .entry(report.node())
+                .or_default()
+                .push(report.clone());
+        }
+        for effect in core.apply(fact.clone(), *now) {
+            if let RunEffect::Finish(r) = effect {
+                result = Some(r);
+            }
+        }
+    }
+    let json = |events: &[TraceEvent]| -> Vec<Value> {
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).expect("events serialize"))
+            .collect()
+    };
+    let (want, got) = (json(&recorded.events), json(core.events()));
+    if want != got {
+        let at = want.iter().zip(&got).position(|(a, b)| a != b);
+        return Err(format!(
+            "replayed events differ ({} recorded, {} replayed), first at {at:?}:\n{:#?}\n{:#?}",
+            want.len(),
+            got.len(),
+            at.and_then(|i| want.get(i)),
+            at.and_then(|i| got.get(i)),
+        ));
+    }
+    let result = result.ok_or("the replayed run did not finish")?;
+    if *result != *recorded.result {
+        return Err(format!(
+            "replayed result differs:\n{:#?}\n{:#?}",
+            recorded.result, result
+        ));
+    }
+    for ix in plan.graph.node_indices() {
+        let record = recorded
+            .result
+            .nodes
+            .get(&**plan.node_ref(ix))
+            .ok_or("a node has no record")?;
+        if core.status_of(ix) != record.status {
+            return Err(format!(
+                "{}: replayed state {:?}, recorded {:?}",
+                plan.node_ref(ix),
+                core.status_of(ix),
+                record.status
+            ));
+        }
+    }
+    Ok(reports)
+}
+
+/// Feeds each node's recorded facts to fresh node cores (a new one at each `Spawned`: a
+/// respawned actor's): they report exactly what the run core was told.
+fn replay_nodes(
+    recorded: &Recorded,
+    reports: &HashMap<NodeIx, Vec<NodeReport>>,
+) -> Result<(), String> {
+    let plan = recorded.recording.plan.clone().ok_or("no plan recorded")?;
+    for (&node, facts) in &recorded.recording.nodes {
+        let mut core = NodeCore::new(plan.clone(), node);
+        let mut replayed = Vec::new();
+        for (fact, now) in facts {
+            if matches!(fact, NodeFact::Spawned(_)) {
+                core = NodeCore::new(plan.clone(), node);
+            }
+            for effect in core.apply(fact.clone(), *now) {
+                if let NodeEffect::Report(report) = effect {
+                    replayed.push(report);
+                }
+            }
+        }
+        let sent = reports.get(&node).map_or(&[][..], Vec::as_slice);
+        if replayed != sent {
+            return Err(format!(
+                "{}: replayed reports differ from those the run core got:\n{replayed:#?}\n{sent:#?}",
+                plan.node_ref(node)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The check a replayed run must also pass, so that what is replayed is a right run.
+type Check = fn(&Finished) -> Result<(), String>;
+
+/// Runs `case` (killing `kill` once), replays it, and checks the recorded run.
+fn check_replay(case: &Case, kill: Option<Index>, check: Option<Check>) -> Result<(), String> {
+    let recorded = run_recorded(case, kill)?;
+    let reports = replay_run(&recorded)?;
+    replay_nodes(&recorded, &reports)?;
+    if let Some(check) = check {
+        let plan = recorded.recording.plan.as_ref().ok_or("no plan recorded")?;
+        check(&Finished {
+            graph: plan.graph.clone(),
+            result: recorded.result.clone(),
+            events: recorded.events.clone(),
+        })?;
+    }
+    Ok(())
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: random::cases(256),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Runs under `skipDependents`, replayed (and right by the reference).
+    #[test]
+    fn recorded_facts_replay_to_the_same_run(case in case_gen(Mode::Continue, 30)) {
+        check_replay(&case, None, Some(check_against_reference)).map_err(TestCaseError::fail)?;
+    }
+
+    /// Runs with `failRun` stops, replayed (and explained by the reference).
+    #[test]
+    fn recorded_facts_of_stopped_runs_replay_to_the_same_run(case in case_gen(Mode::FailFast, 20)) {
+        check_replay(&case, None, Some(check_fail_fast)).map_err(TestCaseError::fail)?;
+    }
+
+    /// Runs in which one node actor is killed as its first attempt starts (the run core
+    /// respawns it), replayed.
+    #[test]
+    fn recorded_facts_with_a_dead_node_replay_to_the_same_run(
+        case in case_gen(Mode::Continue, 20),
+        kill in any::<Index>(),
+    ) {
+        check_replay(&case, Some(kill), None).map_err(TestCaseError::fail)?;
+    }
+}

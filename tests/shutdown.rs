@@ -1,0 +1,170 @@
+//! Shutdown as a value: `Handle::shutdown(Cancel)` cancels the runs still going,
+//! `Drain` lets them finish; both refuse new runs at once and complete only when every
+//! run has ended and every actor of the engine has stopped.
+
+mod common;
+
+use std::sync::{Arc, LazyLock};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use serde_json::json;
+use shipsec_orchestrator::chaos;
+use shipsec_orchestrator::messages::event::EventType;
+use shipsec_orchestrator::messages::orchestrator::{RunCommandError, ShutdownMode};
+use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
+use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
+use shipsec_orchestrator::runtime::components::{
+    Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
+};
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, RunHandle, Workflow};
+use tokio::sync::Semaphore;
+
+static HELD_META: LazyLock<ComponentMeta> =
+    LazyLock::new(|| ComponentMeta::new("test.held", "runs until released or cancelled"));
+
+/// Runs until its engine's semaphore gives it a permit, or until it is cancelled.
+struct Held(Arc<Semaphore>);
+
+impl Component for Held {
+    fn meta(&self) -> &ComponentMeta {
+        &HELD_META
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        let release = self.0.clone();
+        async move {
+            tokio::select! {
+                permit = release.acquire() => {
+                    permit.expect("the semaphore is never closed").forget();
+                    Ok(ComponentOutput::new((*ctx.inputs).clone()))
+                }
+                () = ctx.cancel.cancelled() => {
+                    Err(ComponentError::fatal(CANCELLED_ERROR, "held, then cancelled"))
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// An engine with `test.held`, its semaphore, and a workflow of one held node after an
+/// echo.
+async fn engine() -> (Handle, Arc<Semaphore>, Workflow) {
+    chaos::enable();
+    let release = Arc::new(Semaphore::new(0));
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.register(Arc::new(Held(release.clone())));
+    let handle = Orchestrator::start_with(EngineConfig::default(), registry)
+        .await
+        .unwrap();
+    let workflow = common::workflow(
+        &handle,
+        json!({
+            "title": "held",
+            "actions": [
+                {"ref": "first", "componentId": "core.echo", "params": {"v": 1}},
+                {"ref": "held", "componentId": "test.held",
+                 "inputMappings": {"v": {"sourceRef": "first", "sourceHandle": "v"}}}
+            ],
+            "edges": [{"sourceRef": "first", "targetRef": "held"}]
+        }),
+    );
+    (handle, release, workflow)
+}
+
+/// Submits `n` runs and waits until each has its held node running.
+async fn running(handle: &Handle, workflow: &Workflow, n: usize) -> Vec<RunHandle> {
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        let run = handle
+            .submit_workflow(workflow, Default::default(), Default::default())
+            .await
+            .unwrap();
+        let mut events = handle.events(run.run_id()).await.unwrap();
+        while let Some(e) = events.next().await {
+            if &*e.node_id == "held" && e.kind == EventType::Started {
+                break;
+            }
+        }
+        runs.push(run);
+    }
+    runs
+}
+
+fn assert_refused(refused: Result<RunHandle, EngineError>) {
+    match refused {
+        Err(EngineError::Run(RunCommandError::ShuttingDown) | EngineError::Unavailable) => {}
+        other => panic!("a submit during or after shutdown must be refused, got {other:?}"),
+    }
+}
+
+fn assert_no_actor_left(runs: &[RunHandle]) {
+    for run in runs {
+        assert_eq!(chaos::live_node_actors_of(run.run_id()), 0);
+        assert!(
+            chaos::supervisor_actor(run.run_id()).is_none_or(|s| !matches!(
+                s.get_status(),
+                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+            ))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_cancel_cancels_running_runs_and_completes_when_every_actor_stopped() {
+    let (handle, _release, workflow) = engine().await;
+    let mut runs = running(&handle, &workflow, 3).await;
+    handle.shutdown(ShutdownMode::Cancel).await.unwrap();
+    // Completed: every run has its result already.
+    for run in &mut runs {
+        let result = run.result().await.unwrap();
+        assert_eq!(result.status, RunStatus::Cancelled, "{result:#?}");
+        assert_eq!(result.nodes["first"].status, NodeStatus::Completed);
+        assert_eq!(result.nodes["held"].status, NodeStatus::Cancelled);
+    }
+    assert_no_actor_left(&runs);
+    assert_refused(
+        handle
+            .submit_workflow(&workflow, Default::default(), Default::default())
+            .await,
+    );
+    // A second shutdown completes at once.
+    handle.shutdown(ShutdownMode::Drain).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_drain_refuses_new_runs_and_lets_running_ones_finish() {
+    let (handle, release, workflow) = engine().await;
+    let mut runs = running(&handle, &workflow, 2).await;
+    let draining = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.shutdown(ShutdownMode::Drain).await })
+    };
+    // Refused once the orchestrator took the shutdown; a submit that came first is a
+    // run the drain waits for, and is released with the others.
+    let mut late = Vec::new();
+    loop {
+        match handle
+            .submit_workflow(&workflow, Default::default(), Default::default())
+            .await
+        {
+            Ok(run) => late.push(run),
+            refused => {
+                assert_refused(refused);
+                break;
+            }
+        }
+    }
+    // The held nodes cannot end unreleased, so the drain cannot have completed.
+    assert!(!draining.is_finished(), "the drain waits for its runs");
+    release.add_permits(runs.len() + late.len());
+    draining.await.unwrap().unwrap();
+    for run in runs.iter_mut().chain(late.iter_mut()) {
+        let result = run.result().await.unwrap();
+        assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
+        assert_eq!(result.outputs["held"]["v"], json!(1));
+    }
+    assert_no_actor_left(&runs);
+}
