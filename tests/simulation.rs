@@ -1,5 +1,5 @@
 //! The simulation: the pure cores alone — one [`RunCore`], a [`NodeCore`] per spawned node,
-//! the engine's [`SlotBook`] as the limiter — with no actor, no tokio and no clock, under
+//! the engine's [`SlotBook`] as the limiter, with the needs the engine gives each node — with no actor, no tokio and no clock, under
 //! a seeded scheduler, over the random workflows of `tests/random/mod.rs`, checked against
 //! the sequential reference evaluator exactly as the actor runs of `tests/property.rs` are.
 //!
@@ -47,6 +47,7 @@ use shipsec_orchestrator::runtime::components::{
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
 use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
+use shipsec_orchestrator::runtime::guardrails::needs::node_needs;
 use shipsec_orchestrator::runtime::guardrails::slots::{Needs, SlotBook};
 use shipsec_orchestrator::runtime::semantics::node_core::{
     AttemptSpec, NodeCore, NodeEffect, NodeFact,
@@ -713,24 +714,6 @@ fn without_wait(object: &JsonObject, waits: bool) -> (JsonObject, Option<u64>) {
     (object, ms.and_then(|v| v.as_u64()))
 }
 
-/// What each node needs from the limiter: the run's `maxParallelism`, the only cap the
-/// generated workflows set.
-fn needs_of(plan: &RunPlan) -> Vec<Option<Needs>> {
-    let cap = plan.graph.settings.max_parallelism;
-    plan.graph
-        .nodes
-        .iter()
-        .map(|node| {
-            cap.map(|cap| Needs {
-                run: (1, Some(cap)),
-                component: (node.component_id.clone(), None),
-                group: None,
-                rate: None,
-            })
-        })
-        .collect()
-}
-
 /// Validates the case and runs it in the simulation under `seed`.
 fn simulate(case: &Case, seed: u64) -> Result<Finished, String> {
     let definition: WorkflowDefinition = serde_json::from_value(case.definition.clone())
@@ -752,7 +735,7 @@ fn simulate(case: &Case, seed: u64) -> Result<Finished, String> {
         queued: Vec::new(),
         metrics: true,
     };
-    let needs = needs_of(&plan);
+    let needs = node_needs(&plan.graph, &plan.registry, &config, 1);
     plan.queued = needs.iter().map(Option::is_some).collect();
     let mut sim = Sim::new(Arc::new(plan), needs, seed);
     sim.run().map_err(|e| format!("seed {seed:#x}: {e}"))?;

@@ -69,56 +69,70 @@ impl Actor for LimiterActor {
         state: &mut LimiterState,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
-        let granted = match message {
-            LimiterMsg::Acquire {
-                ticket,
-                needs,
-                node,
-            } => {
-                state.waiting.insert(ticket, (node, needs.clone()));
-                state.book.request(ticket, needs, now)
-            }
-            LimiterMsg::Release { ticket, needs } => state.release(ticket, &needs, now),
-            LimiterMsg::Adopt { grants } => {
-                for (ticket, needs) in grants {
-                    state.adopt(ticket, &needs);
-                }
-                Vec::new()
-            }
-            LimiterMsg::Cancel { ticket } => {
-                state.waiting.remove(&ticket);
-                state.book.cancel(ticket, now).1
-            }
-            LimiterMsg::Wake => {
-                state.wake_at = None;
-                state.book.grant_due(now)
-            }
-            LimiterMsg::Stats(reply) => {
-                // The asker may have stopped waiting.
-                let _ = reply.send(SlotStats {
-                    queued: state.book.queued(),
-                    active: state.book.active(),
-                });
-                Vec::new()
-            }
-            LimiterMsg::WhenIdle(reply) => {
-                state.idle_waiters.push(reply);
-                Vec::new()
-            }
-        };
+        let granted = state.apply(message, now);
         grant(state, granted);
         arm_timer(&myself, state, now);
-        if state.book.active() == 0 && state.book.queued() == 0 {
-            for waiter in state.idle_waiters.drain(..) {
-                // A waiter that gave up needs no answer.
-                let _ = waiter.send(());
-            }
-        }
+        state.answer_idle_waiters();
         Ok(())
     }
 }
 
 impl LimiterState {
+    /// Applies a message to the book; the tickets it grants.
+    fn apply(&mut self, message: LimiterMsg, now: Instant) -> Vec<u64> {
+        match message {
+            LimiterMsg::Acquire {
+                ticket,
+                needs,
+                node,
+            } => {
+                self.waiting.insert(ticket, (node, needs.clone()));
+                self.book.request(ticket, needs, now)
+            }
+            LimiterMsg::Release { ticket, needs } => self.release(ticket, &needs, now),
+            LimiterMsg::Adopt { grants } => {
+                for (ticket, needs) in grants {
+                    self.adopt(ticket, &needs);
+                }
+                Vec::new()
+            }
+            LimiterMsg::Cancel { ticket } => {
+                self.waiting.remove(&ticket);
+                self.book.cancel(ticket, now).1
+            }
+            LimiterMsg::Wake => {
+                self.wake_at = None;
+                self.book.grant_due(now)
+            }
+            LimiterMsg::Stats(reply) => {
+                // The asker may have stopped waiting.
+                let _ = reply.send(self.stats());
+                Vec::new()
+            }
+            LimiterMsg::WhenIdle(reply) => {
+                self.idle_waiters.push(reply);
+                Vec::new()
+            }
+        }
+    }
+
+    fn stats(&self) -> SlotStats {
+        SlotStats {
+            queued: self.book.queued(),
+            active: self.book.active(),
+        }
+    }
+
+    /// Once no attempt holds or waits for a slot, those waiting for that are answered.
+    fn answer_idle_waiters(&mut self) {
+        if self.book.active() == 0 && self.book.queued() == 0 {
+            for waiter in self.idle_waiters.drain(..) {
+                // A waiter that gave up needs no answer.
+                let _ = waiter.send(());
+            }
+        }
+    }
+
     fn release(&mut self, ticket: u64, needs: &Needs, now: Instant) -> Vec<u64> {
         if self.held.remove(&ticket) {
             return self.book.release(needs, now);

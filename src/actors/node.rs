@@ -23,8 +23,8 @@ use tracing::Instrument;
 use crate::actors::clock;
 use crate::actors::shared::RunShared;
 use crate::messages::limiter::{LimiterMsg, SlotGrant};
-use crate::messages::node::NodeMsg;
-use crate::messages::supervisor::{NodeReport, StartReport, SupervisorMsg};
+use crate::messages::node::{NodeEnd, NodeMsg};
+use crate::messages::supervisor::{NodeReport, RetryReport, StartReport, SupervisorMsg};
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, VALIDATION_ERROR,
 };
@@ -75,6 +75,11 @@ impl Drop for AttemptGuard {
             task.abort();
         }
     }
+}
+
+thread_local! {
+    /// One effect vector per worker thread, lent to the node core a node actor feeds.
+    static EFFECTS: std::cell::Cell<Vec<NodeEffect>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The node actor's state.
@@ -201,6 +206,9 @@ impl NodeState {
             let now = clock::now();
             #[cfg(feature = "chaos")]
             crate::chaos::record_node_fact(&self.run.plan.run_id, self.core.ix(), &fact, now);
+            // The effect vector is the worker thread's, lent to the core: a node lives
+            // for a few facts, and would otherwise allocate one of its own.
+            self.core.recycle(EFFECTS.take());
             let mut effects = self.core.apply(fact, now);
             for effect in effects.drain(..) {
                 // Only a starting attempt yields a fact, and it is its batch's last effect.
@@ -208,7 +216,7 @@ impl NodeState {
                     next = Some(fact);
                 }
             }
-            self.core.recycle(effects);
+            EFFECTS.set(effects);
         }
         self.flush_held();
         // A grant no attempt took is dropped here, which frees its slots.
@@ -249,48 +257,52 @@ impl NodeState {
             self.flush_held();
         }
         match report {
-            NodeReport::Queued(start) => {
-                self.open_spans(&start);
-                self.spans.event("queued", || {
-                    vec![KeyValue::new(ATTEMPT, i64::from(start.attempt))]
-                });
-                self.send(SupervisorMsg::Node {
-                    report: NodeReport::Queued(start),
-                    span: None,
-                });
-            }
+            NodeReport::Queued(start) => self.report_queued(start),
             NodeReport::Started(start) => {
                 self.open_spans(&start);
                 self.held = Some(start);
             }
-            NodeReport::Retrying(retry) => {
-                self.spans.event("retrying", || {
-                    vec![
-                        KeyValue::new(ATTEMPT, i64::from(retry.attempt)),
-                        KeyValue::new("delay_ms", retry.delay.as_millis() as i64),
-                        KeyValue::new(ERROR_TYPE, retry.error.error_type.clone()),
-                    ]
-                });
-                self.send(SupervisorMsg::Node {
-                    report: NodeReport::Retrying(retry),
-                    span: None,
-                });
-            }
-            NodeReport::Ended(end) => {
-                let run = &self.run;
-                let span = self
-                    .spans
-                    .close(&run.span, &run.plan.graph, self.core.node(), &end);
-                let msg = match self.held.take() {
-                    Some(start) => SupervisorMsg::NodeRan { start, end, span },
-                    None => SupervisorMsg::Node {
-                        report: NodeReport::Ended(end),
-                        span,
-                    },
-                };
-                self.send(msg);
-            }
+            NodeReport::Retrying(retry) => self.report_retrying(retry),
+            NodeReport::Ended(end) => self.report_end(end),
         }
+    }
+
+    fn report_queued(&mut self, start: StartReport) {
+        self.open_spans(&start);
+        self.spans.event("queued", || {
+            vec![KeyValue::new(ATTEMPT, i64::from(start.attempt))]
+        });
+        let report = NodeReport::Queued(start);
+        self.send(SupervisorMsg::Node { report, span: None });
+    }
+
+    fn report_retrying(&mut self, retry: RetryReport) {
+        self.spans.event("retrying", || {
+            vec![
+                KeyValue::new(ATTEMPT, i64::from(retry.attempt)),
+                KeyValue::new("delay_ms", retry.delay.as_millis() as i64),
+                KeyValue::new(ERROR_TYPE, retry.error.error_type.clone()),
+            ]
+        });
+        let report = NodeReport::Retrying(retry);
+        self.send(SupervisorMsg::Node { report, span: None });
+    }
+
+    /// The end, with the start it follows when that start was held back.
+    fn report_end(&mut self, end: Arc<NodeEnd>) {
+        let run = &self.run;
+        let span = self
+            .spans
+            .close(&run.span, &run.plan.graph, self.core.node(), &end)
+            .map(Box::new);
+        let msg = match self.held.take() {
+            Some(start) => SupervisorMsg::NodeRan { start, end, span },
+            None => SupervisorMsg::Node {
+                report: NodeReport::Ended(end),
+                span,
+            },
+        };
+        self.send(msg);
     }
 
     fn open_spans(&mut self, start: &StartReport) {
@@ -369,54 +381,51 @@ impl NodeState {
     fn start_attempt(&mut self, myself: &ActorRef<NodeMsg>, spec: AttemptSpec) -> Option<NodeFact> {
         let attempt = spec.attempt;
         let token = CancellationToken::new();
-        let ctx = ExecutionContext {
-            run_id: self.run.plan.run_id.clone(),
-            node_ref: self.core.node().node_ref.clone(),
-            attempt,
-            params: self.core.node().params.clone(),
-            inputs: spec.inputs,
-            triggered_by: spec.triggered_by,
-            failure: spec.failure,
-            cancel: token.clone(),
-        };
         let span = self.spans.attempt(attempt);
         self.spans.event("started", || {
             vec![KeyValue::new(ATTEMPT, i64::from(attempt))]
         });
-        let mut work = self.attempt_future(ctx);
+        let mut work = self.attempt_future(self.context(&spec, token.clone()));
         let must_die = chaos_kill(self, attempt);
         // A component that finishes at its first poll (echo, branch, ...) is handled at
         // once, without a task or a message: the common case of a scheduler-bound run.
-        let done = if must_die {
-            None
-        } else {
-            span.in_scope(|| work.as_mut().now_or_never())
-        };
-        let task = match done {
-            Some(_) => None,
-            None => {
-                self.flush_held();
-                let run = run_with_limit(work, spec.limit, spec.on_timeout, token.clone());
-                Some(spawn_attempt(myself.clone(), run, attempt, span.clone()))
-            }
-        };
+        let done = (!must_die)
+            .then(|| span.in_scope(|| work.as_mut().now_or_never()))
+            .flatten();
+        let task = done.is_none().then(|| {
+            self.flush_held();
+            let run = run_with_limit(work, spec.limit, spec.on_timeout, token.clone());
+            spawn_attempt(myself.clone(), run, attempt, span.clone())
+        });
+        let _slot = self.grant.take();
         self.attempt = Some(AttemptGuard {
             attempt,
             task,
             token,
-            _slot: self.grant.take(),
+            _slot,
             span,
         });
         if must_die {
             myself.kill();
         }
-        done.map(|result| {
-            self.attempt_over(attempt, &result);
-            NodeFact::AttemptFinished {
-                attempt,
-                outcome: result,
-            }
-        })
+        let outcome = done?;
+        self.attempt_over(attempt, &outcome);
+        Some(NodeFact::AttemptFinished { attempt, outcome })
+    }
+
+    /// What the component of attempt `spec` sees.
+    fn context(&self, spec: &AttemptSpec, cancel: CancellationToken) -> ExecutionContext {
+        let node = self.core.node();
+        ExecutionContext {
+            run_id: self.run.plan.run_id.clone(),
+            node_ref: node.node_ref.clone(),
+            attempt: spec.attempt,
+            params: node.params.clone(),
+            inputs: spec.inputs.clone(),
+            triggered_by: spec.triggered_by.clone(),
+            failure: spec.failure.clone(),
+            cancel,
+        }
     }
 
     /// The attempt's work: the component's future, its panics turned into `CrashError`.

@@ -11,7 +11,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
 use tokio::sync::watch;
 
 use std::sync::atomic::AtomicU64;
@@ -143,27 +145,17 @@ impl Actor for OrchestratorActor {
                 let _ = reply.send(stop(state, &run_id, kind));
             }
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
-            OrchestratorMsg::SlotsIdle(reply) => {
-                // The limiter answers the handle directly once it is idle.
-                state.limiter.cast(LimiterMsg::WhenIdle(reply));
-            }
+            // The limiter answers the handle directly once it is idle.
+            OrchestratorMsg::SlotsIdle(reply) => state.limiter.cast(LimiterMsg::WhenIdle(reply)),
             OrchestratorMsg::Slots(reply) => {
-                let stats = match state.limiter.get() {
-                    Some(limiter) => ractor::call!(limiter, LimiterMsg::Stats).unwrap_or_default(),
-                    None => SlotStats::default(),
-                };
-                let _ = reply.send(stats);
+                let _ = reply.send(slot_stats(state).await);
             }
             OrchestratorMsg::Shutdown { mode, reply } => shutdown(state, mode, reply),
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
                 supervisor_exited(state, &run_id, &cause);
             }
             #[cfg(feature = "chaos")]
-            OrchestratorMsg::KillLimiter => {
-                if let Some(limiter) = state.limiter.get() {
-                    limiter.kill();
-                }
-            }
+            OrchestratorMsg::KillLimiter => state.limiter.get().iter().for_each(|l| l.kill()),
         }
         maybe_closed(&myself, state).await;
         Ok(())
@@ -175,17 +167,9 @@ impl Actor for OrchestratorActor {
         event: SupervisionEvent,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, cause) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                reason.unwrap_or_else(|| "the run supervisor stopped".into()),
-            ),
-            SupervisionEvent::ActorFailed(cell, err) => {
-                (cell, format!("the run supervisor died: {err}"))
-            }
-            _ => return Ok(()),
+        let Some((id, cause)) = exit_of(event) else {
+            return Ok(());
         };
-        let id = cell.get_id();
         if state.limiter.get().is_some_and(|l| l.get_id() == id) {
             return restart_limiter(&myself, state, &cause).await;
         }
@@ -195,6 +179,28 @@ impl Actor for OrchestratorActor {
         }
         maybe_closed(&myself, state).await;
         Ok(())
+    }
+}
+
+/// Which child exited, and why; `None` for other supervision events.
+fn exit_of(event: SupervisionEvent) -> Option<(ActorId, String)> {
+    match event {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.get_id(),
+            reason.unwrap_or_else(|| "the run supervisor stopped".into()),
+        )),
+        SupervisionEvent::ActorFailed(cell, err) => {
+            Some((cell.get_id(), format!("the run supervisor died: {err}")))
+        }
+        _ => None,
+    }
+}
+
+/// The limiter's numbers (zero before it started).
+async fn slot_stats(state: &OrchestratorState) -> SlotStats {
+    match state.limiter.get() {
+        Some(limiter) => ractor::call!(limiter, LimiterMsg::Stats).unwrap_or_default(),
+        None => SlotStats::default(),
     }
 }
 
@@ -272,33 +278,10 @@ async fn submit(
     inputs: JsonObject,
     options: SubmitOptions,
 ) -> Result<Submitted, RunCommandError> {
-    if let Some(key) = &options.idempotency_key
-        && let Some(existing) = state.idempotency.get(key)
-        && let Some(entry) = state.runs.get(existing)
-    {
-        return Ok(Submitted {
-            run_id: existing.clone(),
-            result: entry_result_rx(entry),
-        });
+    if let Some(existing) = idempotent_run(state, &options) {
+        return Ok(existing);
     }
-    if state.closing.is_some() {
-        return Err(RunCommandError::ShuttingDown);
-    }
-    if state.live >= state.config.max_active_runs {
-        return Err(RunCommandError::Overloaded {
-            active: state.live,
-            limit: state.config.max_active_runs,
-        });
-    }
-    if let Some(entry) = graph.entrypoint {
-        let missing = missing_runtime_inputs(&graph.node(entry).params, &inputs);
-        if !missing.is_empty() {
-            return Err(RunCommandError::InvalidInputs(format!(
-                "missing required runtime inputs: {}",
-                missing.join(", ")
-            )));
-        }
-    }
+    admit(state, &graph, &inputs)?;
     let run_id = options
         .run_id
         .clone()
@@ -308,8 +291,75 @@ async fn submit(
     }
     let (result_tx, result_rx) = watch::channel(None);
     let title = graph.title.clone();
-    let args = SupervisorArgs {
-        run_id: run_id.as_str().into(),
+    let args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
+    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
+        .await
+        .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
+    let entry = RunEntry::Live {
+        supervisor,
+        result_tx,
+        title,
+    };
+    register(state, &run_id, entry, options.idempotency_key);
+    Ok(Submitted {
+        run_id,
+        result: result_rx,
+    })
+}
+
+/// The run an earlier submit with the same idempotency key started, if it is known.
+fn idempotent_run(state: &OrchestratorState, options: &SubmitOptions) -> Option<Submitted> {
+    let existing = state.idempotency.get(options.idempotency_key.as_ref()?)?;
+    let entry = state.runs.get(existing)?;
+    Some(Submitted {
+        run_id: existing.clone(),
+        result: entry_result_rx(entry),
+    })
+}
+
+/// Refuses a run while shutting down, past the admission limit, or without its required
+/// runtime inputs.
+fn admit(
+    state: &OrchestratorState,
+    graph: &Graph,
+    inputs: &JsonObject,
+) -> Result<(), RunCommandError> {
+    if state.closing.is_some() {
+        return Err(RunCommandError::ShuttingDown);
+    }
+    if state.live >= state.config.max_active_runs {
+        return Err(RunCommandError::Overloaded {
+            active: state.live,
+            limit: state.config.max_active_runs,
+        });
+    }
+    let Some(entry) = graph.entrypoint else {
+        return Ok(());
+    };
+    let missing = missing_runtime_inputs(&graph.node(entry).params, inputs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(RunCommandError::InvalidInputs(format!(
+        "missing required runtime inputs: {}",
+        missing.join(", ")
+    )))
+}
+
+/// What a new run's supervisor starts from (and the run's key in the slot book).
+fn supervisor_args(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    run_id: &str,
+    graph: Arc<Graph>,
+    inputs: JsonObject,
+    options: &SubmitOptions,
+    result_tx: &watch::Sender<Option<Arc<RunResult>>>,
+) -> SupervisorArgs {
+    let key = state.next_run_key;
+    state.next_run_key += 1;
+    SupervisorArgs {
+        run_id: run_id.into(),
         graph,
         registry: state.registry.clone(),
         inputs: Arc::new(inputs),
@@ -317,37 +367,24 @@ async fn submit(
         seed: rand::random(),
         result_tx: result_tx.clone(),
         orchestrator: Some(myself.clone()),
-        limiter: Some((
-            state.limiter.clone(),
-            state.tickets.clone(),
-            state.next_run_key,
-        )),
+        limiter: Some((state.limiter.clone(), state.tickets.clone(), key)),
         traceparent: options.traceparent.clone(),
         metrics: state.metrics.clone(),
-    };
-    state.next_run_key += 1;
-    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
-        .await
-        .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
-    state
-        .by_supervisor
-        .insert(supervisor.get_id(), run_id.clone());
-    state.live += 1;
-    if let Some(key) = options.idempotency_key {
-        state.idempotency.insert(key, run_id.clone());
     }
-    state.runs.insert(
-        run_id.clone(),
-        RunEntry::Live {
-            supervisor,
-            result_tx,
-            title,
-        },
-    );
-    Ok(Submitted {
-        run_id,
-        result: result_rx,
-    })
+}
+
+/// Records a live run.
+fn register(state: &mut OrchestratorState, run_id: &str, entry: RunEntry, key: Option<String>) {
+    if let RunEntry::Live { supervisor, .. } = &entry {
+        state
+            .by_supervisor
+            .insert(supervisor.get_id(), run_id.to_owned());
+    }
+    state.live += 1;
+    if let Some(key) = key {
+        state.idempotency.insert(key, run_id.to_owned());
+    }
+    state.runs.insert(run_id.to_owned(), entry);
 }
 
 fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> {
@@ -384,11 +421,7 @@ fn status(
             if let Err(MessagingErr::SendErr(SupervisorMsg::Snapshot(reply))) =
                 supervisor.cast(SupervisorMsg::Snapshot(reply))
             {
-                state
-                    .pending
-                    .entry(run_id)
-                    .or_default()
-                    .push(Pending::Status(reply));
+                wait_for_end(state, run_id, Pending::Status(reply));
             }
         }
     }
@@ -426,14 +459,15 @@ fn events(
             if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(reply))) =
                 supervisor.cast(SupervisorMsg::Subscribe(reply))
             {
-                state
-                    .pending
-                    .entry(run_id)
-                    .or_default()
-                    .push(Pending::Events(reply));
+                wait_for_end(state, run_id, Pending::Events(reply));
             }
         }
     }
+}
+
+/// Keeps a question until `run_id` is recorded as finished.
+fn wait_for_end(state: &mut OrchestratorState, run_id: String, question: Pending) {
+    state.pending.entry(run_id).or_default().push(question);
 }
 
 /// Answers the questions that waited for `run_id` to be recorded as finished.
@@ -512,8 +546,22 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         return;
     };
     state.live -= 1;
+    let result = Arc::new(lost_run(run_id, title, cause));
+    let _ = result_tx.send(Some(result.clone()));
+    let entry = RunEntry::Done {
+        result,
+        events: Arc::new(Vec::new()),
+        result_tx,
+    };
+    state.runs.insert(run_id.to_owned(), entry);
+    answer_pending(state, run_id);
+    remember_finished(state, run_id.to_owned(), 0);
+}
+
+/// The result of a run whose supervisor died before the run ended.
+fn lost_run(run_id: &str, title: String, cause: &str) -> RunResult {
     let now = Timestamp::now();
-    let result = Arc::new(RunResult {
+    RunResult {
         run_id: run_id.to_owned(),
         title,
         status: RunStatus::Failed,
@@ -527,16 +575,5 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         outputs: Default::default(),
         nodes: Default::default(),
         warnings: Vec::new(),
-    });
-    let _ = result_tx.send(Some(result.clone()));
-    state.runs.insert(
-        run_id.to_owned(),
-        RunEntry::Done {
-            result,
-            events: Arc::new(Vec::new()),
-            result_tx,
-        },
-    );
-    answer_pending(state, run_id);
-    remember_finished(state, run_id.to_owned(), 0);
+    }
 }

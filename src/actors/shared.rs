@@ -2,7 +2,6 @@
 //! components, seed), the supervisor's address, the engine's slot limiter and what each
 //! node needs from it, the run's span and the engine's metrics.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,9 +10,10 @@ use ractor::ActorRef;
 use crate::messages::limiter::LimiterLink;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::registry::ComponentRegistry;
-use crate::runtime::definition::graph::{Graph, NodeIx, NodeMode};
+use crate::runtime::definition::graph::{Graph, NodeIx};
 use crate::runtime::guardrails::config::EngineConfig;
-use crate::runtime::guardrails::slots::{Needs, Rate, RunKey};
+use crate::runtime::guardrails::needs::node_needs;
+use crate::runtime::guardrails::slots::{Needs, RunKey};
 use crate::runtime::semantics::plan::RunPlan;
 
 /// How a run reaches the engine's slot limiter, and what its nodes need from it.
@@ -37,55 +37,7 @@ impl SlotLink {
         registry: &ComponentRegistry,
         config: &EngineConfig,
     ) -> SlotLink {
-        let mut group_caps: HashMap<&str, u32> = HashMap::new();
-        for node in &graph.nodes {
-            if let (Some(g), Some(cap)) = (&node.group_id, node.max_concurrency) {
-                let entry = group_caps.entry(g.as_str()).or_insert(cap);
-                *entry = (*entry).min(cap);
-            }
-        }
-        let run_cap = graph.settings.max_parallelism;
-        let needs = graph
-            .nodes
-            .iter()
-            .map(|node| {
-                let id = &*node.component_id;
-                let meta = registry.meta(id);
-                let limits = config.components.get(id);
-                let component_cap = limits
-                    .and_then(|l| l.max_concurrency)
-                    .or_else(|| meta.and_then(|m| m.max_concurrency));
-                let rate = limits
-                    .and_then(|l| l.rate_limit)
-                    .map(|r| Rate {
-                        per_second: r.per_second,
-                        burst: r.burst,
-                    })
-                    .or_else(|| {
-                        meta.and_then(|m| m.rate_limit).map(|r| Rate {
-                            per_second: r.per_second,
-                            burst: r.burst,
-                        })
-                    });
-                let group = node
-                    .group_id
-                    .as_deref()
-                    .and_then(|g| group_caps.get(g).map(|cap| (Arc::from(g), *cap)));
-                // A tool-mode node runs no component: it holds no slot.
-                let trivial = node.mode == NodeMode::Tool
-                    || config.max_concurrent_nodes.is_none()
-                        && run_cap.is_none()
-                        && component_cap.is_none()
-                        && group.is_none()
-                        && rate.is_none();
-                (!trivial).then(|| Needs {
-                    run: (run, run_cap),
-                    component: (node.component_id.clone(), component_cap),
-                    group,
-                    rate,
-                })
-            })
-            .collect();
+        let needs = node_needs(graph, registry, config, run);
         SlotLink {
             limiter,
             tickets,

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::SpanContext;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -28,7 +28,7 @@ use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::LimiterLink;
-use crate::messages::node::{NodeEnd, NodeMsg, ParentEnded};
+use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::result::RunResult;
 use crate::messages::supervisor::{EventFeed, NodeReport, SupervisorMsg};
@@ -125,30 +125,13 @@ impl Actor for RunSupervisor {
                 node,
                 generation,
                 cause,
-            } => {
-                let fact = RunFact::NodeDied {
-                    node,
-                    generation,
-                    cause,
-                };
-                state.feed(&myself, fact).await
-            }
+            } => state.on_died(&myself, node, generation, cause).await,
             SupervisorMsg::Stop(kind) => state.feed(&myself, RunFact::CancelRequested(kind)).await,
             SupervisorMsg::Timer(timer) => state.feed(&myself, RunFact::TimerFired(timer)).await,
-            SupervisorMsg::LimiterRestarted => {
-                state.tell_all(|| NodeMsg::LimiterRestarted);
-                Ok(())
-            }
-            SupervisorMsg::Snapshot(reply) => {
-                // The asker may have given up waiting: nothing to do then.
-                let _ = reply.send(Ok(state.core.snapshot()));
-                Ok(())
-            }
-            SupervisorMsg::Subscribe(reply) => {
-                // An asker that went away leaves a closed sender, pruned on the next emit.
-                let _ = reply.send(Ok(state.subscribe()));
-                Ok(())
-            }
+            SupervisorMsg::LimiterRestarted => state.tell_all(|| NodeMsg::LimiterRestarted),
+            SupervisorMsg::Snapshot(reply) => answer(reply, Ok(state.core.snapshot())),
+            // An asker that went away leaves a closed sender, pruned on the next emit.
+            SupervisorMsg::Subscribe(reply) => answer(reply, Ok(state.subscribe())),
         }
     }
 
@@ -174,37 +157,27 @@ impl Actor for RunSupervisor {
 
 impl SupervisorState {
     fn new(myself: &ActorRef<SupervisorMsg>, args: SupervisorArgs) -> SupervisorState {
-        let slots = args.limiter.map(|(link, tickets, key)| {
+        let slots = args.limiter.as_ref().map(|(link, tickets, key)| {
+            let (graph, registry) = (&args.graph, &args.registry);
             SlotLink::new(
-                link,
-                tickets,
-                key,
-                &args.graph,
-                &args.registry,
+                link.clone(),
+                tickets.clone(),
+                *key,
+                graph,
+                registry,
                 &args.config,
             )
         });
-        let queued = slots
-            .as_ref()
-            .map_or_else(|| vec![false; args.graph.len()], SlotLink::queued);
-        let plan = Arc::new(RunPlan {
-            run_id: args.run_id.clone(),
-            graph: args.graph.clone(),
-            registry: args.registry,
-            inputs: args.inputs,
-            max_output_bytes: args.config.limits.max_output_bytes,
-            cancel_grace: args.config.cancel_grace,
-            seed: args.seed,
-            queued,
-            metrics: args.metrics.enabled(),
-        });
-        #[cfg(feature = "chaos")]
-        crate::chaos::record_plan(&plan);
+        let plan = plan_of(&args, slots.as_ref());
         let span = run_span(&args.run_id, &args.graph.title, args.traceparent.as_deref());
-        let tracing = !span.is_disabled();
         let n = args.graph.len();
         SupervisorState {
             core: RunCore::new(plan.clone()),
+            spans: if span.is_disabled() {
+                Vec::new()
+            } else {
+                vec![None; n]
+            },
             run: Arc::new(RunShared {
                 plan,
                 supervisor: myself.clone(),
@@ -214,7 +187,6 @@ impl SupervisorState {
             }),
             actors: vec![None; n],
             by_actor: HashMap::default(),
-            spans: if tracing { vec![None; n] } else { Vec::new() },
             final_events: None,
             subscribers: Vec::new(),
             result_tx: args.result_tx,
@@ -222,13 +194,29 @@ impl SupervisorState {
         }
     }
 
+    /// An exit re-checked through the queue and still unexplained: the node died.
+    async fn on_died(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        node: NodeIx,
+        generation: u32,
+        cause: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let fact = RunFact::NodeDied {
+            node,
+            generation,
+            cause,
+        };
+        self.feed(myself, fact).await
+    }
+
     async fn on_report(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         report: NodeReport,
-        span: Option<SpanContext>,
+        span: Option<Box<SpanContext>>,
     ) -> Result<(), ActorProcessingErr> {
-        self.keep_span(report.node(), span);
+        self.keep_span(report.node(), span.map(|s| *s));
         self.feed(myself, RunFact::Node(report)).await
     }
 
@@ -238,7 +226,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         start: crate::messages::supervisor::StartReport,
         end: Arc<NodeEnd>,
-        span: Option<SpanContext>,
+        span: Option<Box<SpanContext>>,
     ) -> Result<(), ActorProcessingErr> {
         self.feed(myself, RunFact::Node(NodeReport::Started(start)))
             .await?;
@@ -311,18 +299,8 @@ impl SupervisorState {
             // orchestrator ends the run.
             RunEffect::Spawn { .. } => {}
             RunEffect::Tell { child, resolved } => self.tell(child, resolved),
-            RunEffect::Cancel { node, reason } => {
-                if let Some(actor) = &self.actors[node.ix()] {
-                    // An actor that already stopped has reported its end, or its exit
-                    // is on its way: either way the core hears of it.
-                    let _ = actor.cast(NodeMsg::Cancel(reason));
-                }
-            }
-            RunEffect::Kill { node } => {
-                if let Some(actor) = &self.actors[node.ix()] {
-                    actor.kill();
-                }
-            }
+            RunEffect::Cancel { node, reason } => self.cancel(node, reason),
+            RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,
                 generation,
@@ -345,6 +323,14 @@ impl SupervisorState {
         }
     }
 
+    fn cancel(&self, node: NodeIx, reason: CancelReason) {
+        if let Some(actor) = &self.actors[node.ix()] {
+            // An actor that already stopped has reported its end, or its exit is on its
+            // way: either way the core hears of it.
+            let _ = actor.cast(NodeMsg::Cancel(reason));
+        }
+    }
+
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -352,28 +338,12 @@ impl SupervisorState {
         generation: u32,
         start: NodeStart,
     ) -> Result<(), ActorProcessingErr> {
-        // A delayed node gets every resolution late, none with the spawn.
-        let (start, late) = match (delay_to(self, node), start) {
-            (Some(delay), NodeStart::Reached(resolved)) => {
-                (NodeStart::Reached(Vec::new()), Some((delay, resolved)))
-            }
-            (_, start) => (start, None),
-        };
-        let parent_spans = match &start {
-            NodeStart::Reached(resolved) if !self.spans.is_empty() => resolved
-                .iter()
-                .filter_map(|r| {
-                    let span = self.spans[r.end.node.ix()].clone()?;
-                    Some((r.end.node, span))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let (start, late) = self.hold_back(node, start);
         let args = NodeArgs {
             run: self.run.clone(),
             node,
+            parent_spans: self.parent_spans(&start),
             start,
-            parent_spans,
         };
         // Boxed: ractor's spawn future is large, and this one is awaited inside every
         // message's handler, whose future would otherwise carry (and move) it whole.
@@ -385,25 +355,71 @@ impl SupervisorState {
         ));
         let (actor, _) = spawning.await?;
         self.by_actor.insert(actor.get_id(), (node, generation));
-        #[cfg(feature = "chaos")]
-        crate::chaos::register(
-            &self.run.plan.run_id,
-            self.run.plan.node_ref(node),
-            actor.get_cell(),
-        );
-        if let Some((delay, resolved)) = late {
-            for r in resolved {
-                let msg = self.parent_ended(r);
-                actor.send_after(delay, move || msg);
+        self.chaos_on_spawn(node, &actor, late);
+        self.actors[node.ix()] = Some(actor);
+        Ok(())
+    }
+
+    /// A node chaos delays gets every resolution late, none with the spawn.
+    fn hold_back(
+        &self,
+        node: NodeIx,
+        start: NodeStart,
+    ) -> (NodeStart, Option<(std::time::Duration, Vec<ParentEnded>)>) {
+        match (delay_to(self, node), start) {
+            (Some(delay), NodeStart::Reached(resolved)) => {
+                (NodeStart::Reached(Vec::new()), Some((delay, resolved)))
             }
+            (_, start) => (start, None),
         }
-        #[cfg(feature = "chaos")]
-        if crate::chaos::should_kill_pending(&self.run.plan.run_id, self.run.plan.node_ref(node)) {
+    }
+
+    /// The spans of the parents a start carries, for the node span's links.
+    fn parent_spans(&self, start: &NodeStart) -> Vec<(NodeIx, SpanContext)> {
+        let NodeStart::Reached(resolved) = start else {
+            return Vec::new();
+        };
+        if self.spans.is_empty() {
+            return Vec::new();
+        }
+        resolved
+            .iter()
+            .filter_map(|r| Some((r.end.node, self.spans[r.end.node.ix()].clone()?)))
+            .collect()
+    }
+
+    /// Chaos hooks of a new node actor: registered, sent its held-back resolutions late,
+    /// killed as it starts when the plan says so.
+    #[cfg(feature = "chaos")]
+    fn chaos_on_spawn(
+        &self,
+        node: NodeIx,
+        actor: &ActorRef<NodeMsg>,
+        late: Option<(std::time::Duration, Vec<ParentEnded>)>,
+    ) {
+        let (run_id, node_ref) = (&self.run.plan.run_id, self.run.plan.node_ref(node));
+        crate::chaos::register(run_id, node_ref, actor.get_cell());
+        for (delay, r) in late
+            .into_iter()
+            .flat_map(|(d, rs)| rs.into_iter().map(move |r| (d, r)))
+        {
+            let msg = self.parent_ended(r);
+            actor.send_after(delay, move || msg);
+        }
+        if crate::chaos::should_kill_pending(run_id, node_ref) {
             // Killed as it starts: it is respawned and its parents' ends replayed.
             actor.kill();
         }
-        self.actors[node.ix()] = Some(actor);
-        Ok(())
+    }
+
+    /// Without the `chaos` feature nothing is held back.
+    #[cfg(not(feature = "chaos"))]
+    fn chaos_on_spawn(
+        &self,
+        _node: NodeIx,
+        _actor: &ActorRef<NodeMsg>,
+        _late: Option<(std::time::Duration, Vec<ParentEnded>)>,
+    ) {
     }
 
     fn parent_ended(&self, resolved: ParentEnded) -> NodeMsg {
@@ -430,11 +446,12 @@ impl SupervisorState {
     }
 
     /// Every live node actor receives `msg()`.
-    fn tell_all(&self, msg: impl Fn() -> NodeMsg) {
+    fn tell_all(&self, msg: impl Fn() -> NodeMsg) -> Result<(), ActorProcessingErr> {
         for actor in self.actors.iter().flatten() {
             // A node that is gone needs no news.
             let _ = actor.cast(msg());
         }
+        Ok(())
     }
 
     /// A node the run never reached gets a span of its own, so the whole DAG shows in the
@@ -516,6 +533,31 @@ impl SupervisorState {
         // Drain rather than stop: requests already queued (status, events) are answered.
         let _ = myself.drain();
     }
+}
+
+/// Answers a question; the asker may have given up waiting, which is no error.
+fn answer<T>(reply: RpcReplyPort<T>, value: T) -> Result<(), ActorProcessingErr> {
+    let _ = reply.send(value);
+    Ok(())
+}
+
+/// The plan the run's cores share.
+fn plan_of(args: &SupervisorArgs, slots: Option<&SlotLink>) -> Arc<RunPlan> {
+    let queued = slots.map_or_else(|| vec![false; args.graph.len()], SlotLink::queued);
+    let plan = Arc::new(RunPlan {
+        run_id: args.run_id.clone(),
+        graph: args.graph.clone(),
+        registry: args.registry.clone(),
+        inputs: args.inputs.clone(),
+        max_output_bytes: args.config.limits.max_output_bytes,
+        cancel_grace: args.config.cancel_grace,
+        seed: args.seed,
+        queued,
+        metrics: args.metrics.enabled(),
+    });
+    #[cfg(feature = "chaos")]
+    crate::chaos::record_plan(&plan);
+    plan
 }
 
 /// The run's span, joining the caller's trace when a `traceparent` was given.

@@ -110,8 +110,9 @@ pub(crate) enum SupervisorMsg {
     Node {
         /// The report.
         report: NodeReport,
-        /// The node's span, on its end, when tracing.
-        span: Option<SpanContext>,
+        /// The node's span, on its end, when tracing (boxed: most messages have none, and
+        /// every slot of a mailbox is as large as its largest message).
+        span: Option<Box<SpanContext>>,
     },
     /// From a node whose attempt finished at its first poll: its start and its end in one
     /// message.
@@ -120,8 +121,8 @@ pub(crate) enum SupervisorMsg {
         start: StartReport,
         /// The node's end.
         end: Arc<NodeEnd>,
-        /// The node's span, when tracing.
-        span: Option<SpanContext>,
+        /// The node's span, when tracing (boxed, as above).
+        span: Option<Box<SpanContext>>,
     },
     /// From the supervisor itself, after a node actor exited before its end was recorded:
     /// re-checked through the queue, so a report the node sent before exiting is handled

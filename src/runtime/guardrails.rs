@@ -1,7 +1,8 @@
 //! What keeps the engine within bounds: the [`slots`] book (concurrency caps, granted
-//! first come, first served), [`rate`] limits as token buckets, and the engine
+//! first come, first served), what each node [`needs`] from it, [`rate`] limits as token buckets, and the engine
 //! [`config`]uration with its validation.
 
 pub mod config;
+pub mod needs;
 pub mod rate;
 pub mod slots;
