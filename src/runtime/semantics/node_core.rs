@@ -807,3 +807,165 @@ impl std::io::Write for ByteCounter {
 pub fn crash(cause: impl Into<String>) -> ComponentError {
     ComponentError::retryable(CRASH_ERROR, cause)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::components::registry::ComponentRegistry;
+    use crate::runtime::definition::parse::{Format, parse_definition};
+    use crate::runtime::definition::validate::validate;
+
+    /// The plan of a one-node run of `action` (JSON), no slots.
+    fn plan(action: &str) -> Arc<RunPlan> {
+        seeded(action, 7)
+    }
+
+    fn seeded(action: &str, seed: u64) -> Arc<RunPlan> {
+        let text = format!(r#"{{"title": "t", "actions": [{action}], "edges": []}}"#);
+        let definition = parse_definition(&text, Format::Json).expect("parses");
+        let registry = Arc::new(ComponentRegistry::with_builtins());
+        let graph = Arc::new(validate(&definition, &registry).expect("valid"));
+        Arc::new(RunPlan {
+            run_id: "r".into(),
+            queued: vec![false; graph.len()],
+            graph,
+            registry,
+            inputs: Arc::new(JsonObject::new()),
+            max_output_bytes: 1 << 20,
+            cancel_grace: Duration::from_secs(1),
+            seed,
+            metrics: false,
+        })
+    }
+
+    fn failed(attempt: u32) -> NodeFact {
+        NodeFact::AttemptFinished {
+            attempt,
+            outcome: Err(ComponentError::retryable("Flaky", "try again")),
+        }
+    }
+
+    fn started(effects: &[NodeEffect]) -> Option<u32> {
+        effects.iter().find_map(|e| match e {
+            NodeEffect::StartAttempt(spec) => Some(spec.attempt),
+            _ => None,
+        })
+    }
+
+    const FLAKY: &str = r#"{"ref": "a", "componentId": "core.echo",
+        "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 2}}"#;
+
+    #[test]
+    fn a_root_starts_attempt_one_at_once() {
+        let mut core = NodeCore::new(plan(FLAKY), NodeIx(0));
+        let effects = core.apply(
+            NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+            Time::ZERO,
+        );
+        assert_eq!(started(&effects), Some(1), "{effects:#?}");
+        assert!(matches!(
+            effects[0],
+            NodeEffect::Report(NodeReport::Started(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_attempt_backs_off_and_only_its_own_timer_starts_the_next() {
+        let mut core = NodeCore::new(plan(FLAKY), NodeIx(0));
+        core.apply(
+            NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+            Time::ZERO,
+        );
+        let t1 = Time::from_micros(1_000);
+        let effects = core.apply(failed(1), t1);
+        let due = effects.iter().find_map(|e| match e {
+            NodeEffect::ArmTimer {
+                due,
+                timer: NodeTimer::RetryDue { attempt: 2 },
+            } => Some(*due),
+            _ => None,
+        });
+        // 2 s with jitter in [1 − j, 1]: never later than 2 s, never now.
+        let due = due.expect("a retry timer");
+        assert!(due > t1 && due <= t1 + Duration::from_secs(2), "{due:?}");
+        assert!(matches!(
+            effects[0],
+            NodeEffect::Report(NodeReport::Retrying(_))
+        ));
+        // A stale timer (an attempt the node is not waiting for) changes nothing.
+        let stale = core.apply(
+            NodeFact::TimerFired(NodeTimer::RetryDue { attempt: 3 }),
+            due,
+        );
+        assert!(stale.is_empty(), "{stale:#?}");
+        // A stale result too.
+        assert!(core.apply(failed(1), due).is_empty());
+        let next = core.apply(
+            NodeFact::TimerFired(NodeTimer::RetryDue { attempt: 2 }),
+            due,
+        );
+        assert_eq!(started(&next), Some(2), "{next:#?}");
+    }
+
+    #[test]
+    fn the_last_attempt_failing_ends_the_node_failed_and_stops_it() {
+        let mut core = NodeCore::new(plan(FLAKY), NodeIx(0));
+        core.apply(
+            NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+            Time::ZERO,
+        );
+        let mut now = Time::ZERO;
+        for attempt in 1..=2 {
+            now = now + Duration::from_secs(3);
+            core.apply(failed(attempt), now);
+            now = now + Duration::from_secs(3);
+            let timer = NodeTimer::RetryDue {
+                attempt: attempt + 1,
+            };
+            core.apply(NodeFact::TimerFired(timer), now);
+        }
+        let effects = core.apply(failed(3), now + Duration::from_secs(1));
+        let end = effects.iter().find_map(|e| match e {
+            NodeEffect::Report(NodeReport::Ended(end)) => Some(end.clone()),
+            _ => None,
+        });
+        let end = end.expect("an end");
+        assert_eq!((end.terminal, end.attempts), (Terminal::Failed, 3));
+        assert_eq!(effects.last(), Some(&NodeEffect::Stop));
+        assert!(core.has_ended());
+    }
+
+    #[test]
+    fn the_same_facts_give_the_same_effects() {
+        let run = |seed: u64| {
+            let mut core = NodeCore::new(seeded(FLAKY, seed), NodeIx(0));
+            core.apply(
+                NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+                Time::ZERO,
+            );
+            core.apply(failed(1), Time::from_micros(5))
+        };
+        assert_eq!(run(1), run(1));
+    }
+
+    #[test]
+    fn a_cancel_while_backing_off_ends_the_node_cancelled_at_once() {
+        let mut core = NodeCore::new(plan(FLAKY), NodeIx(0));
+        core.apply(
+            NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+            Time::ZERO,
+        );
+        core.apply(failed(1), Time::from_micros(10));
+        let reason = CancelReason {
+            text: "cancelled: run cancelled by request".into(),
+            grace: Duration::from_secs(1),
+        };
+        let effects = core.apply(NodeFact::CancelRequested(reason), Time::from_micros(20));
+        let end = effects.iter().find_map(|e| match e {
+            NodeEffect::Report(NodeReport::Ended(end)) => Some(end.terminal),
+            _ => None,
+        });
+        assert_eq!(end, Some(Terminal::Cancelled), "{effects:#?}");
+        assert!(started(&effects).is_none());
+    }
+}

@@ -1188,3 +1188,139 @@ fn error_info(error: &ComponentError) -> ErrorInfo {
         message: error.message.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::components::registry::ComponentRegistry;
+    use crate::runtime::definition::JsonObject;
+    use crate::runtime::definition::parse::{Format, parse_definition};
+    use crate::runtime::definition::validate::validate;
+
+    /// A run of `a` → `b` (echoes).
+    fn core() -> RunCore {
+        let text = r#"{"title": "t",
+            "actions": [{"ref": "a", "componentId": "core.echo"},
+                        {"ref": "b", "componentId": "core.echo"}],
+            "edges": [{"sourceRef": "a", "targetRef": "b"}]}"#;
+        let definition = parse_definition(text, Format::Json).expect("parses");
+        let registry = Arc::new(ComponentRegistry::with_builtins());
+        let graph = Arc::new(validate(&definition, &registry).expect("valid"));
+        RunCore::new(Arc::new(RunPlan {
+            run_id: "r".into(),
+            queued: vec![false; graph.len()],
+            graph,
+            registry,
+            inputs: Arc::new(JsonObject::new()),
+            max_output_bytes: 1 << 20,
+            cancel_grace: Duration::from_secs(1),
+            seed: 7,
+            metrics: false,
+        }))
+    }
+
+    fn spawns(effects: &[RunEffect]) -> Vec<(NodeIx, u32, &NodeStart)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                RunEffect::Spawn {
+                    node,
+                    generation,
+                    start,
+                } => Some((*node, *generation, start)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn start_of_a(inputs: JsonObject) -> StartReport {
+        StartReport {
+            node: NodeIx(0),
+            attempt: 1,
+            triggered_by: Arc::from(Vec::new()),
+            withdraw: false,
+            failure: None,
+            inputs: Arc::new(inputs),
+            first_started: Time::from_micros(10),
+        }
+    }
+
+    fn exited(generation: u32) -> RunFact {
+        RunFact::ActorExited {
+            node: NodeIx(0),
+            generation,
+            cause: "killed".into(),
+        }
+    }
+
+    #[test]
+    fn the_run_starts_with_its_roots_only() {
+        let mut core = core();
+        let effects = core.apply(RunFact::Started, Time::ZERO);
+        let spawned: Vec<_> = spawns(&effects).iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(spawned, vec![(NodeIx(0), 0)]);
+        assert_eq!(core.phase(), &RunPhase::Running);
+    }
+
+    #[test]
+    fn a_node_that_died_running_is_respawned_with_its_inputs_and_its_old_exit_is_fenced() {
+        let mut core = core();
+        core.apply(RunFact::Started, Time::ZERO);
+        let mut inputs = JsonObject::new();
+        inputs.insert("x".into(), json!(1));
+        let started = start_of_a(inputs.clone());
+        core.apply(
+            RunFact::Node(NodeReport::Started(started)),
+            Time::from_micros(10),
+        );
+        // The exit is re-checked through the queue before anything is decided.
+        let effects = core.apply(exited(0), Time::from_micros(20));
+        assert!(
+            matches!(
+                effects.as_slice(),
+                [RunEffect::Recheck { generation: 0, .. }]
+            ),
+            "{effects:#?}"
+        );
+        let died = RunFact::NodeDied {
+            node: NodeIx(0),
+            generation: 0,
+            cause: "killed".into(),
+        };
+        let effects = core.apply(died.clone(), Time::from_micros(30));
+        let [(node, generation, NodeStart::Resumed(resume))] = spawns(&effects)[..] else {
+            panic!("one respawn: {effects:#?}");
+        };
+        assert_eq!((node, generation), (NodeIx(0), 1));
+        assert_eq!(*resume.started.inputs, inputs, "the inputs travel with it");
+        assert!(matches!(
+            &resume.attempt,
+            ResumeAt::Crashed { attempt: 1, error } if error.error_type == crate::runtime::components::CRASH_ERROR
+        ));
+        // The dead actor's exit, seen again, changes nothing now that it was replaced.
+        assert!(core.apply(exited(0), Time::from_micros(40)).is_empty());
+        assert!(core.apply(died, Time::from_micros(40)).is_empty());
+    }
+
+    #[test]
+    fn a_cancel_ends_unreached_nodes_and_cancels_live_ones() {
+        let mut core = core();
+        core.apply(RunFact::Started, Time::ZERO);
+        let effects = core.apply(
+            RunFact::CancelRequested(StopKind::Cancel),
+            Time::from_micros(5),
+        );
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                RunEffect::Cancel {
+                    node: NodeIx(0),
+                    ..
+                }
+            )),
+            "{effects:#?}"
+        );
+        assert_eq!(core.status_of(NodeIx(1)), NodeStatus::Cancelled);
+        assert!(matches!(core.phase(), RunPhase::Stopping(_)));
+    }
+}
