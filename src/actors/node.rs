@@ -201,9 +201,11 @@ impl NodeState {
     /// Applies a fact and performs its effects; an attempt that finishes at its first
     /// poll is the next fact.
     fn feed(&mut self, myself: &ActorRef<NodeMsg>, fact: NodeFact) {
+        // One clock read per message: an attempt that finished at its first poll took
+        // no time worth a second read.
+        let now = clock::now();
         let mut next = Some(fact);
         while let Some(fact) = next.take() {
-            let now = clock::now();
             #[cfg(feature = "chaos")]
             crate::chaos::record_node_fact(&self.run.plan.run_id, self.core.ix(), &fact, now);
             // The effect vector is the worker thread's, lent to the core: a node lives
