@@ -187,6 +187,28 @@ async fn the_cap_holds_and_nothing_hangs_when_the_limiter_dies() {
     common::shutdown(&handle).await;
 }
 
+/// A question the limiter held when it died (or that reached it dying) is answered by
+/// its successor: waiting for idle slots never fails because of a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_for_idle_slots_survives_limiter_restarts() {
+    let config = EngineConfig {
+        max_concurrent_nodes: Some(2),
+        ..EngineConfig::default()
+    };
+    let (handle, _probe) = engine(config).await;
+    for _ in 0..50 {
+        handle.kill_limiter();
+        tokio::time::timeout(Duration::from_secs(10), handle.slots_idle())
+            .await
+            .expect("answered")
+            .expect("answered by the limiter that took over");
+    }
+    // And the restarted limiter still grants.
+    let results = run_many(&handle, probes(5, 1), 4).await;
+    assert!(results.iter().all(|r| r.status == RunStatus::Completed));
+    common::shutdown(&handle).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_component_and_group_caps_hold() {
     let mut components = BTreeMap::new();

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotGrant, SlotStats};
 use crate::messages::node::NodeMsg;
@@ -39,7 +39,6 @@ pub(crate) struct LimiterState {
     /// Tickets whose slots this book counts (granted here or adopted).
     held: HashSet<u64>,
     wake_at: Option<Instant>,
-    idle_waiters: Vec<RpcReplyPort<()>>,
 }
 
 impl Actor for LimiterActor {
@@ -58,7 +57,6 @@ impl Actor for LimiterActor {
             waiting: HashMap::new(),
             held: HashSet::new(),
             wake_at: None,
-            idle_waiters: Vec::new(),
         })
     }
 
@@ -109,10 +107,7 @@ impl LimiterState {
                 let _ = reply.send(self.stats());
                 Vec::new()
             }
-            LimiterMsg::WhenIdle(reply) => {
-                self.idle_waiters.push(reply);
-                Vec::new()
-            }
+            LimiterMsg::CheckIdle => Vec::new(),
         }
     }
 
@@ -126,7 +121,7 @@ impl LimiterState {
     /// Once no attempt holds or waits for a slot, those waiting for that are answered.
     fn answer_idle_waiters(&mut self) {
         if self.book.active() == 0 && self.book.queued() == 0 {
-            for waiter in self.idle_waiters.drain(..) {
+            for waiter in self.link.take_idle_waiters() {
                 // A waiter that gave up needs no answer.
                 let _ = waiter.send(());
             }

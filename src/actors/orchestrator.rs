@@ -34,6 +34,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::telemetry::Metrics;
 
 /// The orchestrator's behaviour.
@@ -146,7 +147,7 @@ impl Actor for OrchestratorActor {
             }
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
             // The limiter answers the handle directly once it is idle.
-            OrchestratorMsg::SlotsIdle(reply) => state.limiter.cast(LimiterMsg::WhenIdle(reply)),
+            OrchestratorMsg::SlotsIdle(reply) => state.limiter.when_idle(reply),
             OrchestratorMsg::Slots(reply) => {
                 let _ = reply.send(slot_stats(state).await);
             }
@@ -364,7 +365,7 @@ fn supervisor_args(
         registry: state.registry.clone(),
         inputs: Arc::new(inputs),
         config: state.config.clone(),
-        seed: rand::random(),
+        seed: RunPlan::seed_for(run_id),
         result_tx: result_tx.clone(),
         orchestrator: Some(myself.clone()),
         limiter: Some((state.limiter.clone(), state.tickets.clone(), key)),

@@ -58,8 +58,9 @@ pub(crate) enum LimiterMsg {
     Wake,
     /// From the orchestrator: current numbers.
     Stats(RpcReplyPort<SlotStats>),
-    /// From the orchestrator: answer once no attempt holds or waits for a slot.
-    WhenIdle(RpcReplyPort<()>),
+    /// From the orchestrator: someone waits (in the link) for no attempt to hold or wait
+    /// for a slot; answer them if that is so now.
+    CheckIdle,
 }
 
 /// Where the engine's limiter is, and the grants outstanding.
@@ -68,6 +69,9 @@ struct LinkState {
     limiter: Option<ActorRef<LimiterMsg>>,
     /// Grants given and not dropped yet, by ticket.
     held: HashMap<u64, Needs>,
+    /// Those waiting for every slot to be back: kept here, so that a limiter's death does
+    /// not lose them (its successor answers them).
+    idle_waiters: Vec<RpcReplyPort<()>>,
 }
 
 /// Where the engine's limiter is: one address, set when the limiter is spawned and
@@ -120,6 +124,25 @@ impl LimiterLink {
     /// Records a grant in the ledger (the limiter, as it grants).
     pub(crate) fn granted(&self, ticket: u64, needs: &Needs) {
         self.lock().held.insert(ticket, needs.clone());
+    }
+
+    /// Waits for every slot to be back: `reply` is answered by the live limiter once it is
+    /// idle (at once if it is).
+    pub(crate) fn when_idle(&self, reply: RpcReplyPort<()>) {
+        let limiter = {
+            let mut state = self.lock();
+            state.idle_waiters.push(reply);
+            state.limiter.clone()
+        };
+        if let Some(limiter) = limiter {
+            // A limiter that is gone is being restarted; its successor answers.
+            let _ = limiter.cast(LimiterMsg::CheckIdle);
+        }
+    }
+
+    /// The waiters to answer, now that the limiter is idle.
+    pub(crate) fn take_idle_waiters(&self) -> Vec<RpcReplyPort<()>> {
+        std::mem::take(&mut self.lock().idle_waiters)
     }
 
     /// Takes a dropped grant off the ledger; the limiter to tell.

@@ -33,6 +33,16 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
+    /// The jitter seed of run `run_id`: a stable hash of the id (FNV-1a, 64 bits), so a
+    /// run's retry delays follow from what identifies it, and a journal that kept the id
+    /// replays them. Run ids are unique (fresh UUIDs unless the caller names them), so
+    /// runs still spread their retries apart.
+    pub fn seed_for(run_id: &str) -> u64 {
+        run_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
     /// Whether `node`'s attempts wait for slots.
     pub fn needs_slots(&self, node: NodeIx) -> bool {
         self.queued.get(node.ix()).copied().unwrap_or(false)
@@ -41,5 +51,18 @@ impl RunPlan {
     /// The ref of `node`.
     pub fn node_ref(&self, node: NodeIx) -> &Arc<str> {
         &self.graph.node(node).node_ref
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_is_a_function_of_the_run_id() {
+        assert_eq!(RunPlan::seed_for("run-1"), RunPlan::seed_for("run-1"));
+        assert_ne!(RunPlan::seed_for("run-1"), RunPlan::seed_for("run-2"));
+        // FNV-1a of the empty string is its offset basis.
+        assert_eq!(RunPlan::seed_for(""), 0xcbf2_9ce4_8422_2325);
     }
 }
