@@ -188,7 +188,8 @@ async fn the_cap_holds_and_nothing_hangs_when_the_limiter_dies() {
 }
 
 /// A question the limiter held when it died (or that reached it dying) is answered by
-/// its successor: waiting for idle slots never fails because of a restart.
+/// its successor: waiting for idle slots never fails because of a restart, and the numbers
+/// are the live limiter's.
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_for_idle_slots_survives_limiter_restarts() {
     let config = EngineConfig {
@@ -202,6 +203,18 @@ async fn waiting_for_idle_slots_survives_limiter_restarts() {
             .await
             .expect("answered")
             .expect("answered by the limiter that took over");
+        handle.kill_limiter();
+        let stats = tokio::time::timeout(Duration::from_secs(10), handle.slots())
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(
+            stats,
+            SlotStats {
+                queued: 0,
+                active: 0
+            }
+        );
     }
     // And the restarted limiter still grants.
     let results = run_many(&handle, probes(5, 1), 4).await;
@@ -341,8 +354,11 @@ async fn a_node_queued_too_long_fails_with_queue_timeout_error() {
     };
     let (handle, _) = engine(config).await;
     let mut def = probes(2, 1000);
-    def["nodes"] = json!({"p1": {"ref": "p1", "queueTimeoutSeconds": 0.1}});
-    // p0 takes the only slot first (definition order), p1 times out waiting.
+    def["nodes"] = json!({
+        "p0": {"ref": "p0", "queueTimeoutSeconds": 0.1},
+        "p1": {"ref": "p1", "queueTimeoutSeconds": 0.1}
+    });
+    // Whichever asks first takes the only slot for 1 s; the other times out waiting.
     let f = common::run_on(&handle, &common::workflow(&handle, def), Default::default()).await;
     let (first, second) = if f.status("p0") == NodeStatus::Completed {
         ("p0", "p1")

@@ -70,7 +70,7 @@ impl Actor for LimiterActor {
         let granted = state.apply(message, now);
         grant(state, granted);
         arm_timer(&myself, state, now);
-        state.answer_idle_waiters();
+        state.answer_questions();
         Ok(())
     }
 }
@@ -102,12 +102,7 @@ impl LimiterState {
                 self.wake_at = None;
                 self.book.grant_due(now)
             }
-            LimiterMsg::Stats(reply) => {
-                // The asker may have stopped waiting.
-                let _ = reply.send(self.stats());
-                Vec::new()
-            }
-            LimiterMsg::CheckIdle => Vec::new(),
+            LimiterMsg::Questions => Vec::new(),
         }
     }
 
@@ -118,14 +113,12 @@ impl LimiterState {
         }
     }
 
-    /// Once no attempt holds or waits for a slot, those waiting for that are answered.
-    fn answer_idle_waiters(&mut self) {
-        if self.book.active() == 0 && self.book.queued() == 0 {
-            for waiter in self.link.take_idle_waiters() {
-                // A waiter that gave up needs no answer.
-                let _ = waiter.send(());
-            }
-        }
+    /// Answers the questions waiting in the link (idle ones only once nothing holds or
+    /// waits for a slot).
+    fn answer_questions(&self) {
+        let stats = self.stats();
+        self.link
+            .answer(stats, stats.active == 0 && stats.queued == 0);
     }
 
     fn release(&mut self, ticket: u64, needs: &Needs, now: Instant) -> Vec<u64> {

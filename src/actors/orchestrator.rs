@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 use crate::actors::limiter::{LimiterActor, LimiterArgs};
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
-use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotStats};
+use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
 };
@@ -146,11 +146,9 @@ impl Actor for OrchestratorActor {
                 let _ = reply.send(stop(state, &run_id, kind));
             }
             OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
-            // The limiter answers the handle directly once it is idle.
-            OrchestratorMsg::SlotsIdle(reply) => state.limiter.when_idle(reply),
-            OrchestratorMsg::Slots(reply) => {
-                let _ = reply.send(slot_stats(state).await);
-            }
+            // The limiter answers the handle directly.
+            OrchestratorMsg::SlotsIdle(reply) => state.limiter.ask(Question::Idle(reply)),
+            OrchestratorMsg::Slots(reply) => state.limiter.ask(Question::Stats(reply)),
             OrchestratorMsg::Shutdown { mode, reply } => shutdown(state, mode, reply),
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
                 supervisor_exited(state, &run_id, &cause);
@@ -194,14 +192,6 @@ fn exit_of(event: SupervisionEvent) -> Option<(ActorId, String)> {
             Some((cell.get_id(), format!("the run supervisor died: {err}")))
         }
         _ => None,
-    }
-}
-
-/// The limiter's numbers (zero before it started).
-async fn slot_stats(state: &OrchestratorState) -> SlotStats {
-    match state.limiter.get() {
-        Some(limiter) => ractor::call!(limiter, LimiterMsg::Stats).unwrap_or_default(),
-        None => SlotStats::default(),
     }
 }
 

@@ -56,11 +56,9 @@ pub(crate) enum LimiterMsg {
     },
     /// From the limiter's own timer: a rate-limit token may be there now.
     Wake,
-    /// From the orchestrator: current numbers.
-    Stats(RpcReplyPort<SlotStats>),
-    /// From the orchestrator: someone waits (in the link) for no attempt to hold or wait
-    /// for a slot; answer them if that is so now.
-    CheckIdle,
+    /// From the orchestrator: questions wait in the link (current numbers, or no attempt
+    /// holding or waiting for a slot); answer those that can be.
+    Questions,
 }
 
 /// Where the engine's limiter is, and the grants outstanding.
@@ -69,9 +67,18 @@ struct LinkState {
     limiter: Option<ActorRef<LimiterMsg>>,
     /// Grants given and not dropped yet, by ticket.
     held: HashMap<u64, Needs>,
-    /// Those waiting for every slot to be back: kept here, so that a limiter's death does
-    /// not lose them (its successor answers them).
-    idle_waiters: Vec<RpcReplyPort<()>>,
+    /// Questions to the limiter, kept here so that a limiter's death does not lose them
+    /// (its successor answers them).
+    questions: Vec<Question>,
+}
+
+/// A question to the limiter.
+#[derive(Debug)]
+pub(crate) enum Question {
+    /// Its current numbers.
+    Stats(RpcReplyPort<SlotStats>),
+    /// Tell once no attempt holds or waits for a slot.
+    Idle(RpcReplyPort<()>),
 }
 
 /// Where the engine's limiter is: one address, set when the limiter is spawned and
@@ -126,23 +133,39 @@ impl LimiterLink {
         self.lock().held.insert(ticket, needs.clone());
     }
 
-    /// Waits for every slot to be back: `reply` is answered by the live limiter once it is
-    /// idle (at once if it is).
-    pub(crate) fn when_idle(&self, reply: RpcReplyPort<()>) {
+    /// Asks the live limiter `question`; it is answered even if that limiter dies first
+    /// (by the one that takes over).
+    pub(crate) fn ask(&self, question: Question) {
         let limiter = {
             let mut state = self.lock();
-            state.idle_waiters.push(reply);
+            state.questions.push(question);
             state.limiter.clone()
         };
         if let Some(limiter) = limiter {
             // A limiter that is gone is being restarted; its successor answers.
-            let _ = limiter.cast(LimiterMsg::CheckIdle);
+            let _ = limiter.cast(LimiterMsg::Questions);
         }
     }
 
-    /// The waiters to answer, now that the limiter is idle.
-    pub(crate) fn take_idle_waiters(&self) -> Vec<RpcReplyPort<()>> {
-        std::mem::take(&mut self.lock().idle_waiters)
+    /// Answers the questions waiting: every `Stats` with `stats`, every `Idle` when
+    /// `idle`.
+    pub(crate) fn answer(&self, stats: SlotStats, idle: bool) {
+        let mut state = self.lock();
+        if state.questions.is_empty() {
+            return;
+        }
+        let (answered, kept) = std::mem::take(&mut state.questions)
+            .into_iter()
+            .partition(|q| idle || matches!(q, Question::Stats(_)));
+        state.questions = kept;
+        drop(state);
+        for question in answered {
+            // An asker that gave up needs no answer.
+            match question {
+                Question::Stats(reply) => drop(reply.send(stats)),
+                Question::Idle(reply) => drop(reply.send(())),
+            }
+        }
     }
 
     /// Takes a dropped grant off the ledger; the limiter to tell.
