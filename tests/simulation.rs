@@ -567,7 +567,9 @@ impl Sim {
         let actor = self.nodes[node.ix()].as_mut()?;
         let slot = actor.grant.take();
         let (wait, result) = match spec.limit {
-            Some(limit) if Duration::from_millis(wait) > limit => (limit, Err(spec.on_timeout)),
+            Some(limit) if Duration::from_millis(wait) > limit.after => {
+                (limit.after, Err(limit.error))
+            }
             _ => (Duration::from_millis(wait), result),
         };
         if wait.is_zero() {

@@ -30,7 +30,7 @@ use crate::runtime::components::{
 };
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::{
-    AttemptSpec, NodeCore, NodeEffect, NodeFact, NodeStart,
+    AttemptLimit, AttemptSpec, NodeCore, NodeEffect, NodeFact, NodeStart,
 };
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
@@ -380,14 +380,18 @@ impl NodeState {
 
     /// Runs the component of attempt `spec.attempt` as a task, holding the slots it was
     /// granted; one that finishes at its first poll is returned as the next fact instead.
-    fn start_attempt(&mut self, myself: &ActorRef<NodeMsg>, spec: AttemptSpec) -> Option<NodeFact> {
-        let attempt = spec.attempt;
+    fn start_attempt(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        mut spec: AttemptSpec,
+    ) -> Option<NodeFact> {
+        let (attempt, limit) = (spec.attempt, spec.limit.take());
         let token = CancellationToken::new();
         let span = self.spans.attempt(attempt);
         self.spans.event("started", || {
             vec![KeyValue::new(ATTEMPT, i64::from(attempt))]
         });
-        let mut work = self.attempt_future(self.context(&spec, token.clone()));
+        let mut work = self.attempt_future(self.context(spec, token.clone()));
         let must_die = chaos_kill(self, attempt);
         // A component that finishes at its first poll (echo, branch, ...) is handled at
         // once, without a task or a message: the common case of a scheduler-bound run.
@@ -396,7 +400,7 @@ impl NodeState {
             .flatten();
         let task = done.is_none().then(|| {
             self.flush_held();
-            let run = run_with_limit(work, spec.limit, spec.on_timeout, token.clone());
+            let run = run_with_limit(work, limit, token.clone());
             spawn_attempt(myself.clone(), run, attempt, span.clone())
         });
         let _slot = self.grant.take();
@@ -416,16 +420,16 @@ impl NodeState {
     }
 
     /// What the component of attempt `spec` sees.
-    fn context(&self, spec: &AttemptSpec, cancel: CancellationToken) -> ExecutionContext {
+    fn context(&self, spec: AttemptSpec, cancel: CancellationToken) -> ExecutionContext {
         let node = self.core.node();
         ExecutionContext {
             run_id: self.run.plan.run_id.clone(),
             node_ref: node.node_ref.clone(),
             attempt: spec.attempt,
             params: node.params.clone(),
-            inputs: spec.inputs.clone(),
-            triggered_by: spec.triggered_by.clone(),
-            failure: spec.failure.clone(),
+            inputs: spec.inputs,
+            triggered_by: spec.triggered_by,
+            failure: spec.failure,
             cancel,
         }
     }
@@ -493,19 +497,18 @@ fn spawn_attempt(
 /// the error the core gave for it.
 fn run_with_limit(
     work: BoxFuture<'static, ComponentResult>,
-    limit: Option<std::time::Duration>,
-    on_timeout: ComponentError,
+    limit: Option<AttemptLimit>,
     token: CancellationToken,
 ) -> BoxFuture<'static, ComponentResult> {
     let Some(limit) = limit else {
         return work;
     };
     async move {
-        match tokio::time::timeout(limit, work).await {
+        match tokio::time::timeout(limit.after, work).await {
             Ok(result) => result,
             Err(_) => {
                 token.cancel();
-                Err(on_timeout)
+                Err(limit.error)
             }
         }
     }

@@ -141,16 +141,25 @@ pub struct AttemptSpec {
     pub triggered_by: Arc<[Arc<str>]>,
     /// The failure the node handles.
     pub failure: Option<Arc<FailureInfo>>,
-    /// How long it may run: the attempt timeout or what is left of the total budget.
-    pub limit: Option<Duration>,
-    /// What it fails with when `limit` passes.
-    pub on_timeout: ComponentError,
+    /// How long it may run, when anything bounds it.
+    pub limit: Option<AttemptLimit>,
+}
+
+/// The time limit of an attempt: its timeout, or what is left of the node's total budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptLimit {
+    /// How long it may run.
+    pub after: Duration,
+    /// What it fails with when that passes.
+    pub error: ComponentError,
 }
 
 /// A node's join fired: what every attempt needs.
 #[derive(Debug, Clone)]
 struct Fired {
     triggered_by: Arc<[EdgeIx]>,
+    /// The refs of `triggered_by`'s sources, as every attempt's context gives them.
+    triggered_refs: Arc<[Arc<str>]>,
     failure: Option<Arc<FailureInfo>>,
     inputs: Arc<JsonObject>,
     first_started: Time,
@@ -276,6 +285,7 @@ impl NodeCore {
     fn resume(&mut self, resume: Resume, now: Time) {
         let started = resume.started;
         let fired = Fired {
+            triggered_refs: self.refs_of(&started.triggered_by),
             triggered_by: started.triggered_by,
             failure: started.failure,
             inputs: started.inputs,
@@ -338,6 +348,7 @@ impl NodeCore {
             Err(error) => (JsonObject::new(), Some(error)),
         };
         let fired = Fired {
+            triggered_refs: self.refs_of(&triggered_by),
             triggered_by: triggered_by.into(),
             failure,
             inputs: Arc::new(inputs),
@@ -452,42 +463,38 @@ impl NodeCore {
         let Phase::Active { fired, .. } = &self.phase else {
             unreachable!("only an active node starts attempts")
         };
-        let graph = &self.plan.graph;
-        let (limit, on_timeout) = self.attempt_limit(fired.first_started, now);
         AttemptSpec {
             attempt,
             inputs: fired.inputs.clone(),
-            triggered_by: fired
-                .triggered_by
-                .iter()
-                .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
-                .collect(),
+            triggered_by: fired.triggered_refs.clone(),
             failure: fired.failure.clone(),
-            limit,
-            on_timeout,
+            limit: self.attempt_limit(fired.first_started, now),
         }
+    }
+
+    /// The refs of the sources of `edges`.
+    fn refs_of(&self, edges: &[EdgeIx]) -> Arc<[Arc<str>]> {
+        let graph = &self.plan.graph;
+        edges
+            .iter()
+            .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
+            .collect()
     }
 
     /// The time limit of the next attempt — its timeout, or what is left of the node's
     /// total budget when that is shorter — and the error its passing means.
-    fn attempt_limit(&self, first_started: Time, now: Time) -> (Option<Duration>, ComponentError) {
+    fn attempt_limit(&self, first_started: Time, now: Time) -> Option<AttemptLimit> {
         let node = self.node();
         let remaining = node
             .total_timeout
             .map(|total| total.saturating_sub(now.since(first_started)));
-        let (limit, budget) = match (node.attempt_timeout, remaining) {
-            (Some(a), Some(r)) if r < a => (Some(r), true),
-            (Some(a), _) => (Some(a), false),
-            (None, Some(r)) => (Some(r), true),
-            (None, None) => (None, false),
+        let (after, budget) = match (node.attempt_timeout, remaining) {
+            (Some(a), Some(r)) if r < a => (r, true),
+            (Some(a), _) => (a, false),
+            (None, Some(r)) => (r, true),
+            (None, None) => return None,
         };
-        let Some(secs) = limit.map(|l| l.as_secs_f64()) else {
-            // No limit: the error never happens, and is not built.
-            return (
-                None,
-                ComponentError::retryable(TIMEOUT_ERROR, String::new()),
-            );
-        };
+        let secs = after.as_secs_f64();
         let error = if budget {
             ComponentError::fatal(
                 TIMEOUT_ERROR,
@@ -499,7 +506,7 @@ impl NodeCore {
                 format!("attempt exceeded its {secs:.3}s limit"),
             )
         };
-        (limit, error)
+        Some(AttemptLimit { after, error })
     }
 
     fn on_attempt_finished(&mut self, attempt: u32, outcome: ComponentResult, now: Time) {
@@ -811,9 +818,6 @@ pub fn crash(cause: impl Into<String>) -> ComponentError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::components::registry::ComponentRegistry;
-    use crate::runtime::definition::parse::{Format, parse_definition};
-    use crate::runtime::definition::validate::validate;
 
     /// The plan of a one-node run of `action` (JSON), no slots.
     fn plan(action: &str) -> Arc<RunPlan> {
@@ -822,20 +826,7 @@ mod tests {
 
     fn seeded(action: &str, seed: u64) -> Arc<RunPlan> {
         let text = format!(r#"{{"title": "t", "actions": [{action}], "edges": []}}"#);
-        let definition = parse_definition(&text, Format::Json).expect("parses");
-        let registry = Arc::new(ComponentRegistry::with_builtins());
-        let graph = Arc::new(validate(&definition, &registry).expect("valid"));
-        Arc::new(RunPlan {
-            run_id: "r".into(),
-            queued: vec![false; graph.len()],
-            graph,
-            registry,
-            inputs: Arc::new(JsonObject::new()),
-            max_output_bytes: 1 << 20,
-            cancel_grace: Duration::from_secs(1),
-            seed,
-            metrics: false,
-        })
+        RunPlan::for_tests(&text, seed)
     }
 
     fn failed(attempt: u32) -> NodeFact {

@@ -54,6 +54,32 @@ impl RunPlan {
     }
 }
 
+/// Plans for the cores' unit tests.
+#[cfg(test)]
+impl RunPlan {
+    /// The plan of a run of `definition` (JSON) on the built-ins: no slots, no metrics,
+    /// no run inputs.
+    pub(crate) fn for_tests(definition: &str, seed: u64) -> Arc<RunPlan> {
+        use crate::runtime::definition::parse::{Format, parse_definition};
+        let definition = parse_definition(definition, Format::Json).expect("parses");
+        let registry = Arc::new(ComponentRegistry::with_builtins());
+        let graph = Arc::new(
+            crate::runtime::definition::validate::validate(&definition, &registry).expect("valid"),
+        );
+        Arc::new(RunPlan {
+            run_id: "r".into(),
+            queued: vec![false; graph.len()],
+            graph,
+            registry,
+            inputs: Arc::new(JsonObject::new()),
+            max_output_bytes: 1 << 20,
+            cancel_grace: Duration::from_secs(1),
+            seed,
+            metrics: false,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1192,10 +1192,7 @@ fn error_info(error: &ComponentError) -> ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::components::registry::ComponentRegistry;
     use crate::runtime::definition::JsonObject;
-    use crate::runtime::definition::parse::{Format, parse_definition};
-    use crate::runtime::definition::validate::validate;
 
     /// A run of `a` → `b` (echoes).
     fn core() -> RunCore {
@@ -1203,20 +1200,7 @@ mod tests {
             "actions": [{"ref": "a", "componentId": "core.echo"},
                         {"ref": "b", "componentId": "core.echo"}],
             "edges": [{"sourceRef": "a", "targetRef": "b"}]}"#;
-        let definition = parse_definition(text, Format::Json).expect("parses");
-        let registry = Arc::new(ComponentRegistry::with_builtins());
-        let graph = Arc::new(validate(&definition, &registry).expect("valid"));
-        RunCore::new(Arc::new(RunPlan {
-            run_id: "r".into(),
-            queued: vec![false; graph.len()],
-            graph,
-            registry,
-            inputs: Arc::new(JsonObject::new()),
-            max_output_bytes: 1 << 20,
-            cancel_grace: Duration::from_secs(1),
-            seed: 7,
-            metrics: false,
-        }))
+        RunCore::new(RunPlan::for_tests(text, 7))
     }
 
     fn spawns(effects: &[RunEffect]) -> Vec<(NodeIx, u32, &NodeStart)> {
