@@ -138,9 +138,9 @@ async fn the_engine_wide_cap_holds_under_1000_concurrent_runs() {
     common::shutdown(&handle).await;
 }
 
-/// The limiter dies three times while 250 attempts share 2 slots: it is restarted, the
-/// nodes holding slots hand them over and those waiting ask again, so the cap holds
-/// throughout, every run completes and every slot comes back.
+/// The limiter dies three times while 250 attempts share 2 slots: it is restarted, counts
+/// the grants still held from the link's ledger, and the nodes waiting ask again, so the
+/// cap holds throughout, every run completes and every slot comes back.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cap_holds_and_nothing_hangs_when_the_limiter_dies() {
     let config = EngineConfig {

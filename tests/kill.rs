@@ -138,6 +138,18 @@ async fn submit(handle: &Handle, actions: Value, edges: Value) -> (Arc<Graph>, R
     (w.graph().clone(), run)
 }
 
+/// Kills `node`'s actor once its first attempt is running.
+async fn kill_during_attempt_1(
+    started: &mut mpsc::UnboundedReceiver<(String, u32)>,
+    run: &RunHandle,
+    node: &str,
+) {
+    wait_for_attempt(started, node, 1).await;
+    chaos::node_actor(run.run_id(), node)
+        .unwrap_or_else(|| panic!("{node} is alive"))
+        .kill();
+}
+
 async fn wait_for_attempt(
     rx: &mut mpsc::UnboundedReceiver<(String, u32)>,
     node: &str,
@@ -161,10 +173,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
             json!([{"sourceRef": "g", "targetRef": "after"}]),
     )
     .await;
-    wait_for_attempt(&mut started, "g", 1).await;
-    chaos::node_actor(run.run_id(), "g")
-        .expect("g is alive")
-        .kill();
+    kill_during_attempt_1(&mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.nodes["g"].status, NodeStatus::Completed);
@@ -194,10 +203,7 @@ async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_paren
         json!([{"sourceRef": "p", "targetRef": "g"}]),
     )
     .await;
-    wait_for_attempt(&mut started, "g", 1).await;
-    chaos::node_actor(run.run_id(), "g")
-        .expect("g is alive")
-        .kill();
+    kill_during_attempt_1(&mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
     assert_eq!(result.nodes["g"].attempts, 2);
@@ -218,10 +224,7 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
             json!([{"sourceRef": "g", "targetRef": "after"}]),
     )
     .await;
-    wait_for_attempt(&mut started, "g", 1).await;
-    chaos::node_actor(run.run_id(), "g")
-        .expect("g is alive")
-        .kill();
+    kill_during_attempt_1(&mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Failed);
     assert_eq!(

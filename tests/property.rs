@@ -12,39 +12,15 @@
 //! count is 1,024 per property unless `PROPTEST_CASES` says otherwise. The same checks
 //! run over the pure cores alone, under a seeded scheduler, in `tests/simulation.rs`.
 
+mod common;
 mod random;
 mod reference;
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
-
-/// One runtime and one orchestrator for every case of every property in this file.
-fn engine() -> &'static (tokio::runtime::Runtime, Handle) {
-    static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let config = EngineConfig {
-            cancel_grace: Duration::from_secs(1),
-            ..EngineConfig::default()
-        };
-        let handle = runtime
-            .block_on(Orchestrator::start(config))
-            .expect("the orchestrator starts");
-        (runtime, handle)
-    })
-}
 
 /// `PROPTEST_CASES`, else 1,024 (thousands of cases in CI).
 fn config() -> ProptestConfig {
@@ -54,32 +30,15 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Validates, submits, waits for the result and collects the events.
+/// Validates, submits on the shared engine, waits for the result and collects the events.
 fn run(case: &Case) -> Result<Finished, String> {
-    let def: WorkflowDefinition = serde_json::from_value(case.definition.clone())
-        .map_err(|e| format!("generated definition does not parse: {e}"))?;
-    let (runtime, handle) = engine();
-    let workflow = handle
-        .prepare(def)
-        .map_err(|e| format!("generated definition is invalid: {e}"))?;
-    let graph = workflow.graph().clone();
-    runtime.block_on(async {
-        let submitted = handle
-            .submit_workflow(&workflow, random::run_inputs(), SubmitOptions::default())
-            .await;
-        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
-        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        let events = handle
-            .events(run.run_id())
-            .await
-            .map_err(|e| format!("events after the result: {e}"))?
-            .collect()
-            .await;
-        Ok(Finished {
-            graph,
-            result,
-            events,
-        })
+    let workflow = common::try_workflow(&common::shared_engine().1, &case.definition)?;
+    let options = SubmitOptions::default();
+    let (result, events) = common::run_blocking(&workflow, random::run_inputs(), options)?;
+    Ok(Finished {
+        graph: workflow.graph().clone(),
+        result,
+        events,
     })
 }
 

@@ -7,14 +7,14 @@
 //!
 //! 256 cases per property unless `PROPTEST_CASES` says otherwise.
 
+mod common;
 mod random;
 mod reference;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -24,32 +24,11 @@ use shipsec_orchestrator::messages::event::TraceEvent;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::messages::supervisor::NodeReport;
-use shipsec_orchestrator::runtime::definition::WorkflowDefinition;
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
 use shipsec_orchestrator::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact};
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
-
-/// One runtime and one orchestrator for every case.
-fn engine() -> &'static (tokio::runtime::Runtime, Handle) {
-    static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let config = EngineConfig {
-            cancel_grace: Duration::from_secs(1),
-            ..EngineConfig::default()
-        };
-        let handle = runtime
-            .block_on(Orchestrator::start(config))
-            .expect("the orchestrator starts");
-        (runtime, handle)
-    })
-}
 
 /// An actor run and what it recorded.
 struct Recorded {
@@ -61,12 +40,8 @@ struct Recorded {
 /// Runs `case` on the actors with the recorder on, killing the actor of node `kill` (if
 /// any) as its first attempt starts.
 fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
-    let def: WorkflowDefinition = serde_json::from_value(case.definition.clone())
-        .map_err(|e| format!("generated definition does not parse: {e}"))?;
-    let (runtime, handle) = engine();
-    let workflow = handle
-        .prepare(def)
-        .map_err(|e| format!("generated definition is invalid: {e}"))?;
+    let (runtime, handle) = common::shared_engine();
+    let workflow = common::try_workflow(handle, &case.definition)?;
     let run_id = uuid::Uuid::new_v4().to_string();
     chaos::record_facts(&run_id);
     if let Some(kill) = kill {
@@ -78,22 +53,9 @@ fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
         run_id: Some(run_id.clone()),
         ..SubmitOptions::default()
     };
-    let outcome = runtime.block_on(async {
-        let mut run = handle
-            .submit_workflow(&workflow, random::run_inputs(), options)
-            .await
-            .map_err(|e| format!("submit: {e}"))?;
-        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        let events: Vec<TraceEvent> = handle
-            .events(run.run_id())
-            .await
-            .map_err(|e| format!("events: {e}"))?
-            .collect()
-            .await;
-        // Every actor of the run has stopped, so every fact is recorded.
-        chaos::wait_for_run_actors(&run_id, Duration::from_secs(30)).await;
-        Ok::<_, String>((result, events))
-    });
+    let outcome = common::run_blocking(&workflow, random::run_inputs(), options);
+    // Every actor of the run has stopped, so every fact is recorded.
+    runtime.block_on(chaos::wait_for_run_actors(&run_id, Duration::from_secs(30)));
     let recording = chaos::take_recording(&run_id);
     chaos::clear_run(&run_id);
     let (result, events) = outcome?;

@@ -2,7 +2,8 @@
 //! through a real orchestrator, and checking the trace invariants of docs/semantics.md §9.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -113,6 +114,57 @@ pub async fn run(def: Value) -> Finished {
     let finished = run_on(&handle, &workflow(&handle, def), JsonObject::new()).await;
     shutdown(&handle).await;
     finished
+}
+
+/// One multi-thread runtime and one orchestrator (cancel grace 1 s) for every case of a
+/// test binary's properties.
+pub fn shared_engine() -> &'static (tokio::runtime::Runtime, Handle) {
+    static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let config = EngineConfig {
+            cancel_grace: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let handle = runtime
+            .block_on(Orchestrator::start(config))
+            .expect("the orchestrator starts");
+        (runtime, handle)
+    })
+}
+
+/// A generated definition prepared by `handle`, or why not (property tests report a case
+/// rather than panic on it).
+pub fn try_workflow(handle: &Handle, def: &Value) -> Result<Workflow, String> {
+    let def: WorkflowDefinition = serde_json::from_value(def.clone())
+        .map_err(|e| format!("generated definition does not parse: {e}"))?;
+    handle
+        .prepare(def)
+        .map_err(|e| format!("generated definition is invalid: {e}"))
+}
+
+/// Runs `workflow` on the [`shared_engine`]: its result and every event, or what failed.
+pub fn run_blocking(
+    workflow: &Workflow,
+    inputs: JsonObject,
+    options: SubmitOptions,
+) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
+    let (runtime, handle) = shared_engine();
+    runtime.block_on(async {
+        let submitted = handle.submit_workflow(workflow, inputs, options).await;
+        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
+        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
+        let events = handle
+            .events(run.run_id())
+            .await
+            .map_err(|e| format!("events after the result: {e}"))?
+            .collect()
+            .await;
+        Ok((result, events))
+    })
 }
 
 /// Shuts the engine down, cancelling what is left, and waits until every actor stopped.
