@@ -5,15 +5,17 @@
 //! and points the engine's [`LimiterLink`] at it, which gives it first the link's ledger
 //! of grants still held ([`LimiterMsg::Adopt`]): they are counted before any request, so
 //! caps hold across the restart. Live nodes then ask again for the slots they wait for,
-//! so no node waits forever. Grants are known by ticket: the release of a grant the
-//! ledger no longer had (dropped while no limiter lived) is not counted.
+//! so no node waits forever. A grant dropped while no limiter lived is off the ledger the
+//! successor adopts, and its release (sent to the dead limiter) is lost with it; any
+//! later release reaches the successor behind its adoption, so every release this book
+//! sees is of a grant it counts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotGrant, SlotStats};
+use crate::messages::limiter::{LimiterLink, LimiterMsg, SlotStats};
 use crate::messages::node::NodeMsg;
 use crate::runtime::guardrails::slots::{Needs, SlotBook};
 
@@ -36,8 +38,6 @@ pub(crate) struct LimiterState {
     book: SlotBook,
     link: LimiterLink,
     waiting: HashMap<u64, (ActorRef<NodeMsg>, Needs)>,
-    /// Tickets whose slots this book counts (granted here or adopted).
-    held: HashSet<u64>,
     wake_at: Option<Instant>,
 }
 
@@ -55,7 +55,6 @@ impl Actor for LimiterActor {
             book: SlotBook::new(args.engine_cap),
             link: args.link,
             waiting: HashMap::new(),
-            held: HashSet::new(),
             wake_at: None,
         })
     }
@@ -87,11 +86,9 @@ impl LimiterState {
                 self.waiting.insert(ticket, (node, needs.clone()));
                 self.book.request(ticket, needs, now)
             }
-            LimiterMsg::Release { ticket, needs } => self.release(ticket, &needs, now),
+            LimiterMsg::Release { needs } => self.book.release(&needs, now),
             LimiterMsg::Adopt { grants } => {
-                for (ticket, needs) in grants {
-                    self.adopt(ticket, &needs);
-                }
+                grants.iter().for_each(|needs| self.book.adopt(needs));
                 Vec::new()
             }
             LimiterMsg::Cancel { ticket } => {
@@ -120,20 +117,6 @@ impl LimiterState {
         self.link
             .answer(stats, stats.active == 0 && stats.queued == 0);
     }
-
-    fn release(&mut self, ticket: u64, needs: &Needs, now: Instant) -> Vec<u64> {
-        if self.held.remove(&ticket) {
-            return self.book.release(needs, now);
-        }
-        // Dropped while no limiter lived: the ledger this book adopted did not have it.
-        Vec::new()
-    }
-
-    fn adopt(&mut self, ticket: u64, needs: &Needs) {
-        if self.held.insert(ticket) {
-            self.book.adopt(needs);
-        }
-    }
 }
 
 fn grant(state: &mut LimiterState, tickets: Vec<u64>) {
@@ -141,9 +124,7 @@ fn grant(state: &mut LimiterState, tickets: Vec<u64>) {
         let Some((node, needs)) = state.waiting.remove(&ticket) else {
             continue;
         };
-        state.held.insert(ticket);
-        state.link.granted(ticket, &needs);
-        let grant = SlotGrant::new(state.link.clone(), ticket, needs);
+        let grant = state.link.grant(ticket, needs);
         // A node that is gone drops the message, and with it the grant: its Drop
         // releases the slots.
         let _ = node.cast(NodeMsg::SlotGranted { ticket, grant });

@@ -62,8 +62,8 @@ struct AttemptGuard {
     /// The attempt's task; `None` when it finished at its first poll.
     task: Option<JoinHandle<()>>,
     token: CancellationToken,
-    /// Slots held while the attempt runs, with their ticket: given back when the guard goes.
-    _slot: Option<(u64, SlotGrant)>,
+    /// Slots held while the attempt runs: given back when the guard goes.
+    _slot: Option<SlotGrant>,
     /// The attempt's span, closed when the attempt ends.
     span: tracing::Span,
 }
@@ -92,7 +92,7 @@ pub(crate) struct NodeState {
     /// The slots asked for: `(ticket, attempt)`.
     waiting: Option<(u64, u32)>,
     /// A grant that arrived, until the attempt it is for takes it (or it is dropped).
-    grant: Option<(u64, SlotGrant)>,
+    grant: Option<SlotGrant>,
     /// The start of an attempt not reported yet: one that finishes at its first poll
     /// travels with its end as one [`SupervisorMsg::NodeRan`].
     held: Option<StartReport>,
@@ -363,7 +363,7 @@ impl NodeState {
             return None; // a stale grant: dropping it frees the slots
         }
         self.waiting = None;
-        self.grant = Some((ticket, grant));
+        self.grant = Some(grant);
         Some(NodeFact::SlotsGranted { attempt })
     }
 

@@ -276,28 +276,24 @@ impl SupervisorState {
         #[cfg(feature = "chaos")]
         crate::chaos::record_run_fact(&self.run.plan.run_id, &fact, now);
         let mut effects = self.core.apply(fact, now);
-        let mut spawned = Ok(());
         for effect in effects.drain(..) {
             match effect {
+                // A spawn that failed fails the supervisor: the orchestrator ends the run.
                 RunEffect::Spawn {
                     node,
                     generation,
                     start,
-                } if spawned.is_ok() => {
-                    spawned = self.spawn(myself, node, generation, start).await;
-                }
+                } => self.spawn(myself, node, generation, start).await?,
                 effect => self.perform(myself, effect, now),
             }
         }
         self.core.recycle(effects);
-        spawned
+        Ok(())
     }
 
     fn perform(&mut self, myself: &ActorRef<SupervisorMsg>, effect: RunEffect, now: Time) {
         match effect {
-            // A spawn that failed fails the supervisor (its error is returned): the
-            // orchestrator ends the run.
-            RunEffect::Spawn { .. } => {}
+            RunEffect::Spawn { .. } => {} // awaited by `feed`
             RunEffect::Tell { child, resolved } => self.tell(child, resolved),
             RunEffect::Cancel { node, reason } => self.cancel(node, reason),
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),

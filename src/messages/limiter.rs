@@ -38,16 +38,14 @@ pub(crate) enum LimiterMsg {
     },
     /// From a dropped [`SlotGrant`]: the attempt ended; its slots are free.
     Release {
-        /// The grant's ticket.
-        ticket: u64,
         /// What it held.
         needs: Needs,
     },
     /// From the orchestrator, first in a new limiter's mailbox: the grants still held,
     /// from the ledger; count them before anything else.
     Adopt {
-        /// Ticket and needs of each.
-        grants: Vec<(u64, Needs)>,
+        /// What each holds.
+        grants: Vec<Needs>,
     },
     /// From a node that stopped waiting (cancelled, queue timeout).
     Cancel {
@@ -118,19 +116,20 @@ impl LimiterLink {
     /// grants they may concern.
     pub(crate) fn replace(&self, limiter: ActorRef<LimiterMsg>) {
         let mut state = self.lock();
-        let grants = state
-            .held
-            .iter()
-            .map(|(ticket, needs)| (*ticket, needs.clone()))
-            .collect();
+        let grants = state.held.values().cloned().collect();
         // A limiter that died already is restarted again by its supervisor.
         let _ = limiter.cast(LimiterMsg::Adopt { grants });
         state.limiter = Some(limiter);
     }
 
-    /// Records a grant in the ledger (the limiter, as it grants).
-    pub(crate) fn granted(&self, ticket: u64, needs: &Needs) {
-        self.lock().held.insert(ticket, needs.clone());
+    /// A grant of `needs` under `ticket`, recorded in the ledger (the limiter, as it
+    /// grants).
+    pub(crate) fn grant(&self, ticket: u64, needs: Needs) -> SlotGrant {
+        self.lock().held.insert(ticket, needs);
+        SlotGrant {
+            link: self.clone(),
+            ticket,
+        }
     }
 
     /// Asks the live limiter `question`; it is answered even if that limiter dies first
@@ -168,11 +167,16 @@ impl LimiterLink {
         }
     }
 
-    /// Takes a dropped grant off the ledger; the limiter to tell.
-    fn dropped(&self, ticket: u64) -> Option<ActorRef<LimiterMsg>> {
-        let mut state = self.lock();
-        state.held.remove(&ticket);
-        state.limiter.clone()
+    /// Takes a dropped grant off the ledger and tells the live limiter its slots are free.
+    /// A limiter that is gone is being restarted, from a ledger without this grant.
+    fn release(&self, ticket: u64) {
+        let (needs, limiter) = {
+            let mut state = self.lock();
+            (state.held.remove(&ticket), state.limiter.clone())
+        };
+        if let (Some(needs), Some(limiter)) = (needs, limiter) {
+            let _ = limiter.cast(LimiterMsg::Release { needs });
+        }
     }
 }
 
@@ -183,29 +187,10 @@ impl LimiterLink {
 pub(crate) struct SlotGrant {
     link: LimiterLink,
     ticket: u64,
-    /// Boxed: a node holds a grant in its state, and most nodes need none.
-    needs: Box<Needs>,
-}
-
-impl SlotGrant {
-    /// A grant of `needs` under `ticket`.
-    pub(crate) fn new(link: LimiterLink, ticket: u64, needs: Needs) -> SlotGrant {
-        SlotGrant {
-            link,
-            ticket,
-            needs: Box::new(needs),
-        }
-    }
 }
 
 impl Drop for SlotGrant {
     fn drop(&mut self) {
-        if let Some(limiter) = self.link.dropped(self.ticket) {
-            // A limiter that is gone is being restarted, from a ledger without this grant.
-            let _ = limiter.cast(LimiterMsg::Release {
-                ticket: self.ticket,
-                needs: (*self.needs).clone(),
-            });
-        }
+        self.link.release(self.ticket);
     }
 }
