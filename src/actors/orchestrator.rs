@@ -210,8 +210,8 @@ async fn spawn_limiter(
     Ok(link)
 }
 
-/// The limiter died: a new one takes its place, and every live run is told, so nodes
-/// hand over the slots they hold and ask again for those they wait for.
+/// The limiter died: a new one takes its place (adopting the link's ledger of grants
+/// held), and every live run is told, so nodes ask again for the slots they wait for.
 async fn restart_limiter(
     myself: &ActorRef<OrchestratorMsg>,
     state: &mut OrchestratorState,
