@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
 mod run;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
@@ -52,12 +53,29 @@ enum Command {
     },
     /// Run a workflow, with live progress and a summary.
     Run(run::RunArgs),
+    /// Finish the runs a killed `shipsec run --data-dir DIR` left unfinished, and print
+    /// their results.
+    Resume(run::ResumeArgs),
+    /// Look into a journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// List the journal's runs: status, nodes ended, facts and bytes, and its disk use.
+    Inspect {
+        /// The journal's directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let registry = ComponentRegistry::with_builtins();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
         // Logs only: `run` installs its telemetry inside its async runtime.
         let _ = Telemetry::install(None);
     }
@@ -85,6 +103,16 @@ fn main() -> ExitCode {
             Err(e) => invalid(&e),
         },
         Command::Run(args) => run::run(args, registry),
+        Command::Resume(args) => run::resume(args, registry),
+        Command::Journal {
+            command: JournalCommand::Inspect { dir },
+        } => match inspect::inspect(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

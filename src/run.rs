@@ -19,6 +19,7 @@ use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::load::{Loaded, load_file_with};
 use shipsec_orchestrator::runtime::definition::parse::{Format, parse_typed};
+use shipsec_orchestrator::runtime::journal::Durability;
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::runtime::semantics::shipsec;
 use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
@@ -51,11 +52,48 @@ pub(crate) struct RunArgs {
     /// Refuse a definition with warnings (derived fields that disagree with the edges).
     #[arg(long)]
     strict: bool,
+    /// Journal the run in DIR, so that `shipsec resume --data-dir DIR` finishes it if
+    /// this process dies.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// How hard the journal keeps what it is given: fsync, process or off.
+    #[arg(long, value_name = "MODE", default_value = "fsync")]
+    durability: Durability,
+}
+
+/// `shipsec resume`: finishes the runs a killed `shipsec run` (or server) left unfinished.
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// The journal's directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// How hard the journal keeps what it is given: fsync, process or off.
+    #[arg(long, value_name = "MODE", default_value = "fsync")]
+    durability: Durability,
+    /// Engine configuration file (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the results as a JSON array instead of summaries.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The engine configuration from `--config`, then flags, validated.
 fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineConfig> {
-    let mut config = match &args.config {
+    let mut config = read_config(args.config.as_ref())?;
+    if let Some(n) = args.max_concurrent_nodes {
+        config.max_concurrent_nodes = Some(n);
+    }
+    if let Some(dir) = &args.data_dir {
+        config.journal.data_dir = Some(dir.clone());
+        config.journal.durability = args.durability;
+    }
+    config.validate(registry)?;
+    Ok(config)
+}
+
+fn read_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
+    Ok(match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -63,12 +101,71 @@ fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineC
                 .with_context(|| format!("invalid engine configuration {}", path.display()))?
         }
         None => EngineConfig::default(),
-    };
-    if let Some(n) = args.max_concurrent_nodes {
-        config.max_concurrent_nodes = Some(n);
+    })
+}
+
+/// Resumes the unfinished runs of a journal and prints their results; exit 0 when every
+/// one COMPLETED, 1 otherwise (or when the journal cannot be opened).
+pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode {
+    let outcome = (|| -> Result<Vec<std::sync::Arc<RunResult>>> {
+        let mut config = read_config(args.config.as_ref())?;
+        config.journal.data_dir = Some(args.data_dir.clone());
+        config.journal.durability = args.durability;
+        config.validate(&registry)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async {
+            let handle = Orchestrator::start_with(config, registry).await?;
+            let mut results = Vec::new();
+            for run_id in handle.resumed().to_vec() {
+                results.push(handle.run(&run_id).await?.result().await?);
+            }
+            handle.shutdown(ShutdownMode::Drain).await?;
+            Ok(results)
+        })
+    })();
+    match outcome {
+        Ok(results) => {
+            if args.json {
+                let all: Vec<&RunResult> = results.iter().map(|r| &**r).collect();
+                match serde_json::to_string_pretty(&all) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("{e}"),
+                }
+            } else if results.is_empty() {
+                println!("no unfinished run in {}", args.data_dir.display());
+            } else {
+                for result in &results {
+                    print_result_line(result);
+                }
+            }
+            let all_completed = results.iter().all(|r| r.status == RunStatus::Completed);
+            if all_completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
     }
-    config.validate(registry)?;
-    Ok(config)
+}
+
+fn print_result_line(result: &RunResult) {
+    println!(
+        "{} — {} in {} ms (run {})",
+        result.title,
+        result.status.as_str(),
+        result.duration_ms,
+        result.run_id
+    );
+    if let Some(error) = &result.error {
+        println!("  error: {error}");
+    }
 }
 
 /// Runs the workflow and maps its status to the exit code.

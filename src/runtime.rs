@@ -17,5 +17,6 @@
 pub mod components;
 pub mod definition;
 pub mod guardrails;
+pub mod journal;
 pub mod semantics;
 pub mod telemetry;

@@ -30,6 +30,7 @@ use crate::runtime::definition::parse::Format;
 use crate::runtime::definition::validate::{Problem, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
+use crate::runtime::journal::{Durability, Journal, JournalError};
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum EngineError {
     /// The orchestrator is gone (shut down).
     #[error("the orchestrator is not running")]
     Unavailable,
+    /// The journal cannot be opened or read: the engine does not start.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// Entry point of the library.
@@ -77,11 +81,43 @@ impl Orchestrator {
         registry: ComponentRegistry,
     ) -> Result<Handle, EngineError> {
         config.validate(&registry)?;
+        let journal = match (&config.journal.data_dir, config.journal.durability) {
+            (Some(dir), durability) if durability != Durability::Off => {
+                Some(Journal::open(dir, durability)?)
+            }
+            _ => None,
+        };
+        Orchestrator::start_with_journal(config, registry, journal).await
+    }
+
+    /// Starts an engine over `journal` (whatever `config.journal` says): every unfinished
+    /// run in it is resumed before this returns.
+    ///
+    /// # Errors
+    /// An invalid `config`, a journal that cannot be read (the file and the reason), or a
+    /// journaled run that cannot be resumed (its id and the reason).
+    pub async fn start_with_journal(
+        config: EngineConfig,
+        registry: ComponentRegistry,
+        journal: Option<Journal>,
+    ) -> Result<Handle, EngineError> {
+        config.validate(&registry)?;
+        let stored = match &journal {
+            Some(j) => j.load()?,
+            None => Vec::new(),
+        };
+        let resumed = stored
+            .iter()
+            .filter(|r| r.header.finished.is_none())
+            .map(|r| r.header.accepted.run_id.clone())
+            .collect();
         let registry = Arc::new(registry);
         let limits = config.limits;
         let args = OrchestratorArgs {
             config,
             registry: registry.clone(),
+            journal: journal.clone(),
+            stored,
         };
         let (actor, join) = Actor::spawn(None, OrchestratorActor, args)
             .await
@@ -89,6 +125,8 @@ impl Orchestrator {
         Ok(Handle {
             actor,
             registry,
+            journal,
+            resumed: Arc::new(resumed),
             limits,
             engine: ENGINES.fetch_add(1, Ordering::Relaxed),
             join: Arc::new(Mutex::new(Some(join))),
@@ -129,6 +167,8 @@ impl Workflow {
 pub struct Handle {
     actor: ActorRef<OrchestratorMsg>,
     registry: Arc<ComponentRegistry>,
+    journal: Option<Journal>,
+    resumed: Arc<Vec<String>>,
     limits: DefinitionLimits,
     engine: u64,
     /// The orchestrator's task, awaited by the first shutdown.
@@ -241,13 +281,25 @@ impl Handle {
         } else {
             self.prepare((*workflow.definition).clone())?.graph
         };
+        // Serialised here, on the caller's task, not in the orchestrator.
+        let definition = self.journal.as_ref().map(|_| {
+            serde_json::to_string(&*workflow.definition).expect("a definition serialises")
+        });
         let submitted = ractor::call!(self.actor, |reply| OrchestratorMsg::Submit {
             graph,
+            definition,
             inputs,
             options,
             reply
         })
         .map_err(|_| EngineError::Unavailable)??;
+        if let Some(stored) = submitted.stored {
+            // Accepted only once the journal holds it.
+            stored
+                .await
+                .map_err(|_| EngineError::Unavailable)?
+                .map_err(RunCommandError::Journal)?;
+        }
         Ok(RunHandle {
             run_id: submitted.run_id,
             result: submitted.result,
@@ -350,13 +402,57 @@ impl Handle {
             mode,
             reply
         });
+        self.wait_stopped().await;
+        if let Some(journal) = &self.journal {
+            let journal = journal.clone();
+            // Blocking: everything written is stored before the shutdown completes.
+            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+        }
+        Ok(())
+    }
+
+    async fn wait_stopped(&self) {
         let join = self.join.lock().ok().and_then(|mut j| j.take());
         if let Some(join) = join {
             // The orchestrator's task ends after its own stop; a panic there left it
             // stopped too.
             let _ = join.await;
         }
-        Ok(())
+    }
+
+    /// The runs this engine resumed from its journal when it started.
+    pub fn resumed(&self) -> &[String] {
+        &self.resumed
+    }
+
+    /// A handle on a run the engine knows (live, or finished and still retained).
+    ///
+    /// # Errors
+    /// [`RunCommandError::UnknownRun`].
+    pub async fn run(&self, run_id: &str) -> Result<RunHandle, EngineError> {
+        let id = run_id.to_owned();
+        let result = ractor::call!(self.actor, |reply| OrchestratorMsg::Watch {
+            run_id: id,
+            reply
+        })
+        .map_err(|_| EngineError::Unavailable)??;
+        Ok(RunHandle {
+            run_id: run_id.to_owned(),
+            result,
+        })
+    }
+
+    /// The journal, when the engine has one.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Kills every actor of the engine at once, as a crash of the process would: nothing
+    /// is shut down or flushed (a test then starts an engine on what the journal kept).
+    #[cfg(feature = "chaos")]
+    pub async fn crash(&self) {
+        self.actor.kill();
+        self.wait_stopped().await;
     }
 
     /// Kills the engine's slot limiter (it is restarted): for chaos tests.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use std::sync::atomic::AtomicU64;
 
@@ -32,9 +32,16 @@ use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
+use crate::runtime::definition::parse::{Format, parse_definition};
+use crate::runtime::definition::validate::validate;
 use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
+use crate::runtime::journal::store::{Op, StoreError};
+use crate::runtime::journal::writer::AckSink;
+use crate::runtime::journal::{Journal, StoredRunLog};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::Metrics;
 
 /// The orchestrator's behaviour.
@@ -48,6 +55,10 @@ pub(crate) struct OrchestratorArgs {
     pub(crate) config: EngineConfig,
     /// Components.
     pub(crate) registry: Arc<ComponentRegistry>,
+    /// The journal, when runs are journaled.
+    pub(crate) journal: Option<Journal>,
+    /// What the journal held at start.
+    pub(crate) stored: Vec<StoredRunLog>,
 }
 
 /// A run the orchestrator knows.
@@ -87,6 +98,10 @@ pub(crate) struct OrchestratorState {
     metrics: Arc<Metrics>,
     /// Set once a shutdown began: answered when every run ended and every actor stopped.
     closing: Option<Vec<RpcReplyPort<()>>>,
+    /// The journal, when runs are journaled.
+    journal: Option<Journal>,
+    /// Finished runs still in the journal, oldest first, with when they ended.
+    journaled: VecDeque<(String, Time)>,
 }
 
 impl Actor for OrchestratorActor {
@@ -101,7 +116,7 @@ impl Actor for OrchestratorActor {
     ) -> Result<OrchestratorState, ActorProcessingErr> {
         let engine_cap = args.config.max_concurrent_nodes;
         let limiter = spawn_limiter(&myself, engine_cap, LimiterLink::new()).await?;
-        Ok(OrchestratorState {
+        let mut state = OrchestratorState {
             limiter,
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
@@ -116,7 +131,11 @@ impl Actor for OrchestratorActor {
             finished: VecDeque::new(),
             finished_nodes: 0,
             closing: None,
-        })
+            journal: args.journal,
+            journaled: VecDeque::new(),
+        };
+        resume_all(&myself, &mut state, args.stored).await?;
+        Ok(state)
     }
 
     async fn handle(
@@ -129,15 +148,24 @@ impl Actor for OrchestratorActor {
         match message {
             OrchestratorMsg::Submit {
                 graph,
+                definition,
                 inputs,
                 options,
                 reply,
             } => {
-                let outcome = submit(&myself, state, graph, inputs, options).await;
+                let outcome = submit(&myself, state, graph, definition, inputs, options).await;
                 let _ = reply.send(outcome);
             }
             OrchestratorMsg::Status { run_id, reply } => status(state, run_id, reply),
             OrchestratorMsg::Events { run_id, reply } => events(state, run_id, reply),
+            OrchestratorMsg::Watch { run_id, reply } => {
+                let rx = state
+                    .runs
+                    .get(&run_id)
+                    .map(entry_result_rx)
+                    .ok_or(RunCommandError::UnknownRun(run_id));
+                let _ = reply.send(rx);
+            }
             OrchestratorMsg::Stop {
                 run_id,
                 kind,
@@ -266,6 +294,7 @@ async fn submit(
     myself: &ActorRef<OrchestratorMsg>,
     state: &mut OrchestratorState,
     graph: Arc<Graph>,
+    definition: Option<String>,
     inputs: JsonObject,
     options: SubmitOptions,
 ) -> Result<Submitted, RunCommandError> {
@@ -282,7 +311,21 @@ async fn submit(
     }
     let (result_tx, result_rx) = watch::channel(None);
     let title = graph.title.clone();
-    let args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
+    let (journal, stored) = match (&state.journal, definition) {
+        (Some(journal), Some(definition)) => {
+            let header = accepted_header(&run_id, &graph, definition, &inputs, &options);
+            let (sink, stored) = StoredSink::pair();
+            let op = Op::PutRun {
+                run_id: run_id.as_str().into(),
+                value: record::encode(&header),
+            };
+            journal.append(op, Some((sink, 1)));
+            (Some((journal.clone(), header)), Some(stored))
+        }
+        _ => (None, None),
+    };
+    let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
+    args.journal = journal;
     let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
         .await
         .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
@@ -295,7 +338,156 @@ async fn submit(
     Ok(Submitted {
         run_id,
         result: result_rx,
+        stored,
     })
+}
+
+/// The journal header of a new run.
+fn accepted_header(
+    run_id: &str,
+    graph: &Graph,
+    definition: String,
+    inputs: &JsonObject,
+    options: &SubmitOptions,
+) -> RunHeader {
+    RunHeader {
+        accepted: AcceptedRecord {
+            run_id: run_id.to_owned(),
+            definition_hash: record::definition_hash(&definition),
+            definition,
+            // A JSON object always serialises.
+            inputs: serde_json::to_string(inputs).expect("inputs serialise"),
+            idempotency_key: options.idempotency_key.clone(),
+            traceparent: options.traceparent.clone(),
+            accepted_at: Time::from_system_time(std::time::SystemTime::now()).as_micros(),
+            nodes: graph.len() as u32,
+        },
+        finished: None,
+    }
+}
+
+/// Tells a submitter that its run's acceptance is stored.
+#[derive(Debug)]
+struct StoredSink(std::sync::Mutex<Option<oneshot::Sender<Result<(), String>>>>);
+
+impl StoredSink {
+    fn pair() -> (Arc<dyn AckSink>, oneshot::Receiver<Result<(), String>>) {
+        let (tx, rx) = oneshot::channel();
+        (Arc::new(StoredSink(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    fn answer(&self, outcome: Result<(), String>) {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            // A submitter that stopped waiting needs no answer.
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl AckSink for StoredSink {
+    fn durable(&self, _upto: u64) {
+        self.answer(Ok(()));
+    }
+
+    fn failed(&self, error: &StoreError) {
+        self.answer(Err(error.to_string()));
+    }
+}
+
+/// Resumes every unfinished run the journal held at start; finished ones are kept for
+/// retention.
+async fn resume_all(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    stored: Vec<StoredRunLog>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(journal) = state.journal.clone() else {
+        return Ok(());
+    };
+    let mut finished = Vec::new();
+    for log in stored {
+        if let Some(f) = &log.header.finished {
+            finished.push((
+                log.header.accepted.run_id.clone(),
+                Time::from_micros(f.finished_at),
+            ));
+            continue;
+        }
+        resume_run(myself, state, &journal, log).await?;
+    }
+    finished.sort_by_key(|(_, at)| *at);
+    state.journaled = finished.into();
+    purge_journal(state);
+    Ok(())
+}
+
+/// Starts the supervisor of a run read back from the journal.
+async fn resume_run(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    journal: &Journal,
+    log: StoredRunLog,
+) -> Result<(), ActorProcessingErr> {
+    let accepted = &log.header.accepted;
+    let run_id = accepted.run_id.clone();
+    let fail = |reason: String| format!("run `{run_id}` cannot be resumed: {reason}");
+    let definition = parse_definition(&accepted.definition, Format::Json)
+        .map_err(|e| fail(format!("its definition does not parse: {e}")))?;
+    let graph = validate(&definition, &state.registry)
+        .map_err(|e| fail(format!("its definition is no longer valid here: {e}")))?;
+    let inputs: JsonObject = serde_json::from_str(&accepted.inputs)
+        .map_err(|e| fail(format!("its inputs do not parse: {e}")))?;
+    let options = SubmitOptions {
+        run_id: Some(run_id.clone()),
+        idempotency_key: accepted.idempotency_key.clone(),
+        traceparent: accepted.traceparent.clone(),
+    };
+    let (result_tx, _) = watch::channel(None);
+    let title = graph.title.clone();
+    let mut args = supervisor_args(
+        myself,
+        state,
+        &run_id,
+        Arc::new(graph),
+        inputs,
+        &options,
+        &result_tx,
+    );
+    args.journal = Some((journal.clone(), log.header));
+    args.resume = Some(log.facts);
+    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let entry = RunEntry::Live {
+        supervisor,
+        result_tx,
+        title,
+    };
+    register(state, &run_id, entry, options.idempotency_key);
+    Ok(())
+}
+
+/// Purges the oldest finished runs from the journal past its retention.
+fn purge_journal(state: &mut OrchestratorState) {
+    let Some(journal) = &state.journal else {
+        return;
+    };
+    let config = &state.config.journal;
+    let now = Time::from_system_time(std::time::SystemTime::now());
+    while let Some((run_id, at)) = state.journaled.front() {
+        let expired = now.since(*at) > config.retention();
+        if state.journaled.len() <= config.retained_runs && !expired {
+            break;
+        }
+        journal.append(
+            Op::DeleteRun {
+                run_id: run_id.as_str().into(),
+            },
+            None,
+        );
+        state.journaled.pop_front();
+    }
 }
 
 /// The run an earlier submit with the same idempotency key started, if it is known.
@@ -305,6 +497,7 @@ fn idempotent_run(state: &OrchestratorState, options: &SubmitOptions) -> Option<
     Some(Submitted {
         run_id: existing.clone(),
         result: entry_result_rx(entry),
+        stored: None,
     })
 }
 
@@ -361,6 +554,8 @@ fn supervisor_args(
         limiter: Some((state.limiter.clone(), state.tickets.clone(), key)),
         traceparent: options.traceparent.clone(),
         metrics: state.metrics.clone(),
+        journal: None,
+        resume: None,
     }
 }
 
@@ -505,6 +700,11 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
         },
     );
     answer_pending(state, &run_id);
+    if state.journal.is_some() {
+        let now = Time::from_system_time(std::time::SystemTime::now());
+        state.journaled.push_back((run_id.clone(), now));
+        purge_journal(state);
+    }
     remember_finished(state, run_id, nodes);
 }
 

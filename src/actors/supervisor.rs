@@ -12,7 +12,7 @@
 //! seen before the report it sent just before stopping; the core asks for such an exit
 //! to be re-checked through the mailbox ([`SupervisorMsg::NodeExited`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -37,7 +37,13 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
 use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::guardrails::slots::RunKey;
+use crate::runtime::journal::Journal;
+use crate::runtime::journal::record::{self, Fact, FactKind, RunHeader};
+use crate::runtime::journal::replay::{self, Replayer};
+use crate::runtime::journal::store::{Op, StoreError};
+use crate::runtime::journal::writer::AckSink;
 use crate::runtime::semantics::node_core::NodeStart;
+use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact};
 use crate::runtime::semantics::time::Time;
@@ -73,6 +79,10 @@ pub(crate) struct SupervisorArgs {
     pub(crate) traceparent: Option<String>,
     /// The engine's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
+    /// The journal, and the run's header in it.
+    pub(crate) journal: Option<(Journal, RunHeader)>,
+    /// The facts of a run resumed from the journal, to fold before it goes on.
+    pub(crate) resume: Option<Vec<Fact>>,
 }
 
 /// The supervisor's state.
@@ -91,6 +101,101 @@ pub(crate) struct SupervisorState {
     subscribers: Vec<mpsc::UnboundedSender<TraceEvent>>,
     result_tx: watch::Sender<Option<Arc<RunResult>>>,
     orchestrator: Option<ActorRef<OrchestratorMsg>>,
+    /// The run's journal, when it has one.
+    log: Option<RunLog>,
+    /// Events sent to subscribers so far (with a journal, the core may hold later ones
+    /// whose facts are not stored yet: those are not given out).
+    published: usize,
+}
+
+/// A run's side of the journal: its facts are appended as they are applied, and the
+/// effects of each are held until the journal has stored it (in order: effects of later
+/// facts wait behind earlier ones), so no child is told, no event published and no result
+/// given out for a fact a crash could lose.
+#[derive(Debug)]
+struct RunLog {
+    journal: Journal,
+    header: RunHeader,
+    sink: Arc<dyn AckSink>,
+    /// Facts appended.
+    appended: u64,
+    /// Facts stored.
+    durable: u64,
+    /// Effects waiting for their fact to be stored, with its number.
+    held: VecDeque<(u64, Vec<RunEffect>)>,
+    /// Set once a write failed: the run has been failed and nothing more is journaled.
+    failed: bool,
+}
+
+/// The writer's acknowledgements, as messages to the supervisor.
+#[derive(Debug)]
+struct SupervisorSink(ActorRef<SupervisorMsg>);
+
+impl AckSink for SupervisorSink {
+    fn durable(&self, upto: u64) {
+        // A supervisor that is gone has nothing left to hold.
+        let _ = self.0.cast(SupervisorMsg::Durable(upto));
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let _ = self.0.cast(SupervisorMsg::JournalFailed(error.to_string()));
+    }
+}
+
+impl RunLog {
+    fn new(journal: Journal, header: RunHeader, myself: &ActorRef<SupervisorMsg>) -> RunLog {
+        RunLog {
+            journal,
+            header,
+            sink: Arc::new(SupervisorSink(myself.clone())),
+            appended: 0,
+            durable: 0,
+            held: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// Appends the record of `fact`, if it has one.
+    fn record(&mut self, fact: &RunFact, now: Time) -> bool {
+        match replay::fact_of(fact, now) {
+            Some(record) => {
+                self.append(&record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn append(&mut self, fact: &Fact) {
+        self.appended += 1;
+        let op = Op::PutFact {
+            run_id: self.header.accepted.run_id.as_str().into(),
+            seq: self.appended,
+            value: record::encode(fact),
+        };
+        self.journal
+            .append(op, Some((self.sink.clone(), self.appended)));
+    }
+
+    /// Records the run's end: its last fact, and its header marked finished.
+    fn finished(&mut self, status: RunStatus, now: Time) {
+        let fact = replay::finished_fact(status, now);
+        let FactKind::Finished(finished) = &fact.kind else {
+            unreachable!("a finished fact")
+        };
+        self.header.finished = Some(finished.clone());
+        let op = Op::PutRun {
+            run_id: self.header.accepted.run_id.as_str().into(),
+            value: record::encode(&self.header),
+        };
+        self.journal.append(op, None);
+        self.append(&fact);
+    }
+
+    /// Whether effects applied now must wait.
+    fn holds(&self) -> bool {
+        !self.held.is_empty() || self.appended > self.durable
+    }
 }
 
 impl Actor for RunSupervisor {
@@ -101,12 +206,21 @@ impl Actor for RunSupervisor {
     async fn pre_start(
         &self,
         myself: ActorRef<SupervisorMsg>,
-        args: SupervisorArgs,
+        mut args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        let resume = args.resume.take();
         let mut state = SupervisorState::new(&myself, args);
         #[cfg(feature = "chaos")]
         crate::chaos::register_supervisor(&state.run.plan.run_id, myself.get_cell());
-        state.feed(&myself, RunFact::Started).await?;
+        match resume {
+            // Accepted, and not begun before the engine died: it begins now.
+            None => state.feed(&myself, RunFact::Started).await?,
+            Some(facts) if facts.is_empty() => state.feed(&myself, RunFact::Started).await?,
+            Some(facts) => {
+                state.fold(&facts)?;
+                state.feed(&myself, RunFact::Resumed).await?;
+            }
+        }
         Ok(state)
     }
 
@@ -129,6 +243,11 @@ impl Actor for RunSupervisor {
             SupervisorMsg::Stop(kind) => state.feed(&myself, RunFact::CancelRequested(kind)).await,
             SupervisorMsg::Timer(timer) => state.feed(&myself, RunFact::TimerFired(timer)).await,
             SupervisorMsg::LimiterRestarted => state.tell_all(|| NodeMsg::LimiterRestarted),
+            SupervisorMsg::Durable(upto) => state.on_durable(&myself, upto).await,
+            SupervisorMsg::JournalFailed(error) => {
+                state.journal_failed(&myself, &error);
+                Ok(())
+            }
             SupervisorMsg::Snapshot(reply) => answer(reply, Ok(state.core.snapshot())),
             // An asker that went away leaves a closed sender, pruned on the next emit.
             SupervisorMsg::Subscribe(reply) => answer(reply, Ok(state.subscribe())),
@@ -191,7 +310,70 @@ impl SupervisorState {
             subscribers: Vec::new(),
             result_tx: args.result_tx,
             orchestrator: args.orchestrator,
+            log: args
+                .journal
+                .map(|(journal, header)| RunLog::new(journal, header, myself)),
+            published: 0,
         }
+    }
+
+    /// Folds the journaled facts of a resumed run into its core.
+    fn fold(&mut self, facts: &[Fact]) -> Result<(), ActorProcessingErr> {
+        let mut replayer = Replayer::new(self.core.plan().clone());
+        for fact in facts {
+            replayer
+                .apply(fact)
+                .map_err(|e| format!("run `{}` cannot be resumed: {e}", self.run.plan.run_id))?;
+        }
+        self.core = replayer.into_core();
+        // Every replayed event was published before the engine died, or could have been.
+        self.published = self.core.events().len();
+        if let Some(log) = &mut self.log {
+            log.appended = facts.len() as u64;
+            log.durable = log.appended;
+        }
+        Ok(())
+    }
+
+    /// The journal stored facts up to `upto`: their effects are performed, in order.
+    async fn on_durable(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        upto: u64,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        log.durable = log.durable.max(upto);
+        let mut ready = Vec::new();
+        while log.held.front().is_some_and(|(seq, _)| *seq <= log.durable) {
+            ready.extend(log.held.pop_front().map(|(_, effects)| effects));
+        }
+        for effects in ready {
+            self.perform_all(myself, effects, clock::now()).await?;
+        }
+        Ok(())
+    }
+
+    /// The journal cannot store this run's facts: the run fails now, visibly, with what
+    /// was held back never performed; its node actors are stopped.
+    fn journal_failed(&mut self, myself: &ActorRef<SupervisorMsg>, error: &str) {
+        let Some(log) = &mut self.log else { return };
+        if log.failed {
+            return;
+        }
+        log.failed = true;
+        log.held.clear();
+        let reason = format!(
+            "the run's journal could not be written ({error}); the run stopped at its last stored fact ({})",
+            log.durable
+        );
+        tracing::error!(target: "shipsec::journal", run_id = %self.run.plan.run_id, %reason);
+        for actor in self.actors.iter().flatten() {
+            actor.kill();
+        }
+        let result = Arc::new(self.core.abandoned(reason, clock::now()));
+        self.finish(myself, result);
     }
 
     /// An exit re-checked through the queue and still unexplained: the node died.
@@ -275,7 +457,34 @@ impl SupervisorState {
         let now = clock::now();
         #[cfg(feature = "chaos")]
         crate::chaos::record_run_fact(&self.run.plan.run_id, &fact, now);
-        let mut effects = self.core.apply(fact, now);
+        if let Some(log) = &mut self.log {
+            if log.failed {
+                return Ok(()); // the run was failed; nothing more is applied
+            }
+            log.record(&fact, now);
+        }
+        let effects = self.core.apply(fact, now);
+        if let Some(log) = &mut self.log {
+            if let Some(RunEffect::Finish(result)) =
+                effects.iter().find(|e| matches!(e, RunEffect::Finish(_)))
+            {
+                log.finished(result.status, now);
+            }
+            if log.holds() {
+                log.held.push_back((log.appended, effects));
+                return Ok(());
+            }
+        }
+        self.perform_all(myself, effects, now).await
+    }
+
+    /// Performs effects in order. Only a spawn awaits.
+    async fn perform_all(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        mut effects: Vec<RunEffect>,
+        now: Time,
+    ) -> Result<(), ActorProcessingErr> {
         for effect in effects.drain(..) {
             match effect {
                 // A spawn that failed fails the supervisor: the orchestrator ends the run.
@@ -464,6 +673,7 @@ impl SupervisorState {
         let Some(event) = self.core.events().get(seq as usize - 1) else {
             return;
         };
+        self.published = seq as usize;
         #[cfg(feature = "chaos")]
         if event.kind.is_terminal() {
             crate::chaos::unregister(&self.run.plan.run_id, &event.node_id);
@@ -503,7 +713,7 @@ impl SupervisorState {
         let (tx, rx) = mpsc::unbounded_channel();
         self.subscribers.push(tx);
         EventFeed {
-            backlog: self.core.events().to_vec(),
+            backlog: self.core.events()[..self.published].to_vec(),
             live: Some(rx),
         }
     }

@@ -30,6 +30,9 @@ pub enum EventType {
     Skipped,
     /// Terminal: cancelled.
     Cancelled,
+    /// The run's own event (its `nodeId` is empty): the engine restarted and resumed the
+    /// run from its journal; `data.lostAttempts` lists the attempts that were running.
+    Resumed,
 }
 
 impl EventType {

@@ -57,15 +57,20 @@ pub enum RunCommandError {
     /// The run's supervisor could not be started.
     #[error("cannot start the run: {0}")]
     Spawn(String),
+    /// The run's acceptance could not be stored in the journal.
+    #[error("cannot journal the run: {0}")]
+    Journal(String),
 }
 
 /// What a successful submission returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Submitted {
     /// The run id.
     pub(crate) run_id: String,
     /// Becomes `Some` once the run ends.
     pub(crate) result: watch::Receiver<Option<Arc<RunResult>>>,
+    /// With a journal: answered once the run's acceptance is stored.
+    pub(crate) stored: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
 }
 
 /// What the orchestrator receives.
@@ -75,6 +80,8 @@ pub(crate) enum OrchestratorMsg {
     Submit {
         /// The validated graph.
         graph: Arc<Graph>,
+        /// The definition as JSON text, when the engine journals its runs.
+        definition: Option<String>,
         /// The run's inputs.
         inputs: JsonObject,
         /// Options.
@@ -95,6 +102,13 @@ pub(crate) enum OrchestratorMsg {
         run_id: String,
         /// Reply.
         reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    },
+    /// From a handle: the result channel of a known run.
+    Watch {
+        /// Run id.
+        run_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Result<watch::Receiver<Option<Arc<RunResult>>>, RunCommandError>>,
     },
     /// From a handle: cancel or terminate a run.
     Stop {

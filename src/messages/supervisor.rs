@@ -142,6 +142,10 @@ pub(crate) enum SupervisorMsg {
     /// From the orchestrator: the engine's slot limiter was restarted; live nodes are
     /// told so that slots held and waited for carry over.
     LimiterRestarted,
+    /// From the journal's writer: the run's facts up to this number are stored.
+    Durable(u64),
+    /// From the journal's writer: the run's facts cannot be stored; the run fails.
+    JournalFailed(String),
     /// From the orchestrator, on behalf of a handle: the run's current state.
     Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
     /// From the orchestrator, on behalf of a handle: subscribe to the run's events.

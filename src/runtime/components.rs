@@ -84,6 +84,13 @@ impl fmt::Debug for ExecutionContext {
 }
 
 impl ExecutionContext {
+    /// The attempt's stable id, `<run>/<node ref>/<attempt>`: the same however often the
+    /// attempt runs (a re-run after an engine restart included), so a component can use it
+    /// as an idempotency key with the systems it calls.
+    pub fn attempt_id(&self) -> String {
+        crate::runtime::semantics::run_core::attempt_id(&self.run_id, &self.node_ref, self.attempt)
+    }
+
     /// A parameter or input by name, inputs winning.
     pub fn value(&self, name: &str) -> Option<&Value> {
         self.inputs.get(name).or_else(|| self.params.get(name))

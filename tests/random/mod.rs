@@ -469,7 +469,7 @@ fn check_trace(finished: &Finished) -> Result<(), String> {
         return Err(format!("run ended {:?}", finished.result.status));
     }
     let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
-    for e in events {
+    for e in events.iter().filter(|e| e.kind != EventType::Resumed) {
         if let Some(end) = terminal.get(&*e.node_id) {
             return Err(format!(
                 "{}: event {:?} (seq {}) after its terminal {:?} (seq {})",

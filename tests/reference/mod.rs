@@ -134,6 +134,9 @@ pub struct Timing {
     pub withdrawn: Vec<bool>,
     /// `seq` of the failure that stopped the run under `failRun`, if any.
     pub cutoff: Option<u64>,
+    /// Attempts lost to an engine restart (`RESUMED` events' `lostAttempts`): each failed
+    /// with a retryable `CrashError`, as §8 has a dead node's attempt fail.
+    pub lost: HashSet<(NodeIx, u32)>,
 }
 
 /// Whether a failure of `ix` is handled (§4: it has an outgoing `error` edge).
@@ -205,7 +208,15 @@ impl Timing {
     ///
     /// # Errors
     /// When a node has no terminal event or an event names an unknown node.
-    pub fn from_trace(graph: &Graph, events: &[TraceEvent]) -> Result<Timing, String> {
+    pub fn from_trace(graph: &Graph, all_events: &[TraceEvent]) -> Result<Timing, String> {
+        let lost = lost_attempts(graph, all_events)?;
+        // The run's own events (RESUMED) name no node.
+        let node_events: Vec<TraceEvent> = all_events
+            .iter()
+            .filter(|e| e.kind != EventType::Resumed)
+            .cloned()
+            .collect();
+        let events = &node_events[..];
         let n = graph.nodes.len();
         let mut end_seq = vec![None; n];
         let mut fired_seq = vec![None; n];
@@ -244,6 +255,7 @@ impl Timing {
             end_seq,
             withdrawn,
             cutoff,
+            lost,
         })
     }
 
@@ -251,6 +263,28 @@ impl Timing {
     fn arrived(&self, source: NodeIx) -> bool {
         self.cutoff.is_none_or(|c| self.end_seq[source.ix()] < c)
     }
+}
+
+/// The attempts the `RESUMED` events of a trace say were lost.
+fn lost_attempts(graph: &Graph, events: &[TraceEvent]) -> Result<HashSet<(NodeIx, u32)>, String> {
+    let mut lost = HashSet::new();
+    for e in events.iter().filter(|e| e.kind == EventType::Resumed) {
+        let list = e
+            .data
+            .as_ref()
+            .and_then(|d| d.get("lostAttempts"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("RESUMED event {} has no lostAttempts", e.seq))?;
+        for a in list {
+            let node = a.get("nodeId").and_then(Value::as_str).unwrap_or_default();
+            let ix = graph
+                .find(node)
+                .ok_or_else(|| format!("RESUMED event {} names unknown node {node}", e.seq))?;
+            let attempt = a.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
+            lost.insert((ix, attempt));
+        }
+    }
+    Ok(lost)
 }
 
 /// The nodes whose terminal event is CANCELLED.
@@ -525,12 +559,17 @@ fn attempt(
 }
 
 /// §7: attempts until one succeeds, the error may not be retried, or `maxAttempts` is used.
-fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object) -> NodeEnd {
+fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object, timing: &Timing) -> NodeEnd {
     let node = &graph.nodes[ix.ix()];
     let policy = &node.retry;
     let mut n = 1;
     loop {
-        match attempt(&node.component_id, &node.params, inputs, n) {
+        let outcome = if timing.lost.contains(&(ix, n)) {
+            Err(failure("CrashError", true))
+        } else {
+            attempt(&node.component_id, &node.params, inputs, n)
+        };
+        match outcome {
             Ok((output, active_ports)) => {
                 return NodeEnd {
                     end: End::Completed,
@@ -585,7 +624,7 @@ pub fn expect_node(
         } => (triggered_by, fired_at),
     };
     let mut end = match inputs(graph, ix, run_inputs, timing, fired_at, parent) {
-        Ok(inputs) => run_attempts(graph, ix, &inputs),
+        Ok(inputs) => run_attempts(graph, ix, &inputs, timing),
         Err(f) => NodeEnd {
             error_type: Some(f.error_type),
             ..NodeEnd::without_running(End::Failed, Some(1))

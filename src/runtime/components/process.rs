@@ -25,7 +25,9 @@ pub const PROCESS_ERROR: &str = "ProcessError";
 ///
 /// - **No shell.** `command[0]` is executed with `command[1..]` as its arguments; a shell
 ///   runs only when `command[0]` is one (`["sh", "-c", "..."]`).
-/// - **A clean environment.** The child gets `PATH` (this process's) and nothing else,
+/// - **A clean environment.** The child gets `PATH` (this process's), its attempt's
+///   `SHIPSEC_RUN_ID`, `SHIPSEC_NODE_REF`, `SHIPSEC_ATTEMPT` and `SHIPSEC_ATTEMPT_ID`
+///   (the attempt's idempotency key) and nothing else,
 ///   plus the variables of the optional `env: {NAME: value}` param (strings, numbers or
 ///   booleans; `null` removes the variable, `PATH` included).
 /// - **Capped output.** stdout and stderr are each read up to `maxOutputBytes` (default
@@ -81,7 +83,16 @@ fn argv(ctx: &ExecutionContext) -> Result<Vec<String>, ComponentError> {
 
 /// The child's environment: `PATH`, then the `env` param (`None` values unset).
 fn environment(ctx: &ExecutionContext) -> Result<Vec<(String, Option<String>)>, ComponentError> {
-    let mut vars = vec![("PATH".to_owned(), std::env::var("PATH").ok())];
+    let mut vars = vec![
+        ("PATH".to_owned(), std::env::var("PATH").ok()),
+        ("SHIPSEC_RUN_ID".to_owned(), Some(ctx.run_id.to_string())),
+        (
+            "SHIPSEC_NODE_REF".to_owned(),
+            Some(ctx.node_ref.to_string()),
+        ),
+        ("SHIPSEC_ATTEMPT".to_owned(), Some(ctx.attempt.to_string())),
+        ("SHIPSEC_ATTEMPT_ID".to_owned(), Some(ctx.attempt_id())),
+    ];
     let given = match ctx.value("env") {
         None | Some(Value::Null) => return Ok(vars),
         Some(Value::Object(given)) => given,

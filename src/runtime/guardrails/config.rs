@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::limits::DefinitionLimits;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::journal::JournalConfig;
 
 /// A rate limit in configuration form.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,8 @@ pub struct EngineConfig {
     pub components: BTreeMap<String, ComponentLimits>,
     /// Limits on definitions and on each node's output.
     pub limits: DefinitionLimits,
+    /// The run journal (none unless `journal.dataDir` is set).
+    pub journal: JournalConfig,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             max_active_runs: 5_000,
             components: BTreeMap::new(),
             limits: DefinitionLimits::default(),
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -142,6 +146,10 @@ impl EngineConfig {
                 self.max_concurrent_nodes.map(u64::from),
             ),
             ("maxActiveRuns", Some(self.max_active_runs as u64)),
+            (
+                "journal.retainedRuns",
+                Some(self.journal.retained_runs as u64),
+            ),
             (
                 "limits.maxDefinitionBytes",
                 Some(self.limits.max_definition_bytes as u64),

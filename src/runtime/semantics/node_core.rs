@@ -70,6 +70,14 @@ pub enum ResumeAt {
         /// The attempt.
         attempt: u32,
     },
+    /// The node was waiting out its backoff before attempt `next`: it waits on until
+    /// `due`, the time the backoff was to end (at once if that has passed).
+    Backoff {
+        /// The attempt to start.
+        next: u32,
+        /// When.
+        due: Time,
+    },
 }
 
 /// A fact about one node.
@@ -304,6 +312,20 @@ impl NodeCore {
                 let step = Step::Queued { attempt };
                 self.phase = Phase::Active { fired, step };
                 self.begin_attempt(attempt, false, now);
+            }
+            ResumeAt::Backoff { next, due } => {
+                self.phase = Phase::Active {
+                    fired,
+                    step: Step::BackingOff { next },
+                };
+                if due <= now {
+                    self.begin_attempt(next, false, now);
+                } else {
+                    self.out.push(NodeEffect::ArmTimer {
+                        due,
+                        timer: NodeTimer::RetryDue { attempt: next },
+                    });
+                }
             }
         }
     }
@@ -569,7 +591,7 @@ impl NodeCore {
         if !should_retry(policy, attempt, &error) {
             return self.fail(attempt, error);
         }
-        let delay = delay_after(policy, attempt, &error, self.jitter.sample());
+        let delay = delay_after(policy, attempt, &error, self.jitter.after(attempt));
         if let Some(total) = self.node().total_timeout
             && now.since(first_started) + delay >= total
         {

@@ -17,9 +17,10 @@ use std::time::Duration;
 use crate::runtime::components::{ComponentError, INPUT_ERROR, VALIDATION_ERROR};
 use crate::runtime::definition::graph::RetryPolicy;
 
-/// The source of retry jitter: a small seeded generator (SplitMix64), so that a run's
-/// delays are a function of its seed and a replay draws the same ones. The cores hold one
-/// per node; nothing here reads entropy.
+/// The source of retry jitter: a small seeded generator (SplitMix64) indexed by attempt,
+/// so that the delay after attempt `n` of a node is a function of the run's seed, the
+/// node and `n` alone. A replay, or a node respawned after a crash or a restart, draws the
+/// same delays as the run it continues. Nothing here reads entropy.
 #[derive(Debug, Clone)]
 pub struct Jitter(u64);
 
@@ -29,10 +30,11 @@ impl Jitter {
         Jitter(seed ^ (u64::from(node).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// The next sample, in `[0, 1)`.
-    pub fn sample(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+    /// The sample of the delay after attempt `attempt`, in `[0, 1)`.
+    pub fn after(&self, attempt: u32) -> f64 {
+        let mut z = self
+            .0
+            .wrapping_add(u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -229,16 +231,18 @@ mod tests {
     }
 
     #[test]
-    fn jitter_is_a_function_of_its_seed_and_stays_in_range() {
+    fn jitter_is_a_function_of_seed_node_and_attempt_and_stays_in_range() {
         let draw = |seed, node| {
-            let mut j = Jitter::new(seed, node);
-            (0..1000).map(|_| j.sample()).collect::<Vec<f64>>()
+            let j = Jitter::new(seed, node);
+            (1..=1000).map(|n| j.after(n)).collect::<Vec<f64>>()
         };
         let a = draw(7, 3);
         assert_eq!(a, draw(7, 3));
         assert_ne!(a, draw(7, 4));
         assert_ne!(a, draw(8, 3));
         assert!(a.iter().all(|s| (0.0..1.0).contains(s)));
+        // Drawn by attempt, not in sequence: a respawned node draws the same delays.
+        assert_eq!(Jitter::new(7, 3).after(5), a[4]);
         let mean = a.iter().sum::<f64>() / a.len() as f64;
         assert!((0.4..0.6).contains(&mean), "{mean}");
     }

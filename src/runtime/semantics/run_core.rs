@@ -77,7 +77,15 @@ pub enum RunFact {
     CancelRequested(StopKind),
     /// A timer the core armed fired (`Deadline`: the run deadline was hit).
     TimerFired(RunTimer),
+    /// The engine restarted and resumes the run from its journal: no actor of the run is
+    /// left. Live nodes are respawned where they were (an attempt that was running is
+    /// lost and fails with `CrashError`), the run's timers are armed again at their due
+    /// times, and a `RESUMED` event names the attempts lost.
+    Resumed,
 }
+
+/// The cause of a node's death recorded when the engine restarts under it.
+pub const RESTART_CAUSE: &str = "the engine restarted while the attempt ran";
 
 /// What the supervisor must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +208,8 @@ pub struct Stop {
     pub reason: Arc<str>,
     /// Grace of running attempts.
     pub grace: Duration,
+    /// When nodes that have not ended are abandoned.
+    pub force_due: Time,
 }
 
 impl Stop {
@@ -234,8 +244,9 @@ enum LivePhase {
     Queued(StartReport),
     /// Attempt `attempt` runs.
     Running(StartReport),
-    /// Attempt `report.attempt` failed; the next waits out its backoff.
-    BackingOff(StartReport),
+    /// Attempt `report.attempt` failed; the next waits out its backoff, until the time
+    /// given.
+    BackingOff(StartReport, Time),
 }
 
 /// A node with a live actor.
@@ -400,6 +411,7 @@ impl RunCore {
                 }
                 RunFact::TimerFired(RunTimer::Deadline) => self.on_deadline(now),
                 RunFact::TimerFired(RunTimer::ForceEnd) => self.force_end(now),
+                RunFact::Resumed => self.on_resumed(now),
             }
             self.pump();
             self.maybe_finish(now);
@@ -543,9 +555,9 @@ impl RunCore {
         };
         let phase = std::mem::replace(&mut live.phase, LivePhase::Pending);
         live.phase = match phase {
-            LivePhase::Running(start) | LivePhase::Queued(start) | LivePhase::BackingOff(start) => {
-                LivePhase::BackingOff(start)
-            }
+            LivePhase::Running(start)
+            | LivePhase::Queued(start)
+            | LivePhase::BackingOff(start, _) => LivePhase::BackingOff(start, now + delay),
             LivePhase::Pending => LivePhase::Pending,
         };
         self.metric(Metric::Running(-1));
@@ -903,17 +915,93 @@ impl RunCore {
                 },
                 started,
             })),
-            LivePhase::Running(started) | LivePhase::BackingOff(started) => {
-                NodeStart::Resumed(Box::new(Resume {
-                    attempt: ResumeAt::Crashed {
-                        attempt: started.attempt,
-                        error: crash(cause),
-                    },
-                    started,
-                }))
-            }
+            LivePhase::Running(started) => NodeStart::Resumed(Box::new(Resume {
+                attempt: ResumeAt::Crashed {
+                    attempt: started.attempt,
+                    error: crash(cause),
+                },
+                started,
+            })),
+            // Its attempt had already failed and was reported: it waits on.
+            LivePhase::BackingOff(started, due) => NodeStart::Resumed(Box::new(Resume {
+                attempt: ResumeAt::Backoff {
+                    next: started.attempt + 1,
+                    due,
+                },
+                started,
+            })),
         };
         self.spawn(node, start, false);
+    }
+
+    /// The engine restarted: no actor of the run is left. The `RESUMED` event comes first,
+    /// naming the attempts that were running (lost); then every live node is respawned as
+    /// if its actor had died, and the run's timer is armed again at its due time (the
+    /// deadline counts from the run's original start).
+    fn on_resumed(&mut self, now: Time) {
+        let mut lost = Vec::new();
+        let mut live = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            match slot {
+                Slot::Ended(ended) => {
+                    if ended.exiting.take().is_some() {
+                        self.live_actors -= 1;
+                    }
+                }
+                Slot::Live(l) => {
+                    if let LivePhase::Running(start) = &l.phase {
+                        lost.push((NodeIx(i as u32), start.attempt));
+                    }
+                    live.push((NodeIx(i as u32), l.generation));
+                }
+                Slot::Unreached | Slot::Ready => {}
+            }
+        }
+        self.emit_resumed(&lost, now);
+        for (node, generation) in live {
+            self.on_node_died(node, generation, RESTART_CAUSE.into(), now);
+        }
+        match &self.phase {
+            RunPhase::Running => {
+                if let Some(deadline) = self.plan.graph.settings.timeout {
+                    self.out.push(RunEffect::ArmTimer {
+                        due: self.started_at + deadline,
+                        timer: RunTimer::Deadline,
+                    });
+                }
+            }
+            RunPhase::Stopping(stop) => self.out.push(RunEffect::ArmTimer {
+                due: stop.force_due,
+                timer: RunTimer::ForceEnd,
+            }),
+            RunPhase::Ended(_) => {}
+        }
+    }
+
+    /// The run-level `RESUMED` event (its `nodeId` is empty): the attempts lost, each with
+    /// its attempt id.
+    fn emit_resumed(&mut self, lost: &[(NodeIx, u32)], now: Time) {
+        let plan = self.plan.clone();
+        let attempts: Vec<serde_json::Value> = lost
+            .iter()
+            .map(|(node, attempt)| {
+                let node_ref = plan.node_ref(*node);
+                json!({
+                    "nodeId": &**node_ref,
+                    "attempt": attempt,
+                    "attemptId": attempt_id(&plan.run_id, node_ref, *attempt),
+                })
+            })
+            .collect();
+        let message = match lost.len() {
+            0 => "run resumed after an engine restart; no attempt was lost".to_owned(),
+            1 => "run resumed after an engine restart; 1 attempt was lost".to_owned(),
+            n => format!("run resumed after an engine restart; {n} attempts were lost"),
+        };
+        self.emit_as("".into(), EventType::Resumed, Level::Warn, now, |e| {
+            e.message = Some(message);
+            e.data = Some(Box::new(json!({ "lostAttempts": attempts })));
+        });
     }
 
     /// Starts stopping the run; a stop with a shorter grace replaces one in progress
@@ -929,6 +1017,7 @@ impl RunCore {
             cause,
             reason,
             grace,
+            force_due: now + grace + FORCE_MARGIN,
         };
         let mut unreached = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -949,7 +1038,7 @@ impl RunCore {
             self.record_end(&end, now);
         }
         self.out.push(RunEffect::ArmTimer {
-            due: now + stop.grace + FORCE_MARGIN,
+            due: stop.force_due,
             timer: RunTimer::ForceEnd,
         });
         self.phase = RunPhase::Stopping(stop);
@@ -1056,6 +1145,17 @@ impl RunCore {
         }
     }
 
+    /// The result of a run given up before it ended (its journal failed): FAILED with
+    /// `error`, its nodes as they are now.
+    pub fn abandoned(&self, error: String, now: Time) -> RunResult {
+        RunResult {
+            status: RunStatus::Failed,
+            success: false,
+            error: Some(error),
+            ..self.result(now)
+        }
+    }
+
     fn node_record(&self, ix: NodeIx, ended: Option<&Ended>) -> NodeRecord {
         let record = &self.records[ix.ix()];
         let end = ended.map(|e| &e.end);
@@ -1081,7 +1181,7 @@ impl RunCore {
         match &self.slots[node.ix()] {
             Slot::Unreached | Slot::Ready => NodeStatus::Pending,
             Slot::Live(live) => match live.phase {
-                LivePhase::Pending | LivePhase::BackingOff(_) => NodeStatus::Pending,
+                LivePhase::Pending | LivePhase::BackingOff(..) => NodeStatus::Pending,
                 LivePhase::Queued(_) => NodeStatus::Queued,
                 LivePhase::Running(_) => NodeStatus::Running,
             },
@@ -1146,6 +1246,19 @@ impl RunCore {
         now: Time,
         fill: impl FnOnce(&mut TraceEvent),
     ) {
+        let node_id = self.plan.node_ref(node).clone();
+        self.emit_as(node_id, kind, level, now, fill);
+    }
+
+    /// One trace event of `node_id` (empty for the run's own events).
+    fn emit_as(
+        &mut self,
+        node_id: Arc<str>,
+        kind: EventType,
+        level: Level,
+        now: Time,
+        fill: impl FnOnce(&mut TraceEvent),
+    ) {
         let seq = self.events.len() as u64 + 1;
         let run_id = &self.plan.run_id;
         let mut event = TraceEvent {
@@ -1154,7 +1267,7 @@ impl RunCore {
                 seq,
             },
             run_id: run_id.clone(),
-            node_id: self.plan.node_ref(node).clone(),
+            node_id,
             seq,
             kind,
             level,
@@ -1168,6 +1281,13 @@ impl RunCore {
         self.events.push(event);
         self.out.push(RunEffect::Emitted { seq });
     }
+}
+
+/// The stable id of attempt `attempt` of node `node_ref` in run `run_id`: the same
+/// wherever and however often the attempt runs (a re-run after a restart included), so a
+/// component can use it as an idempotency key.
+pub fn attempt_id(run_id: &str, node_ref: &str, attempt: u32) -> String {
+    format!("{run_id}/{node_ref}/{attempt}")
 }
 
 fn resolution(

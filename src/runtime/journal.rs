@@ -1,0 +1,274 @@
+//! The run journal: what makes runs survive the engine's death.
+//!
+//! A run's supervisor records each fact it applies to its [`RunCore`] — in the form
+//! `journal::replay` defines, keeping only what the cores cannot recompute — and holds
+//! back the effects of that fact (telling children, spawning them, publishing events and
+//! the result) until the journal says it is stored. One writer thread
+//! (`journal::writer`) group-commits the appends of every run. On start, an engine with
+//! a journal folds every unfinished run's facts through fresh cores and resumes it
+//! ([`RunFact::Resumed`]): completed nodes never run again, an attempt that had started
+//! and has no end is lost and fails with `CrashError` (retried per its policy), backoff
+//! timers and the run deadline keep their due times.
+//!
+//! Storage is behind [`JournalStore`]: fjall on disk ([`FjallStore`]), or memory for
+//! tests ([`MemoryStore`]). See docs/durability.md for what survives what.
+//!
+//! [`RunCore`]: crate::runtime::semantics::run_core::RunCore
+//! [`RunFact::Resumed`]: crate::runtime::semantics::run_core::RunFact::Resumed
+
+pub mod record;
+pub mod replay;
+pub mod store;
+pub(crate) mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use store::{FjallStore, JournalStore, MemoryStore, StoreError};
+
+use crate::runtime::journal::record::{Fact, RecordError, RunHeader};
+use crate::runtime::journal::store::Op;
+use crate::runtime::journal::writer::{AckSink, Append, Writer};
+
+/// How hard the journal tries to keep what it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Each batch is written and fdatasync'ed before it is acknowledged: survives a power
+    /// loss.
+    #[default]
+    Fsync,
+    /// Each batch is written to the OS before it is acknowledged: survives kill -9 and
+    /// panics, not a power loss or an OS crash.
+    Process,
+    /// No journal: runs die with the process.
+    Off,
+}
+
+impl Durability {
+    /// Its name in configuration and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Process => "process",
+            Durability::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "process" => Ok(Durability::Process),
+            "off" => Ok(Durability::Off),
+            other => Err(format!(
+                "unknown durability `{other}` (expected fsync, process or off)"
+            )),
+        }
+    }
+}
+
+/// The journal's settings, in [`crate::EngineConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Its directory; no journal without one.
+    pub data_dir: Option<PathBuf>,
+    /// How hard it keeps what it is given.
+    pub durability: Durability,
+    /// Finished runs kept in the journal; the oldest are purged past it.
+    pub retained_runs: usize,
+    /// How long a finished run is kept in the journal, in seconds.
+    #[serde(rename = "retentionSeconds")]
+    pub retention_secs: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            data_dir: None,
+            durability: Durability::Fsync,
+            retained_runs: 10_000,
+            retention_secs: 7 * 86_400,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// How long a finished run is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs)
+    }
+}
+
+/// Why a journal cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record cannot be read.
+    #[error("{location}: run `{run_id}`, {what}: {error}")]
+    Record {
+        /// The journal.
+        location: String,
+        /// The run.
+        run_id: String,
+        /// Which record (`header`, `fact 12`).
+        what: String,
+        /// Why.
+        error: RecordError,
+    },
+    /// A run's journal cannot be resumed: its definition no longer loads, or the cores
+    /// cannot follow its facts.
+    #[error("{location}: run `{run_id}` cannot be resumed: {reason}")]
+    Resume {
+        /// The journal.
+        location: String,
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A run read back from the journal.
+#[derive(Debug, Clone)]
+pub struct StoredRunLog {
+    /// Its header.
+    pub header: RunHeader,
+    /// Its facts, in order.
+    pub facts: Vec<Fact>,
+    /// Bytes its values take.
+    pub bytes: u64,
+}
+
+/// An open journal: the store and its writer thread. Clones share both.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn JournalStore>,
+    durability: Durability,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("location", &self.inner.store.location())
+            .field("durability", &self.inner.durability)
+            .finish()
+    }
+}
+
+impl Journal {
+    /// A journal over `store`, written with `durability` (not `Off`).
+    pub fn new(store: Arc<dyn JournalStore>, durability: Durability) -> Journal {
+        let writer = Writer::start(store.clone(), durability);
+        Journal {
+            inner: Arc::new(Inner {
+                store,
+                durability,
+                writer,
+            }),
+        }
+    }
+
+    /// Opens the fjall journal in `dir`, reporting a torn tail it cut back.
+    ///
+    /// # Errors
+    /// When the directory is locked or its files cannot be read.
+    pub fn open(dir: &std::path::Path, durability: Durability) -> Result<Journal, JournalError> {
+        let (store, opened) = FjallStore::open(dir)?;
+        if let Some(acked) = opened.torn_after {
+            tracing::warn!(
+                target: "shipsec::journal",
+                journal = %dir.display(),
+                last_whole_batch = opened.batch,
+                last_acknowledged = acked,
+                "the journal's tail was torn: opened to its last whole batch; facts acknowledged after it are lost"
+            );
+        }
+        Ok(Journal::new(Arc::new(store), durability))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JournalStore> {
+        &self.inner.store
+    }
+
+    /// Its durability.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Queues a write; `ack` is told when it is stored (or failed).
+    pub(crate) fn append(&self, op: Op, ack: Option<(Arc<dyn AckSink>, u64)>) {
+        self.inner.writer.send(Append { op, ack });
+    }
+
+    /// Waits (blocking) until everything queued so far is stored or failed.
+    pub fn flush(&self) {
+        self.inner.writer.flush();
+    }
+
+    /// Flushes and stops the writer thread.
+    pub fn close(&self) {
+        self.inner.writer.close();
+    }
+
+    /// Every run in the journal, read back whole (headers and facts).
+    ///
+    /// # Errors
+    /// When a record cannot be read: the journal is refused, never half read.
+    pub fn load(&self) -> Result<Vec<StoredRunLog>, JournalError> {
+        load(&*self.inner.store)
+    }
+}
+
+/// Every run in `store`, read back whole.
+///
+/// # Errors
+/// When a record cannot be read.
+pub fn load(store: &dyn JournalStore) -> Result<Vec<StoredRunLog>, JournalError> {
+    let location = store.location();
+    let bad = |run_id: &str, what: String, error: RecordError| JournalError::Record {
+        location: location.clone(),
+        run_id: run_id.to_owned(),
+        what,
+        error,
+    };
+    let mut runs = Vec::new();
+    for (run_id, value) in store.runs()? {
+        let header: RunHeader =
+            record::decode(&value).map_err(|e| bad(&run_id, "header".into(), e))?;
+        let mut bytes = value.len() as u64;
+        let mut facts = Vec::new();
+        for (i, (seq, value)) in store.facts(&run_id)?.into_iter().enumerate() {
+            if seq != i as u64 + 1 {
+                return Err(bad(
+                    &run_id,
+                    format!("fact {}", i + 1),
+                    RecordError::Corrupt(format!("missing (the next stored is fact {seq})")),
+                ));
+            }
+            bytes += value.len() as u64;
+            facts.push(record::decode(&value).map_err(|e| bad(&run_id, format!("fact {seq}"), e))?);
+        }
+        runs.push(StoredRunLog {
+            header,
+            facts,
+            bytes,
+        });
+    }
+    Ok(runs)
+}

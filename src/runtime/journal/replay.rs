@@ -1,0 +1,450 @@
+//! Folding a run's journal back through the pure cores.
+//!
+//! The journal holds the facts the run's supervisor applied, in order, keeping only what
+//! the cores cannot recompute. [`fact_of`] turns a [`RunFact`] into its record as it is
+//! applied; [`Replayer`] turns the records back into the same facts and applies them to
+//! a fresh [`RunCore`] with their recorded times, so the core ends in the state it was in
+//! (the same trace events, with the same `seq`). What was left out is recomputed by node
+//! cores fed the same spawns and edge resolutions the run core sends: a node's inputs and
+//! the failure it handles (from the attempt start its join fired), and a skipped node's
+//! end. A record the cores do not explain (a start with no fired join, a skip the join did
+//! not decide) is a [`ReplayError`]: the journal and this build disagree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::messages::node::NodeEnd;
+use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
+use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
+use crate::runtime::definition::JsonObject;
+use crate::runtime::definition::graph::{EdgeIx, NodeIx};
+use crate::runtime::journal::record::{
+    ErrorRecord, Fact, FactKind, FinishedRecord, HandledRecord, StartRecord,
+};
+use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
+use crate::runtime::semantics::outcome::{RunStatus, Terminal};
+use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
+use crate::runtime::semantics::time::Time;
+
+/// A journal the cores cannot follow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fact {seq}: {reason}")]
+pub struct ReplayError {
+    /// The fact's number.
+    pub seq: u64,
+    /// What does not fit.
+    pub reason: String,
+}
+
+/// The record of `fact`, applied at `now`; `None` for what is not journaled (an actor's
+/// exit: on resume no actor is left, and [`RunFact::Resumed`] accounts for all of them).
+pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
+    let kind = match fact {
+        RunFact::Started => FactKind::Started,
+        RunFact::Node(report) => report_kind(report),
+        RunFact::ActorExited { .. } => return None,
+        RunFact::NodeDied {
+            node,
+            generation,
+            cause,
+        } => FactKind::NodeDied {
+            node: node.0,
+            generation: *generation,
+            cause: cause.clone(),
+        },
+        RunFact::CancelRequested(kind) => FactKind::StopRequested {
+            terminate: *kind == StopKind::Terminate,
+        },
+        RunFact::TimerFired(RunTimer::Deadline) => FactKind::DeadlineHit,
+        RunFact::TimerFired(RunTimer::ForceEnd) => FactKind::GraceOver,
+        RunFact::Resumed => FactKind::Resumed,
+    };
+    Some(Fact {
+        at: now.as_micros(),
+        kind,
+    })
+}
+
+/// The record of the run's end.
+pub fn finished_fact(status: RunStatus, now: Time) -> Fact {
+    Fact {
+        at: now.as_micros(),
+        kind: FactKind::Finished(FinishedRecord {
+            status: status.as_str().to_owned(),
+            finished_at: now.as_micros(),
+        }),
+    }
+}
+
+fn start_record(s: &StartReport) -> StartRecord {
+    StartRecord {
+        node: s.node.0,
+        attempt: s.attempt,
+        withdraw: s.withdraw,
+        first_started: s.first_started.as_micros(),
+        triggered_by: s.triggered_by.iter().map(|e| e.0).collect(),
+    }
+}
+
+fn error_record(e: &ComponentError) -> ErrorRecord {
+    ErrorRecord {
+        error_type: e.error_type.clone(),
+        message: e.message.clone(),
+        retryable: e.retryable,
+    }
+}
+
+fn component_error(e: &ErrorRecord) -> ComponentError {
+    ComponentError {
+        error_type: e.error_type.clone(),
+        message: e.message.clone(),
+        retryable: e.retryable,
+    }
+}
+
+fn report_kind(report: &NodeReport) -> FactKind {
+    match report {
+        NodeReport::Queued(s) => FactKind::Queued(start_record(s)),
+        NodeReport::Started(s) => FactKind::AttemptStarted(start_record(s)),
+        NodeReport::Retrying(r) => FactKind::Retrying {
+            node: r.node.0,
+            attempt: r.attempt,
+            delay_micros: u64::try_from(r.delay.as_micros()).unwrap_or(u64::MAX),
+            error: error_record(&r.error),
+        },
+        NodeReport::Ended(end) => end_kind(end),
+    }
+}
+
+fn end_kind(end: &NodeEnd) -> FactKind {
+    let node = end.node.0;
+    match end.terminal {
+        Terminal::Completed => FactKind::Completed {
+            node,
+            attempts: end.attempts,
+            output: end.output.as_deref().map_or_else(
+                || "{}".to_owned(),
+                // A JSON object always serialises.
+                |o| serde_json::to_string(o).expect("an output serialises"),
+            ),
+            active_ports: end.active_ports.clone(),
+        },
+        Terminal::Failed => FactKind::Failed {
+            node,
+            attempts: end.attempts,
+            error: end.error.as_ref().map_or_else(
+                || ErrorRecord {
+                    error_type: "Error".into(),
+                    message: String::new(),
+                    retryable: false,
+                },
+                error_record,
+            ),
+        },
+        Terminal::Skipped => FactKind::Skipped { node },
+        Terminal::Cancelled => FactKind::Cancelled {
+            node,
+            attempts: end.attempts,
+            reason: end.reason.clone().unwrap_or_default(),
+            handled: end.handled.as_deref().map(|f| HandledRecord {
+                at: f.at.clone(),
+                name: f.reason.name.clone(),
+                message: f.reason.message.clone(),
+            }),
+        },
+    }
+}
+
+/// What a node's join decided, as the replayed node core computed it.
+#[derive(Debug, Clone, Default)]
+struct Fired {
+    /// Its first start report (inputs, handled failure, deciding edges).
+    start: Option<StartReport>,
+    /// Its end, when the join skipped it.
+    skipped: Option<Arc<NodeEnd>>,
+}
+
+/// Folds one run's facts through fresh cores.
+#[derive(Debug)]
+pub struct Replayer {
+    core: RunCore,
+    /// Node cores of nodes whose join has not been seen to decide yet.
+    joins: Vec<Option<NodeCore>>,
+    fired: Vec<Fired>,
+    seq: u64,
+    finished: bool,
+}
+
+impl Replayer {
+    /// A replay of the run `plan` describes.
+    pub fn new(plan: Arc<RunPlan>) -> Replayer {
+        let n = plan.graph.len();
+        Replayer {
+            core: RunCore::new(plan),
+            joins: (0..n).map(|_| None).collect(),
+            fired: vec![Fired::default(); n],
+            seq: 0,
+            finished: false,
+        }
+    }
+
+    /// Applies the next fact.
+    ///
+    /// # Errors
+    /// When the cores cannot explain it.
+    pub fn apply(&mut self, fact: &Fact) -> Result<(), ReplayError> {
+        self.seq += 1;
+        let now = Time::from_micros(fact.at);
+        let run_fact = match &fact.kind {
+            FactKind::Finished(_) => {
+                self.finished = true;
+                return Ok(());
+            }
+            kind => self.run_fact(kind).map_err(|reason| ReplayError {
+                seq: self.seq,
+                reason,
+            })?,
+        };
+        let effects = self.core.apply(run_fact, now);
+        self.route(effects, now);
+        Ok(())
+    }
+
+    /// Whether the journal recorded the run's end.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Facts applied.
+    pub fn facts(&self) -> u64 {
+        self.seq
+    }
+
+    /// The core, in the state the facts left it.
+    pub fn into_core(self) -> RunCore {
+        self.core
+    }
+
+    /// The core so far.
+    pub fn core(&self) -> &RunCore {
+        &self.core
+    }
+
+    fn plan(&self) -> &Arc<RunPlan> {
+        self.core.plan()
+    }
+
+    fn node(&self, node: u32) -> Result<NodeIx, String> {
+        if (node as usize) < self.plan().graph.len() {
+            Ok(NodeIx(node))
+        } else {
+            Err(format!("node {node} is not in the definition"))
+        }
+    }
+
+    fn run_fact(&self, kind: &FactKind) -> Result<RunFact, String> {
+        Ok(match kind {
+            FactKind::Started => RunFact::Started,
+            FactKind::Queued(s) => RunFact::Node(NodeReport::Queued(self.start(s)?)),
+            FactKind::AttemptStarted(s) => RunFact::Node(NodeReport::Started(self.start(s)?)),
+            FactKind::Retrying {
+                node,
+                attempt,
+                delay_micros,
+                error,
+            } => RunFact::Node(NodeReport::Retrying(RetryReport {
+                node: self.node(*node)?,
+                attempt: *attempt,
+                delay: Duration::from_micros(*delay_micros),
+                error: component_error(error),
+            })),
+            FactKind::Completed { .. }
+            | FactKind::Failed { .. }
+            | FactKind::Skipped { .. }
+            | FactKind::Cancelled { .. } => {
+                RunFact::Node(NodeReport::Ended(Arc::new(self.end(kind)?)))
+            }
+            FactKind::NodeDied {
+                node,
+                generation,
+                cause,
+            } => RunFact::NodeDied {
+                node: self.node(*node)?,
+                generation: *generation,
+                cause: cause.clone(),
+            },
+            FactKind::StopRequested { terminate } => RunFact::CancelRequested(if *terminate {
+                StopKind::Terminate
+            } else {
+                StopKind::Cancel
+            }),
+            FactKind::DeadlineHit => RunFact::TimerFired(RunTimer::Deadline),
+            FactKind::GraceOver => RunFact::TimerFired(RunTimer::ForceEnd),
+            FactKind::Resumed => RunFact::Resumed,
+            FactKind::Finished(_) => unreachable!("handled by apply"),
+        })
+    }
+
+    /// A start report: what the record kept, and what the node's join computed.
+    fn start(&self, s: &StartRecord) -> Result<StartReport, String> {
+        let node = self.node(s.node)?;
+        let fired = self.fired[node.ix()].start.as_ref().ok_or_else(|| {
+            format!(
+                "{} started attempt {} but its join never fired",
+                self.plan().node_ref(node),
+                s.attempt
+            )
+        })?;
+        let triggered_by: Arc<[EdgeIx]> = s.triggered_by.iter().map(|e| EdgeIx(*e)).collect();
+        if triggered_by != fired.triggered_by {
+            return Err(format!(
+                "{}: the journal says its join was decided by edges {:?}, the join by {:?}",
+                self.plan().node_ref(node),
+                s.triggered_by,
+                fired.triggered_by
+            ));
+        }
+        Ok(StartReport {
+            node,
+            attempt: s.attempt,
+            triggered_by,
+            withdraw: s.withdraw,
+            failure: fired.failure.clone(),
+            inputs: fired.inputs.clone(),
+            first_started: Time::from_micros(s.first_started),
+        })
+    }
+
+    fn handled(&self, node: NodeIx) -> Option<Arc<FailureInfo>> {
+        self.fired[node.ix()]
+            .start
+            .as_ref()
+            .and_then(|s| s.failure.clone())
+    }
+
+    fn end(&self, kind: &FactKind) -> Result<NodeEnd, String> {
+        let plan = self.plan();
+        let blank = |node: NodeIx, terminal: Terminal, attempts: u32| NodeEnd {
+            node,
+            terminal,
+            attempts,
+            output: None,
+            active_ports: None,
+            error: None,
+            reason: None,
+            origin: None,
+            handled: None,
+        };
+        Ok(match kind {
+            FactKind::Completed {
+                node,
+                attempts,
+                output,
+                active_ports,
+            } => {
+                let node = self.node(*node)?;
+                let output: JsonObject = serde_json::from_str(output).map_err(|e| {
+                    format!(
+                        "the output of {} is not a JSON object: {e}",
+                        plan.node_ref(node)
+                    )
+                })?;
+                NodeEnd {
+                    output: Some(Arc::new(output)),
+                    active_ports: active_ports.clone(),
+                    handled: self.handled(node),
+                    ..blank(node, Terminal::Completed, *attempts)
+                }
+            }
+            FactKind::Failed {
+                node,
+                attempts,
+                error,
+            } => {
+                let node = self.node(*node)?;
+                NodeEnd {
+                    error: Some(component_error(error)),
+                    origin: Some(plan.node_ref(node).clone()),
+                    handled: self.handled(node),
+                    ..blank(node, Terminal::Failed, *attempts)
+                }
+            }
+            FactKind::Cancelled {
+                node,
+                attempts,
+                reason,
+                handled,
+            } => NodeEnd {
+                reason: Some(reason.clone()),
+                handled: handled.as_ref().map(|h| {
+                    Arc::new(FailureInfo {
+                        at: h.at.clone(),
+                        reason: FailureReason {
+                            message: h.message.clone(),
+                            name: h.name.clone(),
+                        },
+                    })
+                }),
+                ..blank(self.node(*node)?, Terminal::Cancelled, *attempts)
+            },
+            FactKind::Skipped { node } => {
+                let node = self.node(*node)?;
+                let skipped = self.fired[node.ix()].skipped.as_ref().ok_or_else(|| {
+                    format!(
+                        "{} was skipped but its join did not skip it",
+                        plan.node_ref(node)
+                    )
+                })?;
+                (**skipped).clone()
+            }
+            _ => unreachable!("only ends are passed"),
+        })
+    }
+
+    /// Feeds the run core's spawns and edge resolutions to node cores until each node's
+    /// join decides; the rest of the effects concern actors and are dropped.
+    fn route(&mut self, effects: Vec<RunEffect>, now: Time) {
+        for effect in effects {
+            match effect {
+                RunEffect::Spawn { node, start, .. } => match start {
+                    NodeStart::Reached(resolved) => {
+                        self.fired[node.ix()] = Fired::default();
+                        let core = NodeCore::new(self.plan().clone(), node);
+                        self.joins[node.ix()] = Some(core);
+                        self.feed(node, NodeFact::Spawned(NodeStart::Reached(resolved)), now);
+                    }
+                    NodeStart::Resumed(resume) => {
+                        // A respawned node carries its fired join in the resume.
+                        self.joins[node.ix()] = None;
+                        self.fired[node.ix()].start = Some(resume.started);
+                    }
+                },
+                RunEffect::Tell { child, resolved } => {
+                    self.feed(child, NodeFact::ParentEnded(resolved), now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn feed(&mut self, node: NodeIx, fact: NodeFact, now: Time) {
+        let Some(core) = self.joins[node.ix()].as_mut() else {
+            return;
+        };
+        let effects = core.apply(fact, now);
+        let first = effects.into_iter().find_map(|e| match e {
+            NodeEffect::Report(report) => Some(report),
+            _ => None,
+        });
+        let fired = &mut self.fired[node.ix()];
+        match first {
+            None => return,
+            Some(NodeReport::Queued(s) | NodeReport::Started(s)) => fired.start = Some(s),
+            Some(NodeReport::Ended(end)) => fired.skipped = Some(end),
+            Some(NodeReport::Retrying(_)) => {}
+        }
+        // Decided: later resolutions change nothing for it.
+        self.joins[node.ix()] = None;
+    }
+}

@@ -1,0 +1,577 @@
+//! Where journal records live: the [`JournalStore`] trait, free of any storage engine's
+//! types, and its two implementations — [`FjallStore`] (embedded, on disk) and
+//! [`MemoryStore`] (tests; it can be told to crash at a given append).
+//!
+//! A store holds two kinds of values: one header per run (keyed by run id) and the run's
+//! facts (keyed by run id and a dense number from 1). [`JournalStore::commit`] applies a
+//! batch atomically with the persistence asked for; the one writer thread
+//! (`journal::writer`) is its only caller.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::runtime::journal::Durability;
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Writes the header of `run_id`.
+    PutRun {
+        /// The run.
+        run_id: Arc<str>,
+        /// The encoded [`crate::runtime::journal::record::RunHeader`].
+        value: Vec<u8>,
+    },
+    /// Writes fact number `seq` of `run_id`.
+    PutFact {
+        /// The run.
+        run_id: Arc<str>,
+        /// Its number, from 1.
+        seq: u64,
+        /// The encoded [`crate::runtime::journal::record::Fact`].
+        value: Vec<u8>,
+    },
+    /// Removes the run: its header and every fact.
+    DeleteRun {
+        /// The run.
+        run_id: Arc<str>,
+    },
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The whole batch is stored as asked.
+    All,
+    /// A test crash: the first `applied` ops are stored, the rest are lost, and the
+    /// "process" is gone (`acked`: whether it lived to acknowledge those stored).
+    Crashed {
+        /// Ops stored.
+        applied: usize,
+        /// Whether their acknowledgements went out.
+        acked: bool,
+    },
+}
+
+/// Why a store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The journal's files cannot be opened or read.
+    #[error("cannot open the journal at {path}: {reason}")]
+    Open {
+        /// Its directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another engine holds the journal.
+    #[error("the journal at {0} is in use by another process")]
+    Locked(PathBuf),
+    /// A write or a persist failed; the store takes no more writes.
+    #[error("journal write failed: {0}")]
+    Write(String),
+    /// A read failed.
+    #[error("journal read failed: {0}")]
+    Read(String),
+}
+
+/// A run's stored values, as read back.
+pub type StoredRun = (Arc<str>, Vec<u8>);
+
+/// A journal's storage.
+pub trait JournalStore: Send + Sync + 'static {
+    /// Applies `batch` atomically, persisted as `durability` says.
+    ///
+    /// # Errors
+    /// [`StoreError::Write`]; the store is then poisoned and fails every later commit.
+    fn commit(&self, batch: &[Op], durability: Durability) -> Result<Committed, StoreError>;
+
+    /// Every run's header, by run id.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn runs(&self) -> Result<Vec<StoredRun>, StoreError>;
+
+    /// The facts of `run_id`, in order, with their numbers.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn facts(&self, run_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Bytes the journal takes on disk (its values' size for the memory store).
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn disk_space(&self) -> Result<u64, StoreError>;
+
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+}
+
+/// The key of fact `seq` of `run_id`: the id's length, the id, the number (big-endian,
+/// so a run's facts sort in order and a run's keys share one prefix).
+fn fact_key(run_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = fact_prefix(run_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn fact_prefix(run_id: &str) -> Vec<u8> {
+    let id = run_id.as_bytes();
+    let mut key = Vec::with_capacity(4 + id.len() + 8);
+    key.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    key.extend_from_slice(id);
+    key
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    let tail: [u8; 8] = key
+        .get(key.len().saturating_sub(8)..)
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| StoreError::Read(format!("malformed fact key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(tail))
+}
+
+/// A crash the memory store stages: after the `after`-th op it stores nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPlan {
+    /// Ops stored before the crash.
+    pub after: u64,
+    /// Whether the acknowledgements of the ops stored go out before the process dies.
+    pub acked: bool,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    runs: BTreeMap<Arc<str>, Vec<u8>>,
+    facts: BTreeMap<Vec<u8>, Vec<u8>>,
+    ops: u64,
+    crash: Option<CrashPlan>,
+    crashed: bool,
+    poisoned: Option<String>,
+}
+
+/// A journal in memory, for tests: what it stored survives the engine that wrote it (an
+/// `Arc` of it is handed to the next engine), and it can crash at a chosen op.
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+    crashed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            inner: Mutex::default(),
+            crashed: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// An empty store that crashes as `plan` says.
+    pub fn crashing(plan: CrashPlan) -> MemoryStore {
+        let store = MemoryStore::default();
+        store.lock().crash = Some(plan);
+        store
+    }
+
+    /// A store whose every commit fails, as a full or failing disk does.
+    pub fn failing(reason: &str) -> MemoryStore {
+        let store = MemoryStore::default();
+        store.lock().poisoned = Some(reason.to_owned());
+        store
+    }
+
+    /// What survived: a new store holding what this one stored, without a crash plan.
+    pub fn recovered(&self) -> MemoryStore {
+        let inner = self.lock();
+        let store = MemoryStore::default();
+        *store.lock() = Memory {
+            runs: inner.runs.clone(),
+            facts: inner.facts.clone(),
+            ..Memory::default()
+        };
+        store
+    }
+
+    /// Becomes `true` when the staged crash happens.
+    pub fn crash_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.crashed.subscribe()
+    }
+
+    /// Whether its staged crash happened.
+    pub fn has_crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    /// Ops stored so far.
+    pub fn ops(&self) -> u64 {
+        self.lock().ops
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding the lock leaves plain maps, still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Memory {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::PutRun { run_id, value } => {
+                self.runs.insert(run_id.clone(), value.clone());
+            }
+            Op::PutFact { run_id, seq, value } => {
+                self.facts.insert(fact_key(run_id, *seq), value.clone());
+            }
+            Op::DeleteRun { run_id } => {
+                self.runs.remove(run_id);
+                let prefix = fact_prefix(run_id);
+                let keys: Vec<Vec<u8>> = self
+                    .facts
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in keys {
+                    self.facts.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+impl JournalStore for MemoryStore {
+    fn commit(&self, batch: &[Op], _durability: Durability) -> Result<Committed, StoreError> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.poisoned {
+            return Err(StoreError::Write(reason.clone()));
+        }
+        if inner.crashed {
+            return Ok(Committed::Crashed {
+                applied: 0,
+                acked: false,
+            });
+        }
+        for (i, op) in batch.iter().enumerate() {
+            if let Some(plan) = inner.crash
+                && inner.ops >= plan.after
+            {
+                inner.crashed = true;
+                self.crashed.send_replace(true);
+                return Ok(Committed::Crashed {
+                    applied: i,
+                    acked: plan.acked,
+                });
+            }
+            inner.apply(op);
+            inner.ops += 1;
+        }
+        Ok(Committed::All)
+    }
+
+    fn runs(&self) -> Result<Vec<StoredRun>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .runs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn facts(&self, run_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let inner = self.lock();
+        let prefix = fact_prefix(run_id);
+        inner
+            .facts
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix) && k.len() == prefix.len() + 8)
+            .map(|(k, v)| Ok((seq_of(k)?, v.clone())))
+            .collect()
+    }
+
+    fn disk_space(&self) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let runs: usize = inner.runs.values().map(Vec::len).sum();
+        let facts: usize = inner.facts.iter().map(|(k, v)| k.len() + v.len()).sum();
+        Ok((runs + facts) as u64)
+    }
+
+    fn location(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// The journal in a directory, on fjall: keyspaces `runs` (headers) and `facts`.
+pub struct FjallStore {
+    path: PathBuf,
+    db: fjall::Database,
+    runs: fjall::Keyspace,
+    facts: fjall::Keyspace,
+    /// The number of the last batch committed (kept in the `facts` keyspace too, under an
+    /// empty key, and appended to the `batches` file after each commit, which is how a
+    /// torn tail is noticed on open).
+    batches: Mutex<(u64, Option<std::fs::File>)>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key under which the last batch's number is kept (no fact key is this short:
+/// fjall refuses empty keys).
+const BATCH_KEY: &[u8] = b"#";
+
+/// The side file recording the numbers of acknowledged batches.
+const BATCHES_FILE: &str = "batches";
+
+/// What opening a journal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The last whole batch.
+    pub batch: u64,
+    /// The last batch acknowledged before the previous process ended, when the journal
+    /// ends before it (a torn tail was cut back to batch `batch`).
+    pub torn_after: Option<u64>,
+}
+
+impl FjallStore {
+    /// Opens (or creates) the journal in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds it, [`StoreError::Open`] with the
+    /// reason when its files cannot be read.
+    pub fn open(dir: &Path) -> Result<(FjallStore, Opened), StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = match fjall::Database::builder(dir.join("fjall"))
+            .max_journaling_size(64 << 20)
+            .worker_threads(1)
+            .manual_journal_persist(true)
+            .open()
+        {
+            Ok(db) => db,
+            Err(fjall::Error::Locked) => return Err(StoreError::Locked(dir.to_path_buf())),
+            Err(e) => return Err(open_err(describe(&e))),
+        };
+        let options = || fjall::KeyspaceCreateOptions::default().manual_journal_persist(true);
+        let runs = db
+            .keyspace("runs", options)
+            .map_err(|e| open_err(describe(&e)))?;
+        let facts = db
+            .keyspace("facts", options)
+            .map_err(|e| open_err(describe(&e)))?;
+        let batch = match facts.get(BATCH_KEY).map_err(|e| open_err(describe(&e)))? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| open_err("the batch counter is malformed".into()))?,
+            ),
+            None => 0,
+        };
+        let acknowledged = last_acknowledged(&dir.join(BATCHES_FILE));
+        let torn_after = acknowledged.filter(|a| *a > batch);
+        // Rewritten from what the journal holds, so a torn tail is reported once.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(dir.join(BATCHES_FILE))
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = FjallStore {
+            path: dir.to_path_buf(),
+            db,
+            runs,
+            facts,
+            batches: Mutex::new((batch, Some(file))),
+        };
+        store.note_batch(batch);
+        Ok((store, Opened { batch, torn_after }))
+    }
+
+    fn note_batch(&self, batch: u64) {
+        use std::io::Write as _;
+        let mut guard = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0 = batch;
+        if let Some(file) = guard.1.as_mut() {
+            // Only a witness for the next open: losing it loses no record.
+            let _ = file.write_all(&batch.to_be_bytes());
+        }
+    }
+}
+
+/// The last batch number in the `batches` file (whole 8-byte entries only).
+fn last_acknowledged(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let whole = bytes.len() / 8 * 8;
+    let last = bytes.get(whole.checked_sub(8)?..whole)?;
+    Some(u64::from_be_bytes(last.try_into().ok()?))
+}
+
+fn describe(e: &fjall::Error) -> String {
+    match e {
+        fjall::Error::JournalRecovery(r) => format!(
+            "its write-ahead log is corrupt ({r:?}); restore the directory from a backup or move it away to start empty"
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl JournalStore for FjallStore {
+    fn commit(&self, batch: &[Op], durability: Durability) -> Result<Committed, StoreError> {
+        let persist = match durability {
+            Durability::Fsync => Some(fjall::PersistMode::SyncData),
+            Durability::Process => Some(fjall::PersistMode::Buffer),
+            Durability::Off => None,
+        };
+        let number = self.batches.lock().unwrap_or_else(|e| e.into_inner()).0 + 1;
+        let mut write = self.db.batch().durability(persist);
+        for op in batch {
+            match op {
+                Op::PutRun { run_id, value } => {
+                    write.insert(&self.runs, run_id.as_bytes(), value.as_slice());
+                }
+                Op::PutFact { run_id, seq, value } => {
+                    write.insert(&self.facts, fact_key(run_id, *seq), value.as_slice());
+                }
+                Op::DeleteRun { run_id } => {
+                    write.remove(&self.runs, run_id.as_bytes());
+                    for guard in self.facts.prefix(fact_prefix(run_id)) {
+                        let key = guard.key().map_err(|e| StoreError::Write(describe(&e)))?;
+                        write.remove(&self.facts, key);
+                    }
+                }
+            }
+        }
+        write.insert(&self.facts, BATCH_KEY, number.to_be_bytes().as_slice());
+        write
+            .commit()
+            .map_err(|e| StoreError::Write(describe(&e)))?;
+        self.note_batch(number);
+        Ok(Committed::All)
+    }
+
+    fn runs(&self) -> Result<Vec<StoredRun>, StoreError> {
+        self.runs
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(|e| StoreError::Read(describe(&e)))?;
+                let id = std::str::from_utf8(&k)
+                    .map_err(|_| StoreError::Read("a run id is not UTF-8".into()))?;
+                Ok((Arc::from(id), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn facts(&self, run_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let prefix = fact_prefix(run_id);
+        self.facts
+            .prefix(&prefix)
+            .filter_map(|g| {
+                let kv = g.into_inner().map_err(|e| StoreError::Read(describe(&e)));
+                match kv {
+                    Ok((k, _)) if k.len() != prefix.len() + 8 => None,
+                    Ok((k, v)) => Some(seq_of(&k).map(|s| (s, v.to_vec()))),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect()
+    }
+
+    fn disk_space(&self) -> Result<u64, StoreError> {
+        self.db
+            .disk_space()
+            .map_err(|e| StoreError::Read(describe(&e)))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(run: &str, seq: u64) -> Op {
+        Op::PutFact {
+            run_id: run.into(),
+            seq,
+            value: vec![seq as u8],
+        }
+    }
+
+    #[test]
+    fn a_run_s_facts_come_back_in_order_and_apart_from_other_runs() {
+        let store = MemoryStore::new();
+        let batch = [put("a", 2), put("ab", 1), put("a", 1), put("a", 10)];
+        store.commit(&batch, Durability::Fsync).unwrap();
+        let seqs: Vec<u64> = store.facts("a").unwrap().iter().map(|f| f.0).collect();
+        assert_eq!(seqs, [1, 2, 10]);
+        assert_eq!(store.facts("ab").unwrap().len(), 1);
+        store
+            .commit(&[Op::DeleteRun { run_id: "a".into() }], Durability::Fsync)
+            .unwrap();
+        assert!(store.facts("a").unwrap().is_empty());
+        assert_eq!(store.facts("ab").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_staged_crash_stores_a_prefix_and_nothing_after() {
+        let store = MemoryStore::crashing(CrashPlan {
+            after: 3,
+            acked: false,
+        });
+        let batch = [put("a", 1), put("a", 2)];
+        assert_eq!(store.commit(&batch, Durability::Fsync), Ok(Committed::All));
+        let crashed = store.commit(&batch, Durability::Fsync).unwrap();
+        assert_eq!(
+            crashed,
+            Committed::Crashed {
+                applied: 1,
+                acked: false
+            }
+        );
+        assert!(store.has_crashed());
+        assert_eq!(store.recovered().ops(), 0);
+        assert_eq!(store.recovered().facts("a").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_fjall_store_keeps_facts_across_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("shipsec-store-{}", uuid::Uuid::new_v4()));
+        {
+            let (store, opened) = FjallStore::open(&dir).unwrap();
+            assert_eq!(opened.batch, 0);
+            store
+                .commit(&[put("r", 1), put("r", 2)], Durability::Fsync)
+                .unwrap();
+            store.commit(&[put("r", 3)], Durability::Process).unwrap();
+        }
+        let (store, opened) = FjallStore::open(&dir).unwrap();
+        assert_eq!(
+            opened,
+            Opened {
+                batch: 2,
+                torn_after: None
+            }
+        );
+        assert_eq!(store.facts("r").unwrap().len(), 3);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

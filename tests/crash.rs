@@ -1,0 +1,346 @@
+//! Crash at every append point: a run is journaled into a memory store staged to crash
+//! after its k-th stored op — for every k, once with the acknowledgements of what was
+//! stored delivered before the "process" dies and once without — the engine is killed
+//! whole, a new engine resumes from what the store kept, and the resumed run must:
+//!
+//! - end as the reference evaluator says (`tests/reference`, told which attempts the
+//!   `RESUMED` event lists as lost: those fail with `CrashError`, per §8);
+//! - run no attempt of a node whose end was stored more than once, and no attempt of any
+//!   other node more than twice (once before the crash, once after);
+//! - reproduce every event the crashed engine had published, with the same `seq`;
+//! - not hang.
+//!
+//! On every example workflow and on random DAGs (`tests/random`): 40 of each failure mode
+//! per CI run, `SHIPSEC_CRASH_CASES` for more (the issue's 500: `SHIPSEC_CRASH_CASES=500`).
+
+mod common;
+mod random;
+mod reference;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+use shipsec_orchestrator::messages::event::TraceEvent;
+use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
+use shipsec_orchestrator::runtime::components::{Component, ComponentResult, ExecutionContext};
+use shipsec_orchestrator::runtime::definition::JsonObject;
+use shipsec_orchestrator::runtime::journal::record::FactKind;
+use shipsec_orchestrator::runtime::journal::store::CrashPlan;
+use shipsec_orchestrator::runtime::journal::{self, Durability, Journal, MemoryStore};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode};
+
+use random::{Finished, Mode, case_gen, check_against_reference, check_fail_fast};
+
+/// Longest a run may take to end after a resume (generous: nothing here waits on time).
+const NO_HANG: Duration = Duration::from_secs(30);
+
+/// Which attempts ran, while the "process" that ran them was alive.
+#[derive(Debug, Default)]
+struct Executions(Mutex<HashMap<(String, u32), u32>>);
+
+impl Executions {
+    fn count(&self) -> HashMap<(String, u32), u32> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A built-in that records each of its executions, unless its engine's store has crashed
+/// (a dead process runs nothing).
+struct Counted {
+    inner: Arc<dyn Component>,
+    runs: Arc<Executions>,
+    store: Option<Arc<MemoryStore>>,
+}
+
+impl Component for Counted {
+    fn meta(&self) -> &ComponentMeta {
+        self.inner.meta()
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        if !self.store.as_ref().is_some_and(|s| s.has_crashed()) {
+            let key = (ctx.node_ref.to_string(), ctx.attempt);
+            *self.runs.0.lock().unwrap().entry(key).or_default() += 1;
+        }
+        self.inner.execute(ctx)
+    }
+}
+
+fn registry(runs: &Arc<Executions>, store: Option<&Arc<MemoryStore>>) -> ComponentRegistry {
+    let builtins = ComponentRegistry::with_builtins();
+    let mut registry = ComponentRegistry::empty();
+    for id in builtins.ids() {
+        let inner = builtins.get(id).expect("listed").clone();
+        registry.register(Arc::new(Counted {
+            inner,
+            runs: runs.clone(),
+            store: store.cloned(),
+        }));
+    }
+    registry
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        // Cancelled attempts (failRun, withdrawal) end at once: no test waits on a grace.
+        cancel_grace: Duration::ZERO,
+        ..EngineConfig::default()
+    }
+}
+
+async fn start(store: Arc<MemoryStore>, runs: &Arc<Executions>, counted: bool) -> Handle {
+    let journal = Journal::new(store.clone(), Durability::Fsync);
+    let registry = registry(runs, counted.then_some(&store));
+    Orchestrator::start_with_journal(config(), registry, Some(journal))
+        .await
+        .expect("the engine starts on the journal")
+}
+
+/// What a crashed engine left: the store, what ran, what it published.
+struct Crashed {
+    store: Arc<MemoryStore>,
+    runs: Arc<Executions>,
+    published: Vec<TraceEvent>,
+}
+
+/// Runs `definition` on a store crashing per `plan`; `None` when the run ended first.
+async fn run_until_crash(
+    definition: &Value,
+    inputs: &JsonObject,
+    plan: CrashPlan,
+) -> Result<Option<Crashed>, String> {
+    let store = Arc::new(MemoryStore::crashing(plan));
+    let runs = Arc::new(Executions::default());
+    let handle = start(store.clone(), &runs, true).await;
+    let workflow = common::try_workflow(&handle, definition)?;
+    let options = SubmitOptions {
+        run_id: Some("run".into()),
+        ..SubmitOptions::default()
+    };
+    let mut crash = store.crash_signal();
+    let submitted = tokio::select! {
+        s = handle.submit_workflow(&workflow, inputs.clone(), options) => match s {
+            Ok(run) => Some(run),
+            // Its acceptance died with the "process".
+            Err(_) if store.has_crashed() => None,
+            Err(e) => return Err(e.to_string()),
+        },
+        _ = crash.wait_for(|c| *c) => None,
+    };
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let ended = match submitted {
+        None => false,
+        Some(mut run) => {
+            let mut events = handle.events("run").await.map_err(|e| e.to_string())?;
+            let sink = published.clone();
+            tokio::spawn(async move {
+                while let Some(e) = events.next().await {
+                    sink.lock().unwrap().push(e);
+                }
+            });
+            tokio::select! {
+                r = run.result() => { r.map_err(|e| e.to_string())?; true }
+                _ = crash.wait_for(|c| *c) => false,
+            }
+        }
+    };
+    if ended {
+        handle
+            .shutdown(ShutdownMode::Cancel)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(None);
+    }
+    handle.crash().await;
+    let published = published.lock().unwrap().clone();
+    Ok(Some(Crashed {
+        store,
+        runs,
+        published,
+    }))
+}
+
+/// Nodes whose end the store kept.
+fn ended_in(
+    store: &MemoryStore,
+    graph: &shipsec_orchestrator::runtime::definition::graph::Graph,
+) -> Vec<String> {
+    let runs = journal::load(store).expect("the store reads back");
+    runs.iter()
+        .flat_map(|r| r.facts.iter())
+        .filter_map(|f| match &f.kind {
+            FactKind::Completed { node, .. } | FactKind::Failed { node, .. } => {
+                Some(graph.nodes[*node as usize].node_ref.to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Resumes a crashed run and checks it.
+async fn resume_and_check(
+    crashed: Crashed,
+    check: fn(&Finished) -> Result<(), String>,
+) -> Result<(), String> {
+    let store = Arc::new(crashed.store.recovered());
+    let handle = start(store.clone(), &crashed.runs, false).await;
+    let outcome = async {
+        let mut run = match handle.run("run").await {
+            Ok(run) => run,
+            // The acceptance itself was lost: the run never existed.
+            Err(_) if crashed.published.is_empty() => return Ok(()),
+            Err(e) => return Err(format!("the run was lost: {e}")),
+        };
+        let result = tokio::time::timeout(NO_HANG, run.result())
+            .await
+            .map_err(|_| "the resumed run hangs".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let events: Vec<TraceEvent> = handle
+            .events("run")
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await;
+        for (i, e) in crashed.published.iter().enumerate() {
+            if events.get(i) != Some(e) {
+                return Err(format!(
+                    "published event {} differs after the resume:\n{e:#?}\n{:#?}",
+                    i + 1,
+                    events.get(i)
+                ));
+            }
+        }
+        let graph = graph_of(&store)?;
+        let stored_ends = ended_in(&crashed.store, &graph);
+        for ((node, attempt), n) in crashed.runs.count() {
+            let limit = if stored_ends.contains(&node) { 1 } else { 2 };
+            if n > limit {
+                return Err(format!(
+                    "{node} attempt {attempt} ran {n} times (at most {limit})"
+                ));
+            }
+        }
+        check(&Finished {
+            graph: Arc::new(graph),
+            result,
+            events,
+        })
+    }
+    .await;
+    handle
+        .shutdown(ShutdownMode::Cancel)
+        .await
+        .map_err(|e| e.to_string())?;
+    outcome
+}
+
+fn graph_of(
+    store: &MemoryStore,
+) -> Result<shipsec_orchestrator::runtime::definition::graph::Graph, String> {
+    let runs = journal::load(store).map_err(|e| e.to_string())?;
+    let header = &runs.first().ok_or("no run stored")?.header;
+    let definition =
+        serde_json::from_str(&header.accepted.definition).map_err(|e| e.to_string())?;
+    shipsec_orchestrator::runtime::definition::validate::validate(
+        &definition,
+        &ComponentRegistry::with_builtins(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Crashes `definition` at every append point, both ways, resuming each.
+async fn crash_everywhere(
+    definition: &Value,
+    inputs: &JsonObject,
+    check: fn(&Finished) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut points = 0;
+    for acked in [true, false] {
+        for after in 0.. {
+            let plan = CrashPlan { after, acked };
+            let Some(crashed) = run_until_crash(definition, inputs, plan).await? else {
+                break; // the run ended before its `after`-th op: every point is done
+            };
+            resume_and_check(crashed, check)
+                .await
+                .map_err(|e| format!("crash after op {after} (acked: {acked}): {e}"))?;
+            points += 1;
+        }
+    }
+    Ok(points)
+}
+
+fn cases() -> usize {
+    std::env::var("SHIPSEC_CRASH_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| random::cases(40) as usize)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
+fn every_example_survives_a_crash_at_every_append() {
+    let rt = runtime();
+    let examples = [
+        ("recon.json", json!({"target": "example.com"})),
+        ("race.json", json!({})),
+        ("retry.json", json!({})),
+        ("shipsec-recon.json", json!({"target": "example.com"})),
+        ("v1-upgrade.json", json!({})),
+    ];
+    for (file, inputs) in examples {
+        let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let definition: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let inputs = inputs.as_object().unwrap().clone();
+        let points = rt
+            .block_on(crash_everywhere(&definition, &inputs, |_| Ok(())))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(points > 4, "{file}: only {points} crash points");
+    }
+}
+
+fn random_cases(mode: Mode, check: fn(&Finished) -> Result<(), String>) {
+    let rt = runtime();
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = case_gen(mode, 10);
+    let mut points = 0;
+    for i in 0..cases() {
+        let case = strategy.new_tree(&mut runner).unwrap().current();
+        points += rt
+            .block_on(crash_everywhere(
+                &case.definition,
+                &random::run_inputs(),
+                check,
+            ))
+            .unwrap_or_else(|e| panic!("case {i}: {e}\n{case:?}"));
+    }
+    eprintln!("{} cases, {points} crash points resumed", cases());
+}
+
+#[test]
+#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
+fn random_runs_survive_a_crash_at_every_append() {
+    random_cases(Mode::Continue, check_against_reference);
+}
+
+#[test]
+#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
+fn random_stopped_runs_survive_a_crash_at_every_append() {
+    random_cases(Mode::FailFast, check_fail_fast);
+}
