@@ -281,11 +281,25 @@ async fn argv_is_not_a_shell_command() {
 async fn the_environment_is_path_and_the_given_variables_only() {
     // The test runs under cargo, with dozens of variables: none of them reaches the child.
     assert!(std::env::vars().count() > 3);
+    // Its attempt's identity, and nothing else of ours.
+    let attempt = [
+        "SHIPSEC_RUN_ID=run",
+        "SHIPSEC_NODE_REF=proc",
+        "SHIPSEC_ATTEMPT=1",
+        "SHIPSEC_ATTEMPT_ID=run/proc/1",
+    ];
     let env_of = |out: JsonObject| -> BTreeSet<String> {
         let text = out["stdout"].as_str().expect("env prints text").to_owned();
-        text.lines().map(str::to_owned).collect()
+        text.lines()
+            .filter(|l| !attempt.contains(l))
+            .map(str::to_owned)
+            .collect()
     };
     let out = output(json!({"command": ["env"]}), json!({})).await;
+    let stdout = out["stdout"].as_str().unwrap_or_default().to_owned();
+    for var in attempt {
+        assert!(stdout.lines().any(|l| l == var), "{var} missing: {stdout}");
+    }
     let path = std::env::var("PATH").expect("the test has a PATH");
     assert_eq!(env_of(out), BTreeSet::from([format!("PATH={path}")]));
     let params = json!({"command": ["env"], "env": {"TOKEN": "s3cret", "N": 5, "DEBUG": true}});
