@@ -119,8 +119,8 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
         runtime.block_on(async {
             let handle = Orchestrator::start_with(config, registry).await?;
             let mut results = Vec::new();
-            for run_id in handle.resumed().to_vec() {
-                results.push(handle.run(&run_id).await?.result().await?);
+            for run_id in handle.resumed() {
+                results.push(handle.run(run_id).await?.result().await?);
             }
             handle.shutdown(ShutdownMode::Drain).await?;
             Ok(results)
@@ -156,13 +156,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
 }
 
 fn print_result_line(result: &RunResult) {
-    println!(
-        "{} — {} in {} ms (run {})",
-        result.title,
-        result.status.as_str(),
-        result.duration_ms,
-        result.run_id
-    );
+    print_headline(result);
     if let Some(error) = &result.error {
         println!("  error: {error}");
     }
@@ -370,9 +364,8 @@ impl Progress {
     }
 }
 
-/// The run's summary, one line per node in the DAG's topological order (a run reads
-/// top-down).
-fn print_summary(result: &RunResult, graph: &Graph) {
+/// `<title> — <status> in <ms> ms (run <id>)`.
+fn print_headline(result: &RunResult) {
     println!(
         "{} — {} in {} ms (run {})",
         result.title,
@@ -380,6 +373,12 @@ fn print_summary(result: &RunResult, graph: &Graph) {
         result.duration_ms,
         result.run_id
     );
+}
+
+/// The run's summary, one line per node in the DAG's topological order (a run reads
+/// top-down).
+fn print_summary(result: &RunResult, graph: &Graph) {
+    print_headline(result);
     let width = result
         .nodes
         .keys()

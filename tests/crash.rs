@@ -31,6 +31,7 @@ use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{Component, ComponentResult, ExecutionContext};
 use shipsec_orchestrator::runtime::definition::JsonObject;
+use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::journal::record::FactKind;
 use shipsec_orchestrator::runtime::journal::store::CrashPlan;
 use shipsec_orchestrator::runtime::journal::{self, Durability, Journal, MemoryStore};
@@ -105,6 +106,7 @@ async fn start(store: Arc<MemoryStore>, runs: &Arc<Executions>, counted: bool) -
 
 /// What a crashed engine left: the store, what ran, what it published.
 struct Crashed {
+    graph: Arc<Graph>,
     store: Arc<MemoryStore>,
     runs: Arc<Executions>,
     published: Vec<TraceEvent>,
@@ -161,6 +163,7 @@ async fn run_until_crash(
     handle.crash().await;
     let published = published.lock().unwrap().clone();
     Ok(Some(Crashed {
+        graph: workflow.graph().clone(),
         store,
         runs,
         published,
@@ -168,10 +171,7 @@ async fn run_until_crash(
 }
 
 /// Nodes whose end the store kept.
-fn ended_in(
-    store: &MemoryStore,
-    graph: &shipsec_orchestrator::runtime::definition::graph::Graph,
-) -> Vec<String> {
+fn ended_in(store: &MemoryStore, graph: &Graph) -> Vec<String> {
     let runs = journal::load(store).expect("the store reads back");
     runs.iter()
         .flat_map(|r| r.facts.iter())
@@ -217,8 +217,7 @@ async fn resume_and_check(
                 ));
             }
         }
-        let graph = graph_of(&store)?;
-        let stored_ends = ended_in(&crashed.store, &graph);
+        let stored_ends = ended_in(&crashed.store, &crashed.graph);
         for ((node, attempt), n) in crashed.runs.count() {
             let limit = if stored_ends.contains(&node) { 1 } else { 2 };
             if n > limit {
@@ -228,7 +227,7 @@ async fn resume_and_check(
             }
         }
         check(&Finished {
-            graph: Arc::new(graph),
+            graph: crashed.graph.clone(),
             result,
             events,
         })
@@ -239,20 +238,6 @@ async fn resume_and_check(
         .await
         .map_err(|e| e.to_string())?;
     outcome
-}
-
-fn graph_of(
-    store: &MemoryStore,
-) -> Result<shipsec_orchestrator::runtime::definition::graph::Graph, String> {
-    let runs = journal::load(store).map_err(|e| e.to_string())?;
-    let header = &runs.first().ok_or("no run stored")?.header;
-    let definition =
-        serde_json::from_str(&header.accepted.definition).map_err(|e| e.to_string())?;
-    shipsec_orchestrator::runtime::definition::validate::validate(
-        &definition,
-        &ComponentRegistry::with_builtins(),
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// Crashes `definition` at every append point, both ways, resuming each.

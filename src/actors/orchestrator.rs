@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 
 use std::sync::atomic::AtomicU64;
 
+use crate::actors::clock;
 use crate::actors::limiter::{LimiterActor, LimiterArgs};
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
@@ -326,15 +327,17 @@ async fn submit(
     };
     let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
     args.journal = journal;
-    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
-        .await
-        .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
-    let entry = RunEntry::Live {
-        supervisor,
+    start_run(
+        myself,
+        state,
+        &run_id,
+        args,
         result_tx,
         title,
-    };
-    register(state, &run_id, entry, options.idempotency_key);
+        options.idempotency_key,
+    )
+    .await
+    .map_err(RunCommandError::Spawn)?;
     Ok(Submitted {
         run_id,
         result: result_rx,
@@ -359,7 +362,7 @@ fn accepted_header(
             inputs: serde_json::to_string(inputs).expect("inputs serialise"),
             idempotency_key: options.idempotency_key.clone(),
             traceparent: options.traceparent.clone(),
-            accepted_at: Time::from_system_time(std::time::SystemTime::now()).as_micros(),
+            accepted_at: clock::now().as_micros(),
             nodes: graph.len() as u32,
         },
         finished: None,
@@ -456,15 +459,39 @@ async fn resume_run(
     );
     args.journal = Some((journal.clone(), log.header));
     args.resume = Some(log.facts);
+    start_run(
+        myself,
+        state,
+        &run_id,
+        args,
+        result_tx,
+        title,
+        options.idempotency_key,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(())
+}
+
+/// Spawns a run's supervisor and records the run as live.
+async fn start_run(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    run_id: &str,
+    args: SupervisorArgs,
+    result_tx: watch::Sender<Option<Arc<RunResult>>>,
+    title: String,
+    key: Option<String>,
+) -> Result<(), String> {
     let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let entry = RunEntry::Live {
         supervisor,
         result_tx,
         title,
     };
-    register(state, &run_id, entry, options.idempotency_key);
+    register(state, run_id, entry, key);
     Ok(())
 }
 
@@ -474,7 +501,7 @@ fn purge_journal(state: &mut OrchestratorState) {
         return;
     };
     let config = &state.config.journal;
-    let now = Time::from_system_time(std::time::SystemTime::now());
+    let now = clock::now();
     while let Some((run_id, at)) = state.journaled.front() {
         let expired = now.since(*at) > config.retention();
         if state.journaled.len() <= config.retained_runs && !expired {
@@ -701,7 +728,7 @@ fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<
     );
     answer_pending(state, &run_id);
     if state.journal.is_some() {
-        let now = Time::from_system_time(std::time::SystemTime::now());
+        let now = clock::now();
         state.journaled.push_back((run_id.clone(), now));
         purge_journal(state);
     }

@@ -38,14 +38,14 @@ use crate::runtime::definition::graph::{Graph, NodeIx};
 use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::guardrails::slots::RunKey;
 use crate::runtime::journal::Journal;
-use crate::runtime::journal::record::{self, Fact, FactKind, RunHeader};
+use crate::runtime::journal::record::{self, Fact, FactKind, FinishedRecord, RunHeader};
 use crate::runtime::journal::replay::{self, Replayer};
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
-use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact};
+use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact, RunPhase};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
 use crate::runtime::telemetry::{Metrics, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET};
@@ -115,6 +115,8 @@ pub(crate) struct SupervisorState {
 #[derive(Debug)]
 struct RunLog {
     journal: Journal,
+    /// The run's id, shared by every key it writes.
+    run_id: Arc<str>,
     header: RunHeader,
     sink: Arc<dyn AckSink>,
     /// Facts appended.
@@ -146,6 +148,7 @@ impl RunLog {
     fn new(journal: Journal, header: RunHeader, myself: &ActorRef<SupervisorMsg>) -> RunLog {
         RunLog {
             journal,
+            run_id: header.accepted.run_id.as_str().into(),
             header,
             sink: Arc::new(SupervisorSink(myself.clone())),
             appended: 0,
@@ -156,20 +159,16 @@ impl RunLog {
     }
 
     /// Appends the record of `fact`, if it has one.
-    fn record(&mut self, fact: &RunFact, now: Time) -> bool {
-        match replay::fact_of(fact, now) {
-            Some(record) => {
-                self.append(&record);
-                true
-            }
-            None => false,
+    fn record(&mut self, fact: &RunFact, now: Time) {
+        if let Some(record) = replay::fact_of(fact, now) {
+            self.append(&record);
         }
     }
 
     fn append(&mut self, fact: &Fact) {
         self.appended += 1;
         let op = Op::PutFact {
-            run_id: self.header.accepted.run_id.as_str().into(),
+            run_id: self.run_id.clone(),
             seq: self.appended,
             value: record::encode(fact),
         };
@@ -177,19 +176,22 @@ impl RunLog {
             .append(op, Some((self.sink.clone(), self.appended)));
     }
 
-    /// Records the run's end: its last fact, and its header marked finished.
+    /// Records the run's end: its header marked finished, and its last fact.
     fn finished(&mut self, status: RunStatus, now: Time) {
-        let fact = replay::finished_fact(status, now);
-        let FactKind::Finished(finished) = &fact.kind else {
-            unreachable!("a finished fact")
+        let finished = FinishedRecord {
+            status: status.as_str().to_owned(),
+            finished_at: now.as_micros(),
         };
         self.header.finished = Some(finished.clone());
         let op = Op::PutRun {
-            run_id: self.header.accepted.run_id.as_str().into(),
+            run_id: self.run_id.clone(),
             value: record::encode(&self.header),
         };
         self.journal.append(op, None);
-        self.append(&fact);
+        self.append(&Fact {
+            at: now.as_micros(),
+            kind: FactKind::Finished(finished),
+        });
     }
 
     /// Whether effects applied now must wait.
@@ -212,10 +214,9 @@ impl Actor for RunSupervisor {
         let mut state = SupervisorState::new(&myself, args);
         #[cfg(feature = "chaos")]
         crate::chaos::register_supervisor(&state.run.plan.run_id, myself.get_cell());
-        match resume {
-            // Accepted, and not begun before the engine died: it begins now.
+        // A run accepted and not begun before the engine died begins now.
+        match resume.filter(|facts| !facts.is_empty()) {
             None => state.feed(&myself, RunFact::Started).await?,
-            Some(facts) if facts.is_empty() => state.feed(&myself, RunFact::Started).await?,
             Some(facts) => {
                 state.fold(&facts)?;
                 state.feed(&myself, RunFact::Resumed).await?;
@@ -465,10 +466,10 @@ impl SupervisorState {
         }
         let effects = self.core.apply(fact, now);
         if let Some(log) = &mut self.log {
-            if let Some(RunEffect::Finish(result)) =
-                effects.iter().find(|e| matches!(e, RunEffect::Finish(_)))
+            if let RunPhase::Ended(status) = self.core.phase()
+                && log.header.finished.is_none()
             {
-                log.finished(result.status, now);
+                log.finished(*status, now);
             }
             if log.holds() {
                 log.held.push_back((log.appended, effects));

@@ -125,17 +125,6 @@ pub enum JournalError {
         /// Why.
         error: RecordError,
     },
-    /// A run's journal cannot be resumed: its definition no longer loads, or the cores
-    /// cannot follow its facts.
-    #[error("{location}: run `{run_id}` cannot be resumed: {reason}")]
-    Resume {
-        /// The journal.
-        location: String,
-        /// The run.
-        run_id: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// A run read back from the journal.
@@ -201,24 +190,9 @@ impl Journal {
         Ok(Journal::new(Arc::new(store), durability))
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn JournalStore> {
-        &self.inner.store
-    }
-
-    /// Its durability.
-    pub fn durability(&self) -> Durability {
-        self.inner.durability
-    }
-
     /// Queues a write; `ack` is told when it is stored (or failed).
     pub(crate) fn append(&self, op: Op, ack: Option<(Arc<dyn AckSink>, u64)>) {
         self.inner.writer.send(Append { op, ack });
-    }
-
-    /// Waits (blocking) until everything queued so far is stored or failed.
-    pub fn flush(&self) {
-        self.inner.writer.flush();
     }
 
     /// Flushes and stops the writer thread.

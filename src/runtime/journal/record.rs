@@ -200,13 +200,13 @@ pub struct Fact {
 /// Encodes `record` as a framed value.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let mut out = vec![0u8; FRAME];
-    // Encoding into a Vec cannot fail: these types have no map keys or unsized parts
-    // bincode could refuse.
-    let payload = bincode::serde::encode_to_vec(record, bincode::config::standard())
+    // The payload is written in place after the frame. Encoding into a Vec cannot fail:
+    // these types have no map keys or unsized parts bincode could refuse.
+    bincode::serde::encode_into_std_write(record, &mut out, bincode::config::standard())
         .expect("journal records always encode");
+    let sum = xxhash_rust::xxh3::xxh3_64(&out[FRAME..]);
     out[0] = FORMAT_VERSION;
-    out[1..FRAME].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out[1..FRAME].copy_from_slice(&sum.to_le_bytes());
     out
 }
 

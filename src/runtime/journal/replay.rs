@@ -18,11 +18,9 @@ use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport
 use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
-use crate::runtime::journal::record::{
-    ErrorRecord, Fact, FactKind, FinishedRecord, HandledRecord, StartRecord,
-};
+use crate::runtime::journal::record::{ErrorRecord, Fact, FactKind, HandledRecord, StartRecord};
 use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
-use crate::runtime::semantics::outcome::{RunStatus, Terminal};
+use crate::runtime::semantics::outcome::Terminal;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 use crate::runtime::semantics::time::Time;
@@ -64,17 +62,6 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
         at: now.as_micros(),
         kind,
     })
-}
-
-/// The record of the run's end.
-pub fn finished_fact(status: RunStatus, now: Time) -> Fact {
-    Fact {
-        at: now.as_micros(),
-        kind: FactKind::Finished(FinishedRecord {
-            status: status.as_str().to_owned(),
-            finished_at: now.as_micros(),
-        }),
-    }
 }
 
 fn start_record(s: &StartReport) -> StartRecord {
@@ -173,7 +160,6 @@ pub struct Replayer {
     joins: Vec<Option<NodeCore>>,
     fired: Vec<Fired>,
     seq: u64,
-    finished: bool,
 }
 
 impl Replayer {
@@ -185,7 +171,6 @@ impl Replayer {
             joins: (0..n).map(|_| None).collect(),
             fired: vec![Fired::default(); n],
             seq: 0,
-            finished: false,
         }
     }
 
@@ -197,10 +182,8 @@ impl Replayer {
         self.seq += 1;
         let now = Time::from_micros(fact.at);
         let run_fact = match &fact.kind {
-            FactKind::Finished(_) => {
-                self.finished = true;
-                return Ok(());
-            }
+            // The end's effects are the result, which the run core already decided.
+            FactKind::Finished(_) => return Ok(()),
             kind => self.run_fact(kind).map_err(|reason| ReplayError {
                 seq: self.seq,
                 reason,
@@ -211,24 +194,9 @@ impl Replayer {
         Ok(())
     }
 
-    /// Whether the journal recorded the run's end.
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
-
-    /// Facts applied.
-    pub fn facts(&self) -> u64 {
-        self.seq
-    }
-
     /// The core, in the state the facts left it.
     pub fn into_core(self) -> RunCore {
         self.core
-    }
-
-    /// The core so far.
-    pub fn core(&self) -> &RunCore {
-        &self.core
     }
 
     fn plan(&self) -> &Arc<RunPlan> {

@@ -149,7 +149,6 @@ struct Memory {
     ops: u64,
     crash: Option<CrashPlan>,
     crashed: bool,
-    poisoned: Option<String>,
 }
 
 /// A journal in memory, for tests: what it stored survives the engine that wrote it (an
@@ -179,13 +178,6 @@ impl MemoryStore {
     pub fn crashing(plan: CrashPlan) -> MemoryStore {
         let store = MemoryStore::default();
         store.lock().crash = Some(plan);
-        store
-    }
-
-    /// A store whose every commit fails, as a full or failing disk does.
-    pub fn failing(reason: &str) -> MemoryStore {
-        let store = MemoryStore::default();
-        store.lock().poisoned = Some(reason.to_owned());
         store
     }
 
@@ -251,9 +243,6 @@ impl Memory {
 impl JournalStore for MemoryStore {
     fn commit(&self, batch: &[Op], _durability: Durability) -> Result<Committed, StoreError> {
         let mut inner = self.lock();
-        if let Some(reason) = &inner.poisoned {
-            return Err(StoreError::Write(reason.clone()));
-        }
         if inner.crashed {
             return Ok(Committed::Crashed {
                 applied: 0,
@@ -315,10 +304,10 @@ pub struct FjallStore {
     db: fjall::Database,
     runs: fjall::Keyspace,
     facts: fjall::Keyspace,
-    /// The number of the last batch committed (kept in the `facts` keyspace too, under an
-    /// empty key, and appended to the `batches` file after each commit, which is how a
-    /// torn tail is noticed on open).
-    batches: Mutex<(u64, Option<std::fs::File>)>,
+    /// The number of the last batch committed (kept in the `facts` keyspace too, under
+    /// [`BATCH_KEY`], and appended to the `batches` file after each commit, which is how a
+    /// torn tail is noticed on open), and that file.
+    batches: Mutex<(u64, std::fs::File)>,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -397,7 +386,7 @@ impl FjallStore {
             db,
             runs,
             facts,
-            batches: Mutex::new((batch, Some(file))),
+            batches: Mutex::new((batch, file)),
         };
         store.note_batch(batch);
         Ok((store, Opened { batch, torn_after }))
@@ -407,10 +396,8 @@ impl FjallStore {
         use std::io::Write as _;
         let mut guard = self.batches.lock().unwrap_or_else(|e| e.into_inner());
         guard.0 = batch;
-        if let Some(file) = guard.1.as_mut() {
-            // Only a witness for the next open: losing it loses no record.
-            let _ = file.write_all(&batch.to_be_bytes());
-        }
+        // Only a witness for the next open: losing it loses no record.
+        let _ = guard.1.write_all(&batch.to_be_bytes());
     }
 }
 

@@ -314,18 +314,9 @@ impl NodeCore {
                 self.begin_attempt(attempt, false, now);
             }
             ResumeAt::Backoff { next, due } => {
-                self.phase = Phase::Active {
-                    fired,
-                    step: Step::BackingOff { next },
-                };
-                if due <= now {
-                    self.begin_attempt(next, false, now);
-                } else {
-                    self.out.push(NodeEffect::ArmTimer {
-                        due,
-                        timer: NodeTimer::RetryDue { attempt: next },
-                    });
-                }
+                let step = Step::BackingOff { next };
+                self.phase = Phase::Active { fired, step };
+                self.back_off(next, due, now);
             }
         }
     }
@@ -613,13 +604,17 @@ impl NodeCore {
         };
         self.out
             .push(NodeEffect::Report(NodeReport::Retrying(retry)));
-        let next = attempt + 1;
+        self.back_off(attempt + 1, now + delay, now);
+    }
+
+    /// Waits until `due` before attempt `next` (starts it now if `due` has come).
+    fn back_off(&mut self, next: u32, due: Time, now: Time) {
         self.set_step(Step::BackingOff { next });
-        if delay.is_zero() {
+        if due <= now {
             self.begin_attempt(next, false, now);
         } else {
             self.out.push(NodeEffect::ArmTimer {
-                due: now + delay,
+                due,
                 timer: NodeTimer::RetryDue { attempt: next },
             });
         }
