@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use shipsec_orchestrator::messages::event::TraceEvent;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
@@ -198,10 +198,10 @@ async fn resume_and_check(
             Err(_) if crashed.published.is_empty() => return Ok(()),
             Err(e) => return Err(format!("the run was lost: {e}")),
         };
-        let result = tokio::time::timeout(NO_HANG, run.result())
-            .await
-            .map_err(|_| "the resumed run hangs".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let result = match tokio::time::timeout(NO_HANG, run.result()).await {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(_) => return Err(hang_report(&handle, &store).await),
+        };
         let events: Vec<TraceEvent> = handle
             .events("run")
             .await
@@ -238,6 +238,23 @@ async fn resume_and_check(
         .await
         .map_err(|e| e.to_string())?;
     outcome
+}
+
+/// What a hung run shows: its stored facts and its status.
+async fn hang_report(handle: &Handle, store: &MemoryStore) -> String {
+    let facts: Vec<String> = journal::load(store)
+        .map(|runs| {
+            runs.iter()
+                .flat_map(|r| r.facts.iter())
+                .map(|f| format!("{:?}", f.kind))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = handle.status("run").await;
+    format!(
+        "the resumed run hangs\nstored facts:\n  {}\nstatus: {status:#?}",
+        facts.join("\n  ")
+    )
 }
 
 /// Crashes `definition` at every append point, both ways, resuming each.
@@ -278,14 +295,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
 fn every_example_survives_a_crash_at_every_append() {
     let rt = runtime();
     let examples = [
         ("recon.json", json!({"target": "example.com"})),
         ("race.json", json!({})),
         ("retry.json", json!({})),
-        ("shipsec-recon.json", json!({"target": "example.com"})),
+        ("shipsec-recon.json", json!({"domains": ["example.com"]})),
         ("v1-upgrade.json", json!({})),
     ];
     for (file, inputs) in examples {
@@ -300,12 +316,30 @@ fn every_example_survives_a_crash_at_every_append() {
     }
 }
 
+/// The seed of the first random case: `SHIPSEC_CRASH_SEED` to replay one, else fresh.
+fn first_seed() -> u64 {
+    std::env::var("SHIPSEC_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand_seed)
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 fn random_cases(mode: Mode, check: fn(&Finished) -> Result<(), String>) {
     let rt = runtime();
-    let mut runner = TestRunner::new(Config::default());
     let strategy = case_gen(mode, 10);
+    let first = first_seed();
     let mut points = 0;
     for i in 0..cases() {
+        let seed = first.wrapping_add(i as u64);
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+        let mut runner = TestRunner::new_with_rng(Config::default(), rng);
         let case = strategy.new_tree(&mut runner).unwrap().current();
         points += rt
             .block_on(crash_everywhere(
@@ -313,19 +347,144 @@ fn random_cases(mode: Mode, check: fn(&Finished) -> Result<(), String>) {
                 &random::run_inputs(),
                 check,
             ))
-            .unwrap_or_else(|e| panic!("case {i}: {e}\n{case:?}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "case {i} (replay: SHIPSEC_CRASH_SEED={seed} SHIPSEC_CRASH_CASES=1): {e}\n{case:?}"
+                )
+            });
     }
-    eprintln!("{} cases, {points} crash points resumed", cases());
+    eprintln!(
+        "{} cases from seed {first}, {points} crash points resumed",
+        cases()
+    );
 }
 
 #[test]
-#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
 fn random_runs_survive_a_crash_at_every_append() {
     random_cases(Mode::Continue, check_against_reference);
 }
 
 #[test]
-#[ignore = "open defect (issue 13): a resumed run can hang, e.g. recon.json crashed after op 9 with its acknowledgements delivered; run with --ignored"]
 fn random_stopped_runs_survive_a_crash_at_every_append() {
     random_cases(Mode::FailFast, check_fail_fast);
+}
+
+/// A 20-node run that stays unfinished: an entrypoint, 18 long sleeps, a join.
+fn long_run() -> Value {
+    let mut actions = vec![json!({"ref": "start", "componentId": "core.workflow.entrypoint"})];
+    let mut edges = Vec::new();
+    for i in 0..18 {
+        let node = format!("sleep{i}");
+        actions.push(json!({"ref": node, "componentId": "core.sleep", "params": {"ms": 600_000}}));
+        edges.push(json!({"sourceRef": "start", "targetRef": node}));
+        edges.push(json!({"sourceRef": node, "targetRef": "join"}));
+    }
+    actions.push(json!({"ref": "join", "componentId": "core.echo"}));
+    json!({"version": 2, "title": "long", "actions": actions, "edges": edges,
+           "entrypoint": {"ref": "start"}})
+}
+
+#[test]
+fn resuming_1000_unfinished_runs_takes_under_a_second() {
+    const RUNS: usize = 1_000;
+    let rt = runtime();
+    rt.block_on(async {
+        let store = Arc::new(MemoryStore::new());
+        let runs = Arc::new(Executions::default());
+        let handle = start(store.clone(), &runs, false).await;
+        let workflow = common::workflow(&handle, long_run());
+        for i in 0..RUNS {
+            let options = SubmitOptions {
+                run_id: Some(format!("run-{i}")),
+                ..SubmitOptions::default()
+            };
+            handle
+                .submit_workflow(&workflow, JsonObject::new(), options)
+                .await
+                .unwrap();
+        }
+        // Every run has its sleeps' starts stored: each resumes 18 lost attempts.
+        for i in 0..RUNS {
+            let mut events = handle.events(&format!("run-{i}")).await.unwrap();
+            let mut started = 0;
+            while started < 19 {
+                let e = events.next().await.expect("the run goes on");
+                started += usize::from(
+                    e.kind == shipsec_orchestrator::messages::event::EventType::Started,
+                );
+            }
+        }
+        handle.crash().await;
+        let recovered = Arc::new(store.recovered());
+        let begun = std::time::Instant::now();
+        let handle = start(recovered, &runs, false).await;
+        let took = begun.elapsed();
+        assert_eq!(handle.resumed().len(), RUNS);
+        eprintln!("{RUNS} unfinished 20-node runs resumed in {took:?}");
+        assert!(took < Duration::from_secs(1), "resuming took {took:?}");
+        handle.shutdown(ShutdownMode::Cancel).await.unwrap();
+    });
+}
+
+#[test]
+fn a_journal_that_cannot_be_written_fails_its_runs_visibly() {
+    let rt = runtime();
+    let path = format!("{}/examples/recon.json", env!("CARGO_MANIFEST_DIR"));
+    let definition: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let inputs = json!({"target": "example.com"})
+        .as_object()
+        .unwrap()
+        .clone();
+    rt.block_on(async {
+        let mut failed = 0;
+        for after in 0.. {
+            let store = Arc::new(MemoryStore::failing(after));
+            let runs = Arc::new(Executions::default());
+            let handle = start(store.clone(), &runs, false).await;
+            let workflow = common::try_workflow(&handle, &definition).unwrap();
+            let options = SubmitOptions {
+                run_id: Some("run".into()),
+                ..SubmitOptions::default()
+            };
+            let submitted = handle
+                .submit_workflow(&workflow, inputs.clone(), options)
+                .await;
+            let Ok(mut run) = submitted else {
+                // Its acceptance could not be stored: refused, and said so.
+                let e = submitted.err().unwrap().to_string();
+                assert!(e.contains("journal"), "op {after}: {e}");
+                handle.shutdown(ShutdownMode::Cancel).await.unwrap();
+                continue;
+            };
+            let result = tokio::time::timeout(NO_HANG, run.result())
+                .await
+                .unwrap_or_else(|_| panic!("op {after}: the run hangs"))
+                .unwrap();
+            let events: Vec<TraceEvent> = handle.events("run").await.unwrap().collect().await;
+            handle.shutdown(ShutdownMode::Cancel).await.unwrap();
+            // Every completion anyone saw was stored first.
+            let graph = workflow.graph();
+            let stored = ended_in(&store, graph);
+            for e in events
+                .iter()
+                .filter(|e| e.kind == shipsec_orchestrator::messages::event::EventType::Completed)
+            {
+                assert!(
+                    stored.contains(&e.node_id.to_string()),
+                    "op {after}: {} was published COMPLETED but its end was not stored",
+                    e.node_id
+                );
+            }
+            if result.status == shipsec_orchestrator::RunStatus::Completed {
+                break; // the store held out to the run's end: every point is done
+            }
+            let error = result.error.clone().unwrap_or_default();
+            assert!(
+                error.contains("journal could not be written"),
+                "op {after}: FAILED for another reason: {error}"
+            );
+            failed += 1;
+        }
+        assert!(failed > 5, "only {failed} write failures hit a running run");
+    });
 }

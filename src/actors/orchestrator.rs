@@ -37,6 +37,7 @@ use crate::runtime::definition::parse::{Format, parse_definition};
 use crate::runtime::definition::validate::validate;
 use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
+use crate::runtime::journal::replay;
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
 use crate::runtime::journal::{Journal, StoredRunLog};
@@ -398,8 +399,8 @@ impl AckSink for StoredSink {
     }
 }
 
-/// Resumes every unfinished run the journal held at start; finished ones are kept for
-/// retention.
+/// Resumes every unfinished run the journal held at start; finished ones are read back
+/// for queries (their result and trace, folded from their facts) and kept for retention.
 async fn resume_all(
     myself: &ActorRef<OrchestratorMsg>,
     state: &mut OrchestratorState,
@@ -410,18 +411,72 @@ async fn resume_all(
     };
     let mut finished = Vec::new();
     for log in stored {
-        if let Some(f) = &log.header.finished {
-            finished.push((
-                log.header.accepted.run_id.clone(),
-                Time::from_micros(f.finished_at),
-            ));
-            continue;
+        match log.header.finished.as_ref().map(|f| f.finished_at) {
+            Some(at) => finished.push((Time::from_micros(at), log)),
+            None => resume_run(myself, state, &journal, log).await?,
         }
-        resume_run(myself, state, &journal, log).await?;
     }
-    finished.sort_by_key(|(_, at)| *at);
-    state.journaled = finished.into();
+    finished.sort_by_key(|(at, _)| *at);
+    for (at, log) in finished {
+        let run_id = log.header.accepted.run_id.clone();
+        load_finished(state, log)?;
+        state.journaled.push_back((run_id, at));
+    }
     purge_journal(state);
+    Ok(())
+}
+
+/// What a journaled run was submitted with: its graph, inputs and options.
+fn stored_submission(
+    state: &OrchestratorState,
+    accepted: &AcceptedRecord,
+) -> Result<(Graph, JsonObject, SubmitOptions), String> {
+    let fail = |reason: String| format!("run `{}` cannot be read back: {reason}", accepted.run_id);
+    let definition = parse_definition(&accepted.definition, Format::Json)
+        .map_err(|e| fail(format!("its definition does not parse: {e}")))?;
+    let graph = validate(&definition, &state.registry)
+        .map_err(|e| fail(format!("its definition is no longer valid here: {e}")))?;
+    let inputs: JsonObject = serde_json::from_str(&accepted.inputs)
+        .map_err(|e| fail(format!("its inputs do not parse: {e}")))?;
+    let options = SubmitOptions {
+        run_id: Some(accepted.run_id.clone()),
+        idempotency_key: accepted.idempotency_key.clone(),
+        traceparent: accepted.traceparent.clone(),
+    };
+    Ok((graph, inputs, options))
+}
+
+/// Records a run the journal holds as finished, its result and trace replayed.
+fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(), String> {
+    let accepted = &log.header.accepted;
+    let run_id = accepted.run_id.clone();
+    let (graph, inputs, options) = stored_submission(state, accepted)?;
+    let plan = Arc::new(RunPlan {
+        run_id: run_id.as_str().into(),
+        graph: Arc::new(graph),
+        registry: state.registry.clone(),
+        inputs: Arc::new(inputs),
+        max_output_bytes: state.config.limits.max_output_bytes,
+        cancel_grace: state.config.cancel_grace,
+        seed: RunPlan::seed_for(&run_id),
+        // Which nodes waited for slots is in the facts; the replay needs no limiter.
+        queued: Vec::new(),
+        metrics: false,
+    });
+    let (result, events) = replay::finished_run(plan, &log.facts)
+        .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
+    let nodes = result.nodes.len();
+    let (result_tx, _) = watch::channel(Some(result.clone()));
+    let entry = RunEntry::Done {
+        result,
+        events: Arc::new(events),
+        result_tx,
+    };
+    state.runs.insert(run_id.clone(), entry);
+    if let Some(key) = options.idempotency_key {
+        state.idempotency.insert(key, run_id.clone());
+    }
+    remember_finished(state, run_id, nodes);
     Ok(())
 }
 
@@ -432,20 +487,8 @@ async fn resume_run(
     journal: &Journal,
     log: StoredRunLog,
 ) -> Result<(), ActorProcessingErr> {
-    let accepted = &log.header.accepted;
-    let run_id = accepted.run_id.clone();
-    let fail = |reason: String| format!("run `{run_id}` cannot be resumed: {reason}");
-    let definition = parse_definition(&accepted.definition, Format::Json)
-        .map_err(|e| fail(format!("its definition does not parse: {e}")))?;
-    let graph = validate(&definition, &state.registry)
-        .map_err(|e| fail(format!("its definition is no longer valid here: {e}")))?;
-    let inputs: JsonObject = serde_json::from_str(&accepted.inputs)
-        .map_err(|e| fail(format!("its inputs do not parse: {e}")))?;
-    let options = SubmitOptions {
-        run_id: Some(run_id.clone()),
-        idempotency_key: accepted.idempotency_key.clone(),
-        traceparent: accepted.traceparent.clone(),
-    };
+    let run_id = log.header.accepted.run_id.clone();
+    let (graph, inputs, options) = stored_submission(state, &log.header.accepted)?;
     let (result_tx, _) = watch::channel(None);
     let title = graph.title.clone();
     let mut args = supervisor_args(
@@ -469,7 +512,7 @@ async fn resume_run(
         options.idempotency_key,
     )
     .await
-    .map_err(fail)?;
+    .map_err(|e| format!("run `{run_id}` cannot be resumed: {e}"))?;
     Ok(())
 }
 
@@ -765,7 +808,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
     };
     state.live -= 1;
     let result = Arc::new(lost_run(run_id, title, cause));
-    let _ = result_tx.send(Some(result.clone()));
+    result_tx.send_replace(Some(result.clone()));
     let entry = RunEntry::Done {
         result,
         events: Arc::new(Vec::new()),

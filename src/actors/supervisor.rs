@@ -176,22 +176,28 @@ impl RunLog {
             .append(op, Some((self.sink.clone(), self.appended)));
     }
 
-    /// Records the run's end: its header marked finished, and its last fact.
+    /// Records the run's end: its last fact, then its header marked finished (so a header
+    /// marked finished always follows its run's `Finished` fact into the store).
     fn finished(&mut self, status: RunStatus, now: Time) {
         let finished = FinishedRecord {
             status: status.as_str().to_owned(),
             finished_at: now.as_micros(),
         };
-        self.header.finished = Some(finished.clone());
+        self.append(&Fact {
+            at: now.as_micros(),
+            kind: FactKind::Finished(finished.clone()),
+        });
+        self.mark_finished(finished);
+    }
+
+    /// Marks the run's header finished.
+    fn mark_finished(&mut self, finished: FinishedRecord) {
+        self.header.finished = Some(finished);
         let op = Op::PutRun {
             run_id: self.run_id.clone(),
             value: record::encode(&self.header),
         };
         self.journal.append(op, None);
-        self.append(&Fact {
-            at: now.as_micros(),
-            kind: FactKind::Finished(finished),
-        });
     }
 
     /// Whether effects applied now must wait.
@@ -217,10 +223,7 @@ impl Actor for RunSupervisor {
         // A run accepted and not begun before the engine died begins now.
         match resume.filter(|facts| !facts.is_empty()) {
             None => state.feed(&myself, RunFact::Started).await?,
-            Some(facts) => {
-                state.fold(&facts)?;
-                state.feed(&myself, RunFact::Resumed).await?;
-            }
+            Some(facts) => state.resume(&myself, &facts).await?,
         }
         Ok(state)
     }
@@ -318,21 +321,49 @@ impl SupervisorState {
         }
     }
 
-    /// Folds the journaled facts of a resumed run into its core.
-    fn fold(&mut self, facts: &[Fact]) -> Result<(), ActorProcessingErr> {
+    /// Resumes a run from its journaled facts: folds them into its core with the ends the
+    /// cores compute that were not stored (journaled now), and goes on with
+    /// [`RunFact::Resumed`]. A run
+    /// whose facts end it (its own end was not stored, or its header was not marked) ends
+    /// as it did.
+    async fn resume(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        facts: &[Fact],
+    ) -> Result<(), ActorProcessingErr> {
         let mut replayer = Replayer::new(self.core.plan().clone());
         for fact in facts {
             replayer
                 .apply(fact)
                 .map_err(|e| format!("run `{}` cannot be resumed: {e}", self.run.plan.run_id))?;
         }
-        self.core = replayer.into_core();
+        let settled = replayer.settle();
+        let (core, result) = replayer.into_parts();
+        self.core = core;
         // Every replayed event was published before the engine died, or could have been.
         self.published = self.core.events().len();
-        if let Some(log) = &mut self.log {
-            log.appended = facts.len() as u64;
-            log.durable = log.appended;
+        let Some(log) = &mut self.log else {
+            return Ok(()); // a resume always has its journal
+        };
+        log.appended = facts.len() as u64;
+        log.durable = log.appended;
+        for fact in &settled {
+            log.append(fact);
         }
+        let Some(result) = result else {
+            return self.feed(myself, RunFact::Resumed).await;
+        };
+        match facts.last().map(|f| (f.at, &f.kind)) {
+            Some((_, FactKind::Finished(f))) => log.mark_finished(f.clone()),
+            last => {
+                let at = Time::from_micros(last.map_or(0, |(at, _)| at));
+                log.finished(result.status, at);
+            }
+        }
+        log.held
+            .push_back((log.appended, vec![RunEffect::Finish(result)]));
+        // Performed once what it follows is stored (it may be already).
+        let _ = myself.cast(SupervisorMsg::Durable(log.durable));
         Ok(())
     }
 
@@ -373,7 +404,7 @@ impl SupervisorState {
         for actor in self.actors.iter().flatten() {
             actor.kill();
         }
-        let result = Arc::new(self.core.abandoned(reason, clock::now()));
+        let result = Arc::new(self.core.abandoned(reason, clock::now(), self.published));
         self.finish(myself, result);
     }
 
@@ -462,7 +493,9 @@ impl SupervisorState {
             if log.failed {
                 return Ok(()); // the run was failed; nothing more is applied
             }
-            log.record(&fact, now);
+            if !self.core.is_late_exit(&fact) {
+                log.record(&fact, now);
+            }
         }
         let effects = self.core.apply(fact, now);
         if let Some(log) = &mut self.log {
@@ -735,8 +768,8 @@ impl SupervisorState {
                 events,
             });
         }
-        // Receivers may all be gone (nobody waits for this run); the orchestrator keeps it.
-        let _ = self.result_tx.send(Some(result));
+        // Stored even when nobody waits yet (a resumed run): whoever asks later sees it.
+        self.result_tx.send_replace(Some(result));
         // Drain rather than stop: requests already queued (status, events) are answered.
         let _ = myself.drain();
     }

@@ -684,14 +684,19 @@ fn report(finished: &Finished, diffs: Vec<String>) -> Result<(), String> {
             .and_then(|m| m.triggered_by.clone())
             .map(|t| format!(" triggeredBy={t:?}"))
             .unwrap_or_default();
-        text.push_str(&format!("{:>3} {} {:?}{trig}\n", e.seq, e.node_id, e.kind));
+        let attempt = e.metadata.as_ref().and_then(|m| m.attempt);
+        let attempt = attempt.map(|a| format!(" attempt={a}")).unwrap_or_default();
+        text.push_str(&format!(
+            "{:>3} {} {:?}{attempt}{trig}\n",
+            e.seq, e.node_id, e.kind
+        ));
     }
     Err(text)
 }
 
 /// The whole run against the reference evaluation (no failRun in play).
 pub fn check_against_reference(finished: &Finished) -> Result<(), String> {
-    check_trace(finished)?;
+    check_trace(finished).or_else(|e| report(finished, vec![e]))?;
     let graph = &finished.graph;
     let timing = Timing::from_trace(graph, &finished.events)?;
     let evaluation = evaluate(graph, &run_inputs(), &timing);
@@ -737,7 +742,7 @@ fn compare_run_status(finished: &Finished, failed: bool) -> Vec<String> {
 /// - a node that ended before the cut-off ended exactly as the reference says;
 /// - the run is FAILED iff some node's failure was unhandled (the failRun one included).
 pub fn check_fail_fast(finished: &Finished) -> Result<(), String> {
-    check_trace(finished)?;
+    check_trace(finished).or_else(|e| report(finished, vec![e]))?;
     let graph = &finished.graph;
     let timing = Timing::from_trace(graph, &finished.events)?;
     let inputs = run_inputs();

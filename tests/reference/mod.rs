@@ -55,7 +55,11 @@
 //! - §7: only attempt counting; no delays (the generated policies have interval 0).
 //! - Built-ins are modelled from their documented behaviour (DESIGN.md, Components):
 //!   settings are read inputs-first, then params; an entrypoint outputs its inputs (the
-//!   generated ones declare no `runtimeInputs`).
+//!   generated ones declare no `runtimeInputs`). `core.process` runs code the reference
+//!   cannot read, so it knows one command only, the kill test's (`tests/durable_process.rs`):
+//!   a script that logs its attempt, then exits 3 when its `env.FAIL` is `"1"`
+//!   (`ProcessError`, not retried) and otherwise copies its stdin (the inputs) to stdout
+//!   (output `{stdout: inputs, stderr: "", exitCode: 0}`).
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -553,6 +557,17 @@ fn attempt(
                 Some(_) => return Err(failure("ValidationError", false)),
             };
             Ok((echo(params, inputs, &[]), Some(ports)))
+        }
+        "core.process" => {
+            let env = value(params, inputs, "env").and_then(Value::as_object);
+            if env.and_then(|e| e.get("FAIL")) == Some(&Value::from("1")) {
+                return Err(failure("ProcessError", false));
+            }
+            let mut output = Object::new();
+            output.insert("stdout".into(), Value::Object(inputs.clone()));
+            output.insert("stderr".into(), Value::from(""));
+            output.insert("exitCode".into(), Value::from(0));
+            Ok((output, None))
         }
         other => panic!("the reference does not model component {other}"),
     }

@@ -13,14 +13,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messages::event::TraceEvent;
 use crate::messages::node::NodeEnd;
+
+use crate::messages::result::RunResult;
 use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
 use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::journal::record::{ErrorRecord, Fact, FactKind, HandledRecord, StartRecord};
 use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
-use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::outcome::{NodeStatus, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 use crate::runtime::semantics::time::Time;
@@ -41,7 +44,7 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
     let kind = match fact {
         RunFact::Started => FactKind::Started,
         RunFact::Node(report) => report_kind(report),
-        RunFact::ActorExited { .. } => return None,
+        RunFact::ActorExited { .. } | RunFact::ActorsGone => return None,
         RunFact::NodeDied {
             node,
             generation,
@@ -143,13 +146,36 @@ fn end_kind(end: &NodeEnd) -> FactKind {
     }
 }
 
+/// The result and trace of a run whose facts end it.
+///
+/// # Errors
+/// When the cores cannot follow the facts, or the facts leave the run unfinished.
+pub fn finished_run(
+    plan: Arc<RunPlan>,
+    facts: &[Fact],
+) -> Result<(Arc<RunResult>, Vec<TraceEvent>), ReplayError> {
+    let mut replayer = Replayer::new(plan);
+    for fact in facts {
+        replayer.apply(fact)?;
+    }
+    let (mut core, result) = replayer.into_parts();
+    let result = result.ok_or_else(|| ReplayError {
+        seq: facts.len() as u64,
+        reason: "the run is marked finished but its facts leave it unfinished".into(),
+    })?;
+    Ok((result, core.take_events()))
+}
+
 /// What a node's join decided, as the replayed node core computed it.
 #[derive(Debug, Clone, Default)]
 struct Fired {
     /// Its first start report (inputs, handled failure, deciding edges).
     start: Option<StartReport>,
-    /// Its end, when the join skipped it.
-    skipped: Option<Arc<NodeEnd>>,
+    /// Its end, when it ended before its join fired: skipped by the join, or cancelled
+    /// (a stopping run) while it waited.
+    early_end: Option<Arc<NodeEnd>>,
+    /// Its end, when its inputs did not resolve (attempt 1 fails as it starts).
+    bad_inputs: Option<Arc<NodeEnd>>,
 }
 
 /// Folds one run's facts through fresh cores.
@@ -160,6 +186,10 @@ pub struct Replayer {
     joins: Vec<Option<NodeCore>>,
     fired: Vec<Fired>,
     seq: u64,
+    /// When the last fact was applied.
+    at: Time,
+    /// The run's result, once the facts ended it.
+    result: Option<Arc<RunResult>>,
 }
 
 impl Replayer {
@@ -171,6 +201,8 @@ impl Replayer {
             joins: (0..n).map(|_| None).collect(),
             fired: vec![Fired::default(); n],
             seq: 0,
+            at: Time::ZERO,
+            result: None,
         }
     }
 
@@ -181,22 +213,61 @@ impl Replayer {
     pub fn apply(&mut self, fact: &Fact) -> Result<(), ReplayError> {
         self.seq += 1;
         let now = Time::from_micros(fact.at);
-        let run_fact = match &fact.kind {
-            // The end's effects are the result, which the run core already decided.
-            FactKind::Finished(_) => return Ok(()),
-            kind => self.run_fact(kind).map_err(|reason| ReplayError {
-                seq: self.seq,
-                reason,
-            })?,
-        };
+        self.at = now;
+        let run_fact = self.run_fact(&fact.kind).map_err(|reason| ReplayError {
+            seq: self.seq,
+            reason,
+        })?;
         let effects = self.core.apply(run_fact, now);
         self.route(effects, now);
         Ok(())
     }
 
-    /// The core, in the state the facts left it.
-    pub fn into_core(self) -> RunCore {
-        self.core
+    /// The core, in the state the facts left it, and the run's result if they ended it.
+    pub fn into_parts(self) -> (RunCore, Option<Arc<RunResult>>) {
+        (self.core, self.result)
+    }
+
+    /// Applies the ends the cores compute that the journal did not keep, and returns their
+    /// records (to be journaled): a node its join skipped or that a stop cancelled while
+    /// it waited, and a node whose inputs did not resolve (its attempt 1 fails as it
+    /// starts), when the crash came before their end was stored. They follow from the
+    /// stored facts, so they are part of the replay, not lost; what they decide in turn
+    /// (a skip cascading down) is applied too, in node order, until nothing follows.
+    pub fn settle(&mut self) -> Vec<Fact> {
+        let mut records = Vec::new();
+        loop {
+            let ends = self.unstored_ends();
+            if ends.is_empty() {
+                return records;
+            }
+            for end in ends {
+                let fact = RunFact::Node(NodeReport::Ended(end));
+                if let Some(record) = fact_of(&fact, self.at) {
+                    records.push(record);
+                }
+                self.seq += 1;
+                let effects = self.core.apply(fact, self.at);
+                self.route(effects, self.at);
+            }
+        }
+    }
+
+    fn unstored_ends(&self) -> Vec<Arc<NodeEnd>> {
+        let mut ends = Vec::new();
+        for (i, fired) in self.fired.iter().enumerate() {
+            let node = NodeIx(i as u32);
+            if let Some(end) = &fired.early_end
+                && !self.core.has_ended(node)
+            {
+                ends.push(end.clone());
+            } else if let Some(end) = &fired.bad_inputs
+                && self.core.status_of(node) == NodeStatus::Running
+            {
+                ends.push(end.clone());
+            }
+        }
+        ends
     }
 
     fn plan(&self) -> &Arc<RunPlan> {
@@ -250,7 +321,8 @@ impl Replayer {
             FactKind::DeadlineHit => RunFact::TimerFired(RunTimer::Deadline),
             FactKind::GraceOver => RunFact::TimerFired(RunTimer::ForceEnd),
             FactKind::Resumed => RunFact::Resumed,
-            FactKind::Finished(_) => unreachable!("handled by apply"),
+            // The run ended: the exits of its last actors, never journaled, happened.
+            FactKind::Finished(_) => RunFact::ActorsGone,
         })
     }
 
@@ -358,7 +430,9 @@ impl Replayer {
             },
             FactKind::Skipped { node } => {
                 let node = self.node(*node)?;
-                let skipped = self.fired[node.ix()].skipped.as_ref().ok_or_else(|| {
+                let skipped = self.fired[node.ix()].early_end.as_ref();
+                let skipped = skipped.filter(|e| e.terminal == Terminal::Skipped);
+                let skipped = skipped.ok_or_else(|| {
                     format!(
                         "{} was skipped but its join did not skip it",
                         plan.node_ref(node)
@@ -370,8 +444,8 @@ impl Replayer {
         })
     }
 
-    /// Feeds the run core's spawns and edge resolutions to node cores until each node's
-    /// join decides; the rest of the effects concern actors and are dropped.
+    /// Feeds the run core's spawns, edge resolutions and cancellations to node cores until
+    /// each node's join decides; the rest of the effects concern actors and are dropped.
     fn route(&mut self, effects: Vec<RunEffect>, now: Time) {
         for effect in effects {
             match effect {
@@ -391,6 +465,10 @@ impl Replayer {
                 RunEffect::Tell { child, resolved } => {
                     self.feed(child, NodeFact::ParentEnded(resolved), now);
                 }
+                RunEffect::Cancel { node, reason } => {
+                    self.feed(node, NodeFact::CancelRequested(reason), now);
+                }
+                RunEffect::Finish(result) => self.result = Some(result),
                 _ => {}
             }
         }
@@ -401,15 +479,20 @@ impl Replayer {
             return;
         };
         let effects = core.apply(fact, now);
-        let first = effects.into_iter().find_map(|e| match e {
+        let mut reports = effects.into_iter().filter_map(|e| match e {
             NodeEffect::Report(report) => Some(report),
             _ => None,
         });
         let fired = &mut self.fired[node.ix()];
-        match first {
+        match reports.next() {
             None => return,
-            Some(NodeReport::Queued(s) | NodeReport::Started(s)) => fired.start = Some(s),
-            Some(NodeReport::Ended(end)) => fired.skipped = Some(end),
+            Some(NodeReport::Queued(s) | NodeReport::Started(s)) => {
+                fired.start = Some(s);
+                if let Some(NodeReport::Ended(end)) = reports.next() {
+                    fired.bad_inputs = Some(end);
+                }
+            }
+            Some(NodeReport::Ended(end)) => fired.early_end = Some(end),
             Some(NodeReport::Retrying(_)) => {}
         }
         // Decided: later resolutions change nothing for it.

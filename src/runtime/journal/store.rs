@@ -149,6 +149,8 @@ struct Memory {
     ops: u64,
     crash: Option<CrashPlan>,
     crashed: bool,
+    /// Ops after which every commit fails (a full disk, a dead device).
+    fail_after: Option<u64>,
 }
 
 /// A journal in memory, for tests: what it stored survives the engine that wrote it (an
@@ -178,6 +180,14 @@ impl MemoryStore {
     pub fn crashing(plan: CrashPlan) -> MemoryStore {
         let store = MemoryStore::default();
         store.lock().crash = Some(plan);
+        store
+    }
+
+    /// A store whose commits fail, whole, once `after` ops are stored: the process lives
+    /// on, but nothing more can be written.
+    pub fn failing(after: u64) -> MemoryStore {
+        let store = MemoryStore::default();
+        store.lock().fail_after = Some(after);
         store
     }
 
@@ -243,6 +253,14 @@ impl Memory {
 impl JournalStore for MemoryStore {
     fn commit(&self, batch: &[Op], _durability: Durability) -> Result<Committed, StoreError> {
         let mut inner = self.lock();
+        if inner
+            .fail_after
+            .is_some_and(|after| inner.ops + batch.len() as u64 > after)
+        {
+            return Err(StoreError::Write(
+                "no space left on device (injected)".into(),
+            ));
+        }
         if inner.crashed {
             return Ok(Committed::Crashed {
                 applied: 0,
@@ -347,23 +365,12 @@ impl FjallStore {
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = match fjall::Database::builder(dir.join("fjall"))
-            .max_journaling_size(64 << 20)
-            .worker_threads(1)
-            .manual_journal_persist(true)
-            .open()
-        {
-            Ok(db) => db,
+        create_if_missing(dir).map_err(|e| open_err(format!("creating it: {e}")))?;
+        let (db, runs, facts) = match open_db(&dir.join(DB_DIR)) {
+            Ok(opened) => opened,
             Err(fjall::Error::Locked) => return Err(StoreError::Locked(dir.to_path_buf())),
             Err(e) => return Err(open_err(describe(&e))),
         };
-        let options = || fjall::KeyspaceCreateOptions::default().manual_journal_persist(true);
-        let runs = db
-            .keyspace("runs", options)
-            .map_err(|e| open_err(describe(&e)))?;
-        let facts = db
-            .keyspace("facts", options)
-            .map_err(|e| open_err(describe(&e)))?;
         let batch = match facts.get(BATCH_KEY).map_err(|e| open_err(describe(&e)))? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -399,6 +406,50 @@ impl FjallStore {
         // Only a witness for the next open: losing it loses no record.
         let _ = guard.1.write_all(&batch.to_be_bytes());
     }
+}
+
+/// The database's directory inside the journal's.
+const DB_DIR: &str = "fjall";
+
+/// Where a new database is made before it is moved to [`DB_DIR`].
+const NEW_DB_DIR: &str = "fjall.new";
+
+/// Opens the database at `path` with its two keyspaces.
+fn open_db(path: &Path) -> fjall::Result<(fjall::Database, fjall::Keyspace, fjall::Keyspace)> {
+    let db = fjall::Database::builder(path)
+        .max_journaling_size(64 << 20)
+        .worker_threads(1)
+        .manual_journal_persist(true)
+        .open()?;
+    let options = || fjall::KeyspaceCreateOptions::default().manual_journal_persist(true);
+    let runs = db.keyspace("runs", options)?;
+    let facts = db.keyspace("facts", options)?;
+    Ok((db, runs, facts))
+}
+
+/// Makes the database of a new journal whole before it is used: created in
+/// [`NEW_DB_DIR`], persisted, then renamed to [`DB_DIR`]. fjall writes a new database's
+/// files one by one, and a process killed in between leaves one that no longer opens
+/// (a version marker without a version); made aside, such a leftover is only ever a
+/// `fjall.new`, removed by the next creation.
+fn create_if_missing(dir: &Path) -> Result<(), String> {
+    let live = dir.join(DB_DIR);
+    if live.exists() {
+        return Ok(());
+    }
+    let fresh = dir.join(NEW_DB_DIR);
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(|e| e.to_string())?;
+    }
+    {
+        let (db, _, _) = open_db(&fresh).map_err(|e| describe(&e))?;
+        db.persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| describe(&e))?;
+    }
+    std::fs::rename(&fresh, &live).map_err(|e| e.to_string())?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| e.to_string())
 }
 
 /// The last batch number in the `batches` file (whole 8-byte entries only).

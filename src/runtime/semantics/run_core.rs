@@ -16,7 +16,7 @@
 //! [`RunPhase`]: running, stopping for a [`StopCause`], or ended. A node actor's exit is
 //! fenced by its generation: the exit of an actor already replaced changes nothing.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,9 @@ pub enum RunFact {
     /// lost and fails with `CrashError`), the run's timers are armed again at their due
     /// times, and a `RESUMED` event names the attempts lost.
     Resumed,
+    /// Every actor of an ended node has exited. The journal's end of a run: exits are not
+    /// journaled, so the replay of a finished run learns of them all at once.
+    ActorsGone,
 }
 
 /// The cause of a node's death recorded when the engine restarts under it.
@@ -380,6 +383,13 @@ impl RunCore {
         matches!(self.slots[node.ix()], Slot::Ended(_))
     }
 
+    /// Whether `fact` is the death of a node that already ended: it only counts the exit
+    /// of its actor, which a replay learns of otherwise ([`RunFact::Resumed`],
+    /// [`RunFact::ActorsGone`]), so the journal need not keep it.
+    pub fn is_late_exit(&self, fact: &RunFact) -> bool {
+        matches!(fact, RunFact::NodeDied { node, .. } if self.has_ended(*node))
+    }
+
     /// The only way the run changes: applies `fact` at `now` and returns what to do, in
     /// order. No clock, no I/O, no entropy.
     pub fn apply(&mut self, fact: RunFact, now: Time) -> Vec<RunEffect> {
@@ -412,6 +422,7 @@ impl RunCore {
                 RunFact::TimerFired(RunTimer::Deadline) => self.on_deadline(now),
                 RunFact::TimerFired(RunTimer::ForceEnd) => self.force_end(now),
                 RunFact::Resumed => self.on_resumed(now),
+                RunFact::ActorsGone => self.forget_exiting(),
             }
             self.pump();
             self.maybe_finish(now);
@@ -753,9 +764,20 @@ impl RunCore {
         let record = &mut self.records[node.ix()];
         let generation = record.generations;
         record.generations += 1;
+        // A respawned node stays where its dead actor was until the new one reports, so
+        // that dying again (or an engine restart) before then resumes it from there too:
+        // a crashed attempt is not run again under the same number.
+        let phase = match &start {
+            NodeStart::Reached(_) => LivePhase::Pending,
+            NodeStart::Resumed(resume) => match resume.attempt {
+                ResumeAt::Crashed { .. } => LivePhase::Running(resume.started.clone()),
+                ResumeAt::Requeue { .. } => LivePhase::Queued(resume.started.clone()),
+                ResumeAt::Backoff { due, .. } => LivePhase::BackingOff(resume.started.clone(), due),
+            },
+        };
         self.slots[node.ix()] = Slot::Live(Live {
             generation,
-            phase: LivePhase::Pending,
+            phase,
             windowed,
         });
         if windowed {
@@ -939,22 +961,15 @@ impl RunCore {
     /// if its actor had died, and the run's timer is armed again at its due time (the
     /// deadline counts from the run's original start).
     fn on_resumed(&mut self, now: Time) {
+        self.forget_exiting();
         let mut lost = Vec::new();
         let mut live = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            match slot {
-                Slot::Ended(ended) => {
-                    if ended.exiting.take().is_some() {
-                        self.live_actors -= 1;
-                    }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Slot::Live(l) = slot {
+                if let LivePhase::Running(start) = &l.phase {
+                    lost.push((NodeIx(i as u32), start.attempt));
                 }
-                Slot::Live(l) => {
-                    if let LivePhase::Running(start) = &l.phase {
-                        lost.push((NodeIx(i as u32), start.attempt));
-                    }
-                    live.push((NodeIx(i as u32), l.generation));
-                }
-                Slot::Unreached | Slot::Ready => {}
+                live.push((NodeIx(i as u32), l.generation));
             }
         }
         self.emit_resumed(&lost, now);
@@ -975,6 +990,17 @@ impl RunCore {
                 timer: RunTimer::ForceEnd,
             }),
             RunPhase::Ended(_) => {}
+        }
+    }
+
+    /// The actors of ended nodes are all gone.
+    fn forget_exiting(&mut self) {
+        for slot in &mut self.slots {
+            if let Slot::Ended(ended) = slot
+                && ended.exiting.take().is_some()
+            {
+                self.live_actors -= 1;
+            }
         }
     }
 
@@ -1146,14 +1172,43 @@ impl RunCore {
     }
 
     /// The result of a run given up before it ended (its journal failed): FAILED with
-    /// `error`, its nodes as they are now.
-    pub fn abandoned(&self, error: String, now: Time) -> RunResult {
-        RunResult {
+    /// `error`. Only what was published stands — the first `published` events, and the
+    /// ends they told; every other node (running, waiting, or ended without its end
+    /// stored) is CANCELLED, and its output dropped. The unpublished events are dropped.
+    pub fn abandoned(&mut self, error: String, now: Time, published: usize) -> RunResult {
+        let unconfirmed: HashSet<Arc<str>> = self.events[published.min(self.events.len())..]
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventType::Completed
+                        | EventType::Failed
+                        | EventType::Skipped
+                        | EventType::Cancelled
+                )
+            })
+            .map(|e| e.node_id.clone())
+            .collect();
+        self.events.truncate(published);
+        let mut result = RunResult {
             status: RunStatus::Failed,
             success: false,
             error: Some(error),
             ..self.result(now)
+        };
+        for (node_ref, record) in &mut result.nodes {
+            if record.status.is_terminal() && !unconfirmed.contains(node_ref) {
+                continue;
+            }
+            record.status = NodeStatus::Cancelled;
+            record.reason =
+                Some("the run's journal failed before this node's end was stored".into());
+            record.error = None;
+            record.active_ports = None;
+            record.completed_at = Some(now.timestamp());
+            result.outputs.remove(node_ref);
         }
+        result
     }
 
     fn node_record(&self, ix: NodeIx, ended: Option<&Ended>) -> NodeRecord {
