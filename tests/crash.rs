@@ -369,63 +369,6 @@ fn random_stopped_runs_survive_a_crash_at_every_append() {
     random_cases(Mode::FailFast, check_fail_fast);
 }
 
-/// A 20-node run that stays unfinished: an entrypoint, 18 long sleeps, a join.
-fn long_run() -> Value {
-    let mut actions = vec![json!({"ref": "start", "componentId": "core.workflow.entrypoint"})];
-    let mut edges = Vec::new();
-    for i in 0..18 {
-        let node = format!("sleep{i}");
-        actions.push(json!({"ref": node, "componentId": "core.sleep", "params": {"ms": 600_000}}));
-        edges.push(json!({"sourceRef": "start", "targetRef": node}));
-        edges.push(json!({"sourceRef": node, "targetRef": "join"}));
-    }
-    actions.push(json!({"ref": "join", "componentId": "core.echo"}));
-    json!({"version": 2, "title": "long", "actions": actions, "edges": edges,
-           "entrypoint": {"ref": "start"}})
-}
-
-#[test]
-fn resuming_1000_unfinished_runs_takes_under_a_second() {
-    const RUNS: usize = 1_000;
-    let rt = runtime();
-    rt.block_on(async {
-        let store = Arc::new(MemoryStore::new());
-        let runs = Arc::new(Executions::default());
-        let handle = start(store.clone(), &runs, false).await;
-        let workflow = common::workflow(&handle, long_run());
-        for i in 0..RUNS {
-            let options = SubmitOptions {
-                run_id: Some(format!("run-{i}")),
-                ..SubmitOptions::default()
-            };
-            handle
-                .submit_workflow(&workflow, JsonObject::new(), options)
-                .await
-                .unwrap();
-        }
-        // Every run has its sleeps' starts stored: each resumes 18 lost attempts.
-        for i in 0..RUNS {
-            let mut events = handle.events(&format!("run-{i}")).await.unwrap();
-            let mut started = 0;
-            while started < 19 {
-                let e = events.next().await.expect("the run goes on");
-                started += usize::from(
-                    e.kind == shipsec_orchestrator::messages::event::EventType::Started,
-                );
-            }
-        }
-        handle.crash().await;
-        let recovered = Arc::new(store.recovered());
-        let begun = std::time::Instant::now();
-        let handle = start(recovered, &runs, false).await;
-        let took = begun.elapsed();
-        assert_eq!(handle.resumed().len(), RUNS);
-        eprintln!("{RUNS} unfinished 20-node runs resumed in {took:?}");
-        assert!(took < Duration::from_secs(1), "resuming took {took:?}");
-        handle.shutdown(ShutdownMode::Cancel).await.unwrap();
-    });
-}
-
 #[test]
 fn a_journal_that_cannot_be_written_fails_its_runs_visibly() {
     let rt = runtime();
