@@ -234,6 +234,23 @@ fn runs_of(executions: &HashMap<(String, u32), u32>, node: &str) -> u32 {
         .sum()
 }
 
+/// Fails when a node whose end a dead engine had stored (`settled`: how often it had run
+/// then) has run since.
+fn ran_again(
+    settled: &HashMap<String, u32>,
+    ran: &HashMap<(String, u32), u32>,
+) -> Result<(), String> {
+    for (node, before) in settled {
+        let now = runs_of(ran, node);
+        if now != *before {
+            return Err(format!(
+                "{node} ran again after its end was stored ({before} → {now} runs)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One workflow driven through kills until a process ends its run by itself; the kills.
 fn kill_loop(seed: u64, scratch: &Path) -> Result<u32, String> {
     let mut rng = Rng::new(seed);
@@ -263,15 +280,10 @@ fn kill_loop(seed: u64, scratch: &Path) -> Result<u32, String> {
             };
             wait_for_orphans(&id)?;
             let ran = executions(&log, &id);
+            ran_again(&settled, &ran)?;
             for node in ended {
                 let now = runs_of(&ran, &node);
-                if let Some(before) = settled.insert(node.clone(), now)
-                    && before != now
-                {
-                    return Err(format!(
-                        "{node} ran again after its end was stored ({before} → {now} runs)"
-                    ));
-                }
+                settled.entry(node).or_insert(now);
             }
             run_id = Some(id);
             continue;
@@ -291,14 +303,7 @@ fn kill_loop(seed: u64, scratch: &Path) -> Result<u32, String> {
     }
     let run_id = run_id.ok_or("the run left nothing in its journal")?;
     let ran = executions(&log, &run_id);
-    for (node, before) in &settled {
-        let now = runs_of(&ran, node);
-        if now != *before {
-            return Err(format!(
-                "{node} ran again after its end was stored ({before} → {now} runs)"
-            ));
-        }
-    }
+    ran_again(&settled, &ran)?;
     let finished = read_back(&data_dir, graph, &run_id)?;
     for (node, record) in &finished.result.nodes {
         if record.status == shipsec_orchestrator::NodeStatus::Completed

@@ -455,18 +455,14 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
     let accepted = &log.header.accepted;
     let run_id = accepted.run_id.clone();
     let (graph, inputs, options) = stored_submission(state, accepted)?;
-    let plan = Arc::new(RunPlan {
-        run_id: run_id.as_str().into(),
-        graph: Arc::new(graph),
-        registry: state.registry.clone(),
-        inputs: Arc::new(inputs),
-        max_output_bytes: state.config.limits.max_output_bytes,
-        cancel_grace: state.config.cancel_grace,
-        seed: RunPlan::seed_for(&run_id),
-        // Which nodes waited for slots is in the facts; the replay needs no limiter.
-        queued: Vec::new(),
-        metrics: false,
-    });
+    let plan = Arc::new(RunPlan::for_replay(
+        &run_id,
+        Arc::new(graph),
+        state.registry.clone(),
+        Arc::new(inputs),
+        state.config.limits.max_output_bytes,
+        state.config.cancel_grace,
+    ));
     let (result, events) = replay::finished_run(plan, &log.facts)
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
     let nodes = result.nodes.len();

@@ -323,20 +323,15 @@ impl SupervisorState {
 
     /// Resumes a run from its journaled facts: folds them into its core with the ends the
     /// cores compute that were not stored (journaled now), and goes on with
-    /// [`RunFact::Resumed`]. A run
-    /// whose facts end it (its own end was not stored, or its header was not marked) ends
-    /// as it did.
+    /// [`RunFact::Resumed`]. A run whose facts end it (its own end was not stored, or its
+    /// header was not marked) ends as it did.
     async fn resume(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         facts: &[Fact],
     ) -> Result<(), ActorProcessingErr> {
-        let mut replayer = Replayer::new(self.core.plan().clone());
-        for fact in facts {
-            replayer
-                .apply(fact)
-                .map_err(|e| format!("run `{}` cannot be resumed: {e}", self.run.plan.run_id))?;
-        }
+        let mut replayer = Replayer::fold(self.core.plan().clone(), facts)
+            .map_err(|e| format!("run `{}` cannot be resumed: {e}", self.run.plan.run_id))?;
         let settled = replayer.settle();
         let (core, result) = replayer.into_parts();
         self.core = core;
@@ -353,12 +348,12 @@ impl SupervisorState {
         let Some(result) = result else {
             return self.feed(myself, RunFact::Resumed).await;
         };
-        match facts.last().map(|f| (f.at, &f.kind)) {
-            Some((_, FactKind::Finished(f))) => log.mark_finished(f.clone()),
-            last => {
-                let at = Time::from_micros(last.map_or(0, |(at, _)| at));
-                log.finished(result.status, at);
-            }
+        match facts.last() {
+            Some(Fact {
+                kind: FactKind::Finished(f),
+                ..
+            }) => log.mark_finished(f.clone()),
+            last => log.finished(result.status, Time::from_micros(last.map_or(0, |f| f.at))),
         }
         log.held
             .push_back((log.appended, vec![RunEffect::Finish(result)]));

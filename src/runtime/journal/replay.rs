@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use crate::messages::event::TraceEvent;
 use crate::messages::node::NodeEnd;
-
 use crate::messages::result::RunResult;
 use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
 use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
@@ -154,11 +153,7 @@ pub fn finished_run(
     plan: Arc<RunPlan>,
     facts: &[Fact],
 ) -> Result<(Arc<RunResult>, Vec<TraceEvent>), ReplayError> {
-    let mut replayer = Replayer::new(plan);
-    for fact in facts {
-        replayer.apply(fact)?;
-    }
-    let (mut core, result) = replayer.into_parts();
+    let (mut core, result) = Replayer::fold(plan, facts)?.into_parts();
     let result = result.ok_or_else(|| ReplayError {
         seq: facts.len() as u64,
         reason: "the run is marked finished but its facts leave it unfinished".into(),
@@ -204,6 +199,18 @@ impl Replayer {
             at: Time::ZERO,
             result: None,
         }
+    }
+
+    /// A replay of the run `plan` describes, with `facts` applied.
+    ///
+    /// # Errors
+    /// When the cores cannot explain one of them.
+    pub fn fold(plan: Arc<RunPlan>, facts: &[Fact]) -> Result<Replayer, ReplayError> {
+        let mut replayer = Replayer::new(plan);
+        for fact in facts {
+            replayer.apply(fact)?;
+        }
+        Ok(replayer)
     }
 
     /// Applies the next fact.

@@ -33,6 +33,29 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
+    /// The plan a replay folds a finished run's facts with, outside any engine: the
+    /// run's seed, no limiter (which nodes waited for slots is in the facts), no metrics.
+    pub fn for_replay(
+        run_id: &str,
+        graph: Arc<Graph>,
+        registry: Arc<ComponentRegistry>,
+        inputs: Arc<JsonObject>,
+        max_output_bytes: usize,
+        cancel_grace: Duration,
+    ) -> RunPlan {
+        RunPlan {
+            run_id: run_id.into(),
+            graph,
+            registry,
+            inputs,
+            max_output_bytes,
+            cancel_grace,
+            seed: RunPlan::seed_for(run_id),
+            queued: Vec::new(),
+            metrics: false,
+        }
+    }
+
     /// The jitter seed of run `run_id`: a stable hash of the id (FNV-1a, 64 bits), so a
     /// run's retry delays follow from what identifies it, and a journal that kept the id
     /// replays them. Run ids are unique (fresh UUIDs unless the caller names them), so

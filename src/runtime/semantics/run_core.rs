@@ -1178,15 +1178,7 @@ impl RunCore {
     pub fn abandoned(&mut self, error: String, now: Time, published: usize) -> RunResult {
         let unconfirmed: HashSet<Arc<str>> = self.events[published.min(self.events.len())..]
             .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind,
-                    EventType::Completed
-                        | EventType::Failed
-                        | EventType::Skipped
-                        | EventType::Cancelled
-                )
-            })
+            .filter(|e| e.kind.is_terminal())
             .map(|e| e.node_id.clone())
             .collect();
         self.events.truncate(published);
