@@ -119,6 +119,10 @@ struct RunLog {
     run_id: Arc<str>,
     header: RunHeader,
     sink: Arc<dyn AckSink>,
+    /// The supervisor, told to commit what it queued ([`SupervisorMsg::Commit`]).
+    myself: ActorRef<SupervisorMsg>,
+    /// A [`SupervisorMsg::Commit`] is on its way.
+    commit_sent: bool,
     /// Facts appended.
     appended: u64,
     /// Facts stored.
@@ -151,6 +155,8 @@ impl RunLog {
             run_id: header.accepted.run_id.as_str().into(),
             header,
             sink: Arc::new(SupervisorSink(myself.clone())),
+            myself: myself.clone(),
+            commit_sent: false,
             appended: 0,
             durable: 0,
             held: VecDeque::new(),
@@ -172,8 +178,25 @@ impl RunLog {
             seq: self.appended,
             value: record::encode(fact),
         };
-        self.journal
-            .append(op, Some((self.sink.clone(), self.appended)));
+        self.queue(op, Some((self.sink.clone(), self.appended)));
+    }
+
+    /// Queues `op`; the supervisor commits it once it has handled its mailbox's backlog,
+    /// so a burst of reports (a fan-out finishing) is one batch, and a lone fact (a chain)
+    /// is committed at once.
+    fn queue(&mut self, op: Op, ack: Option<(Arc<dyn AckSink>, u64)>) {
+        self.journal.append_deferred(op, ack);
+        if !self.commit_sent {
+            self.commit_sent = true;
+            // A supervisor gone commits on drop.
+            let _ = self.myself.cast(SupervisorMsg::Commit);
+        }
+    }
+
+    /// Commits what this run queued (and whatever else is queued).
+    fn commit(&mut self) {
+        self.commit_sent = false;
+        self.journal.commit();
     }
 
     /// Records the run's end: its last fact, then its header marked finished (so a header
@@ -197,12 +220,21 @@ impl RunLog {
             run_id: self.run_id.clone(),
             value: record::encode(&self.header),
         };
-        self.journal.append(op, None);
+        self.queue(op, None);
     }
 
     /// Whether effects applied now must wait.
     fn holds(&self) -> bool {
         !self.held.is_empty() || self.appended > self.durable
+    }
+}
+
+impl Drop for RunLog {
+    fn drop(&mut self) {
+        // A supervisor stopped before its Commit arrived leaves nothing queued unwritten.
+        if self.commit_sent {
+            self.journal.commit();
+        }
     }
 }
 
@@ -247,6 +279,12 @@ impl Actor for RunSupervisor {
             SupervisorMsg::Stop(kind) => state.feed(&myself, RunFact::CancelRequested(kind)).await,
             SupervisorMsg::Timer(timer) => state.feed(&myself, RunFact::TimerFired(timer)).await,
             SupervisorMsg::LimiterRestarted => state.tell_all(|| NodeMsg::LimiterRestarted),
+            SupervisorMsg::Commit => {
+                if let Some(log) = &mut state.log {
+                    log.commit();
+                }
+                Ok(())
+            }
             SupervisorMsg::Durable(upto) => state.on_durable(&myself, upto).await,
             SupervisorMsg::JournalFailed(error) => {
                 state.journal_failed(&myself, &error);

@@ -142,6 +142,10 @@ pub(crate) enum SupervisorMsg {
     /// From the orchestrator: the engine's slot limiter was restarted; live nodes are
     /// told so that slots held and waited for carry over.
     LimiterRestarted,
+    /// From the supervisor itself, sent with the first fact it queues for the journal:
+    /// it has handled what was in its mailbox before, so what it queued meanwhile is
+    /// committed as one batch.
+    Commit,
     /// From the journal's writer: the run's facts up to this number are stored.
     Durable(u64),
     /// From the journal's writer: the run's facts cannot be stored; the run fails.

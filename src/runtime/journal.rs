@@ -190,9 +190,20 @@ impl Journal {
         Ok(Journal::new(Arc::new(store), durability))
     }
 
-    /// Queues a write; `ack` is told when it is stored (or failed).
+    /// Queues a write and has it committed; `ack` is told when it is stored (or failed).
     pub(crate) fn append(&self, op: Op, ack: Option<(Arc<dyn AckSink>, u64)>) {
         self.inner.writer.send(Append { op, ack });
+    }
+
+    /// Queues a write that [`Journal::commit`] (by this caller, or any other) commits.
+    pub(crate) fn append_deferred(&self, op: Op, ack: Option<(Arc<dyn AckSink>, u64)>) {
+        self.inner.writer.queue(Append { op, ack });
+    }
+
+    /// Has every queued write committed (see the writer: under `process` this caller
+    /// may commit it itself).
+    pub(crate) fn commit(&self) {
+        self.inner.writer.commit();
     }
 
     /// Flushes and stops the writer thread.

@@ -1,6 +1,14 @@
-//! The journal's one writer thread: it group-commits the appends of every run — all that
-//! arrived while the previous batch was being written go into the next — so durability
-//! costs one write (and, under `fsync`, one fdatasync) per batch, not per fact.
+//! The journal's writer: it group-commits the appends of every run — all that arrived
+//! while the previous batch was being written go into the next — so durability costs one
+//! write (and, under `fsync`, one fdatasync) per batch, not per fact.
+//!
+//! Appends wait in one queue, and one committer at a time takes everything queued as a
+//! batch, so batches are stored in the order their appends were made. The committer is
+//! the writer thread, or — under `process`, where a commit is a buffered write of a few
+//! microseconds — the appending caller itself when nobody is committing: a run whose
+//! every step waits on its last append (a chain) then pays no thread hand-off per step.
+//! A caller commits one batch at most and leaves any backlog to the thread. Under `fsync`
+//! only the thread commits, since an fdatasync must not block an async worker.
 //!
 //! Each append may carry an acknowledgement: a sink and a ticket (a run's fact number).
 //! After a commit, every sink in the batch is told the highest ticket of its own that is
@@ -9,8 +17,8 @@
 //! acknowledged that was not written.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::runtime::journal::Durability;
@@ -39,9 +47,33 @@ enum Msg {
     Flush(Sender<()>),
 }
 
+/// The queue and who is committing it.
+#[derive(Default)]
+struct State {
+    queue: Vec<Msg>,
+    /// A committer (the thread or an inline caller) holds a batch.
+    busy: bool,
+    /// The error of the commit that failed; every later append fails with it.
+    failed: Option<StoreError>,
+    /// A staged crash: the "process" is gone, nothing more is written or answered.
+    crashed: bool,
+    /// Closed: the thread drains the queue and stops; later appends are dropped.
+    closing: bool,
+}
+
+struct Shared {
+    store: Arc<dyn JournalStore>,
+    durability: Durability,
+    state: Mutex<State>,
+    /// Wakes the thread: work queued with nobody committing, or closing.
+    wake: Condvar,
+}
+
 /// The writer's side shared with its callers.
 pub(crate) struct Writer {
-    tx: Mutex<Option<Sender<Msg>>>,
+    shared: Arc<Shared>,
+    /// Callers may commit themselves when nobody is (under `process`).
+    inline: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -51,27 +83,146 @@ impl std::fmt::Debug for Writer {
     }
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one batch from the queue (the caller is the committer), commits it and
+    /// answers its sinks and flushers. Returns whether more is queued.
+    fn commit_one(&self) -> bool {
+        let (batch, failed) = {
+            let mut st = self.lock();
+            let batch = if st.queue.len() <= MAX_BATCH {
+                std::mem::take(&mut st.queue)
+            } else {
+                st.queue.drain(..MAX_BATCH).collect()
+            };
+            (batch, st.failed.clone())
+        };
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut tickets = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Append(a) => {
+                    ops.push(a.op);
+                    tickets.push(a.ack);
+                }
+                Msg::Flush(done) => flushes.push(done),
+            }
+        }
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None if ops.is_empty() => Ok(Committed::All),
+            None => self.store.commit(&ops, self.durability),
+        };
+        let mut acks = Acks::default();
+        match outcome {
+            Ok(Committed::All) => {
+                for (sink, t) in tickets.iter().flatten() {
+                    acks.add(sink, *t);
+                }
+                acks.durable();
+            }
+            Ok(Committed::Crashed { applied, acked }) => {
+                if acked {
+                    for (sink, t) in tickets[..applied].iter().flatten() {
+                        acks.add(sink, *t);
+                    }
+                    acks.durable();
+                }
+                // The "process" died here: nothing more is written or answered (dropped
+                // flushers stop waiting).
+                let mut st = self.lock();
+                st.crashed = true;
+                st.queue.clear();
+                drop(st);
+                self.wake.notify_one();
+                return false;
+            }
+            Err(error) => {
+                let mut st = self.lock();
+                if st.failed.is_none() {
+                    tracing::error!(target: "shipsec::journal", %error, "journal write failed; the runs waiting on it fail");
+                    st.failed = Some(error.clone());
+                }
+                drop(st);
+                for (sink, t) in tickets.iter().flatten() {
+                    acks.add(sink, *t);
+                }
+                acks.failed(&error);
+            }
+        }
+        for done in flushes {
+            // A flusher that stopped waiting needs no answer.
+            let _ = done.send(());
+        }
+        !self.lock().queue.is_empty()
+    }
+}
+
 impl Writer {
-    /// Starts the writer thread over `store`.
+    /// Starts the writer over `store`.
     pub(crate) fn start(store: Arc<dyn JournalStore>, durability: Durability) -> Writer {
-        let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            store,
+            durability,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("shipsec-journal".into())
-            .spawn(move || write_loop(&*store, durability, &rx))
+            .spawn(move || write_loop(&for_thread))
             .expect("the journal writer thread starts");
         Writer {
-            tx: Mutex::new(Some(tx)),
+            shared,
+            inline: durability == Durability::Process,
             thread: Mutex::new(Some(thread)),
         }
     }
 
-    /// Queues `append`. After a staged crash nothing is written any more (the "process"
-    /// is gone) and the append is dropped unacknowledged.
+    /// Queues `append` and has the queue committed ([`Writer::commit`]).
     pub(crate) fn send(&self, append: Append) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = tx.as_ref() {
-            // A writer that stopped (a staged crash) takes nothing more.
-            let _ = tx.send(Msg::Append(append));
+        self.queue(append);
+        self.commit();
+    }
+
+    /// Queues `append` without committing it: the caller calls [`Writer::commit`] later
+    /// (an actor, once it has handled what is in its mailbox, so that a burst of appends
+    /// becomes one batch). Until then the append goes with whatever batch comes next.
+    /// After a staged crash, or once closed, it is dropped unacknowledged.
+    pub(crate) fn queue(&self, append: Append) {
+        let mut st = self.shared.lock();
+        if !st.crashed && !st.closing {
+            st.queue.push(Msg::Append(append));
+        }
+    }
+
+    /// Has what is queued committed: here and now when this writer lets callers commit
+    /// and nobody is committing, else by the thread (or the committer at work, which
+    /// takes it with its next batch).
+    pub(crate) fn commit(&self) {
+        let mut st = self.shared.lock();
+        if st.busy || st.queue.is_empty() {
+            return;
+        }
+        if !self.inline {
+            drop(st);
+            self.shared.wake.notify_one();
+            return;
+        }
+        st.busy = true;
+        drop(st);
+        self.shared.commit_one();
+        let mut st = self.shared.lock();
+        st.busy = false;
+        // What was queued meanwhile (its senders saw a committer) goes to the thread.
+        let more = !st.queue.is_empty();
+        drop(st);
+        if more {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -79,20 +230,23 @@ impl Writer {
     pub(crate) fn flush(&self) {
         let (done_tx, done_rx) = channel();
         {
-            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(tx) = tx.as_ref() else { return };
-            if tx.send(Msg::Flush(done_tx)).is_err() {
+            let mut st = self.shared.lock();
+            if st.crashed || st.closing {
+                // Gone (a staged crash) or closed (already drained): nothing to wait for.
                 return;
             }
+            st.queue.push(Msg::Flush(done_tx));
         }
-        // A writer gone (a staged crash) has nothing left to flush.
+        self.shared.wake.notify_one();
+        // A writer that crashed drops the flusher: nothing is left to flush.
         let _ = done_rx.recv();
     }
 
     /// Flushes, stops the thread and waits for it.
     pub(crate) fn close(&self) {
         self.flush();
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             // A writer thread that panicked has stopped writing either way.
@@ -103,7 +257,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The thread commits what is queued, then stops.
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
     }
 }
 
@@ -133,62 +289,26 @@ impl Acks {
     }
 }
 
-fn write_loop(store: &dyn JournalStore, durability: Durability, rx: &Receiver<Msg>) {
-    let mut ops: Vec<Op> = Vec::new();
-    let mut tickets: Vec<Option<(Arc<dyn AckSink>, u64)>> = Vec::new();
-    let mut flushes: Vec<Sender<()>> = Vec::new();
-    let mut failed: Option<StoreError> = None;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Append(a) => {
-                    ops.push(a.op);
-                    tickets.push(a.ack);
-                }
-                Msg::Flush(done) => flushes.push(done),
-            }
-            if ops.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        let outcome = match &failed {
-            Some(e) => Err(e.clone()),
-            None if ops.is_empty() => Ok(Committed::All),
-            None => store.commit(&ops, durability),
-        };
-        let mut acks = Acks::default();
-        match outcome {
-            Ok(Committed::All) => {
-                for (sink, t) in tickets.iter().flatten() {
-                    acks.add(sink, *t);
-                }
-                acks.durable();
-            }
-            Ok(Committed::Crashed { applied, acked }) => {
-                if acked {
-                    for (sink, t) in tickets[..applied].iter().flatten() {
-                        acks.add(sink, *t);
-                    }
-                    acks.durable();
-                }
-                // The "process" died here: nothing more is written or acknowledged.
+/// The thread: whenever work is queued and nobody commits it, commits until the queue is
+/// empty; stops after a staged crash, or once closed and drained.
+fn write_loop(shared: &Shared) {
+    loop {
+        let mut st = shared.lock();
+        loop {
+            if st.crashed {
                 return;
             }
-            Err(error) => {
-                tracing::error!(target: "shipsec::journal", %error, "journal write failed; the runs waiting on it fail");
-                for (sink, t) in tickets.iter().flatten() {
-                    acks.add(sink, *t);
-                }
-                acks.failed(&error);
-                failed = Some(error);
+            if !st.busy && !st.queue.is_empty() {
+                break;
             }
+            if st.closing && !st.busy {
+                return;
+            }
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        ops.clear();
-        tickets.clear();
-        for done in flushes.drain(..) {
-            // A flusher that stopped waiting needs no answer.
-            let _ = done.send(());
-        }
+        st.busy = true;
+        drop(st);
+        while shared.commit_one() {}
+        shared.lock().busy = false;
     }
 }
