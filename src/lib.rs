@@ -39,12 +39,16 @@ pub mod actors;
 pub mod chaos;
 pub mod messages;
 pub mod runtime;
+pub mod service;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
 pub use messages::event::TraceEvent;
 pub use messages::limiter::SlotStats;
-pub use messages::orchestrator::{RunCommandError, ShutdownMode, SubmitOptions};
-pub use messages::result::{NodeRecord, RunResult, RunSnapshot};
+pub use messages::orchestrator::{
+    RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
+};
+pub use messages::result::{NodeRecord, Progress, RunResult, RunSnapshot};
+pub use messages::supervisor::Subscription;
 pub use runtime::components::registry::{ComponentMeta, ComponentRegistry};
 pub use runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,

@@ -1,4 +1,5 @@
-//! The `shipsec` command line: validate, graph and run workflows.
+//! The `shipsec` command line: validate, graph and run workflows, resume them, serve the
+//! HTTP API.
 //!
 //! Exit codes (DESIGN.md): 0 the run COMPLETED (or the command succeeded), 1 the run ended
 //! in any other status, 2 invalid definition, inputs or usage.
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod run;
+mod serve;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
 use shipsec_orchestrator::runtime::definition::mermaid;
@@ -56,6 +58,8 @@ enum Command {
     /// Finish the runs a killed `shipsec run --data-dir DIR` left unfinished, and print
     /// their results.
     Resume(run::ResumeArgs),
+    /// Serve the HTTP API: runs, their status, results and live events.
+    Serve(serve::ServeArgs),
     /// Look into a journal.
     Journal {
         #[command(subcommand)]
@@ -75,7 +79,10 @@ enum JournalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let registry = ComponentRegistry::with_builtins();
-    if !matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Resume(_) | Command::Serve(_)
+    ) {
         // Logs only: `run` installs its telemetry inside its async runtime.
         let _ = Telemetry::install(None);
     }
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run::run(args, registry),
         Command::Resume(args) => run::resume(args, registry),
+        Command::Serve(args) => serve::serve(args, registry),
         Command::Journal {
             command: JournalCommand::Inspect { dir },
         } => match inspect::inspect(&dir) {

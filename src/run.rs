@@ -92,7 +92,7 @@ fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineC
     Ok(config)
 }
 
-fn read_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
+pub(crate) fn read_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
     Ok(match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -162,6 +162,34 @@ fn print_result_line(result: &RunResult) {
     }
 }
 
+/// A multi-thread runtime, and the telemetry installed inside it (the gRPC exporter needs
+/// one); shut the telemetry down while the runtime is still alive, so that the last
+/// spans are flushed.
+pub(crate) fn runtime_with_telemetry()
+-> Result<(tokio::runtime::Runtime, Option<Telemetry>), ExitCode> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    let telemetry = {
+        let _inside = runtime.enter();
+        match Telemetry::install(ExportConfig::from_env()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("telemetry disabled: {e}");
+                None
+            }
+        }
+    };
+    Ok((runtime, telemetry))
+}
+
 /// Runs the workflow and maps its status to the exit code.
 pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
     let config = match engine_config(&args, &registry) {
@@ -185,27 +213,9 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // Telemetry is installed inside the runtime (the gRPC exporter needs one) and shut
-    // down while it is still alive, so that the last spans are flushed.
-    let telemetry = {
-        let _inside = runtime.enter();
-        match Telemetry::install(ExportConfig::from_env()) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("telemetry disabled: {e}");
-                None
-            }
-        }
+    let (runtime, telemetry) = match runtime_with_telemetry() {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(execute(&args, config, loaded, registry, inputs));
     if let Some(telemetry) = telemetry {

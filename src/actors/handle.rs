@@ -18,10 +18,10 @@ use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::SlotStats;
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions,
+    OrchestratorMsg, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
 };
 use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::StopKind;
+use crate::messages::supervisor::{StopKind, Subscription};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::definition::limits::DefinitionLimits;
@@ -30,6 +30,7 @@ use crate::runtime::definition::parse::Format;
 use crate::runtime::definition::validate::{Problem, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
+use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError};
 
 /// Errors of the engine's public API.
@@ -282,14 +283,24 @@ impl Handle {
             self.prepare((*workflow.definition).clone())?.graph
         };
         // Serialised here, on the caller's task, not in the orchestrator.
-        let definition = self.journal.as_ref().map(|_| {
+        let text = (self.journal.is_some() || options.idempotency_key.is_some()).then(|| {
             serde_json::to_string(&*workflow.definition).expect("a definition serialises")
         });
+        let fingerprint = match (&options.idempotency_key, &text) {
+            (Some(_), Some(text)) => Some(record::submission_fingerprint(
+                text,
+                // A JSON object always serialises.
+                &serde_json::to_string(&inputs).expect("inputs serialise"),
+            )),
+            _ => None,
+        };
+        let definition = self.journal.as_ref().and(text);
         let submitted = ractor::call!(self.actor, |reply| OrchestratorMsg::Submit {
             graph,
             definition,
             inputs,
             options,
+            fingerprint,
             reply
         })
         .map_err(|_| EngineError::Unavailable)??;
@@ -302,8 +313,19 @@ impl Handle {
         }
         Ok(RunHandle {
             run_id: submitted.run_id,
+            existing: submitted.existing,
             result: submitted.result,
         })
+    }
+
+    /// A page of the runs this engine knows (live, and finished ones still retained),
+    /// newest first.
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`].
+    pub async fn list(&self, query: RunQuery) -> Result<RunPage, EngineError> {
+        ractor::call!(self.actor, |reply| OrchestratorMsg::List { query, reply })
+            .map_err(|_| EngineError::Unavailable)
     }
 
     /// The current state of a run.
@@ -324,9 +346,25 @@ impl Handle {
     /// # Errors
     /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
     pub async fn events(&self, run_id: &str) -> Result<EventStream, EngineError> {
+        self.subscribe(run_id, Subscription::default()).await
+    }
+
+    /// The events of a run after `asked.after`, then live ones until the run ends. With
+    /// `asked.buffer`, a subscriber that lets that many live events wait is dropped: its
+    /// stream ends early, before the run's last event, and it subscribes again after the
+    /// last `seq` it has (no gap, no duplicate).
+    ///
+    /// # Errors
+    /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
+    pub async fn subscribe(
+        &self,
+        run_id: &str,
+        asked: Subscription,
+    ) -> Result<EventStream, EngineError> {
         let run_id = run_id.to_owned();
         let feed = ractor::call!(self.actor, |reply| OrchestratorMsg::Events {
             run_id,
+            asked,
             reply
         })
         .map_err(|_| EngineError::Unavailable)??;
@@ -335,28 +373,30 @@ impl Handle {
             None => Box::pin(backlog),
             Some(rx) => {
                 use futures::StreamExt;
-                Box::pin(backlog.chain(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
+                Box::pin(backlog.chain(tokio_stream::wrappers::ReceiverStream::new(rx)))
             }
         })
     }
 
     /// Cancels a run: pending nodes end CANCELLED, running attempts get the grace period.
+    /// `false` when the run had ended already (nothing to cancel).
     ///
     /// # Errors
     /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
-    pub async fn cancel(&self, run_id: &str) -> Result<(), EngineError> {
+    pub async fn cancel(&self, run_id: &str) -> Result<bool, EngineError> {
         self.stop(run_id, StopKind::Cancel).await
     }
 
-    /// Terminates a run: as cancel, without the grace period.
+    /// Terminates a run: as cancel, without the grace period. `false` when the run had
+    /// ended already.
     ///
     /// # Errors
     /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
-    pub async fn terminate(&self, run_id: &str) -> Result<(), EngineError> {
+    pub async fn terminate(&self, run_id: &str) -> Result<bool, EngineError> {
         self.stop(run_id, StopKind::Terminate).await
     }
 
-    async fn stop(&self, run_id: &str, kind: StopKind) -> Result<(), EngineError> {
+    async fn stop(&self, run_id: &str, kind: StopKind) -> Result<bool, EngineError> {
         let run_id = run_id.to_owned();
         Ok(ractor::call!(self.actor, |reply| OrchestratorMsg::Stop {
             run_id,
@@ -397,11 +437,15 @@ impl Handle {
     /// Dropping the future does not undo the shutdown: it goes on, and a later call waits
     /// for it.
     pub async fn shutdown(&self, mode: ShutdownMode) -> Result<(), EngineError> {
-        // An orchestrator that is gone has stopped already.
-        let _ = ractor::call!(self.actor, |reply| OrchestratorMsg::Shutdown {
-            mode,
-            reply
-        });
+        if let ShutdownMode::Suspend { grace } = mode {
+            self.suspend(grace).await;
+        } else {
+            // An orchestrator that is gone has stopped already.
+            let _ = ractor::call!(self.actor, |reply| OrchestratorMsg::Shutdown {
+                mode,
+                reply
+            });
+        }
         self.wait_stopped().await;
         if let Some(journal) = &self.journal {
             let journal = journal.clone();
@@ -409,6 +453,20 @@ impl Handle {
             let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         }
         Ok(())
+    }
+
+    /// Stops the engine leaving its runs to resume: no attempt starts any more, those
+    /// running get up to `grace` to end, every supervisor commits what it was told, then
+    /// every actor is stopped at once (nothing more is journaled: the runs stay
+    /// unfinished).
+    async fn suspend(&self, grace: std::time::Duration) {
+        // The limiter answers once no attempt holds a slot; `grace` is a deadline on
+        // that, after which the attempts still running are lost.
+        let quiet = async { ractor::call!(self.actor, OrchestratorMsg::Quiesce) };
+        let _ = tokio::time::timeout(grace, quiet).await;
+        // An orchestrator that is gone has nothing left to commit.
+        let _ = ractor::call!(self.actor, OrchestratorMsg::SyncRuns);
+        self.actor.kill();
     }
 
     async fn wait_stopped(&self) {
@@ -438,6 +496,7 @@ impl Handle {
         .map_err(|_| EngineError::Unavailable)??;
         Ok(RunHandle {
             run_id: run_id.to_owned(),
+            existing: true,
             result,
         })
     }
@@ -467,6 +526,7 @@ impl Handle {
 #[derive(Debug, Clone)]
 pub struct RunHandle {
     run_id: String,
+    existing: bool,
     result: watch::Receiver<Option<Arc<RunResult>>>,
 }
 
@@ -474,6 +534,17 @@ impl RunHandle {
     /// The run's id.
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// Whether the run existed before this handle was asked for (a submission with an
+    /// idempotency key already used, or [`Handle::run`]).
+    pub fn existing(&self) -> bool {
+        self.existing
+    }
+
+    /// The result, if the run has ended.
+    pub fn try_result(&self) -> Option<Arc<RunResult>> {
+        self.result.borrow().clone()
     }
 
     /// Waits for the run to end and returns its result.

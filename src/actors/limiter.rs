@@ -39,6 +39,9 @@ pub(crate) struct LimiterState {
     link: LimiterLink,
     waiting: HashMap<u64, (ActorRef<NodeMsg>, Needs)>,
     wake_at: Option<Instant>,
+    /// Grants the book gave while the engine was suspending, never handed out (the
+    /// engine stops before anyone could use them).
+    withheld: usize,
 }
 
 impl Actor for LimiterActor {
@@ -56,6 +59,7 @@ impl Actor for LimiterActor {
             link: args.link,
             waiting: HashMap::new(),
             wake_at: None,
+            withheld: 0,
         })
     }
 
@@ -115,11 +119,17 @@ impl LimiterState {
     fn answer_questions(&self) {
         let stats = self.stats();
         self.link
-            .answer(stats, stats.active == 0 && stats.queued == 0);
+            .answer(stats, stats.active.saturating_sub(self.withheld));
     }
 }
 
 fn grant(state: &mut LimiterState, tickets: Vec<u64>) {
+    if state.link.paused() {
+        // Suspending: the engine stops once the attempts holding slots have ended, and
+        // what waits is asked again of the engine that resumes the runs.
+        state.withheld += tickets.len();
+        return;
+    }
     for ticket in tickets {
         let Some((node, needs)) = state.waiting.remove(&ticket) else {
             continue;

@@ -24,10 +24,11 @@ use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
+    OrchestratorMsg, RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
+    Submitted,
 };
 use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, StopKind, SupervisorMsg};
+use crate::messages::supervisor::{EventFeed, StopKind, Subscription, SupervisorMsg};
 use crate::messages::time::Timestamp;
 use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
@@ -70,14 +71,55 @@ enum RunEntry {
     Live {
         supervisor: ActorRef<SupervisorMsg>,
         result_tx: watch::Sender<Option<Arc<RunResult>>>,
-        title: String,
+        info: RunInfo,
     },
     /// It ended.
     Done {
         result: Arc<RunResult>,
         events: Arc<Vec<TraceEvent>>,
         result_tx: watch::Sender<Option<Arc<RunResult>>>,
+        info: RunInfo,
     },
+}
+
+impl RunEntry {
+    fn info(&self) -> &RunInfo {
+        match self {
+            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => info,
+        }
+    }
+
+    fn summary(&self, run_id: &str) -> RunSummary {
+        let info = self.info();
+        match self {
+            RunEntry::Live { .. } => RunSummary {
+                run_id: run_id.to_owned(),
+                title: info.title.clone(),
+                status: RunStatus::Running,
+                started_at: info.started_at,
+                completed_at: None,
+            },
+            RunEntry::Done { result, .. } => RunSummary {
+                run_id: run_id.to_owned(),
+                title: result.title.clone(),
+                status: result.status,
+                started_at: result.started_at,
+                completed_at: Some(result.completed_at),
+            },
+        }
+    }
+}
+
+/// What the orchestrator keeps about every run it knows, live or ended.
+#[derive(Debug, Clone)]
+struct RunInfo {
+    /// Its place in the order runs were accepted (listings are newest first).
+    order: u64,
+    title: String,
+    /// When it was accepted.
+    started_at: Timestamp,
+    /// Its trace, once known (from its supervisor at its end, or its `traceparent`).
+    trace_id: Option<String>,
 }
 
 /// The orchestrator's state.
@@ -87,7 +129,10 @@ pub(crate) struct OrchestratorState {
     registry: Arc<ComponentRegistry>,
     runs: HashMap<String, RunEntry>,
     by_supervisor: HashMap<ractor::ActorId, String>,
-    idempotency: HashMap<String, String>,
+    /// Idempotency keys: the run each started, and what the key is bound to.
+    idempotency: HashMap<String, (String, Option<u64>)>,
+    /// The next run's place in the acceptance order.
+    next_order: u64,
     /// Finished runs kept, oldest first, with their node counts.
     finished: VecDeque<(String, usize)>,
     /// Node records of the finished runs kept.
@@ -100,6 +145,8 @@ pub(crate) struct OrchestratorState {
     metrics: Arc<Metrics>,
     /// Set once a shutdown began: answered when every run ended and every actor stopped.
     closing: Option<Vec<RpcReplyPort<()>>>,
+    /// The engine is suspending ([`ShutdownMode::Suspend`]): no new run is taken.
+    suspending: bool,
     /// The journal, when runs are journaled.
     journal: Option<Journal>,
     /// Finished runs still in the journal, oldest first, with when they ended.
@@ -130,9 +177,11 @@ impl Actor for OrchestratorActor {
             runs: HashMap::new(),
             by_supervisor: HashMap::new(),
             idempotency: HashMap::new(),
+            next_order: 1,
             finished: VecDeque::new(),
             finished_nodes: 0,
             closing: None,
+            suspending: false,
             journal: args.journal,
             journaled: VecDeque::new(),
         };
@@ -153,13 +202,28 @@ impl Actor for OrchestratorActor {
                 definition,
                 inputs,
                 options,
+                fingerprint,
                 reply,
             } => {
-                let outcome = submit(&myself, state, graph, definition, inputs, options).await;
+                let submission = Submission {
+                    graph,
+                    definition,
+                    inputs,
+                    options,
+                    fingerprint,
+                };
+                let outcome = submit(&myself, state, submission).await;
                 let _ = reply.send(outcome);
             }
             OrchestratorMsg::Status { run_id, reply } => status(state, run_id, reply),
-            OrchestratorMsg::Events { run_id, reply } => events(state, run_id, reply),
+            OrchestratorMsg::List { query, reply } => {
+                let _ = reply.send(list(state, &query));
+            }
+            OrchestratorMsg::Events {
+                run_id,
+                asked,
+                reply,
+            } => events(state, run_id, asked, reply),
             OrchestratorMsg::Watch { run_id, reply } => {
                 let rx = state
                     .runs
@@ -175,10 +239,20 @@ impl Actor for OrchestratorActor {
             } => {
                 let _ = reply.send(stop(state, &run_id, kind));
             }
-            OrchestratorMsg::RunEnded { result, events } => run_ended(state, result, events),
+            OrchestratorMsg::RunEnded {
+                result,
+                trace_id,
+                events,
+            } => run_ended(state, result, trace_id, events),
             // The limiter answers the handle directly.
             OrchestratorMsg::SlotsIdle(reply) => state.limiter.ask(Question::Idle(reply)),
             OrchestratorMsg::Slots(reply) => state.limiter.ask(Question::Stats(reply)),
+            OrchestratorMsg::Quiesce(reply) => {
+                state.suspending = true;
+                state.limiter.pause();
+                state.limiter.ask(Question::Quiet(reply));
+            }
+            OrchestratorMsg::SyncRuns(reply) => sync_runs(state, reply),
             OrchestratorMsg::Shutdown { mode, reply } => shutdown(state, mode, reply),
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
                 supervisor_exited(state, &run_id, &cause);
@@ -275,6 +349,26 @@ fn shutdown(state: &mut OrchestratorState, mode: ShutdownMode, reply: RpcReplyPo
     }
 }
 
+/// Asks every live supervisor to commit what it has, and answers `reply` once all have
+/// (from a task: the orchestrator goes on with its mailbox meanwhile).
+fn sync_runs(state: &OrchestratorState, reply: RpcReplyPort<()>) {
+    let supervisors: Vec<_> = state
+        .runs
+        .values()
+        .filter_map(|e| match e {
+            RunEntry::Live { supervisor, .. } => Some(supervisor.clone()),
+            RunEntry::Done { .. } => None,
+        })
+        .collect();
+    tokio::spawn(async move {
+        for supervisor in supervisors {
+            // A supervisor that is gone has committed on its way out.
+            let _ = ractor::call!(supervisor, SupervisorMsg::Sync);
+        }
+        let _ = reply.send(());
+    });
+}
+
 /// Completes a shutdown once every run ended and every supervisor exited: the limiter
 /// stops, the callers are answered, the orchestrator stops.
 async fn maybe_closed(myself: &ActorRef<OrchestratorMsg>, state: &mut OrchestratorState) {
@@ -292,15 +386,28 @@ async fn maybe_closed(myself: &ActorRef<OrchestratorMsg>, state: &mut Orchestrat
     myself.stop(None);
 }
 
-async fn submit(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
+/// A submission, as a handle sent it.
+struct Submission {
     graph: Arc<Graph>,
     definition: Option<String>,
     inputs: JsonObject,
     options: SubmitOptions,
+    fingerprint: Option<u64>,
+}
+
+async fn submit(
+    myself: &ActorRef<OrchestratorMsg>,
+    state: &mut OrchestratorState,
+    submission: Submission,
 ) -> Result<Submitted, RunCommandError> {
-    if let Some(existing) = idempotent_run(state, &options) {
+    let Submission {
+        graph,
+        definition,
+        inputs,
+        options,
+        fingerprint,
+    } = submission;
+    if let Some(existing) = idempotent_run(state, &options, fingerprint)? {
         return Ok(existing);
     }
     admit(state, &graph, &inputs)?;
@@ -312,7 +419,7 @@ async fn submit(
         return Err(RunCommandError::DuplicateRun(run_id));
     }
     let (result_tx, result_rx) = watch::channel(None);
-    let title = graph.title.clone();
+    let info = new_info(state, graph.title.clone(), Timestamp::now(), None);
     let (journal, stored) = match (&state.journal, definition) {
         (Some(journal), Some(definition)) => {
             let header = accepted_header(&run_id, &graph, definition, &inputs, &options);
@@ -328,19 +435,13 @@ async fn submit(
     };
     let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
     args.journal = journal;
-    start_run(
-        myself,
-        state,
-        &run_id,
-        args,
-        result_tx,
-        title,
-        options.idempotency_key,
-    )
-    .await
-    .map_err(RunCommandError::Spawn)?;
+    let key = options.idempotency_key.map(|k| (k, fingerprint));
+    start_run(myself, state, &run_id, args, result_tx, info, key)
+        .await
+        .map_err(RunCommandError::Spawn)?;
     Ok(Submitted {
         run_id,
+        existing: false,
         result: result_rx,
         stored,
     })
@@ -450,6 +551,38 @@ fn stored_submission(
     Ok((graph, inputs, options))
 }
 
+/// The idempotency key of a stored run, bound to what it was accepted with.
+fn stored_key(accepted: &AcceptedRecord) -> Option<(String, Option<u64>)> {
+    let fingerprint = record::submission_fingerprint(&accepted.definition, &accepted.inputs);
+    Some((accepted.idempotency_key.clone()?, Some(fingerprint)))
+}
+
+/// A new run's entry in the acceptance order.
+fn new_info(
+    state: &mut OrchestratorState,
+    title: String,
+    started_at: Timestamp,
+    trace_id: Option<String>,
+) -> RunInfo {
+    let order = state.next_order;
+    state.next_order += 1;
+    RunInfo {
+        order,
+        title,
+        started_at,
+        trace_id,
+    }
+}
+
+/// The trace id a W3C `traceparent` names (`00-<trace id>-<span id>-<flags>`), if valid.
+pub(crate) fn trace_id_of_traceparent(traceparent: &str) -> Option<String> {
+    let id = traceparent.split('-').nth(1)?;
+    let valid = id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && id.bytes().any(|b| b != b'0');
+    valid.then(|| id.to_ascii_lowercase())
+}
+
 /// Records a run the journal holds as finished, its result and trace replayed.
 fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(), String> {
     let accepted = &log.header.accepted;
@@ -467,14 +600,20 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
     let nodes = result.nodes.len();
     let (result_tx, _) = watch::channel(Some(result.clone()));
+    let trace_id = options
+        .traceparent
+        .as_deref()
+        .and_then(trace_id_of_traceparent);
+    let info = new_info(state, result.title.clone(), result.started_at, trace_id);
     let entry = RunEntry::Done {
         result,
         events: Arc::new(events),
         result_tx,
+        info,
     };
     state.runs.insert(run_id.clone(), entry);
-    if let Some(key) = options.idempotency_key {
-        state.idempotency.insert(key, run_id.clone());
+    if let Some((key, fingerprint)) = stored_key(accepted) {
+        state.idempotency.insert(key, (run_id.clone(), fingerprint));
     }
     remember_finished(state, run_id, nodes);
     Ok(())
@@ -490,7 +629,9 @@ async fn resume_run(
     let run_id = log.header.accepted.run_id.clone();
     let (graph, inputs, options) = stored_submission(state, &log.header.accepted)?;
     let (result_tx, _) = watch::channel(None);
-    let title = graph.title.clone();
+    let accepted_at = Time::from_micros(log.header.accepted.accepted_at).timestamp();
+    let info = new_info(state, graph.title.clone(), accepted_at, None);
+    let key = stored_key(&log.header.accepted);
     let mut args = supervisor_args(
         myself,
         state,
@@ -502,17 +643,9 @@ async fn resume_run(
     );
     args.journal = Some((journal.clone(), log.header));
     args.resume = Some(log.facts);
-    start_run(
-        myself,
-        state,
-        &run_id,
-        args,
-        result_tx,
-        title,
-        options.idempotency_key,
-    )
-    .await
-    .map_err(|e| format!("run `{run_id}` cannot be resumed: {e}"))?;
+    start_run(myself, state, &run_id, args, result_tx, info, key)
+        .await
+        .map_err(|e| format!("run `{run_id}` cannot be resumed: {e}"))?;
     Ok(())
 }
 
@@ -523,8 +656,8 @@ async fn start_run(
     run_id: &str,
     args: SupervisorArgs,
     result_tx: watch::Sender<Option<Arc<RunResult>>>,
-    title: String,
-    key: Option<String>,
+    info: RunInfo,
+    key: Option<(String, Option<u64>)>,
 ) -> Result<(), String> {
     let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
         .await
@@ -532,7 +665,7 @@ async fn start_run(
     let entry = RunEntry::Live {
         supervisor,
         result_tx,
-        title,
+        info,
     };
     register(state, run_id, entry, key);
     Ok(())
@@ -560,15 +693,35 @@ fn purge_journal(state: &mut OrchestratorState) {
     }
 }
 
-/// The run an earlier submit with the same idempotency key started, if it is known.
-fn idempotent_run(state: &OrchestratorState, options: &SubmitOptions) -> Option<Submitted> {
-    let existing = state.idempotency.get(options.idempotency_key.as_ref()?)?;
-    let entry = state.runs.get(existing)?;
-    Some(Submitted {
+/// The run an earlier submit with the same idempotency key started, if it is known; a
+/// conflict when that submit had another definition or other inputs.
+fn idempotent_run(
+    state: &OrchestratorState,
+    options: &SubmitOptions,
+    fingerprint: Option<u64>,
+) -> Result<Option<Submitted>, RunCommandError> {
+    let Some(key) = options.idempotency_key.as_ref() else {
+        return Ok(None);
+    };
+    let Some((existing, bound)) = state.idempotency.get(key) else {
+        return Ok(None);
+    };
+    let Some(entry) = state.runs.get(existing) else {
+        return Ok(None);
+    };
+    let same_id = options.run_id.as_ref().is_none_or(|id| id == existing);
+    if !same_id || (bound.is_some() && fingerprint.is_some() && *bound != fingerprint) {
+        return Err(RunCommandError::IdempotencyConflict {
+            key: key.clone(),
+            run_id: existing.clone(),
+        });
+    }
+    Ok(Some(Submitted {
         run_id: existing.clone(),
+        existing: true,
         result: entry_result_rx(entry),
         stored: None,
-    })
+    }))
 }
 
 /// Refuses a run while shutting down, past the admission limit, or without its required
@@ -578,7 +731,7 @@ fn admit(
     graph: &Graph,
     inputs: &JsonObject,
 ) -> Result<(), RunCommandError> {
-    if state.closing.is_some() {
+    if state.closing.is_some() || state.suspending {
         return Err(RunCommandError::ShuttingDown);
     }
     if state.live >= state.config.max_active_runs {
@@ -630,15 +783,22 @@ fn supervisor_args(
 }
 
 /// Records a live run.
-fn register(state: &mut OrchestratorState, run_id: &str, entry: RunEntry, key: Option<String>) {
+fn register(
+    state: &mut OrchestratorState,
+    run_id: &str,
+    entry: RunEntry,
+    key: Option<(String, Option<u64>)>,
+) {
     if let RunEntry::Live { supervisor, .. } = &entry {
         state
             .by_supervisor
             .insert(supervisor.get_id(), run_id.to_owned());
     }
     state.live += 1;
-    if let Some(key) = key {
-        state.idempotency.insert(key, run_id.to_owned());
+    if let Some((key, fingerprint)) = key {
+        state
+            .idempotency
+            .insert(key, (run_id.to_owned(), fingerprint));
     }
     state.runs.insert(run_id.to_owned(), entry);
 }
@@ -656,7 +816,10 @@ fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> 
 #[derive(Debug)]
 enum Pending {
     Status(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
-    Events(RpcReplyPort<Result<EventFeed, RunCommandError>>),
+    Events(
+        Subscription,
+        RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    ),
 }
 
 fn status(
@@ -668,8 +831,8 @@ fn status(
         None => {
             let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
         }
-        Some(RunEntry::Done { result, .. }) => {
-            let _ = reply.send(Ok(done_snapshot(result)));
+        Some(RunEntry::Done { result, info, .. }) => {
+            let _ = reply.send(Ok(RunSnapshot::of_result(result, info.trace_id.clone())));
         }
         Some(RunEntry::Live { supervisor, .. }) => {
             // The supervisor answers the handle itself; one that is gone has its
@@ -683,22 +846,31 @@ fn status(
     }
 }
 
-fn done_snapshot(result: &RunResult) -> RunSnapshot {
-    let mut counts = std::collections::BTreeMap::new();
-    for record in result.nodes.values() {
-        *counts.entry(record.status).or_insert(0) += 1;
-    }
-    RunSnapshot {
-        run_id: result.run_id.clone(),
-        status: result.status,
-        counts,
-        running: Vec::new(),
+/// A page of the runs known, newest first.
+fn list(state: &OrchestratorState, query: &RunQuery) -> RunPage {
+    let limit = query.limit.max(1);
+    let mut found: Vec<(u64, &String, &RunEntry)> = state
+        .runs
+        .iter()
+        .filter(|(_, e)| query.before.is_none_or(|b| e.info().order < b))
+        .filter(|(id, e)| query.status.is_none_or(|s| e.summary(id).status == s))
+        .map(|(id, e)| (e.info().order, id, e))
+        .collect();
+    found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+    let more = found.len() > limit;
+    found.truncate(limit);
+    RunPage {
+        next: more
+            .then(|| found.last().map(|(order, ..)| *order))
+            .flatten(),
+        runs: found.iter().map(|(_, id, e)| e.summary(id)).collect(),
     }
 }
 
 fn events(
     state: &mut OrchestratorState,
     run_id: String,
+    asked: Subscription,
     reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
 ) {
     match state.runs.get(&run_id) {
@@ -707,15 +879,15 @@ fn events(
         }
         Some(RunEntry::Done { events, .. }) => {
             let _ = reply.send(Ok(EventFeed {
-                backlog: events.as_ref().clone(),
+                backlog: asked.backlog(events),
                 live: None,
             }));
         }
         Some(RunEntry::Live { supervisor, .. }) => {
-            if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(reply))) =
-                supervisor.cast(SupervisorMsg::Subscribe(reply))
+            if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(asked, reply))) =
+                supervisor.cast(SupervisorMsg::Subscribe(asked, reply))
             {
-                wait_for_end(state, run_id, Pending::Events(reply));
+                wait_for_end(state, run_id, Pending::Events(asked, reply));
             }
         }
     }
@@ -734,39 +906,52 @@ fn answer_pending(state: &mut OrchestratorState, run_id: &str) {
     for question in pending {
         match question {
             Pending::Status(reply) => status(state, run_id.to_owned(), reply),
-            Pending::Events(reply) => events(state, run_id.to_owned(), reply),
+            Pending::Events(asked, reply) => events(state, run_id.to_owned(), asked, reply),
         }
     }
 }
 
-fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<(), RunCommandError> {
+/// Tells a live run to stop; `false` when it had ended already.
+fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<bool, RunCommandError> {
     match state.runs.get(run_id) {
         None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
-        Some(RunEntry::Done { .. }) => Ok(()),
+        Some(RunEntry::Done { .. }) => Ok(false),
         Some(RunEntry::Live { supervisor, .. }) => {
             // A supervisor that is stopping has already ended the run.
             let _ = supervisor.cast(SupervisorMsg::Stop(kind));
-            Ok(())
+            Ok(true)
         }
     }
 }
 
-fn run_ended(state: &mut OrchestratorState, result: Arc<RunResult>, events: Arc<Vec<TraceEvent>>) {
+fn run_ended(
+    state: &mut OrchestratorState,
+    result: Arc<RunResult>,
+    trace_id: Option<String>,
+    events: Arc<Vec<TraceEvent>>,
+) {
     let run_id = result.run_id.clone();
     if !matches!(state.runs.get(&run_id), Some(RunEntry::Live { .. })) {
         return;
     }
-    let Some(RunEntry::Live { result_tx, .. }) = state.runs.remove(&run_id) else {
+    let Some(RunEntry::Live {
+        result_tx,
+        mut info,
+        ..
+    }) = state.runs.remove(&run_id)
+    else {
         return;
     };
     state.live -= 1;
     let nodes = result.nodes.len();
+    info.trace_id = trace_id;
     state.runs.insert(
         run_id.clone(),
         RunEntry::Done {
             result,
             events,
             result_tx,
+            info,
         },
     );
     answer_pending(state, &run_id);
@@ -792,7 +977,7 @@ fn remember_finished(state: &mut OrchestratorState, run_id: String, nodes: usize
         };
         state.finished_nodes -= nodes;
         state.runs.remove(&old);
-        state.idempotency.retain(|_, id| *id != old);
+        state.idempotency.retain(|_, (id, _)| *id != old);
     }
 }
 
@@ -801,18 +986,19 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         return; // it reported its result before exiting
     }
     let Some(RunEntry::Live {
-        result_tx, title, ..
+        result_tx, info, ..
     }) = state.runs.remove(run_id)
     else {
         return;
     };
     state.live -= 1;
-    let result = Arc::new(lost_run(run_id, title, cause));
+    let result = Arc::new(lost_run(run_id, info.title.clone(), cause));
     result_tx.send_replace(Some(result.clone()));
     let entry = RunEntry::Done {
         result,
         events: Arc::new(Vec::new()),
         result_tx,
+        info,
     };
     state.runs.insert(run_id.to_owned(), entry);
     answer_pending(state, run_id);

@@ -30,8 +30,8 @@ use crate::messages::event::TraceEvent;
 use crate::messages::limiter::LimiterLink;
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
 use crate::messages::orchestrator::OrchestratorMsg;
-use crate::messages::result::RunResult;
-use crate::messages::supervisor::{EventFeed, NodeReport, SupervisorMsg};
+use crate::messages::result::{RunResult, RunSnapshot};
+use crate::messages::supervisor::{EventFeed, NodeReport, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
@@ -98,11 +98,13 @@ pub(crate) struct SupervisorState {
     spans: Vec<Option<SpanContext>>,
     /// Every event, once the run has ended (answers late subscribers while draining).
     final_events: Option<Arc<Vec<TraceEvent>>>,
-    subscribers: Vec<mpsc::UnboundedSender<TraceEvent>>,
+    subscribers: Vec<mpsc::Sender<TraceEvent>>,
     result_tx: watch::Sender<Option<Arc<RunResult>>>,
     orchestrator: Option<ActorRef<OrchestratorMsg>>,
     /// The run's journal, when it has one.
     log: Option<RunLog>,
+    /// The run's trace (32 hex digits), when it has one.
+    trace_id: Option<String>,
     /// Events sent to subscribers so far (with a journal, the core may hold later ones
     /// whose facts are not stored yet: those are not given out).
     published: usize,
@@ -290,9 +292,15 @@ impl Actor for RunSupervisor {
                 state.journal_failed(&myself, &error);
                 Ok(())
             }
-            SupervisorMsg::Snapshot(reply) => answer(reply, Ok(state.core.snapshot())),
+            SupervisorMsg::Snapshot(reply) => answer(reply, Ok(state.snapshot())),
+            SupervisorMsg::Sync(reply) => {
+                if let Some(log) = &mut state.log {
+                    log.commit();
+                }
+                answer(reply, ())
+            }
             // An asker that went away leaves a closed sender, pruned on the next emit.
-            SupervisorMsg::Subscribe(reply) => answer(reply, Ok(state.subscribe())),
+            SupervisorMsg::Subscribe(asked, reply) => answer(reply, Ok(state.subscribe(asked))),
         }
     }
 
@@ -331,6 +339,7 @@ impl SupervisorState {
         });
         let plan = plan_of(&args, slots.as_ref());
         let span = run_span(&args.run_id, &args.graph.title, args.traceparent.as_deref());
+        let trace_id = trace_id_of(&span, args.traceparent.as_deref());
         let n = args.graph.len();
         SupervisorState {
             core: RunCore::new(plan.clone()),
@@ -356,6 +365,7 @@ impl SupervisorState {
                 .journal
                 .map(|(journal, header)| RunLog::new(journal, header, myself)),
             published: 0,
+            trace_id,
         }
     }
 
@@ -746,7 +756,10 @@ impl SupervisorState {
             crate::chaos::unregister(&self.run.plan.run_id, &event.node_id);
         }
         if !self.subscribers.is_empty() {
-            self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+            // A subscriber a whole buffer behind is dropped: its feed closes, and it
+            // subscribes again after the last event it has.
+            self.subscribers
+                .retain(|s| s.try_send(event.clone()).is_ok());
         }
     }
 
@@ -770,18 +783,29 @@ impl SupervisorState {
     }
 
     /// The events so far, and the live ones to come unless the run has ended.
-    fn subscribe(&mut self) -> EventFeed {
+    fn subscribe(&mut self, asked: Subscription) -> EventFeed {
         if let Some(done) = &self.final_events {
             return EventFeed {
-                backlog: done.as_ref().clone(),
+                backlog: asked.backlog(done),
                 live: None,
             };
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(asked.capacity());
         self.subscribers.push(tx);
         EventFeed {
-            backlog: self.core.events()[..self.published].to_vec(),
+            backlog: asked.backlog(&self.core.events()[..self.published]),
             live: Some(rx),
+        }
+    }
+
+    /// The run's state now: from its result once it has one.
+    fn snapshot(&self) -> RunSnapshot {
+        if let Some(result) = self.result_tx.borrow().as_ref() {
+            return RunSnapshot::of_result(result, self.trace_id.clone());
+        }
+        RunSnapshot {
+            trace_id: self.trace_id.clone(),
+            ..self.core.snapshot()
         }
     }
 
@@ -789,7 +813,6 @@ impl SupervisorState {
         #[cfg(feature = "chaos")]
         crate::chaos::unregister_supervisor(&self.run.plan.run_id);
         run_span_status(&self.run.span, &result);
-        self.subscribers.clear();
         // The orchestrator learns first, so that anyone who sees the result and then asks
         // the orchestrator about the run finds it finished (its mailbox is FIFO).
         let events = Arc::new(self.core.take_events());
@@ -798,11 +821,15 @@ impl SupervisorState {
             // An orchestrator that is gone has no registry left to update.
             let _ = orchestrator.cast(OrchestratorMsg::RunEnded {
                 result: result.clone(),
+                trace_id: self.trace_id.clone(),
                 events,
             });
         }
         // Stored even when nobody waits yet (a resumed run): whoever asks later sees it.
         self.result_tx.send_replace(Some(result));
+        // Their feeds close only now: a subscriber that sees its feed end finds the result
+        // there (one whose feed closed before the run ended fell behind).
+        self.subscribers.clear();
         // Drain rather than stop: requests already queued (status, events) are answered.
         let _ = myself.drain();
     }
@@ -848,6 +875,19 @@ fn run_span(run_id: &str, title: &str, traceparent: Option<&str>) -> tracing::Sp
         let _ = span.set_parent(cx);
     }
     span
+}
+
+/// The trace of the run span, or else of the caller's `traceparent`.
+fn trace_id_of(span: &tracing::Span, traceparent: Option<&str>) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    if !span.is_disabled() {
+        let cx = span.context();
+        let span_context = cx.span().span_context().clone();
+        if span_context.is_valid() {
+            return Some(span_context.trace_id().to_string());
+        }
+    }
+    traceparent.and_then(crate::actors::orchestrator::trace_id_of_traceparent)
 }
 
 /// The run span's final status.

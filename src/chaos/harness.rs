@@ -324,8 +324,8 @@ fn due(fault: &Fault, seen: u64) -> bool {
 
 async fn inject_stop(handle: &Handle, run_id: &str, fault: &Fault) -> Result<(), EngineError> {
     match fault {
-        Fault::Cancel { .. } => handle.cancel(run_id).await,
-        Fault::Terminate { .. } => handle.terminate(run_id).await,
+        Fault::Cancel { .. } => handle.cancel(run_id).await.map(drop),
+        Fault::Terminate { .. } => handle.terminate(run_id).await.map(drop),
         Fault::KillSupervisor { .. } => {
             if let Some(cell) = super::supervisor_actor(run_id) {
                 cell.kill();

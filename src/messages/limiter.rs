@@ -68,6 +68,8 @@ struct LinkState {
     /// Questions to the limiter, kept here so that a limiter's death does not lose them
     /// (its successor answers them).
     questions: Vec<Question>,
+    /// The engine is suspending: no new grant is given (by this limiter or a successor).
+    paused: bool,
 }
 
 /// A question to the limiter.
@@ -77,6 +79,9 @@ pub(crate) enum Question {
     Stats(RpcReplyPort<SlotStats>),
     /// Tell once no attempt holds or waits for a slot.
     Idle(RpcReplyPort<()>),
+    /// Tell once no attempt holds a slot (with grants paused: every attempt in flight has
+    /// ended).
+    Quiet(RpcReplyPort<()>),
 }
 
 /// Where the engine's limiter is: one address, set when the limiter is spawned and
@@ -146,23 +151,40 @@ impl LimiterLink {
         }
     }
 
+    /// Stops every grant from now on: the engine is suspending (the requests wait, and
+    /// are asked again of the engine that resumes the runs).
+    pub(crate) fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Whether grants are paused.
+    pub(crate) fn paused(&self) -> bool {
+        self.lock().paused
+    }
+
     /// Answers the questions waiting: every `Stats` with `stats`, every `Idle` when
-    /// `idle`.
-    pub(crate) fn answer(&self, stats: SlotStats, idle: bool) {
+    /// nothing holds or waits for a slot, every `Quiet` when `holding` (grants held by
+    /// attempts) is 0.
+    pub(crate) fn answer(&self, stats: SlotStats, holding: usize) {
         let mut state = self.lock();
         if state.questions.is_empty() {
             return;
         }
+        let idle = stats.active == 0 && stats.queued == 0;
         let (answered, kept) = std::mem::take(&mut state.questions)
             .into_iter()
-            .partition(|q| idle || matches!(q, Question::Stats(_)));
+            .partition(|q| match q {
+                Question::Stats(_) => true,
+                Question::Idle(_) => idle,
+                Question::Quiet(_) => holding == 0,
+            });
         state.questions = kept;
         drop(state);
         for question in answered {
             // An asker that gave up needs no answer.
             match question {
                 Question::Stats(reply) => drop(reply.send(stats)),
-                Question::Idle(reply) => drop(reply.send(())),
+                Question::Idle(reply) | Question::Quiet(reply) => drop(reply.send(())),
             }
         }
     }

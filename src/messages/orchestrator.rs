@@ -6,10 +6,14 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 use tokio::sync::watch;
 
+use serde::{Deserialize, Serialize};
+
 use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, StopKind};
+use crate::messages::supervisor::{EventFeed, StopKind, Subscription};
+use crate::messages::time::Timestamp;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
+use crate::runtime::semantics::outcome::RunStatus;
 
 /// Options of a submission.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +33,17 @@ pub enum ShutdownMode {
     Cancel,
     /// Let them finish, then stop.
     Drain,
+    /// Leave them unfinished in the journal, for the next engine on it to resume: no
+    /// attempt starts any more, those running get up to `grace` to end (and their ends
+    /// are stored), then the engine stops. An attempt still running after `grace` is
+    /// lost, as in a crash (the resumed run retries it per its policy). Without a journal
+    /// the runs are lost. Attempts are held back and waited for through the slot
+    /// limiter: an engine with no cap at all (`maxConcurrentNodes` and every other
+    /// unset) runs attempts without it, and they are not waited for.
+    Suspend {
+        /// Longest the running attempts are waited for.
+        grace: std::time::Duration,
+    },
 }
 
 /// Why a command about a run could not be carried out.
@@ -51,6 +66,16 @@ pub enum RunCommandError {
         /// `maxActiveRuns`.
         limit: usize,
     },
+    /// The idempotency key was used before for another definition or other inputs.
+    #[error(
+        "idempotency key `{key}` was used for run `{run_id}` with another definition or other inputs"
+    )]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The run it started.
+        run_id: String,
+    },
     /// The engine is shutting down and takes no new runs.
     #[error("the engine is shutting down and takes no new runs")]
     ShuttingDown,
@@ -62,11 +87,50 @@ pub enum RunCommandError {
     Journal(String),
 }
 
+/// Which runs a listing asks for ([`crate::Handle::list`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Most runs in the page (at least 1).
+    pub limit: usize,
+    /// Runs older than this position (a page's [`RunPage::next`]).
+    pub before: Option<u64>,
+}
+
+/// One run of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow title.
+    pub title: String,
+    /// Status now (a live run is RUNNING).
+    pub status: RunStatus,
+    /// When it was accepted.
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunSummary>,
+    /// The position to ask for the next page from, when there are older runs.
+    pub next: Option<u64>,
+}
+
 /// What a successful submission returns.
 #[derive(Debug)]
 pub(crate) struct Submitted {
     /// The run id.
     pub(crate) run_id: String,
+    /// The run existed already: an idempotent retry.
+    pub(crate) existing: bool,
     /// Becomes `Some` once the run ends.
     pub(crate) result: watch::Receiver<Option<Arc<RunResult>>>,
     /// With a journal: answered once the run's acceptance is stored.
@@ -86,6 +150,9 @@ pub(crate) enum OrchestratorMsg {
         inputs: JsonObject,
         /// Options.
         options: SubmitOptions,
+        /// With an idempotency key: what the key is bound to
+        /// ([`crate::runtime::journal::record::submission_fingerprint`]).
+        fingerprint: Option<u64>,
         /// Reply.
         reply: RpcReplyPort<Result<Submitted, RunCommandError>>,
     },
@@ -96,10 +163,19 @@ pub(crate) enum OrchestratorMsg {
         /// Reply.
         reply: RpcReplyPort<Result<RunSnapshot, RunCommandError>>,
     },
+    /// From a handle: a page of the runs the engine knows, newest first.
+    List {
+        /// Which runs, from where.
+        query: RunQuery,
+        /// Reply.
+        reply: RpcReplyPort<RunPage>,
+    },
     /// From a handle: subscribe to a run's events.
     Events {
         /// Run id.
         run_id: String,
+        /// From where, and how far behind the subscriber may fall.
+        asked: Subscription,
         /// Reply.
         reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
     },
@@ -117,12 +193,14 @@ pub(crate) enum OrchestratorMsg {
         /// How.
         kind: StopKind,
         /// Reply.
-        reply: RpcReplyPort<Result<(), RunCommandError>>,
+        reply: RpcReplyPort<Result<bool, RunCommandError>>,
     },
     /// From a supervisor: its run ended with this result and these events.
     RunEnded {
         /// The result.
         result: Arc<RunResult>,
+        /// The run's trace, when it has one.
+        trace_id: Option<String>,
         /// Every event of the run.
         events: Arc<Vec<crate::messages::event::TraceEvent>>,
     },
@@ -130,6 +208,12 @@ pub(crate) enum OrchestratorMsg {
     Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),
     /// From a handle: answer once no attempt holds or waits for a slot.
     SlotsIdle(RpcReplyPort<()>),
+    /// From a suspending handle: take no new runs and start no attempt; answer once no
+    /// attempt holds a slot.
+    Quiesce(RpcReplyPort<()>),
+    /// From a suspending handle: answer once every live supervisor has handled what its
+    /// mailbox holds and committed its facts.
+    SyncRuns(RpcReplyPort<()>),
     /// From a handle: take no new runs, cancel or drain the live ones, answer once every
     /// run ended and every supervisor and the limiter stopped, then stop.
     Shutdown {

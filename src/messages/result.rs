@@ -74,16 +74,70 @@ pub struct RunResult {
     pub warnings: Vec<Problem>,
 }
 
-/// The state of a run at one moment (`handle.status`).
+/// The state of a run at one moment (`handle.status`, `GET /v1/runs/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSnapshot {
     /// Run id.
     pub run_id: String,
+    /// Workflow title.
+    pub title: String,
     /// Current status.
     pub status: RunStatus,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Wall time in milliseconds, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Nodes ended, of all.
+    pub progress: Progress,
+    /// The OpenTelemetry trace of the run (32 hex digits), when it has one: the caller's
+    /// (`traceparent`) or the one its run span began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Nodes by status.
     pub counts: BTreeMap<NodeStatus, usize>,
     /// Refs of the nodes running now.
     pub running: Vec<String>,
+    /// Every node, by ref.
+    pub nodes: BTreeMap<Arc<str>, NodeRecord>,
+}
+
+/// How far a run is: nodes ended, of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Nodes in a terminal status.
+    pub completed: usize,
+    /// Nodes in the run.
+    pub total: usize,
+}
+
+impl RunSnapshot {
+    /// The snapshot of an ended run, from its result.
+    pub fn of_result(result: &RunResult, trace_id: Option<String>) -> RunSnapshot {
+        let mut counts = BTreeMap::new();
+        for record in result.nodes.values() {
+            *counts.entry(record.status).or_insert(0) += 1;
+        }
+        RunSnapshot {
+            run_id: result.run_id.clone(),
+            title: result.title.clone(),
+            status: result.status,
+            started_at: result.started_at,
+            completed_at: Some(result.completed_at),
+            duration_ms: Some(result.duration_ms),
+            progress: Progress {
+                completed: result.nodes.len(),
+                total: result.nodes.len(),
+            },
+            trace_id,
+            counts,
+            running: Vec::new(),
+            nodes: result.nodes.clone(),
+        }
+    }
 }

@@ -27,13 +27,44 @@ pub enum StopKind {
 }
 
 /// A live event feed: what happened so far, then what happens next (the receiver closes
-/// when the run ends).
+/// when the run ends, or when a bounded subscriber fell a whole buffer behind).
 #[derive(Debug)]
 pub(crate) struct EventFeed {
-    /// Events already emitted, in `seq` order.
+    /// Events already emitted after the subscription's `after`, in `seq` order.
     pub backlog: Vec<TraceEvent>,
     /// Later events; `None` when the run has already ended.
-    pub live: Option<mpsc::UnboundedReceiver<TraceEvent>>,
+    pub live: Option<mpsc::Receiver<TraceEvent>>,
+}
+
+/// What a subscriber asks for: the events after `after` (0: from the first), and how many
+/// live events may wait for it before it is dropped (`None`: as many as come).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Subscription {
+    /// The last `seq` the subscriber has; the feed starts at the next.
+    pub after: u64,
+    /// Most live events buffered for the subscriber; one more and its feed is closed.
+    pub buffer: Option<usize>,
+}
+
+impl Subscription {
+    /// Buffer of an unbounded subscriber: tokio's largest channel, whose blocks are only
+    /// allocated as events come.
+    const UNBOUNDED: usize = usize::MAX >> 4;
+
+    /// The channel's capacity.
+    pub(crate) fn capacity(self) -> usize {
+        self.buffer.map_or(Subscription::UNBOUNDED, |b| {
+            b.clamp(1, Subscription::UNBOUNDED)
+        })
+    }
+
+    /// The part of `events` (the run's, from seq 1) the subscriber has not seen.
+    pub(crate) fn backlog(self, events: &[TraceEvent]) -> Vec<TraceEvent> {
+        let from = usize::try_from(self.after)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
+        events[from..].to_vec()
+    }
 }
 
 /// A node's report that an attempt is queued or starts.
@@ -152,6 +183,12 @@ pub(crate) enum SupervisorMsg {
     JournalFailed(String),
     /// From the orchestrator, on behalf of a handle: the run's current state.
     Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
+    /// From the orchestrator of a suspending engine: commit what is queued, then answer
+    /// (so every report sent before is stored).
+    Sync(RpcReplyPort<()>),
     /// From the orchestrator, on behalf of a handle: subscribe to the run's events.
-    Subscribe(RpcReplyPort<Result<EventFeed, RunCommandError>>),
+    Subscribe(
+        Subscription,
+        RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    ),
 }

@@ -1,8 +1,10 @@
 //! What keeps the engine within bounds: the [`slots`] book (concurrency caps, granted
 //! first come, first served), what each node [`needs`] from it, [`rate`] limits as token buckets, and the engine
-//! [`config`]uration with its validation.
+//! [`config`]uration with its validation, and what `shipsec serve` lets its clients do
+//! ([`service`]).
 
 pub mod config;
 pub mod needs;
 pub mod rate;
+pub mod service;
 pub mod slots;

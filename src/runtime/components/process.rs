@@ -4,7 +4,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -17,6 +17,7 @@ use crate::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
 use crate::runtime::definition::{JsonObject, RunnerKindDef};
+use crate::runtime::guardrails::service::ProcessPolicy;
 
 /// Error type of a `core.process` that exits non-zero or cannot start.
 pub const PROCESS_ERROR: &str = "ProcessError";
@@ -65,6 +66,49 @@ impl Component for Process {
 
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
         run_process(ctx).boxed()
+    }
+}
+
+/// `core.process` as a server runs it for its clients: every command and environment is
+/// checked against the configuration's [`ProcessPolicy`] as the attempt starts (the
+/// check at submission cannot see commands that arrive through inputs). A refused
+/// command fails the attempt with a `PermissionError`, not retried, and starts nothing.
+#[derive(Debug, Clone)]
+pub struct RestrictedProcess {
+    policy: Arc<ProcessPolicy>,
+}
+
+impl RestrictedProcess {
+    /// `core.process` within `policy`.
+    pub fn new(policy: ProcessPolicy) -> RestrictedProcess {
+        RestrictedProcess {
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+/// The error type of a command the policy refuses.
+pub const PERMISSION_ERROR: &str = "PermissionError";
+
+impl Component for RestrictedProcess {
+    fn meta(&self) -> &ComponentMeta {
+        &PROCESS
+    }
+
+    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        let policy = self.policy.clone();
+        async move {
+            let argv = argv(&ctx)?;
+            let env = match ctx.value("env") {
+                Some(Value::Object(env)) => env.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            policy
+                .check(&argv, env.iter().map(String::as_str))
+                .map_err(|m| ComponentError::fatal(PERMISSION_ERROR, m))?;
+            run_process(ctx).await
+        }
+        .boxed()
     }
 }
 

@@ -145,7 +145,7 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ParseError {
     }
 }
 
-fn display_path(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn display_path(path: &serde_path_to_error::Path) -> String {
     let text = path.to_string();
     if text == "." {
         "(top level)".to_owned()

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::limits::DefinitionLimits;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::guardrails::service::ServiceConfig;
 use crate::runtime::journal::JournalConfig;
 
 /// A rate limit in configuration form.
@@ -56,6 +57,8 @@ pub struct EngineConfig {
     pub limits: DefinitionLimits,
     /// The run journal (none unless `journal.dataDir` is set).
     pub journal: JournalConfig,
+    /// What `shipsec serve` lets its clients do.
+    pub service: ServiceConfig,
 }
 
 impl Default for EngineConfig {
@@ -69,21 +72,22 @@ impl Default for EngineConfig {
             components: BTreeMap::new(),
             limits: DefinitionLimits::default(),
             journal: JournalConfig::default(),
+            service: ServiceConfig::default(),
         }
     }
 }
 
 /// `Duration` as fractional seconds in configuration files.
-mod secs {
+pub(crate) mod secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
     }

@@ -251,6 +251,17 @@ pub fn definition_hash(definition: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(definition.as_bytes())
 }
 
+/// What an idempotency key is bound to: the submission's definition and inputs (both as
+/// JSON text, the form the journal stores), so a reused key with another body is told
+/// apart from a retry.
+pub fn submission_fingerprint(definition: &str, inputs: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(definition.len() as u64).to_le_bytes());
+    hasher.update(definition.as_bytes());
+    hasher.update(inputs.as_bytes());
+    hasher.digest()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1236,26 +1236,44 @@ impl RunCore {
         }
     }
 
-    /// The run's state now (`handle.status`).
+    /// The run's state now (`handle.status`); the trace id is the actor's to fill in.
     pub fn snapshot(&self) -> RunSnapshot {
+        let graph = &self.plan.graph;
         let mut counts = std::collections::BTreeMap::new();
         let mut running = Vec::new();
-        for ix in self.plan.graph.node_indices() {
-            let status = self.status_of(ix);
-            *counts.entry(status).or_insert(0) += 1;
-            if status == NodeStatus::Running {
-                running.push(self.plan.node_ref(ix).to_string());
+        let mut nodes = Vec::with_capacity(graph.len());
+        let mut completed = 0;
+        for &ix in graph.ref_order() {
+            let ended = match &self.slots[ix.ix()] {
+                Slot::Ended(ended) => Some(ended),
+                _ => None,
+            };
+            let record = self.node_record(ix, ended);
+            *counts.entry(record.status).or_insert(0) += 1;
+            if record.status == NodeStatus::Running {
+                running.push(graph.node(ix).node_ref.to_string());
             }
+            completed += usize::from(record.status.is_terminal());
+            nodes.push((graph.node(ix).node_ref.clone(), record));
         }
-        let status = match &self.phase {
-            RunPhase::Ended(status) => *status,
-            _ => RunStatus::Running,
-        };
         RunSnapshot {
             run_id: self.plan.run_id.to_string(),
-            status,
+            title: graph.title.clone(),
+            status: match &self.phase {
+                RunPhase::Ended(status) => *status,
+                _ => RunStatus::Running,
+            },
+            started_at: self.started_at.timestamp(),
+            completed_at: None,
+            duration_ms: None,
+            progress: crate::messages::result::Progress {
+                completed,
+                total: graph.len(),
+            },
+            trace_id: None,
             counts,
             running,
+            nodes: nodes.into_iter().collect(),
         }
     }
 

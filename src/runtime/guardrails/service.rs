@@ -1,0 +1,217 @@
+//! What `shipsec serve` lets its clients do: the [`ServiceConfig`] section of the engine
+//! configuration (`service:`) — request limits, event-stream subscribers, and the
+//! [`DefinitionPolicy`] on what a definition may run.
+//!
+//! A definition is code: `core.process` runs commands on the host. A server refuses it
+//! unless the configuration names the executables it may start (absolute paths) and the
+//! environment variables a definition may set, and it can restrict the components a
+//! definition may use at all. The check at submission names the node; the component
+//! checks again when it runs, since a command can also arrive through an input.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::definition::WorkflowDefinition;
+use crate::runtime::definition::validate::Problem;
+use crate::runtime::guardrails::config::secs;
+
+/// The id of the component that runs host commands.
+pub const PROCESS_COMPONENT: &str = "core.process";
+
+/// The `service:` section of the engine configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// What definitions may use.
+    pub definitions: DefinitionPolicy,
+    /// Largest request body, in bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Longest a request may take, `?wait` and event streams aside (503 past it).
+    #[serde(with = "secs", rename = "requestTimeoutSeconds")]
+    pub request_timeout: Duration,
+    /// Longest `GET /v1/runs/{id}/result?wait=` may hold a request.
+    #[serde(with = "secs", rename = "maxWaitSeconds")]
+    pub max_wait: Duration,
+    /// Event-stream subscribers of one run at once (429 past it).
+    pub max_subscribers_per_run: usize,
+    /// Event-stream subscribers at once, all runs (429 past it).
+    pub max_subscribers: usize,
+    /// Events a subscriber may fall behind before it is disconnected (it resumes with
+    /// `Last-Event-ID`).
+    pub subscriber_buffer: usize,
+    /// Most runs one listing page gives.
+    pub max_page: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            definitions: DefinitionPolicy::default(),
+            max_body_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(30),
+            max_wait: Duration::from_secs(300),
+            max_subscribers_per_run: 64,
+            max_subscribers: 4_096,
+            subscriber_buffer: 4_096,
+            max_page: 1_000,
+        }
+    }
+}
+
+/// What a definition sent to the server may use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DefinitionPolicy {
+    /// The only components a definition may use; every registered one when absent
+    /// (`core.process` still needs `process`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<String>>,
+    /// `core.process` is allowed, within these bounds; refused when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessPolicy>,
+}
+
+/// The commands `core.process` may start for a server's clients.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProcessPolicy {
+    /// Executables by absolute path; a command's first word must be one of them.
+    pub executables: Vec<PathBuf>,
+    /// Environment variables a definition may set or unset (`env` param).
+    pub env: Vec<String>,
+}
+
+impl ProcessPolicy {
+    /// Whether `argv` (a command) and the names of `env` are allowed.
+    ///
+    /// # Errors
+    /// The reason, as a sentence.
+    pub fn check<'a>(
+        &self,
+        argv: &[String],
+        env: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        let program = argv.first().ok_or("the command is empty")?;
+        self.check_program(program)?;
+        self.check_env(env)
+    }
+
+    /// Whether `program` may be started: an absolute path naming (after resolving links)
+    /// one of the executables.
+    ///
+    /// # Errors
+    /// The reason, as a sentence.
+    pub fn check_program(&self, program: &str) -> Result<(), String> {
+        let path = Path::new(program);
+        if !path.is_absolute() {
+            return Err(format!(
+                "`{program}` is not an absolute path; this server starts only the executables its configuration names (service.definitions.process.executables)"
+            ));
+        }
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let allowed = self.executables.iter().any(|allowed| {
+            allowed == path || std::fs::canonicalize(allowed).is_ok_and(|a| a == resolved)
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{program}` is not an executable this server may start (service.definitions.process.executables)"
+            ))
+        }
+    }
+
+    /// Whether a definition may set (or unset) each of these environment variables.
+    ///
+    /// # Errors
+    /// The first that is not allowed.
+    pub fn check_env<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+        for name in names {
+            if !self.env.iter().any(|e| e == name) {
+                return Err(format!(
+                    "the environment variable `{name}` may not be set by a definition here (service.definitions.process.env)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DefinitionPolicy {
+    /// Whether a definition may use component `id` at all.
+    pub fn allows(&self, id: &str) -> bool {
+        let listed = self
+            .components
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|a| a == id));
+        listed && (id != PROCESS_COMPONENT || self.process.is_some())
+    }
+
+    /// Every action this policy refuses, with its path: a component not allowed, a
+    /// `core.process` without `process`, or a command or environment given in the
+    /// definition that `process` does not allow.
+    pub fn check(&self, definition: &WorkflowDefinition) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (i, action) in definition.actions.iter().enumerate() {
+            let path = format!("actions[{i}]");
+            let id = action.component_id.as_str();
+            let refused = |message: String| Problem {
+                path: format!("{path}.componentId"),
+                message: format!("node `{}`: {message}", action.node_ref),
+            };
+            if let Some(allowed) = &self.components
+                && !allowed.iter().any(|a| a == id)
+            {
+                problems.push(refused(format!(
+                    "component `{id}` is not allowed on this server (allowed: {})",
+                    allowed.join(", ")
+                )));
+                continue;
+            }
+            if id != PROCESS_COMPONENT {
+                continue;
+            }
+            let Some(process) = &self.process else {
+                problems.push(refused(format!(
+                    "`{PROCESS_COMPONENT}` runs commands on the host and is not enabled on this server (service.definitions.process in the engine configuration)"
+                )));
+                continue;
+            };
+            for (field, values) in [
+                ("params", &action.params),
+                ("inputOverrides", &action.input_overrides),
+            ] {
+                // A malformed command is the component's to refuse when it runs.
+                let program = values
+                    .get("command")
+                    .and_then(command_words)
+                    .and_then(|words| words.into_iter().next());
+                let env = values.get("env").and_then(|e| e.as_object());
+                let checked = program
+                    .map_or(Ok(()), |p| process.check_program(&p))
+                    .and_then(|()| {
+                        process
+                            .check_env(env.into_iter().flat_map(|e| e.keys().map(String::as_str)))
+                    });
+                if let Err(message) = checked {
+                    problems.push(Problem {
+                        path: format!("{path}.{field}"),
+                        message: format!("node `{}`: {message}", action.node_ref),
+                    });
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The words of a command value, when it is a list of strings.
+fn command_words(value: &serde_json::Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|w| w.as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,201 @@
+//! `shipsec serve`: the HTTP control API (`shipsec_orchestrator::service`) over an engine
+//! that journals by default and resumes the runs it finds on start.
+//!
+//! Start: the listeners are bound first (`/healthz` answers, `/readyz` says 503), then
+//! the journal is opened and its unfinished runs resumed, then the service is ready.
+//! Stop (SIGTERM or SIGINT): no new connection, event streams end, requests in flight
+//! finish; the engine starts no attempt more, gives those running the grace period,
+//! stores what they did, and exits 0 with its unfinished runs left to resume.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use shipsec_orchestrator::runtime::components::process::RestrictedProcess;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::journal::Durability;
+use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr};
+use shipsec_orchestrator::service::{Service, ServiceOptions};
+use shipsec_orchestrator::{EngineConfig, Orchestrator, ShutdownMode};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The environment variable holding the API token(s), comma-separated.
+const TOKEN_VAR: &str = "SHIPSEC_API_TOKEN";
+
+/// Most nodes running at once when the configuration sets no `maxConcurrentNodes`.
+const DEFAULT_NODE_CAP: u32 = 100_000;
+
+/// Arguments of `shipsec serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Where to listen: HOST:PORT or unix:/path/to.sock; may be repeated.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:7420")]
+    listen: Vec<String>,
+    /// The journal's directory (runs survive a crash and resume on the next start).
+    #[arg(long, value_name = "DIR", default_value = "./shipsec-data")]
+    data_dir: PathBuf,
+    /// How hard the journal keeps what it is given: fsync, process or off (no journal).
+    #[arg(long, value_name = "MODE", default_value = "fsync")]
+    durability: Durability,
+    /// Engine configuration (YAML or JSON), with its `service:` section.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A file of API tokens, one per line (blank lines and `#` comments ignored); also
+    /// SHIPSEC_API_TOKEN. Without any, only loopback and Unix-socket listeners are allowed.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// A usage problem: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// Runs the server until SIGTERM or SIGINT.
+pub(crate) fn serve(args: ServeArgs, registry: ComponentRegistry) -> ExitCode {
+    let (runtime, telemetry) = match crate::run::runtime_with_telemetry() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let outcome = runtime.block_on(run(args, registry));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shipsec serve: {e:#}");
+            let usage = e.downcast_ref::<Usage>().is_some()
+                || e.downcast_ref::<shipsec_orchestrator::ConfigError>()
+                    .is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn tokens(args: &ServeArgs) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = std::env::var(TOKEN_VAR)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if tokens.is_empty() {
+            return Err(Usage(format!("the token file {} holds no token", path.display())).into());
+        }
+    }
+    Ok(tokens)
+}
+
+/// The engine configuration, with the journal the flags ask for.
+fn engine_config(args: &ServeArgs) -> Result<EngineConfig> {
+    let mut config =
+        crate::run::read_config(args.config.as_ref()).map_err(|e| Usage(format!("{e:#}")))?;
+    config.journal.durability = args.durability;
+    // Every attempt goes through the slot limiter, so that a graceful stop can hold new
+    // attempts back and wait for those running (with no cap, attempts skip it).
+    config.max_concurrent_nodes.get_or_insert(DEFAULT_NODE_CAP);
+    config.journal.data_dir = (args.durability != Durability::Off).then(|| args.data_dir.clone());
+    Ok(config)
+}
+
+/// The registry a server's clients get: `core.process` runs only what the configuration
+/// allows (nothing, when it allows no process), checked again when each command runs.
+fn served_registry(mut registry: ComponentRegistry, config: &EngineConfig) -> ComponentRegistry {
+    let policy = config
+        .service
+        .definitions
+        .process
+        .clone()
+        .unwrap_or_default();
+    registry.register(Arc::new(RestrictedProcess::new(policy)));
+    registry
+}
+
+async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
+    let config = engine_config(&args)?;
+    let registry = served_registry(registry, &config);
+    config.validate(&registry)?;
+    let tokens = tokens(&args)?;
+    let addrs = args
+        .listen
+        .iter()
+        .map(|a| a.parse::<ListenAddr>().map_err(|e| Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if tokens.is_empty()
+        && let Some(open) = addrs.iter().find(|a| !a.is_local())
+    {
+        bail!(Usage(format!(
+            "refusing to listen on {open} without an API token: set {TOKEN_VAR} or --token-file, or listen on a loopback address or a Unix socket"
+        )));
+    }
+    let mut bound = Vec::new();
+    for addr in &addrs {
+        bound.push(Bound::bind(addr).await?);
+    }
+    let mut options = ServiceOptions::new(config.service.clone());
+    options.tokens = tokens;
+    let service = Service::new(options);
+    for b in &bound {
+        println!("listening on {}", b.local_addr());
+    }
+    if service.is_open() {
+        println!("no API token configured: listening on loopback addresses and Unix sockets only");
+    }
+    let stop = service.stopping();
+    let server = tokio::spawn(listen::serve(service.router(), bound, stop.clone()));
+    let signals = tokio::spawn(stop_on_signal(stop.clone()));
+    let grace = config.cancel_grace;
+    let engine = tokio::select! {
+        engine = Orchestrator::start_with(config, registry) => engine.context("starting the engine")?,
+        () = stop.cancelled() => {
+            let _ = server.await;
+            return Ok(());
+        }
+    };
+    // Ready before it says so: whoever reads the line finds every endpoint answering.
+    let _ = service.ready(engine.clone());
+    println!(
+        "ready: journal {}, {} runs resumed",
+        if engine.journal().is_some() {
+            args.data_dir.display().to_string()
+        } else {
+            "off".to_owned()
+        },
+        engine.resumed().len()
+    );
+    let served = server.await.context("the server task")?;
+    signals.abort();
+    // Requests are done: the runs still going stay in the journal for the next start.
+    engine.shutdown(ShutdownMode::Suspend { grace }).await?;
+    println!("stopped");
+    served.context("serving")
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT.
+async fn stop_on_signal(stop: tokio_util::sync::CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    println!("stopping: finishing the requests in flight");
+    stop.cancel();
+}

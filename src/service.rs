@@ -1,0 +1,203 @@
+//! `shipsec serve`: the HTTP control API over an engine, for callers that cannot hold the
+//! in-process [`Handle`] (ShipSec's TypeScript backend first). JSON, camelCase; every
+//! error is `{"error": {"code", "message", "details"?}}` with a stable code
+//! ([`error::ErrorCode`]). docs/api.md describes every endpoint, docs/shipsec.md maps
+//! ShipSec's `TemporalService` onto them.
+//!
+//! - `runs`: start (idempotent), list, status, result (`?wait`), cancel, terminate,
+//!   validate, components, health;
+//! - `events`: the trace as JSON or a live SSE stream, resumable from any `seq`;
+//! - `auth`: bearer tokens compared in constant time;
+//! - `body`: JSON bodies and queries read with their limits and located errors;
+//! - `listen`: TCP and Unix-socket listeners, graceful stop;
+//! - `metrics`: HTTP server metrics.
+//!
+//! A [`Service`] is built before its engine exists: it answers `/healthz` at once and
+//! `/readyz` (and every other endpoint) with 503 until [`Service::ready`] gives it the
+//! engine, once the journal is open and its runs resumed.
+
+pub mod error;
+pub mod listen;
+
+mod auth;
+mod body;
+mod events;
+mod metrics;
+mod runs;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::handle::Handle;
+use crate::messages::result::RunSnapshot;
+use crate::runtime::guardrails::service::ServiceConfig;
+use crate::service::error::{ApiError, ErrorCode};
+
+/// Keep-alive comments on event streams, by default.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What a server needs besides its engine.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Limits and the definition policy (the engine configuration's `service:`).
+    pub config: ServiceConfig,
+    /// Bearer tokens accepted; none: every request is taken (listen locally only).
+    pub tokens: Vec<String>,
+    /// Interval of keep-alive comments on event streams.
+    pub keep_alive: Duration,
+}
+
+impl ServiceOptions {
+    /// Options with `config`, no token, the default keep-alive.
+    pub fn new(config: ServiceConfig) -> ServiceOptions {
+        ServiceOptions {
+            config,
+            tokens: Vec::new(),
+            keep_alive: KEEP_ALIVE,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: OnceLock<Handle>,
+    config: ServiceConfig,
+    tokens: auth::Tokens,
+    subscribers: Arc<events::Subscribers>,
+    /// Cancelled when the server stops: event streams and waits end.
+    stopping: CancellationToken,
+    metrics: metrics::HttpMetrics,
+    keep_alive: Duration,
+}
+
+/// The state every handler gets.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    shared: Arc<Shared>,
+}
+
+impl AppState {
+    /// The engine, once ready.
+    fn engine(&self) -> Result<Handle, ApiError> {
+        self.shared.engine.get().cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the engine is starting: its journal is being opened and its runs resumed",
+            )
+        })
+    }
+}
+
+/// The HTTP service of one engine.
+#[derive(Debug, Clone)]
+pub struct Service {
+    state: AppState,
+}
+
+impl Service {
+    /// A service with no engine yet (every endpoint but `/healthz` answers 503).
+    pub fn new(options: ServiceOptions) -> Service {
+        Service {
+            state: AppState {
+                shared: Arc::new(Shared {
+                    engine: OnceLock::new(),
+                    tokens: auth::Tokens::new(&options.tokens),
+                    config: options.config,
+                    subscribers: Arc::default(),
+                    stopping: CancellationToken::new(),
+                    metrics: metrics::HttpMetrics::from_global(),
+                    keep_alive: options.keep_alive,
+                }),
+            },
+        }
+    }
+
+    /// Gives the service its engine: it is ready. A second engine is refused.
+    ///
+    /// # Errors
+    /// The engine given, when the service has one already.
+    pub fn ready(&self, engine: Handle) -> Result<(), Handle> {
+        self.state.shared.engine.set(engine)
+    }
+
+    /// Whether the service has no token, so must listen locally only.
+    pub fn is_open(&self) -> bool {
+        self.state.shared.tokens.is_empty()
+    }
+
+    /// Ends the event streams and the waits in flight (the server is stopping).
+    pub fn stop_streams(&self) {
+        self.state.shared.stopping.cancel();
+    }
+
+    /// What is cancelled when the server stops.
+    pub fn stopping(&self) -> CancellationToken {
+        self.state.shared.stopping.clone()
+    }
+
+    /// The routes.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let timeout = state.shared.config.request_timeout;
+        // Bounded by the request timeout: everything but what holds a request on purpose.
+        let bounded = Router::new()
+            .route("/v1/runs", post(runs::create).get(runs::list))
+            .route("/v1/runs/{id}", get(runs::status))
+            .route("/v1/runs/{id}/cancel", post(runs::cancel))
+            .route("/v1/runs/{id}/terminate", post(runs::terminate))
+            .route("/v1/validate", post(runs::validate))
+            .route("/v1/components", get(runs::components))
+            .route("/healthz", get(runs::healthz))
+            .route("/readyz", get(runs::readyz))
+            .route_layer(middleware::from_fn_with_state(timeout, time_limit));
+        let held = Router::new()
+            .route("/v1/runs/{id}/result", get(runs::result))
+            .route("/v1/runs/{id}/events", get(events::events));
+        bounded
+            .merge(held)
+            .fallback(runs::not_found)
+            .method_not_allowed_fallback(runs::method_not_allowed)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                metrics::record,
+            ))
+            .layer(DefaultBodyLimit::max(state.shared.config.max_body_bytes))
+            .with_state(state)
+    }
+}
+
+/// 503 `REQUEST_TIMEOUT` for a request that takes longer than `limit`.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request took longer than {} s (service.requestTimeoutSeconds)",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `{runId, status, progress}` of a snapshot: what an event stream's `status` says.
+pub(crate) fn run_summary(snapshot: &RunSnapshot) -> Value {
+    json!({
+        "runId": snapshot.run_id,
+        "status": snapshot.status,
+        "progress": snapshot.progress,
+    })
+}

@@ -1,0 +1,213 @@
+//! The service's errors: every one is `{"error": {"code", "message", "details"?}}` with a
+//! stable upper-case code and the HTTP status that goes with it (docs/api.md lists them).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::actors::handle::EngineError;
+use crate::messages::orchestrator::RunCommandError;
+use crate::runtime::definition::load::LoadError;
+use crate::runtime::definition::parse::ParseError;
+use crate::runtime::definition::validate::Problem;
+
+/// The stable codes of the service's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// 401: no bearer token, or not one of the server's.
+    Unauthenticated,
+    /// 404: no run has this id (distinct from every other error: ShipSec infers STALE).
+    RunNotFound,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint does not take this method.
+    MethodNotAllowed,
+    /// 409: a run with this id exists already (and no matching idempotency key).
+    RunExists,
+    /// 409: the idempotency key was used for another definition or other inputs.
+    IdempotencyConflict,
+    /// 409: the run has ended; there is nothing to cancel or terminate.
+    RunAlreadyEnded,
+    /// 400: the body is not well-formed JSON (`details`: line and column).
+    MalformedJson,
+    /// 400: a query parameter or header is malformed.
+    InvalidRequest,
+    /// 413: the body is over `service.maxBodyBytes`.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the definition does not validate, is over a limit, or uses what this server
+    /// does not allow (`details.problems`: `[{path, message}]`).
+    InvalidDefinition,
+    /// 422: the body is JSON of the wrong shape, or the run's inputs do not fit.
+    InvalidInput,
+    /// 429: the engine runs as many runs as its admission limit allows (`Retry-After`).
+    Overloaded,
+    /// 429: too many event-stream subscribers, for the run or in all (`Retry-After`).
+    TooManySubscribers,
+    /// 503: the engine is still resuming its runs, or shutting down (`Retry-After`).
+    Unavailable,
+    /// 503: the request took longer than `service.requestTimeoutSeconds`.
+    RequestTimeout,
+    /// 500: the engine failed in a way the request could not cause (the journal).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status of the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::RunNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RunExists | ErrorCode::IdempotencyConflict | ErrorCode::RunAlreadyEnded => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::MalformedJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidDefinition | ErrorCode::InvalidInput => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::Overloaded | ErrorCode::TooManySubscribers => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable | ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before it asks again, for the codes that say so.
+    fn retry_after(self) -> Option<u32> {
+        match self {
+            ErrorCode::Overloaded | ErrorCode::TooManySubscribers | ErrorCode::Unavailable => {
+                Some(1)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An error answer of the service.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, as a sentence.
+    pub message: String,
+    /// Structured details (problems, line and column, ...).
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    /// An error without details.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The same error with `details`.
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    /// A definition refused for `problems` (422 `INVALID_DEFINITION`).
+    pub fn invalid_definition(problems: &[Problem]) -> ApiError {
+        let n = problems.len();
+        let first = problems.first().map_or(String::new(), |p| format!(": {p}"));
+        ApiError::new(
+            ErrorCode::InvalidDefinition,
+            format!(
+                "invalid workflow definition ({n} problem{}){first}",
+                if n == 1 { "" } else { "s" }
+            ),
+        )
+        .with_details(json!({ "problems": problems }))
+    }
+
+    /// The JSON body of the error.
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = &self.details {
+            error["details"] = details.clone();
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.code.status(), axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.code.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> ApiError {
+        match e {
+            LoadError::Invalid(e) => ApiError::invalid_definition(&e.problems),
+            LoadError::Parse(ParseError::Shape { path, message }) => {
+                ApiError::invalid_definition(&[Problem { path, message }])
+            }
+            LoadError::Limit(limit) => ApiError::invalid_definition(&[Problem {
+                path: limit.path.clone(),
+                message: limit.to_string(),
+            }]),
+            // A definition arrives as JSON the server parsed already; these are reads of
+            // files and text.
+            e @ (LoadError::Parse(ParseError::Syntax { .. }) | LoadError::Io { .. }) => {
+                ApiError::new(ErrorCode::InvalidDefinition, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RunCommandError> for ApiError {
+    fn from(e: RunCommandError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            RunCommandError::UnknownRun(id) => {
+                ApiError::new(ErrorCode::RunNotFound, message).with_details(json!({ "runId": id }))
+            }
+            RunCommandError::DuplicateRun(id) => {
+                ApiError::new(ErrorCode::RunExists, message).with_details(json!({ "runId": id }))
+            }
+            RunCommandError::InvalidInputs(_) => ApiError::new(ErrorCode::InvalidInput, message),
+            RunCommandError::Overloaded { active, limit } => {
+                ApiError::new(ErrorCode::Overloaded, message)
+                    .with_details(json!({ "activeRuns": active, "maxActiveRuns": limit }))
+            }
+            RunCommandError::IdempotencyConflict { key, run_id } => {
+                ApiError::new(ErrorCode::IdempotencyConflict, message)
+                    .with_details(json!({ "idempotencyKey": key, "runId": run_id }))
+            }
+            RunCommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, message),
+            RunCommandError::Spawn(_) | RunCommandError::Journal(_) => {
+                ApiError::new(ErrorCode::Internal, message)
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::Invalid(e) => e.into(),
+            EngineError::Run(e) => e.into(),
+            EngineError::Unavailable => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            EngineError::Config(_) | EngineError::Start(_) | EngineError::Journal(_) => {
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! A real `shipsec serve` process and a real HTTP client (hyper, HTTP/1.1) for it, over
+//! TCP or a Unix socket.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A server process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: Addr,
+    pub dir: PathBuf,
+    pub token: Option<String>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone)]
+pub enum Addr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// A scratch directory of the test's own.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shipsec-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Starts `shipsec serve` with `extra` arguments on 127.0.0.1 (a port of the system's
+    /// choosing), journal in `dir/data` with process durability; waits for `ready`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(dir, &["--listen", "127.0.0.1:0"], extra, None)
+    }
+
+    /// As [`Server::start`], listening where `listen` says, with `token` in the
+    /// environment.
+    pub fn start_on(dir: &Path, listen: &[&str], extra: &[&str], token: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shipsec"));
+        command
+            .arg("serve")
+            .args(listen)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--durability", "process"])
+            .args(extra)
+            .env_remove("SHIPSEC_API_TOKEN")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            command.env("SHIPSEC_API_TOKEN", token);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addr = None;
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server said it is ready");
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                addr.get_or_insert(match rest.strip_prefix("http://") {
+                    Some(tcp) => Addr::Tcp(tcp.to_owned()),
+                    None => Addr::Unix(PathBuf::from(rest.strip_prefix("unix:").unwrap())),
+                });
+            }
+            if line.starts_with("ready:") {
+                break;
+            }
+        }
+        Server {
+            child,
+            addr: addr.unwrap(),
+            dir: dir.to_path_buf(),
+            token: token.map(str::to_owned),
+            lines,
+        }
+    }
+
+    /// A client with the server's token.
+    pub fn client(&self) -> Client {
+        Client {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// The next line the server prints, within a minute.
+    pub fn line(&self) -> Option<String> {
+        self.lines.recv_timeout(Duration::from_secs(60)).ok()
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for the process to exit; its code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client for one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: Addr,
+    pub token: Option<String>,
+}
+
+/// An answer: status, headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code of an error answer.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Client {
+    /// The same client with another token (or none).
+    pub fn with_token(&self, token: Option<&str>) -> Client {
+        Client {
+            addr: self.addr.clone(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        macro_rules! over {
+            ($stream:expr) => {{
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new($stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await.unwrap()
+            }};
+        }
+        match &self.addr {
+            Addr::Tcp(a) => over!(TcpStream::connect(a).await.unwrap()),
+            Addr::Unix(p) => over!(UnixStream::connect(p).await.unwrap()),
+        }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(Full::new(body)).unwrap()
+    }
+
+    /// A request and its whole answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        let response = self
+            .send(self.request(method, path, headers, Bytes::copy_from_slice(body)))
+            .await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, &[], b"").await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.post_with(path, &[], body).await
+    }
+
+    pub async fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Answer {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.call("POST", path, &all, body.to_string().as_bytes())
+            .await
+    }
+
+    /// Opens an event stream; its frames as they come.
+    pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> (u16, SseReader) {
+        let mut all = vec![("accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let response = self
+            .send(self.request("GET", path, &all, Bytes::new()))
+            .await;
+        (
+            response.status().as_u16(),
+            SseReader {
+                body: response.into_body(),
+                buffer: String::new(),
+            },
+        )
+    }
+}
+
+/// One SSE message.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// Reads SSE messages off a response body.
+pub struct SseReader {
+    body: Incoming,
+    buffer: String,
+}
+
+impl SseReader {
+    /// The next message (comments skipped); `None` once the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event.event = v.trim().to_owned();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some(event);
+                }
+                continue;
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Reads until attempt `attempt` of `node` starts (its `STARTED` trace event); panics
+    /// if the stream ends first.
+    pub async fn until_started(&mut self, node: &str, attempt: u32) {
+        while let Some(e) = self.next().await {
+            if e.event != "trace" {
+                continue;
+            }
+            let event: Value = serde_json::from_str(&e.data).unwrap();
+            if event["type"] == "STARTED"
+                && event["nodeId"] == node
+                && event["metadata"]["attempt"] == attempt
+            {
+                return;
+            }
+        }
+        panic!("the stream ended before {node} started attempt {attempt}");
+    }
+
+    /// Every message to the end.
+    pub async fn all(&mut self) -> Vec<SseEvent> {
+        let mut all = Vec::new();
+        while let Some(e) = self.next().await {
+            all.push(e);
+        }
+        all
+    }
+}
