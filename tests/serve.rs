@@ -29,6 +29,24 @@ fn diamond(ms: u64) -> Value {
     })
 }
 
+/// Field `field` of every element of the array `list`, as numbers.
+fn numbers(list: &Value, field: &str) -> Vec<u64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_u64().unwrap())
+        .collect()
+}
+
+/// Field `field` of every element of the array `list`, as text.
+fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_str().unwrap())
+        .collect()
+}
+
 async fn start_run(client: &Client, def: Value) -> String {
     let answer = client
         .post_json("/v1/runs", &json!({"definition": def}))
@@ -86,12 +104,7 @@ async fn every_endpoint(client: &Client) {
         assert_eq!(record["status"], result["nodes"][node]["status"]);
     }
     let events = client.get("/v1/runs/recon-1/events").await.json();
-    let seqs: Vec<u64> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = numbers(&events, "seq");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let later = client
         .get("/v1/runs/recon-1/events?after=3&format=shipsec")
@@ -118,12 +131,7 @@ async fn every_endpoint(client: &Client) {
     assert_eq!(valid.json()["valid"], true);
     assert_eq!(valid.json()["nodes"], 7);
     let components = client.get("/v1/components").await.json();
-    let ids: Vec<&str> = components["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+    let ids = texts(&components["components"], "id");
     assert!(
         ids.contains(&"core.echo") && ids.contains(&"core.process"),
         "{ids:?}"
@@ -257,12 +265,7 @@ async fn the_event_stream_follows_a_run_to_its_end_and_resumes_from_every_positi
             ))
             .await
             .json();
-        let seqs: Vec<u64> = shipsec
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["sequence"].as_u64().unwrap())
-            .collect();
+        let seqs = numbers(&shipsec, "sequence");
         assert_eq!(seqs, (k + 1..=n).collect::<Vec<_>>());
     }
 }
@@ -517,18 +520,8 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_and_serves_them() {
         .get(&format!("/v1/runs/{running}/events"))
         .await
         .json();
-    let kinds: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let kinds = texts(&events, "type");
     assert!(kinds.contains(&"RESUMED"), "{kinds:?}");
-    let seqs: Vec<u64> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = numbers(&events, "seq");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
