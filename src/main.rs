@@ -60,6 +60,8 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Serve the HTTP API: runs, their status, results and live events.
     Serve(serve::ServeArgs),
+    /// Print the HTTP API's OpenAPI document (what `/v1/openapi.json` serves).
+    Openapi,
     /// Look into a journal.
     Journal {
         #[command(subcommand)]
@@ -112,6 +114,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, registry),
         Command::Resume(args) => run::resume(args, registry),
         Command::Serve(args) => serve::serve(args, registry),
+        Command::Openapi => {
+            print!("{}", shipsec_orchestrator::service::openapi::to_json());
+            ExitCode::SUCCESS
+        }
         Command::Journal {
             command: JournalCommand::Inspect { dir },
         } => match inspect::inspect(&dir) {

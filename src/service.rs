@@ -10,7 +10,8 @@
 //! - `auth`: bearer tokens compared in constant time;
 //! - `body`: JSON bodies and queries read with their limits and located errors;
 //! - `listen`: TCP and Unix-socket listeners, graceful stop;
-//! - `metrics`: HTTP server metrics.
+//! - `metrics`: HTTP server metrics;
+//! - `openapi`: the OpenAPI document, derived from the handlers and their types.
 //!
 //! A [`Service`] is built before its engine exists: it answers `/healthz` at once and
 //! `/readyz` (and every other endpoint) with 503 until [`Service::ready`] gives it the
@@ -23,6 +24,7 @@ mod auth;
 mod body;
 mod events;
 mod metrics;
+pub mod openapi;
 mod runs;
 
 use std::sync::{Arc, OnceLock};
@@ -33,11 +35,9 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::handle::Handle;
-use crate::messages::result::RunSnapshot;
 use crate::runtime::guardrails::service::ServiceConfig;
 use crate::service::error::{ApiError, ErrorCode};
 
@@ -157,6 +157,7 @@ impl Service {
             .route("/v1/components", get(runs::components))
             .route("/healthz", get(runs::healthz))
             .route("/readyz", get(runs::readyz))
+            .route("/v1/openapi.json", get(openapi::serve))
             .route_layer(middleware::from_fn_with_state(timeout, time_limit));
         let held = Router::new()
             .route("/v1/runs/{id}/result", get(runs::result))
@@ -191,13 +192,4 @@ async fn time_limit(State(limit): State<Duration>, request: Request, next: Next)
         )
         .into_response(),
     }
-}
-
-/// `{runId, status, progress}` of a snapshot: what an event stream's `status` says.
-pub(crate) fn run_summary(snapshot: &RunSnapshot) -> Value {
-    json!({
-        "runId": snapshot.run_id,
-        "status": snapshot.status,
-        "progress": snapshot.progress,
-    })
 }

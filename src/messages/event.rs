@@ -11,7 +11,7 @@ use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 
 /// The transition an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventType {
     /// Join satisfied, waiting for a slot.
@@ -46,7 +46,7 @@ impl EventType {
 }
 
 /// Severity of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Normal progress.
@@ -58,7 +58,7 @@ pub enum Level {
 }
 
 /// `{type, message}` of a failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorInfo {
     /// Error type.
     #[serde(rename = "type")]
@@ -68,7 +68,7 @@ pub struct ErrorInfo {
 }
 
 /// Context carried by an event.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventMetadata {
     /// Attempt number.
@@ -76,12 +76,15 @@ pub struct EventMetadata {
     pub attempt: Option<u32>,
     /// The node's join strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub join_strategy: Option<Cow<'static, str>>,
     /// Refs of the parents whose edges decided the join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub triggered_by: Option<Vec<Arc<str>>>,
     /// The failure a handler node handles (boxed: rare, and events are many).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<FailureInfo>)]
     pub failure: Option<Box<FailureInfo>>,
     /// The node's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,14 +95,17 @@ pub struct EventMetadata {
 }
 
 /// One trace event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TraceEvent {
     /// `<runId>:<seq>`.
+    #[schema(value_type = String)]
     pub id: EventId,
     /// The run.
+    #[schema(value_type = String)]
     pub run_id: Arc<str>,
-    /// The node's ref.
+    /// The node's ref (empty for the run's own events).
+    #[schema(value_type = String)]
     pub node_id: Arc<str>,
     /// Dense, increasing per run, from 1.
     pub seq: u64,
@@ -116,9 +122,11 @@ pub struct TraceEvent {
     /// The failure, on FAILED and RETRYING (boxed, like the other rare parts: a run
     /// keeps two events per node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorInfo>)]
     pub error: Option<Box<ErrorInfo>>,
     /// Data: `activatedPorts` on completion, `delayMs` on retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Box<Value>>,
     /// Context.
     #[serde(default, skip_serializing_if = "Option::is_none")]

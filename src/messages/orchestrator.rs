@@ -99,7 +99,7 @@ pub struct RunQuery {
 }
 
 /// One run of a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// Run id.

@@ -13,7 +13,7 @@ use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 /// What the result says about one node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     /// Current or final status.
@@ -28,6 +28,7 @@ pub struct NodeRecord {
     pub completed_at: Option<Timestamp>,
     /// Refs of the parents whose edges decided the join (`any`/`first`/`quorum`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub triggered_by: Option<Vec<Arc<str>>>,
     /// Ports activated on completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,7 +45,7 @@ pub struct NodeRecord {
 }
 
 /// The result of a run, as `shipsec run --json` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunResult {
     /// Run id.
@@ -65,8 +66,10 @@ pub struct RunResult {
     /// Wall time in milliseconds.
     pub duration_ms: u64,
     /// Output of each COMPLETED node, by ref.
+    #[schema(value_type = BTreeMap<String, Object>)]
     pub outputs: BTreeMap<Arc<str>, Arc<JsonObject>>,
     /// Every node, by ref.
+    #[schema(value_type = BTreeMap<String, NodeRecord>)]
     pub nodes: BTreeMap<Arc<str>, NodeRecord>,
     /// Where the definition's `dependsOn` or `dependencyCounts` disagreed with its edges
     /// (the edges decided), with paths; absent when they agree.
@@ -75,7 +78,7 @@ pub struct RunResult {
 }
 
 /// The state of a run at one moment (`handle.status`, `GET /v1/runs/{id}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSnapshot {
     /// Run id.
@@ -99,15 +102,17 @@ pub struct RunSnapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     /// Nodes by status.
+    #[schema(value_type = BTreeMap<String, usize>)]
     pub counts: BTreeMap<NodeStatus, usize>,
     /// Refs of the nodes running now.
     pub running: Vec<String>,
     /// Every node, by ref.
+    #[schema(value_type = BTreeMap<String, NodeRecord>)]
     pub nodes: BTreeMap<Arc<str>, NodeRecord>,
 }
 
 /// How far a run is: nodes ended, of all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Nodes in a terminal status.

@@ -35,7 +35,7 @@ pub const OUTPUT_LIMIT_ERROR: &str = "OutputLimitError";
 pub const CRASH_ERROR: &str = "CrashError";
 
 /// The failure a node reached through an `error` edge handles (docs/semantics.md §3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureInfo {
     /// Ref of the node that failed.
     pub at: String,
@@ -44,7 +44,7 @@ pub struct FailureInfo {
 }
 
 /// `{message, name}` of a handled failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureReason {
     /// The error message.
     pub message: String,

@@ -13,7 +13,7 @@ use crate::runtime::definition::parse::ParseError;
 use crate::runtime::definition::validate::Problem;
 
 /// The stable codes of the service's errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// 401: no bearer token, or not one of the server's.
@@ -131,13 +131,37 @@ impl ApiError {
     }
 
     /// The JSON body of the error.
-    pub fn body(&self) -> Value {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(details) = &self.details {
-            error["details"] = details.clone();
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorObject {
+                code: self.code,
+                message: &self.message,
+                details: self.details.as_ref(),
+            },
         }
-        json!({ "error": error })
     }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// The error.
+    pub error: ErrorObject<'a>,
+}
+
+/// `{code, message, details?}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorObject<'a> {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, as a sentence.
+    #[schema(value_type = String)]
+    pub message: &'a str,
+    /// Structured details: `problems` (`[{path, message}]`) of a refused definition, `line`
+    /// and `column` of malformed JSON, the `runId` concerned, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<&'a Value>,
 }
 
 impl IntoResponse for ApiError {

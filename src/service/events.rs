@@ -18,23 +18,27 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{FutureExt, StreamExt};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::actors::handle::Handle;
-use crate::messages::event::{EventType, TraceEvent};
+use crate::messages::event::{ErrorInfo, EventType, Level, TraceEvent};
+use crate::messages::result::{Progress, RunSnapshot};
 use crate::messages::supervisor::Subscription;
+use crate::messages::time::Timestamp;
+use crate::runtime::semantics::outcome::RunStatus;
+use crate::service::AppState;
 use crate::service::body::Query;
+use crate::service::error::ErrorBody;
 use crate::service::error::{ApiError, ErrorCode};
-use crate::service::{AppState, run_summary};
 
 /// Most events one JSON answer gives; the client asks again `after` the last.
 pub(crate) const MAX_EVENTS_PAGE: usize = 10_000;
 
 /// The shape events are given in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum EventFormat {
     /// docs/semantics.md §9.
@@ -45,25 +49,132 @@ pub(crate) enum EventFormat {
 }
 
 /// The query of the events endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
-    /// Events after this `seq`.
+    /// Events after this `seq` (`Last-Event-ID` wins over it).
     after: Option<u64>,
-    /// Most events in a JSON answer (at most [`MAX_EVENTS_PAGE`]).
+    /// Most events in a JSON answer (10,000 by default and at most).
+    #[param(minimum = 0)]
     limit: Option<usize>,
-    /// Their shape.
+    /// Their shape: `native` (docs/semantics.md §9) or `shipsec` (ShipSec's stored events).
     #[serde(default)]
+    #[param(inline)]
     format: EventFormat,
 }
 
-/// The event in the asked-for shape.
-pub(crate) fn shaped(event: &TraceEvent, format: EventFormat) -> Value {
-    match format {
-        // A trace event always serialises.
-        EventFormat::Native => serde_json::to_value(event).unwrap_or(Value::Null),
-        EventFormat::Shipsec => shipsec_event(event),
+/// A JSON page of events, in the asked-for shape (its schema is written out below: an
+/// empty page is either shape).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum EventPage {
+    /// `format=native`.
+    Native(Vec<TraceEvent>),
+    /// `format=shipsec`.
+    Shipsec(Vec<ShipsecEvent>),
+}
+
+impl utoipa::PartialSchema for EventPage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::ToSchema;
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder};
+        use utoipa::openapi::{Ref, RefOr};
+        let page_of = |name: std::borrow::Cow<'static, str>, format: &str| {
+            ArrayBuilder::new()
+                .items(RefOr::Ref(Ref::from_schema_name(name)))
+                .description(Some(format!("`format={format}`")))
+        };
+        AnyOfBuilder::new()
+            .item(page_of(TraceEvent::name(), "native"))
+            .item(page_of(ShipsecEvent::name(), "shipsec"))
+            .description(Some("A page of events, in the asked-for shape"))
+            .into()
     }
+}
+
+impl utoipa::ToSchema for EventPage {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((TraceEvent::name().into(), TraceEvent::schema()));
+        <TraceEvent as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((ShipsecEvent::name().into(), ShipsecEvent::schema()));
+        <ShipsecEvent as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+/// One event in ShipSec Studio's stored shape.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ShipsecEvent {
+    /// The event's `seq`, as text.
+    id: String,
+    /// The run.
+    #[schema(value_type = String)]
+    run_id: Arc<str>,
+    /// The node's ref (empty for the run's own events).
+    #[schema(value_type = String)]
+    node_ref: Arc<str>,
+    /// The event's `seq`.
+    sequence: u64,
+    /// ShipSec's event type.
+    #[serde(rename = "type")]
+    kind: ShipsecType,
+    /// Severity.
+    level: Level,
+    /// When.
+    timestamp: Timestamp,
+    /// The event's data, with its context in `_metadata` (and our own type in
+    /// `_metadata.engineType`).
+    #[schema(value_type = Object)]
+    data: Map<String, Value>,
+    /// Human message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// The failure, on `NODE_FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo>,
+}
+
+/// ShipSec's event types.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub(crate) enum ShipsecType {
+    /// An attempt started.
+    #[serde(rename = "NODE_STARTED")]
+    Started,
+    /// The node completed.
+    #[serde(rename = "NODE_COMPLETED")]
+    Completed,
+    /// The node failed.
+    #[serde(rename = "NODE_FAILED")]
+    Failed,
+    /// The node was skipped or cancelled.
+    #[serde(rename = "NODE_SKIPPED")]
+    Skipped,
+    /// Anything else: queued, progress, retrying, resumed.
+    #[serde(rename = "NODE_PROGRESS")]
+    Progress,
+}
+
+/// What an event stream's `status` events carry.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StreamStatus {
+    /// The run.
+    pub(crate) run_id: String,
+    /// Its status.
+    pub(crate) status: RunStatus,
+    /// How far it is (while it runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) progress: Option<Progress>,
+    /// When it ended (once it has).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) completed_at: Option<Timestamp>,
 }
 
 /// ShipSec's stored event: `type` `NODE_*`, `nodeRef`, an integer `sequence`, context in
@@ -71,14 +182,14 @@ pub(crate) fn shaped(event: &TraceEvent, format: EventFormat) -> Value {
 /// `data._metadata.engineType` (QUEUED, RETRYING and RESUMED are `NODE_PROGRESS`,
 /// CANCELLED is `NODE_SKIPPED` with its reason: ShipSec leaves such nodes without an
 /// event today).
-pub(crate) fn shipsec_event(event: &TraceEvent) -> Value {
+pub(crate) fn shipsec_event(event: &TraceEvent) -> ShipsecEvent {
     let kind = match event.kind {
-        EventType::Started => "NODE_STARTED",
-        EventType::Completed => "NODE_COMPLETED",
-        EventType::Failed => "NODE_FAILED",
-        EventType::Skipped | EventType::Cancelled => "NODE_SKIPPED",
+        EventType::Started => ShipsecType::Started,
+        EventType::Completed => ShipsecType::Completed,
+        EventType::Failed => ShipsecType::Failed,
+        EventType::Skipped | EventType::Cancelled => ShipsecType::Skipped,
         EventType::Queued | EventType::Progress | EventType::Retrying | EventType::Resumed => {
-            "NODE_PROGRESS"
+            ShipsecType::Progress
         }
     };
     let mut data = match event.data.as_deref() {
@@ -96,23 +207,18 @@ pub(crate) fn shipsec_event(event: &TraceEvent) -> Value {
         serde_json::to_value(event.kind).unwrap_or_default(),
     );
     data.insert("_metadata".into(), Value::Object(metadata));
-    let mut out = json!({
-        "id": event.seq.to_string(),
-        "runId": event.run_id,
-        "nodeRef": event.node_id,
-        "sequence": event.seq,
-        "type": kind,
-        "level": event.level,
-        "timestamp": event.timestamp,
-        "data": data,
-    });
-    if let Some(message) = &event.message {
-        out["message"] = json!(message);
+    ShipsecEvent {
+        id: event.seq.to_string(),
+        run_id: event.run_id.clone(),
+        node_ref: event.node_id.clone(),
+        sequence: event.seq,
+        kind,
+        level: event.level,
+        timestamp: event.timestamp,
+        data,
+        message: event.message.clone(),
+        error: event.error.as_deref().cloned(),
     }
-    if let Some(error) = &event.error {
-        out["error"] = json!({ "message": error.message, "type": error.error_type });
-    }
-    out
 }
 
 /// Live subscribers, per run and in all.
@@ -177,7 +283,26 @@ fn count(
     })
 }
 
-/// `GET /v1/runs/{id}/events`.
+/// `GET /v1/runs/{id}/events`: the run's events as JSON, or a live SSE stream.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "runEvents", summary = "A run's events, as JSON or a live SSE stream",
+    description = "The run's trace events after `after` as a JSON array. With `Accept: text/event-stream`, a live \
+Server-Sent Events stream: `event: status` (a StreamStatus) first; `event: trace` with `id: <seq>` and the event \
+as `data` for every event; `event: status` and `event: terminal` (the RunResult) when the run ends, after which \
+the stream ends; keep-alive comments meanwhile. `Last-Event-ID` resumes with no gap and no duplicate. A \
+subscriber that falls `service.subscriberBuffer` events behind is disconnected and resumes from its last id.",
+    params(("id" = String, Path, description = "The run's id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^ *[0-9]{1,19} *$", description = "Resume after this seq"),
+        EventsQuery),
+    responses(
+        (status = 200, description = "The events (JSON), or the live stream (SSE)", content(
+            (EventPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "INVALID_REQUEST: a malformed query or Last-Event-ID", body = ErrorBody),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_SUBSCRIBERS (`Retry-After`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -199,6 +324,14 @@ pub(crate) async fn events(
                 })?,
         ),
     };
+    // A seq is at most i64::MAX (the document says int64; clients in other languages
+    // hold it in one).
+    if let Some(after) = query.after.filter(|&a| a > i64::MAX as u64) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("after={after} is past the largest seq ({})", i64::MAX),
+        ));
+    }
     let after = last_event_id.or(query.after).unwrap_or(0);
     let streaming = headers
         .get(header::ACCEPT)
@@ -224,10 +357,14 @@ pub(crate) async fn events(
     let mut page = Vec::new();
     while page.len() < limit {
         match feed.next().now_or_never() {
-            Some(Some(event)) => page.push(shaped(&event, query.format)),
+            Some(Some(event)) => page.push(event),
             _ => break,
         }
     }
+    let page = match query.format {
+        EventFormat::Native => EventPage::Native(page),
+        EventFormat::Shipsec => EventPage::Shipsec(page.iter().map(shipsec_event).collect()),
+    };
     Ok(axum::Json(page).into_response())
 }
 
@@ -260,7 +397,7 @@ async fn stream(
         .await?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     let stop = state.shared.stopping.clone();
-    let status = sse_json("status", &run_summary(&first));
+    let status = sse_json("status", &stream_status(&first));
     tokio::spawn(async move {
         let _counted = counted;
         let follow = follow(engine, run_id, after, format, feed, status, tx);
@@ -285,11 +422,23 @@ fn sse_json(kind: &str, value: &impl serde::Serialize) -> Event {
 }
 
 fn trace(event: &TraceEvent, format: EventFormat) -> Event {
-    Event::default()
-        .event("trace")
-        .id(event.seq.to_string())
-        .json_data(shaped(event, format))
-        .unwrap_or_else(|_| Event::default().event("trace"))
+    let event_of = Event::default().event("trace").id(event.seq.to_string());
+    let data = match format {
+        EventFormat::Native => event_of.json_data(event),
+        EventFormat::Shipsec => event_of.json_data(shipsec_event(event)),
+    };
+    // Plain data always serialises.
+    data.unwrap_or_else(|_| Event::default().event("trace"))
+}
+
+/// The `status` an event stream starts with.
+fn stream_status(snapshot: &RunSnapshot) -> StreamStatus {
+    StreamStatus {
+        run_id: snapshot.run_id.clone(),
+        status: snapshot.status,
+        progress: Some(snapshot.progress),
+        completed_at: snapshot.completed_at,
+    }
 }
 
 /// Sends the run's events to `tx` until the run ends (then the terminal events), the
@@ -337,11 +486,12 @@ async fn follow(
             }
         }
     }
-    let summary = json!({
-        "runId": result.run_id,
-        "status": result.status,
-        "completedAt": result.completed_at,
-    });
+    let summary = StreamStatus {
+        run_id: result.run_id.clone(),
+        status: result.status,
+        progress: None,
+        completed_at: Some(result.completed_at),
+    };
     if tx.send(sse_json("status", &summary)).await.is_ok() {
         let _ = tx.send(sse_json("terminal", &*result)).await;
     }

@@ -10,29 +10,44 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::actors::handle::{Handle, Workflow};
-use crate::messages::orchestrator::{RunQuery, SubmitOptions};
+use crate::messages::orchestrator::{RunQuery, RunSummary, SubmitOptions};
+use crate::messages::result::{RunResult, RunSnapshot};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::parse::from_value;
+use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::service::AppState;
 use crate::service::body::{JsonBody, Query};
-use crate::service::error::{ApiError, ErrorCode};
+use crate::service::error::{ApiError, ErrorBody, ErrorCode};
 
 /// Longest run id and idempotency key taken.
 const MAX_ID_LEN: usize = 256;
 
 /// `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "definition": {
+        "title": "hello",
+        "actions": [
+            {"ref": "greet", "componentId": "core.echo", "params": {"text": "hello"}},
+            {"ref": "pause", "componentId": "core.sleep", "params": {"ms": 200}, "dependsOn": ["greet"]}
+        ]
+    },
+    "inputs": {}
+}))]
 pub(crate) struct CreateRun {
-    /// The workflow definition (ShipSec's `WorkflowDefinition`).
+    /// The workflow definition (ShipSec's `WorkflowDefinition`; docs/definition.md).
+    #[schema(value_type = Object)]
     definition: Value,
     /// The run's inputs.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     inputs: Option<JsonObject>,
     /// The run's id; a fresh UUID when absent.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,256}$")]
     run_id: Option<String>,
     /// W3C `traceparent` of the caller's trace.
     #[serde(default)]
@@ -40,11 +55,86 @@ pub(crate) struct CreateRun {
 }
 
 /// `POST /v1/validate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "definition": {
+        "title": "hello",
+        "actions": [{"ref": "greet", "componentId": "core.echo", "params": {"text": "hello"}}]
+    }
+}))]
 pub(crate) struct ValidateBody {
     /// The workflow definition.
+    #[schema(value_type = Object)]
     definition: Value,
+}
+
+/// A definition that validates.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Validated {
+    /// Always true (a definition that does not validate is a 422).
+    valid: bool,
+    /// Nodes in its graph.
+    nodes: usize,
+    /// Edges in its graph.
+    edges: usize,
+    /// Where `dependsOn` or `dependencyCounts` disagreed with the edges (the edges decide).
+    warnings: Vec<Problem>,
+}
+
+/// `GET /v1/components`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ComponentList {
+    /// Every component of the engine, by id.
+    components: Vec<ComponentInfo>,
+}
+
+/// What a definition may know of a component.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ComponentInfo {
+    /// Its id (a node's `componentId`).
+    id: &'static str,
+    /// What it does.
+    summary: &'static str,
+    /// The inputs it reads.
+    inputs: Vec<ComponentInput>,
+    /// Most attempts of it at once, when capped.
+    max_concurrency: Option<u32>,
+    /// Its rate limit, when it has one.
+    rate_limit: Option<ComponentRate>,
+    /// Whether this server's definition policy lets a definition use it.
+    allowed: bool,
+}
+
+/// One input of a component.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ComponentInput {
+    /// Input name.
+    name: &'static str,
+    /// Whether a run fails with `InputError` when it has no value.
+    required: bool,
+}
+
+/// A component's token bucket.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ComponentRate {
+    /// Sustained attempts per second.
+    per_second: f64,
+    /// Bucket size.
+    burst: u32,
+}
+
+/// `GET /healthz`, `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Health {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+    /// Runs resumed from the journal at start (`/readyz` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_runs: Option<usize>,
 }
 
 /// Checks a definition as the server would run it: its shape, the engine's limits, the
@@ -95,6 +185,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// `POST /v1/runs`: 201 and the run's snapshot for a new run; 200 and the same run for a
 /// repeated idempotency key with the same body.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "startRun", summary = "Start a run",
+    request_body = CreateRun,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,256}$",
+        description = "Repeating a key with the same body gives the same run (200); with another body, 409 IDEMPOTENCY_CONFLICT")),
+    responses(
+        (status = 201, description = "A new run", body = RunSnapshot,
+            headers(("Location" = String, description = "The run's URL"))),
+        (status = 200, description = "The run of a repeated idempotency key", body = RunSnapshot,
+            headers(("Location" = String, description = "The run's URL"))),
+        (status = 400, description = "MALFORMED_JSON or INVALID_REQUEST", body = ErrorBody),
+        (status = 409, description = "RUN_EXISTS or IDEMPOTENCY_CONFLICT", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "INVALID_DEFINITION (`details.problems`) or INVALID_INPUT", body = ErrorBody),
+        (status = 429, description = "OVERLOADED: the admission limit (`Retry-After`)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds"))),
+    ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -128,25 +235,38 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/runs` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only runs in this status.
     status: Option<RunStatus>,
+    /// Most runs in the page (100 by default, at most `service.maxPage`).
+    #[param(minimum = 0)]
     limit: Option<usize>,
+    /// `nextCursor` of the page before.
+    #[param(pattern = "^[0-9]{1,19}$")]
     cursor: Option<String>,
 }
 
 /// A page of runs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Page {
-    runs: Vec<crate::messages::orchestrator::RunSummary>,
+pub(crate) struct RunPage {
+    /// Newest first.
+    runs: Vec<RunSummary>,
     /// The cursor of the next (older) page, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
 
 /// `GET /v1/runs`: newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "listRuns", summary = "List runs, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of runs, newest first", body = RunPage),
+        (status = 400, description = "INVALID_REQUEST: a malformed query", body = ErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -169,14 +289,20 @@ pub(crate) async fn list(
             before,
         })
         .await?;
-    Ok(axum::Json(Page {
+    Ok(axum::Json(RunPage {
         runs: page.runs,
         next_cursor: page.next.map(|n| n.to_string()),
     })
     .into_response())
 }
 
-/// `GET /v1/runs/{id}`.
+/// `GET /v1/runs/{id}`: the run's status snapshot.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", operation_id = "describeRun", summary = "A run's status snapshot",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run now", body = RunSnapshot),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+    ))]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -186,15 +312,25 @@ pub(crate) async fn status(
 }
 
 /// `GET /v1/runs/{id}/result` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ResultQuery {
-    /// Seconds to hold the request for the run to end.
+    /// Seconds to hold the request for the run to end (at most `service.maxWaitSeconds`).
+    #[param(minimum = 0)]
     wait: Option<f64>,
 }
 
 /// `GET /v1/runs/{id}/result`: 200 and the result once the run has ended; else (after
 /// `wait` seconds at most) 202 and its snapshot.
+#[utoipa::path(get, path = "/v1/runs/{id}/result", tag = "runs", operation_id = "runResult", summary = "A run's result, waiting for it up to `wait` seconds",
+    params(("id" = String, Path, description = "The run's id"), ResultQuery),
+    responses(
+        (status = 200, description = "The run has ended: its result (as `shipsec run --json`)", body = RunResult),
+        (status = 202, description = "The run is still going: its snapshot", body = RunSnapshot),
+        (status = 400, description = "INVALID_REQUEST: a malformed query", body = ErrorBody),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+    ))]
 pub(crate) async fn result(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -235,7 +371,14 @@ pub(crate) async fn result(
     }
 }
 
-/// `POST /v1/runs/{id}/cancel`.
+/// `POST /v1/runs/{id}/cancel`: running attempts get the grace period.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", operation_id = "cancelRun", summary = "Cancel a run (running attempts get the grace period)",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Cancelling: the run's snapshot", body = RunSnapshot),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "RUN_ALREADY_ENDED", body = ErrorBody),
+    ))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -245,7 +388,14 @@ pub(crate) async fn cancel(
     stopped_answer(&engine, &run_id, stopped).await
 }
 
-/// `POST /v1/runs/{id}/terminate`.
+/// `POST /v1/runs/{id}/terminate`: running attempts are killed, without a grace period.
+#[utoipa::path(post, path = "/v1/runs/{id}/terminate", tag = "runs", operation_id = "terminateRun", summary = "Terminate a run (running attempts are killed at once)",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Terminating: the run's snapshot", body = RunSnapshot),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "RUN_ALREADY_ENDED", body = ErrorBody),
+    ))]
 pub(crate) async fn terminate(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -275,6 +425,15 @@ async fn stopped_answer(
 }
 
 /// `POST /v1/validate`: 200 `{valid, nodes, edges, warnings}` or 422.
+#[utoipa::path(post, path = "/v1/validate", tag = "definitions", operation_id = "validateDefinition", summary = "Validate a definition as this server would run it",
+    request_body = ValidateBody,
+    responses(
+        (status = 200, description = "The definition would run here", body = Validated),
+        (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "INVALID_DEFINITION (`details.problems`) or INVALID_INPUT", body = ErrorBody),
+    ))]
 pub(crate) async fn validate(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ValidateBody>,
@@ -282,53 +441,70 @@ pub(crate) async fn validate(
     let engine = state.engine()?;
     let workflow = prepare(&state, &engine, body.definition)?;
     let graph = workflow.graph();
-    Ok(axum::Json(json!({
-        "valid": true,
-        "nodes": graph.len(),
-        "edges": graph.edges.len(),
-        "warnings": workflow.warnings(),
-    }))
+    Ok(axum::Json(Validated {
+        valid: true,
+        nodes: graph.len(),
+        edges: graph.edges.len(),
+        warnings: workflow.warnings().to_vec(),
+    })
     .into_response())
 }
 
 /// `GET /v1/components`: the components a definition may use here, with what they take.
+#[utoipa::path(get, path = "/v1/components", tag = "definitions", operation_id = "listComponents", summary = "The components a definition may use",
+    responses((status = 200, description = "The engine's components", body = ComponentList)))]
 pub(crate) async fn components(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    Ok(axum::Json(json!({ "components": describe(engine.registry(), &state) })).into_response())
+    let components = describe(engine.registry(), &state);
+    Ok(axum::Json(ComponentList { components }).into_response())
 }
 
-fn describe(registry: &ComponentRegistry, state: &AppState) -> Vec<Value> {
+fn describe(registry: &ComponentRegistry, state: &AppState) -> Vec<ComponentInfo> {
     let policy = &state.shared.config.definitions;
     let mut ids = registry.ids();
     ids.sort_unstable();
     ids.into_iter()
         .filter_map(|id| registry.meta(id))
-        .map(|meta| {
-            let allowed = policy.allows(meta.id);
-            json!({
-                "id": meta.id,
-                "summary": meta.summary,
-                "inputs": meta.inputs.iter().map(|i| json!({"name": i.name, "required": i.required})).collect::<Vec<_>>(),
-                "maxConcurrency": meta.max_concurrency,
-                "rateLimit": meta.rate_limit.as_ref().map(|r| json!({"perSecond": r.per_second, "burst": r.burst})),
-                "allowed": allowed,
-            })
+        .map(|meta| ComponentInfo {
+            id: meta.id,
+            summary: meta.summary,
+            inputs: (meta.inputs.iter())
+                .map(|i| ComponentInput {
+                    name: i.name,
+                    required: i.required,
+                })
+                .collect(),
+            max_concurrency: meta.max_concurrency,
+            rate_limit: meta.rate_limit.as_ref().map(|r| ComponentRate {
+                per_second: r.per_second,
+                burst: r.burst,
+            }),
+            allowed: policy.allows(meta.id),
         })
         .collect()
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz", summary = "Liveness: the process answers", security(()),
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub(crate) async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    let health = Health {
+        status: "ok",
+        resumed_runs: None,
+    };
+    axum::Json(health).into_response()
 }
 
 /// `GET /readyz`: 200 once the journal is open and its runs resumed; 503 before.
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", summary = "Readiness: the journal is open and its runs resumed",
+    responses((status = 200, description = "The journal is open and its runs resumed", body = Health)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    Ok(
-        axum::Json(json!({ "status": "ready", "resumedRuns": engine.resumed().len() }))
-            .into_response(),
-    )
+    let health = Health {
+        status: "ready",
+        resumed_runs: Some(engine.resumed().len()),
+    };
+    Ok(axum::Json(health).into_response())
 }
 
 /// Unknown paths.

@@ -30,7 +30,7 @@ use crate::runtime::definition::{
 use crate::runtime::semantics::retry::NEVER_RETRIED;
 
 /// One thing wrong with a definition (an error, or a warning when the edges decide).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Where, e.g. `actions[3].inputMappings.url.sourceRef`.
     pub path: String,
