@@ -7,6 +7,7 @@
 mod serve_common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use serve_common::{Client, Server, scratch};
@@ -524,4 +525,66 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_and_serves_them() {
     assert!(kinds.contains(&"RESUMED"), "{kinds:?}");
     let seqs = numbers(&events, "seq");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_limit_in_all_frees_a_place_when_a_client_goes_away() {
+    let dir = scratch("subscribers");
+    let config = dir.join("engine.yaml");
+    std::fs::write(
+        &config,
+        "service:\n  maxSubscribers: 2\n  maxSubscribersPerRun: 2\n",
+    )
+    .unwrap();
+    let file = config.display().to_string();
+    let server = Server::start(&dir, &["--config", &file]);
+    let client = server.client();
+    // Two quiet runs: no event comes while the test holds their streams.
+    let one = start_run(&client, diamond(60_000)).await;
+    let two = start_run(&client, diamond(60_000)).await;
+    let (status, mut first) = client.stream(&format!("/v1/runs/{one}/events"), &[]).await;
+    assert_eq!(status, 200);
+    first.until_started("b", 1).await;
+    let (status, mut second) = client.stream(&format!("/v1/runs/{two}/events"), &[]).await;
+    assert_eq!(status, 200);
+    second.until_started("b", 1).await;
+    let refused = client
+        .call(
+            "GET",
+            &format!("/v1/runs/{two}/events"),
+            &[("accept", "text/event-stream")],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (429, "TOO_MANY_SUBSCRIBERS")
+    );
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("service.maxSubscribers)"),
+        "{}",
+        refused.json()
+    );
+    // The first client goes away while its run is quiet; its place frees without an event
+    // of the run (generous bound: the server notices the closed connection).
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (status, mut third) = loop {
+        let (status, reader) = client.stream(&format!("/v1/runs/{two}/events"), &[]).await;
+        if status == 200 {
+            break (status, reader);
+        }
+        assert_eq!(status, 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place of a closed stream was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200);
+    assert_eq!(third.next().await.unwrap().event, "status");
 }

@@ -398,6 +398,7 @@ async fn stream(
     let (tx, rx) = mpsc::channel::<Event>(64);
     let stop = state.shared.stopping.clone();
     let status = sse_json("status", &stream_status(&first));
+    let gone = tx.clone();
     tokio::spawn(async move {
         let _counted = counted;
         let follow = follow(engine, run_id, after, format, feed, status, tx);
@@ -405,6 +406,9 @@ async fn stream(
             () = follow => {}
             // The server stops: the stream ends, and the client reconnects to the next.
             () = stop.cancelled() => {}
+            // The client went away (its body was dropped): its place is free at once, not
+            // at the run's next event.
+            () = gone.closed() => {}
         }
     });
     let body = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
