@@ -86,18 +86,16 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         return;
     };
     let dir = scratch("schemathesis");
-    let config = dir.join("engine.yaml");
     // Short waits: a fuzzer holding `?wait=` for a minute per case would take hours.
-    std::fs::write(
-        &config,
+    let config = serve_common::config(
+        &dir,
         "service:\n  maxWaitSeconds: 1\n  requestTimeoutSeconds: 10\n",
-    )
-    .unwrap();
+    );
     let token = "schemathesis-token";
     let server = Server::start_on(
         &dir,
         &["--listen", "127.0.0.1:0"],
-        &["--config", config.to_str().unwrap()],
+        &["--config", &config],
         Some(token),
     );
     let serve_common::Addr::Tcp(addr) = &server.addr else {

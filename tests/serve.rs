@@ -357,13 +357,10 @@ fn without_a_token_it_refuses_to_listen_beyond_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_limit_is_a_clear_error() {
     let dir = scratch("limits");
-    let config = dir.join("engine.yaml");
-    std::fs::write(
-        &config,
+    let file = serve_common::config(
+        &dir,
         "maxActiveRuns: 1\nservice:\n  maxBodyBytes: 4096\n  maxSubscribersPerRun: 1\n  definitions:\n    process:\n      executables: [/bin/echo]\n",
-    )
-    .unwrap();
-    let file = config.display().to_string();
+    );
     let server = Server::start(&dir, &["--config", &file]);
     let client = server.client();
     let big = json!({"definition": {"title": "x".repeat(5000), "actions": []}});
@@ -530,13 +527,10 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_and_serves_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subscriber_limit_in_all_frees_a_place_when_a_client_goes_away() {
     let dir = scratch("subscribers");
-    let config = dir.join("engine.yaml");
-    std::fs::write(
-        &config,
+    let file = serve_common::config(
+        &dir,
         "service:\n  maxSubscribers: 2\n  maxSubscribersPerRun: 2\n",
-    )
-    .unwrap();
-    let file = config.display().to_string();
+    );
     let server = Server::start(&dir, &["--config", &file]);
     let client = server.client();
     // Two quiet runs: no event comes while the test holds their streams.

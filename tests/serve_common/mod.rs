@@ -39,6 +39,13 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes the engine configuration `yaml` into `dir`; the value of `--config`.
+pub fn config(dir: &Path, yaml: &str) -> String {
+    let path = dir.join("engine.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
 impl Server {
     /// Starts `shipsec serve` with `extra` arguments on 127.0.0.1 (a port of the system's
     /// choosing), journal in `dir/data` with process durability; waits for `ready`.
