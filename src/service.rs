@@ -41,9 +41,6 @@ use crate::actors::handle::Handle;
 use crate::runtime::guardrails::service::ServiceConfig;
 use crate::service::error::{ApiError, ErrorCode};
 
-/// Keep-alive comments on event streams, by default.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// What a server needs besides its engine.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -51,17 +48,14 @@ pub struct ServiceOptions {
     pub config: ServiceConfig,
     /// Bearer tokens accepted; none: every request is taken (listen locally only).
     pub tokens: Vec<String>,
-    /// Interval of keep-alive comments on event streams.
-    pub keep_alive: Duration,
 }
 
 impl ServiceOptions {
-    /// Options with `config`, no token, the default keep-alive.
+    /// Options with `config` and no token.
     pub fn new(config: ServiceConfig) -> ServiceOptions {
         ServiceOptions {
             config,
             tokens: Vec::new(),
-            keep_alive: KEEP_ALIVE,
         }
     }
 }
@@ -75,7 +69,6 @@ struct Shared {
     /// Cancelled when the server stops: event streams and waits end.
     stopping: CancellationToken,
     metrics: metrics::HttpMetrics,
-    keep_alive: Duration,
 }
 
 /// The state every handler gets.
@@ -114,7 +107,6 @@ impl Service {
                     subscribers: Arc::default(),
                     stopping: CancellationToken::new(),
                     metrics: metrics::HttpMetrics::from_global(),
-                    keep_alive: options.keep_alive,
                 }),
             },
         }

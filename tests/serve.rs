@@ -582,3 +582,285 @@ async fn the_subscriber_limit_in_all_frees_a_place_when_a_client_goes_away() {
     assert_eq!(status, 200);
     assert_eq!(third.next().await.unwrap().event, "status");
 }
+
+/// Every event of a run, paging the JSON answer.
+async fn all_events(client: &Client, run_id: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let page = client
+            .get(&format!("/v1/runs/{run_id}/events?after={after}"))
+            .await
+            .json();
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Polls the run's status until `done` holds (at most a minute).
+async fn until_status(client: &Client, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client.get(&format!("/v1/runs/{run_id}")).await.json();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never got there: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_disconnected_and_resumes_from_its_last_id() {
+    let dir = scratch("slow");
+    let file = serve_common::config(&dir, "service:\n  subscriberBuffer: 8\n");
+    let server = Server::start(&dir, &["--config", &file]);
+    let client = server.client();
+    // A burst of 9,000 events, then a quiet node that keeps the run going.
+    let width = 3_000;
+    let mut actions = vec![
+        json!({"ref": "source", "componentId": "core.echo"}),
+        json!({"ref": "hold", "componentId": "core.sleep", "params": {"ms": 120_000}}),
+    ];
+    actions.extend((0..width).map(
+        |i| json!({"ref": format!("n{i}"), "componentId": "core.echo", "dependsOn": ["source"]}),
+    ));
+    let run = start_run(&client, json!({"title": "burst", "actions": actions})).await;
+    let (status, mut slow) = client
+        .stream_slow(&format!("/v1/runs/{run}/events"), 4096)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(slow.next().await.unwrap().event, "status");
+    // The client reads nothing while the burst runs.
+    until_status(&client, &run, |s| {
+        s["progress"]["completed"].as_u64() == Some(width + 1)
+    })
+    .await;
+    let first = slow.all().await;
+    assert!(
+        first.iter().all(|e| e.event == "trace"),
+        "the stream of a subscriber that fell behind ends without the run's end"
+    );
+    let first = traces(&first);
+    let last = *first.last().unwrap();
+    assert_eq!(first, (1..=last).collect::<Vec<_>>(), "no gap, in order");
+    // It resumes from its last id, and follows the run to its end.
+    let (status, mut resumed) = client
+        .stream(
+            &format!("/v1/runs/{run}/events"),
+            &[("last-event-id", &last.to_string())],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(resumed.next().await.unwrap().event, "status");
+    let answer = client
+        .post_json(&format!("/v1/runs/{run}/terminate"), &json!({}))
+        .await;
+    assert_eq!(answer.status, 202);
+    let rest = resumed.all().await;
+    assert_eq!(rest.last().unwrap().event, "terminal");
+    let every: Vec<u64> = first.iter().copied().chain(traces(&rest)).collect();
+    let seqs: Vec<u64> = all_events(&client, &run)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() > 9_000, "{}", seqs.len());
+    assert!(
+        first.len() < seqs.len() - 3,
+        "the slow subscriber was disconnected before the run's last events"
+    );
+    assert_eq!(
+        every, seqs,
+        "no gap and no duplicate across the two streams"
+    );
+}
+
+/// A raw request over TCP: `head` then `body` (maybe shorter than its Content-Length);
+/// the status line and the rest of the answer, once the server closes or answers.
+async fn raw_request(addr: &str, head: &str, body: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The answer is whole once its body (JSON) is.
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if n == 0 || text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
+    (status.to_owned(), rest.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_its_time_limit_is_answered_503_and_streams_are_not_cut() {
+    let dir = scratch("timeout");
+    let file = serve_common::config(
+        &dir,
+        "service:\n  requestTimeoutSeconds: 0.5\n  keepAliveSeconds: 0.1\n",
+    );
+    let server = Server::start(&dir, &["--config", &file]);
+    let client = server.client();
+    let serve_common::Addr::Tcp(addr) = &server.addr else {
+        unreachable!()
+    };
+    // A client that sends a tenth of its body and stalls holds no handler past the limit.
+    let started = std::time::Instant::now();
+    let (status, rest) = raw_request(
+        addr,
+        "POST /v1/runs HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+        b"{\"definition\"",
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{rest}");
+    assert!(rest.contains("\"REQUEST_TIMEOUT\""), "{rest}");
+    assert!(rest.contains("service.requestTimeoutSeconds"), "{rest}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "answered after {took:?}"
+    );
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+    // An event stream and a `?wait` outlive the limit: a run of 1.5 s is followed to its
+    // end, with keep-alive comments while its sleeps are quiet.
+    let run = start_run(&client, diamond(1_500)).await;
+    let (status, mut stream) = client.stream(&format!("/v1/runs/{run}/events"), &[]).await;
+    assert_eq!(status, 200);
+    let all = stream.all().await;
+    assert_eq!(all.last().unwrap().event, "terminal");
+    assert!(stream.comments >= 1, "no keep-alive comment in 1.5 s");
+    assert_eq!(result(&client, &run).await["status"], "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_arrives_through_an_input_is_checked_as_the_attempt_starts() {
+    let dir = scratch("runtime-policy");
+    let tools = dir.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    // The allow-list names a link to echo; a link to sh is not on it.
+    std::os::unix::fs::symlink("/bin/echo", tools.join("echo")).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", tools.join("sh")).unwrap();
+    let file = serve_common::config(
+        &dir,
+        &format!(
+            "service:\n  definitions:\n    process:\n      executables: [{}]\n",
+            tools.join("echo").display()
+        ),
+    );
+    let server = Server::start(&dir, &["--config", &file]);
+    let client = server.client();
+    let pwned = dir.join("pwned");
+    let touch = format!("touch {}", pwned.display());
+    let sh_link = tools.join("sh").display().to_string();
+    let from = |handle: &str| json!({"command": {"sourceRef": "commands", "sourceHandle": handle}});
+    let retry = json!({"maxAttempts": 3, "initialIntervalSeconds": 0.01});
+    // The commands are outputs of a node: submission cannot see them.
+    let definition = json!({"title": "commands from inputs", "actions": [
+        {"ref": "commands", "componentId": "core.echo", "params": {
+            "allowed": ["/bin/echo", "hello"],
+            "shell": ["/bin/sh", "-c", touch],
+            "linked": [sh_link, "-c", touch]
+        }},
+        {"ref": "ok", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("allowed")},
+        {"ref": "shell", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("shell"), "retryPolicy": retry},
+        {"ref": "linked", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("linked"), "retryPolicy": retry}
+    ]});
+    let run = start_run(&client, definition).await;
+    let result = result(&client, &run).await;
+    let nodes = &result["nodes"];
+    assert_eq!(nodes["ok"]["status"], "COMPLETED", "{result}");
+    assert_eq!(
+        result["outputs"]["ok"]["stdout"].as_str().map(str::trim),
+        Some("hello"),
+        "{result}"
+    );
+    for refused in ["shell", "linked"] {
+        let node = &nodes[refused];
+        assert_eq!(node["status"], "FAILED", "{result}");
+        assert_eq!(node["error"]["type"], "PermissionError", "{result}");
+        assert_eq!(node["attempts"], 1, "a refusal is not retried: {result}");
+        assert!(
+            node["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("service.definitions.process.executables"),
+            "{result}"
+        );
+    }
+    assert!(!pwned.exists(), "a refused command ran");
+}
+
+mod otlp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_metrics_reach_an_otlp_receiver_with_their_convention_names() {
+    let receiver = otlp::Receiver::start_grpc().await;
+    let dir = scratch("metrics");
+    let endpoint = receiver.endpoint();
+    let mut server = Server::start_with(
+        &dir,
+        &["--listen", "127.0.0.1:0"],
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "serve-metrics"),
+        ],
+    );
+    let client = server.client();
+    let run = start_run(&client, diamond(1)).await;
+    assert_eq!(result(&client, &run).await["status"], "COMPLETED");
+    assert_eq!(client.get("/v1/runs/no-such-run").await.status, 404);
+    // The last export happens as the server stops.
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(), Some(0));
+    let metrics = receiver
+        .wait_for_metrics(
+            |m| {
+                m.iter().any(|m| m.name == "http.server.request.duration")
+                    && m.iter().any(|m| m.name == "http.server.active_requests")
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+    let duration = metrics
+        .iter()
+        .find(|m| m.name == "http.server.request.duration")
+        .unwrap();
+    assert_eq!(duration.unit, "s");
+    assert_eq!(duration.service_name, "serve-metrics");
+    let created = [
+        ("http.request.method", "POST"),
+        ("http.route", "/v1/runs"),
+        ("http.response.status_code", "201"),
+    ];
+    assert_eq!(duration.count(&created), 1, "{duration:#?}");
+    let waited = [
+        ("http.route", "/v1/runs/{id}/result"),
+        ("http.response.status_code", "200"),
+    ];
+    assert_eq!(duration.count(&waited), 1, "{duration:#?}");
+    let unknown = [
+        ("http.route", "/v1/runs/{id}"),
+        ("http.response.status_code", "404"),
+    ];
+    assert_eq!(duration.count(&unknown), 1, "{duration:#?}");
+    let active = metrics
+        .iter()
+        .find(|m| m.name == "http.server.active_requests")
+        .unwrap();
+    assert_eq!(active.total(&[]), 0.0, "every request ended: {active:#?}");
+}

@@ -9,13 +9,14 @@
 //! is disconnected rather than buffered without bound; it reconnects from its last id.
 //! Subscribers are counted per run and in all, and refused (429) past the limits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::actors::handle::Handle;
+use crate::actors::handle::{EventStream, Handle};
 use crate::messages::event::{ErrorInfo, EventType, Level, TraceEvent};
 use crate::messages::result::{Progress, RunSnapshot};
 use crate::messages::supervisor::Subscription;
@@ -38,7 +39,9 @@ use crate::service::error::{ApiError, ErrorCode};
 pub(crate) const MAX_EVENTS_PAGE: usize = 10_000;
 
 /// The shape events are given in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum EventFormat {
     /// docs/semantics.md §9.
@@ -224,7 +227,47 @@ pub(crate) fn shipsec_event(event: &TraceEvent) -> ShipsecEvent {
 /// Live subscribers, per run and in all.
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
-    counts: Mutex<(usize, HashMap<String, usize>)>,
+    counts: Mutex<(usize, HashMap<String, RunSubscribers>)>,
+}
+
+/// The subscribers of one run.
+#[derive(Debug, Default)]
+struct RunSubscribers {
+    count: usize,
+    frames: Arc<Frames>,
+}
+
+/// The recent trace frames of one run, shared by its subscribers: an event is serialised
+/// once however many streams carry it (they move through the same events at about the
+/// same time, so the recent ones are what they ask for).
+#[derive(Debug, Default)]
+struct Frames {
+    recent: Mutex<BTreeMap<(u64, EventFormat), Bytes>>,
+}
+
+impl Frames {
+    /// Frames kept per run.
+    const KEPT: usize = 1_024;
+
+    /// The SSE frame of `event` in `format`.
+    fn get(&self, event: &TraceEvent, format: EventFormat) -> Bytes {
+        let key = (event.seq, format);
+        let lock = || {
+            self.recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(frame) = lock().get(&key) {
+            return frame.clone();
+        }
+        let frame = trace(event, format);
+        let mut recent = lock();
+        recent.insert(key, frame.clone());
+        while recent.len() > Self::KEPT {
+            recent.pop_first();
+        }
+        frame
+    }
 }
 
 /// One counted subscriber; uncounted when dropped.
@@ -232,6 +275,7 @@ pub(crate) struct Subscribers {
 struct Counted {
     subscribers: Arc<Subscribers>,
     run_id: String,
+    frames: Arc<Frames>,
 }
 
 impl Drop for Counted {
@@ -242,9 +286,9 @@ impl Drop for Counted {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         counts.0 = counts.0.saturating_sub(1);
-        if let Some(n) = counts.1.get_mut(&self.run_id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(run) = counts.1.get_mut(&self.run_id) {
+            run.count -= 1;
+            if run.count == 0 {
                 counts.1.remove(&self.run_id);
             }
         }
@@ -261,7 +305,7 @@ fn count(
         .counts
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let of_run = counts.1.get(run_id).copied().unwrap_or(0);
+    let of_run = counts.1.get(run_id).map_or(0, |run| run.count);
     if counts.0 >= total || of_run >= per_run {
         let which = if of_run >= per_run {
             format!(
@@ -276,10 +320,12 @@ fn count(
         return Err(ApiError::new(ErrorCode::TooManySubscribers, which));
     }
     counts.0 += 1;
-    *counts.1.entry(run_id.to_owned()).or_insert(0) += 1;
+    let run = counts.1.entry(run_id.to_owned()).or_default();
+    run.count += 1;
     Ok(Counted {
         subscribers: subscribers.clone(),
         run_id: run_id.to_owned(),
+        frames: run.frames.clone(),
     })
 }
 
@@ -395,15 +441,25 @@ async fn stream(
             },
         )
         .await?;
-    let (tx, rx) = mpsc::channel::<Event>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
     let stop = state.shared.stopping.clone();
-    let status = sse_json("status", &stream_status(&first));
+    let status = frame("status", None, &stream_status(&first));
     let gone = tx.clone();
+    // A zero interval would spin (the configuration refuses it; a library caller may not).
+    let keep_alive = config.keep_alive.max(Duration::from_millis(10));
     tokio::spawn(async move {
+        let frames = counted.frames.clone();
         let _counted = counted;
-        let follow = follow(engine, run_id, after, format, feed, status, tx);
+        let stream = Stream {
+            engine,
+            run_id,
+            format,
+            frames,
+            tx,
+            keep_alive,
+        };
         tokio::select! {
-            () = follow => {}
+            () = stream.follow(after, feed, status) => {}
             // The server stops: the stream ends, and the client reconnects to the next.
             () = stop.cancelled() => {}
             // The client went away (its body was dropped): its place is free at once, not
@@ -412,27 +468,38 @@ async fn stream(
         }
     });
     let body = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::new().interval(state.shared.keep_alive))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
         .into_response())
 }
 
-fn sse_json(kind: &str, value: &impl serde::Serialize) -> Event {
+/// One SSE message: `event`, `id` when given, and `value` as JSON `data` (compact JSON
+/// has no line break, so it is one `data` line).
+fn frame(kind: &str, id: Option<u64>, value: &impl serde::Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b'\n');
+    if let Some(id) = id {
+        out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    out.extend_from_slice(b"data: ");
     // Plain data always serialises.
-    Event::default()
-        .event(kind)
-        .json_data(value)
-        .unwrap_or_else(|_| Event::default().event(kind))
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
-fn trace(event: &TraceEvent, format: EventFormat) -> Event {
-    let event_of = Event::default().event("trace").id(event.seq.to_string());
-    let data = match format {
-        EventFormat::Native => event_of.json_data(event),
-        EventFormat::Shipsec => event_of.json_data(shipsec_event(event)),
-    };
-    // Plain data always serialises.
-    data.unwrap_or_else(|_| Event::default().event("trace"))
+fn trace(event: &TraceEvent, format: EventFormat) -> Bytes {
+    match format {
+        EventFormat::Native => frame("trace", Some(event.seq), event),
+        EventFormat::Shipsec => frame("trace", Some(event.seq), &shipsec_event(event)),
+    }
 }
 
 /// The `status` an event stream starts with.
@@ -445,58 +512,105 @@ fn stream_status(snapshot: &RunSnapshot) -> StreamStatus {
     }
 }
 
-/// Sends the run's events to `tx` until the run ends (then the terminal events), the
-/// client goes away, or the subscriber falls behind (its feed closes early).
-async fn follow(
+/// Most events written to a stream in one frame batch.
+const BATCH: usize = 64;
+
+/// One SSE stream being followed.
+struct Stream {
     engine: Handle,
     run_id: String,
-    after: u64,
     format: EventFormat,
-    mut feed: crate::actors::handle::EventStream,
-    status: Event,
-    tx: mpsc::Sender<Event>,
-) {
-    if tx.send(status).await.is_err() {
-        return;
-    }
-    let mut last = after;
-    while let Some(event) = feed.next().await {
-        last = event.seq;
-        if tx.send(trace(&event, format)).await.is_err() {
+    frames: Arc<Frames>,
+    tx: mpsc::Sender<Bytes>,
+    keep_alive: Duration,
+}
+
+impl Stream {
+    /// Sends the run's events until the run ends (then the terminal events), the client
+    /// goes away, or the subscriber falls behind (its feed closes early). Events already
+    /// waiting go out together in one write; a keep-alive comment goes out every
+    /// `keep_alive` meanwhile.
+    async fn follow(self, after: u64, mut feed: EventStream, status: Bytes) {
+        if self.tx.send(status).await.is_err() {
             return;
         }
-    }
-    // The feed closed: the run ended, or this subscriber fell a buffer behind.
-    let Ok(run) = engine.run(&run_id).await else {
-        return;
-    };
-    let Some(result) = run.try_result() else {
-        return; // fell behind: the client reconnects from `last`
-    };
-    // What a dropped feed did not deliver before the end.
-    if let Ok(mut rest) = engine
-        .subscribe(
-            &run_id,
-            Subscription {
-                after: last,
-                buffer: None,
-            },
-        )
-        .await
-    {
-        while let Some(event) = rest.next().await {
-            if tx.send(trace(&event, format)).await.is_err() {
+        let mut last = after;
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.keep_alive,
+            self.keep_alive,
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        while open {
+            let first = tokio::select! {
+                biased;
+                event = feed.next() => event,
+                _ = ticks.tick() => {
+                    if self.tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = Vec::with_capacity(512);
+            last = first.seq;
+            batch.extend_from_slice(&self.frames.get(&first, self.format));
+            for _ in 1..BATCH {
+                match feed.next().now_or_never() {
+                    Some(Some(event)) => {
+                        last = event.seq;
+                        batch.extend_from_slice(&self.frames.get(&event, self.format));
+                    }
+                    Some(None) => open = false,
+                    None => {}
+                }
+                if !open {
+                    break;
+                }
+            }
+            if self.tx.send(Bytes::from(batch)).await.is_err() {
                 return;
             }
         }
+        self.finish(last).await;
     }
-    let summary = StreamStatus {
-        run_id: result.run_id.clone(),
-        status: result.status,
-        progress: None,
-        completed_at: Some(result.completed_at),
-    };
-    if tx.send(sse_json("status", &summary)).await.is_ok() {
-        let _ = tx.send(sse_json("terminal", &*result)).await;
+
+    /// After the feed closed: the run ended (the events a dropped feed did not deliver,
+    /// then `status` and `terminal`), or this subscriber fell a buffer behind (nothing:
+    /// the client reconnects from its last id).
+    async fn finish(self, last: u64) {
+        let Ok(run) = self.engine.run(&self.run_id).await else {
+            return;
+        };
+        let Some(result) = run.try_result() else {
+            return;
+        };
+        if let Ok(mut rest) = self
+            .engine
+            .subscribe(
+                &self.run_id,
+                Subscription {
+                    after: last,
+                    buffer: None,
+                },
+            )
+            .await
+        {
+            while let Some(event) = rest.next().await {
+                if self.tx.send(trace(&event, self.format)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let summary = StreamStatus {
+            run_id: result.run_id.clone(),
+            status: result.status,
+            progress: None,
+            completed_at: Some(result.completed_at),
+        };
+        if self.tx.send(frame("status", None, &summary)).await.is_ok() {
+            let _ = self.tx.send(frame("terminal", None, &*result)).await;
+        }
     }
 }

@@ -46,6 +46,18 @@ pub fn config(dir: &Path, yaml: &str) -> String {
     path.display().to_string()
 }
 
+/// The `shipsec` binary: cargo's path in tests; beside the `examples/` directory of the
+/// running executable otherwise (the load generator).
+pub fn binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_shipsec") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().and_then(Path::parent).unwrap().join("shipsec")
+        }
+    }
+}
+
 impl Server {
     /// Starts `shipsec serve` with `extra` arguments on 127.0.0.1 (a port of the system's
     /// choosing), journal in `dir/data` with process durability; waits for `ready`.
@@ -56,7 +68,19 @@ impl Server {
     /// As [`Server::start`], listening where `listen` says, with `token` in the
     /// environment.
     pub fn start_on(dir: &Path, listen: &[&str], extra: &[&str], token: Option<&str>) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shipsec"));
+        let env: Vec<(&str, &str)> = token
+            .map(|t| ("SHIPSEC_API_TOKEN", t))
+            .into_iter()
+            .collect();
+        let mut server = Server::start_with(dir, listen, extra, &env);
+        server.token = token.map(str::to_owned);
+        server
+    }
+
+    /// As [`Server::start_on`], with `env` set in the server's environment (none of the
+    /// test's own `SHIPSEC_API_TOKEN` or `OTEL_*` variables otherwise).
+    pub fn start_with(dir: &Path, listen: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(binary());
         command
             .arg("serve")
             .args(listen)
@@ -65,12 +89,14 @@ impl Server {
             .args(["--durability", "process"])
             .args(extra)
             .env_remove("SHIPSEC_API_TOKEN")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(token) = token {
-            command.env("SHIPSEC_API_TOKEN", token);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(key);
+            }
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -100,7 +126,7 @@ impl Server {
             child,
             addr: addr.unwrap(),
             dir: dir.to_path_buf(),
-            token: token.map(str::to_owned),
+            token: None,
             lines,
         }
     }
@@ -256,13 +282,29 @@ impl Client {
         let response = self
             .send(self.request("GET", path, &all, Bytes::new()))
             .await;
-        (
-            response.status().as_u16(),
-            SseReader {
-                body: response.into_body(),
-                buffer: String::new(),
-            },
-        )
+        SseReader::of(response)
+    }
+
+    /// As [`Client::stream`], over TCP with a socket receive buffer of `bytes`: a client
+    /// that stops reading holds the server up after little data.
+    pub async fn stream_slow(&self, path: &str, bytes: u32) -> (u16, SseReader) {
+        let Addr::Tcp(addr) = &self.addr else {
+            panic!("a slow stream is over TCP")
+        };
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = self.request(
+            "GET",
+            path,
+            &[("accept", "text/event-stream")],
+            Bytes::new(),
+        );
+        SseReader::of(sender.send_request(request).await.unwrap())
     }
 }
 
@@ -278,14 +320,28 @@ pub struct SseEvent {
 pub struct SseReader {
     body: Incoming,
     buffer: String,
+    /// Comment-only blocks (keep-alives) read so far.
+    pub comments: usize,
 }
 
 impl SseReader {
+    fn of(response: Response<Incoming>) -> (u16, SseReader) {
+        (
+            response.status().as_u16(),
+            SseReader {
+                body: response.into_body(),
+                buffer: String::new(),
+                comments: 0,
+            },
+        )
+    }
+
     /// The next message (comments skipped); `None` once the stream ended.
     pub async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
+                let block = self.buffer[..end + 2].to_owned();
+                self.buffer.drain(..end + 2);
                 let mut event = SseEvent::default();
                 let mut any = false;
                 for line in block.lines() {
@@ -301,6 +357,9 @@ impl SseReader {
                 }
                 if any {
                     return Some(event);
+                }
+                if block.starts_with(':') {
+                    self.comments += 1;
                 }
                 continue;
             }

@@ -142,6 +142,20 @@ impl EngineConfig {
                 ),
             );
         }
+        for (path, value) in [
+            ("service.keepAliveSeconds", self.service.keep_alive),
+            (
+                "service.requestTimeoutSeconds",
+                self.service.request_timeout,
+            ),
+        ] {
+            if value < Duration::from_millis(10) {
+                problem(
+                    path.into(),
+                    format!("must be at least 0.01 s, got {} s", value.as_secs_f64()),
+                );
+            }
+        }
         let at_least_one = [
             ("retainedRuns", Some(self.retained_runs as u64)),
             ("retainedNodes", Some(self.retained_nodes as u64)),

@@ -34,6 +34,10 @@ pub struct ServiceConfig {
     /// Longest `GET /v1/runs/{id}/result?wait=` may hold a request.
     #[serde(with = "secs", rename = "maxWaitSeconds")]
     pub max_wait: Duration,
+    /// Interval of the keep-alive comments on a quiet event stream (for proxies that
+    /// close idle connections).
+    #[serde(with = "secs", rename = "keepAliveSeconds")]
+    pub keep_alive: Duration,
     /// Event-stream subscribers of one run at once (429 past it).
     pub max_subscribers_per_run: usize,
     /// Event-stream subscribers at once, all runs (429 past it).
@@ -52,6 +56,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 8 << 20,
             request_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(300),
+            keep_alive: Duration::from_secs(15),
             max_subscribers_per_run: 64,
             max_subscribers: 4_096,
             subscriber_buffer: 4_096,
