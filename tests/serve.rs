@@ -2,7 +2,10 @@
 //! 127.0.0.1 and a Unix socket. Every endpoint; idempotency (repeats, conflicts,
 //! concurrent duplicates: one run); the SSE stream followed to the end and resumed from
 //! every position with no gap or duplicate; cancel and terminate mid-run; auth; each
-//! limit; graceful shutdown with a request in flight; SIGKILL and restart.
+//! limit; graceful shutdown with a request in flight; SIGKILL and restart; a subscriber
+//! that falls behind, disconnected and resumed; the request time limit (and the streams
+//! it spares); commands that arrive through inputs, refused as their attempt starts; the
+//! HTTP metrics at an OTLP receiver.
 
 mod serve_common;
 
