@@ -33,6 +33,7 @@ fn the_committed_document_is_the_one_the_code_derives() {
         ("/v1/runs", "post"),
         ("/v1/runs", "get"),
         ("/v1/runs/{id}", "get"),
+        ("/v1/runs/{id}/graph", "get"),
         ("/v1/runs/{id}/result", "get"),
         ("/v1/runs/{id}/events", "get"),
         ("/v1/runs/{id}/cancel", "post"),
@@ -45,7 +46,8 @@ fn the_committed_document_is_the_one_the_code_derives() {
     ] {
         assert!(paths[path][method].is_object(), "{method} {path}");
     }
-    assert_eq!(paths.len(), 11);
+    // The run view's pages (`/`, `/runs/{id}`, `/ui/*`) are not API operations.
+    assert_eq!(paths.len(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

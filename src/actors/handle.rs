@@ -501,6 +501,18 @@ impl Handle {
         })
     }
 
+    /// The validated graph of a run (live or ended, while it is retained).
+    ///
+    /// # Errors
+    /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
+    pub async fn graph(&self, run_id: &str) -> Result<Arc<Graph>, EngineError> {
+        let run_id = run_id.to_owned();
+        Ok(
+            ractor::call!(self.actor, |reply| OrchestratorMsg::Graph { run_id, reply })
+                .map_err(|_| EngineError::Unavailable)??,
+        )
+    }
+
     /// The journal, when the engine has one.
     pub fn journal(&self) -> Option<&Journal> {
         self.journal.as_ref()

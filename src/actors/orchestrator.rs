@@ -116,6 +116,8 @@ struct RunInfo {
     /// Its place in the order runs were accepted (listings are newest first).
     order: u64,
     title: String,
+    /// Its graph, for the run view (kept after the run ends).
+    graph: Arc<Graph>,
     /// When it was accepted.
     started_at: Timestamp,
     /// Its trace, once known (from its supervisor at its end, or its `traceparent`).
@@ -224,6 +226,14 @@ impl Actor for OrchestratorActor {
                 asked,
                 reply,
             } => events(state, run_id, asked, reply),
+            OrchestratorMsg::Graph { run_id, reply } => {
+                let graph = state
+                    .runs
+                    .get(&run_id)
+                    .map(|entry| entry.info().graph.clone())
+                    .ok_or(RunCommandError::UnknownRun(run_id));
+                let _ = reply.send(graph);
+            }
             OrchestratorMsg::Watch { run_id, reply } => {
                 let rx = state
                     .runs
@@ -419,7 +429,7 @@ async fn submit(
         return Err(RunCommandError::DuplicateRun(run_id));
     }
     let (result_tx, result_rx) = watch::channel(None);
-    let info = new_info(state, graph.title.clone(), Timestamp::now(), None);
+    let info = new_info(state, &graph, Timestamp::now(), None);
     let (journal, stored) = match (&state.journal, definition) {
         (Some(journal), Some(definition)) => {
             let header = accepted_header(&run_id, &graph, definition, &inputs, &options);
@@ -560,7 +570,7 @@ fn stored_key(accepted: &AcceptedRecord) -> Option<(String, Option<u64>)> {
 /// A new run's entry in the acceptance order.
 fn new_info(
     state: &mut OrchestratorState,
-    title: String,
+    graph: &Arc<Graph>,
     started_at: Timestamp,
     trace_id: Option<String>,
 ) -> RunInfo {
@@ -568,7 +578,8 @@ fn new_info(
     state.next_order += 1;
     RunInfo {
         order,
-        title,
+        title: graph.title.clone(),
+        graph: graph.clone(),
         started_at,
         trace_id,
     }
@@ -596,7 +607,7 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
         state.config.limits.max_output_bytes,
         state.config.cancel_grace,
     ));
-    let (result, events) = replay::finished_run(plan, &log.facts)
+    let (result, events) = replay::finished_run(plan.clone(), &log.facts)
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
     let nodes = result.nodes.len();
     let (result_tx, _) = watch::channel(Some(result.clone()));
@@ -604,7 +615,7 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
         .traceparent
         .as_deref()
         .and_then(trace_id_of_traceparent);
-    let info = new_info(state, result.title.clone(), result.started_at, trace_id);
+    let info = new_info(state, &plan.graph, result.started_at, trace_id);
     let entry = RunEntry::Done {
         result,
         events: Arc::new(events),
@@ -630,17 +641,10 @@ async fn resume_run(
     let (graph, inputs, options) = stored_submission(state, &log.header.accepted)?;
     let (result_tx, _) = watch::channel(None);
     let accepted_at = Time::from_micros(log.header.accepted.accepted_at).timestamp();
-    let info = new_info(state, graph.title.clone(), accepted_at, None);
+    let graph = Arc::new(graph);
+    let info = new_info(state, &graph, accepted_at, None);
     let key = stored_key(&log.header.accepted);
-    let mut args = supervisor_args(
-        myself,
-        state,
-        &run_id,
-        Arc::new(graph),
-        inputs,
-        &options,
-        &result_tx,
-    );
+    let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
     args.journal = Some((journal.clone(), log.header));
     args.resume = Some(log.facts);
     start_run(myself, state, &run_id, args, result_tx, info, key)

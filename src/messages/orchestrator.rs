@@ -179,6 +179,13 @@ pub(crate) enum OrchestratorMsg {
         /// Reply.
         reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
     },
+    /// From a handle: the graph of a known run.
+    Graph {
+        /// Run id.
+        run_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Result<Arc<Graph>, RunCommandError>>,
+    },
     /// From a handle: the result channel of a known run.
     Watch {
         /// Run id.

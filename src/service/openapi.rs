@@ -32,6 +32,7 @@ use crate::service::runs;
         runs::create,
         runs::list,
         runs::status,
+        runs::graph,
         runs::result,
         events::events,
         runs::cancel,
@@ -118,8 +119,9 @@ impl Modify for Shared {
 }
 
 /// Operations on a run, reached from the `runId` that starting it answers with.
-const RUN_OPERATIONS: [&str; 5] = [
+const RUN_OPERATIONS: [&str; 6] = [
     "describeRun",
+    "runGraph",
     "runResult",
     "runEvents",
     "cancelRun",

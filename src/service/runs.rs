@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::actors::handle::{Handle, Workflow};
+use crate::messages::graph::RunGraph;
 use crate::messages::orchestrator::{RunQuery, RunSummary, SubmitOptions};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::runtime::components::registry::ComponentRegistry;
@@ -309,6 +310,24 @@ pub(crate) async fn status(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     Ok(axum::Json(engine.status(&run_id).await?).into_response())
+}
+
+/// `GET /v1/runs/{id}/graph`: the run's nodes and edges, for the run view.
+#[utoipa::path(get, path = "/v1/runs/{id}/graph", tag = "runs", operation_id = "runGraph", summary = "A run's nodes and edges",
+    description = "What the run view draws: every node in a topological order with its join strategy and layer, every \
+edge with its kind. The graph the engine validated and ran.",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's graph", body = RunGraph),
+        (status = 404, description = "RUN_NOT_FOUND", body = ErrorBody),
+    ))]
+pub(crate) async fn graph(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let graph = engine.graph(&run_id).await?;
+    Ok(axum::Json(RunGraph::of(&graph)).into_response())
 }
 
 /// `GET /v1/runs/{id}/result` query.
