@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod inspect;
+mod report;
 mod run;
 mod serve;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
@@ -62,6 +63,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the HTTP API's OpenAPI document (what `/v1/openapi.json` serves).
     Openapi,
+    /// Write the run view of an ended run (its result and events) as one HTML page.
+    Report(report::ReportArgs),
     /// Look into a journal.
     Journal {
         #[command(subcommand)]
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, registry),
         Command::Resume(args) => run::resume(args, registry),
         Command::Serve(args) => serve::serve(args, registry),
+        Command::Report(args) => report::report(args, &registry),
         Command::Openapi => {
             print!("{}", shipsec_orchestrator::service::openapi::to_json());
             ExitCode::SUCCESS

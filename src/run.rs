@@ -13,6 +13,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
+use shipsec_orchestrator::messages::graph::RunGraph;
 use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
@@ -23,6 +24,7 @@ use shipsec_orchestrator::runtime::journal::Durability;
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::runtime::semantics::shipsec;
 use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
+use shipsec_orchestrator::service::ui::{self, ReportData, UiConfig};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
 use shipsec_orchestrator::{ShutdownMode, SubmitOptions};
 
@@ -43,6 +45,10 @@ pub(crate) struct RunArgs {
     /// Write every trace event to this file as JSON lines.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Write the run view of the finished run to this file: one self-contained HTML page
+    /// (its DAG, timeline and node details), for CI artefacts and bug reports.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Engine configuration (YAML or JSON): caps, rate limits, grace period.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -288,12 +294,16 @@ async fn execute(
         workflow.graph().len(),
         !args.json && std::io::stderr().is_terminal(),
     );
+    let mut kept = Vec::new();
     while let Some(event) = events.next().await {
         if let Some(sink) = sink.as_mut() {
             serde_json::to_writer(&mut *sink, &event)?;
             sink.write_all(b"\n")?;
         }
         progress.on_event(&event);
+        if args.html.is_some() {
+            kept.push(event);
+        }
     }
     if let Some(mut sink) = sink {
         sink.flush()?;
@@ -301,6 +311,16 @@ async fn execute(
     progress.finish();
     let result = run.result().await?;
     handle.shutdown(ShutdownMode::Drain).await?;
+    if let Some(path) = &args.html {
+        let graph = RunGraph::of(workflow.graph());
+        let data = ReportData {
+            graph: Some(&graph),
+            result: &*result,
+            events: &kept,
+        };
+        std::fs::write(path, ui::report(&data, &UiConfig::default()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&*result)?);
     } else {

@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// SHIPSEC_API_TOKEN. Without any, only loopback and Unix-socket listeners are allowed.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The run view links each run's trace here: a URL with `{traceId}` in it, such as
+    /// http://localhost:16686/trace/{traceId} (Jaeger).
+    #[arg(long, value_name = "URL")]
+    jaeger_url: Option<String>,
 }
 
 /// A usage problem: exit 2.
@@ -147,6 +151,16 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     }
     let mut options = ServiceOptions::new(config.service.clone());
     options.tokens = tokens;
+    if let Some(url) = args
+        .jaeger_url
+        .as_ref()
+        .filter(|u| !u.contains("{traceId}"))
+    {
+        bail!(Usage(format!(
+            "--jaeger-url {url}: the URL must hold {{traceId}}, where the run's trace id goes"
+        )));
+    }
+    options.ui.jaeger_url = args.jaeger_url.clone();
     let service = Service::new(options);
     for b in &bound {
         println!("listening on {}", b.local_addr());

@@ -11,7 +11,8 @@
 //! - `body`: JSON bodies and queries read with their limits and located errors;
 //! - `listen`: TCP and Unix-socket listeners, graceful stop;
 //! - `metrics`: HTTP server metrics;
-//! - `openapi`: the OpenAPI document, derived from the handlers and their types.
+//! - `openapi`: the OpenAPI document, derived from the handlers and their types;
+//! - `ui`: the run view in the browser (pages embedded in the binary), and HTML reports.
 //!
 //! A [`Service`] is built before its engine exists: it answers `/healthz` at once and
 //! `/readyz` (and every other endpoint) with 503 until [`Service::ready`] gives it the
@@ -26,6 +27,7 @@ mod events;
 mod metrics;
 pub mod openapi;
 mod runs;
+pub mod ui;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct ServiceOptions {
     pub config: ServiceConfig,
     /// Bearer tokens accepted; none: every request is taken (listen locally only).
     pub tokens: Vec<String>,
+    /// What the run view's pages are told (the Jaeger link).
+    pub ui: ui::UiConfig,
 }
 
 impl ServiceOptions {
@@ -56,6 +60,7 @@ impl ServiceOptions {
         ServiceOptions {
             config,
             tokens: Vec::new(),
+            ui: ui::UiConfig::default(),
         }
     }
 }
@@ -69,6 +74,7 @@ struct Shared {
     /// Cancelled when the server stops: event streams and waits end.
     stopping: CancellationToken,
     metrics: metrics::HttpMetrics,
+    ui: ui::UiConfig,
 }
 
 /// The state every handler gets.
@@ -107,6 +113,7 @@ impl Service {
                     subscribers: Arc::default(),
                     stopping: CancellationToken::new(),
                     metrics: metrics::HttpMetrics::from_global(),
+                    ui: options.ui,
                 }),
             },
         }
@@ -143,6 +150,7 @@ impl Service {
         let bounded = Router::new()
             .route("/v1/runs", post(runs::create).get(runs::list))
             .route("/v1/runs/{id}", get(runs::status))
+            .route("/v1/runs/{id}/graph", get(runs::graph))
             .route("/v1/runs/{id}/cancel", post(runs::cancel))
             .route("/v1/runs/{id}/terminate", post(runs::terminate))
             .route("/v1/validate", post(runs::validate))
@@ -154,6 +162,12 @@ impl Service {
         let held = Router::new()
             .route("/v1/runs/{id}/result", get(runs::result))
             .route("/v1/runs/{id}/events", get(events::events));
+        // The pages hold no data: no token (their requests carry it).
+        let pages = Router::new()
+            .route("/", get(page))
+            .route("/runs/{id}", get(page))
+            .route("/ui/app.js", get(ui::app_js))
+            .route("/ui/app.css", get(ui::app_css));
         bounded
             .merge(held)
             .fallback(runs::not_found)
@@ -162,6 +176,7 @@ impl Service {
                 state.clone(),
                 auth::require_token,
             ))
+            .merge(pages)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 metrics::record,
@@ -169,6 +184,11 @@ impl Service {
             .layer(DefaultBodyLimit::max(state.shared.config.max_body_bytes))
             .with_state(state)
     }
+}
+
+/// The run view's page.
+async fn page(State(state): State<AppState>) -> Response {
+    ui::page(&state.shared.ui)
 }
 
 /// 503 `REQUEST_TIMEOUT` for a request that takes longer than `limit`.

@@ -107,6 +107,29 @@ async fn every_endpoint(client: &Client) {
     for (node, record) in status["nodes"].as_object().unwrap() {
         assert_eq!(record["status"], result["nodes"][node]["status"]);
     }
+    // The graph the run view draws: every node in a topological order, every edge.
+    let graph = client.get("/v1/runs/recon-1/graph").await.json();
+    let refs = texts(&graph["nodes"], "ref");
+    assert_eq!(refs.len(), 7);
+    assert_eq!(refs[0], "start");
+    let at = |r: &str| refs.iter().position(|x| *x == r).unwrap();
+    assert!(
+        at("report") > at("dns") && at("notify") > at("vulnscan"),
+        "{refs:?}"
+    );
+    assert_eq!(graph["edges"].as_array().unwrap().len(), 8);
+    let report = &graph["nodes"][at("report")];
+    assert_eq!(
+        (report["join"].as_str(), report["layer"].as_u64()),
+        (Some("all"), Some(2))
+    );
+    let error_edges = texts(&graph["edges"], "kind")
+        .into_iter()
+        .filter(|k| *k == "error")
+        .count();
+    assert_eq!(error_edges, 1);
+    let missing = client.get("/v1/runs/no-such-run/graph").await;
+    assert_eq!(missing.code(), "RUN_NOT_FOUND");
     let events = client.get("/v1/runs/recon-1/events").await.json();
     let seqs = numbers(&events, "seq");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
@@ -324,6 +347,22 @@ async fn tokens_are_required_when_configured() {
         assert_eq!(answer.headers["www-authenticate"], "Bearer");
     }
     assert_eq!(client.with_token(None).get("/healthz").await.status, 200);
+    // The run view's pages hold no data: served without a token (their requests carry it).
+    for page in ["/", "/runs/any", "/ui/app.js", "/ui/app.css"] {
+        assert_eq!(
+            client.with_token(None).get(page).await.status,
+            200,
+            "{page}"
+        );
+    }
+    assert_eq!(
+        client
+            .with_token(None)
+            .get("/v1/runs/any/graph")
+            .await
+            .status,
+        401
+    );
     assert_eq!(
         client
             .with_token(Some("secret-one"))
