@@ -1,4 +1,5 @@
-//! The `shipsec run` command line: exit codes, `--json` output, `--events` file.
+//! The `shipsec run` command line: exit codes, `--json` output, `--events` file, `--html`
+//! reports and `shipsec report`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -192,4 +193,78 @@ fn the_summary_lists_nodes_in_topological_order() {
         .filter(|w| ["zulu", "alpha", "mike"].contains(w))
         .collect();
     assert_eq!(rows, ["zulu", "alpha", "mike"], "{summary}");
+}
+
+/// The data a report embeds.
+fn report_data(html: &str) -> Value {
+    let start = html
+        .find(r#"<script id="shipsec-report" type="application/json">"#)
+        .expect("the report embeds its run");
+    let rest = &html[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest.find("</script>").unwrap();
+    serde_json::from_str(&rest[open..close].replace("<\\/", "</")).unwrap()
+}
+
+#[test]
+fn run_html_and_report_write_the_same_self_contained_view() {
+    let (html, events, again) = (temp("run.html"), temp("events.jsonl"), temp("again.html"));
+    let out = shipsec()
+        .args(["run", &example("retry.yaml"), "--json", "--html"])
+        .arg(&html)
+        .arg("--events")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    // Nothing to fetch: styles and script inline.
+    assert!(!page.contains(r#"src="/ui/"#) && !page.contains(r#"href="/ui/"#));
+    let data = report_data(&page);
+    assert_eq!(data["result"], result);
+    assert_eq!(data["graph"]["nodes"].as_array().unwrap().len(), 4);
+    let lines = std::fs::read_to_string(&events).unwrap().lines().count();
+    assert_eq!(data["events"].as_array().unwrap().len(), lines);
+    // The same view from the files, with the definition for the edges.
+    let json = temp("result.json");
+    std::fs::write(&json, &out.stdout).unwrap();
+    let out = shipsec()
+        .arg("report")
+        .arg(&json)
+        .arg(&events)
+        .args(["--definition", &example("retry.yaml"), "--html"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = report_data(&std::fs::read_to_string(&again).unwrap());
+    assert_eq!(again["result"], data["result"]);
+    assert_eq!(again["graph"], data["graph"]);
+    assert_eq!(again["events"], data["events"]);
+    // A bad events file is refused with its line.
+    let bad = temp("bad.jsonl");
+    let first = std::fs::read_to_string(&events).unwrap();
+    let first = first.lines().next().unwrap();
+    std::fs::write(&bad, format!("{first}\n{{\"seq\": 2\n")).unwrap();
+    let out = shipsec()
+        .arg("report")
+        .arg(&json)
+        .arg(&bad)
+        .arg("--html")
+        .arg(temp("never.html"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", bad.display())),
+        "{stderr}"
+    );
+    assert!(!temp("never.html").exists());
 }
