@@ -29,7 +29,8 @@
 //! `messages` (what flows between actors, and the wire types of events and results),
 //! `actors` (who receives it; internal but for the handle), `runtime` (everything that
 //! is not an actor: the definition, the semantics and the two cores, components,
-//! guardrails, telemetry).
+//! guardrails, telemetry), `service` (`shipsec serve`: the HTTP API and the run view),
+//! `worker` (the gRPC protocol of remote workers, `shipsec.worker.v1`).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![warn(clippy::mod_module_files)]
@@ -40,6 +41,7 @@ pub mod chaos;
 pub mod messages;
 pub mod runtime;
 pub mod service;
+pub mod worker;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
 pub use messages::event::TraceEvent;
