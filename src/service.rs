@@ -74,7 +74,8 @@ struct Shared {
     /// Cancelled when the server stops: event streams and waits end.
     stopping: CancellationToken,
     metrics: metrics::HttpMetrics,
-    ui: ui::UiConfig,
+    /// The run view's page, told the server's [`ui::UiConfig`].
+    page: axum::body::Bytes,
 }
 
 /// The state every handler gets.
@@ -113,7 +114,7 @@ impl Service {
                     subscribers: Arc::default(),
                     stopping: CancellationToken::new(),
                     metrics: metrics::HttpMetrics::from_global(),
-                    ui: options.ui,
+                    page: ui::page_html(&options.ui),
                 }),
             },
         }
@@ -188,7 +189,7 @@ impl Service {
 
 /// The run view's page.
 async fn page(State(state): State<AppState>) -> Response {
-    ui::page(&state.shared.ui)
+    ui::page(state.shared.page.clone())
 }
 
 /// 503 `REQUEST_TIMEOUT` for a request that takes longer than `limit`.

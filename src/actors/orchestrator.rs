@@ -94,7 +94,7 @@ impl RunEntry {
         match self {
             RunEntry::Live { .. } => RunSummary {
                 run_id: run_id.to_owned(),
-                title: info.title.clone(),
+                title: info.graph.title.clone(),
                 status: RunStatus::Running,
                 started_at: info.started_at,
                 completed_at: None,
@@ -115,8 +115,7 @@ impl RunEntry {
 struct RunInfo {
     /// Its place in the order runs were accepted (listings are newest first).
     order: u64,
-    title: String,
-    /// Its graph, for the run view (kept after the run ends).
+    /// Its graph (its title; the run view draws it after the run ends too).
     graph: Arc<Graph>,
     /// When it was accepted.
     started_at: Timestamp,
@@ -578,7 +577,6 @@ fn new_info(
     state.next_order += 1;
     RunInfo {
         order,
-        title: graph.title.clone(),
         graph: graph.clone(),
         started_at,
         trace_id,
@@ -996,7 +994,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
         return;
     };
     state.live -= 1;
-    let result = Arc::new(lost_run(run_id, info.title.clone(), cause));
+    let result = Arc::new(lost_run(run_id, info.graph.title.clone(), cause));
     result_tx.send_replace(Some(result.clone()));
     let entry = RunEntry::Done {
         result,

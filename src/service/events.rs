@@ -556,17 +556,19 @@ impl Stream {
             let mut batch = Vec::with_capacity(512);
             last = first.seq;
             batch.extend_from_slice(&self.frames.get(&first, self.format));
+            // What is already waiting joins the write; the first poll that finds nothing
+            // ends the batch.
             for _ in 1..BATCH {
                 match feed.next().now_or_never() {
                     Some(Some(event)) => {
                         last = event.seq;
                         batch.extend_from_slice(&self.frames.get(&event, self.format));
                     }
-                    Some(None) => open = false,
-                    None => {}
-                }
-                if !open {
-                    break;
+                    Some(None) => {
+                        open = false;
+                        break;
+                    }
+                    None => break,
                 }
             }
             if self.tx.send(Bytes::from(batch)).await.is_err() {

@@ -7,6 +7,7 @@
 //! make carries the token kept in the page's settings. [`report`] writes the same view
 //! as one self-contained file, its run embedded (`shipsec run --html`, `shipsec report`).
 
+use axum::body::Bytes;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -35,8 +36,8 @@ fn script_json(value: &impl Serialize) -> String {
         .replace("</", "<\\/")
 }
 
-/// The page of `/` and `/runs/{id}` (one page; it routes itself).
-pub(crate) fn page(config: &UiConfig) -> Response {
+/// The page of `/` and `/runs/{id}` (one page; it routes itself), told `config`.
+pub(crate) fn page_html(config: &UiConfig) -> Bytes {
     let html = INDEX.replace(
         CONFIG_TAG,
         &format!(
@@ -44,6 +45,11 @@ pub(crate) fn page(config: &UiConfig) -> Response {
             script_json(config)
         ),
     );
+    Bytes::from(html)
+}
+
+/// The answer with the page (made once per server by [`page_html`]).
+pub(crate) fn page(html: Bytes) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

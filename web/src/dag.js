@@ -10,7 +10,7 @@ import { svg, statusOf } from './util.js';
 const NODE_W = 190;
 const NODE_H = 46;
 /** Graphs above this many nodes collapse their fans. */
-export const COLLAPSE_ABOVE = 150;
+const COLLAPSE_ABOVE = 150;
 /** A fan collapses from this many members. */
 const GROUP_MIN = 6;
 
@@ -300,11 +300,7 @@ export class DagView {
     const { g, status, icon, title, item } = drawn;
     const classes = ['node'];
     if (item.group) {
-      const counts = {};
-      for (const ref of item.refs) {
-        const s = this.model.node(ref).status;
-        counts[s] = (counts[s] || 0) + 1;
-      }
+      const counts = this.model.counts(item.refs);
       const main = ['FAILED', 'RUNNING', 'QUEUED', 'PENDING', 'CANCELLED', 'SKIPPED', 'COMPLETED'].find((s) => counts[s]);
       classes.push('group', `st-${main.toLowerCase()}`);
       icon.textContent = statusOf(main).icon;

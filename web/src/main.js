@@ -75,6 +75,7 @@ async function runsPage() {
   const message = el('div', {});
   app.replaceChildren(el('div', { class: 'runs-head' }, el('h1', {}, 'Runs'), el('label', {}, 'Status ', filter)), message, table);
   let stopped = false;
+  let timer = null;
   const progress = new Map();
   const load = async () => {
     try {
@@ -114,7 +115,6 @@ async function runsPage() {
     }
     if (!stopped) timer = setTimeout(load, 2000);
   };
-  let timer = null;
   await load();
   return {
     stop: () => {

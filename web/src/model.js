@@ -17,7 +17,6 @@ export class RunModel {
     this.traceId = null;
     this.outputs = {};
     this.result = null;
-    this.events = 0;
     this.nodes = new Map();
     this.index = new Map();
     this.parents = new Map();
@@ -58,7 +57,6 @@ export class RunModel {
 
   /** Folds one trace event in. */
   apply(event) {
-    this.events += 1;
     const node = this.nodes.get(event.nodeId);
     const at = time(event.timestamp);
     if (this.startedAt === null || at < this.startedAt) this.startedAt = at;
@@ -188,6 +186,16 @@ export class RunModel {
   withdrawn(ref) {
     const node = this.nodes.get(ref);
     return node.status === 'CANCELLED' && !!node.reason && node.reason.startsWith('withdrawn:');
+  }
+
+  /** How many of `refs` are in each state. */
+  counts(refs) {
+    const counts = {};
+    for (const ref of refs) {
+      const s = this.nodes.get(ref).status;
+      counts[s] = (counts[s] || 0) + 1;
+    }
+    return counts;
   }
 
   /** Completed nodes over all. */

@@ -121,11 +121,7 @@ export function nodePanel(model, ref, select) {
 }
 
 export function groupPanel(model, group, select) {
-  const counts = {};
-  for (const ref of group.refs) {
-    const s = model.node(ref).status;
-    counts[s] = (counts[s] || 0) + 1;
-  }
+  const counts = model.counts(group.refs);
   const shown = group.refs.slice(0, 300);
   return el(
     'div',

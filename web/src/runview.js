@@ -4,7 +4,7 @@
 
 import { request, follow, runPath, ApiError } from './api.js';
 import { RunModel } from './model.js';
-import { DagView, items } from './dag.js';
+import { DagView } from './dag.js';
 import { TimelineView } from './timeline.js';
 import { nodePanel, groupPanel } from './panel.js';
 import { el, badge, duration, clock } from './util.js';
@@ -33,8 +33,7 @@ export class RunView {
     this.dag = new DagView(this.dagBox, model, select);
     this.timeline = new TimelineView(this.timelineBox, model, this.dag.view.list, select);
     this.render(true);
-    this.renderMs = performance.now() - started;
-    root.dataset.renderMs = String(Math.round(this.renderMs));
+    root.dataset.renderMs = String(Math.round(performance.now() - started));
     root.dataset.ready = 'true';
     if (this.options.live) this.tick = setInterval(() => this.schedule(), 250);
   }
@@ -50,8 +49,8 @@ export class RunView {
 
   render(all) {
     const now = Date.now();
-    if (all || this.model.runDirty || this.model.dirty.size) this.renderHeader(now);
-    else if (this.model.status === 'RUNNING') this.renderHeader(now);
+    // A running run's duration moves on every frame.
+    if (all || this.model.runDirty || this.model.dirty.size || this.model.status === 'RUNNING') this.renderHeader(now);
     this.dag.update(all);
     this.timeline.update(now, all);
     if (this.selection && this.selection.ref && this.model.dirty.has(this.selection.ref)) this.showPanel();
@@ -224,5 +223,3 @@ function graphFromResult(result) {
   }));
   return { title: result.title, nodes, edges: [] };
 }
-
-export { items };

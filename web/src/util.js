@@ -29,7 +29,7 @@ function fill(node, attrs, children) {
 }
 
 /** Icon and word of each node and run status. */
-export const STATUS = {
+const STATUS = {
   PENDING: { icon: '○', word: 'pending' },
   QUEUED: { icon: '◔', word: 'queued' },
   RUNNING: { icon: '▶', word: 'running' },

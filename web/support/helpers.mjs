@@ -92,6 +92,14 @@ export async function page(b, options = {}) {
   return p;
 }
 
+/** `p` at the page of run `runId`, once drawn; the milliseconds that took. */
+export async function openRun(p, server, runId, timeout = 30_000) {
+  const started = Date.now();
+  await p.goto(`${server.url}/runs/${runId}`);
+  await p.waitForSelector('#app[data-ready="true"]', { timeout });
+  return Date.now() - started;
+}
+
 /** A screenshot of `p` kept as a CI artefact. */
 export async function shot(p, name) {
   mkdirSync(ARTEFACTS, { recursive: true });

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, api, browser, drawnState, page, recordTransitions, result, shot, startRun, startServer } from '../support/helpers.mjs';
+import { BIN, api, browser, drawnState, openRun, page, recordTransitions, result, shot, startRun, startServer } from '../support/helpers.mjs';
 
 let server;
 let chrome;
@@ -51,8 +51,7 @@ test('a live run: nodes go pending, running, completed in dependency order; para
     title: 'two parallel sleeps',
     actions: [sleep('gate', 2000), sleep('left', 500, ['gate']), sleep('right', 500, ['gate']), sleep('join', 300, ['left', 'right'])],
   });
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]');
+  await openRun(p, server, runId);
   await p.waitForSelector('[data-run-status="COMPLETED"]', { timeout: 60_000 });
   const { first, seen } = await firstSeen(p);
   const why = JSON.stringify(seen);
@@ -101,8 +100,7 @@ test('a skipped node shows its cause chain back to the node that failed', async 
   const ended = await result(server, runId);
   assert.equal(ended.nodes.publish.status, 'SKIPPED');
   const p = await page(chrome);
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]');
+  await openRun(p, server, runId);
   await p.waitForSelector(`[data-run-status="${ended.status}"]`);
   await p.click('g.node[data-ref="publish"]');
   const chain = await p.$$eval('.chain > li', (items) => items.map((li) => li.querySelector('button.ref').textContent));
@@ -138,8 +136,7 @@ test('a first race: the losers are marked withdrawn', async () => {
   });
   await result(server, runId);
   const p = await page(chrome);
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]');
+  await openRun(p, server, runId);
   for (const loser of ['slow-a', 'slow-b']) {
     const cls = await p.getAttribute(`g.node[data-ref="${loser}"]`, 'class');
     assert.match(cls, /withdrawn/, loser);
@@ -157,8 +154,7 @@ test('a first race: the losers are marked withdrawn', async () => {
 test('cancel a run from the page: it ends CANCELLED', async () => {
   const runId = await startRun(server, { title: 'long', actions: [sleep('wait', 60_000), sleep('after', 10, ['wait'])] });
   const p = await page(chrome);
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]');
+  await openRun(p, server, runId);
   await p.waitForSelector('g.node[data-ref="wait"].st-running');
   await p.click('#cancel-run');
   await p.waitForSelector('[data-run-status="CANCELLED"]', { timeout: 30_000 });
@@ -223,10 +219,7 @@ test('a 1,000-node run renders within 2 s, and the console stays clean', async (
   const runId = await startRun(server, layered(25, 40));
   await result(server, runId);
   const p = await page(chrome);
-  const started = Date.now();
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]', { timeout: 30_000 });
-  const took = Date.now() - started;
+  const took = await openRun(p, server, runId);
   const drawn = await p.$$eval('g.node', (n) => n.length);
   assert.equal(drawn, 1000);
   assert.equal(await p.$$eval('g.lane', (n) => n.length), 1000);
@@ -245,10 +238,7 @@ test('a 10,000-node run collapses its wide fan into a group and stays responsive
   const runId = await startRun(server, { title: '10,000 nodes', actions });
   await result(server, runId);
   const p = await page(chrome);
-  const started = Date.now();
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]', { timeout: 60_000 });
-  const took = Date.now() - started;
+  const took = await openRun(p, server, runId, 60_000);
   console.log(`10,000 nodes: page ready in ${took} ms`);
   assert.equal(await p.$$eval('g.node', (n) => n.length), 3);
   assert.match(await p.textContent('g.node.group'), /9998 × core\.echo/);
@@ -269,8 +259,7 @@ test('nodes can be reached and opened with the keyboard', async () => {
   const runId = await startRun(server, { title: 'keys', actions: [{ ref: 'a', componentId: 'core.echo' }, { ref: 'b', componentId: 'core.echo', dependsOn: ['a'] }] });
   await result(server, runId);
   const p = await page(chrome);
-  await p.goto(`${server.url}/runs/${runId}`);
-  await p.waitForSelector('#app[data-ready="true"]');
+  await openRun(p, server, runId);
   await p.focus('g.node[data-ref="a"]');
   await p.keyboard.press('ArrowRight');
   await p.keyboard.press('Enter');
