@@ -45,7 +45,7 @@ pub mod worker;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
 pub use messages::event::TraceEvent;
-pub use messages::limiter::SlotStats;
+pub use messages::limiter::{RemotePools, SlotStats};
 pub use messages::orchestrator::{
     RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
 };

@@ -7,6 +7,8 @@
 //! [`proto`] is the generated code (messages, `worker_client`, `worker_server`), built
 //! from the .proto file by `build.rs` with protox: no `protoc` is needed.
 
+pub mod lease;
+
 /// Messages and services generated from `worker.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {

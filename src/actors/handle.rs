@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::messages::event::TraceEvent;
-use crate::messages::limiter::SlotStats;
+use crate::messages::limiter::{LimiterLink, RemotePools, SlotStats};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
 };
@@ -114,11 +114,13 @@ impl Orchestrator {
             .collect();
         let registry = Arc::new(registry);
         let limits = config.limits;
+        let limiter = LimiterLink::new();
         let args = OrchestratorArgs {
             config,
             registry: registry.clone(),
             journal: journal.clone(),
             stored,
+            limiter: limiter.clone(),
         };
         let (actor, join) = Actor::spawn(None, OrchestratorActor, args)
             .await
@@ -129,6 +131,7 @@ impl Orchestrator {
             journal,
             resumed: Arc::new(resumed),
             limits,
+            pools: RemotePools(limiter),
             engine: ENGINES.fetch_add(1, Ordering::Relaxed),
             join: Arc::new(Mutex::new(Some(join))),
         })
@@ -171,6 +174,8 @@ pub struct Handle {
     journal: Option<Journal>,
     resumed: Arc<Vec<String>>,
     limits: DefinitionLimits,
+    /// Where remote workers' slots are told.
+    pools: RemotePools,
     engine: u64,
     /// The orchestrator's task, awaited by the first shutdown.
     join: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -183,6 +188,12 @@ impl Handle {
     /// The components this orchestrator knows.
     pub fn registry(&self) -> &ComponentRegistry {
         &self.registry
+    }
+
+    /// Where the coordinator of remote workers tells this engine the worker slots of
+    /// each remote pool.
+    pub fn remote_pools(&self) -> RemotePools {
+        self.pools.clone()
     }
 
     /// Checks a definition against this engine's limits, then validates it against its

@@ -99,6 +99,7 @@ impl LimiterState {
                 self.waiting.remove(&ticket);
                 self.book.cancel(ticket, now).1
             }
+            LimiterMsg::Pool { pool, slots } => self.book.set_pool(pool, slots, now),
             LimiterMsg::Wake => {
                 self.wake_at = None;
                 self.book.grant_due(now)

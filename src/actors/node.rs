@@ -436,12 +436,7 @@ impl NodeState {
 
     /// The attempt's work: the component's future, its panics turned into `CrashError`.
     fn attempt_future(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        let component = self
-            .run
-            .plan
-            .registry
-            .get(&self.core.node().component_id)
-            .cloned();
+        let component = self.run.plan.registry.for_node(self.core.node());
         let inject_panic = chaos_panic(&ctx);
         async move {
             let Some(component) = component else {

@@ -62,6 +62,8 @@ pub(crate) struct OrchestratorArgs {
     pub(crate) journal: Option<Journal>,
     /// What the journal held at start.
     pub(crate) stored: Vec<StoredRunLog>,
+    /// The link to the slot limiter the orchestrator spawns.
+    pub(crate) limiter: LimiterLink,
 }
 
 /// A run the orchestrator knows.
@@ -165,7 +167,7 @@ impl Actor for OrchestratorActor {
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
         let engine_cap = args.config.max_concurrent_nodes;
-        let limiter = spawn_limiter(&myself, engine_cap, LimiterLink::new()).await?;
+        let limiter = spawn_limiter(&myself, engine_cap, args.limiter).await?;
         let mut state = OrchestratorState {
             limiter,
             tickets: Arc::new(AtomicU64::new(1)),

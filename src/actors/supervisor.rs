@@ -26,13 +26,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::actors::clock;
 use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
-use crate::messages::event::TraceEvent;
+use crate::messages::event::{EventType, TraceEvent};
 use crate::messages::limiter::LimiterLink;
 use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, NodeReport, Subscription, SupervisorMsg};
-use crate::runtime::components::registry::ComponentRegistry;
+use crate::runtime::components::registry::{ComponentRegistry, RemoteHost};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
 use crate::runtime::guardrails::config::EngineConfig;
@@ -45,7 +45,9 @@ use crate::runtime::journal::writer::AckSink;
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
-use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact, RunPhase};
+use crate::runtime::semantics::run_core::{
+    Metric, RunCore, RunEffect, RunFact, RunPhase, attempt_id,
+};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
 use crate::runtime::telemetry::{Metrics, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET};
@@ -751,6 +753,9 @@ impl SupervisorState {
             return;
         };
         self.published = seq as usize;
+        if let Some(host) = self.run.plan.registry.remote() {
+            attempt_stored(&**host, event);
+        }
         #[cfg(feature = "chaos")]
         if event.kind.is_terminal() {
             crate::chaos::unregister(&self.run.plan.run_id, &event.node_id);
@@ -832,6 +837,16 @@ impl SupervisorState {
         self.subscribers.clear();
         // Drain rather than stop: requests already queued (status, events) are answered.
         let _ = myself.drain();
+    }
+}
+
+/// Tells the remote host that the attempt `event` ends is stored: its events are
+/// published only once their facts are journaled, so a worker's completion of it may be
+/// acknowledged now.
+fn attempt_stored(host: &dyn RemoteHost, event: &TraceEvent) {
+    let ends = event.kind == EventType::Retrying || event.kind.is_terminal();
+    if let (true, Some(attempt)) = (ends, event.metadata.as_ref().and_then(|m| m.attempt)) {
+        host.stored(&attempt_id(&event.run_id, &event.node_id, attempt));
     }
 }
 

@@ -52,6 +52,14 @@ pub(crate) enum LimiterMsg {
         /// The ticket.
         ticket: u64,
     },
+    /// From the coordinator of remote workers (through the link): remote pool `pool` has
+    /// `slots` worker slots now.
+    Pool {
+        /// `<componentId>@<queue>`.
+        pool: Arc<str>,
+        /// Its worker slots.
+        slots: u32,
+    },
     /// From the limiter's own timer: a rate-limit token may be there now.
     Wake,
     /// From the orchestrator: questions wait in the link (current numbers, or no attempt
@@ -70,6 +78,8 @@ struct LinkState {
     questions: Vec<Question>,
     /// The engine is suspending: no new grant is given (by this limiter or a successor).
     paused: bool,
+    /// Worker slots of each remote pool, given again to a limiter that takes over.
+    pools: HashMap<Arc<str>, u32>,
 }
 
 /// A question to the limiter.
@@ -124,7 +134,30 @@ impl LimiterLink {
         let grants = state.held.values().cloned().collect();
         // A limiter that died already is restarted again by its supervisor.
         let _ = limiter.cast(LimiterMsg::Adopt { grants });
+        for (pool, &slots) in &state.pools {
+            let pool = pool.clone();
+            let _ = limiter.cast(LimiterMsg::Pool { pool, slots });
+        }
         state.limiter = Some(limiter);
+    }
+
+    /// Remote pool `pool` has `slots` worker slots now (kept for a limiter that takes
+    /// over, and told to the live one).
+    pub(crate) fn set_pool(&self, pool: Arc<str>, slots: u32) {
+        let limiter = {
+            let mut state = self.lock();
+            if slots == 0 {
+                state.pools.remove(&pool);
+            } else {
+                state.pools.insert(pool.clone(), slots);
+            }
+            state.limiter.clone()
+        };
+        if let Some(limiter) = limiter {
+            // A limiter that is gone is being restarted; `replace` gives its successor
+            // the pools.
+            let _ = limiter.cast(LimiterMsg::Pool { pool, slots });
+        }
     }
 
     /// A grant of `needs` under `ticket`, recorded in the ledger (the limiter, as it
@@ -199,6 +232,18 @@ impl LimiterLink {
         if let (Some(needs), Some(limiter)) = (needs, limiter) {
             let _ = limiter.cast(LimiterMsg::Release { needs });
         }
+    }
+}
+
+/// Where the coordinator of remote workers tells the engine how many worker slots each
+/// remote pool has: remote attempts wait QUEUED for them like any slot.
+#[derive(Debug, Clone)]
+pub struct RemotePools(pub(crate) LimiterLink);
+
+impl RemotePools {
+    /// Remote pool `pool` (`<componentId>@<queue>`) has `slots` worker slots now.
+    pub fn set(&self, pool: Arc<str>, slots: u32) {
+        self.0.set_pool(pool, slots);
     }
 }
 

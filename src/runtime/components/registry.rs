@@ -3,12 +3,32 @@
 //! Validation asks the registry whether a `componentId` is known and which of its inputs
 //! are required; the runtime asks it for the component itself. Metadata is data
 //! ([`ComponentMeta`]); behaviour lives in [`crate::runtime::components`].
+//!
+//! A registry may also have a [`RemoteHost`]: the coordinator of remote workers. A node
+//! whose definition says `runner: {kind: remote, queue?}`, or whose component the engine
+//! configuration makes remote, then runs through the host's component, on a worker that
+//! registered it, whether or not this process knows the component itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::runtime::components::{self, Component};
 use crate::runtime::definition::RunnerKindDef;
+use crate::runtime::definition::graph::Node;
+
+/// The queue of remote attempts whose node and configuration name none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Where remote attempts go: the coordinator of the workers (`crate::worker::gateway`).
+pub trait RemoteHost: Send + Sync + 'static {
+    /// The component that runs `component_id` on a worker serving `queue`.
+    fn component(&self, component_id: &str, queue: &str) -> Arc<dyn Component>;
+
+    /// The end of attempt `attempt_id` (`<run>/<node ref>/<attempt>`) is stored by the
+    /// engine (journaled, when the engine has a journal): a worker's completion of it may
+    /// be acknowledged now.
+    fn stored(&self, attempt_id: &str);
+}
 
 /// One declared input of a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +118,10 @@ pub struct ComponentRegistry {
     /// Looked up at every attempt: hashed with foldhash, not SipHash (ids are not
     /// attacker-chosen at run time; the registry is built by the engine's owner).
     components: HashMap<String, Arc<dyn Component>, foldhash::fast::RandomState>,
+    /// The coordinator of remote workers, if this engine has one.
+    remote: Option<Arc<dyn RemoteHost>>,
+    /// Components the engine configuration runs remotely, with their queue.
+    remote_components: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for ComponentRegistry {
@@ -106,6 +130,8 @@ impl std::fmt::Debug for ComponentRegistry {
         ids.sort();
         f.debug_struct("ComponentRegistry")
             .field("components", &ids)
+            .field("remote", &self.remote.is_some())
+            .field("remote_components", &self.remote_components)
             .finish()
     }
 }
@@ -139,6 +165,52 @@ impl ComponentRegistry {
     /// The metadata of the component with this id.
     pub fn meta(&self, id: &str) -> Option<&ComponentMeta> {
         self.get(id).map(|c| c.meta())
+    }
+
+    /// Sends remote attempts to `host`; the components of `configured` (id → queue) run
+    /// remotely wherever they are used.
+    pub fn set_remote(&mut self, host: Arc<dyn RemoteHost>, configured: BTreeMap<String, String>) {
+        self.remote = Some(host);
+        self.remote_components = configured;
+    }
+
+    /// The coordinator of remote workers, if any.
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteHost>> {
+        self.remote.as_ref()
+    }
+
+    /// Whether attempts of `id` run on workers by the engine configuration.
+    pub fn configured_remote(&self, id: &str) -> bool {
+        self.remote.is_some() && self.remote_components.contains_key(id)
+    }
+
+    /// The queue of the workers `node` runs on, or `None` when it runs here: its
+    /// definition's `runner: {kind: remote, queue?}`, else the configuration's entry for
+    /// its component.
+    pub fn remote_queue<'a>(&'a self, node: &'a Node) -> Option<&'a str> {
+        self.remote.as_ref()?;
+        match &node.runner {
+            Some(runner) if runner.kind == RunnerKindDef::Remote => Some(
+                runner
+                    .options
+                    .get("queue")
+                    .and_then(|q| q.as_str())
+                    .unwrap_or(DEFAULT_QUEUE),
+            ),
+            _ => self
+                .remote_components
+                .get(&*node.component_id)
+                .map(String::as_str),
+        }
+    }
+
+    /// The component an attempt of `node` runs: the remote host's when the node runs on
+    /// workers, else the registered one.
+    pub fn for_node(&self, node: &Node) -> Option<Arc<dyn Component>> {
+        match (self.remote_queue(node), &self.remote) {
+            (Some(queue), Some(host)) => Some(host.component(&node.component_id, queue)),
+            _ => self.get(&node.component_id).cloned(),
+        }
     }
 
     /// Known ids, sorted.

@@ -202,7 +202,14 @@ impl<'a> Validator<'a> {
             } else {
                 self.index.insert(&action.node_ref, NodeIx(i as u32));
             }
-            if self.registry.get(&action.component_id).is_none() {
+            let remote = self.registry.remote().is_some()
+                && (action
+                    .runner
+                    .as_ref()
+                    .is_some_and(|r| r.kind == RunnerKindDef::Remote)
+                    || self.registry.configured_remote(&action.component_id));
+            // A remote component is the workers' to know: it need not exist here.
+            if !remote && self.registry.get(&action.component_id).is_none() {
                 self.problem(
                     format!("{path}.componentId"),
                     format!(
@@ -220,21 +227,32 @@ impl<'a> Validator<'a> {
 
     /// A runner is honoured or refused, never ignored: `inline` and `process` name where
     /// the component runs (in this process, or as a child process), so each must be the
-    /// component's own runner; `remote` waits for scale-out workers; runners take no
-    /// options yet.
+    /// component's own runner and takes no options; `remote` runs on the workers of an
+    /// engine that has them, with one option, `queue` (a non-empty string).
     fn check_runner(&mut self, path: &str, action: &ActionDef, runner: &RunnerDef) {
         let kind = |k: RunnerKindDef| match k {
             RunnerKindDef::Inline => "inline",
             RunnerKindDef::Process => "process",
             RunnerKindDef::Remote => "remote",
         };
+        let mut allowed: &[&str] = &[];
         match (runner.kind, self.registry.meta(&action.component_id)) {
-            (RunnerKindDef::Remote, _) => {
-                // Its options (`queue`, ...) belong to the workers that will honour it.
+            (RunnerKindDef::Remote, _) if self.registry.remote().is_none() => {
                 return self.problem(
                     format!("{path}.runner.kind"),
-                    "the `remote` runner needs scale-out workers, which this engine does not offer yet",
+                    "the `remote` runner needs workers: this engine has none (start it with `shipsec serve --worker-listen ADDR`)",
                 );
+            }
+            (RunnerKindDef::Remote, _) => {
+                allowed = &["queue"];
+                if let Some(queue) = runner.options.get("queue")
+                    && !queue.as_str().is_some_and(|q| !q.is_empty())
+                {
+                    self.problem(
+                        format!("{path}.runner.queue"),
+                        format!("must be a non-empty string, got {queue}"),
+                    );
+                }
             }
             (wanted, Some(meta)) if wanted != meta.default_runner => self.problem(
                 format!("{path}.runner.kind"),
@@ -247,7 +265,12 @@ impl<'a> Validator<'a> {
             ),
             _ => {}
         }
-        let mut options: Vec<&str> = runner.options.keys().map(String::as_str).collect();
+        let mut options: Vec<&str> = runner
+            .options
+            .keys()
+            .map(String::as_str)
+            .filter(|o| !allowed.contains(o))
+            .collect();
         if !options.is_empty() {
             options.sort_unstable();
             self.problem(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::components::registry::ComponentRegistry;
+use crate::runtime::components::registry::{ComponentRegistry, DEFAULT_QUEUE};
+use crate::runtime::definition::RunnerKindDef;
 use crate::runtime::definition::limits::DefinitionLimits;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::guardrails::service::ServiceConfig;
@@ -32,6 +33,36 @@ pub struct ComponentLimits {
     /// Rate limit of the component's attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// `remote`: every attempt of the component runs on a worker (`shipsec serve
+    /// --worker-listen`), wherever a definition uses it; the component need not exist in
+    /// this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerKindDef>,
+    /// The workers' queue for a remote component (`default` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// How the coordinator keeps track of remote workers (`workers:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// How often a worker heartbeats the attempts it holds.
+    #[serde(with = "secs", rename = "heartbeatSeconds")]
+    pub heartbeat: Duration,
+    /// How long an attempt's lease (and a worker's registration) lasts without a
+    /// heartbeat: past it the attempt fails with `CrashError` and goes out again.
+    #[serde(with = "secs", rename = "leaseSeconds")]
+    pub lease: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            heartbeat: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Engine settings: read from a YAML or JSON file and flags by the binary, passed down.
@@ -59,6 +90,8 @@ pub struct EngineConfig {
     pub journal: JournalConfig,
     /// What `shipsec serve` lets its clients do.
     pub service: ServiceConfig,
+    /// Remote workers' heartbeats and leases.
+    pub workers: WorkerConfig,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +106,7 @@ impl Default for EngineConfig {
             limits: DefinitionLimits::default(),
             journal: JournalConfig::default(),
             service: ServiceConfig::default(),
+            workers: WorkerConfig::default(),
         }
     }
 }
@@ -90,6 +124,51 @@ pub(crate) mod secs {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+impl EngineConfig {
+    /// The components the configuration runs on workers, with their queue.
+    pub fn remote_components(&self) -> BTreeMap<String, String> {
+        self.components
+            .iter()
+            .filter(|(_, l)| l.runner == Some(RunnerKindDef::Remote))
+            .map(|(id, l)| {
+                let queue = l.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+                (id.clone(), queue.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// `components.<id>.runner` and `.queue`: only `remote` may be configured, with an
+/// optional non-empty queue, on an engine that has workers.
+fn check_runner(
+    at: &str,
+    limits: &ComponentLimits,
+    registry: &ComponentRegistry,
+    problem: &mut impl FnMut(String, String),
+) {
+    match limits.runner {
+        Some(RunnerKindDef::Remote) if registry.remote().is_none() => problem(
+            format!("{at}.runner"),
+            "remote components need workers: this engine has none (start it with `shipsec serve --worker-listen ADDR`)".into(),
+        ),
+        Some(RunnerKindDef::Remote) | None => {}
+        Some(_) => problem(
+            format!("{at}.runner"),
+            "only `remote` may be configured: a component runs where it was built to, unless it runs on workers".into(),
+        ),
+    }
+    match (&limits.queue, limits.runner) {
+        (Some(q), _) if q.is_empty() => {
+            problem(format!("{at}.queue"), "must not be empty".into());
+        }
+        (Some(_), Some(RunnerKindDef::Remote)) | (None, _) => {}
+        (Some(_), _) => problem(
+            format!("{at}.queue"),
+            "a queue is for remote components: set `runner: remote`".into(),
+        ),
     }
 }
 
@@ -143,6 +222,7 @@ impl EngineConfig {
             );
         }
         for (path, value) in [
+            ("workers.heartbeatSeconds", self.workers.heartbeat),
             ("service.keepAliveSeconds", self.service.keep_alive),
             (
                 "service.requestTimeoutSeconds",
@@ -155,6 +235,16 @@ impl EngineConfig {
                     format!("must be at least 0.01 s, got {} s", value.as_secs_f64()),
                 );
             }
+        }
+        if self.workers.lease <= self.workers.heartbeat {
+            problem(
+                "workers.leaseSeconds".into(),
+                format!(
+                    "must be longer than workers.heartbeatSeconds ({} s), got {} s",
+                    self.workers.heartbeat.as_secs_f64(),
+                    self.workers.lease.as_secs_f64()
+                ),
+            );
         }
         let at_least_one = [
             ("retainedRuns", Some(self.retained_runs as u64)),
@@ -193,7 +283,9 @@ impl EngineConfig {
         }
         for (id, limits) in &self.components {
             let at = format!("components.{id}");
-            if registry.get(id).is_none() {
+            let remote = limits.runner == Some(RunnerKindDef::Remote);
+            check_runner(&at, limits, registry, &mut problem);
+            if !remote && registry.get(id).is_none() {
                 problem(
                     at.clone(),
                     format!(

@@ -35,13 +35,24 @@ pub fn node_needs(
                     .as_deref()
                     .and_then(|g| groups.get(g).map(|cap| (Arc::from(g), *cap))),
                 rate: rate_of(node, registry, config),
+                pool: registry
+                    .remote_queue(node)
+                    .map(|queue| remote_pool(&node.component_id, queue)),
             };
-            // A tool-mode node runs no component: it holds no slot.
+            // A tool-mode node runs no component: it holds no slot. A remote one always
+            // waits for a worker's slot.
             let free = node.mode == NodeMode::Tool
-                || config.max_concurrent_nodes.is_none() && unlimited(&needs);
+                || config.max_concurrent_nodes.is_none()
+                    && needs.pool.is_none()
+                    && unlimited(&needs);
             (!free).then_some(needs)
         })
         .collect()
+}
+
+/// The remote pool of a component's attempts on workers serving `queue`.
+pub fn remote_pool(component_id: &str, queue: &str) -> Arc<str> {
+    format!("{component_id}@{queue}").into()
 }
 
 /// Whether nothing caps or limits `needs` (the engine cap aside).

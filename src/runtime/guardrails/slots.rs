@@ -28,6 +28,10 @@ pub struct Needs {
     pub group: Option<(Arc<str>, u32)>,
     /// The component's rate limit.
     pub rate: Option<Rate>,
+    /// The remote pool (`<componentId>@<queue>`) whose worker slots a remote attempt
+    /// takes; its capacity is what the live workers registered for it offer
+    /// ([`SlotBook::set_pool`]), none until one registers.
+    pub pool: Option<Arc<str>>,
 }
 
 /// A slot resource; the unit of fairness.
@@ -38,6 +42,7 @@ enum Resource {
     Component(Arc<str>),
     Group(RunKey, Arc<str>),
     Rate(Arc<str>),
+    Pool(Arc<str>),
 }
 
 /// Granted and waiting attempts of the whole engine.
@@ -48,6 +53,8 @@ pub struct SlotBook {
     buckets: HashMap<Arc<str>, Bucket>,
     queue: VecDeque<(u64, Needs)>,
     active: usize,
+    /// Worker slots of each remote pool.
+    pools: HashMap<Arc<str>, u32>,
 }
 
 impl SlotBook {
@@ -59,7 +66,19 @@ impl SlotBook {
             buckets: HashMap::new(),
             queue: VecDeque::new(),
             active: 0,
+            pools: HashMap::new(),
         }
+    }
+
+    /// Sets the worker slots of remote pool `pool`; returns the tickets that grants.
+    /// A smaller capacity takes nothing back: attempts holding its slots keep them.
+    pub fn set_pool(&mut self, pool: Arc<str>, slots: u32, now: Instant) -> Vec<u64> {
+        if slots == 0 {
+            self.pools.remove(&pool);
+        } else {
+            self.pools.insert(pool, slots);
+        }
+        self.pump(now)
     }
 
     /// Requests waiting.
@@ -142,6 +161,7 @@ impl SlotBook {
             Resource::Component(_) => needs.component.1,
             Resource::Group(_, _) => needs.group.as_ref().map(|g| g.1),
             Resource::Rate(_) => None,
+            Resource::Pool(p) => Some(self.pools.get(p).copied().unwrap_or(0)),
         }
     }
 
@@ -235,6 +255,9 @@ fn slot_resources(needs: &Needs) -> Vec<Resource> {
     if let Some((g, _)) = &needs.group {
         out.push(Resource::Group(needs.run.0, g.clone()));
     }
+    if let Some(pool) = &needs.pool {
+        out.push(Resource::Pool(pool.clone()));
+    }
     out
 }
 
@@ -249,6 +272,7 @@ mod tests {
             component: (comp.into(), comp_cap),
             group: None,
             rate: None,
+            pool: None,
         }
     }
 
@@ -327,6 +351,27 @@ mod tests {
         let (_, granted) = b.cancel(99, t0 + Duration::from_millis(50));
         assert!(granted.is_empty());
         assert_eq!(b.release(&r(1), t0 + Duration::from_millis(100)), vec![3]);
+    }
+
+    #[test]
+    fn a_remote_pool_grants_nothing_until_workers_offer_slots() {
+        let now = Instant::now();
+        let mut b = SlotBook::new(None);
+        let remote = |run| Needs {
+            pool: Some("scan@default".into()),
+            ..needs(run, None, "scan", None)
+        };
+        assert!(b.request(1, remote(1), now).is_empty());
+        assert!(b.request(2, remote(2), now).is_empty());
+        // A local attempt is not held back by the remote ones waiting.
+        assert_eq!(b.request(3, needs(3, None, "echo", None), now), vec![3]);
+        assert_eq!(b.set_pool("scan@default".into(), 1, now), vec![1]);
+        assert_eq!(b.release(&remote(1), now), vec![2]);
+        // The workers leave: the attempt holding a slot keeps it, the next waits.
+        assert!(b.set_pool("scan@default".into(), 0, now).is_empty());
+        assert!(b.request(4, remote(4), now).is_empty());
+        assert!(b.release(&remote(2), now).is_empty());
+        assert_eq!(b.set_pool("scan@default".into(), 2, now), vec![4]);
     }
 
     #[test]
