@@ -18,6 +18,7 @@ mod inspect;
 mod report;
 mod run;
 mod serve;
+mod work;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
 use shipsec_orchestrator::runtime::definition::mermaid;
@@ -61,6 +62,9 @@ enum Command {
     Resume(run::ResumeArgs),
     /// Serve the HTTP API: runs, their status, results and live events.
     Serve(serve::ServeArgs),
+    /// Run components for a coordinator (`serve --worker-listen`): the built-ins and
+    /// `core.process`, on this host.
+    Worker(work::WorkerArgs),
     /// Print the HTTP API's OpenAPI document (what `/v1/openapi.json` serves).
     Openapi,
     /// Write the run view of an ended run (its result and events) as one HTML page.
@@ -86,7 +90,7 @@ fn main() -> ExitCode {
     let registry = ComponentRegistry::with_builtins();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::Resume(_) | Command::Serve(_)
+        Command::Run(_) | Command::Resume(_) | Command::Serve(_) | Command::Worker(_)
     ) {
         // Logs only: `run` installs its telemetry inside its async runtime.
         let _ = Telemetry::install(None);
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, registry),
         Command::Resume(args) => run::resume(args, registry),
         Command::Serve(args) => serve::serve(args, registry),
+        Command::Worker(args) => work::worker(args, &registry),
         Command::Report(args) => report::report(args, &registry),
         Command::Openapi => {
             print!("{}", shipsec_orchestrator::service::openapi::to_json());

@@ -18,8 +18,10 @@ use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::journal::Durability;
 use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr};
 use shipsec_orchestrator::service::{Service, ServiceOptions};
+use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
 use shipsec_orchestrator::{EngineConfig, Orchestrator, ShutdownMode};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 /// The environment variable holding the API token(s), comma-separated.
 const TOKEN_VAR: &str = "SHIPSEC_API_TOKEN";
@@ -50,6 +52,14 @@ pub(crate) struct ServeArgs {
     /// http://localhost:16686/trace/{traceId} (Jaeger).
     #[arg(long, value_name = "URL")]
     jaeger_url: Option<String>,
+    /// Serve remote workers (gRPC shipsec.worker.v1) on HOST:PORT: nodes with
+    /// `runner: {kind: remote}`, and components the configuration makes remote, run there.
+    #[arg(long, value_name = "ADDR")]
+    worker_listen: Option<String>,
+    /// Workers' tokens, `<workerId> <token>` per line: a token speaks for its worker only.
+    /// Without it, --worker-listen must be a loopback address.
+    #[arg(long, value_name = "FILE")]
+    worker_token_file: Option<PathBuf>,
 }
 
 /// A usage problem: exit 2.
@@ -128,9 +138,69 @@ fn served_registry(mut registry: ComponentRegistry, config: &EngineConfig) -> Co
     registry
 }
 
+/// The coordinator of remote workers, its listener bound, when --worker-listen asks.
+async fn workers(
+    args: &ServeArgs,
+    config: &EngineConfig,
+    registry: &mut ComponentRegistry,
+) -> Result<Option<(Gateway, tokio::net::TcpListener)>> {
+    let Some(addr) = &args.worker_listen else {
+        if args.worker_token_file.is_some() {
+            bail!(Usage("--worker-token-file needs --worker-listen".into()));
+        }
+        return Ok(None);
+    };
+    let tokens = match &args.worker_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the worker token file {}", path.display()))?;
+            WorkerTokens::parse(&text)
+                .map_err(|e| Usage(format!("the worker token file {}: {e}", path.display())))?
+        }
+        None => WorkerTokens::default(),
+    };
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| Usage(format!("--worker-listen {addr}: {e} (expected HOST:PORT)")))?;
+    if tokens.is_empty() && !addr.ip().is_loopback() {
+        bail!(Usage(format!(
+            "refusing to serve workers on {addr} without tokens: set --worker-token-file, or listen on a loopback address"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the worker listener {addr}"))?;
+    let gateway = Gateway::new(config.workers.clone(), tokens);
+    registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
+    Ok(Some((gateway, listener)))
+}
+
+/// Serves the workers until `stop` fires (after the engine has stopped: attempts it
+/// waits for during its grace still complete).
+async fn serve_workers(
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) {
+    let expiry = tokio::spawn({
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        async move { gateway.expire_until(stop).await }
+    });
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .add_service(gateway.service())
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        eprintln!("shipsec serve: the worker listener failed: {e}");
+    }
+    let _ = expiry.await;
+}
+
 async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     let config = engine_config(&args)?;
-    let registry = served_registry(registry, &config);
+    let mut registry = served_registry(registry, &config);
+    let workers = workers(&args, &config, &mut registry).await?;
     config.validate(&registry)?;
     let tokens = tokens(&args)?;
     let addrs = args
@@ -170,6 +240,21 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     }
     let stop = service.stopping();
     let server = tokio::spawn(listen::serve(service.router(), bound, stop.clone()));
+    let workers_stop = CancellationToken::new();
+    let gateway = workers.map(|(gateway, listener)| {
+        println!(
+            "serving workers on {}",
+            listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        let task = tokio::spawn(serve_workers(
+            gateway.clone(),
+            listener,
+            workers_stop.clone(),
+        ));
+        (gateway, task)
+    });
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     let grace = config.cancel_grace;
     let engine = tokio::select! {
@@ -179,6 +264,9 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
             return Ok(());
         }
     };
+    if let Some((gateway, _)) = &gateway {
+        gateway.attach(engine.remote_pools());
+    }
     // Ready before it says so: whoever reads the line finds every endpoint answering.
     let _ = service.ready(engine.clone());
     println!(
@@ -194,12 +282,16 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     signals.abort();
     // Requests are done: the runs still going stay in the journal for the next start.
     engine.shutdown(ShutdownMode::Suspend { grace }).await?;
+    workers_stop.cancel();
+    if let Some((_, task)) = gateway {
+        let _ = task.await;
+    }
     println!("stopped");
     served.context("serving")
 }
 
 /// Cancels `stop` on the first SIGTERM or SIGINT.
-async fn stop_on_signal(stop: tokio_util::sync::CancellationToken) {
+async fn stop_on_signal(stop: CancellationToken) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

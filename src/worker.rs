@@ -7,6 +7,8 @@
 //! [`proto`] is the generated code (messages, `worker_client`, `worker_server`), built
 //! from the .proto file by `build.rs` with protox: no `protoc` is needed.
 
+pub mod client;
+pub mod gateway;
 pub mod lease;
 
 /// Messages and services generated from `worker.proto`.
@@ -18,6 +20,26 @@ pub mod proto {
 /// The protocol version this build speaks (`RegisterRequest.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The W3C `traceparent` of `span`, when it is recorded.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The context a `traceparent` names, for a span to join (an invalid one: none).
+pub fn context_of(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -27,7 +49,8 @@ mod tests {
     #[test]
     fn a_completion_reads_back_as_it_was_written() {
         let sent = proto::CompleteRequest {
-            attempt_id: "run-1:scan:2".into(),
+            attempt_id: "run-1/scan/2".into(),
+            worker_id: "w1".into(),
             fence: 7,
             outcome: Some(Outcome::Failure(proto::Failure {
                 r#type: "NetworkError".into(),

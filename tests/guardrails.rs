@@ -236,6 +236,7 @@ async fn run_component_and_group_caps_hold() {
         ComponentLimits {
             max_concurrency: Some(6),
             rate_limit: None,
+            ..ComponentLimits::default()
         },
     );
     let config = EngineConfig {
@@ -332,6 +333,7 @@ async fn a_rate_limit_spaces_attempts_within_tolerance() {
                 per_second: 20.0,
                 burst: 1,
             }),
+            ..ComponentLimits::default()
         },
     );
     let config = EngineConfig {
@@ -514,6 +516,7 @@ async fn a_configuration_that_would_hang_the_engine_is_refused_at_start_with_eve
                 per_second: 0.0,
                 burst: 1,
             }),
+            ..ComponentLimits::default()
         },
     );
     let config = EngineConfig {

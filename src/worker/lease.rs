@@ -189,7 +189,12 @@ impl LeaseBook {
     ///
     /// # Errors
     /// [`UnknownWorker`] when `worker` is not registered.
-    pub fn poll(&mut self, worker: &str, free: u32, now: Time) -> Result<Vec<Lease>, UnknownWorker> {
+    pub fn poll(
+        &mut self,
+        worker: &str,
+        free: u32,
+        now: Time,
+    ) -> Result<Vec<Lease>, UnknownWorker> {
         let until = now + self.lease;
         let entry = self.worker_mut(worker, now)?;
         if entry.draining {
@@ -359,7 +364,9 @@ impl LeaseBook {
             .collect();
         for (attempt, worker) in expired {
             self.withdraw(&attempt);
-            let reason = format!("lost worker `{worker}`: the attempt's lease of {secs} s expired without a heartbeat");
+            let reason = format!(
+                "lost worker `{worker}`: the attempt's lease of {secs} s expired without a heartbeat"
+            );
             lost.push(Lost {
                 attempt,
                 worker,
@@ -401,6 +408,11 @@ impl LeaseBook {
     /// Whether `worker` is registered.
     pub fn is_registered(&self, worker: &str) -> bool {
         self.workers.contains_key(worker)
+    }
+
+    /// Whether `worker` is registered and draining.
+    pub fn is_draining(&self, worker: &str) -> bool {
+        self.workers.get(worker).is_some_and(|w| w.draining)
     }
 
     /// Attempts waiting for a worker.

@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: Addr,
     pub dir: PathBuf,
     pub token: Option<String>,
+    /// Where it serves workers (`--worker-listen`), `HOST:PORT`.
+    pub workers: Option<String>,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -108,6 +110,7 @@ impl Server {
             }
         });
         let mut addr = None;
+        let mut workers = None;
         loop {
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
@@ -118,6 +121,9 @@ impl Server {
                     None => Addr::Unix(PathBuf::from(rest.strip_prefix("unix:").unwrap())),
                 });
             }
+            if let Some(rest) = line.strip_prefix("serving workers on ") {
+                workers = Some(rest.to_owned());
+            }
             if line.starts_with("ready:") {
                 break;
             }
@@ -127,6 +133,7 @@ impl Server {
             addr: addr.unwrap(),
             dir: dir.to_path_buf(),
             token: None,
+            workers,
             lines,
         }
     }

@@ -21,8 +21,8 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 /// Where remote attempts go: the coordinator of the workers (`crate::worker::gateway`).
 pub trait RemoteHost: Send + Sync + 'static {
-    /// The component that runs `component_id` on a worker serving `queue`.
-    fn component(&self, component_id: &str, queue: &str) -> Arc<dyn Component>;
+    /// The component that runs `node`'s attempts on a worker serving `queue`.
+    fn component(&self, node: &Node, queue: &str) -> Arc<dyn Component>;
 
     /// The end of attempt `attempt_id` (`<run>/<node ref>/<attempt>`) is stored by the
     /// engine (journaled, when the engine has a journal): a worker's completion of it may
@@ -208,7 +208,7 @@ impl ComponentRegistry {
     /// workers, else the registered one.
     pub fn for_node(&self, node: &Node) -> Option<Arc<dyn Component>> {
         match (self.remote_queue(node), &self.remote) {
-            (Some(queue), Some(host)) => Some(host.component(&node.component_id, queue)),
+            (Some(queue), Some(host)) => Some(host.component(node, queue)),
             _ => self.get(&node.component_id).cloned(),
         }
     }

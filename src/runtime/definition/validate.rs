@@ -246,7 +246,7 @@ impl<'a> Validator<'a> {
             (RunnerKindDef::Remote, _) => {
                 allowed = &["queue"];
                 if let Some(queue) = runner.options.get("queue")
-                    && !queue.as_str().is_some_and(|q| !q.is_empty())
+                    && queue.as_str().is_none_or(|q| q.is_empty())
                 {
                     self.problem(
                         format!("{path}.runner.queue"),

@@ -31,12 +31,24 @@ fn a_worker_gets_attempts_of_its_pools_oldest_first_within_its_slots() {
     assert_eq!(
         got,
         vec![
-            Lease { attempt: "a".into(), fence: 100 },
-            Lease { attempt: "c".into(), fence: 101 },
+            Lease {
+                attempt: "a".into(),
+                fence: 100
+            },
+            Lease {
+                attempt: "c".into(),
+                fence: 101
+            },
         ]
     );
-    assert!(book.poll("w", 5, t(1)).unwrap().is_empty(), "both slots taken");
-    assert_eq!(book.complete("a", 100, Some("w")), Verdict::Accepted { worker: "w".into() });
+    assert!(
+        book.poll("w", 5, t(1)).unwrap().is_empty(),
+        "both slots taken"
+    );
+    assert_eq!(
+        book.complete("a", 100, Some("w")),
+        Verdict::Accepted { worker: "w".into() }
+    );
     assert_eq!(book.poll("w", 1, t(2)).unwrap()[0].attempt.as_ref(), "d");
     assert_eq!(book.waiting(), 1, "`b` waits for a worker of its pool");
 }
@@ -48,9 +60,18 @@ fn a_completion_counts_once_and_only_with_the_live_fence() {
     book.submit("a".into(), "p".into());
     let lease = book.poll("w", 1, t(0)).unwrap().remove(0);
     assert_eq!(book.complete("a", lease.fence + 1, None), Verdict::Stale);
-    assert_eq!(book.complete("a", lease.fence, Some("intruder")), Verdict::Stale);
-    assert_eq!(book.complete("a", lease.fence, Some("w")), Verdict::Accepted { worker: "w".into() });
-    assert_eq!(book.complete("a", lease.fence, Some("w")), Verdict::Repeated);
+    assert_eq!(
+        book.complete("a", lease.fence, Some("intruder")),
+        Verdict::Stale
+    );
+    assert_eq!(
+        book.complete("a", lease.fence, Some("w")),
+        Verdict::Accepted { worker: "w".into() }
+    );
+    assert_eq!(
+        book.complete("a", lease.fence, Some("w")),
+        Verdict::Repeated
+    );
     assert_eq!(book.held("w"), 0);
 }
 
@@ -62,11 +83,18 @@ fn a_silent_worker_loses_its_attempts_and_their_fences_go_stale() {
     book.submit("a".into(), "p".into());
     let old = book.poll("w1", 4, t(0)).unwrap().remove(0);
     book.heartbeat("w2", &[], t(8)).unwrap();
-    assert!(book.expire(t(10)).is_empty(), "a lease lasts its whole length");
+    assert!(
+        book.expire(t(10)).is_empty(),
+        "a lease lasts its whole length"
+    );
     let lost = book.expire(t(11));
     assert_eq!(lost.len(), 1);
     assert_eq!((&*lost[0].attempt, &*lost[0].worker), ("a", "w1"));
-    assert!(lost[0].reason.contains("lost worker `w1`"), "{}", lost[0].reason);
+    assert!(
+        lost[0].reason.contains("lost worker `w1`"),
+        "{}",
+        lost[0].reason
+    );
     assert!(!book.is_registered("w1"));
     assert_eq!(book.complete("a", old.fence, Some("w1")), Verdict::Stale);
     let beat = book.heartbeat("w1", &[("a".into(), old.fence)], t(12));
@@ -123,7 +151,11 @@ fn a_restarted_worker_loses_what_it_held_and_a_draining_one_takes_nothing() {
     book.poll("w", 2, t(0)).unwrap();
     let lost = book.register("w".into(), spec(&["p"], 3), t(1));
     assert_eq!(lost.len(), 1);
-    assert!(lost[0].reason.contains("registered again"), "{}", lost[0].reason);
+    assert!(
+        lost[0].reason.contains("registered again"),
+        "{}",
+        lost[0].reason
+    );
     assert_eq!(book.capacities().get("p"), Some(&3));
     book.submit("b".into(), "p".into());
     assert_eq!(book.drain("w", t(2)), Ok(0));
@@ -185,7 +217,10 @@ fn name(w: usize) -> Arc<str> {
 impl Model {
     fn lose(&mut self, lost: Vec<Lost>) {
         for l in lost {
-            assert!(!self.accepted.contains(&l.attempt), "lost after acceptance: {l:?}");
+            assert!(
+                !self.accepted.contains(&l.attempt),
+                "lost after acceptance: {l:?}"
+            );
             self.ended.insert(l.attempt.clone());
             self.kill(&l.attempt);
         }
@@ -283,7 +318,10 @@ impl Model {
             }
         }
         for (w, slots) in &self.slots {
-            assert!(book.held(&name(*w)) as u32 <= *slots, "w{w} holds more than its slots");
+            assert!(
+                book.held(&name(*w)) as u32 <= *slots,
+                "w{w} holds more than its slots"
+            );
         }
         assert!(self.accepted.is_disjoint(&self.ended));
     }

@@ -1,0 +1,152 @@
+//! `shipsec worker`: runs the built-in components (and `core.process`) for a coordinator
+//! (`shipsec serve --worker-listen`), over `shipsec.worker.v1`.
+//!
+//! It prints `registered as ID with URL (N slots: components)` once the coordinator has
+//! taken it, and on SIGTERM or SIGINT drains: it takes no new attempt, finishes those it
+//! holds, prints its tally and exits 0. A second signal exits at once (1).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::worker::client::{Worker, WorkerError, WorkerOptions, WorkerSummary};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Options of `shipsec worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The coordinator: `http://HOST:PORT` (its --worker-listen).
+    #[arg(long, value_name = "URL")]
+    coordinator: String,
+    /// A file holding this worker's bearer token (its first line that is not blank or a
+    /// `#` comment).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Attempts run at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    slots: u32,
+    /// The components to host: comma-separated ids, `*` matching any characters
+    /// (`core.*`).
+    #[arg(long, default_value = "*", value_name = "PATTERN")]
+    components: String,
+    /// The worker's id; default `<hostname>-<pid>`.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// A queue to serve (repeatable); none: the default queue.
+    #[arg(long = "queue", value_name = "NAME")]
+    queues: Vec<String>,
+    /// A label to register with, `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+}
+
+pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode {
+    let (runtime, telemetry) = match crate::run::runtime_with_telemetry() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let outcome = runtime.block_on(run(args, registry));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shipsec worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(args: &WorkerArgs) -> Result<WorkerOptions> {
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
+            match token {
+                Some(t) => Some(t.to_owned()),
+                None => bail!("the token file {} holds no token", path.display()),
+            }
+        }
+        None => None,
+    };
+    let mut labels = std::collections::HashMap::new();
+    for label in &args.labels {
+        let Some((key, value)) = label.split_once('=') else {
+            bail!("--label {label}: expected KEY=VALUE");
+        };
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    let worker_id = args.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    Ok(WorkerOptions {
+        coordinator: args.coordinator.clone(),
+        token,
+        worker_id,
+        slots: args.slots,
+        queues: args.queues.clone(),
+        labels,
+    })
+}
+
+async fn run(args: WorkerArgs, registry: &ComponentRegistry) -> Result<ExitCode> {
+    let options = options(&args)?;
+    let (id, slots) = (options.worker_id.clone(), options.slots);
+    let worker = Worker::new(options, registry, &args.components)?;
+    let hosted = worker.component_ids().collect::<Vec<_>>().join(", ");
+    let drain = CancellationToken::new();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        bail!("cannot listen for SIGTERM and SIGINT");
+    };
+    let registered = tokio::select! {
+        registered = worker.register() => registered?,
+        _ = term.recv() => return Ok(ExitCode::SUCCESS),
+        _ = int.recv() => return Ok(ExitCode::SUCCESS),
+    };
+    println!(
+        "registered as {id} with {} ({slots} slots: {hosted})",
+        args.coordinator
+    );
+    let mut serving = tokio::spawn(registered.serve(drain.clone()));
+    let summary = tokio::select! {
+        // It stops by itself only when the coordinator refuses it for good.
+        done = &mut serving => done.context("the worker's task")??,
+        _ = term.recv() => drained(&drain, serving, &mut term, &mut int).await??,
+        _ = int.recv() => drained(&drain, serving, &mut term, &mut int).await??,
+    };
+    println!(
+        "stopped: {} acknowledged, {} stale, {} stopped",
+        summary.acknowledged, summary.stale, summary.stopped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Drains the worker; a second signal gives up on it (exit 1).
+async fn drained(
+    drain: &CancellationToken,
+    serving: tokio::task::JoinHandle<Result<WorkerSummary, WorkerError>>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Result<Result<WorkerSummary, WorkerError>> {
+    println!("draining");
+    drain.cancel();
+    tokio::select! {
+        done = serving => done.context("the worker's task"),
+        _ = term.recv() => bail!("stopped before the attempts it holds ended"),
+        _ = int.recv() => bail!("stopped before the attempts it holds ended"),
+    }
+}

@@ -1,0 +1,556 @@
+//! Remote workers as real processes: a `shipsec serve --worker-listen` coordinator and
+//! `shipsec worker` processes, killed, stopped and drained with real signals. What the
+//! attempts did is read from a side-effect log their commands append to (`start` and
+//! `end` lines with the attempt id and the worker's pid), and from the run's status and
+//! events.
+
+mod serve_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use serve_common::{Client, Server, scratch};
+
+/// One worker test at a time: each starts several processes, and a loaded machine
+/// stretches heartbeats toward their lease.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Heartbeats every 0.2 s, leases of 2 s: expiry within seconds, yet far from a heartbeat.
+const WORKERS: &str = "workers:\n  heartbeatSeconds: 0.2\n  leaseSeconds: 2\n";
+
+/// The coordinator's configuration: fast leases, `/bin/sh` allowed for `core.process`.
+fn coordinator_config(dir: &Path) -> String {
+    serve_common::config(
+        dir,
+        &format!("{WORKERS}service:\n  definitions:\n    process:\n      executables: [/bin/sh]\n"),
+    )
+}
+
+/// A `shipsec worker` process; killed when dropped.
+struct Worker {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Worker {
+    /// Starts a worker of `coordinator` (`HOST:PORT`) and waits for its registration.
+    fn start(coordinator: &str, id: &str, slots: u32) -> Worker {
+        Worker::start_with(&[], coordinator, id, slots, &[])
+    }
+
+    /// As [`Worker::start`], run through `prefix` (`ip netns exec NS`), with `extra`
+    /// arguments.
+    fn start_with(
+        prefix: &[&str],
+        coordinator: &str,
+        id: &str,
+        slots: u32,
+        extra: &[&str],
+    ) -> Worker {
+        let binary = serve_common::binary();
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        command
+            .arg("worker")
+            .arg("--coordinator")
+            .arg(format!("http://{coordinator}"))
+            .args(["--id", id, "--slots", &slots.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let worker = Worker { child, lines };
+        worker.until(|l| l.starts_with("registered as "));
+        worker
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// The first line (within a minute) that `wanted` accepts.
+    fn until(&self, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the worker printed the line awaited");
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the exit; its code.
+    fn wait(&mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
+    }
+
+    /// SIGTERM, then its tally: `(acknowledged, stale, stopped)`; it must exit 0.
+    fn drain(mut self) -> (u64, u64, u64) {
+        self.signal(libc::SIGTERM);
+        let line = self.until(|l| l.starts_with("stopped: "));
+        assert_eq!(self.wait(), Some(0));
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().unwrap())
+            .collect();
+        (numbers[0], numbers[1], numbers[2])
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command that appends `start <attemptId> <workerPid>` to `log`, runs for about `ms`
+/// (ending early, without a trace, when its worker dies), then appends `end ...` and
+/// prints `{"pid": <workerPid>}`.
+fn logged(log: &Path, ms: u64) -> Value {
+    let ticks = ms.div_ceil(20);
+    let log = log.display();
+    let script = format!(
+        "echo \"start $SHIPSEC_ATTEMPT_ID $PPID\" >> {log}; i=0; \
+         while [ $i -lt {ticks} ] && kill -0 $PPID 2>/dev/null; do sleep 0.02; i=$((i+1)); done; \
+         kill -0 $PPID 2>/dev/null || exit 9; \
+         echo \"end $SHIPSEC_ATTEMPT_ID $PPID\" >> {log}; echo \"{{\\\"pid\\\": $PPID}}\""
+    );
+    json!(["/bin/sh", "-c", script])
+}
+
+/// A remote `core.process` node running [`logged`].
+fn remote(node: &str, log: &Path, ms: u64, depends_on: &[&str]) -> Value {
+    json!({
+        "ref": node,
+        "componentId": "core.process",
+        "params": {"command": logged(log, ms)},
+        "dependsOn": depends_on,
+        "runner": {"kind": "remote"},
+        "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0.01}
+    })
+}
+
+/// `root -> n1..n<count> (remote, ms each) -> join`.
+fn fan_out(log: &Path, count: usize, ms: u64) -> Value {
+    let mut actions = vec![json!({"ref": "root", "componentId": "core.echo"})];
+    let names: Vec<String> = (1..=count).map(|i| format!("n{i}")).collect();
+    for name in &names {
+        actions.push(remote(name, log, ms, &["root"]));
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    actions.push(json!({"ref": "join", "componentId": "core.echo", "dependsOn": refs}));
+    json!({"title": "fan-out", "actions": actions})
+}
+
+/// One line of the side-effect log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Effect {
+    end: bool,
+    attempt_id: String,
+    worker_pid: u32,
+}
+
+fn effects(log: &Path) -> Vec<Effect> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let mut words = l.split(' ');
+            let kind = words.next().unwrap();
+            Effect {
+                end: kind == "end",
+                attempt_id: words.next().unwrap().to_owned(),
+                worker_pid: words.next().unwrap().parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the log holds `count` `start` lines from `pid` (at most a minute).
+async fn until_started_by(log: &Path, pid: u32, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let started: Vec<String> = effects(log)
+            .into_iter()
+            .filter(|e| !e.end && e.worker_pid == pid)
+            .map(|e| e.attempt_id)
+            .collect();
+        if started.len() >= count {
+            return started;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker {pid} started {started:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_run(client: &Client, def: &Value) -> String {
+    let answer = client
+        .post_json("/v1/runs", &json!({"definition": def}))
+        .await;
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()["runId"].as_str().unwrap().to_owned()
+}
+
+async fn result(client: &Client, run_id: &str) -> Value {
+    let answer = client
+        .get(&format!("/v1/runs/{run_id}/result?wait=120"))
+        .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()
+}
+
+/// Every event of a run.
+async fn events(client: &Client, run_id: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let page = client
+            .get(&format!("/v1/runs/{run_id}/events?after={after}"))
+            .await
+            .json();
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Each attempt's ending events (`COMPLETED`, `FAILED`, `RETRYING`), by `<node>/<attempt>`:
+/// the outcomes the run counted.
+fn outcomes(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut counted = BTreeMap::new();
+    for e in events {
+        if matches!(
+            e["type"].as_str(),
+            Some("COMPLETED" | "FAILED" | "RETRYING")
+        ) && let Some(attempt) = e["metadata"]["attempt"].as_u64()
+        {
+            *counted
+                .entry(format!("{}/{attempt}", e["nodeId"].as_str().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    counted
+}
+
+/// The attempt ids' node refs (`<run>/<node>/<attempt>`).
+fn node_of(attempt_id: &str) -> String {
+    attempt_id.split('/').nth(1).unwrap().to_owned()
+}
+
+fn workers_addr(server: &Server) -> String {
+    server.workers.clone().expect("the server serves workers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_attempts_are_reassigned_and_run_once_more() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-kill");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let mut doomed = Worker::start(&workers_addr(&server), "doomed", 3);
+    let run = start_run(&client, &fan_out(&log, 6, 1_500)).await;
+    let held = until_started_by(&log, doomed.pid(), 3).await;
+    let survivor = Worker::start(&workers_addr(&server), "survivor", 3);
+    let killed_at = std::time::Instant::now();
+    doomed.signal(libc::SIGKILL);
+    // Reaped: its commands see it gone.
+    doomed.wait();
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    let held_nodes: BTreeSet<String> = held.iter().map(|a| node_of(a)).collect();
+    for i in 1..=6 {
+        let node = format!("n{i}");
+        let attempts = ended["nodes"][&node]["attempts"].as_u64().unwrap();
+        let expected = if held_nodes.contains(&node) { 2 } else { 1 };
+        assert_eq!(attempts, expected, "{node}: {ended}");
+        assert_eq!(
+            ended["outputs"][&node]["stdout"]["pid"],
+            survivor.pid(),
+            "{node}"
+        );
+    }
+    assert_eq!(ended["nodes"]["root"]["attempts"], 1);
+    // Reassigned within a lease and a heartbeat (2.2 s), then 1.5 s of work: generously.
+    assert!(killed_at.elapsed() < Duration::from_secs(30));
+    let counted = outcomes(&events(&client, &run).await);
+    assert!(counted.values().all(|&n| n == 1), "{counted:?}");
+    // The killed worker's commands stopped with it; each other attempt ran to its end once.
+    let effects = effects(&log);
+    let ends: Vec<&Effect> = effects.iter().filter(|e| e.end).collect();
+    assert!(
+        ends.iter().all(|e| e.worker_pid == survivor.pid()),
+        "{ends:?}"
+    );
+    let distinct: BTreeSet<&str> = ends.iter().map(|e| e.attempt_id.as_str()).collect();
+    assert_eq!(distinct.len(), 6);
+    assert_eq!(ends.len(), 6);
+    let (acknowledged, stale, stopped) = survivor.drain();
+    assert_eq!((acknowledged, stale, stopped), (6, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_lease_is_stale_and_stops_its_attempts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-stop");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let hung = Worker::start(&workers_addr(&server), "hung", 2);
+    let mut def = fan_out(&log, 2, 1_000);
+    // One attempt ends while its worker is stopped (its completion comes late), the
+    // other is still running when it wakes.
+    def["actions"][2]["params"]["command"] = logged(&log, 6_000);
+    let run = start_run(&client, &def).await;
+    until_started_by(&log, hung.pid(), 2).await;
+    hung.signal(libc::SIGSTOP);
+    let other = Worker::start(&workers_addr(&server), "other", 2);
+    until_started_by(&log, other.pid(), 2).await;
+    hung.signal(libc::SIGCONT);
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    for node in ["n1", "n2"] {
+        assert_eq!(ended["nodes"][node]["attempts"], 2, "{ended}");
+        assert_eq!(
+            ended["outputs"][node]["stdout"]["pid"],
+            other.pid(),
+            "{ended}"
+        );
+    }
+    let counted = outcomes(&events(&client, &run).await);
+    assert!(counted.values().all(|&n| n == 1), "{counted:?}");
+    // Neither of its attempts was acknowledged: each was stale or stopped by itself.
+    let (acknowledged, stale, stopped) = hung.drain();
+    assert_eq!(acknowledged, 0);
+    assert_eq!(stale + stopped, 2, "stale {stale}, stopped {stopped}");
+    let (acknowledged, ..) = other.drain();
+    assert_eq!(acknowledged, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_worker_its_attempt_finishes_there_and_runs_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-drain");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let mut draining = Worker::start(&workers_addr(&server), "draining", 2);
+    let def = json!({"title": "drain", "actions": [
+        remote("first", &log, 1_500, &[]),
+        remote("second", &log, 10, &["first"]),
+    ]});
+    let run = start_run(&client, &def).await;
+    let first = until_started_by(&log, draining.pid(), 1).await;
+    draining.signal(libc::SIGTERM);
+    draining.until(|l| l == "draining");
+    let tally = draining.until(|l| l.starts_with("stopped: "));
+    assert_eq!(tally, "stopped: 1 acknowledged, 0 stale, 0 stopped");
+    assert_eq!(draining.wait(), Some(0));
+    // The next node waits for a worker: the drained one took nothing more.
+    let status = client.get(&format!("/v1/runs/{run}")).await.json();
+    assert_eq!(status["nodes"]["first"]["status"], "COMPLETED", "{status}");
+    let next = Worker::start(&workers_addr(&server), "next", 1);
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    assert_eq!(ended["nodes"]["first"]["attempts"], 1);
+    assert_eq!(ended["outputs"]["first"]["stdout"]["pid"], draining.pid());
+    assert_eq!(ended["outputs"]["second"]["stdout"]["pid"], next.pid());
+    let of_first: Vec<Effect> = effects(&log)
+        .into_iter()
+        .filter(|e| e.attempt_id == first[0])
+        .collect();
+    assert_eq!(of_first.len(), 2, "one start, one end: {of_first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_two_slots_never_holds_more_than_two_attempts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-slots");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let worker = Worker::start(&workers_addr(&server), "narrow", 2);
+    let run = start_run(&client, &fan_out(&log, 200, 20)).await;
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED");
+    // Replaying the log: the commands running at once, at every line.
+    let (mut running, mut most) = (0_i32, 0_i32);
+    let effects = effects(&log);
+    for e in &effects {
+        running += if e.end { -1 } else { 1 };
+        most = most.max(running);
+    }
+    assert_eq!(effects.len(), 400);
+    assert_eq!(most, 2, "at most two at once, and two were");
+    let tally = worker.drain();
+    assert_eq!(tally, (200, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_with_sigkill_resumes_and_old_fences_are_stale() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-coordinator-kill");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--config",
+        config.as_str(),
+        "--worker-listen",
+        listen.as_str(),
+    ];
+    let mut server = Server::start(&dir, &args);
+    let client = server.client();
+    let worker = Worker::start(&listen, "steady", 4);
+    let def = json!({"title": "restart", "actions": [
+        remote("quick", &log, 10, &[]),
+        remote("slow1", &log, 2_500, &["quick"]),
+        remote("slow2", &log, 2_500, &["quick"]),
+    ]});
+    let run = start_run(&client, &def).await;
+    let started = until_started_by(&log, worker.pid(), 3).await;
+    server.signal(libc::SIGKILL);
+    server.wait();
+    let restarted = Server::start(&dir, &args);
+    let client = restarted.client();
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    assert_eq!(
+        ended["nodes"]["quick"]["attempts"], 1,
+        "not run again: {ended}"
+    );
+    let quick: Vec<Effect> = effects(&log)
+        .into_iter()
+        .filter(|e| node_of(&e.attempt_id) == "quick")
+        .collect();
+    assert_eq!(quick.len(), 2, "one start, one end: {quick:?}");
+    for node in ["slow1", "slow2"] {
+        assert_eq!(ended["nodes"][node]["attempts"], 2, "{ended}");
+    }
+    // The attempts that ran across the crash were answered stale or stopped by the
+    // worker; their retries were acknowledged.
+    let (acknowledged, stale, stopped) = worker.drain();
+    assert_eq!(
+        stale + stopped,
+        2,
+        "{started:?}: stale {stale}, stopped {stopped}"
+    );
+    assert!(
+        acknowledged >= 3,
+        "quick, and the two retries: {acknowledged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_worker_a_remote_node_stays_queued_until_its_queue_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-none");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let def = json!({
+        "title": "alone",
+        "actions": [remote("alone", &log, 10, &[])],
+        "nodes": {"alone": {"ref": "alone", "queueTimeoutSeconds": 1.5}}
+    });
+    let run = start_run(&client, &def).await;
+    let status = client.get(&format!("/v1/runs/{run}")).await.json();
+    assert_eq!(status["nodes"]["alone"]["status"], "QUEUED", "{status}");
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "FAILED", "{ended}");
+    let events = events(&client, &run).await;
+    let failed = events.iter().find(|e| e["type"] == "FAILED").unwrap();
+    assert_eq!(failed["error"]["type"], "QueueTimeoutError", "{failed}");
+    assert!(effects(&log).is_empty());
+}
+
+/// The engine's definition check: a remote node needs workers, and takes only `queue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_node_needs_a_coordinator_with_workers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-refused");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let server = Server::start(&dir, &["--config", &config]);
+    let client = server.client();
+    let def = json!({"title": "x", "actions": [remote("r", &log, 10, &[])]});
+    let answer = client
+        .post_json("/v1/runs", &json!({"definition": def}))
+        .await;
+    assert_eq!(
+        answer.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    assert!(text.contains("actions[0].runner.kind"), "{text}");
+    assert!(text.contains("--worker-listen"), "{text}");
+}
