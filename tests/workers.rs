@@ -554,3 +554,369 @@ async fn a_remote_node_needs_a_coordinator_with_workers() {
     assert!(text.contains("actions[0].runner.kind"), "{text}");
     assert!(text.contains("--worker-listen"), "{text}");
 }
+
+mod calls {
+    //! Bad calls against a real coordinator, each with its own gRPC status.
+
+    use shipsec_orchestrator::worker::PROTOCOL_VERSION;
+    use shipsec_orchestrator::worker::proto::{self, worker_client::WorkerClient};
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    /// A message that puts a number where `worker_id`'s text belongs: not decodable as
+    /// any of the service's requests.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbled {
+        #[prost(uint64, tag = "1")]
+        worker_id: u64,
+    }
+
+    fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request
+    }
+
+    fn registration(worker: &str) -> proto::RegisterRequest {
+        proto::RegisterRequest {
+            worker_id: worker.into(),
+            sdk: "test/0".into(),
+            protocol_version: PROTOCOL_VERSION,
+            components: vec![proto::ComponentSpec {
+                id: "core.echo".into(),
+                summary: String::new(),
+            }],
+            slots: 1,
+            ..proto::RegisterRequest::default()
+        }
+    }
+
+    async fn register(
+        client: &mut WorkerClient<Channel>,
+        message: proto::RegisterRequest,
+        token: Option<&str>,
+    ) -> Code {
+        match client.register(with_token(message, token)).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    async fn complete(
+        client: &mut WorkerClient<Channel>,
+        outcome: Option<proto::complete_request::Outcome>,
+    ) -> Result<proto::Verdict, Code> {
+        let call = proto::CompleteRequest {
+            attempt_id: "no-run/nothing/1".into(),
+            fence: 1,
+            outcome,
+            worker_id: "w1".into(),
+        };
+        client
+            .complete(with_token(call, Some("secret-1")))
+            .await
+            .map(|a| a.into_inner().verdict())
+            .map_err(|s| s.code())
+    }
+
+    fn success(output: &str) -> Option<proto::complete_request::Outcome> {
+        Some(proto::complete_request::Outcome::Success(proto::Success {
+            output_json: output.into(),
+            active_ports: vec![],
+        }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_calls_get_their_own_grpc_statuses_and_the_coordinator_goes_on() {
+        let _one = super::ONE_AT_A_TIME.lock().await;
+        let dir = super::scratch("worker-calls");
+        let tokens = dir.join("workers.tokens");
+        std::fs::write(&tokens, "# worker token\nw1 secret-1\nw2 secret-2\n").unwrap();
+        let tokens = tokens.display().to_string();
+        let server = super::Server::start(
+            &dir,
+            &[
+                "--worker-listen",
+                "127.0.0.1:0",
+                "--worker-token-file",
+                &tokens,
+            ],
+        );
+        let url = format!("http://{}", super::workers_addr(&server));
+        let mut client = WorkerClient::connect(url.clone()).await.unwrap();
+        let w1 = Some("secret-1");
+
+        // Who calls.
+        assert_eq!(
+            register(&mut client, registration("w1"), None).await,
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            register(&mut client, registration("w1"), Some("nope")).await,
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            register(&mut client, registration("w2"), w1).await,
+            Code::PermissionDenied
+        );
+        // What it says.
+        let mut other_version = registration("w1");
+        other_version.protocol_version = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            register(&mut client, other_version, w1).await,
+            Code::FailedPrecondition
+        );
+        let mut no_slots = registration("w1");
+        no_slots.slots = 0;
+        assert_eq!(
+            register(&mut client, no_slots, w1).await,
+            Code::InvalidArgument
+        );
+        let mut nothing_hosted = registration("w1");
+        nothing_hosted.components.clear();
+        assert_eq!(
+            register(&mut client, nothing_hosted, w1).await,
+            Code::InvalidArgument
+        );
+        let mut long_id = registration("w1");
+        long_id.components[0].id = "c".repeat(300);
+        assert_eq!(
+            register(&mut client, long_id, w1).await,
+            Code::InvalidArgument
+        );
+        // Out of order: polls and heartbeats before registering.
+        let poll = proto::PollRequest {
+            worker_id: "w1".into(),
+            free_slots: 1,
+            wait_ms: 0,
+        };
+        let polled = client.poll_attempts(with_token(poll.clone(), w1)).await;
+        assert_eq!(polled.unwrap_err().code(), Code::FailedPrecondition);
+        let beat = proto::HeartbeatRequest {
+            worker_id: "w1".into(),
+            attempts: vec![],
+        };
+        let beaten = client.heartbeat(with_token(beat, w1)).await;
+        assert_eq!(beaten.unwrap_err().code(), Code::FailedPrecondition);
+        let drained = client
+            .drain(with_token(
+                proto::DrainRequest {
+                    worker_id: "w1".into(),
+                },
+                w1,
+            ))
+            .await;
+        assert_eq!(drained.unwrap_err().code(), Code::FailedPrecondition);
+
+        assert_eq!(
+            register(&mut client, registration("w1"), w1).await,
+            Code::Ok
+        );
+        assert!(client.poll_attempts(with_token(poll, w1)).await.is_ok());
+        // Completions: malformed ones refused, one of an attempt nobody leased is stale.
+        assert_eq!(
+            complete(&mut client, None).await,
+            Err(Code::InvalidArgument)
+        );
+        assert_eq!(
+            complete(&mut client, success("[1, 2]")).await,
+            Err(Code::InvalidArgument)
+        );
+        assert_eq!(
+            complete(&mut client, success("{\"a\":")).await,
+            Err(Code::InvalidArgument)
+        );
+        let untyped = Some(proto::complete_request::Outcome::Failure(
+            proto::Failure::default(),
+        ));
+        assert_eq!(
+            complete(&mut client, untyped).await,
+            Err(Code::InvalidArgument)
+        );
+        assert_eq!(
+            complete(&mut client, success("{}")).await,
+            Ok(proto::Verdict::Stale)
+        );
+
+        // Oversized: past the 64 MiB message limit.
+        let mut huge = registration("w1");
+        huge.components[0].summary = "x".repeat(65 << 20);
+        let mut big_client = WorkerClient::connect(url.clone())
+            .await
+            .unwrap()
+            .max_encoding_message_size(128 << 20);
+        assert_eq!(register(&mut big_client, huge, w1).await, Code::OutOfRange);
+        // Malformed bytes: not a request of this service.
+        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
+        let mut raw = tonic::client::Grpc::new(channel);
+        raw.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/shipsec.worker.v1.Worker/Register",
+        );
+        let garbled: Result<tonic::Response<Garbled>, tonic::Status> = raw
+            .unary(
+                with_token(Garbled { worker_id: 7 }, w1),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        assert_eq!(garbled.unwrap_err().code(), Code::Internal);
+
+        // Nothing broke: the coordinator still registers workers and serves the API.
+        assert_eq!(
+            register(&mut client, registration("w1"), w1).await,
+            Code::Ok
+        );
+        let health = server.client().get("/readyz").await;
+        assert_eq!(health.status, 200);
+    }
+}
+
+mod hosts {
+    //! The coordinator and three workers in network namespaces of the test's own, joined
+    //! by veth pairs; one worker's link is cut mid-run.
+
+    use std::collections::BTreeSet;
+    use std::process::Command;
+
+    use super::{Server, Worker, effects, fan_out, node_of, result, start_run, until_started_by};
+
+    /// Namespaces and links made by the test, deleted when dropped (their veths go with
+    /// them).
+    struct Namespaces(Vec<String>);
+
+    impl Drop for Namespaces {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+
+    fn ip(args: &[&str]) {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {}", args.join(" "));
+    }
+
+    /// The coordinator's namespace and three workers', each worker `i` on its own veth
+    /// pair: the coordinator at 10.201.i.1, the worker at 10.201.i.2. `None` where
+    /// namespaces cannot be made (not root, no support).
+    fn namespaces() -> Option<Namespaces> {
+        let tag = std::process::id() % 100_000;
+        let coordinator = format!("shipsec-c{tag}");
+        let made = Command::new("ip")
+            .args(["netns", "add", &coordinator])
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let mut all = Namespaces(vec![coordinator.clone()]);
+        for i in 1..=3 {
+            let worker = format!("shipsec-w{tag}-{i}");
+            ip(&["netns", "add", &worker]);
+            all.0.push(worker.clone());
+            let (near, far) = (format!("sc{tag}-{i}"), format!("sw{tag}-{i}"));
+            ip(&[
+                "link",
+                "add",
+                &near,
+                "netns",
+                &coordinator,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &far,
+                "netns",
+                &worker,
+            ]);
+            let c = |args: &[&str]| ip(&[&["-n", &coordinator][..], args].concat());
+            let w = |args: &[&str]| ip(&[&["-n", &worker][..], args].concat());
+            c(&["addr", "add", &format!("10.201.{i}.1/24"), "dev", &near]);
+            w(&["addr", "add", &format!("10.201.{i}.2/24"), "dev", &far]);
+            c(&["link", "set", &near, "up"]);
+            w(&["link", "set", &far, "up"]);
+            w(&["link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &coordinator, "link", "set", "lo", "up"]);
+        Some(all)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_cut_off_mid_run_loses_its_attempts_to_the_others() {
+        let _one = super::ONE_AT_A_TIME.lock().await;
+        let Some(ns) = namespaces() else {
+            eprintln!(
+                "SKIPPED a_worker_cut_off_mid_run_loses_its_attempts_to_the_others: cannot make network namespaces here (needs root and `ip netns`)"
+            );
+            return;
+        };
+        let tag = std::process::id() % 100_000;
+        let dir = super::scratch("worker-hosts");
+        let log = dir.join("effects.log");
+        let config = super::coordinator_config(&dir);
+        let tokens = dir.join("workers.tokens");
+        std::fs::write(&tokens, "w1 token-1\nw2 token-2\nw3 token-3\n").unwrap();
+        for i in 1..=3 {
+            std::fs::write(dir.join(format!("w{i}.token")), format!("token-{i}\n")).unwrap();
+        }
+        let socket = format!("unix:{}", dir.join("api.sock").display());
+        let server = Server::start_through(
+            &["ip", "netns", "exec", &ns.0[0]],
+            &dir,
+            &["--listen", &socket],
+            &[
+                "--config",
+                &config,
+                "--worker-listen",
+                "0.0.0.0:7233",
+                "--worker-token-file",
+                &tokens.display().to_string(),
+            ],
+            &[],
+        );
+        let client = server.client();
+        let workers: Vec<Worker> = (1..=3)
+            .map(|i| {
+                let token = dir.join(format!("w{i}.token")).display().to_string();
+                Worker::start_with(
+                    &["ip", "netns", "exec", &ns.0[i]],
+                    &format!("10.201.{i}.1:7233"),
+                    &format!("w{i}"),
+                    3,
+                    &["--token-file", &token],
+                )
+            })
+            .collect();
+        let run = start_run(&client, &fan_out(&log, 9, 3_000)).await;
+        let cut = until_started_by(&log, workers[1].pid(), 3).await;
+        ip(&["-n", &ns.0[0], "link", "set", &format!("sc{tag}-2"), "down"]);
+        let ended = result(&client, &run).await;
+        assert_eq!(ended["status"], "COMPLETED", "{ended}");
+        let moved: BTreeSet<String> = cut.iter().map(|a| node_of(a)).collect();
+        let others = [workers[0].pid(), workers[2].pid()];
+        for i in 1..=9 {
+            let node = format!("n{i}");
+            let expected = if moved.contains(&node) { 2 } else { 1 };
+            assert_eq!(
+                ended["nodes"][&node]["attempts"], expected,
+                "{node}: {ended}"
+            );
+            let pid = ended["outputs"][&node]["stdout"]["pid"].as_u64().unwrap();
+            assert!(
+                others.contains(&u32::try_from(pid).unwrap()),
+                "{node} ran on {pid}"
+            );
+        }
+        // The cut-off worker ran its three to their end too, but none was counted.
+        let ends = effects(&log).into_iter().filter(|e| e.end).count();
+        assert!(ends >= 9, "{ends}");
+        // The processes go before their namespaces.
+        drop(workers);
+        drop(server);
+    }
+}

@@ -82,7 +82,25 @@ impl Server {
     /// As [`Server::start_on`], with `env` set in the server's environment (none of the
     /// test's own `SHIPSEC_API_TOKEN` or `OTEL_*` variables otherwise).
     pub fn start_with(dir: &Path, listen: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(binary());
+        Server::start_through(&[], dir, listen, extra, env)
+    }
+
+    /// As [`Server::start_with`], run through `prefix` (`ip netns exec NS`).
+    pub fn start_through(
+        prefix: &[&str],
+        dir: &Path,
+        listen: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .arg("serve")
             .args(listen)
