@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::worker::client::{Worker, WorkerError, WorkerOptions, WorkerSummary};
+use shipsec_orchestrator::worker::client::{
+    OnStart, Worker, WorkerError, WorkerOptions, WorkerSummary,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,9 @@ pub(crate) struct WorkerArgs {
     /// A label to register with, `KEY=VALUE` (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Print `started <attemptId>` as each attempt starts here.
+    #[arg(long)]
+    print_attempts: bool,
 }
 
 pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode {
@@ -97,6 +102,11 @@ fn options(args: &WorkerArgs) -> Result<WorkerOptions> {
         slots: args.slots,
         queues: args.queues.clone(),
         labels,
+        on_start: args.print_attempts.then(|| {
+            OnStart(std::sync::Arc::new(|attempt: &str| {
+                println!("started {attempt}");
+            }))
+        }),
     })
 }
 

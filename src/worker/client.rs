@@ -66,6 +66,18 @@ pub struct WorkerOptions {
     pub queues: Vec<String>,
     /// Labels it registers with.
     pub labels: HashMap<String, String>,
+    /// Called with each attempt's id as it starts on this worker.
+    pub on_start: Option<OnStart>,
+}
+
+/// A hook called with an attempt's id as it starts (`shipsec worker --print-attempts`).
+#[derive(Clone)]
+pub struct OnStart(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart(..)")
+    }
 }
 
 /// Why a worker cannot start or go on.
@@ -255,9 +267,20 @@ impl Registered {
         let shared = self.0;
         let beats = CancellationToken::new();
         let heartbeat = tokio::spawn(shared.clone().heartbeat_until(beats.clone()));
+        // The coordinator hears of the drain at once: a poll in flight is answered, and
+        // nothing more is leased here.
+        let told = tokio::spawn({
+            let (shared, drain) = (shared.clone(), drain.clone());
+            async move {
+                drain.cancelled().await;
+                shared.drain().await;
+            }
+        });
         let polled = shared.clone().poll_until(drain.clone()).await;
         if polled.is_ok() {
-            shared.drain().await;
+            let _ = told.await;
+        } else {
+            told.abort();
         }
         // Whatever it holds ends here: every slot back.
         let _all = shared.slots.acquire_many(shared.options.slots).await;
@@ -506,6 +529,9 @@ impl Shared {
             tracing::warn!(target: "shipsec::worker", attempt_id = %attempt.attempt_id, "an attempt beyond the free slots: not run");
             return;
         };
+        if let Some(OnStart(hook)) = &self.options.on_start {
+            hook(&attempt.attempt_id);
+        }
         let cancel = CancellationToken::new();
         let mut held = lock(&self.held);
         let task = tokio::spawn(
