@@ -186,7 +186,7 @@ async fn serve_workers(
         let (gateway, stop) = (gateway.clone(), stop.clone());
         async move { gateway.expire_until(stop).await }
     });
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = Gateway::incoming(listener);
     let served = tonic::transport::Server::builder()
         .add_service(gateway.service())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

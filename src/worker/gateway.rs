@@ -149,6 +149,19 @@ impl Gateway {
         self.tell_capacities(&mut self.lock());
     }
 
+    /// The connections `listener` accepts, without Nagle's delay: polls and completions
+    /// are small messages a round trip waits for.
+    pub fn incoming(
+        listener: tokio::net::TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        use tokio_stream::StreamExt;
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+            let stream = accepted?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+
     /// The gRPC service to serve.
     pub fn service(&self) -> worker_server::WorkerServer<Gateway> {
         worker_server::WorkerServer::new(self.clone())

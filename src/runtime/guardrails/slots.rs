@@ -45,13 +45,24 @@ enum Resource {
     Pool(Arc<str>),
 }
 
+/// Requests with the same needs, consecutive in arrival order.
+#[derive(Debug)]
+struct Waiting {
+    needs: Needs,
+    tickets: VecDeque<u64>,
+}
+
 /// Granted and waiting attempts of the whole engine.
 #[derive(Debug)]
 pub struct SlotBook {
     engine_cap: Option<u32>,
     used: HashMap<Resource, u32>,
     buckets: HashMap<Arc<str>, Bucket>,
-    queue: VecDeque<(u64, Needs)>,
+    /// Waiting requests in arrival order, alike neighbours (same needs) kept together:
+    /// a fan-out of thousands of alike requests is one entry, so a grant costs a look at
+    /// each distinct group waiting, not at every request.
+    queue: VecDeque<Waiting>,
+    queued: usize,
     active: usize,
     /// Worker slots of each remote pool.
     pools: HashMap<Arc<str>, u32>,
@@ -65,6 +76,7 @@ impl SlotBook {
             used: HashMap::new(),
             buckets: HashMap::new(),
             queue: VecDeque::new(),
+            queued: 0,
             active: 0,
             pools: HashMap::new(),
         }
@@ -83,7 +95,7 @@ impl SlotBook {
 
     /// Requests waiting.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queued
     }
 
     /// Requests granted and not yet released.
@@ -93,16 +105,27 @@ impl SlotBook {
 
     /// Queues a request; returns the tickets granted now (this one or none).
     pub fn request(&mut self, ticket: u64, needs: Needs, now: Instant) -> Vec<u64> {
-        self.queue.push_back((ticket, needs));
+        match self.queue.back_mut() {
+            Some(last) if last.needs == needs => last.tickets.push_back(ticket),
+            _ => self.queue.push_back(Waiting {
+                needs,
+                tickets: VecDeque::from([ticket]),
+            }),
+        }
+        self.queued += 1;
         self.pump(now)
     }
 
     /// Withdraws a waiting request. Returns whether it was waiting (false if it was
     /// granted already, in which case the grant must be released).
     pub fn cancel(&mut self, ticket: u64, now: Instant) -> (bool, Vec<u64>) {
-        let before = self.queue.len();
-        self.queue.retain(|(t, _)| *t != ticket);
-        let was_waiting = self.queue.len() < before;
+        let before = self.queued;
+        for waiting in &mut self.queue {
+            waiting.tickets.retain(|t| *t != ticket);
+        }
+        self.queue.retain(|w| !w.tickets.is_empty());
+        self.queued = self.queue.iter().map(|w| w.tickets.len()).sum();
+        let was_waiting = self.queued < before;
         (
             was_waiting,
             if was_waiting {
@@ -138,7 +161,7 @@ impl SlotBook {
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let mut blocked = HashSet::new();
         let mut earliest: Option<Instant> = None;
-        for (_, needs) in &self.queue {
+        for Waiting { needs, .. } in &self.queue {
             if let Some(rate) = needs.rate {
                 let key = &needs.component.0;
                 if blocked.insert(key.clone()) {
@@ -166,19 +189,30 @@ impl SlotBook {
     }
 
     /// Grants every waiting request it can, in arrival order.
+    ///
+    /// Within a group of alike requests, the first one that lacks something stops the
+    /// group: the others need the same, and what it lacks is reserved now.
     fn pump(&mut self, now: Instant) -> Vec<u64> {
         let mut granted = Vec::new();
         let mut reserved: HashSet<Resource> = HashSet::new();
         let mut i = 0;
         while i < self.queue.len() {
-            let needs = self.queue[i].1.clone();
-            let lacking = self.lacking(&needs, &reserved, now);
-            if lacking.is_empty() {
+            let needs = self.queue[i].needs.clone();
+            loop {
+                let lacking = self.lacking(&needs, &reserved, now);
+                if !lacking.is_empty() {
+                    reserved.extend(lacking);
+                    i += 1;
+                    break;
+                }
                 self.take(&needs, now);
-                granted.push(self.queue.remove(i).map_or(0, |(t, _)| t));
-            } else {
-                reserved.extend(lacking);
-                i += 1;
+                self.queued -= 1;
+                let group = &mut self.queue[i].tickets;
+                granted.extend(group.pop_front());
+                if group.is_empty() {
+                    self.queue.remove(i);
+                    break;
+                }
             }
         }
         granted
@@ -265,6 +299,159 @@ fn slot_resources(needs: &Needs) -> Vec<Resource> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The book's fairness rule stated as plainly as it reads: every waiting request in
+    /// arrival order, one at a time, each taking what it can unless an earlier waiting
+    /// one reserved it (no groups, no shortcuts; caps and pools, no rates).
+    struct Reference {
+        engine_cap: Option<u32>,
+        pools: HashMap<Arc<str>, u32>,
+        used: HashMap<Resource, u32>,
+        queue: Vec<(u64, Needs)>,
+    }
+
+    impl Reference {
+        fn cap(&self, r: &Resource, needs: &Needs) -> Option<u32> {
+            match r {
+                Resource::Engine => self.engine_cap,
+                Resource::Pool(p) => Some(self.pools.get(p).copied().unwrap_or(0)),
+                Resource::Run(_) => needs.run.1,
+                Resource::Component(_) => needs.component.1,
+                Resource::Group(_, _) => needs.group.as_ref().map(|g| g.1),
+                Resource::Rate(_) => None,
+            }
+        }
+
+        fn pump(&mut self) -> Vec<u64> {
+            let mut granted = Vec::new();
+            let mut reserved = HashSet::new();
+            let mut waiting = Vec::new();
+            for (ticket, needs) in std::mem::take(&mut self.queue) {
+                let lacking: Vec<Resource> = slot_resources(&needs)
+                    .into_iter()
+                    .filter(|r| {
+                        reserved.contains(r)
+                            || self
+                                .cap(r, &needs)
+                                .is_some_and(|cap| self.used.get(r).copied().unwrap_or(0) >= cap)
+                    })
+                    .collect();
+                if lacking.is_empty() {
+                    for r in slot_resources(&needs) {
+                        *self.used.entry(r).or_insert(0) += 1;
+                    }
+                    granted.push(ticket);
+                } else {
+                    reserved.extend(lacking);
+                    waiting.push((ticket, needs));
+                }
+            }
+            self.queue = waiting;
+            granted
+        }
+
+        fn release(&mut self, needs: &Needs) -> Vec<u64> {
+            for r in slot_resources(needs) {
+                if let Some(n) = self.used.get_mut(&r) {
+                    *n -= 1;
+                }
+            }
+            self.pump()
+        }
+    }
+
+    /// What a random schedule does.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Request(usize),
+        Release(usize),
+        Cancel(usize),
+        SetPool(u32),
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    fn kinds() -> Vec<Needs> {
+        let pool: Arc<str> = "scan@default".into();
+        vec![
+            needs(1, Some(2), "a", None),
+            needs(1, Some(2), "b", Some(1)),
+            needs(2, None, "a", None),
+            Needs {
+                pool: Some(pool.clone()),
+                ..needs(2, None, "remote", Some(3))
+            },
+            Needs {
+                pool: Some(pool),
+                group: Some(("g".into(), 1)),
+                ..needs(3, None, "remote", None)
+            },
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Alike neighbours grouped, the book grants exactly what the plain rule grants,
+        /// step by step.
+        #[test]
+        fn grouped_requests_are_granted_as_the_plain_rule_grants_them(
+            engine_cap in proptest::option::of(1u32..5),
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => (0usize..5).prop_map(Step::Request),
+                    3 => (0usize..8).prop_map(Step::Release),
+                    1 => (0usize..8).prop_map(Step::Cancel),
+                    1 => (0u32..4).prop_map(Step::SetPool),
+                ],
+                1..80,
+            ),
+        ) {
+            let now = Instant::now();
+            let kinds = kinds();
+            let mut book = SlotBook::new(engine_cap);
+            let mut plain = Reference { engine_cap, pools: HashMap::new(), used: HashMap::new(), queue: Vec::new() };
+            let mut active: Vec<(u64, Needs)> = Vec::new();
+            let mut waiting: Vec<(u64, Needs)> = Vec::new();
+            for (ticket, step) in (1u64..).zip(steps) {
+                let (got, expected) = match step {
+                    Step::Request(k) => {
+                        let needs = kinds[k].clone();
+                        waiting.push((ticket, needs.clone()));
+                        plain.queue.push((ticket, needs.clone()));
+                        (book.request(ticket, needs, now), plain.pump())
+                    }
+                    Step::Release(i) if !active.is_empty() => {
+                        let (_, needs) = active.remove(i % active.len());
+                        (book.release(&needs, now), plain.release(&needs))
+                    }
+                    Step::Cancel(i) if !waiting.is_empty() => {
+                        let (t, _) = waiting.remove(i % waiting.len());
+                        plain.queue.retain(|(q, _)| *q != t);
+                        let (was, granted) = book.cancel(t, now);
+                        proptest::prop_assert!(was);
+                        (granted, plain.pump())
+                    }
+                    Step::SetPool(slots) => {
+                        if slots == 0 {
+                            plain.pools.remove("scan@default");
+                        } else {
+                            plain.pools.insert("scan@default".into(), slots);
+                        }
+                        (book.set_pool("scan@default".into(), slots, now), plain.pump())
+                    }
+                    _ => continue,
+                };
+                proptest::prop_assert_eq!(&got, &expected);
+                for t in got {
+                    let at = waiting.iter().position(|(w, _)| *w == t).unwrap();
+                    active.push(waiting.remove(at));
+                }
+                proptest::prop_assert_eq!(book.queued(), waiting.len());
+                proptest::prop_assert_eq!(book.active(), active.len());
+            }
+        }
+    }
 
     fn needs(run: RunKey, run_cap: Option<u32>, comp: &str, comp_cap: Option<u32>) -> Needs {
         Needs {
