@@ -135,6 +135,7 @@ async fn engine() -> (Handle, CancellationToken) {
             queues: Vec::new(),
             labels: Default::default(),
             on_start: None,
+            tls_ca: None,
         };
         let worker = Worker::new(options, &builtins, "core.echo").expect("worker");
         let registered = worker.register().await.expect("registered");

@@ -60,6 +60,21 @@ pub(crate) struct ServeArgs {
     /// Without it, --worker-listen must be a loopback address.
     #[arg(long, value_name = "FILE")]
     worker_token_file: Option<PathBuf>,
+    /// Serve workers over TLS (rustls) with this certificate chain (PEM); needs
+    /// --worker-tls-key. Workers connect with `https://` and trust its CA.
+    #[arg(long, value_name = "FILE", requires = "worker_tls_key")]
+    worker_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --worker-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "worker_tls_cert")]
+    worker_tls_key: Option<PathBuf>,
+}
+
+/// The worker listener, bound, and what serves it.
+struct Workers {
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    /// Plain, or TLS with the certificate checked at start.
+    server: tonic::transport::Server,
 }
 
 /// A usage problem: exit 2.
@@ -143,13 +158,25 @@ async fn workers(
     args: &ServeArgs,
     config: &EngineConfig,
     registry: &mut ComponentRegistry,
-) -> Result<Option<(Gateway, tokio::net::TcpListener)>> {
+) -> Result<Option<Workers>> {
     let Some(addr) = &args.worker_listen else {
-        if args.worker_token_file.is_some() {
-            bail!(Usage("--worker-token-file needs --worker-listen".into()));
+        if args.worker_token_file.is_some() || args.worker_tls_cert.is_some() {
+            bail!(Usage(
+                "--worker-token-file and --worker-tls-cert need --worker-listen".into()
+            ));
         }
         return Ok(None);
     };
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.worker_tls_cert, &args.worker_tls_key) {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Usage(format!("--worker-tls-cert and --worker-tls-key: {e}")))?;
+    }
     let tokens = match &args.worker_token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -172,22 +199,27 @@ async fn workers(
         .with_context(|| format!("binding the worker listener {addr}"))?;
     let gateway = Gateway::new(config.workers.clone(), tokens);
     registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
-    Ok(Some((gateway, listener)))
+    Ok(Some(Workers {
+        gateway,
+        listener,
+        server,
+    }))
 }
 
 /// Serves the workers until `stop` fires (after the engine has stopped: attempts it
 /// waits for during its grace still complete).
-async fn serve_workers(
-    gateway: Gateway,
-    listener: tokio::net::TcpListener,
-    stop: CancellationToken,
-) {
+async fn serve_workers(workers: Workers, stop: CancellationToken) {
+    let Workers {
+        gateway,
+        listener,
+        mut server,
+    } = workers;
     let expiry = tokio::spawn({
         let (gateway, stop) = (gateway.clone(), stop.clone());
         async move { gateway.expire_until(stop).await }
     });
     let incoming = Gateway::incoming(listener);
-    let served = tonic::transport::Server::builder()
+    let served = server
         .add_service(gateway.service())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
@@ -241,19 +273,19 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     let stop = service.stopping();
     let server = tokio::spawn(listen::serve(service.router(), bound, stop.clone()));
     let workers_stop = CancellationToken::new();
-    let gateway = workers.map(|(gateway, listener)| {
+    let gateway = workers.map(|workers| {
         println!(
             "serving workers on {}",
-            listener
+            workers
+                .listener
                 .local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         );
-        let task = tokio::spawn(serve_workers(
-            gateway.clone(),
-            listener,
-            workers_stop.clone(),
-        ));
-        (gateway, task)
+        let gateway = workers.gateway.clone();
+        (
+            gateway,
+            tokio::spawn(serve_workers(workers, workers_stop.clone())),
+        )
     });
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     let grace = config.cancel_grace;

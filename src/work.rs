@@ -43,6 +43,10 @@ pub(crate) struct WorkerArgs {
     /// A label to register with, `KEY=VALUE` (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// The CA certificate (PEM) of an `https://` coordinator (its --worker-tls-cert's
+    /// issuer).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// Print `started <attemptId>` as each attempt starts here.
     #[arg(long)]
     print_attempts: bool,
@@ -102,6 +106,12 @@ fn options(args: &WorkerArgs) -> Result<WorkerOptions> {
         slots: args.slots,
         queues: args.queues.clone(),
         labels,
+        tls_ca: match &args.tls_ca {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        },
         on_start: args.print_attempts.then(|| {
             OnStart(std::sync::Arc::new(|attempt: &str| {
                 println!("started {attempt}");

@@ -37,7 +37,8 @@ struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker of `coordinator` (`HOST:PORT`) and waits for its registration.
+    /// Starts a worker of `coordinator` (`HOST:PORT`, or a URL) and waits for its
+    /// registration.
     fn start(coordinator: &str, id: &str, slots: u32) -> Worker {
         Worker::start_with(&[], coordinator, id, slots, &[])
     }
@@ -63,7 +64,11 @@ impl Worker {
         command
             .arg("worker")
             .arg("--coordinator")
-            .arg(format!("http://{coordinator}"))
+            .arg(if coordinator.contains("://") {
+                coordinator.to_owned()
+            } else {
+                format!("http://{coordinator}")
+            })
             .args(["--id", id, "--slots", &slots.to_string()])
             .args(extra)
             .stdout(Stdio::piped())
@@ -919,4 +924,58 @@ mod hosts {
         drop(workers);
         drop(server);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_over_tls_run_attempts_and_plaintext_is_not_spoken() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-tls");
+    let log = dir.join("effects.log");
+    let config = coordinator_config(&dir);
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let (cert, key, ca) = (
+        tls.join("coordinator.pem").display().to_string(),
+        tls.join("coordinator.key").display().to_string(),
+        tls.join("ca.pem").display().to_string(),
+    );
+    let tokens = dir.join("workers.tokens");
+    std::fs::write(&tokens, "sealed secret-sealed\n").unwrap();
+    std::fs::write(dir.join("sealed.token"), "secret-sealed\n").unwrap();
+    let server = Server::start(
+        &dir,
+        &[
+            "--config",
+            &config,
+            "--worker-listen",
+            "127.0.0.1:0",
+            "--worker-token-file",
+            &tokens.display().to_string(),
+            "--worker-tls-cert",
+            &cert,
+            "--worker-tls-key",
+            &key,
+        ],
+    );
+    let addr = workers_addr(&server);
+    let token = dir.join("sealed.token").display().to_string();
+    let url = format!("https://{addr}");
+    let extra = ["--tls-ca", ca.as_str(), "--token-file", token.as_str()];
+    let sealed = Worker::start_with(&[], &url, "sealed", 2, &extra);
+    let client = server.client();
+    let run = start_run(&client, &fan_out(&log, 3, 10)).await;
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    assert_eq!(ended["outputs"]["n1"]["stdout"]["pid"], sealed.pid());
+    // Plaintext gRPC gets no answer from a TLS listener.
+    let plain = shipsec_orchestrator::worker::proto::worker_client::WorkerClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await;
+    if let Ok(mut plain) = plain {
+        let call = shipsec_orchestrator::worker::proto::DrainRequest {
+            worker_id: "sealed".into(),
+        };
+        assert!(plain.drain(call).await.is_err());
+    }
+    assert_eq!(sealed.drain(), (3, 0, 0));
 }

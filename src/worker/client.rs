@@ -68,6 +68,8 @@ pub struct WorkerOptions {
     pub labels: HashMap<String, String>,
     /// Called with each attempt's id as it starts on this worker.
     pub on_start: Option<OnStart>,
+    /// The CA certificate(s) (PEM) an `https://` coordinator's certificate must chain to.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// A hook called with an attempt's id as it starts (`shipsec worker --print-attempts`).
@@ -213,6 +215,31 @@ impl Worker {
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
+        let endpoint = match (
+            &self.options.tls_ca,
+            self.options.coordinator.starts_with("https://"),
+        ) {
+            (Some(ca), true) => {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                endpoint.tls_config(tls).map_err(|e| WorkerError::Address {
+                    url: self.options.coordinator.clone(),
+                    reason: format!("TLS: {e}"),
+                })?
+            }
+            (None, true) => {
+                return Err(WorkerError::Options(
+                    "an https:// coordinator needs the CA that signed its certificate (--tls-ca)"
+                        .into(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(WorkerError::Options(
+                    "--tls-ca is for an https:// coordinator".into(),
+                ));
+            }
+            (None, false) => endpoint,
+        };
         let auth = Auth(
             self.options
                 .token

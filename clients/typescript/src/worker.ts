@@ -88,8 +88,10 @@ export function routed(output: JsonObject, activePorts: string[]): Routed {
 export type ComponentFn = (payload: Payload, context: AttemptContext) => Promise<JsonObject | Routed>;
 
 export interface WorkerOptions {
-  /** The coordinator, `host:port` or `http://host:port`. */
+  /** The coordinator: `http://host:port`, or `https://host:port` with {@link WorkerOptions.ca}. */
   coordinator: string;
+  /** The CA certificate (PEM) an `https://` coordinator's certificate must chain to. */
+  ca?: string | Buffer;
   /** This worker's bearer token, when the coordinator has tokens. */
   token?: string;
   /** Unique among the coordinator's workers. */
@@ -192,8 +194,14 @@ export class Worker {
   async start(): Promise<void> {
     if (this.components.size === 0) throw new Error('a worker hosts at least one component');
     const Service = loadService();
+    const secure = this.options.coordinator.startsWith('https://');
+    if (secure && !this.options.ca) throw new TypeError('an https:// coordinator needs the CA that signed its certificate (ca)');
+    if (!secure && this.options.ca) throw new TypeError('ca is for an https:// coordinator');
+    const credentials = secure
+      ? grpc.credentials.createSsl(Buffer.from(this.options.ca as string | Buffer))
+      : grpc.credentials.createInsecure();
     const target = this.options.coordinator.replace(/^https?:\/\//, '');
-    this.client = new Service(target, grpc.credentials.createInsecure(), {
+    this.client = new Service(target, credentials, {
       'grpc.max_receive_message_length': MAX_MESSAGE,
       'grpc.max_send_message_length': MAX_MESSAGE,
       'grpc.keepalive_time_ms': 1_000,

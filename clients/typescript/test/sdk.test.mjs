@@ -2,7 +2,8 @@
 // routed outputs, cancellation through its AbortSignal, refusals; and the error
 // classification on its own.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -120,6 +121,25 @@ describe('a component function', () => {
       assert.equal(ended.status, 'CANCELLED');
       const summary = await worker.drain();
       assert.deepEqual(summary, { acknowledged: 1, stale: 0, stopped: 0 });
+    } finally {
+      coord.kill();
+    }
+  });
+
+  test('speaks TLS to a coordinator serving workers over TLS', async () => {
+    const tls = fileURLToPath(new URL('../../../tests/tls/', import.meta.url));
+    const coord = await coordinator('', ['--worker-tls-cert', join(tls, 'coordinator.pem'), '--worker-tls-key', join(tls, 'coordinator.key')]);
+    const ca = readFileSync(join(tls, 'ca.pem'));
+    const worker = new Worker({ coordinator: `https://${coord.workers}`, workerId: 'sealed', ca })
+      .component('ts.sealed', async ({ params }) => ({ sealed: params.n }));
+    try {
+      await worker.start();
+      const runId = await startRun(coord, { title: 'tls', actions: [remote('s', 'ts.sealed', { n: 7 })] });
+      const ended = await result(coord, runId);
+      assert.deepEqual(ended.outputs.s, { sealed: 7 });
+      assert.deepEqual(await worker.drain(), { acknowledged: 1, stale: 0, stopped: 0 });
+      const trustless = new Worker({ coordinator: `https://${coord.workers}`, workerId: 'x' }).component('a', async () => ({}));
+      await assert.rejects(trustless.start(), TypeError);
     } finally {
       coord.kill();
     }
