@@ -632,6 +632,7 @@ mod calls {
         Some(proto::complete_request::Outcome::Success(proto::Success {
             output_json: output.into(),
             active_ports: vec![],
+            routes: false,
         }))
     }
 

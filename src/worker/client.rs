@@ -628,6 +628,7 @@ impl Shared {
         let outcome = match result {
             Ok(out) => Outcome::Success(proto::Success {
                 output_json: serde_json::to_string(&out.output).unwrap_or_else(|_| "{}".into()),
+                routes: out.active_ports.is_some(),
                 active_ports: out.active_ports.unwrap_or_default(),
             }),
             Err(e) => Outcome::Failure(proto::Failure {

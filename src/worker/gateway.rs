@@ -536,7 +536,12 @@ fn outcome_of(outcome: Option<Outcome>) -> Result<ComponentResult, Status> {
             let output: JsonObject = serde_json::from_str(&s.output_json).map_err(|e| {
                 Status::invalid_argument(format!("success.output_json: not a JSON object: {e}"))
             })?;
-            let ports = (!s.active_ports.is_empty()).then_some(s.active_ports);
+            if !s.routes && !s.active_ports.is_empty() {
+                return Err(Status::invalid_argument(
+                    "success.active_ports: given without `routes`",
+                ));
+            }
+            let ports = s.routes.then_some(s.active_ports);
             Ok(Ok(ComponentOutput {
                 output,
                 active_ports: ports,

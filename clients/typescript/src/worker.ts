@@ -404,6 +404,7 @@ export class Worker {
         success: {
           outputJson: JSON.stringify(routedResult ? routedResult.output : result),
           activePorts: routedResult ? routedResult.activePorts : [],
+          routes: routedResult !== undefined,
         },
       };
     } catch (thrown) {

@@ -1,0 +1,160 @@
+//! Remote runs against the reference: the random workflows of `tests/random/mod.rs`, with
+//! every component but the entrypoint configured remote, run through the coordinator (the
+//! gateway served by tonic on 127.0.0.1) and three Rust workers (`worker::client`) over
+//! gRPC, must end as the sequential reference evaluator says, node by node, and
+//! fail-fast runs must stop as docs/semantics.md §4 says — the checks `tests/property.rs`
+//! makes of in-process runs.
+//!
+//! One engine, coordinator and set of workers serve every case. The case count is 1,024
+//! unless `PROPTEST_CASES` says otherwise.
+
+mod common;
+mod random;
+mod reference;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::runtime::definition::RunnerKindDef;
+use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, WorkerConfig};
+use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
+use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use tokio_util::sync::CancellationToken;
+
+use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
+
+/// The components the random workflows use besides the entrypoint: all remote here.
+const REMOTE: [&str; 5] = [
+    "core.echo",
+    "core.fail",
+    "core.flaky",
+    "core.branch",
+    "core.sleep",
+];
+
+/// The engine, its coordinator and three workers of four slots, on one runtime.
+fn remote_engine() -> &'static (tokio::runtime::Runtime, Handle) {
+    static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let handle = runtime.block_on(start());
+        (runtime, handle)
+    })
+}
+
+async fn start() -> Handle {
+    // Heartbeats often (a withdrawn attempt frees its worker's slot at the next one),
+    // leases long (a loaded machine never expires one by accident).
+    let workers = WorkerConfig {
+        heartbeat: Duration::from_millis(50),
+        lease: Duration::from_secs(30),
+    };
+    let gateway = Gateway::new(workers.clone(), WorkerTokens::default());
+    let mut components = BTreeMap::new();
+    for id in REMOTE {
+        let limits = ComponentLimits {
+            runner: Some(RunnerKindDef::Remote),
+            ..ComponentLimits::default()
+        };
+        components.insert(id.to_owned(), limits);
+    }
+    let config = EngineConfig {
+        cancel_grace: Duration::from_secs(1),
+        components,
+        workers,
+        ..EngineConfig::default()
+    };
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
+    let handle = Orchestrator::start_with(config, registry)
+        .await
+        .expect("the orchestrator starts");
+    gateway.attach(handle.remote_pools());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let forever = CancellationToken::new();
+    tokio::spawn({
+        let (gateway, stop) = (gateway.clone(), forever.clone());
+        async move { gateway.expire_until(stop).await }
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(gateway.service())
+            .serve_with_incoming(Gateway::incoming(listener)),
+    );
+    let builtins = ComponentRegistry::with_builtins();
+    for i in 0..3 {
+        let options = WorkerOptions {
+            coordinator: format!("http://{addr}"),
+            token: None,
+            worker_id: format!("property-{i}"),
+            slots: 4,
+            queues: Vec::new(),
+            labels: Default::default(),
+            on_start: None,
+            tls_ca: None,
+        };
+        let worker = Worker::new(options, &builtins, &REMOTE.join(",")).expect("a worker");
+        let registered = worker.register().await.expect("registered");
+        tokio::spawn(registered.serve(forever.clone()));
+    }
+    handle
+}
+
+fn run(case: &Case) -> Result<Finished, String> {
+    let (runtime, handle) = remote_engine();
+    let workflow = common::try_workflow(handle, &case.definition)?;
+    runtime.block_on(async {
+        let submitted = handle
+            .submit_workflow(&workflow, random::run_inputs(), SubmitOptions::default())
+            .await;
+        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
+        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
+        let events = handle
+            .events(run.run_id())
+            .await
+            .map_err(|e| format!("events after the result: {e}"))?
+            .collect()
+            .await;
+        Ok(Finished {
+            graph: workflow.graph().clone(),
+            result,
+            events,
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: random::cases(1024), ..ProptestConfig::default() })]
+
+    /// docs/semantics.md §1–§5, §7, §9 under `skipDependents`, every attempt on a worker.
+    #[test]
+    fn remote_runs_end_as_the_reference_evaluator_says(case in case_gen(Mode::Continue, 40)) {
+        run(&case)
+            .and_then(|f| check_against_reference(&f))
+            .map_err(TestCaseError::fail)?;
+    }
+
+    /// docs/semantics.md §4 `failRun`: the stop reaches attempts on workers too, and
+    /// every node that ended otherwise than CANCELLED-by-the-stop is explained.
+    #[test]
+    fn remote_fail_fast_stops_the_run_and_every_node_that_ended_is_explained(
+        case in case_gen(Mode::FailFast, 20)
+    ) {
+        run(&case)
+            .and_then(|f| check_fail_fast(&f))
+            .map_err(TestCaseError::fail)?;
+    }
+}
