@@ -743,6 +743,15 @@ mod calls {
             complete(&mut client, untyped).await,
             Err(Code::InvalidArgument)
         );
+        let unrouted = Some(proto::complete_request::Outcome::Success(proto::Success {
+            output_json: "{}".into(),
+            active_ports: vec!["a".into()],
+            routes: false,
+        }));
+        assert_eq!(
+            complete(&mut client, unrouted).await,
+            Err(Code::InvalidArgument)
+        );
         assert_eq!(
             complete(&mut client, success("{}")).await,
             Ok(proto::Verdict::Stale)
