@@ -989,3 +989,46 @@ async fn workers_over_tls_run_attempts_and_plaintext_is_not_spoken() {
     }
     assert_eq!(sealed.drain(), (3, 0, 0));
 }
+
+/// The engine's caps count local and remote attempts together (docs/semantics.md §8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_cap_holds_across_local_and_remote_attempts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = scratch("worker-caps");
+    let log = dir.join("effects.log");
+    let config = serve_common::config(
+        &dir,
+        &format!(
+            "{WORKERS}maxConcurrentNodes: 2\nservice:\n  definitions:\n    process:\n      executables: [/bin/sh]\n"
+        ),
+    );
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let worker = Worker::start(&workers_addr(&server), "roomy", 8);
+    let mut def = fan_out(&log, 12, 60);
+    // Every other node runs on the coordinator's host instead.
+    for i in (1..=12).step_by(2) {
+        def["actions"][i].as_object_mut().unwrap().remove("runner");
+    }
+    let run = start_run(&client, &def).await;
+    let ended = result(&client, &run).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    // Replaying the side-effect log: the commands running at once, local and remote.
+    let (mut running, mut most) = (0_i32, 0_i32);
+    let effects = effects(&log);
+    for e in &effects {
+        running += if e.end { -1 } else { 1 };
+        most = most.max(running);
+    }
+    let remote = effects
+        .iter()
+        .filter(|e| e.worker_pid == worker.pid())
+        .count();
+    assert_eq!(remote, 12, "six remote attempts, a start and an end each");
+    assert_eq!(most, 2, "never more than the cap, and the cap was reached");
+    let (acknowledged, ..) = worker.drain();
+    assert_eq!(acknowledged, 6);
+}
