@@ -613,7 +613,19 @@ impl Shared {
                 ),
             )),
             (_, Err(e)) => Err(e),
-            (Some(component), Ok(ctx)) => component.execute(ctx).instrument(span.clone()).await,
+            (Some(component), Ok(ctx)) => {
+                let cancel = ctx.cancel.clone();
+                let mut work = component.execute(ctx).instrument(span.clone());
+                // Past its deadline the engine has given up on it: the component is told
+                // to stop even when the coordinator cannot be reached to say so.
+                tokio::select! {
+                    done = &mut work => done,
+                    () = until(attempt.deadline_unix_ms) => {
+                        cancel.cancel();
+                        work.await
+                    }
+                }
+            }
         };
         if let Some(held) = lock(&self.held).get_mut(&attempt.attempt_id)
             && held.fence == attempt.fence
@@ -752,6 +764,21 @@ impl Shared {
             tracing::warn!(target: "shipsec::worker", attempt_id = %id, reason = why, "attempt stopped");
         }
     }
+}
+
+/// Sleeps until `deadline_unix_ms` (milliseconds since the epoch); forever when it is 0.
+async fn until(deadline_unix_ms: i64) {
+    let Ok(ms) = u64::try_from(deadline_unix_ms) else {
+        return std::future::pending().await;
+    };
+    if ms == 0 {
+        return std::future::pending().await;
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left).await;
 }
 
 /// Takes an attempt out of the held ones when its task ends, however it ends (unless a

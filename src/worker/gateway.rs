@@ -375,6 +375,7 @@ impl RemoteHost for Gateway {
             component_id: node.component_id.to_string(),
             stream_id: node.stream_id.clone().unwrap_or_default(),
             join: node.join.as_str(),
+            attempt_timeout: node.attempt_timeout,
         })
     }
 
@@ -401,6 +402,8 @@ struct RemoteComponent {
     component_id: String,
     stream_id: String,
     join: &'static str,
+    /// The node's per-attempt timeout: the attempt's deadline, counted from its start.
+    attempt_timeout: Option<Duration>,
 }
 
 impl RemoteComponent {
@@ -425,7 +428,12 @@ impl RemoteComponent {
                     .and_then(|f| serde_json::to_string(&**f).ok())
                     .unwrap_or_default(),
             }),
-            deadline_unix_ms: 0,
+            deadline_unix_ms: self.attempt_timeout.map_or(0, |timeout| {
+                let deadline = std::time::SystemTime::now() + timeout;
+                deadline
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            }),
             heartbeat_timeout_ms: 0,
             traceparent: traceparent_of(&tracing::Span::current()).unwrap_or_default(),
         }

@@ -44,7 +44,7 @@ describe('a component function', () => {
             inputMappings: { target: { sourceRef: 'root', sourceHandle: 'target' } },
           }),
         ],
-        nodes: { look: { ref: 'look', joinStrategy: 'any', streamId: 'lane-1' } },
+        nodes: { look: { ref: 'look', joinStrategy: 'any', streamId: 'lane-1', timeoutSeconds: 30 } },
       });
       const ended = await result(coord, runId);
       assert.equal(ended.status, 'COMPLETED', JSON.stringify(ended));
@@ -61,13 +61,16 @@ describe('a component function', () => {
       assert.equal(ctx.joinStrategy, 'any');
       assert.equal(ctx.streamId, 'lane-1');
       assert.equal(ctx.workerId, 'ctx');
+      // The attempt's deadline: its start plus the node's 30 s timeout.
+      const started = Date.parse(ended.nodes.look.startedAt);
+      assert.ok(ctx.deadline >= started + 29_000 && ctx.deadline <= started + 31_000, `${ctx.deadline} vs ${started}`);
       // The attempt's trace context is in the run's trace.
       const [, traceId] = ctx.traceparent.match(/^00-([0-9a-f]{32})-[0-9a-f]{16}-0[01]$/) ?? [];
       const status = (await call(coord, 'GET', `/v1/runs/${runId}`)).body;
       assert.equal(traceId, status.traceId, `${ctx.traceparent} in ${JSON.stringify(status)}`);
       // As the engine decided the join.
-      const started = (await events(coord, runId)).find((e) => e.nodeId === 'look' && e.type === 'STARTED');
-      assert.deepEqual(started.metadata.triggeredBy, ['root']);
+      const startedEvent = (await events(coord, runId)).find((e) => e.nodeId === 'look' && e.type === 'STARTED');
+      assert.deepEqual(startedEvent.metadata.triggeredBy, ['root']);
     } finally {
       await worker.drain().catch(() => {});
       coord.kill();
