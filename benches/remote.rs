@@ -116,27 +116,14 @@ async fn engine() -> (Handle, CancellationToken) {
     let addr = listener.local_addr().expect("address");
     tokio::spawn({
         let (gateway, stop) = (gateway.clone(), stop.clone());
-        async move { gateway.expire_until(stop).await }
-    });
-    tokio::spawn({
-        let stop = stop.clone();
-        let incoming = Gateway::incoming(listener);
-        tonic::transport::Server::builder()
-            .add_service(gateway.service())
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        async move {
+            let server = tonic::transport::Server::builder();
+            gateway.serve(server, listener, stop).await
+        }
     });
     let builtins = ComponentRegistry::with_builtins();
     for i in 0..WORKERS {
-        let options = WorkerOptions {
-            coordinator: format!("http://{addr}"),
-            token: None,
-            worker_id: format!("bench-{i}"),
-            slots: SLOTS,
-            queues: Vec::new(),
-            labels: Default::default(),
-            on_start: None,
-            tls_ca: None,
-        };
+        let options = WorkerOptions::new(format!("http://{addr}"), format!("bench-{i}"), SLOTS);
         let worker = Worker::new(options, &builtins, "core.echo").expect("worker");
         let registered = worker.register().await.expect("registered");
         tokio::spawn(registered.serve(stop.clone()));

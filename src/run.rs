@@ -168,11 +168,13 @@ fn print_result_line(result: &RunResult) {
     }
 }
 
-/// A multi-thread runtime, and the telemetry installed inside it (the gRPC exporter needs
-/// one); shut the telemetry down while the runtime is still alive, so that the last
-/// spans are flushed.
-pub(crate) fn runtime_with_telemetry()
--> Result<(tokio::runtime::Runtime, Option<Telemetry>), ExitCode> {
+/// Runs `future` on a multi-thread runtime with the telemetry installed inside it (the
+/// gRPC exporter needs one), then shuts the telemetry down while the runtime is still
+/// alive, so that the last spans are flushed. Its output, and how many spans could not be
+/// exported.
+pub(crate) fn with_telemetry<F: std::future::Future>(
+    future: F,
+) -> Result<(F::Output, u64), ExitCode> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,7 +195,9 @@ pub(crate) fn runtime_with_telemetry()
             }
         }
     };
-    Ok((runtime, telemetry))
+    let output = runtime.block_on(future);
+    let dropped = telemetry.map_or(0, Telemetry::shutdown);
+    Ok((output, dropped))
 }
 
 /// Runs the workflow and maps its status to the exit code.
@@ -219,16 +223,13 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (runtime, telemetry) = match runtime_with_telemetry() {
+    let (outcome, dropped) = match with_telemetry(execute(&args, config, loaded, registry, inputs))
+    {
         Ok(both) => both,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(execute(&args, config, loaded, registry, inputs));
-    if let Some(telemetry) = telemetry {
-        let dropped = telemetry.shutdown();
-        if dropped > 0 {
-            eprintln!("telemetry: {dropped} spans could not be exported");
-        }
+    if dropped > 0 {
+        eprintln!("telemetry: {dropped} spans could not be exported");
     }
     match outcome {
         Ok(result) => {

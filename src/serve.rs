@@ -84,14 +84,10 @@ struct Usage(String);
 
 /// Runs the server until SIGTERM or SIGINT.
 pub(crate) fn serve(args: ServeArgs, registry: ComponentRegistry) -> ExitCode {
-    let (runtime, telemetry) = match crate::run::runtime_with_telemetry() {
-        Ok(both) => both,
+    let outcome = match crate::run::with_telemetry(run(args, registry)) {
+        Ok((outcome, _)) => outcome,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(run(args, registry));
-    if let Some(telemetry) = telemetry {
-        telemetry.shutdown();
-    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -212,21 +208,11 @@ async fn serve_workers(workers: Workers, stop: CancellationToken) {
     let Workers {
         gateway,
         listener,
-        mut server,
+        server,
     } = workers;
-    let expiry = tokio::spawn({
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        async move { gateway.expire_until(stop).await }
-    });
-    let incoming = Gateway::incoming(listener);
-    let served = server
-        .add_service(gateway.service())
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await;
-    if let Err(e) = served {
+    if let Err(e) = gateway.serve(server, listener, stop).await {
         eprintln!("shipsec serve: the worker listener failed: {e}");
     }
-    let _ = expiry.await;
 }
 
 async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {

@@ -53,14 +53,10 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode {
-    let (runtime, telemetry) = match crate::run::runtime_with_telemetry() {
-        Ok(both) => both,
+    let outcome = match crate::run::with_telemetry(run(args, registry)) {
+        Ok((outcome, _)) => outcome,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(run(args, registry));
-    if let Some(telemetry) = telemetry {
-        telemetry.shutdown();
-    }
     match outcome {
         Ok(code) => code,
         Err(e) => {

@@ -87,25 +87,14 @@ async fn start() -> Handle {
     let forever = CancellationToken::new();
     tokio::spawn({
         let (gateway, stop) = (gateway.clone(), forever.clone());
-        async move { gateway.expire_until(stop).await }
+        async move {
+            let server = tonic::transport::Server::builder();
+            gateway.serve(server, listener, stop).await
+        }
     });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(gateway.service())
-            .serve_with_incoming(Gateway::incoming(listener)),
-    );
     let builtins = ComponentRegistry::with_builtins();
     for i in 0..3 {
-        let options = WorkerOptions {
-            coordinator: format!("http://{addr}"),
-            token: None,
-            worker_id: format!("property-{i}"),
-            slots: 4,
-            queues: Vec::new(),
-            labels: Default::default(),
-            on_start: None,
-            tls_ca: None,
-        };
+        let options = WorkerOptions::new(format!("http://{addr}"), format!("property-{i}"), 4);
         let worker = Worker::new(options, &builtins, &REMOTE.join(",")).expect("a worker");
         let registered = worker.register().await.expect("registered");
         tokio::spawn(registered.serve(forever.clone()));

@@ -72,6 +72,23 @@ pub struct WorkerOptions {
     pub tls_ca: Option<Vec<u8>>,
 }
 
+impl WorkerOptions {
+    /// Worker `worker_id` of the coordinator at `coordinator` with `slots`: no token, the
+    /// default queue, no labels, no hook, no TLS.
+    pub fn new(coordinator: impl Into<String>, worker_id: impl Into<String>, slots: u32) -> Self {
+        WorkerOptions {
+            coordinator: coordinator.into(),
+            token: None,
+            worker_id: worker_id.into(),
+            slots,
+            queues: Vec::new(),
+            labels: HashMap::new(),
+            on_start: None,
+            tls_ca: None,
+        }
+    }
+}
+
 /// A hook called with an attempt's id as it starts (`shipsec worker --print-attempts`).
 #[derive(Clone)]
 pub struct OnStart(pub Arc<dyn Fn(&str) + Send + Sync>);
@@ -279,12 +296,6 @@ impl std::fmt::Debug for Registered {
 }
 
 impl Registered {
-    /// The coordinator's heartbeat interval and lease.
-    pub fn timing(&self) -> (Duration, Duration) {
-        let t = self.0.timing();
-        (t.heartbeat, t.lease)
-    }
-
     /// Serves the coordinator until `drain` fires, then finishes what it holds.
     ///
     /// # Errors
@@ -426,11 +437,11 @@ impl Shared {
 
     /// Registers, unless a registration newer than `seen` happened meanwhile. Tries
     /// again while the coordinator is away.
-    async fn register(&self, seen: u64) -> Result<u64, WorkerError> {
+    async fn register(&self, seen: u64) -> Result<(), WorkerError> {
         let _one = self.registering.lock().await;
         let registered = self.registered.load(Ordering::Acquire);
         if registered > seen {
-            return Ok(registered);
+            return Ok(());
         }
         let request = proto::RegisterRequest {
             worker_id: self.options.worker_id.clone(),
@@ -468,7 +479,7 @@ impl Shared {
                         coordinator = %self.options.coordinator,
                         "registered"
                     );
-                    return Ok(registered + 1);
+                    return Ok(());
                 }
                 Err(status) if transient(&status) => backoff.wait().await,
                 Err(status) => return Err(WorkerError::Refused(status)),
@@ -560,20 +571,16 @@ impl Shared {
             hook(&attempt.attempt_id);
         }
         let cancel = CancellationToken::new();
+        let (id, fence) = (attempt.attempt_id.clone(), attempt.fence);
         let mut held = lock(&self.held);
-        let task = tokio::spawn(
-            self.clone()
-                .run_attempt(attempt.clone(), cancel.clone(), permit),
-        );
-        held.insert(
-            attempt.attempt_id,
-            Held {
-                fence: attempt.fence,
-                cancel,
-                task: task.abort_handle(),
-                completing: false,
-            },
-        );
+        let task = tokio::spawn(self.clone().run_attempt(attempt, cancel.clone(), permit));
+        let held_now = Held {
+            fence,
+            cancel,
+            task: task.abort_handle(),
+            completing: false,
+        };
+        held.insert(id, held_now);
     }
 
     /// Runs an attempt and completes it.
@@ -718,16 +725,14 @@ impl Shared {
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     // Forgotten: nothing it holds is its own any more.
                     answered = sent;
-                    let all: Vec<String> = lock(&self.held).keys().cloned().collect();
-                    self.stop(&all, "the coordinator no longer knows this worker");
+                    self.stop_all("the coordinator no longer knows this worker");
                     self.register(seen).await?;
                 }
                 Err(status) if transient(&status) => {}
                 Err(status) => return Err(WorkerError::Refused(status)),
             }
             if answered.elapsed() >= timing.lease {
-                let all: Vec<String> = lock(&self.held).keys().cloned().collect();
-                self.stop(&all, "no heartbeat answered for a whole lease");
+                self.stop_all("no heartbeat answered for a whole lease");
             }
         }
     }
@@ -740,6 +745,12 @@ impl Shared {
                 h.cancel.cancel();
             }
         }
+    }
+
+    /// Aborts every attempt it holds (but those completing) without completing them.
+    fn stop_all(&self, why: &str) {
+        let all: Vec<String> = lock(&self.held).keys().cloned().collect();
+        self.stop(&all, why);
     }
 
     /// Aborts attempts without completing them.

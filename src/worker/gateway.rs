@@ -149,9 +149,34 @@ impl Gateway {
         self.tell_capacities(&mut self.lock());
     }
 
+    /// Serves the workers on `listener` through `server` (plain, or with TLS) until `stop`
+    /// fires, ending expired leases meanwhile.
+    ///
+    /// # Errors
+    /// The transport failed.
+    pub async fn serve(
+        &self,
+        mut server: tonic::transport::Server,
+        listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let served = stop.child_token();
+        let expiry = tokio::spawn({
+            let (gateway, served) = (self.clone(), served.clone());
+            async move { gateway.expire_until(served).await }
+        });
+        let outcome = server
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(Gateway::incoming(listener), stop.cancelled_owned())
+            .await;
+        served.cancel();
+        let _ = expiry.await;
+        outcome
+    }
+
     /// The connections `listener` accepts, without Nagle's delay: polls and completions
     /// are small messages a round trip waits for.
-    pub fn incoming(
+    fn incoming(
         listener: tokio::net::TcpListener,
     ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
         use tokio_stream::StreamExt;
@@ -163,7 +188,7 @@ impl Gateway {
     }
 
     /// The gRPC service to serve.
-    pub fn service(&self) -> worker_server::WorkerServer<Gateway> {
+    fn service(&self) -> worker_server::WorkerServer<Gateway> {
         worker_server::WorkerServer::new(self.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
@@ -171,7 +196,7 @@ impl Gateway {
 
     /// Ends expired leases and forgotten workers until `stop` fires, every quarter of a
     /// heartbeat interval.
-    pub async fn expire_until(&self, stop: CancellationToken) {
+    async fn expire_until(&self, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.0.config.heartbeat / 4);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -261,6 +286,14 @@ impl Gateway {
 
     fn draining(&self, worker: &str) -> bool {
         self.lock().book.is_draining(worker)
+    }
+
+    /// Takes in a call: its worker id well-formed, and its token that worker's.
+    fn admit<T: FromWorker>(&self, request: Request<T>) -> Result<T, Status> {
+        let worker = request.get_ref().worker_id();
+        name_ok("worker_id", worker)?;
+        self.caller(&request, worker)?;
+        Ok(request.into_inner())
     }
 
     /// The worker a call may speak for: the one its token names (`None`: no tokens).
@@ -574,43 +607,8 @@ impl worker_server::Worker for Gateway {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterResponse>, Status> {
-        let call = request.get_ref();
-        name_ok("worker_id", &call.worker_id)?;
-        self.caller(&request, &call.worker_id)?;
-        let call = request.into_inner();
-        if call.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "protocol version {} is not spoken here (this coordinator speaks {PROTOCOL_VERSION})",
-                call.protocol_version
-            )));
-        }
-        if call.slots == 0 || call.slots > MAX_SLOTS {
-            return Err(Status::invalid_argument(format!(
-                "slots: must be 1 to {MAX_SLOTS}, got {}",
-                call.slots
-            )));
-        }
-        if call.components.is_empty() {
-            return Err(Status::invalid_argument(
-                "components: a worker hosts at least one",
-            ));
-        }
-        let mut queues = call.queues;
-        if queues.is_empty() {
-            queues.push(crate::runtime::components::registry::DEFAULT_QUEUE.to_owned());
-        }
-        let mut pools = Vec::new();
-        for c in &call.components {
-            name_ok("components[].id", &c.id)?;
-            for q in &queues {
-                name_ok("queues[]", q)?;
-                pools.push(remote_pool(&c.id, q));
-            }
-        }
-        let spec = WorkerSpec {
-            pools,
-            slots: call.slots,
-        };
+        let call = self.admit(request)?;
+        let spec = spec_of(&call)?;
         let mut state = self.lock();
         let lost = state
             .book
@@ -631,10 +629,7 @@ impl worker_server::Worker for Gateway {
         &self,
         request: Request<proto::PollRequest>,
     ) -> Result<Response<proto::PollResponse>, Status> {
-        let call = request.get_ref();
-        name_ok("worker_id", &call.worker_id)?;
-        self.caller(&request, &call.worker_id)?;
-        let call = request.into_inner();
+        let call = self.admit(request)?;
         let wait = Duration::from_millis(u64::from(call.wait_ms))
             .min(MAX_POLL_WAIT)
             .min(self.0.config.lease / 2);
@@ -643,10 +638,9 @@ impl worker_server::Worker for Gateway {
             // Registered before looking, so that a submission in between wakes it.
             let woken = self.0.work.notified();
             let attempts = self.lease_to(&call.worker_id, call.free_slots)?;
-            if !attempts.is_empty() || call.free_slots == 0 || self.draining(&call.worker_id) {
-                return Ok(Response::new(proto::PollResponse { attempts }));
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            let answered =
+                !attempts.is_empty() || call.free_slots == 0 || self.draining(&call.worker_id);
+            if answered || tokio::time::timeout_at(deadline, woken).await.is_err() {
                 return Ok(Response::new(proto::PollResponse { attempts }));
             }
         }
@@ -656,10 +650,7 @@ impl worker_server::Worker for Gateway {
         &self,
         request: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatResponse>, Status> {
-        let call = request.get_ref();
-        name_ok("worker_id", &call.worker_id)?;
-        self.caller(&request, &call.worker_id)?;
-        let call = request.into_inner();
+        let call = self.admit(request)?;
         let held: Vec<(Arc<str>, u64)> = call
             .attempts
             .iter()
@@ -688,11 +679,9 @@ impl worker_server::Worker for Gateway {
         &self,
         request: Request<proto::CompleteRequest>,
     ) -> Result<Response<proto::CompleteResponse>, Status> {
-        let call = request.get_ref();
-        name_ok("worker_id", &call.worker_id)?;
-        name_ok("attempt_id", &call.attempt_id)?;
-        self.caller(&request, &call.worker_id)?;
-        let verdict = Gateway::complete(self, request.into_inner()).await?;
+        name_ok("attempt_id", &request.get_ref().attempt_id)?;
+        let call = self.admit(request)?;
+        let verdict = Gateway::complete(self, call).await?;
         Ok(Response::new(proto::CompleteResponse {
             verdict: verdict as i32,
         }))
@@ -702,9 +691,7 @@ impl worker_server::Worker for Gateway {
         &self,
         request: Request<proto::DrainRequest>,
     ) -> Result<Response<proto::DrainResponse>, Status> {
-        let call = request.get_ref();
-        name_ok("worker_id", &call.worker_id)?;
-        self.caller(&request, &call.worker_id)?;
+        let call = self.admit(request)?;
         let mut state = self.lock();
         let held = state
             .book
@@ -718,6 +705,69 @@ impl worker_server::Worker for Gateway {
         Ok(Response::new(proto::DrainResponse { held }))
     }
 }
+
+/// What a registration asks for, checked: the protocol version, slots, and the pools of
+/// its components and queues.
+fn spec_of(call: &proto::RegisterRequest) -> Result<WorkerSpec, Status> {
+    if call.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "protocol version {} is not spoken here (this coordinator speaks {PROTOCOL_VERSION})",
+            call.protocol_version
+        )));
+    }
+    if call.slots == 0 || call.slots > MAX_SLOTS {
+        return Err(Status::invalid_argument(format!(
+            "slots: must be 1 to {MAX_SLOTS}, got {}",
+            call.slots
+        )));
+    }
+    if call.components.is_empty() {
+        return Err(Status::invalid_argument(
+            "components: a worker hosts at least one",
+        ));
+    }
+    let default = [crate::runtime::components::registry::DEFAULT_QUEUE.to_owned()];
+    let queues = if call.queues.is_empty() {
+        &default[..]
+    } else {
+        &call.queues
+    };
+    let mut pools = Vec::new();
+    for c in &call.components {
+        name_ok("components[].id", &c.id)?;
+        for q in queues {
+            name_ok("queues[]", q)?;
+            pools.push(remote_pool(&c.id, q));
+        }
+    }
+    Ok(WorkerSpec {
+        pools,
+        slots: call.slots,
+    })
+}
+
+/// A call that names the worker it comes from.
+trait FromWorker {
+    fn worker_id(&self) -> &str;
+}
+
+macro_rules! from_worker {
+    ($($request:ty),*) => {
+        $(impl FromWorker for $request {
+            fn worker_id(&self) -> &str {
+                &self.worker_id
+            }
+        })*
+    };
+}
+
+from_worker!(
+    proto::RegisterRequest,
+    proto::PollRequest,
+    proto::HeartbeatRequest,
+    proto::CompleteRequest,
+    proto::DrainRequest
+);
 
 /// A heartbeat's progress and log lines, on the attempt's span.
 fn report_progress(span: &tracing::Span, worker: &str, progress: &proto::AttemptProgress) {

@@ -62,7 +62,6 @@ pub struct SlotBook {
     /// a fan-out of thousands of alike requests is one entry, so a grant costs a look at
     /// each distinct group waiting, not at every request.
     queue: VecDeque<Waiting>,
-    queued: usize,
     active: usize,
     /// Worker slots of each remote pool.
     pools: HashMap<Arc<str>, u32>,
@@ -76,7 +75,6 @@ impl SlotBook {
             used: HashMap::new(),
             buckets: HashMap::new(),
             queue: VecDeque::new(),
-            queued: 0,
             active: 0,
             pools: HashMap::new(),
         }
@@ -95,7 +93,7 @@ impl SlotBook {
 
     /// Requests waiting.
     pub fn queued(&self) -> usize {
-        self.queued
+        self.queue.iter().map(|w| w.tickets.len()).sum()
     }
 
     /// Requests granted and not yet released.
@@ -112,28 +110,21 @@ impl SlotBook {
                 tickets: VecDeque::from([ticket]),
             }),
         }
-        self.queued += 1;
         self.pump(now)
     }
 
     /// Withdraws a waiting request. Returns whether it was waiting (false if it was
     /// granted already, in which case the grant must be released).
     pub fn cancel(&mut self, ticket: u64, now: Instant) -> (bool, Vec<u64>) {
-        let before = self.queued;
-        for waiting in &mut self.queue {
-            waiting.tickets.retain(|t| *t != ticket);
+        let Some(i) = self.queue.iter().position(|w| w.tickets.contains(&ticket)) else {
+            return (false, Vec::new());
+        };
+        let group = &mut self.queue[i].tickets;
+        group.retain(|t| *t != ticket);
+        if group.is_empty() {
+            self.queue.remove(i);
         }
-        self.queue.retain(|w| !w.tickets.is_empty());
-        self.queued = self.queue.iter().map(|w| w.tickets.len()).sum();
-        let was_waiting = self.queued < before;
-        (
-            was_waiting,
-            if was_waiting {
-                self.pump(now)
-            } else {
-                Vec::new()
-            },
-        )
+        (true, self.pump(now))
     }
 
     /// Gives back the slots of a granted request; returns the tickets granted as a result.
@@ -206,7 +197,6 @@ impl SlotBook {
                     break;
                 }
                 self.take(&needs, now);
-                self.queued -= 1;
                 let group = &mut self.queue[i].tickets;
                 granted.extend(group.pop_front());
                 if group.is_empty() {
