@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
@@ -103,25 +102,15 @@ async fn start() -> Handle {
 }
 
 fn run(case: &Case) -> Result<Finished, String> {
-    let (runtime, handle) = remote_engine();
-    let workflow = common::try_workflow(handle, &case.definition)?;
-    runtime.block_on(async {
-        let submitted = handle
-            .submit_workflow(&workflow, random::run_inputs(), SubmitOptions::default())
-            .await;
-        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
-        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        let events = handle
-            .events(run.run_id())
-            .await
-            .map_err(|e| format!("events after the result: {e}"))?
-            .collect()
-            .await;
-        Ok(Finished {
-            graph: workflow.graph().clone(),
-            result,
-            events,
-        })
+    let engine = remote_engine();
+    let workflow = common::try_workflow(&engine.1, &case.definition)?;
+    let options = SubmitOptions::default();
+    let (result, events) =
+        common::run_blocking_on(engine, &workflow, random::run_inputs(), options)?;
+    Ok(Finished {
+        graph: workflow.graph().clone(),
+        result,
+        events,
     })
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serve_common::{Client, Server, scratch};
+use serve_common::{Client, Server, all_events, result, scratch, start_run};
 
 fn recon() -> Value {
     serde_json::from_str(&std::fs::read_to_string("examples/recon.json").unwrap()).unwrap()
@@ -49,32 +49,6 @@ fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
         .iter()
         .map(|e| e[field].as_str().unwrap())
         .collect()
-}
-
-async fn start_run(client: &Client, def: Value) -> String {
-    let answer = client
-        .post_json("/v1/runs", &json!({"definition": def}))
-        .await;
-    assert_eq!(
-        answer.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    answer.json()["runId"].as_str().unwrap().to_owned()
-}
-
-async fn result(client: &Client, run_id: &str) -> Value {
-    let answer = client
-        .get(&format!("/v1/runs/{run_id}/result?wait=60"))
-        .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    answer.json()
 }
 
 /// Every endpoint once, against `client`.
@@ -257,7 +231,7 @@ async fn the_event_stream_follows_a_run_to_its_end_and_resumes_from_every_positi
     let dir = scratch("sse");
     let server = Server::start(&dir, &[]);
     let client = server.client();
-    let run_id = start_run(&client, diamond(300)).await;
+    let run_id = start_run(&client, &diamond(300)).await;
     let (status, mut live) = client
         .stream(&format!("/v1/runs/{run_id}/events"), &[])
         .await;
@@ -303,7 +277,7 @@ async fn cancel_and_terminate_mid_run() {
     let server = Server::start(&dir, &[]);
     let client = server.client();
     for (verb, status) in [("cancel", "CANCELLED"), ("terminate", "TERMINATED")] {
-        let run_id = start_run(&client, diamond(60_000)).await;
+        let run_id = start_run(&client, &diamond(60_000)).await;
         // Waits until the sleeps run, on the run's own events.
         let (_, mut live) = client
             .stream(&format!("/v1/runs/{run_id}/events"), &[])
@@ -461,7 +435,7 @@ async fn each_limit_is_a_clear_error() {
             .contains("node `pwn`")
     );
     // Admission: one run at a time.
-    let running = start_run(&client, diamond(60_000)).await;
+    let running = start_run(&client, &diamond(60_000)).await;
     let answer = client
         .post_json("/v1/runs", &json!({"definition": diamond(1)}))
         .await;
@@ -495,7 +469,7 @@ async fn sigterm_finishes_requests_in_flight_and_the_next_start_resumes() {
     let dir = scratch("sigterm");
     let mut server = Server::start(&dir, &[]);
     let client = server.client();
-    let run_id = start_run(&client, diamond(1_500)).await;
+    let run_id = start_run(&client, &diamond(1_500)).await;
     let waiting = {
         let client = client.clone();
         let path = format!("/v1/runs/{run_id}/result?wait=120");
@@ -529,9 +503,9 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_and_serves_them() {
     let dir = scratch("sigkill");
     let mut server = Server::start(&dir, &[]);
     let client = server.client();
-    let done = start_run(&client, diamond(1)).await;
+    let done = start_run(&client, &diamond(1)).await;
     let before = result(&client, &done).await;
-    let running = start_run(&client, diamond(60_000)).await;
+    let running = start_run(&client, &diamond(60_000)).await;
     let (_, mut live) = client
         .stream(&format!("/v1/runs/{running}/events"), &[])
         .await;
@@ -576,8 +550,8 @@ async fn the_subscriber_limit_in_all_frees_a_place_when_a_client_goes_away() {
     let server = Server::start(&dir, &["--config", &file]);
     let client = server.client();
     // Two quiet runs: no event comes while the test holds their streams.
-    let one = start_run(&client, diamond(60_000)).await;
-    let two = start_run(&client, diamond(60_000)).await;
+    let one = start_run(&client, &diamond(60_000)).await;
+    let two = start_run(&client, &diamond(60_000)).await;
     let (status, mut first) = client.stream(&format!("/v1/runs/{one}/events"), &[]).await;
     assert_eq!(status, 200);
     first.until_started("b", 1).await;
@@ -625,23 +599,6 @@ async fn the_subscriber_limit_in_all_frees_a_place_when_a_client_goes_away() {
     assert_eq!(third.next().await.unwrap().event, "status");
 }
 
-/// Every event of a run, paging the JSON answer.
-async fn all_events(client: &Client, run_id: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
-        let page = client
-            .get(&format!("/v1/runs/{run_id}/events?after={after}"))
-            .await
-            .json();
-        let page = page.as_array().unwrap().clone();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
 /// Polls the run's status until `done` holds (at most a minute).
 async fn until_status(client: &Client, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -673,7 +630,7 @@ async fn a_subscriber_that_falls_behind_is_disconnected_and_resumes_from_its_las
     actions.extend((0..width).map(
         |i| json!({"ref": format!("n{i}"), "componentId": "core.echo", "dependsOn": ["source"]}),
     ));
-    let run = start_run(&client, json!({"title": "burst", "actions": actions})).await;
+    let run = start_run(&client, &json!({"title": "burst", "actions": actions})).await;
     let (status, mut slow) = client
         .stream_slow(&format!("/v1/runs/{run}/events"), 4096)
         .await;
@@ -778,7 +735,7 @@ async fn a_request_over_its_time_limit_is_answered_503_and_streams_are_not_cut()
     assert!(took < Duration::from_secs(30), "answered after {took:?}");
     // An event stream and a `?wait` outlive the limit: a run of 1.5 s is followed to its
     // end, with keep-alive comments while its sleeps are quiet.
-    let run = start_run(&client, diamond(1_500)).await;
+    let run = start_run(&client, &diamond(1_500)).await;
     let (status, mut stream) = client.stream(&format!("/v1/runs/{run}/events"), &[]).await;
     assert_eq!(status, 200);
     let all = stream.all().await;
@@ -820,7 +777,7 @@ async fn a_command_that_arrives_through_an_input_is_checked_as_the_attempt_start
         {"ref": "shell", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("shell"), "retryPolicy": retry},
         {"ref": "linked", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("linked"), "retryPolicy": retry}
     ]});
-    let run = start_run(&client, definition).await;
+    let run = start_run(&client, &definition).await;
     let result = result(&client, &run).await;
     let nodes = &result["nodes"];
     assert_eq!(nodes["ok"]["status"], "COMPLETED", "{result}");
@@ -863,7 +820,7 @@ async fn the_http_metrics_reach_an_otlp_receiver_with_their_convention_names() {
         ],
     );
     let client = server.client();
-    let run = start_run(&client, diamond(1)).await;
+    let run = start_run(&client, &diamond(1)).await;
     assert_eq!(result(&client, &run).await["status"], "COMPLETED");
     assert_eq!(client.get("/v1/runs/no-such-run").await.status, 404);
     // The last export happens as the server stops.

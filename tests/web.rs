@@ -6,13 +6,14 @@
 //! machine without them the test says SKIPPED, unless `SHIPSEC_REQUIRE_BROWSER=1`
 //! (CI) makes that a failure.
 
+mod node;
+
 use std::path::Path;
-use std::process::Command;
 
 fn missing() -> Option<String> {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
     let chromium = std::env::var("SHIPSEC_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if Command::new("node").arg("--version").output().is_err() {
+    if !node::has_node() {
         return Some("node is not installed".into());
     }
     if !web.join("node_modules/playwright-core").exists() {
@@ -26,28 +27,15 @@ fn missing() -> Option<String> {
 
 #[test]
 fn the_run_view_passes_its_browser_tests() {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("SHIPSEC_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "SHIPSEC_REQUIRE_BROWSER=1 but {why}"
-        );
-        eprintln!("SKIPPED: {why}");
+    if !node::may_run(missing(), "SHIPSEC_REQUIRE_BROWSER") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
-        .arg(root.join("web/test"))
-        .current_dir(root.join("web"))
-        .env("SHIPSEC_BIN", env!("CARGO_BIN_EXE_shipsec"))
-        .env("SHIPSEC_ARTEFACTS", root.join("target/web-screenshots"))
-        .output()
-        .expect("node runs");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let artefacts = root.join("target/web-screenshots");
+    node::run(
+        &root.join("web"),
+        &[root.join("web/test").as_os_str()],
+        &[("SHIPSEC_ARTEFACTS", artefacts.as_os_str())],
+        "the browser tests",
     );
-    println!("{report}");
-    assert!(out.status.success(), "the browser tests failed:\n{report}");
 }

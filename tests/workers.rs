@@ -7,13 +7,12 @@
 mod serve_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serve_common::{Client, Server, scratch};
+use serve_common::{Server, all_events, result, scratch, start_run};
 
 /// One worker test at a time: each starts several processes, and a loaded machine
 /// stretches heartbeats toward their lease.
@@ -28,6 +27,18 @@ fn coordinator_config(dir: &Path) -> String {
         dir,
         &format!("{WORKERS}service:\n  definitions:\n    process:\n      executables: [/bin/sh]\n"),
     )
+}
+
+/// A coordinator with [`coordinator_config`], serving workers on 127.0.0.1, in a scratch
+/// directory named after `name`; and the path of the side-effect log there.
+fn coordinator(name: &str) -> (Server, PathBuf) {
+    let dir = scratch(name);
+    let config = coordinator_config(&dir);
+    let server = Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    (server, dir.join("effects.log"))
 }
 
 /// A `shipsec worker` process; killed when dropped.
@@ -52,15 +63,7 @@ impl Worker {
         slots: u32,
         extra: &[&str],
     ) -> Worker {
-        let binary = serve_common::binary();
-        let mut command = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(&binary);
-                c
-            }
-            None => Command::new(&binary),
-        };
+        let mut command = serve_common::command(prefix);
         command
             .arg("worker")
             .arg("--coordinator")
@@ -69,20 +72,18 @@ impl Worker {
             } else {
                 format!("http://{coordinator}")
             })
-            .args(["--id", id, "--slots", &slots.to_string()])
+            .args([
+                "--id",
+                id,
+                "--slots",
+                &slots.to_string(),
+                "--print-attempts",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = serve_common::lines(child.stdout.take().unwrap());
         let worker = Worker { child, lines };
         worker.until(|l| l.starts_with("registered as "));
         worker
@@ -108,6 +109,17 @@ impl Worker {
                 return line;
             }
         }
+    }
+
+    /// The ids of the next `count` attempts it starts (its `started <attemptId>` lines):
+    /// from then on it holds their leases.
+    fn started(&self, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                let line = self.until(|l| l.starts_with("started "));
+                line["started ".len()..].to_owned()
+            })
+            .collect()
     }
 
     /// Waits for the exit; its code.
@@ -198,69 +210,6 @@ fn effects(log: &Path) -> Vec<Effect> {
         .collect()
 }
 
-/// Waits until the log holds `count` `start` lines from `pid` (at most a minute).
-async fn until_started_by(log: &Path, pid: u32, count: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let started: Vec<String> = effects(log)
-            .into_iter()
-            .filter(|e| !e.end && e.worker_pid == pid)
-            .map(|e| e.attempt_id)
-            .collect();
-        if started.len() >= count {
-            return started;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker {pid} started {started:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn start_run(client: &Client, def: &Value) -> String {
-    let answer = client
-        .post_json("/v1/runs", &json!({"definition": def}))
-        .await;
-    assert_eq!(
-        answer.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    answer.json()["runId"].as_str().unwrap().to_owned()
-}
-
-async fn result(client: &Client, run_id: &str) -> Value {
-    let answer = client
-        .get(&format!("/v1/runs/{run_id}/result?wait=120"))
-        .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    answer.json()
-}
-
-/// Every event of a run.
-async fn events(client: &Client, run_id: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
-        let page = client
-            .get(&format!("/v1/runs/{run_id}/events?after={after}"))
-            .await
-            .json();
-        let page = page.as_array().unwrap().clone();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
 /// Each attempt's ending events (`COMPLETED`, `FAILED`, `RETRYING`), by `<node>/<attempt>`:
 /// the outcomes the run counted.
 fn outcomes(events: &[Value]) -> BTreeMap<String, usize> {
@@ -291,17 +240,11 @@ fn workers_addr(server: &Server) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_attempts_are_reassigned_and_run_once_more() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scratch("worker-kill");
-    let log = dir.join("effects.log");
-    let config = coordinator_config(&dir);
-    let server = Server::start(
-        &dir,
-        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
-    );
+    let (server, log) = coordinator("worker-kill");
     let client = server.client();
     let mut doomed = Worker::start(&workers_addr(&server), "doomed", 3);
     let run = start_run(&client, &fan_out(&log, 6, 1_500)).await;
-    let held = until_started_by(&log, doomed.pid(), 3).await;
+    let held = doomed.started(3);
     let survivor = Worker::start(&workers_addr(&server), "survivor", 3);
     let killed_at = std::time::Instant::now();
     doomed.signal(libc::SIGKILL);
@@ -324,7 +267,7 @@ async fn a_killed_worker_s_attempts_are_reassigned_and_run_once_more() {
     assert_eq!(ended["nodes"]["root"]["attempts"], 1);
     // Reassigned within a lease and a heartbeat (2.2 s), then 1.5 s of work: generously.
     assert!(killed_at.elapsed() < Duration::from_secs(30));
-    let counted = outcomes(&events(&client, &run).await);
+    let counted = outcomes(&all_events(&client, &run).await);
     assert!(counted.values().all(|&n| n == 1), "{counted:?}");
     // The killed worker's commands stopped with it; each other attempt ran to its end once.
     let effects = effects(&log);
@@ -343,13 +286,7 @@ async fn a_killed_worker_s_attempts_are_reassigned_and_run_once_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_past_its_lease_is_stale_and_stops_its_attempts() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scratch("worker-stop");
-    let log = dir.join("effects.log");
-    let config = coordinator_config(&dir);
-    let server = Server::start(
-        &dir,
-        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
-    );
+    let (server, log) = coordinator("worker-stop");
     let client = server.client();
     let hung = Worker::start(&workers_addr(&server), "hung", 2);
     let mut def = fan_out(&log, 2, 1_000);
@@ -357,10 +294,10 @@ async fn a_worker_stopped_past_its_lease_is_stale_and_stops_its_attempts() {
     // other is still running when it wakes.
     def["actions"][2]["params"]["command"] = logged(&log, 6_000);
     let run = start_run(&client, &def).await;
-    until_started_by(&log, hung.pid(), 2).await;
+    hung.started(2);
     hung.signal(libc::SIGSTOP);
     let other = Worker::start(&workers_addr(&server), "other", 2);
-    until_started_by(&log, other.pid(), 2).await;
+    other.started(2);
     hung.signal(libc::SIGCONT);
     let ended = result(&client, &run).await;
     assert_eq!(ended["status"], "COMPLETED", "{ended}");
@@ -372,7 +309,7 @@ async fn a_worker_stopped_past_its_lease_is_stale_and_stops_its_attempts() {
             "{ended}"
         );
     }
-    let counted = outcomes(&events(&client, &run).await);
+    let counted = outcomes(&all_events(&client, &run).await);
     assert!(counted.values().all(|&n| n == 1), "{counted:?}");
     // Neither of its attempts was acknowledged: each was stale or stopped by itself.
     let (acknowledged, stale, stopped) = hung.drain();
@@ -385,13 +322,7 @@ async fn a_worker_stopped_past_its_lease_is_stale_and_stops_its_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_worker_its_attempt_finishes_there_and_runs_once() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scratch("worker-drain");
-    let log = dir.join("effects.log");
-    let config = coordinator_config(&dir);
-    let server = Server::start(
-        &dir,
-        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
-    );
+    let (server, log) = coordinator("worker-drain");
     let client = server.client();
     let mut draining = Worker::start(&workers_addr(&server), "draining", 2);
     let def = json!({"title": "drain", "actions": [
@@ -399,7 +330,7 @@ async fn sigterm_drains_a_worker_its_attempt_finishes_there_and_runs_once() {
         remote("second", &log, 10, &["first"]),
     ]});
     let run = start_run(&client, &def).await;
-    let first = until_started_by(&log, draining.pid(), 1).await;
+    let first = draining.started(1);
     draining.signal(libc::SIGTERM);
     draining.until(|l| l == "draining");
     let tally = draining.until(|l| l.starts_with("stopped: "));
@@ -424,13 +355,7 @@ async fn sigterm_drains_a_worker_its_attempt_finishes_there_and_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_two_slots_never_holds_more_than_two_attempts() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scratch("worker-slots");
-    let log = dir.join("effects.log");
-    let config = coordinator_config(&dir);
-    let server = Server::start(
-        &dir,
-        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
-    );
+    let (server, log) = coordinator("worker-slots");
     let client = server.client();
     let worker = Worker::start(&workers_addr(&server), "narrow", 2);
     let run = start_run(&client, &fan_out(&log, 200, 20)).await;
@@ -476,7 +401,7 @@ async fn a_coordinator_killed_with_sigkill_resumes_and_old_fences_are_stale() {
         remote("slow2", &log, 2_500, &["quick"]),
     ]});
     let run = start_run(&client, &def).await;
-    let started = until_started_by(&log, worker.pid(), 3).await;
+    let started = worker.started(3);
     server.signal(libc::SIGKILL);
     server.wait();
     let restarted = Server::start(&dir, &args);
@@ -512,13 +437,7 @@ async fn a_coordinator_killed_with_sigkill_resumes_and_old_fences_are_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_worker_a_remote_node_stays_queued_until_its_queue_timeout() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = scratch("worker-none");
-    let log = dir.join("effects.log");
-    let config = coordinator_config(&dir);
-    let server = Server::start(
-        &dir,
-        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
-    );
+    let (server, log) = coordinator("worker-none");
     let client = server.client();
     let def = json!({
         "title": "alone",
@@ -530,7 +449,7 @@ async fn without_a_worker_a_remote_node_stays_queued_until_its_queue_timeout() {
     assert_eq!(status["nodes"]["alone"]["status"], "QUEUED", "{status}");
     let ended = result(&client, &run).await;
     assert_eq!(ended["status"], "FAILED", "{ended}");
-    let events = events(&client, &run).await;
+    let events = all_events(&client, &run).await;
     let failed = events.iter().find(|e| e["type"] == "FAILED").unwrap();
     assert_eq!(failed["error"]["type"], "QueueTimeoutError", "{failed}");
     assert!(effects(&log).is_empty());
@@ -798,7 +717,7 @@ mod hosts {
     use std::collections::BTreeSet;
     use std::process::Command;
 
-    use super::{Server, Worker, effects, fan_out, node_of, result, start_run, until_started_by};
+    use super::{Server, Worker, effects, fan_out, node_of, result, start_run};
 
     /// Namespaces and links made by the test, deleted when dropped (their veths go with
     /// them).
@@ -908,7 +827,7 @@ mod hosts {
             })
             .collect();
         let run = start_run(&client, &fan_out(&log, 9, 3_000)).await;
-        let cut = until_started_by(&log, workers[1].pid(), 3).await;
+        let cut = workers[1].started(3);
         ip(&["-n", &ns.0[0], "link", "set", &format!("sc{tag}-2"), "down"]);
         let ended = result(&client, &run).await;
         assert_eq!(ended["status"], "COMPLETED", "{ended}");

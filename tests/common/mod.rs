@@ -152,7 +152,17 @@ pub fn run_blocking(
     inputs: JsonObject,
     options: SubmitOptions,
 ) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
-    let (runtime, handle) = shared_engine();
+    run_blocking_on(shared_engine(), workflow, inputs, options)
+}
+
+/// Runs `workflow` on `engine` (a runtime and the engine started on it): its result and
+/// every event, or what failed.
+pub fn run_blocking_on(
+    (runtime, handle): &(tokio::runtime::Runtime, Handle),
+    workflow: &Workflow,
+    inputs: JsonObject,
+    options: SubmitOptions,
+) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
     runtime.block_on(async {
         let submitted = handle.submit_workflow(workflow, inputs, options).await;
         let mut run = submitted.map_err(|e| format!("submit: {e}"))?;

@@ -60,6 +60,76 @@ pub fn binary() -> PathBuf {
     }
 }
 
+/// The `shipsec` binary run through `prefix` (`ip netns exec NS`), or directly.
+pub fn command(prefix: &[&str]) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    }
+}
+
+/// The lines a child prints on `stdout`, read by a thread of their own.
+pub fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Starts a run of `def`; its id (the answer must be 201).
+pub async fn start_run(client: &Client, def: &Value) -> String {
+    let answer = client
+        .post_json("/v1/runs", &serde_json::json!({"definition": def}))
+        .await;
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()["runId"].as_str().unwrap().to_owned()
+}
+
+/// The run's result, waited for (at most two minutes).
+pub async fn result(client: &Client, run_id: &str) -> Value {
+    let answer = client
+        .get(&format!("/v1/runs/{run_id}/result?wait=120"))
+        .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()
+}
+
+/// Every event of a run, paging the JSON answer.
+pub async fn all_events(client: &Client, run_id: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let page = client
+            .get(&format!("/v1/runs/{run_id}/events?after={after}"))
+            .await
+            .json();
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
 impl Server {
     /// Starts `shipsec serve` with `extra` arguments on 127.0.0.1 (a port of the system's
     /// choosing), journal in `dir/data` with process durability; waits for `ready`.
@@ -93,14 +163,7 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut command = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut command = Command::new(first);
-                command.args(rest).arg(binary());
-                command
-            }
-            None => Command::new(binary()),
-        };
+        let mut command = command(prefix);
         command
             .arg("serve")
             .args(listen)
@@ -118,15 +181,7 @@ impl Server {
         }
         command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines(child.stdout.take().unwrap());
         let mut addr = None;
         let mut workers = None;
         loop {
