@@ -155,6 +155,20 @@ function loadService(): grpc.ServiceClientConstructor {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Doubling pauses between tries, from 50 ms up to {@link MAX_BACKOFF_MS}. */
+class Backoff {
+  private ms = 50;
+
+  async wait(): Promise<void> {
+    await sleep(this.ms);
+    this.ms = Math.min(this.ms * 2, MAX_BACKOFF_MS);
+  }
+
+  reset(): void {
+    this.ms = 50;
+  }
+}
+
 export class Worker {
   readonly workerId: string;
   readonly slots: number;
@@ -259,7 +273,7 @@ export class Worker {
         labels: this.options.labels ?? {},
         queues: this.options.queues ?? [],
       };
-      let backoff = 50;
+      const backoff = new Backoff();
       for (;;) {
         try {
           const answer = await this.call<{ heartbeatIntervalMs: number; leaseMs: number }>('register', request, 5_000);
@@ -270,8 +284,7 @@ export class Worker {
         } catch (error) {
           if (this.closed) return;
           if (!TRANSIENT.has((error as grpc.ServiceError).code)) throw new RefusedError(error as grpc.ServiceError);
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          await backoff.wait();
         }
       }
     })();
@@ -283,7 +296,7 @@ export class Worker {
   }
 
   private async pollLoop(): Promise<void> {
-    let backoff = 50;
+    const backoff = new Backoff();
     while (!this.draining && !this.closed) {
       const free = this.slots - this.held.size;
       if (free <= 0) {
@@ -297,15 +310,14 @@ export class Worker {
           { workerId: this.workerId, freeSlots: free, waitMs: POLL_WAIT_MS },
           POLL_WAIT_MS + 5_000,
         );
-        backoff = 50;
+        backoff.reset();
         for (const attempt of answer.attempts) this.begin(attempt);
       } catch (error) {
         const code = (error as grpc.ServiceError).code;
         if (code === grpc.status.FAILED_PRECONDITION) {
           await this.registerOrFail(seen);
         } else if (TRANSIENT.has(code)) {
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          await backoff.wait();
         } else {
           this.fail(new RefusedError(error as grpc.ServiceError));
         }
@@ -329,15 +341,14 @@ export class Worker {
 
   private async tellDrain(): Promise<void> {
     const giveUp = Date.now() + this.leaseMs;
-    let backoff = 50;
+    const backoff = new Backoff();
     for (;;) {
       try {
         await this.call('drain', { workerId: this.workerId }, 5_000);
         return;
       } catch (error) {
         if (!TRANSIENT.has((error as grpc.ServiceError).code) || Date.now() > giveUp) return;
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        await backoff.wait();
       }
     }
   }
@@ -424,7 +435,7 @@ export class Worker {
   }
 
   private async complete(request: { attemptId: string; [field: string]: unknown }): Promise<void> {
-    let backoff = 50;
+    const backoff = new Backoff();
     for (;;) {
       try {
         const answer = await this.call<{ verdict: string }>('complete', request, COMPLETE_TIMEOUT_MS);
@@ -433,8 +444,7 @@ export class Worker {
         return;
       } catch (error) {
         if (!TRANSIENT.has((error as grpc.ServiceError).code) || this.closed) return;
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        await backoff.wait();
       }
     }
   }

@@ -5,15 +5,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { call, coordinator, drain, events, remote, result, startRun, worker } from './support.mjs';
+import { call, drain, events, remote, result, startRun, withCoordinator, worker } from './support.mjs';
 
 const RETRY = { maxAttempts: 3, initialIntervalSeconds: 0.01 };
 
 for (const kind of ['rust', 'typescript']) {
   describe(`the ${kind} worker`, () => {
     test('runs a component with the params and mapped inputs sent, and its output is the node\'s', async () => {
-      const coord = await coordinator();
-      try {
+      await withCoordinator('', async (coord) => {
         const w = await worker(kind, coord, `${kind}-echo`);
         const runId = await startRun(coord, {
           title: 'echo',
@@ -40,14 +39,11 @@ for (const kind of ['rust', 'typescript']) {
         });
         assert.equal(ended.nodes.scan.attempts, 1);
         assert.deepEqual(await drain(w), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
-      } finally {
-        coord.kill();
-      }
+      });
     });
 
     test('reports error types and retryability: a fatal one fails at once, a retryable one is retried', async () => {
-      const coord = await coordinator();
-      try {
+      await withCoordinator('', async (coord) => {
         const w = await worker(kind, coord, `${kind}-errors`);
         const fatal = await startRun(coord, {
           title: 'fatal',
@@ -69,14 +65,11 @@ for (const kind of ['rust', 'typescript']) {
         assert.equal(retried.length, 2);
         assert.equal(retried[0].error.type, 'NetworkError');
         assert.deepEqual(await drain(w), { acknowledged: 4, stale: 0, stopped: 0, code: 0 });
-      } finally {
-        coord.kill();
-      }
+      });
     });
 
     test('a cancellation reaches the running component, which ends well within the grace', async () => {
-      const coord = await coordinator('cancelGraceSeconds: 60\n');
-      try {
+      await withCoordinator('cancelGraceSeconds: 60\n', async (coord) => {
         const w = await worker(kind, coord, `${kind}-cancel`);
         const runId = await startRun(coord, { title: 'cancel', actions: [remote('long', 'core.sleep', { ms: 600_000 })] });
         await w.until((l) => l.startsWith(`started ${runId}/long/1`));
@@ -88,14 +81,11 @@ for (const kind of ['rust', 'typescript']) {
         assert.ok(Date.now() - asked < 30_000, `${Date.now() - asked} ms`);
         // Its CancelledError was its completion, acknowledged: not stopped, not stale.
         assert.deepEqual(await drain(w), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
-      } finally {
-        coord.kill();
-      }
+      });
     });
 
     test('killed with SIGKILL, its attempt goes to another worker and runs a second time', async () => {
-      const coord = await coordinator();
-      try {
+      await withCoordinator('', async (coord) => {
         const doomed = await worker(kind, coord, `${kind}-doomed`, 1);
         const runId = await startRun(coord, { title: 'kill', actions: [remote('work', 'core.sleep', { ms: 1_500, done: true }, { retryPolicy: RETRY })] });
         await doomed.until((l) => l.startsWith(`started ${runId}/work/1`));
@@ -111,14 +101,11 @@ for (const kind of ['rust', 'typescript']) {
         assert.equal(crash.error.type, 'CrashError');
         assert.match(crash.error.message, new RegExp(`${kind}-doomed`));
         assert.deepEqual(await drain(survivor), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
-      } finally {
-        coord.kill();
-      }
+      });
     });
 
     test('SIGTERM drains it: the attempt it holds finishes there, and it takes no other', async () => {
-      const coord = await coordinator();
-      try {
+      await withCoordinator('', async (coord) => {
         const draining = await worker(kind, coord, `${kind}-draining`, 2);
         const runId = await startRun(coord, {
           title: 'drain',
@@ -133,14 +120,11 @@ for (const kind of ['rust', 'typescript']) {
         assert.equal(ended.nodes.first.attempts, 1);
         assert.equal(ended.nodes.second.attempts, 1);
         assert.deepEqual(await drain(next), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
-      } finally {
-        coord.kill();
-      }
+      });
     });
 
     test('stopped past its lease, its late work is never counted: stale or stopped by itself', async () => {
-      const coord = await coordinator();
-      try {
+      await withCoordinator('', async (coord) => {
         const hung = await worker(kind, coord, `${kind}-hung`, 1);
         const runId = await startRun(coord, { title: 'hang', actions: [remote('work', 'core.sleep', { ms: 1_000, by: 'whoever' }, { retryPolicy: RETRY })] });
         await hung.until((l) => l.startsWith(`started ${runId}/work/1`));
@@ -155,9 +139,7 @@ for (const kind of ['rust', 'typescript']) {
         assert.equal(tally.acknowledged, 0);
         assert.equal(tally.stale + tally.stopped, 1, JSON.stringify(tally));
         assert.equal((await drain(other)).acknowledged, 1);
-      } finally {
-        coord.kill();
-      }
+      });
     });
   });
 }

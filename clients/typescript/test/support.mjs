@@ -77,6 +77,16 @@ export async function coordinator(extraConfig = '', extraArgs = [], extraEnv = {
   return { proc, api, workers, dir, kill: () => proc.kill() };
 }
 
+/** Runs `body` against a fresh [coordinator], killed afterwards however `body` ends. */
+export async function withCoordinator(extraConfig, body) {
+  const coord = await coordinator(extraConfig);
+  try {
+    return await body(coord);
+  } finally {
+    coord.kill();
+  }
+}
+
 /** A worker of `kind` (`rust` or `typescript`), registered. */
 export async function worker(kind, coord, id, slots = 2) {
   const args = ['--coordinator', `http://${coord.workers}`, '--id', id, '--slots', String(slots), '--print-attempts'];
