@@ -1,7 +1,7 @@
 //! Remote attempts on loopback: a coordinator (the gateway served by tonic on 127.0.0.1)
 //! and four Rust workers (`worker::client`, 256 slots each, hosting `core.echo`), all in
-//! this process but speaking gRPC over TCP, against the same engine running the same
-//! nodes in-process.
+//! this process but speaking gRPC over TCP (`tests/remote/mod.rs`, as the remote property
+//! test), against the same engine running the same nodes in-process.
 //!
 //! - Round trip: 2,000 one-node runs one after another, remote and local; the median and
 //!   p99 of submit-to-result, and their difference (what going remote adds per attempt).
@@ -14,19 +14,16 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+#[path = "../tests/remote/mod.rs"]
+mod remote;
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
-use shipsec_orchestrator::runtime::guardrails::config::WorkerConfig;
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
-use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
-use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode, Workflow};
+use shipsec_orchestrator::{EngineConfig, Handle, ShutdownMode, Workflow};
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: usize = 4;
@@ -98,36 +95,12 @@ async fn throughput(handle: &Handle, workflow: &Workflow) -> f64 {
 
 /// The engine with a coordinator on 127.0.0.1 and its workers, registered.
 async fn engine() -> (Handle, CancellationToken) {
-    let gateway = Gateway::new(WorkerConfig::default(), WorkerTokens::default());
-    let mut registry = ComponentRegistry::with_builtins();
-    registry.set_remote(Arc::new(gateway.clone()), BTreeMap::new());
     let mut config = EngineConfig::default();
     config.limits.max_nodes = config.limits.max_nodes.max(FAN_OUT + 2);
     config.limits.max_edges = config.limits.max_edges.max(2 * FAN_OUT);
     config.limits.max_definition_bytes = usize::MAX;
-    let handle = Orchestrator::start_with(config, registry)
-        .await
-        .expect("engine");
-    gateway.attach(handle.remote_pools());
     let stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn({
-        let (gateway, stop) = (gateway.clone(), stop.clone());
-        async move {
-            let server = tonic::transport::Server::builder();
-            gateway.serve(server, listener, stop).await
-        }
-    });
-    let builtins = ComponentRegistry::with_builtins();
-    for i in 0..WORKERS {
-        let options = WorkerOptions::new(format!("http://{addr}"), format!("bench-{i}"), SLOTS);
-        let worker = Worker::new(options, &builtins, "core.echo").expect("worker");
-        let registered = worker.register().await.expect("registered");
-        tokio::spawn(registered.serve(stop.clone()));
-    }
+    let handle = remote::start(config, WORKERS, SLOTS, "core.echo", &stop).await;
     (handle, stop)
 }
 

@@ -11,20 +11,18 @@
 mod common;
 mod random;
 mod reference;
+mod remote;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::RunnerKindDef;
 use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, WorkerConfig};
-use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
-use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
-use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use shipsec_orchestrator::{EngineConfig, Handle};
 use tokio_util::sync::CancellationToken;
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
@@ -52,13 +50,6 @@ fn remote_engine() -> &'static (tokio::runtime::Runtime, Handle) {
 }
 
 async fn start() -> Handle {
-    // Heartbeats often (a withdrawn attempt frees its worker's slot at the next one),
-    // leases long (a loaded machine never expires one by accident).
-    let workers = WorkerConfig {
-        heartbeat: Duration::from_millis(50),
-        lease: Duration::from_secs(30),
-    };
-    let gateway = Gateway::new(workers.clone(), WorkerTokens::default());
     let mut components = BTreeMap::new();
     for id in REMOTE {
         let limits = ComponentLimits {
@@ -70,35 +61,17 @@ async fn start() -> Handle {
     let config = EngineConfig {
         cancel_grace: Duration::from_secs(1),
         components,
-        workers,
+        // Heartbeats often (a withdrawn attempt frees its worker's slot at the next one),
+        // leases long (a loaded machine never expires one by accident).
+        workers: WorkerConfig {
+            heartbeat: Duration::from_millis(50),
+            lease: Duration::from_secs(30),
+        },
         ..EngineConfig::default()
     };
-    let mut registry = ComponentRegistry::with_builtins();
-    registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
-    let handle = Orchestrator::start_with(config, registry)
-        .await
-        .expect("the orchestrator starts");
-    gateway.attach(handle.remote_pools());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
+    // Served for as long as the test binary runs.
     let forever = CancellationToken::new();
-    tokio::spawn({
-        let (gateway, stop) = (gateway.clone(), forever.clone());
-        async move {
-            let server = tonic::transport::Server::builder();
-            gateway.serve(server, listener, stop).await
-        }
-    });
-    let builtins = ComponentRegistry::with_builtins();
-    for i in 0..3 {
-        let options = WorkerOptions::new(format!("http://{addr}"), format!("property-{i}"), 4);
-        let worker = Worker::new(options, &builtins, &REMOTE.join(",")).expect("a worker");
-        let registered = worker.register().await.expect("registered");
-        tokio::spawn(registered.serve(forever.clone()));
-    }
-    handle
+    remote::start(config, 3, 4, &REMOTE.join(","), &forever).await
 }
 
 fn run(case: &Case) -> Result<Finished, String> {

@@ -1,0 +1,49 @@
+//! An engine whose remote attempts go to in-process workers over real gRPC: the
+//! coordinator (the gateway, served by tonic on 127.0.0.1) and `worker::client` workers
+//! hosting the built-ins. Shared by `tests/remote_property.rs` and `benches/remote.rs`.
+
+use std::sync::Arc;
+
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
+use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
+use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
+use tokio_util::sync::CancellationToken;
+
+/// Starts the engine with `config` (its `workers` timing, its components configured
+/// remote), its coordinator, and `workers` workers of `slots` slots hosting the built-ins
+/// matching `components`, all registered; they serve until `stop` fires.
+pub async fn start(
+    config: EngineConfig,
+    workers: usize,
+    slots: u32,
+    components: &str,
+    stop: &CancellationToken,
+) -> Handle {
+    let gateway = Gateway::new(config.workers.clone(), WorkerTokens::default());
+    let mut registry = ComponentRegistry::with_builtins();
+    registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
+    let handle = Orchestrator::start_with(config, registry)
+        .await
+        .expect("the orchestrator starts");
+    gateway.attach(handle.remote_pools());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let server = tonic::transport::Server::builder();
+            gateway.serve(server, listener, stop).await
+        }
+    });
+    let builtins = ComponentRegistry::with_builtins();
+    for i in 0..workers {
+        let options = WorkerOptions::new(format!("http://{addr}"), format!("worker-{i}"), slots);
+        let worker = Worker::new(options, &builtins, components).expect("a worker");
+        let registered = worker.register().await.expect("registered");
+        tokio::spawn(registered.serve(stop.clone()));
+    }
+    handle
+}
