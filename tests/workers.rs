@@ -445,6 +445,11 @@ async fn without_a_worker_a_remote_node_stays_queued_until_its_queue_timeout() {
         "nodes": {"alone": {"ref": "alone", "queueTimeoutSeconds": 1.5}}
     });
     let run = start_run(&client, &def).await;
+    let (_, mut live) = client.stream(&format!("/v1/runs/{run}/events"), &[]).await;
+    live.until_trace("alone was queued", |e| {
+        e["type"] == "QUEUED" && e["nodeId"] == "alone"
+    })
+    .await;
     let status = client.get(&format!("/v1/runs/{run}")).await.json();
     assert_eq!(status["nodes"]["alone"]["status"], "QUEUED", "{status}");
     let ended = result(&client, &run).await;

@@ -453,19 +453,26 @@ impl SseReader {
     /// Reads until attempt `attempt` of `node` starts (its `STARTED` trace event); panics
     /// if the stream ends first.
     pub async fn until_started(&mut self, node: &str, attempt: u32) {
+        let what = format!("{node} started attempt {attempt}");
+        self.until_trace(&what, |e| {
+            e["type"] == "STARTED" && e["nodeId"] == node && e["metadata"]["attempt"] == attempt
+        })
+        .await;
+    }
+
+    /// Reads until a trace event that `wanted` accepts (`what` says which, for the panic
+    /// when the stream ends first); the event.
+    pub async fn until_trace(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         while let Some(e) = self.next().await {
             if e.event != "trace" {
                 continue;
             }
             let event: Value = serde_json::from_str(&e.data).unwrap();
-            if event["type"] == "STARTED"
-                && event["nodeId"] == node
-                && event["metadata"]["attempt"] == attempt
-            {
-                return;
+            if wanted(&event) {
+                return event;
             }
         }
-        panic!("the stream ended before {node} started attempt {attempt}");
+        panic!("the stream ended before {what}");
     }
 
     /// Every message to the end.
