@@ -202,16 +202,26 @@ async fn workers(
     }))
 }
 
-/// Serves the workers until `stop` fires (after the engine has stopped: attempts it
-/// waits for during its grace still complete).
-async fn serve_workers(workers: Workers, stop: CancellationToken) {
-    let Workers {
-        gateway,
-        listener,
-        server,
-    } = workers;
-    if let Err(e) = gateway.serve(server, listener, stop).await {
-        eprintln!("shipsec serve: the worker listener failed: {e}");
+impl Workers {
+    /// Says where it serves workers, and serves them until `stop` fires (after the engine
+    /// has stopped: attempts it waits for during its grace still complete).
+    fn spawn(self, stop: CancellationToken) -> (Gateway, tokio::task::JoinHandle<()>) {
+        let Workers {
+            gateway,
+            listener,
+            server,
+        } = self;
+        let addr = listener
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
+        println!("serving workers on {addr}");
+        let serving = gateway.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = serving.serve(server, listener, stop).await {
+                eprintln!("shipsec serve: the worker listener failed: {e}");
+            }
+        });
+        (gateway, task)
     }
 }
 
@@ -259,20 +269,7 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     let stop = service.stopping();
     let server = tokio::spawn(listen::serve(service.router(), bound, stop.clone()));
     let workers_stop = CancellationToken::new();
-    let gateway = workers.map(|workers| {
-        println!(
-            "serving workers on {}",
-            workers
-                .listener
-                .local_addr()
-                .map_or_else(|e| e.to_string(), |a| a.to_string())
-        );
-        let gateway = workers.gateway.clone();
-        (
-            gateway,
-            tokio::spawn(serve_workers(workers, workers_stop.clone())),
-        )
-    });
+    let gateway = workers.map(|workers| workers.spawn(workers_stop.clone()));
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     let grace = config.cancel_grace;
     let engine = tokio::select! {
