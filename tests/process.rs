@@ -21,7 +21,7 @@ use shipsec_orchestrator::runtime::components::process::{
     DEFAULT_MAX_PROCESS_OUTPUT, PROCESS_ERROR, Process,
 };
 use shipsec_orchestrator::runtime::components::{
-    Component, ComponentResult, ExecutionContext, VALIDATION_ERROR,
+    Component, ComponentResult, ExecutionContext, Placement, VALIDATION_ERROR,
 };
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
@@ -48,6 +48,7 @@ fn context(params: Value, inputs: Value, cancel: CancellationToken) -> Execution
         triggered_by: Arc::from(Vec::new()),
         failure: None,
         cancel,
+        placement: Placement::default(),
     }
 }
 

@@ -42,7 +42,7 @@ use shipsec_orchestrator::messages::supervisor::RunTimer;
 use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::components::{
-    ComponentError, ComponentResult, ExecutionContext,
+    ComponentError, ComponentResult, ExecutionContext, Placement,
 };
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
 use shipsec_orchestrator::runtime::definition::validate::validate;
@@ -557,6 +557,7 @@ impl Sim {
             triggered_by: spec.triggered_by,
             failure: spec.failure,
             cancel: CancellationToken::new(),
+            placement: Placement::default(),
         };
         let result = component.execute(ctx).now_or_never().unwrap_or_else(|| {
             Err(ComponentError::fatal(

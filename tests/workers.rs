@@ -267,8 +267,25 @@ async fn a_killed_worker_s_attempts_are_reassigned_and_run_once_more() {
     assert_eq!(ended["nodes"]["root"]["attempts"], 1);
     // Reassigned within a lease and a heartbeat (2.2 s), then 1.5 s of work: generously.
     assert!(killed_at.elapsed() < Duration::from_secs(30));
-    let counted = outcomes(&all_events(&client, &run).await);
+    let events = all_events(&client, &run).await;
+    let counted = outcomes(&events);
     assert!(counted.values().all(|&n| n == 1), "{counted:?}");
+    // Each attempt's end names its worker: the lost ones the killed worker, their retries
+    // (and every node's record) the survivor.
+    for e in &events {
+        let node = e["nodeId"].as_str().unwrap();
+        let worker = &e["metadata"]["workerId"];
+        match e["type"].as_str() {
+            Some("RETRYING") => assert_eq!(worker, "doomed", "{e}"),
+            Some("COMPLETED") if node.starts_with('n') => assert_eq!(worker, "survivor", "{e}"),
+            // root and join run in-process.
+            Some("COMPLETED") => assert!(worker.is_null(), "{e}"),
+            _ => {}
+        }
+    }
+    let retried = events.iter().filter(|e| e["type"] == "RETRYING").count();
+    assert_eq!(retried, held_nodes.len());
+    assert_eq!(ended["nodes"]["n1"]["workerId"], "survivor", "{ended}");
     // The killed worker's commands stopped with it; each other attempt ran to its end once.
     let effects = effects(&log);
     let ends: Vec<&Effect> = effects.iter().filter(|e| e.end).collect();
@@ -419,6 +436,7 @@ async fn a_coordinator_killed_with_sigkill_resumes_and_old_fences_are_stale() {
     assert_eq!(quick.len(), 2, "one start, one end: {quick:?}");
     for node in ["slow1", "slow2"] {
         assert_eq!(ended["nodes"][node]["attempts"], 2, "{ended}");
+        assert_eq!(ended["nodes"][node]["workerId"], "steady", "{ended}");
     }
     // The attempts that ran across the crash were answered stale or stopped by the
     // worker; their retries were acknowledged.

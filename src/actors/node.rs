@@ -26,7 +26,7 @@ use crate::messages::limiter::{LimiterMsg, SlotGrant};
 use crate::messages::node::{NodeEnd, NodeMsg};
 use crate::messages::supervisor::{NodeReport, RetryReport, StartReport, SupervisorMsg};
 use crate::runtime::components::{
-    CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, VALIDATION_ERROR,
+    CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, Placement, VALIDATION_ERROR,
 };
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::{
@@ -431,6 +431,7 @@ impl NodeState {
             triggered_by: spec.triggered_by,
             failure: spec.failure,
             cancel,
+            placement: Placement::new(self.run.clone(), self.core.ix(), spec.attempt),
         }
     }
 

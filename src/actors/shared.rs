@@ -1,6 +1,7 @@
 //! What every actor of one run shares, immutably: the run's plan (graph, inputs,
 //! components, seed), the supervisor's address, the engine's slot limiter and what each
-//! node needs from it, the run's span and the engine's metrics.
+//! node needs from it, the run's span and the engine's metrics. It is also where a remote
+//! attempt tells which worker took it ([`PlacementSink`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use ractor::ActorRef;
 
 use crate::messages::limiter::LimiterLink;
 use crate::messages::supervisor::SupervisorMsg;
+use crate::runtime::components::PlacementSink;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::{Graph, NodeIx};
 use crate::runtime::guardrails::config::EngineConfig;
@@ -63,6 +65,18 @@ impl SlotLink {
     /// Which nodes wait for slots, by `NodeIx`.
     pub(crate) fn queued(&self) -> Vec<bool> {
         self.needs.iter().map(Option::is_some).collect()
+    }
+}
+
+/// A remote attempt's placement goes to the supervisor, which records it as a fact.
+impl PlacementSink for RunShared {
+    fn placed(&self, node: NodeIx, attempt: u32, worker: Arc<str>) {
+        // A supervisor gone is a run torn down: the placement no longer matters.
+        let _ = self.supervisor.cast(SupervisorMsg::Placed {
+            node,
+            attempt,
+            worker,
+        });
     }
 }
 

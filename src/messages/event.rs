@@ -92,6 +92,11 @@ pub struct EventMetadata {
     /// The node's group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// The remote worker that ran the attempt, on the attempt's end (RETRYING, COMPLETED,
+    /// FAILED, CANCELLED) when a worker took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub worker_id: Option<Arc<str>>,
 }
 
 /// One trace event.

@@ -42,6 +42,10 @@ pub struct NodeRecord {
     /// Why it was skipped or cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The remote worker that took its latest attempt (none for attempts run in-process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub worker_id: Option<Arc<str>>,
 }
 
 /// The result of a run, as `shipsec run --json` prints it.

@@ -145,6 +145,15 @@ pub(crate) enum SupervisorMsg {
         /// every slot of a mailbox is as large as its largest message).
         span: Option<Box<SpanContext>>,
     },
+    /// From a remote attempt: the worker `worker` took attempt `attempt` of `node`.
+    Placed {
+        /// The node.
+        node: NodeIx,
+        /// The attempt.
+        attempt: u32,
+        /// The worker's id.
+        worker: Arc<str>,
+    },
     /// From a node whose attempt finished at its first poll: its start and its end in one
     /// message.
     NodeRan {

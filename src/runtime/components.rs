@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::components::registry::ComponentMeta;
 use crate::runtime::definition::JsonObject;
+use crate::runtime::definition::graph::NodeIx;
 
 /// Error type of an input that cannot be satisfied (never retried).
 pub const INPUT_ERROR: &str = "InputError";
@@ -71,6 +72,44 @@ pub struct ExecutionContext {
     pub failure: Option<Arc<FailureInfo>>,
     /// Fires when the attempt must stop (cancel, timeout, withdrawal).
     pub cancel: CancellationToken,
+    /// Where a component that hands the attempt to a worker says which worker took it.
+    pub placement: Placement,
+}
+
+/// Where an attempt's placement is told: the run's supervisor, which records it.
+pub trait PlacementSink: Send + Sync + 'static {
+    /// Attempt `attempt` of `node` was taken by `worker`.
+    fn placed(&self, node: NodeIx, attempt: u32, worker: Arc<str>);
+}
+
+/// How an attempt tells its run which remote worker took it (the worker id goes on the
+/// attempt's end events and the node's record). Attempts run in-process have nowhere to
+/// tell it, nor need to.
+#[derive(Clone, Default)]
+pub struct Placement(Option<(Arc<dyn PlacementSink>, NodeIx, u32)>);
+
+impl Placement {
+    /// Placement of attempt `attempt` of `node`, told to `sink`.
+    pub fn new(sink: Arc<dyn PlacementSink>, node: NodeIx, attempt: u32) -> Placement {
+        Placement(Some((sink, node, attempt)))
+    }
+
+    /// `worker` took the attempt.
+    pub fn placed(&self, worker: &Arc<str>) {
+        if let Some((sink, node, attempt)) = &self.0 {
+            sink.placed(*node, *attempt, worker.clone());
+        }
+    }
+}
+
+impl fmt::Debug for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Placement(told)"
+        } else {
+            "Placement(none)"
+        })
+    }
 }
 
 impl fmt::Debug for ExecutionContext {

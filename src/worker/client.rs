@@ -35,6 +35,7 @@ use tracing::Instrument;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::components::{
     Component, ComponentError, ComponentResult, ExecutionContext, FailureInfo, INPUT_ERROR,
+    Placement,
 };
 use crate::runtime::definition::JsonObject;
 use crate::worker::gateway::WORKER_ID;
@@ -846,6 +847,7 @@ fn context(
             .collect(),
         failure,
         cancel,
+        placement: Placement::default(),
     })
 }
 

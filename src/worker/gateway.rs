@@ -32,6 +32,7 @@ use crate::runtime::components::builtin::CANCELLED_ERROR;
 use crate::runtime::components::registry::{ComponentMeta, RemoteHost};
 use crate::runtime::components::{
     CRASH_ERROR, Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
+    Placement,
 };
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Node;
@@ -119,6 +120,8 @@ struct Pending {
     outcome: Option<oneshot::Sender<ComponentResult>>,
     /// The attempt's span: the worker's id and its logs go there.
     span: tracing::Span,
+    /// Where the run hears which worker took the attempt.
+    placement: Placement,
 }
 
 impl Gateway {
@@ -249,6 +252,7 @@ impl Gateway {
         pool: Arc<str>,
         attempt: proto::Attempt,
         span: tracing::Span,
+        placement: Placement,
     ) -> oneshot::Receiver<ComponentResult> {
         let (tx, rx) = oneshot::channel();
         let id: Arc<str> = attempt.attempt_id.as_str().into();
@@ -258,6 +262,7 @@ impl Gateway {
             attempt,
             outcome: Some(tx),
             span,
+            placement,
         };
         state.pending.insert(id, pending);
         drop(state);
@@ -326,17 +331,19 @@ impl Gateway {
     }
 
     /// Hands out leases to `worker`: the attempts, with their fences, and the worker's
-    /// id on their spans.
+    /// id on their spans and told to their runs.
     fn lease_to(&self, worker: &str, free: u32) -> Result<Vec<proto::Attempt>, Status> {
         let mut state = self.lock();
         let leases = state.book.poll(worker, free, now()).map_err(out_of_order)?;
         let lease_ms = self.lease_ms();
+        let worker_id: Arc<str> = worker.into();
         let mut attempts = Vec::with_capacity(leases.len());
         for lease in leases {
             let Some(pending) = state.pending.get(&lease.attempt) else {
                 continue; // withdrawn under the same lock: cannot happen, but never sent
             };
             pending.span.record_worker(worker, lease.fence);
+            pending.placement.placed(&worker_id);
             let mut attempt = pending.attempt.clone();
             attempt.fence = lease.fence;
             attempt.heartbeat_timeout_ms = lease_ms;
@@ -482,7 +489,8 @@ impl Component for RemoteComponent {
         let attempt = self.attempt(&ctx);
         let id = attempt.attempt_id.clone();
         let gateway = self.gateway.clone();
-        let mut outcome = gateway.submit(self.pool.clone(), attempt, tracing::Span::current());
+        let span = tracing::Span::current();
+        let mut outcome = gateway.submit(self.pool.clone(), attempt, span, ctx.placement.clone());
         async move {
             // However the attempt ends here (an outcome, or dropped by its node), it
             // leaves the book: a worker still running it hears that it is stale.

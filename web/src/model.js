@@ -70,6 +70,7 @@ export class RunModel {
         open.end = at;
         open.outcome = outcome;
         if (event.error) open.error = event.error;
+        if (meta.workerId) open.worker = meta.workerId;
       }
     };
     switch (event.type) {
@@ -80,7 +81,7 @@ export class RunModel {
       case 'STARTED': {
         const n = meta.attempt || node.attempts.length + 1;
         if (!node.attempts.some((a) => a.n === n)) {
-          node.attempts.push({ n, start: at, end: null, outcome: 'RUNNING', error: null, retryAt: null });
+          node.attempts.push({ n, start: at, end: null, outcome: 'RUNNING', error: null, retryAt: null, worker: null });
         }
         if (node.startedAt === null) node.startedAt = at;
         node.status = 'RUNNING';

@@ -80,6 +80,8 @@ export function nodePanel(model, ref, select) {
   if (node.error) parts.push(section('Error', el('p', { class: 'error' }, el('code', {}, node.error.type), ' ', node.error.message)));
 
   const attempts = node.attempts;
+  // The worker column shows only when a remote worker ran one of them.
+  const remote = attempts.some((a) => a.worker);
   if (attempts.length) {
     parts.push(
       section(
@@ -87,7 +89,11 @@ export function nodePanel(model, ref, select) {
         el(
           'table',
           { class: 'attempts' },
-          el('thead', {}, el('tr', {}, el('th', {}, '#'), el('th', {}, 'outcome'), el('th', {}, 'took'), el('th', {}, 'error'))),
+          el(
+            'thead',
+            {},
+            el('tr', {}, el('th', {}, '#'), el('th', {}, 'outcome'), el('th', {}, 'took'), remote ? el('th', {}, 'worker') : null, el('th', {}, 'error')),
+          ),
           el(
             'tbody',
             {},
@@ -98,6 +104,7 @@ export function nodePanel(model, ref, select) {
                 el('td', {}, String(a.n)),
                 el('td', {}, badge(a.end === null ? 'RUNNING' : a.outcome)),
                 el('td', {}, duration((a.end ?? Date.now()) - a.start)),
+                remote ? el('td', {}, a.worker ? el('code', {}, a.worker) : '') : null,
                 el('td', {}, a.error ? `${a.error.type}: ${a.error.message}` : ''),
               ),
             ),

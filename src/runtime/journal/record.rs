@@ -186,6 +186,16 @@ pub enum FactKind {
     Resumed,
     /// The run ended.
     Finished(FinishedRecord),
+    /// A remote worker took an attempt. (New variants go last: a record names its
+    /// variant by position, and older journals must still read.)
+    Placed {
+        /// The node.
+        node: u32,
+        /// The attempt.
+        attempt: u32,
+        /// The worker's id.
+        worker: String,
+    },
 }
 
 /// A fact and when it was applied.

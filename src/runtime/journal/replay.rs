@@ -53,6 +53,15 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
             generation: *generation,
             cause: cause.clone(),
         },
+        RunFact::Placed {
+            node,
+            attempt,
+            worker,
+        } => FactKind::Placed {
+            node: node.0,
+            attempt: *attempt,
+            worker: worker.to_string(),
+        },
         RunFact::CancelRequested(kind) => FactKind::StopRequested {
             terminate: *kind == StopKind::Terminate,
         },
@@ -319,6 +328,15 @@ impl Replayer {
                 node: self.node(*node)?,
                 generation: *generation,
                 cause: cause.clone(),
+            },
+            FactKind::Placed {
+                node,
+                attempt,
+                worker,
+            } => RunFact::Placed {
+                node: self.node(*node)?,
+                attempt: *attempt,
+                worker: worker.as_str().into(),
             },
             FactKind::StopRequested { terminate } => RunFact::CancelRequested(if *terminate {
                 StopKind::Terminate

@@ -73,6 +73,17 @@ pub enum RunFact {
         /// Why.
         cause: String,
     },
+    /// A remote worker took attempt `attempt` of `node` (told by the attempt, possibly
+    /// before the node's start report arrives): the worker goes on the attempt's end
+    /// events and the node's record.
+    Placed {
+        /// The node.
+        node: NodeIx,
+        /// The attempt.
+        attempt: u32,
+        /// The worker's id.
+        worker: Arc<str>,
+    },
     /// Cancel or terminate, on request.
     CancelRequested(StopKind),
     /// A timer the core armed fired (`Deadline`: the run deadline was hit).
@@ -300,6 +311,8 @@ struct Record {
     generations: u32,
     /// Why it is being cancelled, once it lost a race (every dependent withdrew).
     withdrawn: Option<Arc<str>>,
+    /// The remote worker that took its latest placed attempt: `(attempt, worker)`.
+    worker: Option<(u32, Arc<str>)>,
 }
 
 /// One run's decisions.
@@ -407,6 +420,11 @@ impl RunCore {
                     generation,
                     cause,
                 } => self.on_node_died(node, generation, cause, now),
+                RunFact::Placed {
+                    node,
+                    attempt,
+                    worker,
+                } => self.on_placed(node, attempt, worker),
                 RunFact::CancelRequested(kind) => {
                     let (reason, grace) = match kind {
                         StopKind::Cancel => (
@@ -554,6 +572,24 @@ impl RunCore {
         Vec::new()
     }
 
+    fn on_placed(&mut self, node: NodeIx, attempt: u32, worker: Arc<str>) {
+        if self.has_ended(node) {
+            return; // a late placement: the node's events are written
+        }
+        let record = &mut self.records[node.ix()];
+        if record.worker.as_ref().is_none_or(|(a, _)| *a <= attempt) {
+            record.worker = Some((attempt, worker));
+        }
+    }
+
+    /// The worker that took attempt `attempt` of `node`, when a remote one did.
+    fn worker_of(&self, node: NodeIx, attempt: u32) -> Option<Arc<str>> {
+        match &self.records[node.ix()].worker {
+            Some((a, worker)) if *a == attempt => Some(worker.clone()),
+            _ => None,
+        }
+    }
+
     fn on_retrying(&mut self, retry: RetryReport, now: Time) {
         let RetryReport {
             node,
@@ -578,6 +614,7 @@ impl RunCore {
         });
         let mut metadata = self.base_metadata(node);
         metadata.attempt = Some(attempt);
+        metadata.worker_id = self.worker_of(node, attempt);
         self.emit(node, EventType::Retrying, Level::Warn, now, |e| {
             e.message = Some(format!(
                 "attempt {attempt} failed; attempt {} in {} ms",
@@ -672,6 +709,7 @@ impl RunCore {
         };
         let mut metadata = self.base_metadata(node);
         metadata.attempt = (end.attempts > 0).then_some(end.attempts);
+        metadata.worker_id = self.worker_of(node, end.attempts);
         metadata.failure = end.handled.as_deref().cloned().map(Box::new);
         let triggered = self.records[node.ix()].triggered_by.clone();
         metadata.triggered_by = triggered
@@ -1220,6 +1258,7 @@ impl RunCore {
             failure: record.failure.as_deref().cloned(),
             error: end.and_then(|e| e.error.as_ref()).map(error_info),
             reason: end.and_then(|e| e.reason.clone()),
+            worker_id: record.worker.as_ref().map(|(_, w)| w.clone()),
         }
     }
 
@@ -1469,6 +1508,75 @@ mod tests {
         // The dead actor's exit, seen again, changes nothing now that it was replaced.
         assert!(core.apply(exited(0), Time::from_micros(40)).is_empty());
         assert!(core.apply(died, Time::from_micros(40)).is_empty());
+    }
+
+    #[test]
+    fn the_worker_that_took_an_attempt_is_on_its_end_events_and_the_node_record() {
+        let mut core = core();
+        core.apply(RunFact::Started, Time::ZERO);
+        let placed = |attempt: u32, worker: &str| RunFact::Placed {
+            node: NodeIx(0),
+            attempt,
+            worker: worker.into(),
+        };
+        // A placement may arrive before the start report it follows.
+        core.apply(placed(1, "w1"), Time::from_micros(5));
+        let started = start_of_a(JsonObject::new());
+        core.apply(
+            RunFact::Node(NodeReport::Started(started.clone())),
+            Time::from_micros(10),
+        );
+        let retry = RetryReport {
+            node: NodeIx(0),
+            attempt: 1,
+            delay: Duration::ZERO,
+            error: ComponentError::retryable("CrashError", "lost worker `w1`"),
+        };
+        core.apply(
+            RunFact::Node(NodeReport::Retrying(retry)),
+            Time::from_micros(20),
+        );
+        let again = StartReport {
+            attempt: 2,
+            ..started
+        };
+        core.apply(
+            RunFact::Node(NodeReport::Started(again)),
+            Time::from_micros(30),
+        );
+        core.apply(placed(2, "w2"), Time::from_micros(31));
+        // A placement of an older attempt, told late, does not replace the newer.
+        core.apply(placed(1, "w1"), Time::from_micros(32));
+        let end = NodeEnd {
+            node: NodeIx(0),
+            terminal: Terminal::Completed,
+            attempts: 2,
+            output: Some(Arc::new(JsonObject::new())),
+            active_ports: None,
+            error: None,
+            reason: None,
+            origin: None,
+            handled: None,
+        };
+        core.apply(
+            RunFact::Node(NodeReport::Ended(Arc::new(end))),
+            Time::from_micros(40),
+        );
+        core.apply(placed(3, "w3"), Time::from_micros(50));
+        let worker_on = |kind: EventType| {
+            let event = core.events().iter().find(|e| e.kind == kind).unwrap();
+            event.metadata.as_ref().and_then(|m| m.worker_id.clone())
+        };
+        assert_eq!(worker_on(EventType::Retrying).as_deref(), Some("w1"));
+        assert_eq!(worker_on(EventType::Completed).as_deref(), Some("w2"));
+        assert_eq!(
+            worker_on(EventType::Started),
+            None,
+            "no worker has it at its start"
+        );
+        let snapshot = core.snapshot();
+        assert_eq!(snapshot.nodes["a"].worker_id.as_deref(), Some("w2"));
+        assert_eq!(snapshot.nodes["b"].worker_id, None);
     }
 
     #[test]
