@@ -8,7 +8,9 @@
 //! is accepted**. A worker heard from (register, poll, heartbeat) stays registered for one
 //! lease; an attempt stays leased for one lease past its last heartbeat. Past either,
 //! [`LeaseBook::expire`] ends the attempts as lost, and their fences are stale from then
-//! on. A worker is never given more attempts than its free slots.
+//! on. A worker is never given more attempts than its free slots. The next attempt of a
+//! node whose attempt was lost goes preferably to another worker: the worker that lost it
+//! takes it only while no other worker of its pool has a free slot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +20,10 @@ use crate::runtime::semantics::time::Time;
 
 /// Completions remembered after their acceptance, so that a repeat is recognised.
 const REMEMBERED_COMPLETIONS: usize = 100_000;
+
+/// Nodes remembered with the worker that lost their attempt, until their next attempt
+/// is submitted (a node that is not retried is forgotten once this many came after it).
+const REMEMBERED_LOSSES: usize = 10_000;
 
 /// What a worker registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +120,9 @@ struct AttemptEntry {
     seq: u64,
     state: State,
     cancel: bool,
+    /// The worker that lost the node's previous attempt: it takes this one only when no
+    /// other can.
+    avoid: Option<Arc<str>>,
 }
 
 /// The coordinator's book of workers, waiting attempts and leases.
@@ -128,6 +137,10 @@ pub struct LeaseBook {
     /// Accepted completions, `(attempt, fence)`, oldest first, bounded.
     accepted: VecDeque<(Arc<str>, u64)>,
     accepted_set: HashMap<Arc<str>, u64>,
+    /// Nodes (`<run>/<node ref>`) whose last attempt was lost, with the worker that lost
+    /// it; oldest first, bounded.
+    lost_by: HashMap<Arc<str>, Arc<str>>,
+    lost_order: VecDeque<Arc<str>>,
 }
 
 impl LeaseBook {
@@ -144,6 +157,8 @@ impl LeaseBook {
             waiting: HashMap::new(),
             accepted: VecDeque::new(),
             accepted_set: HashMap::new(),
+            lost_by: HashMap::new(),
+            lost_order: VecDeque::new(),
         }
     }
 
@@ -154,6 +169,7 @@ impl LeaseBook {
             Some(old) => self.lose_all(&worker, old, "registered again (restarted)"),
             None => Vec::new(),
         };
+        self.note_losses(&lost);
         let entry = WorkerEntry {
             spec,
             held: BTreeSet::new(),
@@ -164,11 +180,14 @@ impl LeaseBook {
         lost
     }
 
-    /// Queues an attempt for a worker of `pool`. Submitting it again changes nothing.
+    /// Queues an attempt for a worker of `pool`. Submitting it again changes nothing. An
+    /// attempt id `<run>/<node ref>/<attempt>` whose node lost its previous attempt
+    /// avoids the worker that lost it.
     pub fn submit(&mut self, attempt: Arc<str>, pool: Arc<str>) {
         if self.attempts.contains_key(&attempt) {
             return;
         }
+        let avoid = node_key(&attempt).and_then(|node| self.lost_by.remove(node));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.waiting
@@ -180,12 +199,14 @@ impl LeaseBook {
             seq,
             state: State::Waiting,
             cancel: false,
+            avoid,
         };
         self.attempts.insert(attempt, entry);
     }
 
     /// Up to `free` attempts for `worker` (never past its slots), oldest first, each with
-    /// a new fence. A draining worker gets none.
+    /// a new fence; an attempt avoiding `worker` is left to another worker of its pool
+    /// with a free slot, when there is one. A draining worker gets none.
     ///
     /// # Errors
     /// [`UnknownWorker`] when `worker` is not registered.
@@ -205,7 +226,7 @@ impl LeaseBook {
         let name = self.worker_name(worker);
         let mut leases = Vec::new();
         while (leases.len() as u32) < free.min(room) {
-            let Some(attempt) = self.oldest_waiting(&pools) else {
+            let Some(attempt) = self.oldest_waiting(&pools, &name) else {
                 break;
             };
             let fence = self.next_fence;
@@ -373,6 +394,7 @@ impl LeaseBook {
                 reason,
             });
         }
+        self.note_losses(&lost);
         lost
     }
 
@@ -435,16 +457,63 @@ impl LeaseBook {
             .map_or_else(|| worker.into(), |(k, _)| k.clone())
     }
 
-    /// Takes the oldest attempt waiting in any of `pools` off its queue.
-    fn oldest_waiting(&mut self, pools: &[Arc<str>]) -> Option<Arc<str>> {
-        let attempts = &self.attempts;
-        let seq = |a: &Arc<str>| attempts.get(a).map_or(u64::MAX, |e| e.seq);
-        let pool = pools
+    /// Takes the oldest attempt waiting in any of `pools` that `worker` may take off its
+    /// queue: one avoiding `worker` only when no other worker of its pool has a free slot.
+    fn oldest_waiting(&mut self, pools: &[Arc<str>], worker: &Arc<str>) -> Option<Arc<str>> {
+        let (pool, at) = pools
             .iter()
-            .filter_map(|p| Some((p, seq(self.waiting.get(p)?.front()?))))
-            .min_by_key(|(_, s)| *s)
-            .map(|(p, _)| p.clone())?;
-        self.waiting.get_mut(&pool)?.pop_front()
+            .filter_map(|p| {
+                let (at, seq) = self.first_for(p, worker)?;
+                Some((p, at, seq))
+            })
+            .min_by_key(|(_, _, seq)| *seq)
+            .map(|(p, at, _)| (p.clone(), at))?;
+        self.waiting.get_mut(&pool)?.remove(at)
+    }
+
+    /// The place in `pool`'s queue of the first attempt `worker` may take, and its
+    /// submission number.
+    fn first_for(&self, pool: &Arc<str>, worker: &Arc<str>) -> Option<(usize, u64)> {
+        let queue = self.waiting.get(pool)?;
+        let mut others_free = None;
+        for (at, attempt) in queue.iter().enumerate() {
+            let Some(entry) = self.attempts.get(attempt) else {
+                continue;
+            };
+            if entry.avoid.as_ref() != Some(worker)
+                || !*others_free.get_or_insert_with(|| self.others_free(pool, worker))
+            {
+                return Some((at, entry.seq));
+            }
+        }
+        None
+    }
+
+    /// Whether a worker of `pool` other than `worker` has a free slot.
+    fn others_free(&self, pool: &Arc<str>, worker: &Arc<str>) -> bool {
+        self.workers.iter().any(|(id, w)| {
+            id != worker
+                && !w.draining
+                && (w.held.len() as u32) < w.spec.slots
+                && w.spec.pools.contains(pool)
+        })
+    }
+
+    /// Remembers which worker lost each node's attempt, for the node's next attempt.
+    fn note_losses(&mut self, lost: &[Lost]) {
+        for l in lost {
+            let Some(node) = node_key(&l.attempt) else {
+                continue;
+            };
+            if self.lost_by.insert(node.into(), l.worker.clone()).is_none() {
+                self.lost_order.push_back(node.into());
+            }
+        }
+        while self.lost_order.len() > REMEMBERED_LOSSES {
+            if let Some(old) = self.lost_order.pop_front() {
+                self.lost_by.remove(&old);
+            }
+        }
     }
 
     fn lose_all(&mut self, worker: &Arc<str>, entry: WorkerEntry, why: &str) -> Vec<Lost> {
@@ -470,6 +539,12 @@ impl LeaseBook {
         self.accepted_set.insert(attempt.clone(), fence);
         self.accepted.push_back((attempt, fence));
     }
+}
+
+/// The node part (`<run>/<node ref>`) of an attempt id `<run>/<node ref>/<attempt>`.
+fn node_key(attempt: &str) -> Option<&str> {
+    let (node, number) = attempt.rsplit_once('/')?;
+    number.parse::<u32>().ok().map(|_| node)
 }
 
 #[cfg(test)]

@@ -144,6 +144,55 @@ fn cancellation_reaches_the_worker_in_its_heartbeat_and_withdrawal_makes_it_stal
 }
 
 #[test]
+fn the_retry_of_a_lost_attempt_goes_to_another_worker_while_one_has_a_free_slot() {
+    let mut book = LeaseBook::new(LEASE, 1);
+    book.register("w1".into(), spec(&["p"], 2), t(0));
+    book.submit("run/n/1".into(), "p".into());
+    book.submit("run/m/1".into(), "p".into());
+    assert_eq!(book.poll("w1", 2, t(0)).unwrap().len(), 2);
+    // w1 stops heartbeating its leases (while it lives on) and loses both.
+    book.heartbeat("w1", &[], t(9)).unwrap();
+    book.register("w2".into(), spec(&["p"], 1), t(9));
+    let lost = book.expire(t(11));
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    book.heartbeat("w1", &[], t(11)).unwrap();
+    book.submit("run/n/2".into(), "p".into());
+    book.submit("run/m/2".into(), "p".into());
+    book.submit("run/fresh/1".into(), "p".into());
+    // w1 polls first: it is passed the retries while w2 has its free slot, but takes the
+    // attempt that avoids no one.
+    let got = book.poll("w1", 2, t(11)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt.as_ref(), "run/fresh/1");
+    assert_eq!(
+        book.poll("w2", 1, t(11)).unwrap()[0].attempt.as_ref(),
+        "run/n/2"
+    );
+    // w2 is full now: the last retry is w1's after all, rather than waiting.
+    assert_eq!(
+        book.poll("w1", 2, t(11)).unwrap()[0].attempt.as_ref(),
+        "run/m/2"
+    );
+    assert_eq!(book.waiting(), 0);
+}
+
+#[test]
+fn a_lost_attempt_s_retry_returns_to_the_only_worker_of_its_pool() {
+    let mut book = LeaseBook::new(LEASE, 1);
+    book.register("w".into(), spec(&["p"], 1), t(0));
+    book.register("elsewhere".into(), spec(&["q"], 4), t(0));
+    book.submit("run/n/1".into(), "p".into());
+    book.poll("w", 1, t(0)).unwrap();
+    let lost = book.register("w".into(), spec(&["p"], 1), t(1));
+    assert_eq!(lost.len(), 1, "restarted");
+    book.submit("run/n/2".into(), "p".into());
+    assert_eq!(
+        book.poll("w", 1, t(1)).unwrap()[0].attempt.as_ref(),
+        "run/n/2"
+    );
+}
+
+#[test]
 fn a_restarted_worker_loses_what_it_held_and_a_draining_one_takes_nothing() {
     let mut book = LeaseBook::new(LEASE, 1);
     book.register("w".into(), spec(&["p"], 2), t(0));
@@ -214,6 +263,11 @@ fn name(w: usize) -> Arc<str> {
     format!("w{w}").into()
 }
 
+/// Attempt `i`'s id: five nodes share the attempts, so a lost attempt's node comes back.
+fn attempt_id(i: u64) -> Arc<str> {
+    format!("run/n{}/{i}", i % 5).into()
+}
+
 impl Model {
     fn lose(&mut self, lost: Vec<Lost>) {
         for l in lost {
@@ -244,12 +298,28 @@ impl Model {
             }
             Step::Submit(pool) => {
                 self.submitted += 1;
-                let attempt: Arc<str> = format!("a{}", self.submitted).into();
-                book.submit(attempt, if pool == 0 { "p" } else { "q" }.into());
+                book.submit(
+                    attempt_id(self.submitted),
+                    if pool == 0 { "p" } else { "q" }.into(),
+                );
             }
             Step::Poll(w, free) => {
+                let room = book.workers.get(&name(w)).map_or(0, |e| {
+                    e.spec.slots.saturating_sub(e.held.len() as u32) * u32::from(!e.draining)
+                });
                 if let Ok(leases) = book.poll(&name(w), free, now) {
                     assert!(leases.len() as u32 <= free);
+                    if (leases.len() as u32) < free.min(room) {
+                        // Short of what it asked: every attempt left avoids it, for a
+                        // worker with a free slot.
+                        let (me, pools) = (name(w), [Arc::from("p"), Arc::from("q")]);
+                        for pool in &pools {
+                            for a in book.waiting.get(pool).into_iter().flatten() {
+                                assert_eq!(book.attempts[a].avoid.as_ref(), Some(&me), "{a}");
+                                assert!(book.others_free(pool, &me), "{a} left idle");
+                            }
+                        }
+                    }
                     for lease in leases {
                         assert!(self.fences.insert(lease.fence), "fence given twice");
                         assert!(lease.fence > self.last_fence, "fences only grow");
@@ -296,13 +366,13 @@ impl Model {
                 }
             }
             Step::Cancel(i) => {
-                let attempt: Arc<str> = format!("a{i}").into();
+                let attempt = attempt_id(i as u64);
                 if book.cancel(&attempt) == Cancelled::Waiting {
                     self.ended.insert(attempt);
                 }
             }
             Step::Withdraw(i) => {
-                let attempt: Arc<str> = format!("a{i}").into();
+                let attempt = attempt_id(i as u64);
                 if book.withdraw(&attempt) {
                     self.ended.insert(attempt.clone());
                     self.kill(&attempt);
