@@ -453,6 +453,51 @@ async fn a_coordinator_killed_with_sigkill_resumes_and_old_fences_are_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_command_from_an_input_is_checked_by_the_coordinator_before_it_leaves() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (server, log) = coordinator("worker-policy");
+    let client = server.client();
+    let worker = Worker::start(&workers_addr(&server), "checked", 2);
+    let pwned = log.with_file_name("pwned");
+    let from = |handle: &str| json!({"command": {"sourceRef": "commands", "sourceHandle": handle}});
+    let remote = json!({"kind": "remote"});
+    // The commands are a node's outputs: the check at submission cannot see them.
+    let def = json!({"title": "remote commands from inputs", "actions": [
+        {"ref": "commands", "componentId": "core.echo", "params": {
+            "allowed": logged(&log, 10),
+            "refused": ["/usr/bin/touch", pwned.display().to_string()]
+        }},
+        {"ref": "ok", "componentId": "core.process", "dependsOn": ["commands"],
+         "runner": remote, "inputMappings": from("allowed")},
+        {"ref": "refused", "componentId": "core.process", "dependsOn": ["commands"],
+         "runner": remote, "inputMappings": from("refused"),
+         "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0.01}}
+    ]});
+    let run = start_run(&client, &def).await;
+    let ended = result(&client, &run).await;
+    let nodes = &ended["nodes"];
+    assert_eq!(nodes["ok"]["status"], "COMPLETED", "{ended}");
+    assert_eq!(nodes["ok"]["workerId"], "checked", "{ended}");
+    let refused = &nodes["refused"];
+    assert_eq!(refused["status"], "FAILED", "{ended}");
+    assert_eq!(refused["error"]["type"], "PermissionError", "{ended}");
+    assert_eq!(refused["attempts"], 1, "a refusal is not retried: {ended}");
+    assert!(refused["workerId"].is_null(), "it never left: {ended}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("service.definitions.process.executables"),
+        "{message}"
+    );
+    assert!(!pwned.exists(), "the refused command ran");
+    let summary = worker.drain();
+    assert_eq!(
+        summary,
+        (1, 0, 0),
+        "only the allowed command reached the worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_worker_a_remote_node_stays_queued_until_its_queue_timeout() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (server, log) = coordinator("worker-none");

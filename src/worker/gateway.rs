@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 use crate::messages::limiter::RemotePools;
 use crate::runtime::components::builtin::CANCELLED_ERROR;
+use crate::runtime::components::process::check_policy;
 use crate::runtime::components::registry::{ComponentMeta, RemoteHost};
 use crate::runtime::components::{
     CRASH_ERROR, Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
@@ -38,6 +39,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Node;
 use crate::runtime::guardrails::config::WorkerConfig;
 use crate::runtime::guardrails::needs::remote_pool;
+use crate::runtime::guardrails::service::{PROCESS_COMPONENT, ProcessPolicy};
 use crate::runtime::semantics::time::Time;
 use crate::worker::lease::{Cancelled, LeaseBook, Lost, UnknownWorker, Verdict, WorkerSpec};
 use crate::worker::proto::{self, complete_request::Outcome, worker_server};
@@ -101,6 +103,8 @@ struct Inner {
     tokens: WorkerTokens,
     /// Where the engine learns the pools' worker slots (set once it has started).
     pools: OnceLock<RemotePools>,
+    /// What a remote `core.process` may run: checked here, before an attempt leaves.
+    process: OnceLock<Arc<ProcessPolicy>>,
 }
 
 #[derive(Debug)]
@@ -142,7 +146,16 @@ impl Gateway {
             config,
             tokens,
             pools: OnceLock::new(),
+            process: OnceLock::new(),
         }))
+    }
+
+    /// Remote `core.process` attempts run only commands within `policy`: each is checked
+    /// as it starts, before it is offered to a worker (a command can arrive through an
+    /// input, which the check at submission cannot see), and a refused one fails with a
+    /// `PermissionError` without leaving the coordinator. Set once, before serving.
+    pub fn restrict_process(&self, policy: ProcessPolicy) {
+        let _ = self.0.process.set(Arc::new(policy));
     }
 
     /// Connects the coordinator to the engine it serves: from now on the engine knows
@@ -416,6 +429,9 @@ impl RemoteHost for Gateway {
             stream_id: node.stream_id.clone().unwrap_or_default(),
             join: node.join.as_str(),
             attempt_timeout: node.attempt_timeout,
+            process: (&*node.component_id == PROCESS_COMPONENT)
+                .then(|| self.0.process.get().cloned())
+                .flatten(),
         })
     }
 
@@ -444,6 +460,8 @@ struct RemoteComponent {
     join: &'static str,
     /// The node's per-attempt timeout: the attempt's deadline, counted from its start.
     attempt_timeout: Option<Duration>,
+    /// The policy its command must keep to (`core.process` on a restricted coordinator).
+    process: Option<Arc<ProcessPolicy>>,
 }
 
 impl RemoteComponent {
@@ -486,6 +504,13 @@ impl Component for RemoteComponent {
     }
 
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+        if let Some(refused) = self
+            .process
+            .as_ref()
+            .and_then(|p| check_policy(p, &ctx).err())
+        {
+            return futures::future::ready(Err(refused)).boxed();
+        }
         let attempt = self.attempt(&ctx);
         let id = attempt.attempt_id.clone();
         let gateway = self.gateway.clone();

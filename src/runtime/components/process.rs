@@ -98,18 +98,29 @@ impl Component for RestrictedProcess {
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
         let policy = self.policy.clone();
         async move {
-            let argv = argv(&ctx)?;
-            let env = match ctx.value("env") {
-                Some(Value::Object(env)) => env.keys().cloned().collect(),
-                _ => Vec::new(),
-            };
-            policy
-                .check(&argv, env.iter().map(String::as_str))
-                .map_err(|m| ComponentError::fatal(PERMISSION_ERROR, m))?;
+            check_policy(&policy, &ctx)?;
             run_process(ctx).await
         }
         .boxed()
     }
+}
+
+/// Whether the command and environment of a `core.process` attempt are within `policy`
+/// (as [`RestrictedProcess`] checks them, and the coordinator before an attempt leaves
+/// for a worker).
+///
+/// # Errors
+/// A `PermissionError` (not retried) naming what is refused, or the `ValidationError` of
+/// a command that is not a list of strings.
+pub fn check_policy(policy: &ProcessPolicy, ctx: &ExecutionContext) -> Result<(), ComponentError> {
+    let argv = argv(ctx)?;
+    let env: Vec<String> = match ctx.value("env") {
+        Some(Value::Object(env)) => env.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    policy
+        .check(&argv, env.iter().map(String::as_str))
+        .map_err(|m| ComponentError::fatal(PERMISSION_ERROR, m))
 }
 
 fn invalid(message: impl Into<String>) -> ComponentError {
