@@ -1,10 +1,14 @@
 //! Chaos testing (cargo feature `chaos`): hooks to find and kill the live actor of a node
 //! or a run's supervisor, to delay the edge resolutions sent to a node and to make a
-//! component panic, plus a seeded harness ([`harness`]) that injects such faults into any
+//! component panic; worker faults (a remote worker killed, hung or cut off as it takes an
+//! attempt) struck by a fleet of in-process workers behind faulty links ([`workers`],
+//! [`link`]); and a seeded harness ([`harness`]) that injects such faults into any
 //! workflow and checks the invariants afterwards. Not part of the default API; until
 //! [`enable`] is called (or a fault armed) the hooks do nothing and record nothing.
 
 pub mod harness;
+pub mod link;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -237,14 +241,14 @@ pub(crate) fn should_kill_pending(run_id: &str, node_ref: &str) -> bool {
     true
 }
 
-/// When each armed pending kill of a run struck.
+/// When each armed pending kill (and worker fault) of a run struck.
 fn pending_kills() -> &'static Mutex<HashMap<Key, Instant>> {
     static KILLS: OnceLock<Mutex<HashMap<Key, Instant>>> = OnceLock::new();
     KILLS.get_or_init(Default::default)
 }
 
-/// The moments the pending kills armed for `run_id` struck (a node the run never
-/// reached was never killed).
+/// The moments the pending kills and worker faults armed for `run_id` struck (a node the
+/// run never reached was never struck).
 pub fn pending_kills_of(run_id: &str) -> Vec<Instant> {
     pending_kills().lock().map_or_else(
         |_| Vec::new(),
@@ -255,6 +259,44 @@ pub fn pending_kills_of(run_id: &str) -> Vec<Instant> {
                 .collect()
         },
     )
+}
+
+/// What a worker fault does to the remote worker that takes the attempt it strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerFault {
+    /// The worker dies: its attempts stop where they stand, nothing more is said.
+    Kill,
+    /// The worker hangs past its lease (its link stalls), then wakes.
+    Hang,
+    /// The worker's link is cut past its lease, then heals.
+    Partition,
+}
+
+type WorkerFaults = Mutex<HashMap<(String, String, u32), WorkerFault>>;
+
+fn worker_faults() -> &'static WorkerFaults {
+    static ARMED: OnceLock<WorkerFaults> = OnceLock::new();
+    ARMED.get_or_init(Default::default)
+}
+
+/// Strikes the remote worker that takes attempt `attempt` of node `node_ref` in run
+/// `run_id` with `fault` (a [`workers::WorkerFleet`] worker performs it).
+pub fn arm_worker_fault(run_id: &str, node_ref: &str, attempt: u32, fault: WorkerFault) {
+    enable();
+    if let Ok(mut map) = worker_faults().lock() {
+        map.insert((run_id.to_owned(), node_ref.to_owned(), attempt), fault);
+    }
+}
+
+/// The fault armed for attempt `attempt` of `(run, node)`, taken: it strikes once, and
+/// the moment it struck is kept with the pending kills'.
+pub fn take_worker_fault(run_id: &str, node_ref: &str, attempt: u32) -> Option<WorkerFault> {
+    let key = (run_id.to_owned(), node_ref.to_owned(), attempt);
+    let fault = worker_faults().lock().ok()?.remove(&key)?;
+    if let Ok(mut struck) = pending_kills().lock() {
+        struck.insert((key.0, key.1), Instant::now());
+    }
+    Some(fault)
 }
 
 /// Makes attempt `attempt` of node `node_ref` in run `run_id` panic before its component
@@ -268,13 +310,17 @@ pub(crate) fn should_panic(run_id: &str, node_ref: &str, attempt: u32) -> bool {
     armed(run_id, node_ref, AttemptFault::Panic, attempt)
 }
 
-/// Removes every fault registered for `run_id` (delays, panics, kills) and its actors.
+/// Removes every fault registered for `run_id` (delays, panics, kills, worker faults) and
+/// its actors.
 pub fn clear_run(run_id: &str) {
     if let Ok(mut map) = panics().lock() {
         map.retain(|(r, _, _), _| r != run_id);
     }
     if let Ok(mut map) = delays().lock() {
         map.retain(|(r, _), _| r != run_id);
+    }
+    if let Ok(mut map) = worker_faults().lock() {
+        map.retain(|(r, _, _), _| r != run_id);
     }
     if let Ok(mut map) = pending_kills().lock() {
         map.retain(|(r, _), _| r != run_id);

@@ -3,6 +3,7 @@
 //! chaotic runs (default 500); a failure prints its seed, replayed with `CHAOS_SEED`.
 
 mod common;
+mod remote;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,15 +14,20 @@ use serde_json::{Value, json};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use shipsec_orchestrator::chaos::WorkerFault;
 use shipsec_orchestrator::chaos::harness::{
-    ChaosReport, FaultPlan, compare_with_oracle, run_with_faults,
+    ChaosReport, FaultPlan, check_strikes, compare_with_oracle, run_with_faults,
 };
+use shipsec_orchestrator::chaos::workers::WorkerFleet;
 use shipsec_orchestrator::messages::orchestrator::RunCommandError;
+use shipsec_orchestrator::runtime::definition::RunnerKindDef;
+use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, WorkerConfig};
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::{
     Component, ComponentError, ComponentMeta, ComponentOutput, ComponentRegistry, ComponentResult,
     EngineConfig, EngineError, ExecutionContext, Handle, Orchestrator, Workflow, chaos,
 };
+use tokio_util::sync::CancellationToken;
 
 /// A random deterministic workflow: `all` joins, success/error/always edges, echo, short
 /// sleeps, failures and flaky steps with retries.
@@ -209,6 +215,94 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
         chaos_runs()
     );
     assert!(injected > 0, "the plans injected faults");
+    common::shutdown(&handle).await;
+}
+
+/// The components of [`random_workflow`]: all remote in the worker chaos suite.
+const REMOTE: [&str; 4] = ["core.echo", "core.sleep", "core.fail", "core.flaky"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_faults_on_remote_runs_keep_every_invariant() {
+    let lease = Duration::from_millis(1_500);
+    let limits = ComponentLimits {
+        runner: Some(RunnerKindDef::Remote),
+        ..ComponentLimits::default()
+    };
+    let config = EngineConfig {
+        cancel_grace: Duration::from_millis(500),
+        components: REMOTE
+            .iter()
+            .map(|c| (c.to_string(), limits.clone()))
+            .collect(),
+        workers: WorkerConfig {
+            heartbeat: Duration::from_millis(100),
+            lease,
+        },
+        ..EngineConfig::default()
+    };
+    quiet_injected_panics();
+    let stop = CancellationToken::new();
+    let (handle, coordinator) = remote::start_coordinator(config, &stop).await;
+    // One slot each: a struck worker holds nothing but the attempt the fault is for.
+    let fleet = WorkerFleet::start(coordinator, 4, 1, &REMOTE.join(","), lease * 2)
+        .await
+        .expect("the fleet registers");
+    let runs: u64 = std::env::var("CHAOS_WORKER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let seeds: Vec<u64> = match std::env::var("CHAOS_WORKER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (0..runs).collect(),
+    };
+    let mut struck: std::collections::BTreeMap<String, usize> = Default::default();
+    for seed in seeds {
+        let workflow = common::workflow(&handle, random_workflow(seed));
+        let replay = format!("CHAOS_WORKER_SEED={seed}");
+        eprintln!("worker chaos: seed {seed}");
+        let bound = Duration::from_secs(60);
+        let oracle = tokio::time::timeout(
+            bound,
+            common::run_on(&handle, &workflow, Default::default()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the fault-free run did not end within {bound:?}\nreplay: {replay}")
+        })
+        .result;
+        let plan = FaultPlan::random_with_worker_fault(seed, workflow.graph());
+        let report = run_with_faults(&handle, &workflow, Default::default(), &plan, bound)
+            .await
+            .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay: {replay}"));
+        let strikes = fleet.strikes_of(&report.result.run_id);
+        let checked = compare_with_oracle(&oracle, &report, &plan)
+            .and_then(|()| check_strikes(&oracle, &report, &strikes));
+        if let Err(diff) = checked {
+            panic!(
+                "seed {seed}: {diff}\nplan: {plan:?}\nstrikes: {strikes:?}\nresult: {:#?}\nreplay: {replay}",
+                report.result
+            );
+        }
+        for s in strikes {
+            *struck.entry(format!("{:?}", s.fault)).or_default() += 1;
+        }
+    }
+    eprintln!("worker chaos: {runs} remote runs, strikes {struck:?}");
+    if std::env::var("CHAOS_WORKER_SEED").is_err() {
+        for fault in [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition] {
+            let name = format!("{fault:?}");
+            assert!(
+                struck.get(&name).is_some_and(|&n| n > 0),
+                "no {name} struck: {struck:?}"
+            );
+        }
+    }
+    assert_eq!(fleet.size(), 4, "every killed worker was replaced");
+    fleet.stop();
+    stop.cancel();
     common::shutdown(&handle).await;
 }
 

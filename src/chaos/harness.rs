@@ -3,7 +3,8 @@
 //!
 //! Faults: node actors killed while pending or mid-attempt, components made to panic,
 //! edge resolutions to a node delayed, the run cancelled or terminated, its supervisor
-//! killed. Invariants: the run ends within a bound; every node has exactly one terminal
+//! killed; and for remote runs, the worker that takes an attempt killed, hung or cut off
+//! ([`super::workers::WorkerFleet`]). Invariants: the run ends within a bound; every node has exactly one terminal
 //! state and one terminal event (`seq` dense); no node actor of the run is left alive;
 //! every slot is back. [`compare_with_oracle`] then checks the final states against a
 //! fault-free run of the same workflow.
@@ -16,6 +17,8 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::WorkerFault;
+use super::workers::Strike;
 use crate::messages::event::{EventType, TraceEvent};
 use crate::messages::orchestrator::SubmitOptions;
 use crate::messages::result::RunResult;
@@ -68,6 +71,15 @@ pub enum Fault {
     KillSupervisor {
         /// Events seen first.
         after: u64,
+    },
+    /// Strike the remote worker that takes the node's attempt `attempt`.
+    Worker {
+        /// Node ref.
+        node: String,
+        /// Attempt number.
+        attempt: u32,
+        /// What strikes it.
+        fault: WorkerFault,
     },
 }
 
@@ -133,6 +145,49 @@ impl FaultPlan {
             _ => {}
         }
         FaultPlan { seed, faults }
+    }
+
+    /// [`FaultPlan::random`], plus one worker fault (kill, hang and partition in turn, by
+    /// seed) on attempt 1 of a node whose retry policy allows a second attempt and that
+    /// no other crash fault strikes, a root when one qualifies (it runs unless the run is
+    /// stopped first). For runs whose nodes run on remote workers.
+    pub fn random_with_worker_fault(seed: u64, graph: &Graph) -> FaultPlan {
+        let mut plan = FaultPlan::random(seed, graph);
+        let crashed = |name: &str| plan.faults.iter().any(|f| crash_of(f) == Some(name));
+        let eligible: Vec<&crate::runtime::definition::graph::Node> = graph
+            .nodes
+            .iter()
+            .filter(|n| n.retry.max_attempts >= 2 && !crashed(&n.node_ref))
+            .collect();
+        let roots: Vec<_> = eligible
+            .iter()
+            .copied()
+            .filter(|n| n.incoming.is_empty())
+            .collect();
+        let pool = if roots.is_empty() { &eligible } else { &roots };
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f1ee7);
+        if !pool.is_empty() {
+            let node = pool[rng.random_range(0..pool.len())];
+            let fault =
+                [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition][(seed % 3) as usize];
+            plan.faults.push(Fault::Worker {
+                node: node.node_ref.to_string(),
+                attempt: 1,
+                fault,
+            });
+        }
+        plan
+    }
+}
+
+/// The node a crash fault (one that ends an attempt without its outcome) strikes.
+fn crash_of(fault: &Fault) -> Option<&str> {
+    match fault {
+        Fault::KillRunning { node, .. }
+        | Fault::Panic { node, .. }
+        | Fault::KillPending { node }
+        | Fault::Worker { node, .. } => Some(node),
+        _ => None,
     }
 }
 
@@ -207,7 +262,11 @@ pub async fn run_with_faults(
         .await
         .map_err(engine)?;
     let submitted = Instant::now();
-    let driven = drive(handle, &run_id, plan).await.map_err(engine)?;
+    // The events end with the run: a run that never ends is caught here too.
+    let driven = tokio::time::timeout(bound, drive(handle, &run_id, plan))
+        .await
+        .map_err(|_| Violation::Hung { seed, bound })?
+        .map_err(engine)?;
     let result = tokio::time::timeout(bound, run.result())
         .await
         .map_err(|_| Violation::Hung { seed, bound })?
@@ -270,6 +329,11 @@ fn install(run_id: &str, plan: &FaultPlan) {
             Fault::KillRunning { node, attempt } => super::kill_on_attempt(run_id, node, *attempt),
             Fault::Delay { node, delay } => super::delay_messages_to(run_id, node, *delay),
             Fault::KillPending { node } => super::kill_when_pending(run_id, node),
+            Fault::Worker {
+                node,
+                attempt,
+                fault,
+            } => super::arm_worker_fault(run_id, node, *attempt, *fault),
             _ => {}
         }
     }
@@ -449,7 +513,7 @@ pub fn compare_with_oracle(
         let crashes = plan
             .faults
             .iter()
-            .filter(|f| matches!(f, Fault::KillRunning { node, .. } | Fault::Panic { node, .. } | Fault::KillPending { node } if **node == **name))
+            .filter(|f| crash_of(f) == Some(&**name))
             .count() as u32;
         if have.attempts < want.attempts || have.attempts > want.attempts + crashes {
             return Err(format!(
@@ -459,6 +523,72 @@ pub fn compare_with_oracle(
         }
         if got.outputs.get(name) != oracle.outputs.get(name) {
             return Err(format!("{name}: output differs from the oracle"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks what each worker fault did in a run that no fault stopped: the struck attempt
+/// failed with a retryable `CrashError` naming the struck worker, on a `RETRYING` event
+/// whose `workerId` is that worker; the node then ended as the oracle says after exactly
+/// `max(oracle's attempts, 2)` attempts (attempt numbers decide what the built-ins do);
+/// and no attempt of the run has two ends (at most one completion counted per attempt).
+///
+/// # Errors
+/// A sentence naming the first difference.
+pub fn check_strikes(
+    oracle: &RunResult,
+    report: &ChaosReport,
+    strikes: &[Strike],
+) -> Result<(), String> {
+    let mut ends: HashMap<(&str, u32), u32> = HashMap::new();
+    for e in &report.events {
+        let ending = matches!(
+            e.kind,
+            EventType::Retrying | EventType::Completed | EventType::Failed
+        );
+        if let (true, Some(attempt)) = (ending, e.metadata.as_ref().and_then(|m| m.attempt)) {
+            let n = ends.entry((&e.node_id, attempt)).or_default();
+            *n += 1;
+            if *n > 1 {
+                return Err(format!("{}: attempt {attempt} ended twice", e.node_id));
+            }
+        }
+    }
+    if report.stopped {
+        return Ok(());
+    }
+    for strike in strikes {
+        let name = strike.node_ref.as_str();
+        let retry = report
+            .events
+            .iter()
+            .find(|e| {
+                &*e.node_id == name
+                    && e.kind == EventType::Retrying
+                    && e.metadata.as_ref().and_then(|m| m.attempt) == Some(strike.attempt)
+            })
+            .ok_or_else(|| format!("{name}: no RETRYING after {:?}", strike.fault))?;
+        let error = retry
+            .error
+            .as_deref()
+            .map(|e| (&*e.error_type, &*e.message));
+        let worker = retry.metadata.as_ref().and_then(|m| m.worker_id.as_deref());
+        let named = error.is_some_and(|(t, m)| {
+            t == crate::runtime::components::CRASH_ERROR && m.contains(&strike.worker)
+        });
+        if !named || worker != Some(strike.worker.as_str()) {
+            return Err(format!(
+                "{name}: the {:?} of `{}` ended attempt {} with {error:?} on worker {worker:?}",
+                strike.fault, strike.worker, strike.attempt
+            ));
+        }
+        let (have, want) = (&report.result.nodes[name], &oracle.nodes[name]);
+        if have.attempts != want.attempts.max(2) || have.status != want.status {
+            return Err(format!(
+                "{name}: {:?} after {} attempts; the oracle {:?} after {}",
+                have.status, have.attempts, want.status, want.attempts
+            ));
         }
     }
     Ok(())

@@ -279,6 +279,7 @@ impl Worker {
             summary: Mutex::new(WorkerSummary::default()),
             registered: AtomicU64::new(0),
             registering: tokio::sync::Mutex::new(()),
+            killed: CancellationToken::new(),
         });
         shared.register(0).await?;
         Ok(Registered(shared))
@@ -297,7 +298,16 @@ impl std::fmt::Debug for Registered {
 }
 
 impl Registered {
-    /// Serves the coordinator until `drain` fires, then finishes what it holds.
+    /// A switch that ends this worker at once, as a crash of its process would: no drain,
+    /// no completion, no further call; its attempts are aborted where they stand and the
+    /// coordinator learns of the loss only when their leases run out. For hosts that
+    /// embed workers and must drop one (the chaos harness's worker kill).
+    pub fn kill_switch(&self) -> CancellationToken {
+        self.0.killed.clone()
+    }
+
+    /// Serves the coordinator until `drain` fires, then finishes what it holds; or until
+    /// its [`Registered::kill_switch`] fires, then ends at once.
     ///
     /// # Errors
     /// The coordinator refused the worker for good (it re-registers with a coordinator
@@ -315,7 +325,15 @@ impl Registered {
                 shared.drain().await;
             }
         });
-        let polled = shared.clone().poll_until(drain.clone()).await;
+        let polled = tokio::select! {
+            polled = shared.clone().poll_until(drain.clone()) => polled,
+            () = shared.killed.cancelled() => {
+                shared.kill();
+                told.abort();
+                heartbeat.abort();
+                return Ok(*lock(&shared.summary));
+            }
+        };
         if polled.is_ok() {
             let _ = told.await;
         } else {
@@ -380,6 +398,8 @@ struct Shared {
     registered: AtomicU64,
     /// Held while registering: one registration at a time.
     registering: tokio::sync::Mutex<()>,
+    /// Fired to end the worker at once, as a crash would ([`Registered::kill_switch`]).
+    killed: CancellationToken,
 }
 
 /// An attempt this worker runs.
@@ -574,6 +594,9 @@ impl Shared {
         let cancel = CancellationToken::new();
         let (id, fence) = (attempt.attempt_id.clone(), attempt.fence);
         let mut held = lock(&self.held);
+        if self.killed.is_cancelled() {
+            return; // killed (by the hook, maybe): nothing starts after `kill` looked
+        }
         let task = tokio::spawn(self.clone().run_attempt(attempt, cancel.clone(), permit));
         let held_now = Held {
             fence,
@@ -745,6 +768,14 @@ impl Shared {
                 tracing::info!(target: "shipsec::worker", attempt_id = %id, "cancelled by the coordinator");
                 h.cancel.cancel();
             }
+        }
+    }
+
+    /// Aborts every attempt it holds, completing or not: the worker is killed.
+    fn kill(&self) {
+        self.killed.cancel();
+        for (_, h) in lock(&self.held).drain() {
+            h.task.abort();
         }
     }
 

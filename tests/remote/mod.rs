@@ -1,6 +1,10 @@
 //! An engine whose remote attempts go to in-process workers over real gRPC: the
 //! coordinator (the gateway, served by tonic on 127.0.0.1) and `worker::client` workers
-//! hosting the built-ins. Shared by `tests/remote_property.rs` and `benches/remote.rs`.
+//! hosting the built-ins. Shared by `tests/remote_property.rs`, `tests/chaos.rs` (whose
+//! workers are a chaos fleet) and `benches/remote.rs`.
+
+// Each includer uses part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -11,15 +15,12 @@ use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 use tokio_util::sync::CancellationToken;
 
 /// Starts the engine with `config` (its `workers` timing, its components configured
-/// remote), its coordinator, and `workers` workers of `slots` slots hosting the built-ins
-/// matching `components`, all registered; they serve until `stop` fires.
-pub async fn start(
+/// remote) and its coordinator, served on 127.0.0.1 until `stop` fires; the
+/// coordinator's address.
+pub async fn start_coordinator(
     config: EngineConfig,
-    workers: usize,
-    slots: u32,
-    components: &str,
     stop: &CancellationToken,
-) -> Handle {
+) -> (Handle, std::net::SocketAddr) {
     let gateway = Gateway::new(config.workers.clone(), WorkerTokens::default());
     let mut registry = ComponentRegistry::with_builtins();
     registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
@@ -38,6 +39,19 @@ pub async fn start(
             gateway.serve(server, listener, stop).await
         }
     });
+    (handle, addr)
+}
+
+/// [`start_coordinator`], and `workers` workers of `slots` slots hosting the built-ins
+/// matching `components`, all registered; they serve until `stop` fires.
+pub async fn start(
+    config: EngineConfig,
+    workers: usize,
+    slots: u32,
+    components: &str,
+    stop: &CancellationToken,
+) -> Handle {
+    let (handle, addr) = start_coordinator(config, stop).await;
     let builtins = ComponentRegistry::with_builtins();
     for i in 0..workers {
         let options = WorkerOptions::new(format!("http://{addr}"), format!("worker-{i}"), slots);
