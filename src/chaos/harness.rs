@@ -541,20 +541,7 @@ pub fn check_strikes(
     report: &ChaosReport,
     strikes: &[Strike],
 ) -> Result<(), String> {
-    let mut ends: HashMap<(&str, u32), u32> = HashMap::new();
-    for e in &report.events {
-        let ending = matches!(
-            e.kind,
-            EventType::Retrying | EventType::Completed | EventType::Failed
-        );
-        if let (true, Some(attempt)) = (ending, e.metadata.as_ref().and_then(|m| m.attempt)) {
-            let n = ends.entry((&e.node_id, attempt)).or_default();
-            *n += 1;
-            if *n > 1 {
-                return Err(format!("{}: attempt {attempt} ended twice", e.node_id));
-            }
-        }
-    }
+    each_attempt_ends_once(&report.events)?;
     if report.stopped {
         return Ok(());
     }
@@ -589,6 +576,23 @@ pub fn check_strikes(
                 "{name}: {:?} after {} attempts; the oracle {:?} after {}",
                 have.status, have.attempts, want.status, want.attempts
             ));
+        }
+    }
+    Ok(())
+}
+
+/// No attempt has two ends (`RETRYING`, `COMPLETED`, `FAILED`): one outcome counted each.
+fn each_attempt_ends_once(events: &[TraceEvent]) -> Result<(), String> {
+    let mut ended: std::collections::HashSet<(&str, u32)> = Default::default();
+    for e in events {
+        let ending = matches!(
+            e.kind,
+            EventType::Retrying | EventType::Completed | EventType::Failed
+        );
+        if let (true, Some(attempt)) = (ending, e.metadata.as_ref().and_then(|m| m.attempt))
+            && !ended.insert((&e.node_id, attempt))
+        {
+            return Err(format!("{}: attempt {attempt} ended twice", e.node_id));
         }
     }
     Ok(())
