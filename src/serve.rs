@@ -194,6 +194,9 @@ async fn workers(
         .await
         .with_context(|| format!("binding the worker listener {addr}"))?;
     let gateway = Gateway::new(config.workers.clone(), tokens);
+    // Remote commands keep to the policy local ones do (none allowed without one).
+    let policy = config.service.definitions.process.clone();
+    gateway.restrict_process(policy.unwrap_or_default());
     registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
     Ok(Some(Workers {
         gateway,
