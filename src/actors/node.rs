@@ -28,6 +28,7 @@ use crate::messages::supervisor::{NodeReport, RetryReport, StartReport, Supervis
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, Placement, VALIDATION_ERROR,
 };
+use crate::runtime::definition::RunnerKindDef;
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::{
     AttemptLimit, AttemptSpec, NodeCore, NodeEffect, NodeFact, NodeStart,
@@ -431,13 +432,21 @@ impl NodeState {
             triggered_by: spec.triggered_by,
             failure: spec.failure,
             cancel,
-            placement: Placement::new(self.run.clone(), self.core.ix(), spec.attempt),
+            placement: Placement::default(),
         }
     }
 
     /// The attempt's work: the component's future, its panics turned into `CrashError`.
-    fn attempt_future(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
+    /// A component that hands the attempt to a worker gets where to say which took it
+    /// (only those: it costs the run's `Arc` on every attempt otherwise).
+    fn attempt_future(&self, mut ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
         let component = self.run.plan.registry.for_node(self.core.node());
+        if component
+            .as_ref()
+            .is_some_and(|c| c.meta().default_runner == RunnerKindDef::Remote)
+        {
+            ctx.placement = Placement::new(self.run.clone(), self.core.ix(), ctx.attempt);
+        }
         let inject_panic = chaos_panic(&ctx);
         async move {
             let Some(component) = component else {
