@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ractor::ActorRef;
 
 use crate::messages::limiter::LimiterLink;
-use crate::messages::supervisor::SupervisorMsg;
+use crate::messages::supervisor::{Placed, SupervisorMsg};
 use crate::runtime::components::PlacementSink;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::{Graph, NodeIx};
@@ -72,11 +72,12 @@ impl SlotLink {
 impl PlacementSink for RunShared {
     fn placed(&self, node: NodeIx, attempt: u32, worker: Arc<str>) {
         // A supervisor gone is a run torn down: the placement no longer matters.
-        let _ = self.supervisor.cast(SupervisorMsg::Placed {
+        let placed = Placed {
             node,
             attempt,
             worker,
-        });
+        };
+        let _ = self.supervisor.cast(SupervisorMsg::Placed(placed));
     }
 }
 

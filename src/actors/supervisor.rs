@@ -280,18 +280,7 @@ impl Actor for RunSupervisor {
                 generation,
                 cause,
             } => state.on_died(&myself, node, generation, cause).await,
-            SupervisorMsg::Placed {
-                node,
-                attempt,
-                worker,
-            } => {
-                let fact = RunFact::Placed {
-                    node,
-                    attempt,
-                    worker,
-                };
-                state.feed(&myself, fact).await
-            }
+            SupervisorMsg::Placed(placed) => state.feed(&myself, RunFact::Placed(placed)).await,
             SupervisorMsg::Stop(kind) => state.feed(&myself, RunFact::CancelRequested(kind)).await,
             SupervisorMsg::Timer(timer) => state.feed(&myself, RunFact::TimerFired(timer)).await,
             SupervisorMsg::LimiterRestarted => state.tell_all(|| NodeMsg::LimiterRestarted),

@@ -87,6 +87,17 @@ pub struct StartReport {
     pub first_started: Time,
 }
 
+/// A remote worker took attempt `attempt` of `node`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// The node.
+    pub node: NodeIx,
+    /// The attempt.
+    pub attempt: u32,
+    /// The worker's id.
+    pub worker: Arc<str>,
+}
+
 /// A node's report that attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryReport {
@@ -145,15 +156,8 @@ pub(crate) enum SupervisorMsg {
         /// every slot of a mailbox is as large as its largest message).
         span: Option<Box<SpanContext>>,
     },
-    /// From a remote attempt: the worker `worker` took attempt `attempt` of `node`.
-    Placed {
-        /// The node.
-        node: NodeIx,
-        /// The attempt.
-        attempt: u32,
-        /// The worker's id.
-        worker: Arc<str>,
-    },
+    /// From a remote attempt: a worker took it.
+    Placed(Placed),
     /// From a node whose attempt finished at its first poll: its start and its end in one
     /// message.
     NodeRan {

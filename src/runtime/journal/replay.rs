@@ -16,7 +16,9 @@ use std::time::Duration;
 use crate::messages::event::TraceEvent;
 use crate::messages::node::NodeEnd;
 use crate::messages::result::RunResult;
-use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
+use crate::messages::supervisor::{
+    NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
+};
 use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
@@ -53,14 +55,10 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
             generation: *generation,
             cause: cause.clone(),
         },
-        RunFact::Placed {
-            node,
-            attempt,
-            worker,
-        } => FactKind::Placed {
-            node: node.0,
-            attempt: *attempt,
-            worker: worker.to_string(),
+        RunFact::Placed(p) => FactKind::Placed {
+            node: p.node.0,
+            attempt: p.attempt,
+            worker: p.worker.to_string(),
         },
         RunFact::CancelRequested(kind) => FactKind::StopRequested {
             terminate: *kind == StopKind::Terminate,
@@ -333,11 +331,11 @@ impl Replayer {
                 node,
                 attempt,
                 worker,
-            } => RunFact::Placed {
+            } => RunFact::Placed(Placed {
                 node: self.node(*node)?,
                 attempt: *attempt,
                 worker: worker.as_str().into(),
-            },
+            }),
             FactKind::StopRequested { terminate } => RunFact::CancelRequested(if *terminate {
                 StopKind::Terminate
             } else {

@@ -25,7 +25,9 @@ use serde_json::json;
 use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
 use crate::messages::node::{CancelReason, NodeEnd, ParentEnded};
 use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
-use crate::messages::supervisor::{NodeReport, RetryReport, RunTimer, StartReport, StopKind};
+use crate::messages::supervisor::{
+    NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
+};
 use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::semantics::edge::resolve;
@@ -73,17 +75,10 @@ pub enum RunFact {
         /// Why.
         cause: String,
     },
-    /// A remote worker took attempt `attempt` of `node` (told by the attempt, possibly
-    /// before the node's start report arrives): the worker goes on the attempt's end
-    /// events and the node's record.
-    Placed {
-        /// The node.
-        node: NodeIx,
-        /// The attempt.
-        attempt: u32,
-        /// The worker's id.
-        worker: Arc<str>,
-    },
+    /// A remote worker took an attempt (told by the attempt, possibly before the node's
+    /// start report arrives): the worker goes on the attempt's end events and the node's
+    /// record.
+    Placed(Placed),
     /// Cancel or terminate, on request.
     CancelRequested(StopKind),
     /// A timer the core armed fired (`Deadline`: the run deadline was hit).
@@ -420,11 +415,7 @@ impl RunCore {
                     generation,
                     cause,
                 } => self.on_node_died(node, generation, cause, now),
-                RunFact::Placed {
-                    node,
-                    attempt,
-                    worker,
-                } => self.on_placed(node, attempt, worker),
+                RunFact::Placed(placed) => self.on_placed(placed),
                 RunFact::CancelRequested(kind) => {
                     let (reason, grace) = match kind {
                         StopKind::Cancel => (
@@ -572,7 +563,12 @@ impl RunCore {
         Vec::new()
     }
 
-    fn on_placed(&mut self, node: NodeIx, attempt: u32, worker: Arc<str>) {
+    fn on_placed(&mut self, placed: Placed) {
+        let Placed {
+            node,
+            attempt,
+            worker,
+        } = placed;
         if self.has_ended(node) {
             return; // a late placement: the node's events are written
         }
@@ -1514,10 +1510,12 @@ mod tests {
     fn the_worker_that_took_an_attempt_is_on_its_end_events_and_the_node_record() {
         let mut core = core();
         core.apply(RunFact::Started, Time::ZERO);
-        let placed = |attempt: u32, worker: &str| RunFact::Placed {
-            node: NodeIx(0),
-            attempt,
-            worker: worker.into(),
+        let placed = |attempt: u32, worker: &str| {
+            RunFact::Placed(Placed {
+                node: NodeIx(0),
+                attempt,
+                worker: worker.into(),
+            })
         };
         // A placement may arrive before the start report it follows.
         core.apply(placed(1, "w1"), Time::from_micros(5));
