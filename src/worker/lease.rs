@@ -16,13 +16,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::semantics::run_core::split_attempt_id;
 use crate::runtime::semantics::time::Time;
 
 /// Completions remembered after their acceptance, so that a repeat is recognised.
 const REMEMBERED_COMPLETIONS: usize = 100_000;
 
-/// Nodes remembered with the worker that lost their attempt, until their next attempt
-/// is submitted (a node that is not retried is forgotten once this many came after it).
+/// Losses remembered (a node's lost attempt and its worker) until the node's next attempt
+/// is submitted; a node that is not retried is forgotten once this many came after it.
 const REMEMBERED_LOSSES: usize = 10_000;
 
 /// What a worker registers.
@@ -134,13 +135,55 @@ pub struct LeaseBook {
     workers: HashMap<Arc<str>, WorkerEntry>,
     attempts: HashMap<Arc<str>, AttemptEntry>,
     waiting: HashMap<Arc<str>, VecDeque<Arc<str>>>,
-    /// Accepted completions, `(attempt, fence)`, oldest first, bounded.
-    accepted: VecDeque<(Arc<str>, u64)>,
-    accepted_set: HashMap<Arc<str>, u64>,
-    /// Nodes (`<run>/<node ref>`) whose last attempt was lost, with the worker that lost
-    /// it; oldest first, bounded.
-    lost_by: HashMap<Arc<str>, Arc<str>>,
-    lost_order: VecDeque<Arc<str>>,
+    /// The fences of accepted completions, by attempt.
+    accepted: Recent<u64>,
+    /// The workers that lost nodes' (`<run>/<node ref>`) last attempts.
+    lost_by: Recent<Arc<str>>,
+}
+
+/// Values by key, the newest `limit` insertions kept (a key set again counts from then).
+#[derive(Debug)]
+struct Recent<V> {
+    limit: usize,
+    next: u64,
+    /// Keys in insertion order, each with its insertion's number.
+    order: VecDeque<(Arc<str>, u64)>,
+    values: HashMap<Arc<str>, (V, u64)>,
+}
+
+impl<V> Recent<V> {
+    fn new(limit: usize) -> Recent<V> {
+        Recent {
+            limit,
+            next: 0,
+            order: VecDeque::new(),
+            values: HashMap::new(),
+        }
+    }
+
+    fn insert(&mut self, key: Arc<str>, value: V) {
+        let stamp = self.next;
+        self.next += 1;
+        self.values.insert(key.clone(), (value, stamp));
+        self.order.push_back((key, stamp));
+        while self.order.len() > self.limit {
+            let Some((old, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            // Only the insertion it records: the key may have been set again since.
+            if self.values.get(&old).is_some_and(|(_, s)| *s == stamp) {
+                self.values.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        self.values.get(key).map(|(v, _)| v)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        self.values.remove(key).map(|(v, _)| v)
+    }
 }
 
 impl LeaseBook {
@@ -155,10 +198,8 @@ impl LeaseBook {
             workers: HashMap::new(),
             attempts: HashMap::new(),
             waiting: HashMap::new(),
-            accepted: VecDeque::new(),
-            accepted_set: HashMap::new(),
-            lost_by: HashMap::new(),
-            lost_order: VecDeque::new(),
+            accepted: Recent::new(REMEMBERED_COMPLETIONS),
+            lost_by: Recent::new(REMEMBERED_LOSSES),
         }
     }
 
@@ -187,7 +228,7 @@ impl LeaseBook {
         if self.attempts.contains_key(&attempt) {
             return;
         }
-        let avoid = node_key(&attempt).and_then(|node| self.lost_by.remove(node));
+        let avoid = split_attempt_id(&attempt).and_then(|(node, _)| self.lost_by.remove(node));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.waiting
@@ -288,7 +329,7 @@ impl LeaseBook {
 
     /// A completion of `attempt` with `fence` from `worker` (`None`: whoever holds it).
     pub fn complete(&mut self, attempt: &str, fence: u64, worker: Option<&str>) -> Verdict {
-        if self.accepted_set.get(attempt) == Some(&fence) {
+        if self.accepted.get(attempt) == Some(&fence) {
             return Verdict::Repeated;
         }
         let holder = match self.attempts.get(attempt).map(|a| &a.state) {
@@ -303,7 +344,7 @@ impl LeaseBook {
         if let Some(w) = self.workers.get_mut(&holder) {
             w.held.remove(attempt);
         }
-        self.remember(key, fence);
+        self.accepted.insert(key, fence);
         Verdict::Accepted { worker: holder }
     }
 
@@ -502,16 +543,8 @@ impl LeaseBook {
     /// Remembers which worker lost each node's attempt, for the node's next attempt.
     fn note_losses(&mut self, lost: &[Lost]) {
         for l in lost {
-            let Some(node) = node_key(&l.attempt) else {
-                continue;
-            };
-            if self.lost_by.insert(node.into(), l.worker.clone()).is_none() {
-                self.lost_order.push_back(node.into());
-            }
-        }
-        while self.lost_order.len() > REMEMBERED_LOSSES {
-            if let Some(old) = self.lost_order.pop_front() {
-                self.lost_by.remove(&old);
+            if let Some((node, _)) = split_attempt_id(&l.attempt) {
+                self.lost_by.insert(node.into(), l.worker.clone());
             }
         }
     }
@@ -528,23 +561,6 @@ impl LeaseBook {
             })
             .collect()
     }
-
-    fn remember(&mut self, attempt: Arc<str>, fence: u64) {
-        if self.accepted.len() == REMEMBERED_COMPLETIONS
-            && let Some((old, f)) = self.accepted.pop_front()
-            && self.accepted_set.get(&old) == Some(&f)
-        {
-            self.accepted_set.remove(&old);
-        }
-        self.accepted_set.insert(attempt.clone(), fence);
-        self.accepted.push_back((attempt, fence));
-    }
-}
-
-/// The node part (`<run>/<node ref>`) of an attempt id `<run>/<node ref>/<attempt>`.
-fn node_key(attempt: &str) -> Option<&str> {
-    let (node, number) = attempt.rsplit_once('/')?;
-    number.parse::<u32>().ok().map(|_| node)
 }
 
 #[cfg(test)]

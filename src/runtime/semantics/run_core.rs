@@ -1390,6 +1390,12 @@ pub fn attempt_id(run_id: &str, node_ref: &str, attempt: u32) -> String {
     format!("{run_id}/{node_ref}/{attempt}")
 }
 
+/// An [`attempt_id`] taken apart: its node's part (`<run>/<node ref>`) and the attempt.
+pub fn split_attempt_id(id: &str) -> Option<(&str, u32)> {
+    let (node, attempt) = id.rsplit_once('/')?;
+    Some((node, attempt.parse().ok()?))
+}
+
 fn resolution(
     edge: &crate::runtime::definition::graph::Edge,
     ix: EdgeIx,

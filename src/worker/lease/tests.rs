@@ -144,6 +144,20 @@ fn cancellation_reaches_the_worker_in_its_heartbeat_and_withdrawal_makes_it_stal
 }
 
 #[test]
+fn what_the_book_remembers_keeps_the_newest_and_a_key_set_again_outlives_its_first_setting() {
+    let mut recent = Recent::new(2);
+    recent.insert("a".into(), 1);
+    recent.insert("b".into(), 2);
+    // Past the limit: the first setting of `a` goes, not `a` itself.
+    recent.insert("a".into(), 3);
+    assert_eq!((recent.get("a"), recent.get("b")), (Some(&3), Some(&2)));
+    recent.insert("c".into(), 4);
+    assert_eq!(recent.get("b"), None, "the oldest goes");
+    assert_eq!(recent.remove("a"), Some(3));
+    assert_eq!(recent.get("a"), None);
+}
+
+#[test]
 fn the_retry_of_a_lost_attempt_goes_to_another_worker_while_one_has_a_free_slot() {
     let mut book = LeaseBook::new(LEASE, 1);
     book.register("w1".into(), spec(&["p"], 2), t(0));
