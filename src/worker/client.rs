@@ -771,9 +771,9 @@ impl Shared {
         }
     }
 
-    /// Aborts every attempt it holds, completing or not: the worker is killed.
+    /// Aborts every attempt it holds, completing or not: the worker was killed (after
+    /// its switch fired, so that `start` sees it and starts nothing more).
     fn kill(&self) {
-        self.killed.cancel();
         for (_, h) in lock(&self.held).drain() {
             h.task.abort();
         }

@@ -348,6 +348,9 @@ impl Gateway {
     fn lease_to(&self, worker: &str, free: u32) -> Result<Vec<proto::Attempt>, Status> {
         let mut state = self.lock();
         let leases = state.book.poll(worker, free, now()).map_err(out_of_order)?;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
         let lease_ms = self.lease_ms();
         let worker_id: Arc<str> = worker.into();
         let mut attempts = Vec::with_capacity(leases.len());
