@@ -163,13 +163,15 @@ pub(crate) fn delay_for(run_id: &str, node_ref: &str) -> Option<Duration> {
     map.get(&(run_id.to_owned(), node_ref.to_owned())).copied()
 }
 
-/// What to do to an attempt: make its component panic, or kill its node actor; or kill
-/// a node actor as soon as it is spawned (`KillPending`, attempt 0).
+/// What to do to an attempt: make its component panic, kill its node actor, or strike
+/// the remote worker that takes it; or kill a node actor as soon as it is spawned
+/// (`KillPending`, attempt 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum AttemptFault {
     Panic,
     Kill,
     KillPending,
+    Worker(WorkerFault),
 }
 
 /// Armed attempt faults: `(run, node, fault)` to the attempt number it strikes.
@@ -272,29 +274,34 @@ pub enum WorkerFault {
     Partition,
 }
 
-type WorkerFaults = Mutex<HashMap<(String, String, u32), WorkerFault>>;
-
-fn worker_faults() -> &'static WorkerFaults {
-    static ARMED: OnceLock<WorkerFaults> = OnceLock::new();
-    ARMED.get_or_init(Default::default)
-}
-
 /// Strikes the remote worker that takes attempt `attempt` of node `node_ref` in run
 /// `run_id` with `fault` (a [`workers::WorkerFleet`] worker performs it).
 pub fn arm_worker_fault(run_id: &str, node_ref: &str, attempt: u32, fault: WorkerFault) {
-    enable();
-    if let Ok(mut map) = worker_faults().lock() {
-        map.insert((run_id.to_owned(), node_ref.to_owned(), attempt), fault);
-    }
+    arm(run_id, node_ref, AttemptFault::Worker(fault), attempt);
 }
 
-/// The fault armed for attempt `attempt` of `(run, node)`, taken: it strikes once, and
-/// the moment it struck is kept with the pending kills'.
+/// The worker fault armed for attempt `attempt` of `(run, node)`, taken: it strikes
+/// once, and the moment it struck is kept with the pending kills'.
 pub fn take_worker_fault(run_id: &str, node_ref: &str, attempt: u32) -> Option<WorkerFault> {
-    let key = (run_id.to_owned(), node_ref.to_owned(), attempt);
-    let fault = worker_faults().lock().ok()?.remove(&key)?;
+    if !enabled() {
+        return None;
+    }
+    let key = |f| {
+        (
+            run_id.to_owned(),
+            node_ref.to_owned(),
+            AttemptFault::Worker(f),
+        )
+    };
+    let mut map = panics().lock().ok()?;
+    let faults = [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition];
+    let fault = faults
+        .into_iter()
+        .find(|f| map.get(&key(*f)) == Some(&attempt))?;
+    map.remove(&key(fault));
+    drop(map);
     if let Ok(mut struck) = pending_kills().lock() {
-        struck.insert((key.0, key.1), Instant::now());
+        struck.insert((run_id.to_owned(), node_ref.to_owned()), Instant::now());
     }
     Some(fault)
 }
@@ -318,9 +325,6 @@ pub fn clear_run(run_id: &str) {
     }
     if let Ok(mut map) = delays().lock() {
         map.retain(|(r, _), _| r != run_id);
-    }
-    if let Ok(mut map) = worker_faults().lock() {
-        map.retain(|(r, _, _), _| r != run_id);
     }
     if let Ok(mut map) = pending_kills().lock() {
         map.retain(|(r, _), _| r != run_id);

@@ -258,7 +258,7 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
         Some(seed) => vec![seed],
         None => (0..runs).collect(),
     };
-    let mut struck: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut struck: std::collections::HashMap<WorkerFault, usize> = Default::default();
     for seed in seeds {
         let workflow = common::workflow(&handle, random_workflow(seed));
         let replay = format!("CHAOS_WORKER_SEED={seed}");
@@ -287,16 +287,15 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
             );
         }
         for s in strikes {
-            *struck.entry(format!("{:?}", s.fault)).or_default() += 1;
+            *struck.entry(s.fault).or_default() += 1;
         }
     }
     eprintln!("worker chaos: {runs} remote runs, strikes {struck:?}");
     if std::env::var("CHAOS_WORKER_SEED").is_err() {
         for fault in [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition] {
-            let name = format!("{fault:?}");
             assert!(
-                struck.get(&name).is_some_and(|&n| n > 0),
-                "no {name} struck: {struck:?}"
+                struck.get(&fault).is_some_and(|&n| n > 0),
+                "no {fault:?} struck: {struck:?}"
             );
         }
     }

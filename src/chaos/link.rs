@@ -56,11 +56,6 @@ impl FaultyLink {
     pub fn set(&self, mode: LinkMode) {
         self.mode.send_replace(mode);
     }
-
-    /// What the link does now.
-    pub fn mode(&self) -> LinkMode {
-        *self.mode.borrow()
-    }
 }
 
 impl Drop for FaultyLink {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::WorkerFault;
 use super::link::{FaultyLink, LinkMode};
 use crate::runtime::components::registry::ComponentRegistry;
+use crate::runtime::semantics::run_core::split_attempt_id;
 use crate::worker::client::{OnStart, Worker, WorkerError, WorkerOptions};
 
 /// A fault that struck a worker.
@@ -134,10 +135,9 @@ impl Fleet {
         let registered = Worker::new(options, &builtins, &self.patterns)?
             .register()
             .await?;
-        let kill = registered.kill_switch();
         let member = Member {
             link: Arc::new(link),
-            kill: kill.clone(),
+            kill: registered.kill_switch(),
         };
         lock(&self.members).insert(id, member);
         // The fleet's stop drains what is left; a kill ends the worker at once.
@@ -147,7 +147,7 @@ impl Fleet {
 
     /// Worker `worker` starts attempt `attempt_id`: strikes it when a fault is armed.
     fn started(self: &Arc<Fleet>, worker: &str, attempt_id: &str) {
-        let Some((run_id, node_ref, attempt)) = split_attempt_id(attempt_id) else {
+        let Some((run_id, node_ref, attempt)) = run_node_attempt(attempt_id) else {
             return;
         };
         let Some(fault) = super::take_worker_fault(run_id, node_ref, attempt) else {
@@ -210,10 +210,10 @@ impl Drop for Fleet {
 }
 
 /// `(run, node ref, attempt)` of an attempt id `<run>/<node ref>/<attempt>`.
-fn split_attempt_id(id: &str) -> Option<(&str, &str, u32)> {
-    let (rest, attempt) = id.rsplit_once('/')?;
-    let (run, node) = rest.split_once('/')?;
-    Some((run, node, attempt.parse().ok()?))
+fn run_node_attempt(id: &str) -> Option<(&str, &str, u32)> {
+    let (node_key, attempt) = split_attempt_id(id)?;
+    let (run, node) = node_key.split_once('/')?;
+    Some((run, node, attempt))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,13 +222,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_attempt_id;
+    use super::run_node_attempt;
 
     #[test]
     fn an_attempt_id_splits_into_run_node_and_attempt() {
-        assert_eq!(split_attempt_id("r-1/n3/2"), Some(("r-1", "n3", 2)));
-        assert_eq!(split_attempt_id("r/a/b/1"), Some(("r", "a/b", 1)));
-        assert_eq!(split_attempt_id("r/n/x"), None);
-        assert_eq!(split_attempt_id("r1"), None);
+        assert_eq!(run_node_attempt("r-1/n3/2"), Some(("r-1", "n3", 2)));
+        assert_eq!(run_node_attempt("r/a/b/1"), Some(("r", "a/b", 1)));
+        assert_eq!(run_node_attempt("r/n/x"), None);
+        assert_eq!(run_node_attempt("r1"), None);
     }
 }
