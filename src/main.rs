@@ -14,6 +14,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[macro_use]
+mod console;
+
 mod inspect;
 mod report;
 mod run;
@@ -101,7 +104,7 @@ fn main() -> ExitCode {
                 if let Err(e) = checked(&loaded, strict) {
                     return e;
                 }
-                println!(
+                say!(
                     "{}: valid ({} nodes, {} edges)",
                     file.display(),
                     loaded.graph.len(),
@@ -113,7 +116,7 @@ fn main() -> ExitCode {
         },
         Command::Graph { file } => match load_file(&file, &registry) {
             Ok(loaded) => {
-                print!("{}", mermaid::render(&loaded.graph));
+                say_text!("{}", mermaid::render(&loaded.graph));
                 ExitCode::SUCCESS
             }
             Err(e) => invalid(&e),
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => work::worker(args, &registry),
         Command::Report(args) => report::report(args, &registry),
         Command::Openapi => {
-            print!("{}", shipsec_orchestrator::service::openapi::to_json());
+            say_text!("{}", shipsec_orchestrator::service::openapi::to_json());
             ExitCode::SUCCESS
         }
         Command::Journal {
@@ -132,7 +135,7 @@ fn main() -> ExitCode {
         } => match inspect::inspect(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("{e:#}");
+                complain!("{e:#}");
                 ExitCode::from(1)
             }
         },
@@ -145,15 +148,12 @@ pub(crate) fn checked(loaded: &Loaded, strict: bool) -> Result<(), ExitCode> {
         return refuse_warnings(&loaded.graph).map_err(|e| invalid(&LoadError::Invalid(e)));
     }
     for w in &loaded.graph.warnings {
-        eprintln!("warning: {w}");
+        complain!("warning: {w}");
     }
     Ok(())
 }
 
 pub(crate) fn invalid(e: &LoadError) -> ExitCode {
-    eprint!("{e}");
-    if !e.to_string().ends_with('\n') {
-        eprintln!();
-    }
+    complain!("{}", e.to_string().trim_end_matches('\n'));
     ExitCode::from(EXIT_INVALID)
 }

@@ -36,7 +36,7 @@ pub(crate) fn report(args: ReportArgs, registry: &ComponentRegistry) -> ExitCode
     match write(&args, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            complain!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -60,7 +60,7 @@ pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shipsec worker: {e:#}");
+            complain!("shipsec worker: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -110,7 +110,7 @@ fn options(args: &WorkerArgs) -> Result<WorkerOptions> {
         },
         on_start: args.print_attempts.then(|| {
             OnStart(std::sync::Arc::new(|attempt: &str| {
-                println!("started {attempt}");
+                say!("started {attempt}");
             }))
         }),
     })
@@ -133,7 +133,7 @@ async fn run(args: WorkerArgs, registry: &ComponentRegistry) -> Result<ExitCode>
         _ = term.recv() => return Ok(ExitCode::SUCCESS),
         _ = int.recv() => return Ok(ExitCode::SUCCESS),
     };
-    println!(
+    say!(
         "registered as {id} with {} ({slots} slots: {hosted})",
         args.coordinator
     );
@@ -144,9 +144,11 @@ async fn run(args: WorkerArgs, registry: &ComponentRegistry) -> Result<ExitCode>
         _ = term.recv() => drained(&drain, serving, &mut term, &mut int).await??,
         _ = int.recv() => drained(&drain, serving, &mut term, &mut int).await??,
     };
-    println!(
+    say!(
         "stopped: {} acknowledged, {} stale, {} stopped",
-        summary.acknowledged, summary.stale, summary.stopped
+        summary.acknowledged,
+        summary.stale,
+        summary.stopped
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -158,7 +160,7 @@ async fn drained(
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) -> Result<Result<WorkerSummary, WorkerError>> {
-    println!("draining");
+    say!("draining");
     drain.cancel();
     tokio::select! {
         done = serving => done.context("the worker's task"),

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod layers;
 pub mod lease;
 
 /// Messages and services generated from `worker.proto`.
