@@ -30,7 +30,8 @@
 //! `actors` (who receives it; internal but for the handle), `runtime` (everything that
 //! is not an actor: the definition, the semantics and the two cores, components,
 //! guardrails, telemetry), `service` (`shipsec serve`: the HTTP API and the run view),
-//! `worker` (the gRPC protocol of remote workers, `shipsec.worker.v1`).
+//! `worker` (the gRPC protocol of remote workers, `shipsec.worker.v1`), `net` (what the
+//! two ports share: connection caps and timeouts, bearer tokens).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![warn(clippy::mod_module_files)]
@@ -39,6 +40,7 @@ pub mod actors;
 #[cfg(feature = "chaos")]
 pub mod chaos;
 pub mod messages;
+pub mod net;
 pub mod runtime;
 pub mod service;
 pub mod worker;

@@ -13,10 +13,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use shipsec_orchestrator::net::bearer::{MIN_TOKEN_BYTES, is_weak};
+use shipsec_orchestrator::net::descriptors::raise_open_file_limit;
+use shipsec_orchestrator::net::guard::Slots;
 use shipsec_orchestrator::runtime::components::process::RestrictedProcess;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::journal::Durability;
-use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr};
+use shipsec_orchestrator::runtime::guardrails::connections::DescriptorBudget;
+use shipsec_orchestrator::runtime::journal::{Durability, LossPolicy};
+use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr, host_part};
 use shipsec_orchestrator::service::{Service, ServiceOptions};
 use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
 use shipsec_orchestrator::{EngineConfig, Orchestrator, ShutdownMode};
@@ -41,6 +45,10 @@ pub(crate) struct ServeArgs {
     /// How hard the journal keeps what it is given: fsync, process or off (no journal).
     #[arg(long, value_name = "MODE", default_value = "fsync")]
     durability: Durability,
+    /// Open a journal that lost acknowledged data (a damaged or missing write-ahead log)
+    /// without what it lost; the loss is listed and recorded in its `losses` file.
+    #[arg(long)]
+    accept_journal_loss: bool,
     /// Engine configuration (YAML or JSON), with its `service:` section.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -91,7 +99,7 @@ pub(crate) fn serve(args: ServeArgs, registry: ComponentRegistry) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shipsec serve: {e:#}");
+            complain!("shipsec serve: {e:#}");
             let usage = e.downcast_ref::<Usage>().is_some()
                 || e.downcast_ref::<shipsec_orchestrator::ConfigError>()
                     .is_some();
@@ -124,11 +132,21 @@ fn tokens(args: &ServeArgs) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// What opening the journal does with a loss, from `--accept-journal-loss`.
+pub(crate) fn loss_policy(accept: bool) -> LossPolicy {
+    if accept {
+        LossPolicy::Accept
+    } else {
+        LossPolicy::Refuse
+    }
+}
+
 /// The engine configuration, with the journal the flags ask for.
 fn engine_config(args: &ServeArgs) -> Result<EngineConfig> {
     let mut config =
         crate::run::read_config(args.config.as_ref()).map_err(|e| Usage(format!("{e:#}")))?;
     config.journal.durability = args.durability;
+    config.journal.loss = loss_policy(args.accept_journal_loss);
     // Every attempt goes through the slot limiter, so that a graceful stop can hold new
     // attempts back and wait for those running (with no cap, attempts skip it).
     config.max_concurrent_nodes.get_or_insert(DEFAULT_NODE_CAP);
@@ -170,7 +188,11 @@ async fn workers(
         };
         let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
         server = server
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(config.workers.connections.header_read_timeout),
+            )
             .map_err(|e| Usage(format!("--worker-tls-cert and --worker-tls-key: {e}")))?;
     }
     let tokens = match &args.worker_token_file {
@@ -185,6 +207,13 @@ async fn workers(
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| Usage(format!("--worker-listen {addr}: {e} (expected HOST:PORT)")))?;
+    if !addr.ip().is_loopback()
+        && let Some(worker) = tokens.weak_owner()
+    {
+        bail!(Usage(format!(
+            "the token of worker `{worker}` is shorter than {MIN_TOKEN_BYTES} bytes: refused on a worker port other hosts reach (use a long random token)"
+        )));
+    }
     if tokens.is_empty() && !addr.ip().is_loopback() {
         bail!(Usage(format!(
             "refusing to serve workers on {addr} without tokens: set --worker-token-file, or listen on a loopback address"
@@ -208,7 +237,11 @@ async fn workers(
 impl Workers {
     /// Says where it serves workers, and serves them until `stop` fires (after the engine
     /// has stopped: attempts it waits for during its grace still complete).
-    fn spawn(self, stop: CancellationToken) -> (Gateway, tokio::task::JoinHandle<()>) {
+    fn spawn(
+        self,
+        slots: Slots,
+        stop: CancellationToken,
+    ) -> (Gateway, tokio::task::JoinHandle<()>) {
         let Workers {
             gateway,
             listener,
@@ -217,11 +250,11 @@ impl Workers {
         let addr = listener
             .local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string());
-        println!("serving workers on {addr}");
+        say!("serving workers on {addr}");
         let serving = gateway.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = serving.serve(server, listener, stop).await {
-                eprintln!("shipsec serve: the worker listener failed: {e}");
+            if let Err(e) = serving.serve(server, listener, slots, stop).await {
+                complain!("shipsec serve: the worker listener failed: {e}");
             }
         });
         (gateway, task)
@@ -246,12 +279,30 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
             "refusing to listen on {open} without an API token: set {TOKEN_VAR} or --token-file, or listen on a loopback address or a Unix socket"
         )));
     }
+    refuse_weak_tokens(&tokens, &addrs)?;
+    let budget = descriptor_budget(&args, &config)?;
     let mut bound = Vec::new();
     for addr in &addrs {
         bound.push(Bound::bind(addr).await?);
     }
+    let guard = listen::Guard {
+        slots: Slots::new(budget.api),
+        timeouts: (&config.service.connections).into(),
+        open: tokens.is_empty(),
+    };
     let mut options = ServiceOptions::new(config.service.clone());
     options.tokens = tokens;
+    options.listen_hosts = args
+        .listen
+        .iter()
+        .filter(|a| !a.starts_with("unix:"))
+        .map(|a| {
+            host_part(a)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+        .collect();
     if let Some(url) = args
         .jaeger_url
         .as_ref()
@@ -264,15 +315,26 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     options.ui.jaeger_url = args.jaeger_url.clone();
     let service = Service::new(options);
     for b in &bound {
-        println!("listening on {}", b.local_addr());
+        say!("listening on {}", b.local_addr());
     }
     if service.is_open() {
-        println!("no API token configured: listening on loopback addresses and Unix sockets only");
+        say!("no API token configured: listening on loopback addresses and Unix sockets only");
     }
+    say!(
+        "connections: at most {} on the API{} (open-file limit {})",
+        budget.api,
+        if workers.is_some() {
+            format!(", {} on the worker port", budget.workers)
+        } else {
+            String::new()
+        },
+        budget.limit
+    );
     let stop = service.stopping();
-    let server = tokio::spawn(listen::serve(service.router(), bound, stop.clone()));
+    let server = tokio::spawn(listen::serve(service.router(), bound, guard, stop.clone()));
     let workers_stop = CancellationToken::new();
-    let gateway = workers.map(|workers| workers.spawn(workers_stop.clone()));
+    let gateway =
+        workers.map(|workers| workers.spawn(Slots::new(budget.workers), workers_stop.clone()));
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     let grace = config.cancel_grace;
     let engine = tokio::select! {
@@ -287,7 +349,7 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     }
     // Ready before it says so: whoever reads the line finds every endpoint answering.
     let _ = service.ready(engine.clone());
-    println!(
+    say!(
         "ready: journal {}, {} runs resumed",
         if engine.journal().is_some() {
             args.data_dir.display().to_string()
@@ -304,8 +366,29 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     if let Some((_, task)) = gateway {
         let _ = task.await;
     }
-    println!("stopped");
+    say!("stopped");
     served.context("serving")
+}
+
+/// Tokens under 16 bytes guard nothing on a port other hosts reach: refused there.
+fn refuse_weak_tokens(tokens: &[String], addrs: &[ListenAddr]) -> Result<()> {
+    if addrs.iter().any(|a| !a.is_local()) && tokens.iter().any(|t| is_weak(t)) {
+        bail!(Usage(format!(
+            "an API token is shorter than {MIN_TOKEN_BYTES} bytes: refused on a listener other hosts reach (use a long random token)"
+        )));
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit where allowed, and fits the connection caps under it.
+fn descriptor_budget(args: &ServeArgs, config: &EngineConfig) -> Result<DescriptorBudget> {
+    let limit = raise_open_file_limit().context("reading the open-file limit")?;
+    let workers = args
+        .worker_listen
+        .as_ref()
+        .map(|_| config.workers.connections.max_connections);
+    DescriptorBudget::fit(limit, config.service.connections.max_connections, workers)
+        .map_err(|e| Usage(format!("service.connections / workers.connections: {e}")).into())
 }
 
 /// Cancels `stop` on the first SIGTERM or SIGINT.
@@ -320,6 +403,6 @@ async fn stop_on_signal(stop: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    println!("stopping: finishing the requests in flight");
+    say!("stopping: finishing the requests in flight");
     stop.cancel();
 }

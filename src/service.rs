@@ -7,7 +7,7 @@
 //! - `runs`: start (idempotent), list, status, result (`?wait`), cancel, terminate,
 //!   validate, components, health;
 //! - `events`: the trace as JSON or a live SSE stream, resumable from any `seq`;
-//! - `auth`: bearer tokens compared in constant time;
+//! - `auth`: bearer tokens compared in constant time, and `Host` checked without them;
 //! - `body`: JSON bodies and queries read with their limits and located errors;
 //! - `listen`: TCP and Unix-socket listeners, graceful stop;
 //! - `metrics`: HTTP server metrics;
@@ -33,13 +33,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::handle::Handle;
+use crate::net::guard::{Tracked, connection_of};
 use crate::runtime::guardrails::service::ServiceConfig;
 use crate::service::error::{ApiError, ErrorCode};
 
@@ -52,6 +55,9 @@ pub struct ServiceOptions {
     pub tokens: Vec<String>,
     /// What the run view's pages are told (the Jaeger link).
     pub ui: ui::UiConfig,
+    /// Host names the server listens under (`--listen` hosts): a server without tokens
+    /// answers requests addressed to them besides loopback ones.
+    pub listen_hosts: Vec<String>,
 }
 
 impl ServiceOptions {
@@ -61,6 +67,7 @@ impl ServiceOptions {
             config,
             tokens: Vec::new(),
             ui: ui::UiConfig::default(),
+            listen_hosts: Vec::new(),
         }
     }
 }
@@ -70,6 +77,8 @@ struct Shared {
     engine: OnceLock<Handle>,
     config: ServiceConfig,
     tokens: auth::Tokens,
+    /// `ServiceOptions::listen_hosts`.
+    hosts: Vec<String>,
     subscribers: Arc<events::Subscribers>,
     /// Cancelled when the server stops: event streams and waits end.
     stopping: CancellationToken,
@@ -109,7 +118,8 @@ impl Service {
             state: AppState {
                 shared: Arc::new(Shared {
                     engine: OnceLock::new(),
-                    tokens: auth::Tokens::new(&options.tokens),
+                    tokens: auth::tokens(&options.tokens),
+                    hosts: options.listen_hosts,
                     config: options.config,
                     subscribers: Arc::default(),
                     stopping: CancellationToken::new(),
@@ -180,9 +190,18 @@ impl Service {
             .merge(pages)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
+                auth::check_host,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
                 metrics::record,
             ))
             .layer(DefaultBodyLimit::max(state.shared.config.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                state.shared.config.max_body_bytes,
+                declared_length,
+            ))
+            .layer(middleware::from_fn(track))
             .with_state(state)
     }
 }
@@ -190,6 +209,43 @@ impl Service {
 /// The run view's page.
 async fn page(State(state): State<AppState>) -> Response {
     ui::page(state.shared.page.clone())
+}
+
+/// Counts the request on its connection until its response's body has ended, so that a
+/// long `?wait` or event stream is never taken for an idle connection (`net::guard`).
+async fn track(request: Request, next: Next) -> Response {
+    let guard = connection_of(&request).map(|c| c.request_started());
+    let response = next.run(request).await;
+    match guard {
+        Some(guard) => response.map(|body| Body::new(Tracked::new(body, Some(guard)))),
+        None => response,
+    }
+}
+
+/// 413 `PAYLOAD_TOO_LARGE` at once for a request whose `Content-Length` is over `limit`,
+/// and the connection closed after it: the body is never waited for.
+async fn declared_length(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            let mut response = ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the body is {length} bytes, more than the {limit} this server takes (service.maxBodyBytes)"
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// 503 `REQUEST_TIMEOUT` for a request that takes longer than `limit`.

@@ -237,6 +237,7 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
         workers: WorkerConfig {
             heartbeat: Duration::from_millis(100),
             lease,
+            ..WorkerConfig::default()
         },
         ..EngineConfig::default()
     };

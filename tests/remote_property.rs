@@ -66,6 +66,7 @@ async fn start() -> Handle {
         workers: WorkerConfig {
             heartbeat: Duration::from_millis(50),
             lease: Duration::from_secs(30),
+            ..WorkerConfig::default()
         },
         ..EngineConfig::default()
     };

@@ -862,9 +862,17 @@ mod hosts {
         let log = dir.join("effects.log");
         let config = super::coordinator_config(&dir);
         let tokens = dir.join("workers.tokens");
-        std::fs::write(&tokens, "w1 token-1\nw2 token-2\nw3 token-3\n").unwrap();
+        std::fs::write(
+            &tokens,
+            "w1 token-1-of-the-hosts-test\nw2 token-2-of-the-hosts-test\nw3 token-3-of-the-hosts-test\n",
+        )
+        .unwrap();
         for i in 1..=3 {
-            std::fs::write(dir.join(format!("w{i}.token")), format!("token-{i}\n")).unwrap();
+            std::fs::write(
+                dir.join(format!("w{i}.token")),
+                format!("token-{i}-of-the-hosts-test\n"),
+            )
+            .unwrap();
         }
         let socket = format!("unix:{}", dir.join("api.sock").display());
         let server = Server::start_through(

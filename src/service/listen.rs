@@ -1,14 +1,18 @@
 //! Where a server listens: `HOST:PORT` (TCP) or `unix:/path/to.sock`, several at once,
-//! each stopped gracefully (no new connection, requests in flight finished).
+//! each stopped gracefully (no new connection, requests in flight finished), every
+//! connection accepted under one cap and its timeouts ([`Guard`], `crate::net::guard`).
 
 use std::future::{Future, IntoFuture};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
+
+use crate::net::guard::{ConnMeta, GuardedListener, RawListener, Slots, Timeouts};
 
 /// An address to listen on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +76,18 @@ impl ListenAddr {
     }
 }
 
+/// The host of `host[:port]` (an IPv6 literal keeps its brackets).
+pub fn host_part(host: &str) -> &str {
+    let host = host.trim();
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// A bound listener.
 #[derive(Debug)]
 pub enum Bound {
@@ -131,27 +147,64 @@ fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// How the API's listeners hold their connections: one cap for all of them together,
+/// and the header-read and idle timeouts (`crate::net::guard`).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The connections all the listeners may hold at once.
+    pub slots: Slots,
+    /// The timeouts of each connection.
+    pub timeouts: Timeouts,
+    /// The server takes no token: every connection counts as authenticated.
+    pub open: bool,
+}
+
+impl Guard {
+    /// `listener` under this guard; refused connections get a 503.
+    fn listener<L: RawListener>(&self, listener: L) -> GuardedListener<L> {
+        GuardedListener::new(listener, self.slots.clone(), self.timeouts, self.open)
+            .refusing_with(&REFUSAL)
+    }
+}
+
+/// What a connection past the cap is told before it is closed.
+static REFUSAL: LazyLock<Box<[u8]>> = LazyLock::new(|| {
+    let body = r#"{"error":{"code":"TOO_MANY_CONNECTIONS","message":"this server holds as many connections as it takes (service.connections.maxConnections); try again shortly"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into_boxed_slice()
+});
+
 /// Serves `router` on every listener until `stop` is cancelled, then finishes the
-/// requests in flight (event streams end when `stop` is cancelled) and returns.
+/// requests in flight (event streams end when `stop` is cancelled) and returns. Every
+/// connection is accepted under `guard`.
 ///
 /// # Errors
 /// An accept loop's I/O error.
 pub async fn serve(
     router: Router,
     listeners: Vec<Bound>,
+    guard: Guard,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
-        let router = router.clone();
+        let service = router
+            .clone()
+            .into_make_service_with_connect_info::<ConnMeta>();
         let stopped = stop.clone().cancelled_owned();
         match listener {
             Bound::Tcp(l) => {
-                let server = axum::serve(l, router).with_graceful_shutdown(stopped);
+                let server =
+                    axum::serve(guard.listener(l), service).with_graceful_shutdown(stopped);
                 servers.spawn(run(server.into_future(), None));
             }
             Bound::Unix(l, path) => {
-                let server = axum::serve(l, router).with_graceful_shutdown(stopped);
+                let server =
+                    axum::serve(guard.listener(l), service).with_graceful_shutdown(stopped);
                 servers.spawn(run(server.into_future(), Some(path)));
             }
         }

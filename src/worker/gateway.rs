@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::messages::limiter::RemotePools;
+use crate::net::bearer::{MIN_TOKEN_BYTES, TokenSet, bearer};
+use crate::net::guard::{Guarded, GuardedListener, Slots};
 use crate::runtime::components::builtin::CANCELLED_ERROR;
 use crate::runtime::components::process::check_policy;
 use crate::runtime::components::registry::{ComponentMeta, RemoteHost};
@@ -41,6 +43,7 @@ use crate::runtime::guardrails::config::WorkerConfig;
 use crate::runtime::guardrails::needs::remote_pool;
 use crate::runtime::guardrails::service::{PROCESS_COMPONENT, ProcessPolicy};
 use crate::runtime::semantics::time::Time;
+use crate::worker::layers::{PreAuthLayer, TrackLayer};
 use crate::worker::lease::{Cancelled, LeaseBook, Lost, UnknownWorker, Verdict, WorkerSpec};
 use crate::worker::proto::{self, complete_request::Outcome, worker_server};
 use crate::worker::{PROTOCOL_VERSION, traceparent_of};
@@ -56,9 +59,10 @@ const MAX_NAME: usize = 256;
 const MAX_SLOTS: u32 = 10_000;
 
 /// Which worker each bearer token speaks for. Empty: calls need no token (the server then
-/// listens on loopback addresses only).
+/// listens on loopback addresses only). Tokens are compared in constant time
+/// (`crate::net::bearer`).
 #[derive(Debug, Clone, Default)]
-pub struct WorkerTokens(HashMap<String, Arc<str>>);
+pub struct WorkerTokens(TokenSet<Arc<str>>);
 
 impl WorkerTokens {
     /// Reads `<workerId> <token>` lines (blank lines and `#` comments ignored).
@@ -66,7 +70,7 @@ impl WorkerTokens {
     /// # Errors
     /// The line number of a line that is not two words, or a token given twice.
     pub fn parse(text: &str) -> Result<WorkerTokens, String> {
-        let mut tokens = HashMap::new();
+        let mut pairs: Vec<(String, Arc<str>)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -77,16 +81,31 @@ impl WorkerTokens {
             else {
                 return Err(format!("line {}: expected `<workerId> <token>`", n + 1));
             };
-            if tokens.insert(token.to_owned(), Arc::from(worker)).is_some() {
+            if pairs.iter().any(|(t, _)| t == token) {
                 return Err(format!("line {}: this token is given twice", n + 1));
             }
+            pairs.push((token.to_owned(), Arc::from(worker)));
         }
-        Ok(WorkerTokens(tokens))
+        Ok(WorkerTokens(TokenSet::new(pairs)))
     }
 
     /// Whether calls need a token.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The worker `token` speaks for, if it is one of the tokens.
+    pub fn owner(&self, token: &[u8]) -> Option<&Arc<str>> {
+        self.0.find(token)
+    }
+
+    /// A worker whose token is too short for a port other hosts reach
+    /// ([`crate::net::bearer::MIN_TOKEN_BYTES`]).
+    pub fn weak_owner(&self) -> Option<&str> {
+        self.0
+            .tokens()
+            .find(|(token, _)| token.len() < MIN_TOKEN_BYTES)
+            .map(|(_, owner)| &**owner)
     }
 }
 
@@ -166,14 +185,17 @@ impl Gateway {
     }
 
     /// Serves the workers on `listener` through `server` (plain, or with TLS) until `stop`
-    /// fires, ending expired leases meanwhile.
+    /// fires, ending expired leases meanwhile. At most `slots` connections are held at
+    /// once, each within `workers.connections`' timeouts, and every call's token is
+    /// checked before its message is decoded (`worker::layers`).
     ///
     /// # Errors
     /// The transport failed.
     pub async fn serve(
         &self,
-        mut server: tonic::transport::Server,
+        server: tonic::transport::Server,
         listener: tokio::net::TcpListener,
+        slots: Slots,
         stop: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
         let served = stop.child_token();
@@ -181,7 +203,12 @@ impl Gateway {
             let (gateway, served) = (self.clone(), served.clone());
             async move { gateway.expire_until(served).await }
         });
+        let limits = &self.0.config.connections;
+        let listener =
+            GuardedListener::new(listener, slots, limits.into(), self.0.tokens.is_empty());
         let outcome = server
+            .layer(TrackLayer)
+            .layer(PreAuthLayer(self.0.tokens.clone()))
             .add_service(self.service())
             .serve_with_incoming_shutdown(Gateway::incoming(listener), stop.cancelled_owned())
             .await;
@@ -190,16 +217,13 @@ impl Gateway {
         outcome
     }
 
-    /// The connections `listener` accepts, without Nagle's delay: polls and completions
-    /// are small messages a round trip waits for.
+    /// The connections `listener` accepts within its cap.
     fn incoming(
-        listener: tokio::net::TcpListener,
-    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-        use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-            let stream = accepted?;
-            stream.set_nodelay(true)?;
-            Ok(stream)
+        listener: GuardedListener<tokio::net::TcpListener>,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<Guarded<tokio::net::TcpStream>>> {
+        futures::stream::unfold(listener, |mut listener| async move {
+            let (io, _) = listener.accept_guarded().await;
+            Some((Ok(io), listener))
         })
     }
 
@@ -322,14 +346,12 @@ impl Gateway {
         let token = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| bearer(v.as_bytes()))
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
         let owner = self
             .0
             .tokens
-            .0
-            .get(token)
+            .owner(token)
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
         if &**owner != worker {
             return Err(Status::permission_denied(format!(

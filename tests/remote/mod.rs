@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use shipsec_orchestrator::net::guard::Slots;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
 use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
@@ -36,7 +37,9 @@ pub async fn start_coordinator(
         let stop = stop.clone();
         async move {
             let server = tonic::transport::Server::builder();
-            gateway.serve(server, listener, stop).await
+            gateway
+                .serve(server, listener, Slots::new(1_024), stop)
+                .await
         }
     });
     (handle, addr)

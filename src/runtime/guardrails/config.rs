@@ -10,6 +10,7 @@ use crate::runtime::components::registry::{ComponentRegistry, DEFAULT_QUEUE};
 use crate::runtime::definition::RunnerKindDef;
 use crate::runtime::definition::limits::DefinitionLimits;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::guardrails::connections::ConnectionLimits;
 use crate::runtime::guardrails::service::ServiceConfig;
 use crate::runtime::journal::JournalConfig;
 
@@ -54,6 +55,8 @@ pub struct WorkerConfig {
     /// heartbeat: past it the attempt fails with `CrashError` and goes out again.
     #[serde(with = "secs", rename = "leaseSeconds")]
     pub lease: Duration,
+    /// What the worker port lets a peer hold: connections, header and idle timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for WorkerConfig {
@@ -61,6 +64,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             heartbeat: Duration::from_secs(2),
             lease: Duration::from_secs(10),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -234,6 +238,14 @@ impl EngineConfig {
                     path.into(),
                     format!("must be at least 0.01 s, got {} s", value.as_secs_f64()),
                 );
+            }
+        }
+        for (at, limits) in [
+            ("service.connections", &self.service.connections),
+            ("workers.connections", &self.workers.connections),
+        ] {
+            for (path, message) in limits.problems(at) {
+                problem(path, message);
             }
         }
         if self.workers.lease <= self.workers.heartbeat {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::definition::WorkflowDefinition;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::guardrails::config::secs;
+use crate::runtime::guardrails::connections::ConnectionLimits;
 
 /// The id of the component that runs host commands.
 pub const PROCESS_COMPONENT: &str = "core.process";
@@ -47,6 +48,8 @@ pub struct ServiceConfig {
     pub subscriber_buffer: usize,
     /// Most runs one listing page gives.
     pub max_page: usize,
+    /// What the API's listeners let a peer hold: connections, header and idle timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +64,7 @@ impl Default for ServiceConfig {
             max_subscribers: 4_096,
             subscriber_buffer: 4_096,
             max_page: 1_000,
+            connections: ConnectionLimits::default(),
         }
     }
 }
