@@ -11,24 +11,23 @@ use shipsec_orchestrator::runtime::journal::{self, FjallStore, JournalStore, Sto
 
 /// Prints the journal in `dir`.
 pub(crate) fn inspect(dir: &Path) -> Result<()> {
-    let (store, opened) = FjallStore::open(dir)?;
-    if let Some(acked) = opened.torn_after {
-        println!(
-            "warning: torn tail: the journal ends at batch {}, batch {acked} had been acknowledged",
-            opened.batch
-        );
-    }
+    // A journal that lost acknowledged data is refused here as on start, with the loss.
+    let (store, _) = FjallStore::open(dir)?;
     let mut runs = journal::load(&store)?;
     runs.sort_by_key(|r| std::cmp::Reverse(r.header.accepted.accepted_at));
-    println!(
+    say!(
         "{:36}  {:10}  {:>13}  {:>7}  {:>10}  ended by kind",
-        "run", "status", "nodes ended", "facts", "bytes"
+        "run",
+        "status",
+        "nodes ended",
+        "facts",
+        "bytes"
     );
     for run in &runs {
         print_run(run);
     }
     let unfinished = runs.iter().filter(|r| r.header.finished.is_none()).count();
-    println!(
+    say!(
         "{} runs ({unfinished} unfinished), {} bytes of records, {} bytes on disk, at {}",
         runs.len(),
         runs.iter().map(|r| r.bytes).sum::<u64>(),
@@ -57,7 +56,7 @@ fn print_run(run: &StoredRunLog) {
         .map_or("UNFINISHED", |f| f.status.as_str());
     let total: u32 = ended.values().sum();
     let kinds: Vec<String> = ended.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!(
+    say!(
         "{:36}  {:10}  {:>13}  {:>7}  {:>10}  {}",
         run.header.accepted.run_id,
         status,

@@ -65,6 +65,10 @@ pub(crate) struct RunArgs {
     /// How hard the journal keeps what it is given: fsync, process or off.
     #[arg(long, value_name = "MODE", default_value = "fsync")]
     durability: Durability,
+    /// Open a journal that lost acknowledged data (a damaged or missing write-ahead log)
+    /// without what it lost; the loss is listed and recorded in its `losses` file.
+    #[arg(long)]
+    accept_journal_loss: bool,
 }
 
 /// `shipsec resume`: finishes the runs a killed `shipsec run` (or server) left unfinished.
@@ -76,6 +80,10 @@ pub(crate) struct ResumeArgs {
     /// How hard the journal keeps what it is given: fsync, process or off.
     #[arg(long, value_name = "MODE", default_value = "fsync")]
     durability: Durability,
+    /// Open a journal that lost acknowledged data (a damaged or missing write-ahead log)
+    /// without what it lost; the loss is listed and recorded in its `losses` file.
+    #[arg(long)]
+    accept_journal_loss: bool,
     /// Engine configuration file (YAML or JSON).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -93,6 +101,7 @@ fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineC
     if let Some(dir) = &args.data_dir {
         config.journal.data_dir = Some(dir.clone());
         config.journal.durability = args.durability;
+        config.journal.loss = crate::serve::loss_policy(args.accept_journal_loss);
     }
     config.validate(registry)?;
     Ok(config)
@@ -117,6 +126,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
         let mut config = read_config(args.config.as_ref())?;
         config.journal.data_dir = Some(args.data_dir.clone());
         config.journal.durability = args.durability;
+        config.journal.loss = crate::serve::loss_policy(args.accept_journal_loss);
         config.validate(&registry)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -137,11 +147,11 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
             if args.json {
                 let all: Vec<&RunResult> = results.iter().map(|r| &**r).collect();
                 match serde_json::to_string_pretty(&all) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("{e}"),
+                    Ok(text) => say!("{text}"),
+                    Err(e) => complain!("{e}"),
                 }
             } else if results.is_empty() {
-                println!("no unfinished run in {}", args.data_dir.display());
+                say!("no unfinished run in {}", args.data_dir.display());
             } else {
                 for result in &results {
                     print_result_line(result);
@@ -155,7 +165,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
             }
         }
         Err(e) => {
-            eprintln!("{e:#}");
+            complain!("{e:#}");
             ExitCode::from(1)
         }
     }
@@ -164,7 +174,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
 fn print_result_line(result: &RunResult) {
     print_headline(result);
     if let Some(error) = &result.error {
-        println!("  error: {error}");
+        say!("  error: {error}");
     }
 }
 
@@ -181,7 +191,7 @@ pub(crate) fn with_telemetry<F: std::future::Future>(
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
+            complain!("cannot start the async runtime: {e}");
             return Err(ExitCode::from(1));
         }
     };
@@ -190,7 +200,7 @@ pub(crate) fn with_telemetry<F: std::future::Future>(
         match Telemetry::install(ExportConfig::from_env()) {
             Ok(t) => Some(t),
             Err(e) => {
-                eprintln!("telemetry disabled: {e}");
+                complain!("telemetry disabled: {e}");
                 None
             }
         }
@@ -205,7 +215,7 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
     let config = match engine_config(&args, &registry) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e:#}");
+            complain!("{e:#}");
             return ExitCode::from(2);
         }
     };
@@ -219,7 +229,7 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
     let inputs = match run_inputs(&args) {
         Ok(inputs) => inputs,
         Err(e) => {
-            eprintln!("invalid inputs: {e:#}");
+            complain!("invalid inputs: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -229,7 +239,7 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
         Err(code) => return code,
     };
     if dropped > 0 {
-        eprintln!("telemetry: {dropped} spans could not be exported");
+        complain!("telemetry: {dropped} spans could not be exported");
     }
     match outcome {
         Ok(result) => {
@@ -246,7 +256,7 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
                     shipsec_orchestrator::messages::orchestrator::RunCommandError::InvalidInputs(_)
                 ))
             );
-            eprintln!("{e:#}");
+            complain!("{e:#}");
             ExitCode::from(if invalid { 2 } else { 1 })
         }
     }
@@ -323,7 +333,7 @@ async fn execute(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&*result)?);
+        say!("{}", serde_json::to_string_pretty(&*result)?);
     } else {
         print_summary(&result, workflow.graph());
     }
@@ -397,7 +407,7 @@ impl Progress {
 
 /// `<title> — <status> in <ms> ms (run <id>)`.
 fn print_headline(result: &RunResult) {
-    println!(
+    say!(
         "{} — {} in {} ms (run {})",
         result.title,
         result.status.as_str(),
@@ -417,9 +427,11 @@ fn print_summary(result: &RunResult, graph: &Graph) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    say!(
         "  {:width$}  {:9}  {:8}  detail",
-        "node", "status", "attempts"
+        "node",
+        "status",
+        "attempts"
     );
     let in_order = graph.topo_order.iter().filter_map(|ix| {
         let name = &graph.node(*ix).node_ref;
@@ -441,13 +453,13 @@ fn print_summary(result: &RunResult, graph: &Graph) {
                     .map(|t| format!("triggered by {}", t.join(", ")))
             })
             .unwrap_or_default();
-        println!(
+        say!(
             "  {name:width$}  {:9}  {:8}  {detail}",
             node.status.as_str(),
             node.attempts
         );
     }
     if let Some(error) = &result.error {
-        println!("error: {error}");
+        say!("error: {error}");
     }
 }

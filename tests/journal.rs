@@ -1,8 +1,10 @@
 //! The journal's records and files: encoding round trips (proptest), the committed golden
 //! journal of format version 1 (it must keep decoding, and replay to the same run), and
-//! damaged files — a torn tail (the file cut at every byte of its last batches) and
-//! flipped bits — which open to a prefix of what was written or are refused, and never
-//! yield a record that was not written.
+//! damaged files — a torn tail (the file cut at every byte of its last batches), flipped
+//! bits (every byte of the last batches, every 500th of the log, and every 500th of the
+//! log a real engine wrote), a deleted, emptied or zeroed log — which open with every
+//! acknowledged batch or are refused naming the loss, never with less, silently; and the
+//! operator's explicit acceptance of a loss, which lists and records it.
 
 mod common;
 
@@ -20,7 +22,8 @@ use shipsec_orchestrator::runtime::journal::record::{
 use shipsec_orchestrator::runtime::journal::replay;
 use shipsec_orchestrator::runtime::journal::store::Op;
 use shipsec_orchestrator::runtime::journal::{
-    self as journal, Durability, FjallStore, Journal, JournalStore, MemoryStore,
+    self as journal, Durability, FjallStore, Journal, JournalStore, LossPolicy, MemoryStore,
+    StoreError,
 };
 use shipsec_orchestrator::runtime::semantics::plan::RunPlan;
 use shipsec_orchestrator::{EngineConfig, Orchestrator, ShutdownMode, SubmitOptions};
@@ -306,60 +309,70 @@ fn the_golden_journal_of_format_1_still_decodes_and_replays() {
 // ---------------------------------------------------------------------------------------
 // Damaged files
 
-/// What was written: per run, each header version and the facts in order.
-#[derive(Debug, Default)]
-struct Written {
-    headers: BTreeMap<String, Vec<Vec<u8>>>,
-    facts: BTreeMap<String, Vec<Vec<u8>>>,
+/// A journal's contents as read back: per run, its header and its facts in order.
+type Contents = BTreeMap<String, (Vec<u8>, Vec<Vec<u8>>)>;
+
+fn contents(store: &FjallStore) -> Contents {
+    // Every record must decode, and the facts be dense.
+    journal::load(store).unwrap();
+    store
+        .runs()
+        .unwrap()
+        .into_iter()
+        .map(|(run, header)| {
+            let facts = store
+                .facts(&run)
+                .unwrap()
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            (run.to_string(), (header, facts))
+        })
+        .collect()
 }
 
-/// Writes `batches` batches of three runs' facts into a fresh journal in `dir`.
-fn write_journal(dir: &Path, batches: u64) -> Written {
+/// Writes `batches` batches of three runs' facts into a fresh journal in `dir`; returns
+/// what it held after each (index `b`: after `b` batches).
+fn write_journal(dir: &Path, batches: u64) -> Vec<Contents> {
     let (store, _) = FjallStore::open(dir).unwrap();
-    let mut written = Written::default();
+    let mut after = vec![Contents::new()];
+    let mut facts = [0u64; 3];
     for b in 1..=batches {
         let mut ops = Vec::new();
         for r in 0..3 {
             let run = format!("run-{r}");
             if b == 1 || b % 7 == r {
-                let value = record::encode(&RunHeader {
-                    accepted: AcceptedRecord {
-                        run_id: run.clone(),
-                        definition: "{}".into(),
-                        definition_hash: 0,
-                        inputs: "{}".into(),
-                        idempotency_key: None,
-                        traceparent: None,
-                        accepted_at: b,
-                        nodes: 1,
-                    },
-                    finished: None,
-                });
-                written
-                    .headers
-                    .entry(run.clone())
-                    .or_default()
-                    .push(value.clone());
                 ops.push(Op::PutRun {
                     run_id: run.as_str().into(),
-                    value,
+                    value: record::encode(&RunHeader {
+                        accepted: AcceptedRecord {
+                            run_id: run.clone(),
+                            definition: "{}".into(),
+                            definition_hash: 0,
+                            inputs: "{}".into(),
+                            idempotency_key: None,
+                            traceparent: None,
+                            accepted_at: b,
+                            nodes: 1,
+                        },
+                        finished: None,
+                    }),
                 });
             }
-            let facts = written.facts.entry(run.clone()).or_default();
-            let value = record::encode(&Fact {
-                at: b * 10 + r,
-                kind: FactKind::Skipped { node: b as u32 },
-            });
-            facts.push(value.clone());
+            facts[r as usize] += 1;
             ops.push(Op::PutFact {
                 run_id: run.as_str().into(),
-                seq: facts.len() as u64,
-                value,
+                seq: facts[r as usize],
+                value: record::encode(&Fact {
+                    at: b * 10 + r,
+                    kind: FactKind::Skipped { node: b as u32 },
+                }),
             });
         }
         store.commit(&ops, Durability::Fsync).unwrap();
+        after.push(contents(&store));
     }
-    written
+    after
 }
 
 /// The journal file that holds the batches (fjall's active write-ahead log).
@@ -387,126 +400,258 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Opens the damaged journal in `dir`: `Ok(true)` when it held less than `written` (and,
-/// with `must_say`, said so), `Ok(false)` when it held all, `Err` when it refused to
-/// open; a panic when it yields anything that was not written.
-fn open_damaged(dir: &Path, written: &Written, must_say: bool) -> Result<bool, String> {
-    let (store, opened) = FjallStore::open(dir).map_err(|e| e.to_string())?;
-    // Every record must decode; what is compared is the bytes that were written.
-    journal::load(&store).map_err(|e| e.to_string())?;
-    let runs = store.runs().unwrap();
-    let mut whole = runs.len() == written.headers.len();
-    for (run_id, header) in &runs {
-        let versions = &written.headers[&**run_id];
-        let at = versions
-            .iter()
-            .position(|v| v == header)
-            .unwrap_or_else(|| panic!("{run_id}: a header that was never written"));
-        whole &= at + 1 == versions.len();
-        let facts = store.facts(run_id).unwrap();
-        let expected = &written.facts[&**run_id];
-        assert!(
-            facts.len() <= expected.len(),
-            "{run_id}: facts that were never written"
-        );
-        for (i, (seq, value)) in facts.iter().enumerate() {
-            assert_eq!(*seq, i as u64 + 1, "{run_id}: a gap in the facts");
-            assert_eq!(
-                value, &expected[i],
-                "{run_id}: fact {seq} was never written"
-            );
-        }
-        whole &= facts.len() == expected.len();
-    }
-    if !whole && must_say {
-        assert!(
-            opened.torn_after.is_some(),
-            "a journal that lost acknowledged batches opened without saying so: {opened:?}"
-        );
-    }
-    Ok(!whole)
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("shipsec-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-/// Bytes at the end of the write-ahead log damaged one by one: more than its last batches.
-const WINDOW: u64 = 1_200;
-
 /// A journal of 40 batches, closed and opened once more (which trims its log file to
-/// what it holds), with what was written.
-fn prepared(dir: &Path) -> Written {
-    let written = write_journal(dir, 40);
+/// what it holds), with what it held after each batch.
+fn prepared(dir: &Path) -> Vec<Contents> {
+    let after = write_journal(dir, 40);
     drop(FjallStore::open(dir).unwrap());
-    written
+    after
 }
 
-/// Damages a copy of `original` with `damage` (given its log file) for every byte of the
-/// log's last [`WINDOW`] bytes, and opens it; returns (opened short, refused).
-fn damage_each_byte(
+/// Says the last acknowledged batch was `batch` (the side file a crash between a batch's
+/// write and its acknowledgement leaves).
+fn acknowledged_up_to(dir: &Path, batch: u64) {
+    std::fs::write(dir.join("batches"), batch.to_be_bytes()).unwrap();
+}
+
+/// How opening damaged copies went.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Opened with `contents[i]` for each `i` allowed.
+    opened: u32,
+    /// Refused, naming the loss.
+    refused: u32,
+}
+
+/// Damages a copy of `original` with `damage` (given its log file) at each of `places`
+/// and opens it: it must open with one of `allowed` or refuse with a [`StoreError::Loss`].
+fn damage_at(
     original: &Path,
-    written: &Written,
     work: &Path,
-    must_say: bool,
+    places: impl Iterator<Item = u64>,
+    allowed: &[&Contents],
     damage: impl Fn(&Path, u64),
-) -> (u32, u32) {
-    let len = std::fs::metadata(log_file(original)).unwrap().len();
-    assert!(len > WINDOW, "the log holds more than the damaged window");
-    let (mut short, mut refused) = (0, 0);
-    for at in len - WINDOW..len {
+) -> Tally {
+    let mut tally = Tally::default();
+    for at in places {
         let _ = std::fs::remove_dir_all(work);
         copy_dir(original, work);
         damage(&log_file(work), at);
-        let opened = std::panic::catch_unwind(|| open_damaged(work, written, must_say));
-        let Ok(opened) = opened else {
-            panic!("damaged at byte {at} of {len}");
-        };
-        match opened {
-            Ok(true) => short += 1,
-            Ok(false) => {}
-            Err(e) => {
-                if refused == 0 {
-                    eprintln!("first refusal, at byte {at} of {len}: {e}");
-                }
-                refused += 1;
+        match FjallStore::open(work) {
+            Ok((store, _)) => {
+                let found = contents(&store);
+                assert!(
+                    allowed.contains(&&found),
+                    "damaged at byte {at}: opened with less than was acknowledged ({} runs)",
+                    found.len()
+                );
+                tally.opened += 1;
             }
+            Err(StoreError::Loss(loss)) => {
+                if tally.refused == 0 {
+                    eprintln!("first refusal, damaged at byte {at}: {loss}");
+                }
+                assert!(loss.to_string().contains("lost acknowledged data"));
+                tally.refused += 1;
+            }
+            Err(other) => panic!("damaged at byte {at}: refused without naming a loss: {other}"),
         }
     }
-    (short, refused)
+    tally
+}
+
+/// Bytes at the end of the write-ahead log damaged one by one: more than its last batches.
+const WINDOW: u64 = 1_200;
+
+fn cut(log: &Path, at: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+    file.set_len(at).unwrap();
+}
+
+fn flip(log: &Path, at: u64) {
+    let mut bytes = std::fs::read(log).unwrap();
+    bytes[at as usize] ^= 1 << (at % 8);
+    std::fs::write(log, bytes).unwrap();
 }
 
 #[test]
-fn a_torn_tail_opens_to_a_prefix_and_says_so() {
+fn a_torn_unacknowledged_tail_opens_and_a_cut_into_acknowledged_batches_is_refused() {
     let dir = scratch("torn");
     let original = dir.join("original");
-    let written = prepared(&original);
-    let (short, refused) =
-        damage_each_byte(&original, &written, &dir.join("work"), true, |log, at| {
-            let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
-            file.set_len(at).unwrap();
-        });
-    eprintln!("torn at {WINDOW} places: {short} opened to a shorter prefix, {refused} refused");
-    assert!(short > 0, "cutting the log lost batches somewhere");
+    let after = prepared(&original);
+    // The process died after writing batch 40 and before acknowledging it.
+    acknowledged_up_to(&original, 39);
+    let len = std::fs::metadata(log_file(&original)).unwrap().len();
+    let tally = damage_at(
+        &original,
+        &dir.join("work"),
+        len - WINDOW..len,
+        &[&after[39], &after[40]],
+        cut,
+    );
+    eprintln!("cut at {WINDOW} places: {tally:?}");
+    assert!(tally.opened > 0, "a cut in the unacknowledged batch opens");
+    assert!(
+        tally.refused > 0,
+        "a cut into acknowledged batches is refused"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn a_flipped_bit_is_refused_or_cut_off_never_read() {
+fn a_flipped_bit_is_refused_with_the_loss_or_changes_nothing() {
     let dir = scratch("flipped");
     let original = dir.join("original");
-    let written = prepared(&original);
-    // A flip fjall does not notice can bring back an older value of a key (its log does
-    // not checksum everything); what is read is still something that was written.
-    let (short, refused) =
-        damage_each_byte(&original, &written, &dir.join("work"), false, |log, at| {
-            let mut bytes = std::fs::read(log).unwrap();
-            bytes[at as usize] ^= 1 << (at % 8);
-            std::fs::write(log, bytes).unwrap();
-        });
-    eprintln!("flipped at {WINDOW} places: {short} opened to a shorter prefix, {refused} refused");
-    assert!(short + refused > 0, "some flipped bit was noticed");
+    let after = prepared(&original);
+    let len = std::fs::metadata(log_file(&original)).unwrap().len();
+    // Every byte of the last batches, and every 500th byte of the whole log.
+    let places = (len - WINDOW..len).chain((0..len).step_by(500));
+    let tally = damage_at(&original, &dir.join("work"), places, &[&after[40]], flip);
+    eprintln!(
+        "flipped at {} places: {tally:?}",
+        WINDOW + len.div_ceil(500)
+    );
+    assert!(tally.refused > 0, "flipped bits are noticed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A way to damage a journal, given its log file.
+type Damage = fn(&Path);
+
+#[test]
+fn a_deleted_emptied_or_zeroed_log_is_refused_with_the_numbers() {
+    let dir = scratch("gone");
+    let original = dir.join("original");
+    prepared(&original);
+    let work = dir.join("work");
+    let damages: [(&str, Damage); 4] = [
+        ("deleted", |log| std::fs::remove_file(log).unwrap()),
+        ("emptied", |log| cut(log, 0)),
+        ("zeroed", |log| {
+            let len = std::fs::metadata(log).unwrap().len();
+            std::fs::write(log, vec![0; len as usize]).unwrap();
+        }),
+        ("database gone", |log| {
+            std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let _ = std::fs::remove_dir_all(&work);
+        copy_dir(&original, &work);
+        damage(&log_file(&work));
+        let refused = FjallStore::open(&work).map(|_| ()).unwrap_err();
+        let StoreError::Loss(loss) = &refused else {
+            panic!("{what}: {refused}");
+        };
+        assert_eq!(loss.acknowledged, Some(40), "{what}: {refused}");
+        assert!(loss.found.is_none_or(|f| f < 40), "{what}: {refused}");
+        eprintln!("{what}: {refused}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_accepted_loss_opens_without_it_lists_its_runs_and_records_it() {
+    let dir = scratch("accepted");
+    let original = dir.join("original");
+    let after = prepared(&original);
+    let work = dir.join("work");
+    copy_dir(&original, &work);
+    // A flip in the log's first batch: the 39 after it are readable, and would be dropped.
+    flip(&log_file(&work), 30);
+    let refused = FjallStore::open(&work).map(|_| ()).unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("damage, not a torn tail"), "{message}");
+    assert!(
+        message.contains("runs written in what is lost: run-0, run-1, run-2"),
+        "{message}"
+    );
+    assert!(message.contains("--accept-journal-loss"), "{message}");
+    let (store, opened) = FjallStore::open_with(&work, LossPolicy::Accept).unwrap();
+    let loss = opened.loss.expect("the loss is reported");
+    assert_eq!(loss.acknowledged, Some(40));
+    assert_eq!(loss.runs.as_ref().map(|r| r.len()), Some(3));
+    let found = contents(&store);
+    assert!(
+        after.contains(&found),
+        "what is left is a prefix of what was written"
+    );
+    drop(store);
+    let recorded = std::fs::read_to_string(work.join("losses")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(recorded.trim()).unwrap();
+    assert_eq!(line["acknowledged"], 40);
+    assert_eq!(line["runs"], serde_json::json!(["run-0", "run-1", "run-2"]));
+    // Accepted once: the next open starts from what is left, with nothing more to say.
+    let (_, reopened) = FjallStore::open(&work).unwrap();
+    assert_eq!(reopened.loss, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_real_engine_s_log_with_a_flipped_bit_is_refused_or_opens_whole() {
+    let dir = scratch("real-log");
+    let original = dir.join("original");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut config = EngineConfig::default();
+        config.journal.data_dir = Some(original.clone());
+        let handle = Orchestrator::start(config).await.unwrap();
+        let text = std::fs::read_to_string("examples/retry.json").unwrap();
+        let workflow = common::workflow(&handle, serde_json::from_str(&text).unwrap());
+        for i in 0..12 {
+            // Inputs past 4 KiB: fjall compresses such values in its log.
+            let mut inputs = JsonObject::new();
+            inputs.insert(
+                "padding".into(),
+                "x".repeat(if i % 3 == 0 { 6_000 } else { 10 }).into(),
+            );
+            let mut run = handle
+                .submit_workflow(&workflow, inputs, SubmitOptions::default())
+                .await
+                .unwrap();
+            run.result().await.unwrap();
+        }
+        handle.shutdown(ShutdownMode::Drain).await.unwrap();
+    });
+    let whole = {
+        let (store, _) = FjallStore::open(&original).unwrap();
+        contents(&store)
+    };
+    assert_eq!(whole.len(), 12);
+    let len = std::fs::metadata(log_file(&original)).unwrap().len();
+    assert!(len > 20_000, "the log holds the runs ({len} bytes)");
+    let tally = damage_at(
+        &original,
+        &dir.join("work"),
+        (0..len).step_by(500),
+        &[&whole],
+        flip,
+    );
+    eprintln!(
+        "flipped at {} places of a {len}-byte log: {tally:?}",
+        len.div_ceil(500)
+    );
+    assert!(tally.refused > 0, "flipped bits are noticed");
+    // The engine refuses it too, with the loss in its error.
+    let work = dir.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&original, &work);
+    flip(&log_file(&work), 100);
+    let mut config = EngineConfig::default();
+    config.journal.data_dir = Some(work.clone());
+    let refused = runtime
+        .block_on(Orchestrator::start(config))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("lost acknowledged data"),
+        "{refused}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

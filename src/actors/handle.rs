@@ -84,7 +84,7 @@ impl Orchestrator {
         config.validate(&registry)?;
         let journal = match (&config.journal.data_dir, config.journal.durability) {
             (Some(dir), durability) if durability != Durability::Off => {
-                Some(Journal::open(dir, durability)?)
+                Some(Journal::open(dir, durability, config.journal.loss)?)
             }
             _ => None,
         };
@@ -288,6 +288,10 @@ impl Handle {
         inputs: JsonObject,
         options: SubmitOptions,
     ) -> Result<RunHandle, EngineError> {
+        // Work the journal cannot keep is not taken.
+        if let Some(failure) = self.journal.as_ref().and_then(Journal::failure) {
+            return Err(RunCommandError::Journal(failure.to_string()).into());
+        }
         let graph = if self.checked(workflow) {
             workflow.graph.clone()
         } else {

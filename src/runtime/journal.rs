@@ -19,6 +19,7 @@
 pub mod record;
 pub mod replay;
 pub mod store;
+mod wal;
 pub(crate) mod writer;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use store::{FjallStore, JournalStore, MemoryStore, StoreError};
+pub use store::{FjallStore, JournalStore, Loss, LossPolicy, MemoryStore, StoreError};
 
 use crate::runtime::journal::record::{Fact, RecordError, RunHeader};
 use crate::runtime::journal::store::Op;
@@ -87,6 +88,10 @@ pub struct JournalConfig {
     /// How long a finished run is kept in the journal, in seconds.
     #[serde(rename = "retentionSeconds")]
     pub retention_secs: u64,
+    /// Whether a journal that lost acknowledged data opens anyway: an operator's decision
+    /// for one start (`--accept-journal-loss`), never read from a configuration file.
+    #[serde(skip)]
+    pub loss: LossPolicy,
 }
 
 impl Default for JournalConfig {
@@ -96,6 +101,7 @@ impl Default for JournalConfig {
             durability: Durability::Fsync,
             retained_runs: 10_000,
             retention_secs: 7 * 86_400,
+            loss: LossPolicy::Refuse,
         }
     }
 }
@@ -172,19 +178,24 @@ impl Journal {
         }
     }
 
-    /// Opens the fjall journal in `dir`, reporting a torn tail it cut back.
+    /// Opens the fjall journal in `dir`, refusing one that lost acknowledged data unless
+    /// `policy` accepts the loss (then logged with the runs it names, and recorded).
     ///
     /// # Errors
-    /// When the directory is locked or its files cannot be read.
-    pub fn open(dir: &std::path::Path, durability: Durability) -> Result<Journal, JournalError> {
-        let (store, opened) = FjallStore::open(dir)?;
-        if let Some(acked) = opened.torn_after {
+    /// When the directory is locked, its files cannot be read, or it lost acknowledged
+    /// data ([`StoreError::Loss`]) and `policy` refuses.
+    pub fn open(
+        dir: &std::path::Path,
+        durability: Durability,
+        policy: LossPolicy,
+    ) -> Result<Journal, JournalError> {
+        let (store, opened) = FjallStore::open_with(dir, policy)?;
+        if let Some(loss) = &opened.loss {
             tracing::warn!(
                 target: "shipsec::journal",
                 journal = %dir.display(),
-                last_whole_batch = opened.batch,
-                last_acknowledged = acked,
-                "the journal's tail was torn: opened to its last whole batch; facts acknowledged after it are lost"
+                "opened with an accepted loss ({loss}); recorded in {}",
+                dir.join(store::LOSSES_FILE).display()
             );
         }
         Ok(Journal::new(Arc::new(store), durability))
@@ -204,6 +215,12 @@ impl Journal {
     /// may commit it itself).
     pub(crate) fn commit(&self) {
         self.inner.writer.commit();
+    }
+
+    /// Why the journal takes no more writes, once a write failed (a full disk, a dead
+    /// device): every later append fails with it until the engine restarts.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.inner.writer.failure()
     }
 
     /// Flushes and stops the writer thread.

@@ -7,11 +7,13 @@
 //! batch atomically with the persistence asked for; the one writer thread
 //! (`journal::writer`) is its only caller.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::runtime::guardrails::connections::JOURNAL_CACHED_FILES;
 use crate::runtime::journal::Durability;
+use crate::runtime::journal::wal;
 
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,12 @@ pub enum StoreError {
     /// Another engine holds the journal.
     #[error("the journal at {0} is in use by another process")]
     Locked(PathBuf),
+    /// The journal lost batches it had acknowledged, or its log is damaged before data
+    /// that can still be read; opening it would drop them.
+    #[error(
+        "{0}; restore the directory from a backup, or start once with --accept-journal-loss to open it without what is lost (the loss is then listed and recorded in its `losses` file)"
+    )]
+    Loss(Box<Loss>),
     /// A write or a persist failed; the store takes no more writes.
     #[error("journal write failed: {0}")]
     Write(String),
@@ -338,7 +346,7 @@ impl std::fmt::Debug for FjallStore {
 
 /// The key under which the last batch's number is kept (no fact key is this short:
 /// fjall refuses empty keys).
-const BATCH_KEY: &[u8] = b"#";
+pub(crate) const BATCH_KEY: &[u8] = b"#";
 
 /// The side file recording the numbers of acknowledged batches.
 const BATCHES_FILE: &str = "batches";
@@ -348,25 +356,159 @@ const BATCHES_FILE: &str = "batches";
 pub struct Opened {
     /// The last whole batch.
     pub batch: u64,
-    /// The last batch acknowledged before the previous process ended, when the journal
-    /// ends before it (a torn tail was cut back to batch `batch`).
-    pub torn_after: Option<u64>,
+    /// Acknowledged batches it no longer holds, opened anyway because the caller accepted
+    /// the loss ([`LossPolicy::Accept`]); recorded in the journal's `losses` file.
+    pub loss: Option<Loss>,
 }
 
+/// What opening a journal does when it holds fewer batches than it acknowledged, or a
+/// write-ahead log damaged before readable data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossPolicy {
+    /// Refuse to open, with the numbers and the file ([`StoreError::Loss`]).
+    #[default]
+    Refuse,
+    /// Open without what is lost: an operator's explicit decision (`--accept-journal-loss`),
+    /// reported in [`Opened::loss`] and recorded.
+    Accept,
+}
+
+/// Acknowledged batches a journal no longer holds, or would not once fjall cut its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The journal's directory.
+    pub path: PathBuf,
+    /// The last batch acknowledged before the previous process ended (the `batches` side
+    /// file), when that file says.
+    pub acknowledged: Option<u64>,
+    /// The last batch the journal holds (before the damage), when known.
+    pub found: Option<u64>,
+    /// What happened, with the file and the byte.
+    pub cause: String,
+    /// The runs written by the batches lost, when they can still be read.
+    pub runs: Option<BTreeSet<String>>,
+}
+
+/// Runs a loss message names before it counts the rest.
+const RUNS_NAMED: usize = 20;
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the journal at {} lost acknowledged data: {}",
+            self.path.display(),
+            self.cause
+        )?;
+        match (self.found, self.acknowledged) {
+            (Some(found), Some(acked)) => {
+                write!(
+                    f,
+                    "; it holds batches up to {found}, {acked} had been acknowledged"
+                )?;
+            }
+            (None, Some(acked)) => write!(f, "; {acked} batches had been acknowledged")?,
+            (Some(found), None) => write!(f, "; it holds batches up to {found}")?,
+            (None, None) => {}
+        }
+        match &self.runs {
+            Some(runs) if runs.is_empty() => write!(f, "; the lost batches wrote no run")?,
+            Some(runs) => {
+                let named: Vec<&str> = runs.iter().take(RUNS_NAMED).map(String::as_str).collect();
+                write!(f, "; runs written in what is lost: {}", named.join(", "))?;
+                if runs.len() > RUNS_NAMED {
+                    write!(f, " and {} more", runs.len() - RUNS_NAMED)?;
+                }
+            }
+            None => write!(f, "; the runs they wrote are unknown")?,
+        }
+        Ok(())
+    }
+}
+
+impl Loss {
+    /// One line of the `losses` file (JSON).
+    fn record(&self) -> String {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        serde_json::json!({
+            "recordedAtUnixSeconds": at,
+            "acknowledged": self.acknowledged,
+            "found": self.found,
+            "cause": self.cause,
+            "runs": self.runs,
+        })
+        .to_string()
+    }
+}
+
+/// The file where accepted losses are recorded, one JSON line each.
+pub const LOSSES_FILE: &str = "losses";
+
 impl FjallStore {
-    /// Opens (or creates) the journal in `dir`.
+    /// Opens (or creates) the journal in `dir`, refusing one that lost acknowledged data.
     ///
     /// # Errors
-    /// [`StoreError::Locked`] when another process holds it, [`StoreError::Open`] with the
-    /// reason when its files cannot be read.
+    /// As [`FjallStore::open_with`].
     pub fn open(dir: &Path) -> Result<(FjallStore, Opened), StoreError> {
+        FjallStore::open_with(dir, LossPolicy::Refuse)
+    }
+
+    /// Opens (or creates) the journal in `dir`.
+    ///
+    /// Before fjall reads its write-ahead log (which cuts it at the first entry it cannot
+    /// decode), the log is scanned: a batch that cannot be read followed by one that can
+    /// is damage, not a torn tail. After it opens, the last batch it holds is compared
+    /// with the last one the `batches` side file says was acknowledged. Either loss is
+    /// refused unless `policy` accepts it.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds it, [`StoreError::Loss`] when it
+    /// lost acknowledged data (and `policy` refuses), [`StoreError::Open`] with the reason
+    /// when its files cannot be read.
+    pub fn open_with(dir: &Path, policy: LossPolicy) -> Result<(FjallStore, Opened), StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: dir.to_path_buf(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let acknowledged = last_acknowledged(&dir.join(BATCHES_FILE)).filter(|a| *a > 0);
+        let live = dir.join(DB_DIR);
+        let loss_of = |found, cause, runs| Loss {
+            path: dir.to_path_buf(),
+            acknowledged,
+            found,
+            cause,
+            runs,
+        };
+        let mut loss = None;
+        if acknowledged.is_some() && !live.exists() {
+            let cause = format!("its database directory {} is missing", live.display());
+            loss = Some(loss_of(None, cause, None));
+            refuse_unless(policy, loss.as_ref())?;
+        }
         create_if_missing(dir).map_err(|e| open_err(format!("creating it: {e}")))?;
-        let (db, runs, facts) = match open_db(&dir.join(DB_DIR)) {
+        let scan =
+            wal::scan(&live).map_err(|e| open_err(format!("reading its write-ahead log: {e}")))?;
+        // A copy of a damaged log whose loss only the open can tell.
+        let mut kept = None;
+        if let Some(damage) = &scan.damage {
+            let before_acked =
+                matches!((scan.last_whole, acknowledged), (Some(w), Some(a)) if a > w);
+            if damage.followed_at.is_some() || before_acked {
+                let runs = Some(damage.runs.clone());
+                loss = loss.or(Some(loss_of(
+                    scan.last_whole,
+                    describe_damage(damage),
+                    runs,
+                )));
+                refuse_unless(policy, loss.as_ref())?;
+            } else if acknowledged.is_some() && scan.last_whole.is_none() {
+                kept = Some(keep_copy(dir, &damage.file).map_err(|e| open_err(e.to_string()))?);
+            }
+        }
+        let (db, runs, facts) = match open_db(&live) {
             Ok(opened) => opened,
             Err(fjall::Error::Locked) => return Err(StoreError::Locked(dir.to_path_buf())),
             Err(e) => return Err(open_err(describe(&e))),
@@ -379,15 +521,34 @@ impl FjallStore {
             ),
             None => 0,
         };
-        let acknowledged = last_acknowledged(&dir.join(BATCHES_FILE));
-        let torn_after = acknowledged.filter(|a| *a > batch);
-        // Rewritten from what the journal holds, so a torn tail is reported once.
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(BATCHES_FILE))
-            .map_err(|e| open_err(e.to_string()))?;
+        match (&mut loss, acknowledged) {
+            (Some(loss), _) => loss.found = Some(batch),
+            (None, Some(acked)) if acked > batch => {
+                let cause = match (&scan.damage, &kept) {
+                    (Some(damage), Some(copy)) => format!(
+                        "{} (a copy of the log as it was is kept at {})",
+                        describe_damage(damage),
+                        copy.display()
+                    ),
+                    _ => "its write-ahead log no longer holds them (deleted, truncated or zeroed)"
+                        .to_owned(),
+                };
+                let runs = scan.damage.as_ref().map(|d| d.runs.clone());
+                loss = Some(loss_of(Some(batch), cause, runs));
+                refuse_unless(policy, loss.as_ref())?;
+            }
+            (None, _) => {
+                if let Some(copy) = kept {
+                    // The damage was a torn tail that held nothing acknowledged.
+                    let _ = std::fs::remove_file(copy);
+                }
+            }
+        }
+        if let Some(loss) = &loss {
+            record_loss(dir, loss)
+                .map_err(|e| open_err(format!("recording the accepted loss: {e}")))?;
+        }
+        let file = rewrite_witness(dir, batch).map_err(|e| open_err(e.to_string()))?;
         let store = FjallStore {
             path: dir.to_path_buf(),
             db,
@@ -395,8 +556,7 @@ impl FjallStore {
             facts,
             batches: Mutex::new((batch, file)),
         };
-        store.note_batch(batch);
-        Ok((store, Opened { batch, torn_after }))
+        Ok((store, Opened { batch, loss }))
     }
 
     fn note_batch(&self, batch: u64) {
@@ -406,6 +566,70 @@ impl FjallStore {
         // Only a witness for the next open: losing it loses no record.
         let _ = guard.1.write_all(&batch.to_be_bytes());
     }
+}
+
+/// `Err` with `loss` unless `policy` accepts it.
+fn refuse_unless(policy: LossPolicy, loss: Option<&Loss>) -> Result<(), StoreError> {
+    match (policy, loss) {
+        (LossPolicy::Refuse, Some(loss)) => Err(StoreError::Loss(Box::new(loss.clone()))),
+        _ => Ok(()),
+    }
+}
+
+fn describe_damage(damage: &wal::Damage) -> String {
+    let mut out = format!(
+        "its write-ahead log {} cannot be read from byte {} ({})",
+        damage.file.display(),
+        damage.offset,
+        damage.why
+    );
+    if let Some((file, at)) = &damage.followed_at {
+        out.push_str(&format!(
+            " and readable batches follow from byte {at} of {} (damage, not a torn tail)",
+            file.display()
+        ));
+    }
+    if let Some(later) = damage.later_batch {
+        out.push_str(&format!(", up to batch {later}"));
+    }
+    out
+}
+
+/// Copies the log `file` into the journal's directory (as `damaged-<name>`).
+fn keep_copy(dir: &Path, file: &Path) -> std::io::Result<PathBuf> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let copy = dir.join(format!("damaged-{name}"));
+    std::fs::copy(file, &copy)?;
+    Ok(copy)
+}
+
+/// Appends `loss` to the journal's `losses` file, synced.
+fn record_loss(dir: &Path, loss: &Loss) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LOSSES_FILE))?;
+    writeln!(file, "{}", loss.record())?;
+    file.sync_all()
+}
+
+/// Replaces the `batches` side file with one holding `batch` (written aside and renamed,
+/// so no crash leaves it empty) and opens it to append to.
+fn rewrite_witness(dir: &Path, batch: u64) -> std::io::Result<std::fs::File> {
+    use std::io::Write as _;
+    let aside = dir.join(format!("{BATCHES_FILE}.new"));
+    let mut file = std::fs::File::create(&aside)?;
+    file.write_all(&batch.to_be_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&aside, dir.join(BATCHES_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(BATCHES_FILE))
 }
 
 /// The database's directory inside the journal's.
@@ -420,6 +644,7 @@ fn open_db(path: &Path) -> fjall::Result<(fjall::Database, fjall::Keyspace, fjal
         .max_journaling_size(64 << 20)
         .worker_threads(1)
         .manual_journal_persist(true)
+        .max_cached_files(Some(JOURNAL_CACHED_FILES))
         .open()?;
     let options = || fjall::KeyspaceCreateOptions::default().manual_journal_persist(true);
     let runs = db.keyspace("runs", options)?;
@@ -460,12 +685,26 @@ fn last_acknowledged(path: &Path) -> Option<u64> {
     Some(u64::from_be_bytes(last.try_into().ok()?))
 }
 
+/// An operator's sentence for a fjall error (its own `Display` is its `Debug`).
 fn describe(e: &fjall::Error) -> String {
+    use fjall::Error as E;
     match e {
-        fjall::Error::JournalRecovery(r) => format!(
-            "its write-ahead log is corrupt ({r:?}); restore the directory from a backup or move it away to start empty"
-        ),
-        other => other.to_string(),
+        E::Io(io) | E::Storage(fjall::LsmError::Io(io)) => io.to_string(),
+        E::Poisoned => {
+            "the store takes no more writes since an earlier write or flush failed (the log names its cause: a full disk, a failing device); restart once it is fixed".to_owned()
+        }
+        E::Locked => "it is in use by another process".to_owned(),
+        E::JournalRecovery(_) | E::InvalidTrailer | E::InvalidTag(_) | E::Decompress(_) => {
+            "its write-ahead log is corrupt; restore the directory from a backup".to_owned()
+        }
+        E::InvalidVersion(_) => {
+            "its files were written by an unknown version of the storage engine".to_owned()
+        }
+        E::KeyspaceDeleted => "one of its keyspaces was deleted".to_owned(),
+        E::Storage(_) | E::Unrecoverable => {
+            "its data files are damaged (a checksum or format check failed); restore the directory from a backup".to_owned()
+        }
+        _ => "the storage engine failed".to_owned(),
     }
 }
 
@@ -605,7 +844,7 @@ mod tests {
             opened,
             Opened {
                 batch: 2,
-                torn_after: None
+                loss: None
             }
         );
         assert_eq!(store.facts("r").unwrap().len(), 3);
