@@ -82,7 +82,8 @@ pub enum RunCommandError {
     /// The run's supervisor could not be started.
     #[error("cannot start the run: {0}")]
     Spawn(String),
-    /// The run's acceptance could not be stored in the journal.
+    /// The run's acceptance could not be stored in the journal (a write failed, and the
+    /// journal takes no more until the engine restarts).
     #[error("cannot journal the run: {0}")]
     Journal(String),
 }

@@ -18,6 +18,9 @@ use crate::runtime::definition::validate::Problem;
 pub enum ErrorCode {
     /// 401: no bearer token, or not one of the server's.
     Unauthenticated,
+    /// 403: a server without tokens answers only requests addressed to loopback (or a
+    /// `--listen` host); the `Host` header named another (DNS rebinding).
+    HostNotAllowed,
     /// 404: no run has this id (distinct from every other error: ShipSec infers STALE).
     RunNotFound,
     /// 404: no such endpoint.
@@ -51,7 +54,13 @@ pub enum ErrorCode {
     Unavailable,
     /// 503: the request took longer than `service.requestTimeoutSeconds`.
     RequestTimeout,
-    /// 500: the engine failed in a way the request could not cause (the journal).
+    /// 503: the server holds as many connections as `service.connections.maxConnections`
+    /// (answered on the connection itself, which is then closed; `Retry-After`).
+    TooManyConnections,
+    /// 503: the journal cannot write (a write failed: a full disk, a dead device); the
+    /// server takes no new work until it restarts (`/readyz` says the same).
+    JournalUnavailable,
+    /// 500: the engine failed in a way the request could not cause.
     Internal,
 }
 
@@ -60,6 +69,7 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::RunNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RunExists | ErrorCode::IdempotencyConflict | ErrorCode::RunAlreadyEnded => {
@@ -72,7 +82,10 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorCode::Overloaded | ErrorCode::TooManySubscribers => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable | ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable
+            | ErrorCode::RequestTimeout
+            | ErrorCode::TooManyConnections
+            | ErrorCode::JournalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,13 +93,18 @@ impl ErrorCode {
     /// Seconds a client should wait before it asks again, for the codes that say so.
     fn retry_after(self) -> Option<u32> {
         match self {
-            ErrorCode::Overloaded | ErrorCode::TooManySubscribers | ErrorCode::Unavailable => {
-                Some(1)
-            }
+            ErrorCode::Overloaded
+            | ErrorCode::TooManySubscribers
+            | ErrorCode::Unavailable
+            | ErrorCode::TooManyConnections => Some(1),
             _ => None,
         }
     }
 }
+
+/// Problems a 422 lists; past them it says how many it left out (`omittedProblems`), so
+/// that a request with a million faults gets an answer of bounded size.
+pub const PROBLEMS_LISTED: usize = 100;
 
 /// An error answer of the service.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -116,10 +134,16 @@ impl ApiError {
         self
     }
 
-    /// A definition refused for `problems` (422 `INVALID_DEFINITION`).
+    /// A definition refused for `problems` (422 `INVALID_DEFINITION`): the first
+    /// [`PROBLEMS_LISTED`] of them, and how many more were left out.
     pub fn invalid_definition(problems: &[Problem]) -> ApiError {
         let n = problems.len();
         let first = problems.first().map_or(String::new(), |p| format!(": {p}"));
+        let listed = &problems[..n.min(PROBLEMS_LISTED)];
+        let mut details = json!({ "problems": listed });
+        if listed.len() < n {
+            details["omittedProblems"] = json!(n - listed.len());
+        }
         ApiError::new(
             ErrorCode::InvalidDefinition,
             format!(
@@ -127,7 +151,7 @@ impl ApiError {
                 if n == 1 { "" } else { "s" }
             ),
         )
-        .with_details(json!({ "problems": problems }))
+        .with_details(details)
     }
 
     /// The JSON body of the error.
@@ -216,9 +240,8 @@ impl From<RunCommandError> for ApiError {
                     .with_details(json!({ "idempotencyKey": key, "runId": run_id }))
             }
             RunCommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, message),
-            RunCommandError::Spawn(_) | RunCommandError::Journal(_) => {
-                ApiError::new(ErrorCode::Internal, message)
-            }
+            RunCommandError::Journal(_) => ApiError::new(ErrorCode::JournalUnavailable, message),
+            RunCommandError::Spawn(_) => ApiError::new(ErrorCode::Internal, message),
         }
     }
 }

@@ -514,11 +514,21 @@ pub(crate) async fn healthz() -> Response {
     axum::Json(health).into_response()
 }
 
-/// `GET /readyz`: 200 once the journal is open and its runs resumed; 503 before.
-#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", summary = "Readiness: the journal is open and its runs resumed",
-    responses((status = 200, description = "The journal is open and its runs resumed", body = Health)))]
+/// `GET /readyz`: 200 once the journal is open and its runs resumed; 503 before, and
+/// once the journal cannot write (`JOURNAL_UNAVAILABLE`, with the reason).
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", summary = "Readiness: the journal is open, its runs resumed, and it can write", security(()),
+    responses((status = 200, description = "The journal is open, its runs resumed, and it can write", body = Health),
+        (status = 503, description = "UNAVAILABLE (starting or stopping) or JOURNAL_UNAVAILABLE (a journal write failed: the reason)", body = ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
+    if let Some(failure) = engine.journal().and_then(|j| j.failure()) {
+        return Err(ApiError::new(
+            ErrorCode::JournalUnavailable,
+            format!(
+                "the journal cannot write ({failure}); restart the server once the cause is fixed"
+            ),
+        ));
+    }
     let health = Health {
         status: "ready",
         resumed_runs: Some(engine.resumed().len()),

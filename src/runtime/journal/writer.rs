@@ -243,6 +243,11 @@ impl Writer {
     }
 
     /// Flushes, stops the thread and waits for it.
+    /// The error of the commit that failed, once one has: the store takes no more writes.
+    pub(crate) fn failure(&self) -> Option<StoreError> {
+        self.shared.lock().failed.clone()
+    }
+
     pub(crate) fn close(&self) {
         self.flush();
         self.shared.lock().closing = true;

@@ -1,0 +1,237 @@
+//! What a careless operator or a hostile environment does to the processes: stdout whose
+//! reader went away, a disk that fills under the journal, tokens too short for a port
+//! other hosts reach.
+//!
+//! - `serve` and `worker` with their stdout closed: SIGTERM drains and exits 0.
+//! - A journal on a 4 MiB tmpfs (in a mount namespace of the test's own) filled until a
+//!   write fails: `/readyz` answers 503 `JOURNAL_UNAVAILABLE` with the reason, a
+//!   submission is refused with the same code, the run that was in flight is reported
+//!   failed by the journal (not by a component), and no answer carries a storage
+//!   library's debug text.
+//! - A short API token on a non-loopback listener: refused at start (exit 2).
+
+mod serve_common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use serve_common::{Addr, Client, binary, scratch};
+
+/// Waits (at most two minutes) for `child` to exit; its code.
+fn exit_code(mut child: Child) -> Option<i32> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().map(|s| s.code()));
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(code) => code.unwrap(),
+        Err(_) => {
+            // SAFETY: kill only sends a signal to the process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("process {pid} did not exit within two minutes");
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    // SAFETY: kill only sends a signal to the process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+/// Reads `child`'s stdout until a line starting with `last`; every line read. The pipe's
+/// reading end is closed when this returns.
+fn read_until(child: &mut Child, last: &str) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with(last);
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    lines
+}
+
+#[test]
+fn serve_and_worker_drain_and_exit_0_when_their_stdout_is_gone() {
+    let dir = scratch("stdout-gone");
+    let mut server = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("SHIPSEC_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = read_until(&mut server, "ready:");
+    let workers = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("serving workers on "))
+        .expect("the server serves workers")
+        .to_owned();
+    let mut worker = Command::new(binary())
+        .args(["worker", "--coordinator", &format!("http://{workers}")])
+        .args(["--id", "w1", "--slots", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    read_until(&mut worker, "registered as ");
+    // Both readers are gone: every status line from now on meets a closed pipe.
+    terminate(&worker);
+    assert_eq!(exit_code(worker), Some(0), "the worker exits 0");
+    terminate(&server);
+    assert_eq!(exit_code(server), Some(0), "the server exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_short_token_is_refused_on_a_listener_other_hosts_reach() {
+    let dir = scratch("weak-token");
+    let out = Command::new(binary())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("SHIPSEC_API_TOKEN", "short")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("shorter than 16 bytes"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether this process may make a mount namespace and mount a tmpfs in it.
+fn can_mount() -> bool {
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_the_server_unready_and_refuse_work_with_a_stable_code() {
+    if !can_mount() {
+        assert!(
+            std::env::var_os("SHIPSEC_REQUIRE_NAMESPACES").is_none(),
+            "this test needs root (a mount namespace and a tmpfs)"
+        );
+        eprintln!("skipped: cannot make a mount namespace here (needs root)");
+        return;
+    }
+    let dir = scratch("full-disk");
+    let data = dir.join("tmpfs");
+    std::fs::create_dir_all(&data).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs '{}' && exec '{}' serve --listen 127.0.0.1:0 --data-dir '{}/data' --durability process",
+        data.display(),
+        binary().display(),
+        data.display()
+    );
+    let mut server = Killed(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .env_remove("SHIPSEC_API_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = read_until(&mut server.0, "ready:");
+    let addr = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on http://"))
+        .expect("the server listens")
+        .to_owned();
+    let client = Client {
+        addr: Addr::Tcp(addr),
+        token: None,
+    };
+    assert_eq!(client.get("/readyz").await.status, 200);
+    // A run that waits while the disk fills, then a stream of large submissions.
+    let waiting = json!({"title": "in flight", "actions": [
+        {"ref": "wait", "componentId": "core.sleep", "params": {"ms": 2000}},
+        {"ref": "after", "componentId": "core.echo", "params": {"text": "done"}}
+    ], "edges": [{"sourceRef": "wait", "targetRef": "after"}]});
+    let in_flight = serve_common::start_run(&client, &waiting).await;
+    let echo = json!({"title": "large", "actions": [
+        {"ref": "a", "componentId": "core.echo", "params": {"text": "x"}}]});
+    let mut refused = None;
+    for i in 0..64 {
+        // Text no compression shrinks much: the journal compresses large values.
+        let padding = noise(i, 512 * 1024);
+        let answer = client
+            .post_json(
+                "/v1/runs",
+                &json!({"definition": echo, "inputs": {"padding": padding}}),
+            )
+            .await;
+        if answer.status != 201 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("a 4 MiB disk fills before 64 runs of 512 KiB");
+    let body = String::from_utf8_lossy(&refused.body).into_owned();
+    assert_eq!(refused.status, 503, "{body}");
+    assert_eq!(refused.code(), "JOURNAL_UNAVAILABLE", "{body}");
+    for debug_text in ["FjallError", "Os {", "Poisoned", "LsmTreeError"] {
+        assert!(!body.contains(debug_text), "{body}");
+    }
+    let ready = client.get("/readyz").await;
+    let ready_body = String::from_utf8_lossy(&ready.body).into_owned();
+    assert_eq!(ready.status, 503, "{ready_body}");
+    assert_eq!(ready.code(), "JOURNAL_UNAVAILABLE", "{ready_body}");
+    assert!(ready_body.contains("cannot write"), "{ready_body}");
+    let again = client
+        .post_json("/v1/runs", &json!({"definition": echo}))
+        .await;
+    assert_eq!(again.code(), "JOURNAL_UNAVAILABLE");
+    // The run in flight ends FAILED by the journal; its nodes were not failed by a component.
+    let result = serve_common::result(&client, &in_flight).await;
+    assert_eq!(result["status"], "FAILED", "{result}");
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("journal"), "{result}");
+    for (node, record) in result["nodes"].as_object().unwrap() {
+        assert_ne!(record["status"], "FAILED", "{node}: {record}");
+    }
+    // Healthy, though not ready: the process answers.
+    assert_eq!(client.get("/healthz").await.status, 200);
+    terminate(&server.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child killed when dropped (a failed assertion leaves no server behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `len` characters of hexadecimal noise (a xorshift stream seeded by `seed`).
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
