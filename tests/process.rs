@@ -49,6 +49,7 @@ fn context(params: Value, inputs: Value, cancel: CancellationToken) -> Execution
         failure: None,
         cancel,
         placement: Placement::default(),
+        output_limit: 16 << 20,
     }
 }
 

@@ -558,6 +558,7 @@ impl Sim {
             failure: spec.failure,
             cancel: CancellationToken::new(),
             placement: Placement::default(),
+            output_limit: self.plan.max_output_bytes,
         };
         let result = component.execute(ctx).now_or_never().unwrap_or_else(|| {
             Err(ComponentError::fatal(

@@ -433,6 +433,7 @@ impl NodeState {
             failure: spec.failure,
             cancel,
             placement: Placement::default(),
+            output_limit: self.run.plan.max_output_bytes,
         }
     }
 

@@ -74,6 +74,10 @@ pub struct ExecutionContext {
     pub cancel: CancellationToken,
     /// Where a component that hands the attempt to a worker says which worker took it.
     pub placement: Placement,
+    /// The most bytes the attempt's output may take (the engine's
+    /// `limits.maxOutputBytes`): a component that buffers what it is given (a process's
+    /// stdout) stops there rather than hold more than could ever be kept.
+    pub output_limit: usize,
 }
 
 /// Where an attempt's placement is told: the run's supervisor, which records it.

@@ -879,6 +879,8 @@ fn context(
         failure,
         cancel,
         placement: Placement::default(),
+        output_limit: crate::runtime::definition::limits::DefinitionLimits::default()
+            .max_output_bytes,
     })
 }
 

@@ -32,13 +32,16 @@ pub const PROCESS_ERROR: &str = "ProcessError";
 ///   plus the variables of the optional `env: {NAME: value}` param (strings, numbers or
 ///   booleans; `null` removes the variable, `PATH` included).
 /// - **Capped output.** stdout and stderr are each read up to `maxOutputBytes` (default
-///   [`DEFAULT_MAX_PROCESS_OUTPUT`]); one byte more fails the attempt with a
+///   [`DEFAULT_MAX_PROCESS_OUTPUT`], never above the engine's `limits.maxOutputBytes`);
+///   one byte more stops the reading, fails the attempt with a
 ///   [`PROCESS_ERROR`] (`stdout exceeded 4194304 bytes`) and kills the process group.
 /// - **No orphans.** The child leads its own process group, and the whole group is killed
 ///   (`SIGKILL`) when the attempt is cancelled, when its future is dropped (a timeout, the
 ///   node ending, its actor dying) and when the leader exits, which takes along whatever it
-///   left running in the background. A descendant that moves itself to another process group
-///   or session escapes this; nothing else does.
+///   left running in the background. The child itself is killed when this process dies,
+///   even by kill -9 (`PR_SET_PDEATHSIG`). A descendant that moves itself to another
+///   process group or session escapes the group kill, and one the child started in the
+///   background outlives a kill -9 of this process; nothing else does.
 ///
 /// The output is `{stdout, stderr, exitCode}`, `stdout` parsed as JSON when it is JSON. A
 /// non-zero exit or a death by signal fails the attempt (not retryable) with the end of
@@ -242,7 +245,11 @@ async fn feed(pipe: Option<tokio::process::ChildStdin>, bytes: Vec<u8>) {
 async fn run_process(ctx: ExecutionContext) -> ComponentResult {
     let argv = argv(&ctx)?;
     let env = environment(&ctx)?;
-    let cap = u64_value(&ctx, "maxOutputBytes")?.unwrap_or(DEFAULT_MAX_PROCESS_OUTPUT);
+    // Never more than the engine keeps of an output: reading stops (and the group is
+    // killed) there, not after buffering all the child writes.
+    let cap = u64_value(&ctx, "maxOutputBytes")?
+        .unwrap_or(DEFAULT_MAX_PROCESS_OUTPUT)
+        .min(ctx.output_limit as u64);
     let stdin = serde_json::to_vec(&ctx.inputs).unwrap_or_default();
     let mut command = tokio::process::Command::new(&argv[0]);
     command
@@ -253,6 +260,7 @@ async fn run_process(ctx: ExecutionContext) -> ComponentResult {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_parent(&mut command);
     for (name, value) in &env {
         if let Some(value) = value {
             command.env(name, value);
@@ -300,6 +308,29 @@ async fn run_process(ctx: ExecutionContext) -> ComponentResult {
     };
     drop(group);
     process_result(status, &stdout, &stderr)
+}
+
+/// Has the child killed (`SIGKILL`) when the process that started it dies, however it
+/// dies (a kill -9 included), so that no attempt keeps running beside its retry after a
+/// restart: Linux's `PR_SET_PDEATHSIG`, set in the child before it executes its program.
+/// It fires when the thread that spawned the child ends; attempts are spawned from the
+/// runtime's worker threads, which live as long as the process.
+fn die_with_parent(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid); it allocates nothing.
+    let parent = std::process::id();
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between the fork and the prctl: nobody is left to wait.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 async fn wait(child: &mut tokio::process::Child) -> Result<ExitStatus, ComponentError> {
