@@ -749,7 +749,8 @@ async fn a_command_that_arrives_through_an_input_is_checked_as_the_attempt_start
     let dir = scratch("runtime-policy");
     let tools = dir.join("tools");
     std::fs::create_dir_all(&tools).unwrap();
-    // The allow-list names a link to echo; a link to sh is not on it.
+    // The allow-list names a link to echo; a link to sh is not on it, and neither is the
+    // echo the allowed link leads to (the path executed is checked, as written).
     std::os::unix::fs::symlink("/bin/echo", tools.join("echo")).unwrap();
     std::os::unix::fs::symlink("/bin/sh", tools.join("sh")).unwrap();
     let file = serve_common::config(
@@ -764,16 +765,19 @@ async fn a_command_that_arrives_through_an_input_is_checked_as_the_attempt_start
     let pwned = dir.join("pwned");
     let touch = format!("touch {}", pwned.display());
     let sh_link = tools.join("sh").display().to_string();
+    let echo_link = tools.join("echo").display().to_string();
     let from = |handle: &str| json!({"command": {"sourceRef": "commands", "sourceHandle": handle}});
     let retry = json!({"maxAttempts": 3, "initialIntervalSeconds": 0.01});
     // The commands are outputs of a node: submission cannot see them.
     let definition = json!({"title": "commands from inputs", "actions": [
         {"ref": "commands", "componentId": "core.echo", "params": {
-            "allowed": ["/bin/echo", "hello"],
+            "allowed": [echo_link, "hello"],
+            "target": ["/bin/echo", "hello"],
             "shell": ["/bin/sh", "-c", touch],
             "linked": [sh_link, "-c", touch]
         }},
         {"ref": "ok", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("allowed")},
+        {"ref": "target", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("target"), "retryPolicy": retry},
         {"ref": "shell", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("shell"), "retryPolicy": retry},
         {"ref": "linked", "componentId": "core.process", "dependsOn": ["commands"], "inputMappings": from("linked"), "retryPolicy": retry}
     ]});
@@ -786,7 +790,7 @@ async fn a_command_that_arrives_through_an_input_is_checked_as_the_attempt_start
         Some("hello"),
         "{result}"
     );
-    for refused in ["shell", "linked"] {
+    for refused in ["target", "shell", "linked"] {
         let node = &nodes[refused];
         assert_eq!(node["status"], "FAILED", "{result}");
         assert_eq!(node["error"]["type"], "PermissionError", "{result}");

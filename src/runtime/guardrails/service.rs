@@ -83,13 +83,63 @@ pub struct DefinitionPolicy {
 }
 
 /// The commands `core.process` may start for a server's clients.
+///
+/// It checks the program and, for an entry that fixes them, the leading arguments; not
+/// the arguments that follow. Allowing a general tool (`cat`, `sh`, an interpreter)
+/// allows whatever it can be told to do, such as reading the server's token files; a
+/// narrow policy names an interpreter with its one script (`{path, args}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ProcessPolicy {
-    /// Executables by absolute path; a command's first word must be one of them.
-    pub executables: Vec<PathBuf>,
+    /// Executables by absolute path, each alone or with the arguments a command must
+    /// begin with; a command's first word must be one of the paths, exactly as written
+    /// (what is executed is checked, not where a link points).
+    pub executables: Vec<Executable>,
     /// Environment variables a definition may set or unset (`env` param).
     pub env: Vec<String>,
+}
+
+/// One allowed executable: a path, or a path and the arguments a command must begin with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Executable {
+    /// Any command of this program.
+    Path(PathBuf),
+    /// Commands of this program that begin with these arguments (an interpreter and its
+    /// script).
+    #[serde(rename_all = "camelCase")]
+    Fixed {
+        /// The program.
+        path: PathBuf,
+        /// The arguments every command of it begins with.
+        args: Vec<String>,
+    },
+}
+
+impl Executable {
+    fn path(&self) -> &Path {
+        match self {
+            Executable::Path(path) | Executable::Fixed { path, .. } => path,
+        }
+    }
+
+    /// Whether `argv` is a command this entry allows.
+    fn allows(&self, argv: &[String]) -> bool {
+        let Some((program, rest)) = argv.split_first() else {
+            return false;
+        };
+        let fixed: &[String] = match self {
+            Executable::Path(_) => &[],
+            Executable::Fixed { args, .. } => args,
+        };
+        Path::new(program) == self.path() && rest.starts_with(fixed)
+    }
+}
+
+impl From<&str> for Executable {
+    fn from(path: &str) -> Executable {
+        Executable::Path(PathBuf::from(path))
+    }
 }
 
 impl ProcessPolicy {
@@ -102,34 +152,47 @@ impl ProcessPolicy {
         argv: &[String],
         env: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), String> {
-        let program = argv.first().ok_or("the command is empty")?;
-        self.check_program(program)?;
+        self.check_command(argv)?;
         self.check_env(env)
     }
 
-    /// Whether `program` may be started: an absolute path naming (after resolving links)
-    /// one of the executables.
+    /// Whether `argv` may be started: its program an absolute path that one of the
+    /// executables names exactly, with the leading arguments that entry fixes.
     ///
     /// # Errors
     /// The reason, as a sentence.
-    pub fn check_program(&self, program: &str) -> Result<(), String> {
-        let path = Path::new(program);
-        if !path.is_absolute() {
+    pub fn check_command(&self, argv: &[String]) -> Result<(), String> {
+        let program = argv.first().ok_or("the command is empty")?;
+        if !Path::new(program).is_absolute() {
             return Err(format!(
                 "`{program}` is not an absolute path; this server starts only the executables its configuration names (service.definitions.process.executables)"
             ));
         }
-        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let allowed = self.executables.iter().any(|allowed| {
-            allowed == path || std::fs::canonicalize(allowed).is_ok_and(|a| a == resolved)
-        });
-        if allowed {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{program}` is not an executable this server may start (service.definitions.process.executables)"
-            ))
+        if self.executables.iter().any(|e| e.allows(argv)) {
+            return Ok(());
         }
+        let fixed: Vec<&[String]> = (self.executables.iter())
+            .filter_map(|e| match e {
+                Executable::Fixed { path, args } if path == Path::new(program) => {
+                    Some(args.as_slice())
+                }
+                _ => None,
+            })
+            .collect();
+        Err(if fixed.is_empty() {
+            format!(
+                "`{program}` is not an executable this server may start (service.definitions.process.executables)"
+            )
+        } else {
+            format!(
+                "`{program}` may start here only with the arguments {} first (service.definitions.process.executables)",
+                fixed
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        })
     }
 
     /// Whether a definition may set (or unset) each of these environment variables.
@@ -193,13 +256,10 @@ impl DefinitionPolicy {
                 ("inputOverrides", &action.input_overrides),
             ] {
                 // A malformed command is the component's to refuse when it runs.
-                let program = values
-                    .get("command")
-                    .and_then(command_words)
-                    .and_then(|words| words.into_iter().next());
+                let command = values.get("command").and_then(command_words);
                 let env = values.get("env").and_then(|e| e.as_object());
-                let checked = program
-                    .map_or(Ok(()), |p| process.check_program(&p))
+                let checked = command
+                    .map_or(Ok(()), |argv| process.check_command(&argv))
                     .and_then(|()| {
                         process
                             .check_env(env.into_iter().flat_map(|e| e.keys().map(String::as_str)))
@@ -223,4 +283,62 @@ fn command_words(value: &serde_json::Value) -> Option<Vec<String>> {
         .iter()
         .map(|w| w.as_str().map(str::to_owned))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    fn policy(yaml: &str) -> ProcessPolicy {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn an_entry_with_arguments_allows_only_commands_that_begin_with_them() {
+        let p = policy(
+            "executables:\n  - /bin/echo\n  - {path: /usr/bin/python3, args: [/opt/enrich.py]}\n",
+        );
+        assert!(p.check_command(&argv(&["/bin/echo", "anything"])).is_ok());
+        assert!(
+            p.check_command(&argv(&["/usr/bin/python3", "/opt/enrich.py", "--fast"]))
+                .is_ok()
+        );
+        let refused = p
+            .check_command(&argv(&[
+                "/usr/bin/python3",
+                "-c",
+                "print(open('/etc/shadow').read())",
+            ]))
+            .unwrap_err();
+        assert!(refused.contains("[\"/opt/enrich.py\"]"), "{refused}");
+        assert!(p.check_command(&argv(&["/usr/bin/python3"])).is_err());
+    }
+
+    #[test]
+    fn the_path_executed_is_checked_as_written_not_where_it_leads() {
+        let dir = std::env::temp_dir().join(format!("shipsec-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("echo-link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/bin/echo", &link).unwrap();
+        let p = policy("executables: [/bin/echo]\n");
+        let link = link.display().to_string();
+        assert!(
+            p.check_command(&argv(&[&link, "hi"])).is_err(),
+            "a link to an allowed program"
+        );
+        assert!(
+            p.check_command(&argv(&["/bin/../bin/echo"])).is_err(),
+            "another spelling"
+        );
+        assert!(
+            p.check_command(&argv(&["echo"])).is_err(),
+            "a relative path"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
