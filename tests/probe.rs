@@ -3,8 +3,11 @@
 //! API and on the worker port while authenticated requests keep working, the connection
 //! cap refuses the excess and leaves the server whole, an unauthenticated gRPC call is
 //! ended before its 64 MiB message is read (and the server's memory does not grow with
-//! 32 of them), a DNS-rebinding `Host` is refused by a tokenless server, and a
-//! `Content-Length` over the limit is answered 413 at once.
+//! 32 of them), a DNS-rebinding `Host` is refused by a tokenless server, a
+//! `Content-Length` over the limit is answered 413 at once, and each smaller defect of the
+//! hardening issue (ids `.` and `..`, `Idempotency-Key`, `Last-Event-ID`, `traceparent`,
+//! an undecodable path, a mistyped parameter, a huge problem list, what the HTTP library
+//! answers itself) gets its documented answer.
 
 mod serve_common;
 
@@ -130,6 +133,13 @@ fn a_content_length_over_the_limit_is_answered_at_once() {
     let dir = scratch("probe-length");
     let server = guarded(&dir);
     probe("declared-length", &server, Some(API_TOKEN));
+}
+
+#[test]
+fn each_smaller_defect_is_answered_as_documented() {
+    let dir = scratch("probe-defects");
+    let server = guarded(&dir);
+    probe("defects", &server, Some(API_TOKEN));
 }
 
 #[test]

@@ -137,9 +137,11 @@ pub(crate) struct OrchestratorState {
     /// The next run's place in the acceptance order.
     next_order: u64,
     /// Finished runs kept, oldest first, with their node counts.
-    finished: VecDeque<(String, usize)>,
+    finished: VecDeque<(String, Weight)>,
     /// Node records of the finished runs kept.
     finished_nodes: usize,
+    /// What those runs' results and traces weigh, as JSON.
+    finished_bytes: usize,
     limiter: LimiterLink,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
@@ -183,6 +185,7 @@ impl Actor for OrchestratorActor {
             next_order: 1,
             finished: VecDeque::new(),
             finished_nodes: 0,
+            finished_bytes: 0,
             closing: None,
             suspending: false,
             journal: args.journal,
@@ -585,13 +588,9 @@ fn new_info(
     }
 }
 
-/// The trace id a W3C `traceparent` names (`00-<trace id>-<span id>-<flags>`), if valid.
+/// The trace id a W3C `traceparent` names, if it is valid.
 pub(crate) fn trace_id_of_traceparent(traceparent: &str) -> Option<String> {
-    let id = traceparent.split('-').nth(1)?;
-    let valid = id.len() == 32
-        && id.bytes().all(|b| b.is_ascii_hexdigit())
-        && id.bytes().any(|b| b != b'0');
-    valid.then(|| id.to_ascii_lowercase())
+    crate::runtime::telemetry::traceparent_trace_id(traceparent)
 }
 
 /// Records a run the journal holds as finished, its result and trace replayed.
@@ -609,7 +608,7 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
     ));
     let (result, events) = replay::finished_run(plan.clone(), &log.facts)
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
-    let nodes = result.nodes.len();
+    let weight = Weight::of(&result, &events);
     let (result_tx, _) = watch::channel(Some(result.clone()));
     let trace_id = options
         .traceparent
@@ -626,7 +625,7 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
     if let Some((key, fingerprint)) = stored_key(accepted) {
         state.idempotency.insert(key, (run_id.clone(), fingerprint));
     }
-    remember_finished(state, run_id, nodes);
+    remember_finished(state, run_id, weight);
     Ok(())
 }
 
@@ -947,7 +946,7 @@ fn run_ended(
         return;
     };
     state.live -= 1;
-    let nodes = result.nodes.len();
+    let weight = Weight::of(&result, &events);
     info.trace_id = trace_id;
     state.runs.insert(
         run_id.clone(),
@@ -964,22 +963,62 @@ fn run_ended(
         state.journaled.push_back((run_id.clone(), now));
         purge_journal(state);
     }
-    remember_finished(state, run_id, nodes);
+    remember_finished(state, run_id, weight);
 }
 
-/// Keeps `run_id` (of `nodes` node records) for queries and forgets the oldest finished
-/// runs past `retainedRuns` runs or `retainedNodes` node records.
-fn remember_finished(state: &mut OrchestratorState, run_id: String, nodes: usize) {
-    state.finished.push_back((run_id, nodes));
-    state.finished_nodes += nodes;
+/// What a finished run kept for queries weighs: its node records, and the bytes of its
+/// result (inputs and outputs included) and trace as JSON.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Weight {
+    fn of(result: &RunResult, events: &[TraceEvent]) -> Weight {
+        Weight {
+            nodes: result.nodes.len(),
+            bytes: json_len(result) + json_len(events),
+        }
+    }
+}
+
+/// The length of `value`'s JSON, counted without keeping the text.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing into the counter never fails, and these types always serialise.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// Keeps `run_id` for queries and forgets the oldest finished runs past `retainedRuns`
+/// runs, `retainedNodes` node records or `retainedBytes` bytes (the newest is always
+/// kept).
+fn remember_finished(state: &mut OrchestratorState, run_id: String, weight: Weight) {
+    state.finished.push_back((run_id, weight));
+    state.finished_nodes += weight.nodes;
+    state.finished_bytes += weight.bytes;
     let config = &state.config;
     while state.finished.len() > config.retained_runs
-        || (state.finished_nodes > config.retained_nodes && state.finished.len() > 1)
+        || (state.finished.len() > 1
+            && (state.finished_nodes > config.retained_nodes
+                || state.finished_bytes > config.retained_bytes))
     {
-        let Some((old, nodes)) = state.finished.pop_front() else {
+        let Some((old, weight)) = state.finished.pop_front() else {
             break;
         };
-        state.finished_nodes -= nodes;
+        state.finished_nodes -= weight.nodes;
+        state.finished_bytes -= weight.bytes;
         state.runs.remove(&old);
         state.idempotency.retain(|_, (id, _)| *id != old);
     }
@@ -1006,7 +1045,7 @@ fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
     };
     state.runs.insert(run_id.to_owned(), entry);
     answer_pending(state, run_id);
-    remember_finished(state, run_id.to_owned(), 0);
+    remember_finished(state, run_id.to_owned(), Weight::default());
 }
 
 /// The result of a run whose supervisor died before the run ended.

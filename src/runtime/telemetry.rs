@@ -19,6 +19,35 @@ pub use export::{
 };
 pub use metrics::Metrics;
 
+/// The trace id of a W3C `traceparent` (Trace Context, level 1: `version-traceid-
+/// parentid-flags`, lower-case hex of 2, 32, 16 and 2 digits), or `None` when it is not
+/// one: version `ff` is invalid, version `00` has exactly those four fields, a later
+/// version may add fields after a `-`, and neither id may be all zeros.
+pub fn traceparent_trace_id(traceparent: &str) -> Option<String> {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let mut fields = traceparent.splitn(5, '-');
+    let (version, trace_id, parent_id, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let rest = fields.next();
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (rest.is_none() || version != "00");
+    valid.then(|| trace_id.to_owned())
+}
+
 /// The span of one run.
 pub const SPAN_RUN: &str = "workflow.run";
 /// The span of one node.
@@ -51,3 +80,30 @@ pub const NODE_STATUS: &str = "workflow.node.status";
 pub const ERROR_TYPE: &str = "error.type";
 /// Outcome of an attempt on the attempts counter (`completed`, `failed`).
 pub const OUTCOME: &str = "outcome";
+
+#[cfg(test)]
+mod tests {
+    use super::traceparent_trace_id;
+
+    #[test]
+    fn a_traceparent_is_checked_as_w3c_trace_context_says() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let good = format!("00-{id}-00f067aa0ba902b7-01");
+        assert_eq!(traceparent_trace_id(&good).as_deref(), Some(id));
+        // A later version may carry more fields.
+        assert!(traceparent_trace_id(&format!("01-{id}-00f067aa0ba902b7-01-extra")).is_some());
+        for bad in [
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7-1"),
+            format!("00-{id}x-00f067aa0ba902b7-01"),
+            format!("0-{id}-00f067aa0ba902b7-01"),
+            "garbage".to_owned(),
+        ] {
+            assert_eq!(traceparent_trace_id(&bad), None, "{bad}");
+        }
+    }
+}

@@ -107,3 +107,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         })
     }
 }
+
+/// The `{id}` segment of a path, decoded; a segment that does not decode (invalid UTF-8
+/// after percent-decoding) is a 400 `INVALID_REQUEST` in the service's JSON shape, not the
+/// framework's plain-text rejection.
+#[derive(Debug)]
+pub(crate) struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(rejection) => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the path's id does not decode: {}", rejection.body_text()),
+            )),
+        }
+    }
+}

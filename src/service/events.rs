@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{FutureExt, StreamExt};
@@ -31,7 +31,7 @@ use crate::messages::supervisor::Subscription;
 use crate::messages::time::Timestamp;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::service::AppState;
-use crate::service::body::Query;
+use crate::service::body::{PathId, Query};
 use crate::service::error::ErrorBody;
 use crate::service::error::{ApiError, ErrorCode};
 
@@ -351,7 +351,7 @@ subscriber that falls `service.subscriberBuffer` events behind is disconnected a
     ))]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -359,19 +359,17 @@ pub(crate) async fn events(
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        "Last-Event-ID must be an event's seq (a whole number)",
-                    )
-                })?,
+            seq_header(v.as_bytes()).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "Last-Event-ID must be an event's seq: 1 to 19 digits, at most {}, spaces around allowed",
+                        i64::MAX
+                    ),
+                )
+            })?,
         ),
     };
-    // A seq is at most i64::MAX (the document says int64; clients in other languages
-    // hold it in one).
     if let Some(after) = query.after.filter(|&a| a > i64::MAX as u64) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -613,6 +611,48 @@ impl Stream {
         };
         if self.tx.send(frame("status", None, &summary)).await.is_ok() {
             let _ = self.tx.send(frame("terminal", None, &*result)).await;
+        }
+    }
+}
+
+/// A `Last-Event-ID` as documented (`^ *[0-9]{1,19} *$`): digits only (no sign), spaces
+/// around, and a seq is at most `i64::MAX` (the document says int64; clients in other
+/// languages hold it in one).
+fn seq_header(value: &[u8]) -> Option<u64> {
+    let start = value.iter().position(|b| *b != b' ')?;
+    let end = value.iter().rposition(|b| *b != b' ')? + 1;
+    let digits = &value[start..end];
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|seq| *seq <= i64::MAX as u64)
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::seq_header;
+
+    #[test]
+    fn last_event_id_takes_digits_with_spaces_around_and_nothing_else() {
+        assert_eq!(seq_header(b"42"), Some(42));
+        assert_eq!(seq_header(b"  7 "), Some(7));
+        assert_eq!(seq_header(b"9223372036854775807"), Some(i64::MAX as u64));
+        for bad in [
+            &b"+3"[..],
+            b"-1",
+            b"3 4",
+            b"\t3",
+            b"",
+            b"  ",
+            b"9223372036854775808",
+            b"99999999999999999999",
+            b"0x10",
+        ] {
+            assert_eq!(seq_header(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 }

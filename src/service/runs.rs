@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::runtime::definition::parse::from_value;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::service::AppState;
-use crate::service::body::{JsonBody, Query};
+use crate::service::body::{JsonBody, PathId, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
 
 /// Longest run id and idempotency key taken.
@@ -50,8 +50,10 @@ pub(crate) struct CreateRun {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,256}$")]
     run_id: Option<String>,
-    /// W3C `traceparent` of the caller's trace.
+    /// W3C `traceparent` of the caller's trace (Trace Context level 1; version `ff`, wrong
+    /// lengths, upper-case hex and all-zero ids are refused with 400 `INVALID_REQUEST`).
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$")]
     traceparent: Option<String>,
 }
 
@@ -150,8 +152,15 @@ fn prepare(state: &AppState, engine: &Handle, definition: Value) -> Result<Workf
     Ok(engine.prepare(definition)?)
 }
 
-/// An id given by a client: printable, URL-safe, bounded.
+/// An id given by a client: printable, URL-safe, bounded, and not `.` or `..` (which
+/// name no resource in a URL path: clients and proxies resolve them away).
 fn checked_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id == "." || id == ".." {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what} cannot be `.` or `..`"),
+        ));
+    }
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -171,10 +180,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    // Visible ASCII only (`^[!-~]{1,256}$`): no spaces, which proxies may fold or trim.
     let key = value
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -212,6 +223,14 @@ pub(crate) async fn create(
     let idempotency_key = idempotency_key(&headers)?;
     if let Some(id) = &body.run_id {
         checked_id("runId", id)?;
+    }
+    if let Some(traceparent) = &body.traceparent
+        && crate::runtime::telemetry::traceparent_trace_id(traceparent).is_none()
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "traceparent must be a W3C traceparent: version-traceid-parentid-flags, lower-case hex of 2, 32, 16 and 2 digits, version not ff, ids not all zeros",
+        ));
     }
     let workflow = prepare(&state, &engine, body.definition)?;
     let options = SubmitOptions {
@@ -306,7 +325,7 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn status(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     Ok(axum::Json(engine.status(&run_id).await?).into_response())
@@ -323,7 +342,7 @@ edge with its kind. The graph the engine validated and ran.",
     ))]
 pub(crate) async fn graph(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let graph = engine.graph(&run_id).await?;
@@ -352,7 +371,7 @@ pub(crate) struct ResultQuery {
     ))]
 pub(crate) async fn result(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
     Query(query): Query<ResultQuery>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
@@ -400,7 +419,7 @@ pub(crate) async fn result(
     ))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let stopped = engine.cancel(&run_id).await?;
@@ -417,7 +436,7 @@ pub(crate) async fn cancel(
     ))]
 pub(crate) async fn terminate(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
+    PathId(run_id): PathId,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let stopped = engine.terminate(&run_id).await?;

@@ -261,7 +261,80 @@ def check_declared_length(args):
     return {"ok": ok, "status": answer.split(b"\r\n", 1)[0].decode("latin-1"), "seconds": round(took, 3)}
 
 
+def raw(args, head):
+    """Sends a raw request head; (status line, body)."""
+    sock = connect(args.api)
+    sock.sendall(head)
+    took, answer = closed_after(sock, 10)
+    if took is None:
+        # A keep-alive answer: the head and the body it announces are all that came.
+        pass
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    body = answer.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in answer else b""
+    return status, body
+
+
+def check_defects(args):
+    """The smaller defects: each answer has the documented status and JSON shape."""
+    echo = {"title": "t", "actions": [{"ref": "a", "componentId": "core.echo", "params": {"text": "x"}}]}
+    found = {}
+
+    def code(answer):
+        status, body, ctype = answer
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        return [status, error.get("code"), "json" if "json" in ctype else ctype]
+
+    for run_id in [".", ".."]:
+        found["runId " + run_id] = code(request(args, "POST", "/v1/runs", {"definition": echo, "runId": run_id}))
+    found["Idempotency-Key with a space"] = code(request(
+        args, "POST", "/v1/runs", {"definition": echo}, headers={"Idempotency-Key": "a b"}))
+    status, body, _ = request(args, "POST", "/v1/runs", {"definition": echo})
+    run = body["runId"]
+    request(args, "GET", "/v1/runs/%s/result?wait=30" % run)
+    for value in ["+3", "9223372036854775808", "1 2"]:
+        found["Last-Event-ID " + value] = code(request(
+            args, "GET", "/v1/runs/%s/events" % run, headers={"Last-Event-ID": value}))
+    found["Last-Event-ID ' 2 '"] = code(request(
+        args, "GET", "/v1/runs/%s/events" % run, headers={"Last-Event-ID": " 2 "}))
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for name, tp in [("version ff", "ff-%s-00f067aa0ba902b7-01" % trace),
+                     ("short span id", "00-%s-00f067aa0ba902-01" % trace),
+                     ("upper case", "00-%s-00f067aa0ba902b7-01" % trace.upper())]:
+        found["traceparent " + name] = code(request(
+            args, "POST", "/v1/runs", {"definition": echo, "traceparent": tp}))
+    found["path id of invalid UTF-8"] = code(request(args, "GET", "/v1/runs/%FF%FE"))
+    sleep = {"title": "t", "actions": [{"ref": "a", "componentId": "core.sleep", "params": {"ms": 1e38}}]}
+    found["core.sleep ms 1e38"] = code(request(args, "POST", "/v1/runs", {"definition": sleep}))
+    many = {"title": "t", "actions": [{"ref": "a%d" % i, "componentId": "no.such"} for i in range(3000)]}
+    status, body, ctype = request(args, "POST", "/v1/validate", {"definition": many})
+    details = body.get("error", {}).get("details", {}) if isinstance(body, dict) else {}
+    found["3,000 problems"] = [status, len(details.get("problems", [])), details.get("omittedProblems")]
+    # What the HTTP library answers itself (documented): a bare 4xx, no JSON.
+    found["DEL byte in a header"] = list(raw(args, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n"))[:1]
+    found["100,000-character id"] = list(raw(
+        args, b"GET /v1/runs/" + b"a" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))[:1]
+    expected = {
+        "runId .": [400, "INVALID_REQUEST", "json"],
+        "runId ..": [400, "INVALID_REQUEST", "json"],
+        "Idempotency-Key with a space": [400, "INVALID_REQUEST", "json"],
+        "Last-Event-ID +3": [400, "INVALID_REQUEST", "json"],
+        "Last-Event-ID 9223372036854775808": [400, "INVALID_REQUEST", "json"],
+        "Last-Event-ID 1 2": [400, "INVALID_REQUEST", "json"],
+        "traceparent version ff": [400, "INVALID_REQUEST", "json"],
+        "traceparent short span id": [400, "INVALID_REQUEST", "json"],
+        "traceparent upper case": [400, "INVALID_REQUEST", "json"],
+        "path id of invalid UTF-8": [400, "INVALID_REQUEST", "json"],
+        "core.sleep ms 1e38": [422, "INVALID_DEFINITION", "json"],
+        "3,000 problems": [422, 100, 2900],
+    }
+    wrong = {k: [found.get(k), v] for k, v in expected.items() if found.get(k) != v}
+    ok_spaces = found["Last-Event-ID ' 2 '"][0] == 200
+    ok_library = all(found[k][0].split(" ")[1].startswith("4") for k in ["DEL byte in a header", "100,000-character id"])
+    return {"ok": not wrong and ok_spaces and ok_library, "wrong": wrong, "found": found}
+
+
 CHECKS = {
+    "defects": check_defects,
     "api-slow": check_api_slow,
     "workers-slow": check_workers_slow,
     "api-idle": check_api_idle_after_request,

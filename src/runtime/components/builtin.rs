@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::runtime::components::process::Process;
-use crate::runtime::components::registry::ComponentMeta;
+use crate::runtime::components::registry::{ComponentMeta, InputKind};
 use crate::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
@@ -175,8 +175,15 @@ impl Component for Echo {
 pub struct Sleep;
 meta!(
     SLEEP,
-    ComponentMeta::new("core.sleep", "waits `ms` milliseconds, then echoes").required("ms")
+    ComponentMeta::new("core.sleep", "waits `ms` milliseconds, then echoes")
+        .required("ms")
+        .taking(MILLIS)
 );
+
+/// What a wait in milliseconds takes: up to a year.
+const MILLIS: InputKind = InputKind::Count {
+    max: 365 * 86_400_000,
+};
 
 impl Component for Sleep {
     fn meta(&self) -> &ComponentMeta {
@@ -200,6 +207,7 @@ meta!(
     FAIL,
     ComponentMeta::new("core.fail", "waits `ms`, then fails with `message`")
         .optional("ms")
+        .taking(MILLIS)
         .optional("message")
         .optional("retryable")
         .optional("errorType")

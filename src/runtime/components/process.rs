@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime::components::builtin::{cancelled, port_list, u64_value};
-use crate::runtime::components::registry::ComponentMeta;
+use crate::runtime::components::registry::{ComponentMeta, InputKind};
 use crate::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
@@ -53,6 +53,7 @@ static PROCESS: LazyLock<ComponentMeta> = LazyLock::new(|| {
         .required("command")
         .optional("env")
         .optional("maxOutputBytes")
+        .taking(InputKind::Count { max: u64::MAX })
         .runner(RunnerKindDef::Process)
 });
 

@@ -39,6 +39,38 @@ pub struct InputSpec {
     pub required: bool,
     /// Whether `params` may supply the value (checked at validation).
     pub from_params: bool,
+    /// What values it takes; a constant given in `params` or `inputOverrides` is checked
+    /// against it when the definition is validated, so a run is refused at submission,
+    /// not failed when the node starts.
+    pub kind: InputKind,
+}
+
+/// The values an input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputKind {
+    /// Any JSON value (the component checks it).
+    #[default]
+    Any,
+    /// A whole number from 0 to `max`.
+    Count {
+        /// The largest taken.
+        max: u64,
+    },
+}
+
+impl InputKind {
+    /// Why `value` is not one of these values, if it is not.
+    pub fn check(self, value: &serde_json::Value) -> Result<(), String> {
+        match self {
+            InputKind::Any => Ok(()),
+            // No value: the component's default.
+            InputKind::Count { .. } if value.is_null() => Ok(()),
+            InputKind::Count { max } => match value.as_u64() {
+                Some(n) if n <= max => Ok(()),
+                _ => Err(format!("a whole number from 0 to {max}, got {value}")),
+            },
+        }
+    }
 }
 
 /// A component's rate-limit hint.
@@ -86,6 +118,7 @@ impl ComponentMeta {
             name,
             required: true,
             from_params: true,
+            kind: InputKind::Any,
         });
         self
     }
@@ -96,7 +129,16 @@ impl ComponentMeta {
             name,
             required: false,
             from_params: true,
+            kind: InputKind::Any,
         });
+        self
+    }
+
+    /// Says what values the input declared last takes.
+    pub fn taking(mut self, kind: InputKind) -> ComponentMeta {
+        if let Some(input) = self.inputs.last_mut() {
+            input.kind = kind;
+        }
         self
     }
 

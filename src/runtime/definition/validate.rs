@@ -509,6 +509,24 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
+        let mut wrong = Vec::new();
+        for input in &meta.inputs {
+            let given = [
+                ("params", action.params.get(input.name)),
+                ("inputOverrides", action.input_overrides.get(input.name)),
+            ];
+            for (field, value) in given {
+                if let Some(value) = value
+                    && let Err(why) = input.kind.check(value)
+                {
+                    wrong.push((format!("actions[{i}].{field}.{}", input.name), why));
+                }
+            }
+        }
+        for (path, why) in wrong {
+            let message = format!("component `{}` takes {why}", action.component_id);
+            self.problem(path, message);
+        }
     }
 
     /// A non-negative, finite number of seconds; zero means "none".
