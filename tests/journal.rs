@@ -655,3 +655,71 @@ fn a_real_engine_s_log_with_a_flipped_bit_is_refused_or_opens_whole() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The runs an engine keeps for queries, and what their results and traces weigh as JSON.
+async fn retained(handle: &shipsec_orchestrator::Handle) -> (usize, usize) {
+    let page = handle
+        .list(shipsec_orchestrator::RunQuery {
+            status: None,
+            limit: 10_000,
+            before: None,
+        })
+        .await
+        .unwrap();
+    let mut bytes = 0;
+    for run in &page.runs {
+        let mut run = handle.run(&run.run_id).await.unwrap();
+        let result = run.result().await.unwrap();
+        let events: Vec<_> =
+            futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
+        bytes += serde_json::to_vec(&*result).unwrap().len()
+            + serde_json::to_vec(&events).unwrap().len();
+    }
+    (page.runs.len(), bytes)
+}
+
+#[test]
+fn finished_runs_kept_in_memory_stay_under_retained_bytes_before_and_after_a_restart() {
+    const LIMIT: usize = 8 << 20;
+    let dir = scratch("retained-bytes");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = || {
+        let mut config = EngineConfig {
+            retained_bytes: LIMIT,
+            ..EngineConfig::default()
+        };
+        config.journal.data_dir = Some(dir.clone());
+        config.journal.durability = Durability::Process;
+        config
+    };
+    runtime.block_on(async {
+        let handle = Orchestrator::start(config()).await.unwrap();
+        let text = std::fs::read_to_string("examples/retry.json").unwrap();
+        let workflow = common::workflow(&handle, serde_json::from_str(&text).unwrap());
+        // 30 runs of 1 MiB inputs: about 60 MiB of results (the entrypoint echoes them).
+        for i in 0..30 {
+            let mut inputs = JsonObject::new();
+            let payload = format!("{i}{}", "x".repeat(1 << 20));
+            inputs.insert("payload".into(), payload.into());
+            let mut run = handle
+                .submit_workflow(&workflow, inputs, SubmitOptions::default())
+                .await
+                .unwrap();
+            run.result().await.unwrap();
+        }
+        let (runs, bytes) = retained(&handle).await;
+        eprintln!("before a restart: {runs} runs kept, {bytes} bytes");
+        assert!(runs > 1 && runs < 30, "{runs} runs kept");
+        assert!(bytes <= LIMIT, "{bytes} bytes kept, over {LIMIT}");
+        handle.shutdown(ShutdownMode::Drain).await.unwrap();
+        drop(handle);
+        // The journal keeps all 30; the next engine reads them back within the bound.
+        let handle = Orchestrator::start(config()).await.unwrap();
+        let (runs, bytes) = retained(&handle).await;
+        eprintln!("after a restart: {runs} runs kept, {bytes} bytes");
+        assert!(runs > 1 && runs < 30, "{runs} runs kept");
+        assert!(bytes <= LIMIT, "{bytes} bytes kept, over {LIMIT}");
+        handle.shutdown(ShutdownMode::Drain).await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

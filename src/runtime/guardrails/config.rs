@@ -82,6 +82,10 @@ pub struct EngineConfig {
     /// finished runs are forgotten first, so big runs cannot pile up without bound. The
     /// newest finished run is always kept.
     pub retained_nodes: usize,
+    /// Most bytes those runs' results and traces take (as JSON, inputs and outputs
+    /// included): past it the oldest finished runs are forgotten first. The newest
+    /// finished run is always kept.
+    pub retained_bytes: usize,
     /// Most nodes running at once across all runs.
     pub max_concurrent_nodes: Option<u32>,
     /// Most runs in progress at once; a submission past it is refused, never queued.
@@ -104,6 +108,7 @@ impl Default for EngineConfig {
             cancel_grace: Duration::from_secs(5),
             retained_runs: 10_000,
             retained_nodes: 250_000,
+            retained_bytes: 256 << 20,
             max_concurrent_nodes: None,
             max_active_runs: 5_000,
             components: BTreeMap::new(),
@@ -261,6 +266,7 @@ impl EngineConfig {
         let at_least_one = [
             ("retainedRuns", Some(self.retained_runs as u64)),
             ("retainedNodes", Some(self.retained_nodes as u64)),
+            ("retainedBytes", Some(self.retained_bytes as u64)),
             (
                 "maxConcurrentNodes",
                 self.max_concurrent_nodes.map(u64::from),
