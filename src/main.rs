@@ -1,7 +1,7 @@
 //! The `shipsec` command line: validate, graph and run workflows, resume them, serve the
 //! HTTP API.
 //!
-//! Exit codes (DESIGN.md): 0 the run COMPLETED (or the command succeeded), 1 the run ended
+//! Exit codes (README.md): 0 the run COMPLETED (or the command succeeded), 1 the run ended
 //! in any other status, 2 invalid definition, inputs or usage.
 
 /// The engine allocates per node; mimalloc is markedly cheaper than the system allocator

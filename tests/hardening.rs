@@ -9,6 +9,8 @@
 //!   failed by the journal (not by a component), and no answer carries a storage
 //!   library's debug text.
 //! - A short API token on a non-loopback listener: refused at start (exit 2).
+//! - kill -9 of `serve`, and of `shipsec worker`, while a `core.process` child runs: the
+//!   child dies with its parent.
 
 mod serve_common;
 
@@ -234,4 +236,110 @@ fn noise(seed: u64, len: usize) -> String {
             char::from_digit((x % 16) as u32, 16).unwrap()
         })
         .collect()
+}
+
+/// The children of process `pid` (every thread's), from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone: it runs nothing).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| !s.trim_start().starts_with('Z'))
+    })
+}
+
+/// Polls `what` (a state of /proc, which has no event to wait on) until it holds, for
+/// at most a minute.
+fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !holds() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A run of one `core.process` node sleeping five minutes, remote when `remote`.
+fn sleeper(remote: bool) -> serde_json::Value {
+    let mut action = json!({"ref": "sleep", "componentId": "core.process",
+        "params": {"command": ["/bin/sleep", "300"]}});
+    if remote {
+        action["runner"] = json!({"kind": "remote"});
+    }
+    json!({"title": "a long child", "actions": [action]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_process_child_outlives_a_kill_9_of_serve_or_of_a_worker() {
+    let dir = scratch("orphans");
+    let config = serve_common::config(
+        &dir,
+        "workers:\n  heartbeatSeconds: 0.2\n  leaseSeconds: 2\nservice:\n  definitions:\n    process:\n      executables: [/bin/sleep]\n",
+    );
+    let server = serve_common::Server::start(
+        &dir,
+        &["--config", &config, "--worker-listen", "127.0.0.1:0"],
+    );
+    let client = server.client();
+    let mut worker = Killed(
+        Command::new(binary())
+            .arg("worker")
+            .arg("--coordinator")
+            .arg(format!("http://{}", server.workers.as_ref().unwrap()))
+            .args(["--id", "w1", "--slots", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    read_until(&mut worker.0, "registered as ");
+    // A child of the worker, then the worker killed -9: the child dies with it.
+    serve_common::start_run(&client, &sleeper(true)).await;
+    let worker_pid = worker.0.id();
+    eventually("the worker starts its child", || {
+        !children(worker_pid).is_empty()
+    });
+    let child = children(worker_pid)[0];
+    assert!(alive(child));
+    // SAFETY: kill only sends a signal to the process this test started.
+    unsafe { libc::kill(worker_pid as i32, libc::SIGKILL) };
+    let _ = worker.0.wait();
+    eventually("the worker's child dies with it", || !alive(child));
+    // A child of the server, then the server killed -9: the child dies with it.
+    serve_common::start_run(&client, &sleeper(false)).await;
+    let server_pid = server.child.id();
+    eventually("the server starts its child", || {
+        children(server_pid).iter().any(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|cmd| cmd.starts_with("/bin/sleep"))
+        })
+    });
+    let child = children(server_pid)
+        .into_iter()
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|cmd| cmd.starts_with("/bin/sleep"))
+        })
+        .unwrap();
+    server.signal(libc::SIGKILL);
+    drop(server);
+    eventually("the server's child dies with it", || !alive(child));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,6 @@
 //! Telemetry, end to end: the real `shipsec` binary exports OTLP to an in-test receiver
 //! (`tests/otlp`) that decodes the wire format, and the tests check the spans and
-//! metrics against the contract of DESIGN.md (Observability):
+//! metrics against the contract of docs/operations.md:
 //! - one trace per run: a root `workflow.run` span, one `workflow.node` span per node
 //!   (child of the run span, linked to the node spans of the parents that triggered it),
 //!   one `workflow.node.attempt` span per attempt (child of its node span);

@@ -2,7 +2,7 @@
 //!
 //! Telemetry installs a global subscriber, so this file holds one test (one per test
 //! binary). It runs on a multi-thread runtime: the exporter flushes from `shutdown()`,
-//! which delivers nothing on a current-thread runtime (DESIGN.md, facts that bite).
+//! which delivers nothing on a current-thread runtime (opentelemetry-sdk's batch exporter).
 
 mod common;
 mod otlp;

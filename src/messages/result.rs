@@ -1,4 +1,4 @@
-//! The run result (DESIGN.md, Interfaces) and the run snapshot served while it runs.
+//! The run result (docs/api.md, `GET /v1/runs/{id}/result`) and the run snapshot served while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

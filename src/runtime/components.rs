@@ -2,8 +2,8 @@
 //!
 //! A component gets an immutable [`ExecutionContext`] and returns a [`ComponentOutput`] or
 //! a [`ComponentError`] (a type, a message and a retryable flag). It never sees actors or
-//! the graph; cancellation reaches it through the context's token. The built-ins of
-//! DESIGN.md live in [`builtin`]; the registry that names them is
+//! the graph; cancellation reaches it through the context's token. The built-in
+//! components live in [`builtin`]; the registry that names them is
 //! [`crate::runtime::components::registry`].
 
 pub mod builtin;
@@ -219,7 +219,7 @@ pub trait Component: Send + Sync + 'static {
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult>;
 }
 
-/// The built-in components of DESIGN.md.
+/// The built-in components.
 pub fn builtins() -> Vec<Arc<dyn Component>> {
     builtin::all()
 }

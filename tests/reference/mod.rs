@@ -53,7 +53,7 @@
 //!   first parent (arrival order) the join saw end FAILED with an `error` edge to the
 //!   node, whether or not that edge decided the join.
 //! - §7: only attempt counting; no delays (the generated policies have interval 0).
-//! - Built-ins are modelled from their documented behaviour (DESIGN.md, Components):
+//! - Built-ins are modelled from their documented behaviour (docs/semantics.md):
 //!   settings are read inputs-first, then params; an entrypoint outputs its inputs (the
 //!   generated ones declare no `runtimeInputs`). `core.process` runs code the reference
 //!   cannot read, so it knows one command only, the kill test's (`tests/durable_process.rs`):

@@ -1,4 +1,4 @@
-//! The built-in components (DESIGN.md, Components): entrypoint, echo, sleep, fail, flaky,
+//! The built-in components (documented in docs/semantics.md): entrypoint, echo, sleep, fail, flaky,
 //! branch, and `core.process` from [`super::process`]. Each is a unit struct with its metadata and an `execute` that only
 //! reads its context. Waiting is always cancellable through the context's token.
 

@@ -184,7 +184,7 @@ impl ComponentRegistry {
         ComponentRegistry::default()
     }
 
-    /// A registry holding the built-in components (DESIGN.md, Components).
+    /// A registry holding the built-in components (documented in docs/semantics.md and docs/shipsec.md).
     pub fn with_builtins() -> ComponentRegistry {
         let mut registry = ComponentRegistry::empty();
         for component in components::builtins() {
