@@ -870,6 +870,7 @@ fn plan_of(args: &SupervisorArgs, slots: Option<&SlotLink>) -> Arc<RunPlan> {
         seed: args.seed,
         queued,
         metrics: args.metrics.enabled(),
+        retry_lost_attempts: args.config.resume.retry_lost_attempts,
     });
     #[cfg(feature = "chaos")]
     crate::chaos::record_plan(&plan);

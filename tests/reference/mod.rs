@@ -141,6 +141,9 @@ pub struct Timing {
     /// Attempts lost to an engine restart (`RESUMED` events' `lostAttempts`): each failed
     /// with a retryable `CrashError`, as §8 has a dead node's attempt fail.
     pub lost: HashSet<(NodeIx, u32)>,
+    /// Tries such a loss gets beyond the node's `maxAttempts` (`resume.retryLostAttempts`,
+    /// the engine's default unless a test sets it).
+    pub retry_lost: u32,
 }
 
 /// Whether a failure of `ix` is handled (§4: it has an outgoing `error` edge).
@@ -260,6 +263,9 @@ impl Timing {
             withdrawn,
             cutoff,
             lost,
+            retry_lost: shipsec_orchestrator::EngineConfig::default()
+                .resume
+                .retry_lost_attempts,
         })
     }
 
@@ -579,11 +585,13 @@ fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object, timing: &Timing) -> 
     let policy = &node.retry;
     let mut n = 1;
     loop {
-        let outcome = if timing.lost.contains(&(ix, n)) {
+        let lost = timing.lost.contains(&(ix, n));
+        let outcome = if lost {
             Err(failure("CrashError", true))
         } else {
             attempt(&node.component_id, &node.params, inputs, n)
         };
+        let budget = policy.max_attempts + if lost { timing.retry_lost } else { 0 };
         match outcome {
             Ok((output, active_ports)) => {
                 return NodeEnd {
@@ -599,7 +607,7 @@ fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object, timing: &Timing) -> 
             Err(f) => {
                 let never = ["InputError", "ValidationError"].contains(&f.error_type.as_str())
                     || policy.non_retryable_error_types.contains(&f.error_type);
-                if f.retryable && !never && n < policy.max_attempts {
+                if f.retryable && !never && n < budget {
                     n += 1;
                     continue;
                 }

@@ -44,6 +44,26 @@ pub struct ComponentLimits {
     pub queue: Option<String>,
 }
 
+/// What a resumed run does with the attempts an engine death took (`resume`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResumeConfig {
+    /// Extra tries an attempt lost to an engine death gets beyond the node's own retry
+    /// budget: such a loss is retried while its attempt number is below the policy's
+    /// `maxAttempts` plus this, an extra try at once (no backoff). 0 keeps the node's budget alone (a node without a retry
+    /// policy then fails with `CrashError`). At least once: a component's side effects
+    /// may happen twice, under the same `SHIPSEC_ATTEMPT_ID`.
+    pub retry_lost_attempts: u32,
+}
+
+impl Default for ResumeConfig {
+    fn default() -> ResumeConfig {
+        ResumeConfig {
+            retry_lost_attempts: 1,
+        }
+    }
+}
+
 /// How the coordinator keeps track of remote workers (`workers:` in the configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -100,6 +120,8 @@ pub struct EngineConfig {
     pub service: ServiceConfig,
     /// Remote workers' heartbeats and leases.
     pub workers: WorkerConfig,
+    /// What a run resumed after an engine death does with the attempts it lost.
+    pub resume: ResumeConfig,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +138,7 @@ impl Default for EngineConfig {
             journal: JournalConfig::default(),
             service: ServiceConfig::default(),
             workers: WorkerConfig::default(),
+            resume: ResumeConfig::default(),
         }
     }
 }

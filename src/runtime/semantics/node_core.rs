@@ -31,7 +31,7 @@ use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::semantics::join::{JoinDecision, JoinState};
 use crate::runtime::semantics::outcome::Terminal;
 use crate::runtime::semantics::plan::RunPlan;
-use crate::runtime::semantics::retry::{Jitter, delay_after, should_retry};
+use crate::runtime::semantics::retry::{Jitter, delay_after, should_retry_beyond};
 use crate::runtime::semantics::shipsec;
 use crate::runtime::semantics::time::Time;
 
@@ -64,6 +64,9 @@ pub enum ResumeAt {
         attempt: u32,
         /// Its error.
         error: ComponentError,
+        /// Whether the engine died with it (a restart), rather than its node actor: it
+        /// then gets the plan's `retry_lost_attempts` beyond the node's budget.
+        lost: bool,
     },
     /// Attempt `attempt` was waiting for slots: it queues again.
     Requeue {
@@ -300,13 +303,22 @@ impl NodeCore {
             first_started: started.first_started,
         };
         match resume.attempt {
-            ResumeAt::Crashed { attempt, error } => {
+            ResumeAt::Crashed {
+                attempt,
+                error,
+                lost,
+            } => {
                 let step = Step::Running {
                     attempt,
                     cancelling: None,
                 };
                 self.phase = Phase::Active { fired, step };
-                self.after_failure(attempt, error, now);
+                let extra = if lost {
+                    self.plan.retry_lost_attempts
+                } else {
+                    0
+                };
+                self.after_failure_beyond(attempt, error, extra, now);
             }
             ResumeAt::Requeue { attempt } => {
                 let step = Step::Queued { attempt };
@@ -574,15 +586,26 @@ impl NodeCore {
 
     /// Retries per policy and budget, or ends FAILED.
     fn after_failure(&mut self, attempt: u32, error: ComponentError, now: Time) {
+        self.after_failure_beyond(attempt, error, 0, now);
+    }
+
+    /// As [`NodeCore::after_failure`], with `extra` tries beyond the policy's budget.
+    fn after_failure_beyond(&mut self, attempt: u32, error: ComponentError, extra: u32, now: Time) {
         let Phase::Active { fired, .. } = &self.phase else {
             return;
         };
         let first_started = fired.first_started;
         let policy = &self.plan.graph.node(self.ix).retry;
-        if !should_retry(policy, attempt, &error) {
+        if !should_retry_beyond(policy, attempt, &error, extra) {
             return self.fail(attempt, error);
         }
-        let delay = delay_after(policy, attempt, &error, self.jitter.after(attempt));
+        // An extra try (beyond the policy's budget) repeats work an engine death took, not
+        // a failure of the component: it starts at once.
+        let delay = if attempt >= policy.max_attempts {
+            Duration::ZERO
+        } else {
+            delay_after(policy, attempt, &error, self.jitter.after(attempt))
+        };
         if let Some(total) = self.node().total_timeout
             && now.since(first_started) + delay >= total
         {
@@ -941,6 +964,65 @@ mod tests {
         assert_eq!((end.terminal, end.attempts), (Terminal::Failed, 3));
         assert_eq!(effects.last(), Some(&NodeEffect::Stop));
         assert!(core.has_ended());
+    }
+
+    /// A node respawned after its attempt `attempt` was lost (`lost`: to an engine restart).
+    fn resumed_after_loss(plan: Arc<RunPlan>, attempt: u32, lost: bool) -> Vec<NodeEffect> {
+        let mut core = NodeCore::new(plan, NodeIx(0));
+        let started = StartReport {
+            node: NodeIx(0),
+            attempt,
+            triggered_by: Arc::from(Vec::new()),
+            withdraw: false,
+            failure: None,
+            inputs: Arc::new(JsonObject::new()),
+            first_started: Time::ZERO,
+        };
+        let resume = Resume {
+            attempt: ResumeAt::Crashed {
+                attempt,
+                error: crash("the engine restarted"),
+                lost,
+            },
+            started,
+        };
+        core.apply(
+            NodeFact::Spawned(NodeStart::Resumed(Box::new(resume))),
+            Time::from_micros(10),
+        )
+    }
+
+    fn ended(effects: &[NodeEffect]) -> Option<(Terminal, u32)> {
+        effects.iter().find_map(|e| match e {
+            NodeEffect::Report(NodeReport::Ended(end)) => Some((end.terminal, end.attempts)),
+            _ => None,
+        })
+    }
+
+    fn retried(effects: &[NodeEffect]) -> bool {
+        effects
+            .iter()
+            .any(|e| matches!(e, NodeEffect::Report(NodeReport::Retrying(_))))
+    }
+
+    #[test]
+    fn an_attempt_lost_to_a_restart_gets_retry_lost_attempts_beyond_the_budget() {
+        const ONCE: &str = r#"{"ref": "a", "componentId": "core.echo"}"#;
+        // No retry policy (one attempt), the default of one extra try: retried once.
+        assert!(retried(&resumed_after_loss(plan(ONCE), 1, true)));
+        // The extra try lost too: the budget (1 + 1) is spent.
+        let effects = resumed_after_loss(plan(ONCE), 2, true);
+        assert_eq!(ended(&effects), Some((Terminal::Failed, 2)), "{effects:#?}");
+        // A node actor's death is no restart: the node's own budget alone.
+        let effects = resumed_after_loss(plan(ONCE), 1, false);
+        assert_eq!(ended(&effects), Some((Terminal::Failed, 1)), "{effects:#?}");
+        // retryLostAttempts 0 keeps the old rule.
+        let mut strict = (*plan(ONCE)).clone();
+        strict.retry_lost_attempts = 0;
+        let effects = resumed_after_loss(Arc::new(strict), 1, true);
+        assert_eq!(ended(&effects), Some((Terminal::Failed, 1)), "{effects:#?}");
+        // With a policy of 3, a loss at attempt 3 still gets its extra try.
+        assert!(retried(&resumed_after_loss(plan(FLAKY), 3, true)));
     }
 
     #[test]

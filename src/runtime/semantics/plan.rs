@@ -10,7 +10,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
 
 /// One run's immutable facts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RunPlan {
     /// Run id.
     pub run_id: Arc<str>,
@@ -30,6 +30,8 @@ pub struct RunPlan {
     pub queued: Vec<bool>,
     /// Whether the run records metrics (when none are exported, the core returns none).
     pub metrics: bool,
+    /// Extra tries of an attempt lost to an engine restart (`resume.retryLostAttempts`).
+    pub retry_lost_attempts: u32,
 }
 
 impl RunPlan {
@@ -53,6 +55,8 @@ impl RunPlan {
             seed: RunPlan::seed_for(run_id),
             queued: Vec::new(),
             metrics: false,
+            // A replay folds decisions already taken; it takes none of its own.
+            retry_lost_attempts: 0,
         }
     }
 
@@ -98,6 +102,7 @@ impl RunPlan {
             max_output_bytes: 1 << 20,
             cancel_grace: Duration::from_secs(1),
             seed,
+            retry_lost_attempts: 1,
             metrics: false,
         })
     }

@@ -48,8 +48,19 @@ pub const NEVER_RETRIED: [&str; 2] = [INPUT_ERROR, VALIDATION_ERROR];
 
 /// Whether a failed attempt number `attempt` (from 1) is followed by another.
 pub fn should_retry(policy: &RetryPolicy, attempt: u32, error: &ComponentError) -> bool {
+    should_retry_beyond(policy, attempt, error, 0)
+}
+
+/// As [`should_retry`], with `extra` attempts beyond the policy's `max_attempts` (an
+/// attempt lost to an engine restart: `resume.retryLostAttempts`).
+pub fn should_retry_beyond(
+    policy: &RetryPolicy,
+    attempt: u32,
+    error: &ComponentError,
+    extra: u32,
+) -> bool {
     let kind = error.error_type.as_str();
-    if attempt >= policy.max_attempts
+    if attempt >= policy.max_attempts.saturating_add(extra)
         || NEVER_RETRIED.contains(&kind)
         || policy.non_retryable_error_types.iter().any(|t| t == kind)
     {

@@ -414,7 +414,7 @@ impl RunCore {
                     node,
                     generation,
                     cause,
-                } => self.on_node_died(node, generation, cause, now),
+                } => self.on_node_died(node, generation, cause, false, now),
                 RunFact::Placed(placed) => self.on_placed(placed),
                 RunFact::CancelRequested(kind) => {
                     let (reason, grace) = match kind {
@@ -938,7 +938,14 @@ impl RunCore {
 
     /// A node actor exited and no end of it was recorded: it died. A stopping run (or a
     /// lost race) ends it CANCELLED; otherwise it is respawned where it was.
-    fn on_node_died(&mut self, node: NodeIx, generation: u32, cause: String, now: Time) {
+    fn on_node_died(
+        &mut self,
+        node: NodeIx,
+        generation: u32,
+        cause: String,
+        restart: bool,
+        now: Time,
+    ) {
         match &mut self.slots[node.ix()] {
             Slot::Ended(ended) if ended.exiting == Some(generation) => {
                 ended.exiting = None;
@@ -975,6 +982,7 @@ impl RunCore {
                 attempt: ResumeAt::Crashed {
                     attempt: started.attempt,
                     error: crash(cause),
+                    lost: restart,
                 },
                 started,
             })),
@@ -1008,7 +1016,7 @@ impl RunCore {
         }
         self.emit_resumed(&lost, now);
         for (node, generation) in live {
-            self.on_node_died(node, generation, RESTART_CAUSE.into(), now);
+            self.on_node_died(node, generation, RESTART_CAUSE.into(), true, now);
         }
         match &self.phase {
             RunPhase::Running => {
@@ -1503,10 +1511,13 @@ mod tests {
         };
         assert_eq!((node, generation), (NodeIx(0), 1));
         assert_eq!(*resume.started.inputs, inputs, "the inputs travel with it");
-        assert!(matches!(
-            &resume.attempt,
-            ResumeAt::Crashed { attempt: 1, error } if error.error_type == crate::runtime::components::CRASH_ERROR
-        ));
+        assert!(
+            matches!(
+                &resume.attempt,
+                ResumeAt::Crashed { attempt: 1, error, lost: false } if error.error_type == crate::runtime::components::CRASH_ERROR
+            ),
+            "an actor's death is no engine restart: no extra try"
+        );
         // The dead actor's exit, seen again, changes nothing now that it was replaced.
         assert!(core.apply(exited(0), Time::from_micros(40)).is_empty());
         assert!(core.apply(died, Time::from_micros(40)).is_empty());
