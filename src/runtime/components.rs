@@ -180,6 +180,11 @@ pub struct ComponentError {
     pub message: String,
     /// Whether the retry policy may retry it.
     pub retryable: bool,
+    /// The attempt was lost with the worker that ran it (set by the coordinator, never by
+    /// a component or a worker; not serialised): like an attempt an engine restart took,
+    /// it gets `resume.retryLostAttempts` tries beyond the node's budget.
+    #[serde(skip)]
+    pub lost: bool,
 }
 
 impl ComponentError {
@@ -189,6 +194,15 @@ impl ComponentError {
             error_type: error_type.to_owned(),
             message: message.into(),
             retryable: true,
+            lost: false,
+        }
+    }
+
+    /// The `CrashError` of an attempt lost with the worker that ran it.
+    pub fn lost_with_worker(message: impl Into<String>) -> ComponentError {
+        ComponentError {
+            lost: true,
+            ..ComponentError::retryable(CRASH_ERROR, message)
         }
     }
 
@@ -198,6 +212,7 @@ impl ComponentError {
             error_type: error_type.to_owned(),
             message: message.into(),
             retryable: false,
+            lost: false,
         }
     }
 

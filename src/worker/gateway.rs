@@ -439,7 +439,7 @@ fn deliver_lost(state: &mut State, lost: Vec<Lost>) {
         if let Some(mut pending) = state.pending.remove(&l.attempt) {
             pending.span.lost(&l.reason);
             if let Some(to) = pending.outcome.take() {
-                let _ = to.send(Err(ComponentError::retryable(CRASH_ERROR, l.reason)));
+                let _ = to.send(Err(ComponentError::lost_with_worker(l.reason)));
             }
         }
     }
@@ -654,6 +654,7 @@ fn outcome_of(outcome: Option<Outcome>) -> Result<ComponentResult, Status> {
                 error_type: f.r#type,
                 message: f.message,
                 retryable: f.retryable,
+                lost: false,
             }))
         }
     }

@@ -238,6 +238,7 @@ impl Component for Fail {
                 error_type: error_type.to_owned(),
                 message: message.to_owned(),
                 retryable,
+                lost: false,
             })
         }
         .boxed()

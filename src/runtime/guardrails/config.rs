@@ -44,11 +44,12 @@ pub struct ComponentLimits {
     pub queue: Option<String>,
 }
 
-/// What a resumed run does with the attempts an engine death took (`resume`).
+/// What a run does with the attempts an engine or worker death took (`resume`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ResumeConfig {
-    /// Extra tries an attempt lost to an engine death gets beyond the node's own retry
+    /// Extra tries an attempt lost to an engine death (found on resume) or to its worker's
+    /// death (its lease expired, its worker gone) gets beyond the node's own retry
     /// budget: such a loss is retried while its attempt number is below the policy's
     /// `maxAttempts` plus this, an extra try at once (no backoff). 0 keeps the node's budget alone (a node without a retry
     /// policy then fails with `CrashError`). At least once: a component's side effects

@@ -96,6 +96,7 @@ fn component_error(e: &ErrorRecord) -> ComponentError {
         error_type: e.error_type.clone(),
         message: e.message.clone(),
         retryable: e.retryable,
+        lost: false,
     }
 }
 

@@ -561,7 +561,14 @@ impl NodeCore {
                 };
                 self.end(Terminal::Completed, detail);
             }
-            Err(error) => self.after_failure(attempt, error, now),
+            Err(error) => {
+                let extra = if error.lost {
+                    self.plan.retry_lost_attempts
+                } else {
+                    0
+                };
+                self.after_failure_beyond(attempt, error, extra, now);
+            }
         }
     }
 
@@ -585,11 +592,8 @@ impl NodeCore {
     }
 
     /// Retries per policy and budget, or ends FAILED.
-    fn after_failure(&mut self, attempt: u32, error: ComponentError, now: Time) {
-        self.after_failure_beyond(attempt, error, 0, now);
-    }
-
-    /// As [`NodeCore::after_failure`], with `extra` tries beyond the policy's budget.
+    /// After attempt `attempt` failed with `error`: a retry (the policy's budget plus
+    /// `extra` tries for an attempt an engine or worker death took) or the node's end.
     fn after_failure_beyond(&mut self, attempt: u32, error: ComponentError, extra: u32, now: Time) {
         let Phase::Active { fired, .. } = &self.phase else {
             return;
@@ -1023,6 +1027,27 @@ mod tests {
         assert_eq!(ended(&effects), Some((Terminal::Failed, 1)), "{effects:#?}");
         // With a policy of 3, a loss at attempt 3 still gets its extra try.
         assert!(retried(&resumed_after_loss(plan(FLAKY), 3, true)));
+        // An attempt lost with its worker gets the same extra try; a crash a component
+        // reports itself does not.
+        for (error, retries) in [
+            (ComponentError::lost_with_worker("lost worker `w1`"), true),
+            (crash("a panic"), false),
+        ] {
+            let mut core = NodeCore::new(plan(ONCE), NodeIx(0));
+            core.apply(
+                NodeFact::Spawned(NodeStart::Reached(Vec::new())),
+                Time::ZERO,
+            );
+            let outcome = Err(error);
+            let effects = core.apply(
+                NodeFact::AttemptFinished {
+                    attempt: 1,
+                    outcome,
+                },
+                Time::from_micros(5),
+            );
+            assert_eq!(retried(&effects), retries, "{effects:#?}");
+        }
     }
 
     #[test]
