@@ -372,7 +372,7 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
 
 /// Tokens under 16 bytes guard nothing on a port other hosts reach: refused there.
 fn refuse_weak_tokens(tokens: &[String], addrs: &[ListenAddr]) -> Result<()> {
-    if addrs.iter().any(|a| !a.is_local()) && tokens.iter().any(|t| is_weak(t)) {
+    if addrs.iter().any(|a| !a.is_local()) && tokens.iter().any(|t| is_weak(t.as_bytes())) {
         bail!(Usage(format!(
             "an API token is shorter than {MIN_TOKEN_BYTES} bytes: refused on a listener other hosts reach (use a long random token)"
         )));

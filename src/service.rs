@@ -33,7 +33,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
@@ -42,7 +41,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::handle::Handle;
-use crate::net::guard::{Tracked, connection_of};
+use crate::net::guard::TrackLayer;
 use crate::runtime::guardrails::service::ServiceConfig;
 use crate::service::error::{ApiError, ErrorCode};
 
@@ -201,7 +200,7 @@ impl Service {
                 state.shared.config.max_body_bytes,
                 declared_length,
             ))
-            .layer(middleware::from_fn(track))
+            .layer(TrackLayer)
             .with_state(state)
     }
 }
@@ -209,17 +208,6 @@ impl Service {
 /// The run view's page.
 async fn page(State(state): State<AppState>) -> Response {
     ui::page(state.shared.page.clone())
-}
-
-/// Counts the request on its connection until its response's body has ended, so that a
-/// long `?wait` or event stream is never taken for an idle connection (`net::guard`).
-async fn track(request: Request, next: Next) -> Response {
-    let guard = connection_of(&request).map(|c| c.request_started());
-    let response = next.run(request).await;
-    match guard {
-        Some(guard) => response.map(|body| Body::new(Tracked::new(body, Some(guard)))),
-        None => response,
-    }
 }
 
 /// 413 `PAYLOAD_TOO_LARGE` at once for a request whose `Content-Length` is over `limit`,

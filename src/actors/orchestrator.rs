@@ -34,6 +34,7 @@ use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
+use crate::runtime::definition::limits::json_len_within;
 use crate::runtime::definition::parse::{Format, parse_definition};
 use crate::runtime::definition::validate::validate;
 use crate::runtime::guardrails::config::EngineConfig;
@@ -257,7 +258,8 @@ impl Actor for OrchestratorActor {
                 result,
                 trace_id,
                 events,
-            } => run_ended(state, result, trace_id, events),
+                bytes,
+            } => run_ended(state, result, trace_id, events, bytes),
             // The limiter answers the handle directly.
             OrchestratorMsg::SlotsIdle(reply) => state.limiter.ask(Question::Idle(reply)),
             OrchestratorMsg::Slots(reply) => state.limiter.ask(Question::Stats(reply)),
@@ -588,11 +590,6 @@ fn new_info(
     }
 }
 
-/// The trace id a W3C `traceparent` names, if it is valid.
-pub(crate) fn trace_id_of_traceparent(traceparent: &str) -> Option<String> {
-    crate::runtime::telemetry::traceparent_trace_id(traceparent)
-}
-
 /// Records a run the journal holds as finished, its result and trace replayed.
 fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(), String> {
     let accepted = &log.header.accepted;
@@ -608,12 +605,15 @@ fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(),
     ));
     let (result, events) = replay::finished_run(plan.clone(), &log.facts)
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
-    let weight = Weight::of(&result, &events);
+    let weight = Weight {
+        nodes: result.nodes.len(),
+        bytes: retained_bytes(&result, &events),
+    };
     let (result_tx, _) = watch::channel(Some(result.clone()));
     let trace_id = options
         .traceparent
         .as_deref()
-        .and_then(trace_id_of_traceparent);
+        .and_then(crate::runtime::telemetry::traceparent_trace_id);
     let info = new_info(state, &plan.graph, result.started_at, trace_id);
     let entry = RunEntry::Done {
         result,
@@ -932,6 +932,7 @@ fn run_ended(
     result: Arc<RunResult>,
     trace_id: Option<String>,
     events: Arc<Vec<TraceEvent>>,
+    bytes: usize,
 ) {
     let run_id = result.run_id.clone();
     if !matches!(state.runs.get(&run_id), Some(RunEntry::Live { .. })) {
@@ -946,7 +947,10 @@ fn run_ended(
         return;
     };
     state.live -= 1;
-    let weight = Weight::of(&result, &events);
+    let weight = Weight {
+        nodes: result.nodes.len(),
+        bytes,
+    };
     info.trace_id = trace_id;
     state.runs.insert(
         run_id.clone(),
@@ -974,31 +978,13 @@ struct Weight {
     bytes: usize,
 }
 
-impl Weight {
-    fn of(result: &RunResult, events: &[TraceEvent]) -> Weight {
-        Weight {
-            nodes: result.nodes.len(),
-            bytes: json_len(result) + json_len(events),
-        }
-    }
-}
-
-/// The length of `value`'s JSON, counted without keeping the text.
-fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Writing into the counter never fails, and these types always serialise.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
+/// What a finished run's result (inputs and outputs included) and trace take as JSON:
+/// measured by its supervisor as the run ends (not here, where every run's end passes),
+/// and here for runs read back from the journal.
+pub(crate) fn retained_bytes(result: &RunResult, events: &[TraceEvent]) -> usize {
+    let len = |v: Option<usize>| v.unwrap_or(usize::MAX);
+    len(json_len_within(result, usize::MAX))
+        .saturating_add(len(json_len_within(events, usize::MAX)))
 }
 
 /// Keeps `run_id` for queries and forgets the oldest finished runs past `retainedRuns`

@@ -826,6 +826,7 @@ impl SupervisorState {
         if let Some(orchestrator) = &self.orchestrator {
             // An orchestrator that is gone has no registry left to update.
             let _ = orchestrator.cast(OrchestratorMsg::RunEnded {
+                bytes: crate::actors::orchestrator::retained_bytes(&result, &events),
                 result: result.clone(),
                 trace_id: self.trace_id.clone(),
                 events,
@@ -904,7 +905,7 @@ fn trace_id_of(span: &tracing::Span, traceparent: Option<&str>) -> Option<String
             return Some(span_context.trace_id().to_string());
         }
     }
-    traceparent.and_then(crate::actors::orchestrator::trace_id_of_traceparent)
+    traceparent.and_then(crate::runtime::telemetry::traceparent_trace_id)
 }
 
 /// The run span's final status.

@@ -211,6 +211,9 @@ pub(crate) enum OrchestratorMsg {
         trace_id: Option<String>,
         /// Every event of the run.
         events: Arc<Vec<crate::messages::event::TraceEvent>>,
+        /// What the result and the events take as JSON (the orchestrator's bound on the
+        /// finished runs it keeps, `retainedBytes`).
+        bytes: usize,
     },
     /// From a handle: queue depth and active attempts, engine-wide.
     Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),

@@ -22,16 +22,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::{Request, Response};
+use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
 
 use crate::runtime::guardrails::connections::ConnectionLimits;
 
@@ -112,7 +114,6 @@ fn millis(d: Duration) -> u64 {
 pub struct Connection {
     born: Instant,
     local: Local,
-    peer: Option<SocketAddr>,
     timeouts: Timeouts,
     activity: Mutex<Activity>,
     /// The socket's reader, woken when a request ends (its deadline comes back).
@@ -120,11 +121,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(local: Local, peer: Option<SocketAddr>, timeouts: Timeouts, open: bool) -> Connection {
+    fn new(local: Local, timeouts: Timeouts, open: bool) -> Connection {
         Connection {
             born: Instant::now(),
             local,
-            peer,
             timeouts,
             activity: Mutex::new(Activity {
                 authenticated: open,
@@ -146,11 +146,6 @@ impl Connection {
     /// Where the connection came in.
     pub fn local(&self) -> Local {
         self.local
-    }
-
-    /// The peer's address (TCP only).
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
     }
 
     /// A request on this connection carried an accepted token.
@@ -221,11 +216,6 @@ pub struct Guarded<Io> {
 }
 
 impl<Io> Guarded<Io> {
-    /// The connection's shared state.
-    pub fn connection(&self) -> &Arc<Connection> {
-        &self.conn
-    }
-
     /// `Pending` until the deadline, then the error that closes the connection. The
     /// reader's waker is kept so that the end of a request re-arms the timer.
     fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -373,16 +363,6 @@ impl Slots {
             cap,
         }
     }
-
-    /// The cap.
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.cap - self.free.available_permits()
-    }
 }
 
 /// A listener that accepts under a cap and hands out [`Guarded`] sockets.
@@ -396,7 +376,7 @@ pub struct GuardedListener<L> {
     /// Written to a connection refused for the cap (nothing: it is just closed).
     refusal: &'static [u8],
     /// When an accept error was last reported (they are reported once a second at most).
-    reported: AtomicU64,
+    reported: Option<Instant>,
 }
 
 impl<L: RawListener> GuardedListener<L> {
@@ -408,7 +388,7 @@ impl<L: RawListener> GuardedListener<L> {
             timeouts,
             open,
             refusal: b"",
-            reported: AtomicU64::new(0),
+            reported: None,
         }
     }
 
@@ -416,11 +396,6 @@ impl<L: RawListener> GuardedListener<L> {
     pub fn refusing_with(mut self, answer: &'static [u8]) -> GuardedListener<L> {
         self.refusal = answer;
         self
-    }
-
-    /// Where it listens.
-    pub fn local(&self) -> Local {
-        self.inner.local()
     }
 
     /// The next connection within the cap. Connections past it are answered and closed
@@ -442,7 +417,6 @@ impl<L: RawListener> GuardedListener<L> {
             };
             let conn = Arc::new(Connection::new(
                 self.inner.local(),
-                peer,
                 self.timeouts,
                 self.open,
             ));
@@ -457,19 +431,17 @@ impl<L: RawListener> GuardedListener<L> {
         }
     }
 
-    async fn accept_failed(&self, e: &io::Error) {
+    async fn accept_failed(&mut self, e: &io::Error) {
         let exhausted = matches!(
             e.raw_os_error(),
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
         );
-        let now = millis(
-            std::time::SystemTime::UNIX_EPOCH
-                .elapsed()
-                .unwrap_or_default(),
-        );
-        let last = self.reported.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1_000 {
-            self.reported.store(now, Ordering::Relaxed);
+        let now = Instant::now();
+        if self
+            .reported
+            .is_none_or(|last| now - last >= Duration::from_secs(1))
+        {
+            self.reported = Some(now);
             tracing::warn!(target: "shipsec::net", error = %e, "accepting a connection failed");
         }
         if exhausted {
@@ -547,6 +519,48 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Counts each request on its connection until its response's body ends, so that a long
+/// poll, a `?wait` or an event stream is never taken for an idle connection. Both ports
+/// put it outermost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track(inner)
+    }
+}
+
+/// [`TrackLayer`]'s service.
+#[derive(Debug, Clone)]
+pub struct Track<S>(S);
+
+impl<S, B, R> Service<Request<B>> for Track<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Tracked<R>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Tracked<R>>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let guard = connection_of(&request).map(|c| c.request_started());
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Tracked::new(body, guard)))
+        })
     }
 }
 

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::messages::limiter::RemotePools;
-use crate::net::bearer::{MIN_TOKEN_BYTES, TokenSet, bearer};
-use crate::net::guard::{Guarded, GuardedListener, Slots};
+use crate::net::bearer::{TokenSet, bearer, is_weak};
+use crate::net::guard::{Guarded, GuardedListener, Slots, TrackLayer};
 use crate::runtime::components::builtin::CANCELLED_ERROR;
 use crate::runtime::components::process::check_policy;
 use crate::runtime::components::registry::{ComponentMeta, RemoteHost};
@@ -43,7 +43,7 @@ use crate::runtime::guardrails::config::WorkerConfig;
 use crate::runtime::guardrails::needs::remote_pool;
 use crate::runtime::guardrails::service::{PROCESS_COMPONENT, ProcessPolicy};
 use crate::runtime::semantics::time::Time;
-use crate::worker::layers::{PreAuthLayer, TrackLayer};
+use crate::worker::layers::PreAuthLayer;
 use crate::worker::lease::{Cancelled, LeaseBook, Lost, UnknownWorker, Verdict, WorkerSpec};
 use crate::worker::proto::{self, complete_request::Outcome, worker_server};
 use crate::worker::{PROTOCOL_VERSION, traceparent_of};
@@ -104,7 +104,7 @@ impl WorkerTokens {
     pub fn weak_owner(&self) -> Option<&str> {
         self.0
             .tokens()
-            .find(|(token, _)| token.len() < MIN_TOKEN_BYTES)
+            .find(|(token, _)| is_weak(token))
             .map(|(_, owner)| &**owner)
     }
 }

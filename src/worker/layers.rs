@@ -1,6 +1,6 @@
-//! What every call to the worker port passes before its message is decoded: it is counted
-//! on its connection until its response ends ([`Track`], so a long poll is never taken for
-//! an idle connection), and its bearer token is checked ([`PreAuth`]): a call without a
+//! What every call to the worker port passes before its message is decoded (after
+//! `net::guard::TrackLayer`, which counts it on its connection): its bearer token is
+//! checked ([`PreAuth`]): a call without a
 //! token the coordinator knows is answered `UNAUTHENTICATED` before a byte of its body is
 //! read, so a peer without a token cannot make the coordinator decode (and hold) messages
 //! of up to 64 MiB. Which worker the token speaks for is checked after decoding, against
@@ -13,48 +13,8 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use crate::net::bearer::bearer;
-use crate::net::guard::{Tracked, connection_of};
+use crate::net::guard::connection_of;
 use crate::worker::gateway::WorkerTokens;
-
-/// Counts each call on its connection until its response's body ends.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrackLayer;
-
-impl<S> Layer<S> for TrackLayer {
-    type Service = Track<S>;
-
-    fn layer(&self, inner: S) -> Track<S> {
-        Track(inner)
-    }
-}
-
-/// [`TrackLayer`]'s service.
-#[derive(Debug, Clone)]
-pub struct Track<S>(S);
-
-impl<S, B, R> Service<Request<B>> for Track<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<Tracked<R>>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Tracked<R>>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let guard = connection_of(&request).map(|c| c.request_started());
-        let answer = self.0.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|body| Tracked::new(body, guard)))
-        })
-    }
-}
 
 /// Refuses a call whose token is none of the workers' before its body is read.
 #[derive(Debug, Clone)]

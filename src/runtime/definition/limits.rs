@@ -427,6 +427,31 @@ fn short(key: &str) -> String {
     format!("{}…", &key[..end])
 }
 
+/// The length of `value` as JSON, counted without keeping the text; `None` once it
+/// passes `limit` (the serialisation stops there).
+pub fn json_len_within<T: Serialize + ?Sized>(value: &T, limit: usize) -> Option<usize> {
+    struct Counter {
+        bytes: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, limit };
+    // JSON values and the engine's records always serialise: only the limit stops it.
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,8 @@ struct Batch<'a> {
     end: usize,
     seqno: u64,
     items: Vec<Item<'a>>,
+    /// [`number_in`] its items.
+    number: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,18 +76,13 @@ struct Item<'a> {
     value: &'a [u8],
 }
 
-impl Batch<'_> {
-    /// The store's batch number, when this batch is one of the store's own.
-    fn number(&self) -> Option<(u64, u64)> {
-        self.items.iter().find_map(|i| {
-            (i.key == super::store::BATCH_KEY && i.value.len() == 8).then(|| {
-                (
-                    i.keyspace,
-                    u64::from_be_bytes(i.value.try_into().unwrap_or([0; 8])),
-                )
-            })
-        })
-    }
+/// The store's batch number in `items` (its `#` key, 8 bytes big-endian) with the
+/// keyspace holding it, when the batch is one of the store's own.
+fn number_in(items: &[Item<'_>]) -> Option<(u64, u64)> {
+    items.iter().find_map(|i| {
+        let value: [u8; 8] = i.value.try_into().ok()?;
+        (i.key == super::store::BATCH_KEY).then(|| (i.keyspace, u64::from_be_bytes(value)))
+    })
 }
 
 /// The log files of the database in `db_dir`, oldest first.
@@ -129,7 +126,7 @@ pub(crate) fn scan(db_dir: &Path) -> std::io::Result<Scan> {
             }
             let why = match read_batch(&bytes, at) {
                 Ok(batch) if ours.in_order(&batch) => {
-                    if let Some((_, n)) = batch.number() {
+                    if let Some((_, n)) = batch.number {
                         found.last_whole = Some(n);
                     }
                     at = batch.end;
@@ -158,7 +155,7 @@ pub(crate) fn scan(db_dir: &Path) -> std::io::Result<Scan> {
                 if damage.followed_at.is_none() {
                     damage.followed_at = Some((file.clone(), batch.start as u64));
                 }
-                if let Some((_, n)) = batch.number() {
+                if let Some((_, n)) = batch.number {
                     damage.later_batch = damage.later_batch.max(Some(n));
                 }
                 ours.learn(&batch);
@@ -202,7 +199,7 @@ impl Ours {
     /// Takes in `batch`; false when it is one of the store's and its seqno is not above
     /// the last one's (a flipped bit in its start, which no checksum covers).
     fn in_order(&mut self, batch: &Batch<'_>) -> bool {
-        if batch.number().is_none() {
+        if batch.number.is_none() {
             return true;
         }
         if self.last_seqno.is_some_and(|s| batch.seqno <= s) {
@@ -215,7 +212,7 @@ impl Ours {
 
     /// Learns the keyspaces of `batch`, when it is one of the store's.
     fn learn(&mut self, batch: &Batch<'_>) {
-        if let Some((facts, _)) = batch.number() {
+        if let Some((facts, _)) = batch.number {
             self.facts = Some(facts);
             self.keyspaces
                 .extend(batch.items.iter().map(|i| i.keyspace));
@@ -350,6 +347,7 @@ fn read_batch(bytes: &[u8], at: usize) -> Result<Batch<'_>, &'static str> {
         start: at,
         end: c.at,
         seqno,
+        number: number_in(&items),
         items,
     })
 }

@@ -26,6 +26,7 @@ use crate::runtime::components::{
 };
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
+use crate::runtime::definition::limits::json_len_within;
 use crate::runtime::semantics::edge::DEFAULT_PORT;
 use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::semantics::join::{JoinDecision, JoinState};
@@ -575,11 +576,7 @@ impl NodeCore {
     /// Refuses an output larger than the engine allows (`OutputLimitError`, not retried).
     fn check_output_size(&self, out: ComponentOutput) -> ComponentResult {
         let limit = self.plan.max_output_bytes;
-        let mut counter = ByteCounter { bytes: 0, limit };
-        // Serialising into the counter cannot fail but by going past the limit.
-        let over =
-            serde_json::to_writer(&mut counter, &out.output).is_err() || counter.bytes > limit;
-        if over {
+        if json_len_within(&out.output, limit).is_none() {
             return Err(ComponentError::fatal(
                 OUTPUT_LIMIT_ERROR,
                 format!(
@@ -591,7 +588,6 @@ impl NodeCore {
         Ok(out)
     }
 
-    /// Retries per policy and budget, or ends FAILED.
     /// After attempt `attempt` failed with `error`: a retry (the policy's budget plus
     /// `extra` tries for an attempt an engine or worker death took) or the node's end.
     fn after_failure_beyond(&mut self, attempt: u32, error: ComponentError, extra: u32, now: Time) {
@@ -831,26 +827,6 @@ impl EndDetail {
 
     fn cancelled(reason: &CancelReason) -> EndDetail {
         EndDetail::reason(reason.text.to_string(), None)
-    }
-}
-
-/// Counts bytes written, failing as soon as they pass `limit` (no buffer is kept).
-struct ByteCounter {
-    bytes: usize,
-    limit: usize,
-}
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes += buf.len();
-        if self.bytes > self.limit {
-            return Err(std::io::Error::other("over the output limit"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
