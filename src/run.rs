@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +16,8 @@ use serde_json::Value;
 use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::graph::RunGraph;
 use shipsec_orchestrator::messages::result::RunResult;
+use shipsec_orchestrator::runtime::components::ledger::ProcessLedger;
+use shipsec_orchestrator::runtime::components::process::Process;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
@@ -119,6 +122,49 @@ pub(crate) fn read_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
     })
 }
 
+/// The ledger of running `core.process` attempts for the journal in `data_dir`
+/// (`<data_dir>/processes`), after killing what an earlier process using that journal
+/// left running (a kill -9 takes a child along, not what the child started in the
+/// background): that happens before any run resumes, so no lost attempt's leftovers run
+/// beside its retry.
+pub(crate) fn process_ledger(data_dir: &Path) -> Result<Arc<ProcessLedger>> {
+    let (ledger, sweep) = ProcessLedger::open(&data_dir.join("processes"))?;
+    if !sweep.killed.is_empty() {
+        let killed: Vec<String> = sweep
+            .killed
+            .iter()
+            .map(|(pid, attempt)| format!("{pid} ({attempt})"))
+            .collect();
+        complain!(
+            "killed {} processes left running by {} attempts of an earlier process using {}: {}",
+            sweep.killed.len(),
+            sweep.attempts.len(),
+            ledger.dir().display(),
+            killed.join(", ")
+        );
+    }
+    if !sweep.lingering.is_empty() {
+        bail!(
+            "processes left running by an earlier process using {} did not exit within ten seconds of SIGKILL: {:?}",
+            ledger.dir().display(),
+            sweep.lingering
+        );
+    }
+    Ok(ledger)
+}
+
+/// `registry` with `core.process` recording its attempts in the ledger of the journal in
+/// `data_dir`, when there is a journal.
+fn with_ledger(
+    mut registry: ComponentRegistry,
+    data_dir: Option<&Path>,
+) -> Result<ComponentRegistry> {
+    if let Some(dir) = data_dir {
+        registry.register(Arc::new(Process::recording(process_ledger(dir)?)));
+    }
+    Ok(registry)
+}
+
 /// Resumes the unfinished runs of a journal and prints their results; exit 0 when every
 /// one COMPLETED, 1 otherwise (or when the journal cannot be opened).
 pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode {
@@ -128,6 +174,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
         config.journal.durability = args.durability;
         config.journal.loss = crate::serve::loss_policy(args.accept_journal_loss);
         config.validate(&registry)?;
+        let registry = with_ledger(registry, Some(&args.data_dir))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -217,6 +264,13 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
         Err(e) => {
             complain!("{e:#}");
             return ExitCode::from(2);
+        }
+    };
+    let registry = match with_ledger(registry, config.journal.data_dir.as_deref()) {
+        Ok(registry) => registry,
+        Err(e) => {
+            complain!("{e:#}");
+            return ExitCode::from(1);
         }
     };
     let loaded = match load_file_with(&args.file, &registry, &config.limits) {

@@ -155,16 +155,24 @@ fn engine_config(args: &ServeArgs) -> Result<EngineConfig> {
 }
 
 /// The registry a server's clients get: `core.process` runs only what the configuration
-/// allows (nothing, when it allows no process), checked again when each command runs.
-fn served_registry(mut registry: ComponentRegistry, config: &EngineConfig) -> ComponentRegistry {
+/// allows (nothing, when it allows no process), checked again when each command runs, and
+/// with a journal records its attempts in the journal's process ledger.
+fn served_registry(
+    mut registry: ComponentRegistry,
+    config: &EngineConfig,
+) -> Result<ComponentRegistry> {
     let policy = config
         .service
         .definitions
         .process
         .clone()
         .unwrap_or_default();
-    registry.register(Arc::new(RestrictedProcess::new(policy)));
-    registry
+    let mut process = RestrictedProcess::new(policy);
+    if let Some(dir) = &config.journal.data_dir {
+        process = process.recording(crate::run::process_ledger(dir)?);
+    }
+    registry.register(Arc::new(process));
+    Ok(registry)
 }
 
 /// The coordinator of remote workers, its listener bound, when --worker-listen asks.
@@ -263,7 +271,7 @@ impl Workers {
 
 async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     let config = engine_config(&args)?;
-    let mut registry = served_registry(registry, &config);
+    let mut registry = served_registry(registry, &config)?;
     let workers = workers(&args, &config, &mut registry).await?;
     config.validate(&registry)?;
     let tokens = tokens(&args)?;

@@ -7,9 +7,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use shipsec_orchestrator::runtime::components::ledger::ProcessLedger;
+use shipsec_orchestrator::runtime::components::process::Process;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::worker::client::{
     OnStart, Worker, WorkerError, WorkerOptions, WorkerSummary,
@@ -50,6 +53,12 @@ pub(crate) struct WorkerArgs {
     /// Print `started <attemptId>` as each attempt starts here.
     #[arg(long)]
     print_attempts: bool,
+    /// Where this worker records its running `core.process` attempts, so that the next
+    /// worker started with the same directory kills what a kill -9 of this one left
+    /// running. Default: `shipsec-workers-<uid>/<id>-<pid>` in the temporary directory,
+    /// where a starting worker sweeps the directories of every worker that died.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode {
@@ -116,10 +125,49 @@ fn options(args: &WorkerArgs) -> Result<WorkerOptions> {
     })
 }
 
+/// This worker's ledger of running `core.process` attempts, opened after sweeping what
+/// earlier workers left running: those that used `--state-dir`, or, by default, every
+/// worker of this user on this host that died.
+fn process_ledger(args: &WorkerArgs, worker_id: &str) -> Result<Arc<ProcessLedger>> {
+    let (ledger, swept) = match &args.state_dir {
+        Some(dir) => {
+            let (ledger, sweep) = ProcessLedger::open(dir)?;
+            (ledger, vec![sweep])
+        }
+        None => {
+            // SAFETY: getuid has no preconditions.
+            let parent =
+                std::env::temp_dir().join(format!("shipsec-workers-{}", unsafe { libc::getuid() }));
+            let name: String = worker_id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            ProcessLedger::open_among(&parent, &format!("{name}-{}", std::process::id()))?
+        }
+    };
+    for sweep in swept.iter().filter(|s| !s.killed.is_empty()) {
+        complain!(
+            "killed {} processes left running by {} attempts of a worker that died ({})",
+            sweep.killed.len(),
+            sweep.attempts.len(),
+            sweep.dir.display()
+        );
+    }
+    Ok(ledger)
+}
+
 async fn run(args: WorkerArgs, registry: &ComponentRegistry) -> Result<ExitCode> {
     let options = options(&args)?;
     let (id, slots) = (options.worker_id.clone(), options.slots);
-    let worker = Worker::new(options, registry, &args.components)?;
+    let mut registry = registry.clone();
+    registry.register(Arc::new(Process::recording(process_ledger(&args, &id)?)));
+    let worker = Worker::new(options, &registry, &args.components)?;
     let hosted = worker.component_ids().collect::<Vec<_>>().join(", ");
     let drain = CancellationToken::new();
     let (Ok(mut term), Ok(mut int)) = (

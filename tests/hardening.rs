@@ -11,6 +11,10 @@
 //! - A short API token on a non-loopback listener: refused at start (exit 2).
 //! - kill -9 of `serve`, and of `shipsec worker`, while a `core.process` child runs: the
 //!   child dies with its parent.
+//! - The same with a child that left processes in the background: they outlive the kill,
+//!   and the restarted server (or the next worker) kills them before the lost attempt
+//!   runs again, once; a lock those processes hold shows no two copies of the node ever
+//!   ran at once.
 
 mod serve_common;
 
@@ -341,5 +345,139 @@ async fn no_process_child_outlives_a_kill_9_of_serve_or_of_a_worker() {
     server.signal(libc::SIGKILL);
     drop(server);
     eventually("the server's child dies with it", || !alive(child));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pids of every process whose environment says it belongs to run `run_id`.
+fn processes_of(run_id: &str) -> Vec<u32> {
+    let mark = format!("SHIPSEC_RUN_ID={run_id}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == mark.as_bytes()))
+        })
+        .collect()
+}
+
+/// The lines of `path` (none while it does not exist).
+fn log_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A run of one `core.process` node whose side effect is a log in `dir`: it takes an
+/// exclusive lock first (logging `overlap N` and failing when it is held: another copy
+/// of the node is running), logs `start N`, and on its first attempt leaves a sleeper
+/// in the background and sleeps itself, both holding the lock; later attempts log
+/// `end N` and succeed.
+fn locked_sleeper(dir: &std::path::Path, remote: bool) -> serde_json::Value {
+    let script = r#"exec 9>>"$LOG_DIR/lock"
+if ! flock -n 9; then echo "overlap $SHIPSEC_ATTEMPT" >> "$LOG_DIR/log"; exit 1; fi
+echo "start $SHIPSEC_ATTEMPT" >> "$LOG_DIR/log"
+if [ "$SHIPSEC_ATTEMPT" = 1 ]; then sleep 300 & sleep 300; fi
+echo "end $SHIPSEC_ATTEMPT" >> "$LOG_DIR/log"
+echo '{"done": true}'"#;
+    let mut action = json!({"ref": "locked", "componentId": "core.process",
+        "params": {"command": ["/bin/sh", "-c", script],
+                   "env": {"LOG_DIR": dir.display().to_string()}}});
+    if remote {
+        action["runner"] = json!({"kind": "remote"});
+    }
+    json!({"title": "a child that leaves processes behind", "actions": [action]})
+}
+
+/// Starts `shipsec worker` for `server`, waiting until it is registered.
+fn start_worker(server: &serve_common::Server, id: &str) -> Killed {
+    let mut worker = Killed(
+        Command::new(binary())
+            .arg("worker")
+            .arg("--coordinator")
+            .arg(format!("http://{}", server.workers.as_ref().unwrap()))
+            .args(["--id", id, "--slots", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    read_until(&mut worker.0, "registered as ");
+    worker
+}
+
+/// Waits for the first attempt of `run_id` to log its start, then returns its processes
+/// (the shell and its two sleepers).
+fn first_attempt_running(log: &std::path::Path, run_id: &str) -> Vec<u32> {
+    eventually("the first attempt starts", || {
+        log_lines(log) == ["start 1"] && processes_of(run_id).len() >= 3
+    });
+    processes_of(run_id)
+}
+
+/// After the kill: the shell died with its parent, its sleepers did not.
+fn leftovers_survive(before: &[u32]) {
+    eventually("the shell dies with its parent", || {
+        before.iter().filter(|&&p| alive(p)).count() == 2
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_each_lost_attempt_runs_once_and_never_beside_what_it_left() {
+    let dir = scratch("leftovers");
+    let config = serve_common::config(
+        &dir,
+        "workers:\n  heartbeatSeconds: 0.2\n  leaseSeconds: 2\nservice:\n  definitions:\n    process:\n      executables: [/bin/sh]\n      env: [LOG_DIR]\n",
+    );
+    let args = [
+        "--config",
+        config.as_str(),
+        "--worker-listen",
+        "127.0.0.1:0",
+    ];
+    let server = serve_common::Server::start(&dir, &args);
+    let client = server.client();
+
+    // On a worker: killed -9, the next worker sweeps what it left, then runs the retry.
+    let remote = dir.join("remote");
+    std::fs::create_dir_all(&remote).unwrap();
+    let worker = start_worker(&server, "w1");
+    let run = serve_common::start_run(&client, &locked_sleeper(&remote, true)).await;
+    let before = first_attempt_running(&remote.join("log"), &run);
+    // SAFETY: kill only sends a signal to the process this test started.
+    unsafe { libc::kill(worker.0.id() as i32, libc::SIGKILL) };
+    drop(worker);
+    leftovers_survive(&before);
+    let _next = start_worker(&server, "w2");
+    let result = serve_common::result(&client, &run).await;
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    assert_eq!(
+        log_lines(&remote.join("log")),
+        ["start 1", "start 2", "end 2"]
+    );
+    assert!(before.iter().all(|&p| !alive(p)), "leftovers of the worker");
+
+    // On the server: killed -9, restarted on its journal, it sweeps, then resumes.
+    let local = dir.join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let run = serve_common::start_run(&client, &locked_sleeper(&local, false)).await;
+    let before = first_attempt_running(&local.join("log"), &run);
+    server.signal(libc::SIGKILL);
+    drop(server);
+    leftovers_survive(&before);
+    let server = serve_common::Server::start(&dir, &args);
+    let result = serve_common::result(&server.client(), &run).await;
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    assert_eq!(
+        log_lines(&local.join("log")),
+        ["start 1", "start 2", "end 2"]
+    );
+    assert!(before.iter().all(|&p| !alive(p)), "leftovers of the server");
+    assert!(processes_of(&run).is_empty());
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,7 +55,7 @@ fn context(params: Value, inputs: Value, cancel: CancellationToken) -> Execution
 
 /// Runs `core.process` with these params and inputs.
 async fn process(params: Value, inputs: Value) -> ComponentResult {
-    Process
+    Process::default()
         .execute(context(params, inputs, CancellationToken::new()))
         .await
 }
@@ -499,7 +499,7 @@ async fn a_terminated_run_leaves_no_process_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_the_attempt_kills_the_group() {
     let file = TempFile::new("drop");
-    let mut attempt = Process.execute(context(
+    let mut attempt = Process::default().execute(context(
         json!({"command": orphan_maker(&file)}),
         json!({}),
         CancellationToken::new(),
@@ -517,7 +517,7 @@ async fn dropping_the_attempt_kills_the_group() {
 async fn a_cancelled_attempt_returns_at_once_and_kills_the_group() {
     let file = TempFile::new("token");
     let token = CancellationToken::new();
-    let attempt = tokio::spawn(Process.execute(context(
+    let attempt = tokio::spawn(Process::default().execute(context(
         json!({"command": orphan_maker(&file)}),
         json!({}),
         token.clone(),

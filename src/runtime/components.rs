@@ -7,6 +7,7 @@
 //! [`crate::runtime::components::registry`].
 
 pub mod builtin;
+pub mod ledger;
 pub mod process;
 pub mod registry;
 

@@ -32,7 +32,7 @@ pub fn all() -> Vec<Arc<dyn Component>> {
         Arc::new(Fail),
         Arc::new(Flaky),
         Arc::new(Branch),
-        Arc::new(Process),
+        Arc::new(Process::default()),
     ]
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime::components::builtin::{cancelled, port_list, u64_value};
+use crate::runtime::components::ledger::ProcessLedger;
 use crate::runtime::components::registry::{ComponentMeta, InputKind};
 use crate::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
@@ -39,15 +40,28 @@ pub const PROCESS_ERROR: &str = "ProcessError";
 ///   (`SIGKILL`) when the attempt is cancelled, when its future is dropped (a timeout, the
 ///   node ending, its actor dying) and when the leader exits, which takes along whatever it
 ///   left running in the background. The child itself is killed when this process dies,
-///   even by kill -9 (`PR_SET_PDEATHSIG`). A descendant that moves itself to another
-///   process group or session escapes the group kill, and one the child started in the
-///   background outlives a kill -9 of this process; nothing else does.
+///   even by kill -9 (`PR_SET_PDEATHSIG`). What it started in the background outlives a
+///   kill -9 of this process; with a [`ProcessLedger`] (`shipsec serve`, `run` and
+///   `resume` with a journal, `shipsec worker`) the next process to open the ledger kills
+///   it before any attempt is retried. A descendant that moves itself to another process
+///   group or session escapes the group kill, but not the ledger's sweep.
 ///
 /// The output is `{stdout, stderr, exitCode}`, `stdout` parsed as JSON when it is JSON. A
 /// non-zero exit or a death by signal fails the attempt (not retryable) with the end of
 /// stderr in the message.
-#[derive(Debug, Clone, Copy)]
-pub struct Process;
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    ledger: Option<Arc<ProcessLedger>>,
+}
+
+impl Process {
+    /// `core.process` recording each attempt in `ledger` while its child runs.
+    pub fn recording(ledger: Arc<ProcessLedger>) -> Process {
+        Process {
+            ledger: Some(ledger),
+        }
+    }
+}
 static PROCESS: LazyLock<ComponentMeta> = LazyLock::new(|| {
     ComponentMeta::new("core.process", "runs an argv command with inputs on stdin")
         .required("command")
@@ -69,7 +83,7 @@ impl Component for Process {
     }
 
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        run_process(ctx).boxed()
+        run_process(ctx, self.ledger.clone()).boxed()
     }
 }
 
@@ -80,6 +94,7 @@ impl Component for Process {
 #[derive(Debug, Clone)]
 pub struct RestrictedProcess {
     policy: Arc<ProcessPolicy>,
+    ledger: Option<Arc<ProcessLedger>>,
 }
 
 impl RestrictedProcess {
@@ -87,6 +102,16 @@ impl RestrictedProcess {
     pub fn new(policy: ProcessPolicy) -> RestrictedProcess {
         RestrictedProcess {
             policy: Arc::new(policy),
+            ledger: None,
+        }
+    }
+
+    /// The same, recording each attempt in `ledger` while its child runs.
+    #[must_use]
+    pub fn recording(self, ledger: Arc<ProcessLedger>) -> RestrictedProcess {
+        RestrictedProcess {
+            ledger: Some(ledger),
+            ..self
         }
     }
 }
@@ -100,10 +125,10 @@ impl Component for RestrictedProcess {
     }
 
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        let policy = self.policy.clone();
+        let (policy, ledger) = (self.policy.clone(), self.ledger.clone());
         async move {
             check_policy(&policy, &ctx)?;
-            run_process(ctx).await
+            run_process(ctx, ledger).await
         }
         .boxed()
     }
@@ -243,9 +268,18 @@ async fn feed(pipe: Option<tokio::process::ChildStdin>, bytes: Vec<u8>) {
     }
 }
 
-async fn run_process(ctx: ExecutionContext) -> ComponentResult {
+async fn run_process(ctx: ExecutionContext, ledger: Option<Arc<ProcessLedger>>) -> ComponentResult {
     let argv = argv(&ctx)?;
     let env = environment(&ctx)?;
+    // Written down before the child starts, crossed out after its group is killed (it is
+    // declared before `group`, so dropped after it).
+    let _entry =
+        match &ledger {
+            Some(ledger) => Some(ledger.enter(&ctx.attempt_id()).map_err(|e| {
+                ComponentError::retryable(PROCESS_ERROR, format!("cannot start: {e}"))
+            })?),
+            None => None,
+        };
     // Never more than the engine keeps of an output: reading stops (and the group is
     // killed) there, not after buffering all the child writes.
     let cap = u64_value(&ctx, "maxOutputBytes")?
