@@ -49,7 +49,7 @@ pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHand
 pub use messages::event::TraceEvent;
 pub use messages::limiter::{RemotePools, SlotStats};
 pub use messages::orchestrator::{
-    RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
+    RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
 };
 pub use messages::result::{NodeRecord, Progress, RunResult, RunSnapshot};
 pub use messages::supervisor::Subscription;

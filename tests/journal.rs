@@ -657,7 +657,9 @@ fn a_real_engine_s_log_with_a_flipped_bit_is_refused_or_opens_whole() {
 }
 
 /// The runs an engine keeps for queries, and what their results and traces weigh as JSON.
-async fn retained(handle: &shipsec_orchestrator::Handle) -> (usize, usize) {
+/// Reads every run the engine lists, checking each result carries its own 1 MiB
+/// payload (`i` then `x`s); how many were listed.
+async fn read_every_run(handle: &shipsec_orchestrator::Handle) -> usize {
     let page = handle
         .list(shipsec_orchestrator::RunQuery {
             status: None,
@@ -666,20 +668,21 @@ async fn retained(handle: &shipsec_orchestrator::Handle) -> (usize, usize) {
         })
         .await
         .unwrap();
-    let mut bytes = 0;
     for run in &page.runs {
         let mut run = handle.run(&run.run_id).await.unwrap();
         let result = run.result().await.unwrap();
+        let payload = result.outputs["start"]["payload"].as_str().unwrap().len();
+        assert!(payload > 1 << 20, "{} lost its payload", run.run_id());
         let events: Vec<_> =
             futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
-        bytes += serde_json::to_vec(&*result).unwrap().len()
-            + serde_json::to_vec(&events).unwrap().len();
+        assert!(!events.is_empty(), "{} lost its trace", run.run_id());
     }
-    (page.runs.len(), bytes)
+    page.runs.len()
 }
 
 #[test]
-fn finished_runs_kept_in_memory_stay_under_retained_bytes_before_and_after_a_restart() {
+fn finished_runs_kept_in_memory_stay_under_retained_bytes_and_the_rest_read_back_from_the_journal()
+{
     const LIMIT: usize = 8 << 20;
     let dir = scratch("retained-bytes");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -707,18 +710,93 @@ fn finished_runs_kept_in_memory_stay_under_retained_bytes_before_and_after_a_res
                 .unwrap();
             run.result().await.unwrap();
         }
-        let (runs, bytes) = retained(&handle).await;
-        eprintln!("before a restart: {runs} runs kept, {bytes} bytes");
-        assert!(runs > 1 && runs < 30, "{runs} runs kept");
-        assert!(bytes <= LIMIT, "{bytes} bytes kept, over {LIMIT}");
+        let kept = handle.retained().await.unwrap();
+        eprintln!("before a restart: {kept:?}");
+        assert!(kept.runs > 1 && kept.runs < 30, "{kept:?}");
+        assert!(kept.bytes <= LIMIT, "{kept:?}");
+        assert_eq!(kept.runs + kept.stored, 30, "{kept:?}");
+        // Every run answers, those let go read back from the journal, within the bound.
+        assert_eq!(read_every_run(&handle).await, 30);
+        let kept = handle.retained().await.unwrap();
+        assert!(
+            kept.bytes <= LIMIT && kept.runs + kept.stored == 30,
+            "{kept:?}"
+        );
         handle.shutdown(ShutdownMode::Drain).await.unwrap();
         drop(handle);
-        // The journal keeps all 30; the next engine reads them back within the bound.
+        // The journal keeps all 30; the next engine knows them by their summaries and
+        // reads each back when asked, within the bound.
         let handle = Orchestrator::start(config()).await.unwrap();
-        let (runs, bytes) = retained(&handle).await;
-        eprintln!("after a restart: {runs} runs kept, {bytes} bytes");
-        assert!(runs > 1 && runs < 30, "{runs} runs kept");
-        assert!(bytes <= LIMIT, "{bytes} bytes kept, over {LIMIT}");
+        let kept = handle.retained().await.unwrap();
+        eprintln!("after a restart: {kept:?}");
+        assert_eq!((kept.runs, kept.bytes, kept.stored), (0, 0, 30), "{kept:?}");
+        assert_eq!(read_every_run(&handle).await, 30);
+        let kept = handle.retained().await.unwrap();
+        eprintln!("after reading every run: {kept:?}");
+        assert!(kept.runs > 1 && kept.runs < 30, "{kept:?}");
+        assert!(
+            kept.bytes <= LIMIT && kept.runs + kept.stored == 30,
+            "{kept:?}"
+        );
+        handle.shutdown(ShutdownMode::Drain).await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_finished_run_that_no_longer_reads_back_is_listed_then_refused_with_its_reason_then_forgotten()
+{
+    let dir = scratch("unreadable");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = || {
+        let mut config = EngineConfig::default();
+        config.journal.data_dir = Some(dir.clone());
+        config.journal.durability = Durability::Process;
+        config
+    };
+    let definition = serde_json::json!({"title": "sleeps", "actions": [
+        {"ref": "start", "componentId": "core.workflow.entrypoint", "params": {}},
+        {"ref": "nap", "componentId": "core.sleep", "params": {"ms": 1}, "dependsOn": ["start"]}
+    ]});
+    runtime.block_on(async {
+        let handle = Orchestrator::start(config()).await.unwrap();
+        let workflow = common::workflow(&handle, definition);
+        let mut run = handle
+            .submit_workflow(&workflow, JsonObject::new(), SubmitOptions::default())
+            .await
+            .unwrap();
+        let run_id = run.run_id().to_owned();
+        assert!(run.result().await.unwrap().success);
+        handle.shutdown(ShutdownMode::Drain).await.unwrap();
+        drop(handle);
+        // The next engine lacks `core.sleep`: the run is still listed from its summary,
+        let mut registry = ComponentRegistry::empty();
+        for component in shipsec_orchestrator::runtime::components::builtin::all() {
+            if component.meta().id != "core.sleep" {
+                registry.register(component);
+            }
+        }
+        let handle = Orchestrator::start_with(config(), registry).await.unwrap();
+        let page = handle
+            .list(shipsec_orchestrator::RunQuery {
+                status: None,
+                limit: 10,
+                before: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.runs.len(), 1);
+        assert_eq!(page.runs[0].run_id, run_id);
+        assert_eq!(page.runs[0].title, "sleeps");
+        // its details are refused with the reason, not answered as unknown,
+        let refused = handle.status(&run_id).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("cannot be read back") && refused.contains("core.sleep"),
+            "{refused}"
+        );
+        // and then it is forgotten.
+        let gone = handle.status(&run_id).await.unwrap_err().to_string();
+        assert!(gone.contains("no run with id"), "{gone}");
         handle.shutdown(ShutdownMode::Drain).await.unwrap();
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,7 +18,7 @@ use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::{LimiterLink, RemotePools, SlotStats};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
+    OrchestratorMsg, RetainedStats, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
 };
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{StopKind, Subscription};
@@ -31,7 +31,7 @@ use crate::runtime::definition::validate::{Problem, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
 use crate::runtime::journal::record;
-use crate::runtime::journal::{Durability, Journal, JournalError};
+use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +104,15 @@ impl Orchestrator {
     ) -> Result<Handle, EngineError> {
         config.validate(&registry)?;
         let stored = match &journal {
-            Some(j) => j.load()?,
+            Some(j) => j.scan()?,
             None => Vec::new(),
         };
         let resumed = stored
             .iter()
-            .filter(|r| r.header.finished.is_none())
-            .map(|r| r.header.accepted.run_id.clone())
+            .filter_map(|r| match r {
+                Scanned::Unfinished(log) => Some(log.header.accepted.run_id.clone()),
+                Scanned::Finished(_) => None,
+            })
             .collect();
         let registry = Arc::new(registry);
         let limits = config.limits;
@@ -427,6 +429,16 @@ impl Handle {
     /// [`EngineError::Unavailable`].
     pub async fn slots(&self) -> Result<SlotStats, EngineError> {
         ractor::call!(self.actor, OrchestratorMsg::Slots).map_err(|_| EngineError::Unavailable)
+    }
+
+    /// What the finished runs kept whole in memory weigh (bounded by `retainedRuns`,
+    /// `retainedNodes` and `retainedBytes`), and how many more the journal holds by their
+    /// summaries, read back when asked for.
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`].
+    pub async fn retained(&self) -> Result<RetainedStats, EngineError> {
+        ractor::call!(self.actor, OrchestratorMsg::Retained).map_err(|_| EngineError::Unavailable)
     }
 
     /// Waits until no attempt holds or waits for a slot (every slot is back).

@@ -1,6 +1,11 @@
 //! The orchestrator actor: accepts runs, owns the run registry, spawns one supervisor per
 //! run, and keeps finished runs' results and events for later queries.
 //!
+//! Finished runs are kept whole in memory within `retainedRuns`, `retainedNodes` and
+//! `retainedBytes`; past that, a run the journal still holds is kept by its summary only
+//! (listings show it) and read back from the journal, off the actor, when a question
+//! needs its result, trace or graph.
+//!
 //! If a supervisor dies before reporting its result, the orchestrator ends that run
 //! FAILED with the cause, so a run always reaches a terminal status; other runs carry on.
 //! If the slot limiter dies, it is restarted and every live run told, so that slots held
@@ -24,8 +29,8 @@ use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::event::TraceEvent;
 use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
-    Submitted,
+    OrchestratorMsg, ReloadedRun, RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary,
+    ShutdownMode, SubmitOptions, Submitted,
 };
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, Subscription, SupervisorMsg};
@@ -42,7 +47,7 @@ use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
 use crate::runtime::journal::replay;
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
-use crate::runtime::journal::{Journal, StoredRunLog};
+use crate::runtime::journal::{FinishedRun, Journal, Scanned, StoredRunLog};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::time::Time;
@@ -62,7 +67,7 @@ pub(crate) struct OrchestratorArgs {
     /// The journal, when runs are journaled.
     pub(crate) journal: Option<Journal>,
     /// What the journal held at start.
-    pub(crate) stored: Vec<StoredRunLog>,
+    pub(crate) stored: Vec<Scanned>,
     /// The link to the slot limiter the orchestrator spawns.
     pub(crate) limiter: LimiterLink,
 }
@@ -83,19 +88,31 @@ enum RunEntry {
         result_tx: watch::Sender<Option<Arc<RunResult>>>,
         info: RunInfo,
     },
+    /// It ended, and only the journal holds its result, trace and graph: read back when
+    /// a question needs them (its result channel gets the result then).
+    Stored {
+        summary: RunSummary,
+        order: u64,
+        trace_id: Option<String>,
+        result_tx: watch::Sender<Option<Arc<RunResult>>>,
+        /// A reading task is under way.
+        loading: bool,
+    },
 }
 
 impl RunEntry {
-    fn info(&self) -> &RunInfo {
+    /// Its place in the acceptance order.
+    fn order(&self) -> u64 {
         match self {
-            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => info,
+            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => info.order,
+            RunEntry::Stored { order, .. } => *order,
         }
     }
 
     fn summary(&self, run_id: &str) -> RunSummary {
-        let info = self.info();
         match self {
-            RunEntry::Live { .. } => RunSummary {
+            RunEntry::Stored { summary, .. } => summary.clone(),
+            RunEntry::Live { info, .. } => RunSummary {
                 run_id: run_id.to_owned(),
                 title: info.graph.title.clone(),
                 status: RunStatus::Running,
@@ -157,6 +174,8 @@ pub(crate) struct OrchestratorState {
     journal: Option<Journal>,
     /// Finished runs still in the journal, oldest first, with when they ended.
     journaled: VecDeque<(String, Time)>,
+    /// This actor, for the tasks that read runs back to report to.
+    myself: ActorRef<OrchestratorMsg>,
 }
 
 impl Actor for OrchestratorActor {
@@ -191,6 +210,7 @@ impl Actor for OrchestratorActor {
             suspending: false,
             journal: args.journal,
             journaled: VecDeque::new(),
+            myself: myself.clone(),
         };
         resume_all(&myself, &mut state, args.stored).await?;
         Ok(state)
@@ -231,21 +251,29 @@ impl Actor for OrchestratorActor {
                 asked,
                 reply,
             } => events(state, run_id, asked, reply),
-            OrchestratorMsg::Graph { run_id, reply } => {
-                let graph = state
-                    .runs
-                    .get(&run_id)
-                    .map(|entry| entry.info().graph.clone())
-                    .ok_or(RunCommandError::UnknownRun(run_id));
-                let _ = reply.send(graph);
-            }
+            OrchestratorMsg::Graph { run_id, reply } => graph(state, run_id, reply),
             OrchestratorMsg::Watch { run_id, reply } => {
                 let rx = state
                     .runs
                     .get(&run_id)
                     .map(entry_result_rx)
-                    .ok_or(RunCommandError::UnknownRun(run_id));
+                    .ok_or_else(|| RunCommandError::UnknownRun(run_id.clone()));
+                // A stored run's channel gets its result once it is read back.
+                reload(state, &run_id);
                 let _ = reply.send(rx);
+            }
+            OrchestratorMsg::Reloaded { run_id, outcome } => reloaded(state, run_id, outcome),
+            OrchestratorMsg::Retained(reply) => {
+                let _ = reply.send(RetainedStats {
+                    runs: state.finished.len(),
+                    nodes: state.finished_nodes,
+                    bytes: state.finished_bytes,
+                    stored: state
+                        .runs
+                        .values()
+                        .filter(|e| matches!(e, RunEntry::Stored { .. }))
+                        .count(),
+                });
             }
             OrchestratorMsg::Stop {
                 run_id,
@@ -373,7 +401,7 @@ fn sync_runs(state: &OrchestratorState, reply: RpcReplyPort<()>) {
         .values()
         .filter_map(|e| match e {
             RunEntry::Live { supervisor, .. } => Some(supervisor.clone()),
-            RunEntry::Done { .. } => None,
+            RunEntry::Done { .. } | RunEntry::Stored { .. } => None,
         })
         .collect();
     tokio::spawn(async move {
@@ -424,6 +452,7 @@ async fn submit(
         fingerprint,
     } = submission;
     if let Some(existing) = idempotent_run(state, &options, fingerprint)? {
+        reload(state, &existing.run_id);
         return Ok(existing);
     }
     admit(state, &graph, &inputs)?;
@@ -521,41 +550,70 @@ impl AckSink for StoredSink {
 async fn resume_all(
     myself: &ActorRef<OrchestratorMsg>,
     state: &mut OrchestratorState,
-    stored: Vec<StoredRunLog>,
+    stored: Vec<Scanned>,
 ) -> Result<(), ActorProcessingErr> {
     let Some(journal) = state.journal.clone() else {
         return Ok(());
     };
     let mut finished = Vec::new();
-    for log in stored {
-        match log.header.finished.as_ref().map(|f| f.finished_at) {
-            Some(at) => finished.push((Time::from_micros(at), log)),
-            None => resume_run(myself, state, &journal, log).await?,
+    for run in stored {
+        match run {
+            Scanned::Finished(run) => finished.push(run),
+            Scanned::Unfinished(log) => resume_run(myself, state, &journal, log).await?,
         }
     }
-    finished.sort_by_key(|(at, _)| *at);
-    for (at, log) in finished {
-        let run_id = log.header.accepted.run_id.clone();
-        // A finished run that no longer reads back (its components are gone from this
-        // build) is kept for retention but not answered for; it stops nothing.
-        if let Err(e) = load_finished(state, log) {
-            tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{e}");
-        }
+    // Known by their summaries, in the order they ended; read back when asked for.
+    finished.sort_by_key(|run| run.finished.finished_at);
+    for run in finished {
+        let at = Time::from_micros(run.finished.finished_at);
+        let run_id = run.run_id.clone();
+        store_finished(state, run);
         state.journaled.push_back((run_id, at));
     }
     purge_journal(state);
     Ok(())
 }
 
+/// Records a finished run the journal holds by its summary.
+fn store_finished(state: &mut OrchestratorState, run: FinishedRun) {
+    let order = state.next_order;
+    state.next_order += 1;
+    let status = serde_json::from_value(serde_json::Value::String(run.finished.status.clone()))
+        .unwrap_or(RunStatus::Failed);
+    let summary = RunSummary {
+        run_id: run.run_id.clone(),
+        title: run.title,
+        status,
+        started_at: Time::from_micros(run.accepted_at).timestamp(),
+        completed_at: Some(Time::from_micros(run.finished.finished_at).timestamp()),
+    };
+    if let Some((key, fingerprint)) = run.idempotency {
+        state
+            .idempotency
+            .insert(key, (run.run_id.clone(), Some(fingerprint)));
+    }
+    let entry = RunEntry::Stored {
+        summary,
+        order,
+        trace_id: run
+            .traceparent
+            .as_deref()
+            .and_then(crate::runtime::telemetry::traceparent_trace_id),
+        result_tx: watch::channel(None).0,
+        loading: false,
+    };
+    state.runs.insert(run.run_id, entry);
+}
+
 /// What a journaled run was submitted with: its graph, inputs and options.
 fn stored_submission(
-    state: &OrchestratorState,
+    registry: &ComponentRegistry,
     accepted: &AcceptedRecord,
 ) -> Result<(Graph, JsonObject, SubmitOptions), String> {
     let fail = |reason: String| format!("run `{}` cannot be read back: {reason}", accepted.run_id);
     let definition = parse_definition(&accepted.definition, Format::Json)
         .map_err(|e| fail(format!("its definition does not parse: {e}")))?;
-    let graph = validate(&definition, &state.registry)
+    let graph = validate(&definition, registry)
         .map_err(|e| fail(format!("its definition is no longer valid here: {e}")))?;
     let inputs: JsonObject = serde_json::from_str(&accepted.inputs)
         .map_err(|e| fail(format!("its inputs do not parse: {e}")))?;
@@ -590,43 +648,113 @@ fn new_info(
     }
 }
 
-/// Records a run the journal holds as finished, its result and trace replayed.
-fn load_finished(state: &mut OrchestratorState, log: StoredRunLog) -> Result<(), String> {
-    let accepted = &log.header.accepted;
-    let run_id = accepted.run_id.clone();
-    let (graph, inputs, options) = stored_submission(state, accepted)?;
+/// Reads a finished run back from the journal and replays its result and trace: the
+/// work of a blocking task, never of the actor.
+fn read_back(
+    journal: &Journal,
+    registry: &Arc<ComponentRegistry>,
+    config: &EngineConfig,
+    run_id: &str,
+) -> Result<ReloadedRun, String> {
+    let log = journal
+        .read_run(run_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("run `{run_id}` is no longer in the journal"))?;
+    let (graph, inputs, _) = stored_submission(registry, &log.header.accepted)?;
     let plan = Arc::new(RunPlan::for_replay(
-        &run_id,
+        run_id,
         Arc::new(graph),
-        state.registry.clone(),
+        registry.clone(),
         Arc::new(inputs),
-        state.config.limits.max_output_bytes,
-        state.config.cancel_grace,
+        config.limits.max_output_bytes,
+        config.cancel_grace,
     ));
     let (result, events) = replay::finished_run(plan.clone(), &log.facts)
         .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
-    let weight = Weight {
-        nodes: result.nodes.len(),
+    Ok(ReloadedRun {
         bytes: retained_bytes(&result, &events),
-    };
-    let (result_tx, _) = watch::channel(Some(result.clone()));
-    let trace_id = options
-        .traceparent
-        .as_deref()
-        .and_then(crate::runtime::telemetry::traceparent_trace_id);
-    let info = new_info(state, &plan.graph, result.started_at, trace_id);
-    let entry = RunEntry::Done {
         result,
         events: Arc::new(events),
-        result_tx,
-        info,
+        graph: plan.graph.clone(),
+    })
+}
+
+/// Starts reading `run_id` back from the journal when it is known by its summary only
+/// and no reading is under way; the questions about it wait in `pending`.
+fn reload(state: &mut OrchestratorState, run_id: &str) {
+    let Some(RunEntry::Stored { loading, .. }) = state.runs.get_mut(run_id) else {
+        return;
     };
-    state.runs.insert(run_id.clone(), entry);
-    if let Some((key, fingerprint)) = stored_key(accepted) {
-        state.idempotency.insert(key, (run_id.clone(), fingerprint));
+    let Some(journal) = state.journal.clone() else {
+        return;
+    };
+    if std::mem::replace(loading, true) {
+        return;
     }
-    remember_finished(state, run_id, weight);
-    Ok(())
+    let (registry, config) = (state.registry.clone(), state.config.clone());
+    let (myself, run_id) = (state.myself.clone(), run_id.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let outcome = read_back(&journal, &registry, &config, &run_id);
+        // An orchestrator that stopped meanwhile has nobody left to answer.
+        let _ = myself.cast(OrchestratorMsg::Reloaded { run_id, outcome });
+    });
+}
+
+/// A run read back: kept whole again (within the bounds, as if it had just ended) and
+/// its questions answered; one that cannot be read is forgotten, and its questions and
+/// result watchers told.
+fn reloaded(state: &mut OrchestratorState, run_id: String, outcome: Result<ReloadedRun, String>) {
+    let Some(RunEntry::Stored { .. }) = state.runs.get(&run_id) else {
+        // Purged from the journal meanwhile: the questions learn it is gone.
+        answer_pending(state, &run_id);
+        return;
+    };
+    let Some(RunEntry::Stored {
+        summary,
+        order,
+        trace_id,
+        result_tx,
+        ..
+    }) = state.runs.remove(&run_id)
+    else {
+        return;
+    };
+    match outcome {
+        Ok(run) => {
+            result_tx.send_replace(Some(run.result.clone()));
+            let weight = Weight {
+                nodes: run.result.nodes.len(),
+                bytes: run.bytes,
+            };
+            let info = RunInfo {
+                order,
+                graph: run.graph,
+                started_at: summary.started_at,
+                trace_id,
+            };
+            let entry = RunEntry::Done {
+                result: run.result,
+                events: run.events,
+                result_tx,
+                info,
+            };
+            state.runs.insert(run_id.clone(), entry);
+            answer_pending(state, &run_id);
+            remember_finished(state, run_id, weight);
+        }
+        Err(e) => {
+            tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{e}");
+            state.idempotency.retain(|_, (id, _)| *id != run_id);
+            if let Some(pending) = state.pending.remove(&run_id) {
+                for question in pending {
+                    question.refuse(RunCommandError::Unreadable {
+                        run_id: run_id.clone(),
+                        reason: e.clone(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Starts the supervisor of a run read back from the journal.
@@ -637,7 +765,7 @@ async fn resume_run(
     log: StoredRunLog,
 ) -> Result<(), ActorProcessingErr> {
     let run_id = log.header.accepted.run_id.clone();
-    let (graph, inputs, options) = stored_submission(state, &log.header.accepted)?;
+    let (graph, inputs, options) = stored_submission(&state.registry, &log.header.accepted)?;
     let (result_tx, _) = watch::channel(None);
     let accepted_at = Time::from_micros(log.header.accepted.accepted_at).timestamp();
     let graph = Arc::new(graph);
@@ -692,6 +820,12 @@ fn purge_journal(state: &mut OrchestratorState) {
             },
             None,
         );
+        // Known by its summary only: nothing is left to answer from.
+        if matches!(state.runs.get(run_id), Some(RunEntry::Stored { .. })) {
+            let run_id = run_id.clone();
+            state.runs.remove(&run_id);
+            state.idempotency.retain(|_, (id, _)| *id != run_id);
+        }
         state.journaled.pop_front();
     }
 }
@@ -808,14 +942,15 @@ fn register(
 
 fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> {
     match entry {
-        RunEntry::Live { result_tx, .. } | RunEntry::Done { result_tx, .. } => {
-            result_tx.subscribe()
-        }
+        RunEntry::Live { result_tx, .. }
+        | RunEntry::Done { result_tx, .. }
+        | RunEntry::Stored { result_tx, .. } => result_tx.subscribe(),
     }
 }
 
-/// A question about a run whose supervisor stopped before its `RunEnded` was handled;
-/// answered from the finished run as soon as it is recorded.
+/// A question about a run whose supervisor stopped before its `RunEnded` was handled,
+/// or about a finished run being read back from the journal; answered from the finished
+/// run as soon as it is recorded.
 #[derive(Debug)]
 enum Pending {
     Status(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
@@ -823,6 +958,19 @@ enum Pending {
         Subscription,
         RpcReplyPort<Result<EventFeed, RunCommandError>>,
     ),
+    Graph(RpcReplyPort<Result<Arc<Graph>, RunCommandError>>),
+}
+
+impl Pending {
+    /// Answers the question with `error`.
+    fn refuse(self, error: RunCommandError) {
+        // A reply that fails means the asker stopped waiting.
+        match self {
+            Pending::Status(reply) => drop(reply.send(Err(error))),
+            Pending::Events(_, reply) => drop(reply.send(Err(error))),
+            Pending::Graph(reply) => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 fn status(
@@ -837,6 +985,10 @@ fn status(
         Some(RunEntry::Done { result, info, .. }) => {
             let _ = reply.send(Ok(RunSnapshot::of_result(result, info.trace_id.clone())));
         }
+        Some(RunEntry::Stored { .. }) => {
+            reload(state, &run_id);
+            wait_for_end(state, run_id, Pending::Status(reply));
+        }
         Some(RunEntry::Live { supervisor, .. }) => {
             // The supervisor answers the handle itself; one that is gone has its
             // RunEnded (or its exit) queued here, and the question waits for it.
@@ -849,15 +1001,34 @@ fn status(
     }
 }
 
+fn graph(
+    state: &mut OrchestratorState,
+    run_id: String,
+    reply: RpcReplyPort<Result<Arc<Graph>, RunCommandError>>,
+) {
+    match state.runs.get(&run_id) {
+        None => {
+            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
+        }
+        Some(RunEntry::Live { info, .. } | RunEntry::Done { info, .. }) => {
+            let _ = reply.send(Ok(info.graph.clone()));
+        }
+        Some(RunEntry::Stored { .. }) => {
+            reload(state, &run_id);
+            wait_for_end(state, run_id, Pending::Graph(reply));
+        }
+    }
+}
+
 /// A page of the runs known, newest first.
 fn list(state: &OrchestratorState, query: &RunQuery) -> RunPage {
     let limit = query.limit.max(1);
     let mut found: Vec<(u64, &String, &RunEntry)> = state
         .runs
         .iter()
-        .filter(|(_, e)| query.before.is_none_or(|b| e.info().order < b))
+        .filter(|(_, e)| query.before.is_none_or(|b| e.order() < b))
         .filter(|(id, e)| query.status.is_none_or(|s| e.summary(id).status == s))
-        .map(|(id, e)| (e.info().order, id, e))
+        .map(|(id, e)| (e.order(), id, e))
         .collect();
     found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
     let more = found.len() > limit;
@@ -886,6 +1057,10 @@ fn events(
                 live: None,
             }));
         }
+        Some(RunEntry::Stored { .. }) => {
+            reload(state, &run_id);
+            wait_for_end(state, run_id, Pending::Events(asked, reply));
+        }
         Some(RunEntry::Live { supervisor, .. }) => {
             if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(asked, reply))) =
                 supervisor.cast(SupervisorMsg::Subscribe(asked, reply))
@@ -910,6 +1085,7 @@ fn answer_pending(state: &mut OrchestratorState, run_id: &str) {
         match question {
             Pending::Status(reply) => status(state, run_id.to_owned(), reply),
             Pending::Events(asked, reply) => events(state, run_id.to_owned(), asked, reply),
+            Pending::Graph(reply) => graph(state, run_id.to_owned(), reply),
         }
     }
 }
@@ -918,7 +1094,7 @@ fn answer_pending(state: &mut OrchestratorState, run_id: &str) {
 fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<bool, RunCommandError> {
     match state.runs.get(run_id) {
         None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
-        Some(RunEntry::Done { .. }) => Ok(false),
+        Some(RunEntry::Done { .. } | RunEntry::Stored { .. }) => Ok(false),
         Some(RunEntry::Live { supervisor, .. }) => {
             // A supervisor that is stopping has already ended the run.
             let _ = supervisor.cast(SupervisorMsg::Stop(kind));
@@ -987,9 +1163,10 @@ pub(crate) fn retained_bytes(result: &RunResult, events: &[TraceEvent]) -> usize
         .saturating_add(len(json_len_within(events, usize::MAX)))
 }
 
-/// Keeps `run_id` for queries and forgets the oldest finished runs past `retainedRuns`
-/// runs, `retainedNodes` node records or `retainedBytes` bytes (the newest is always
-/// kept).
+/// Keeps `run_id` for queries and lets go of the oldest finished runs past
+/// `retainedRuns` runs, `retainedNodes` node records or `retainedBytes` bytes (the newest
+/// is always kept): one the journal holds is kept by its summary, to be read back when
+/// asked for; others are forgotten.
 fn remember_finished(state: &mut OrchestratorState, run_id: String, weight: Weight) {
     state.finished.push_back((run_id, weight));
     state.finished_nodes += weight.nodes;
@@ -1005,8 +1182,23 @@ fn remember_finished(state: &mut OrchestratorState, run_id: String, weight: Weig
         };
         state.finished_nodes -= weight.nodes;
         state.finished_bytes -= weight.bytes;
-        state.runs.remove(&old);
-        state.idempotency.retain(|_, (id, _)| *id != old);
+        let journaled = state.journaled.iter().any(|(id, _)| *id == old);
+        match state.runs.remove(&old) {
+            Some(entry @ RunEntry::Done { .. }) if journaled => {
+                let RunEntry::Done { info, .. } = &entry else {
+                    continue;
+                };
+                let stored = RunEntry::Stored {
+                    summary: entry.summary(&old),
+                    order: info.order,
+                    trace_id: info.trace_id.clone(),
+                    result_tx: watch::channel(None).0,
+                    loading: false,
+                };
+                state.runs.insert(old, stored);
+            }
+            _ => state.idempotency.retain(|_, (id, _)| *id != old),
+        }
     }
 }
 

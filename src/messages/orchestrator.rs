@@ -86,6 +86,14 @@ pub enum RunCommandError {
     /// journal takes no more until the engine restarts).
     #[error("cannot journal the run: {0}")]
     Journal(String),
+    /// A finished run the journal holds cannot be read back from it.
+    #[error("run `{run_id}` cannot be read back from the journal: {reason}")]
+    Unreadable {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Which runs a listing asks for ([`crate::Handle::list`]).
@@ -241,7 +249,44 @@ pub(crate) enum OrchestratorMsg {
         /// Why it exited.
         cause: String,
     },
+    /// From the orchestrator's own reading task: a finished run no longer kept in memory,
+    /// read back from the journal for the questions waiting on it, or why it could not be.
+    Reloaded {
+        /// The run.
+        run_id: String,
+        /// The run read back, or why not.
+        outcome: Result<ReloadedRun, String>,
+    },
+    /// From a handle: what the finished runs kept in memory weigh.
+    Retained(RpcReplyPort<RetainedStats>),
     /// From a chaos test: kill the slot limiter (it is restarted).
     #[cfg(feature = "chaos")]
     KillLimiter,
+}
+
+/// A finished run read back from the journal and replayed.
+#[derive(Debug)]
+pub(crate) struct ReloadedRun {
+    /// Its result.
+    pub(crate) result: Arc<RunResult>,
+    /// Its trace.
+    pub(crate) events: Arc<Vec<crate::messages::event::TraceEvent>>,
+    /// Its graph.
+    pub(crate) graph: Arc<Graph>,
+    /// What the result and the events take as JSON.
+    pub(crate) bytes: usize,
+}
+
+/// The finished runs an engine keeps in memory for queries ([`crate::Handle::retained`]);
+/// those the journal holds beyond them are read back when asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetainedStats {
+    /// Finished runs held whole in memory.
+    pub runs: usize,
+    /// Their node records.
+    pub nodes: usize,
+    /// What their results and traces take as JSON.
+    pub bytes: usize,
+    /// Finished runs the journal holds that are known by their summary only.
+    pub stored: usize,
 }

@@ -235,6 +235,22 @@ impl Journal {
     pub fn load(&self) -> Result<Vec<StoredRunLog>, JournalError> {
         load(&*self.inner.store)
     }
+
+    /// Every run in the journal, finished ones without their payloads ([`scan`]).
+    ///
+    /// # Errors
+    /// When a record cannot be read.
+    pub fn scan(&self) -> Result<Vec<Scanned>, JournalError> {
+        scan(&*self.inner.store)
+    }
+
+    /// One run, read back whole; `None` once the journal no longer holds it.
+    ///
+    /// # Errors
+    /// When a record cannot be read.
+    pub fn read_run(&self, run_id: &str) -> Result<Option<StoredRunLog>, JournalError> {
+        read_run(&*self.inner.store, run_id)
+    }
 }
 
 /// Every run in `store`, read back whole.
@@ -242,34 +258,118 @@ impl Journal {
 /// # Errors
 /// When a record cannot be read.
 pub fn load(store: &dyn JournalStore) -> Result<Vec<StoredRunLog>, JournalError> {
-    let location = store.location();
-    let bad = |run_id: &str, what: String, error: RecordError| JournalError::Record {
-        location: location.clone(),
+    let mut runs = Vec::new();
+    for run_id in store.run_ids()? {
+        runs.extend(read_run(store, &run_id)?);
+    }
+    Ok(runs)
+}
+
+/// One run of `store`, read back whole; `None` when the store does not hold it.
+///
+/// # Errors
+/// When a record cannot be read.
+pub fn read_run(
+    store: &dyn JournalStore,
+    run_id: &str,
+) -> Result<Option<StoredRunLog>, JournalError> {
+    let bad = |what: String, error: RecordError| JournalError::Record {
+        location: store.location(),
         run_id: run_id.to_owned(),
         what,
         error,
     };
-    let mut runs = Vec::new();
-    for (run_id, value) in store.runs()? {
-        let header: RunHeader =
-            record::decode(&value).map_err(|e| bad(&run_id, "header".into(), e))?;
-        let mut bytes = value.len() as u64;
-        let mut facts = Vec::new();
-        for (i, (seq, value)) in store.facts(&run_id)?.into_iter().enumerate() {
-            if seq != i as u64 + 1 {
-                return Err(bad(
-                    &run_id,
-                    format!("fact {}", i + 1),
-                    RecordError::Corrupt(format!("missing (the next stored is fact {seq})")),
-                ));
-            }
-            bytes += value.len() as u64;
-            facts.push(record::decode(&value).map_err(|e| bad(&run_id, format!("fact {seq}"), e))?);
+    let Some(value) = store.header(run_id)? else {
+        return Ok(None);
+    };
+    let header: RunHeader = record::decode(&value).map_err(|e| bad("header".into(), e))?;
+    let mut bytes = value.len() as u64;
+    let mut facts = Vec::new();
+    for (i, (seq, value)) in store.facts(run_id)?.into_iter().enumerate() {
+        if seq != i as u64 + 1 {
+            return Err(bad(
+                format!("fact {}", i + 1),
+                RecordError::Corrupt(format!("missing (the next stored is fact {seq})")),
+            ));
         }
-        runs.push(StoredRunLog {
-            header,
-            facts,
-            bytes,
+        bytes += value.len() as u64;
+        facts.push(record::decode(&value).map_err(|e| bad(format!("fact {seq}"), e))?);
+    }
+    Ok(Some(StoredRunLog {
+        header,
+        facts,
+        bytes,
+    }))
+}
+
+/// A run as an engine's start reads it: an unfinished run whole, to resume; a finished
+/// one as what listings and lookups need without its payloads (its records are all read
+/// and checked, then let go), to be read whole again when someone asks for it.
+#[derive(Debug, Clone)]
+pub enum Scanned {
+    /// A run to resume.
+    Unfinished(StoredRunLog),
+    /// A run that ended.
+    Finished(FinishedRun),
+}
+
+/// A finished run without its definition, inputs and facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRun {
+    /// Its id.
+    pub run_id: String,
+    /// Its definition's title.
+    pub title: String,
+    /// How it ended.
+    pub finished: record::FinishedRecord,
+    /// When it was accepted, µs since the epoch.
+    pub accepted_at: u64,
+    /// The caller's `traceparent`.
+    pub traceparent: Option<String>,
+    /// Its idempotency key, and the fingerprint of its submission.
+    pub idempotency: Option<(String, u64)>,
+}
+
+impl FinishedRun {
+    /// What `log`'s header says of a finished run; `None` for one still running.
+    pub fn of(log: &StoredRunLog) -> Option<FinishedRun> {
+        /// The one field wanted of a definition.
+        #[derive(Deserialize)]
+        struct Titled {
+            #[serde(default)]
+            title: String,
+        }
+        let accepted = &log.header.accepted;
+        Some(FinishedRun {
+            run_id: accepted.run_id.clone(),
+            title: serde_json::from_str::<Titled>(&accepted.definition)
+                .map(|t| t.title)
+                .unwrap_or_default(),
+            finished: log.header.finished.clone()?,
+            accepted_at: accepted.accepted_at,
+            traceparent: accepted.traceparent.clone(),
+            idempotency: accepted.idempotency_key.clone().map(|key| {
+                let fingerprint =
+                    record::submission_fingerprint(&accepted.definition, &accepted.inputs);
+                (key, fingerprint)
+            }),
+        })
+    }
+}
+
+/// Every run in `store`, one at a time (never more than one finished run whole in memory).
+///
+/// # Errors
+/// When a record cannot be read: the journal is refused, never half read.
+pub fn scan(store: &dyn JournalStore) -> Result<Vec<Scanned>, JournalError> {
+    let mut runs = Vec::new();
+    for run_id in store.run_ids()? {
+        let Some(log) = read_run(store, &run_id)? else {
+            continue;
+        };
+        runs.push(match FinishedRun::of(&log) {
+            Some(finished) => Scanned::Finished(finished),
+            None => Scanned::Unfinished(log),
         });
     }
     Ok(runs)

@@ -242,6 +242,9 @@ impl From<RunCommandError> for ApiError {
             RunCommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, message),
             RunCommandError::Journal(_) => ApiError::new(ErrorCode::JournalUnavailable, message),
             RunCommandError::Spawn(_) => ApiError::new(ErrorCode::Internal, message),
+            RunCommandError::Unreadable { run_id, .. } => {
+                ApiError::new(ErrorCode::Internal, message).with_details(json!({ "runId": run_id }))
+            }
         }
     }
 }

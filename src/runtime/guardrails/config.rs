@@ -100,12 +100,13 @@ pub struct EngineConfig {
     /// Finished runs kept for `status` and `events` queries.
     pub retained_runs: usize,
     /// Most node records (result entries) kept across those runs: past it the oldest
-    /// finished runs are forgotten first, so big runs cannot pile up without bound. The
-    /// newest finished run is always kept.
+    /// finished runs are let go first, so big runs cannot pile up without bound (with a
+    /// journal, one let go is read back from it when asked for). The newest finished run
+    /// is always kept.
     pub retained_nodes: usize,
     /// Most bytes those runs' results and traces take (as JSON, inputs and outputs
-    /// included): past it the oldest finished runs are forgotten first. The newest
-    /// finished run is always kept.
+    /// included): past it the oldest finished runs are let go first (with a journal, read
+    /// back from it when asked for). The newest finished run is always kept.
     pub retained_bytes: usize,
     /// Most nodes running at once across all runs.
     pub max_concurrent_nodes: Option<u32>,

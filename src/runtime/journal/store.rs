@@ -101,6 +101,18 @@ pub trait JournalStore: Send + Sync + 'static {
     /// [`StoreError::Read`].
     fn runs(&self) -> Result<Vec<StoredRun>, StoreError>;
 
+    /// Every run's id (their headers left unread), in id order.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn run_ids(&self) -> Result<Vec<Arc<str>>, StoreError>;
+
+    /// The header of `run_id`, if the journal holds the run.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn header(&self, run_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// The facts of `run_id`, in order, with their numbers.
     ///
     /// # Errors
@@ -299,6 +311,14 @@ impl JournalStore for MemoryStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn run_ids(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        Ok(self.lock().runs.keys().cloned().collect())
+    }
+
+    fn header(&self, run_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().runs.get(run_id).cloned())
     }
 
     fn facts(&self, run_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -752,6 +772,25 @@ impl JournalStore for FjallStore {
                 Ok((Arc::from(id), v.to_vec()))
             })
             .collect()
+    }
+
+    fn run_ids(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        self.runs
+            .iter()
+            .map(|g| {
+                let k = g.key().map_err(|e| StoreError::Read(describe(&e)))?;
+                let id = std::str::from_utf8(&k)
+                    .map_err(|_| StoreError::Read("a run id is not UTF-8".into()))?;
+                Ok(Arc::from(id))
+            })
+            .collect()
+    }
+
+    fn header(&self, run_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.runs
+            .get(run_id.as_bytes())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| StoreError::Read(describe(&e)))
     }
 
     fn facts(&self, run_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
