@@ -15,13 +15,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[macro_use]
-mod console;
+mod cli;
 
-mod inspect;
-mod report;
-mod run;
-mod serve;
-mod work;
+use cli::{inspect, report, run, serve, work};
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
 use shipsec_orchestrator::runtime::definition::mermaid;

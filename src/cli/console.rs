@@ -36,17 +36,17 @@ pub(crate) fn complaint(args: Arguments<'_>) {
 
 /// `println!` that never panics (see the module).
 macro_rules! say {
-    () => { $crate::console::line(format_args!("")) };
-    ($($arg:tt)*) => { $crate::console::line(format_args!($($arg)*)) };
+    () => { $crate::cli::console::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::console::line(format_args!($($arg)*)) };
 }
 
 /// `print!` that never panics.
 macro_rules! say_text {
-    ($($arg:tt)*) => { $crate::console::text(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::console::text(format_args!($($arg)*)) };
 }
 
 /// `eprintln!` that never panics.
 macro_rules! complain {
-    () => { $crate::console::complaint(format_args!("")) };
-    ($($arg:tt)*) => { $crate::console::complaint(format_args!($($arg)*)) };
+    () => { $crate::cli::console::complaint(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::console::complaint(format_args!($($arg)*)) };
 }

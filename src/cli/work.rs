@@ -62,7 +62,7 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) fn worker(args: WorkerArgs, registry: &ComponentRegistry) -> ExitCode {
-    let outcome = match crate::run::with_telemetry(run(args, registry)) {
+    let outcome = match crate::cli::run::with_telemetry(run(args, registry)) {
         Ok((outcome, _)) => outcome,
         Err(code) => return code,
     };

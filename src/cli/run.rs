@@ -104,7 +104,7 @@ fn engine_config(args: &RunArgs, registry: &ComponentRegistry) -> Result<EngineC
     if let Some(dir) = &args.data_dir {
         config.journal.data_dir = Some(dir.clone());
         config.journal.durability = args.durability;
-        config.journal.loss = crate::serve::loss_policy(args.accept_journal_loss);
+        config.journal.loss = crate::cli::serve::loss_policy(args.accept_journal_loss);
     }
     config.validate(registry)?;
     Ok(config)
@@ -172,7 +172,7 @@ pub(crate) fn resume(args: ResumeArgs, registry: ComponentRegistry) -> ExitCode 
         let mut config = read_config(args.config.as_ref())?;
         config.journal.data_dir = Some(args.data_dir.clone());
         config.journal.durability = args.durability;
-        config.journal.loss = crate::serve::loss_policy(args.accept_journal_loss);
+        config.journal.loss = crate::cli::serve::loss_policy(args.accept_journal_loss);
         config.validate(&registry)?;
         let registry = with_ledger(registry, Some(&args.data_dir))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

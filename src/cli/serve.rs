@@ -92,7 +92,7 @@ struct Usage(String);
 
 /// Runs the server until SIGTERM or SIGINT.
 pub(crate) fn serve(args: ServeArgs, registry: ComponentRegistry) -> ExitCode {
-    let outcome = match crate::run::with_telemetry(run(args, registry)) {
+    let outcome = match crate::cli::run::with_telemetry(run(args, registry)) {
         Ok((outcome, _)) => outcome,
         Err(code) => return code,
     };
@@ -144,7 +144,7 @@ pub(crate) fn loss_policy(accept: bool) -> LossPolicy {
 /// The engine configuration, with the journal the flags ask for.
 fn engine_config(args: &ServeArgs) -> Result<EngineConfig> {
     let mut config =
-        crate::run::read_config(args.config.as_ref()).map_err(|e| Usage(format!("{e:#}")))?;
+        crate::cli::run::read_config(args.config.as_ref()).map_err(|e| Usage(format!("{e:#}")))?;
     config.journal.durability = args.durability;
     config.journal.loss = loss_policy(args.accept_journal_loss);
     // Every attempt goes through the slot limiter, so that a graceful stop can hold new
@@ -169,7 +169,7 @@ fn served_registry(
         .unwrap_or_default();
     let mut process = RestrictedProcess::new(policy);
     if let Some(dir) = &config.journal.data_dir {
-        process = process.recording(crate::run::process_ledger(dir)?);
+        process = process.recording(crate::cli::run::process_ledger(dir)?);
     }
     registry.register(Arc::new(process));
     Ok(registry)
