@@ -42,12 +42,11 @@ use crate::runtime::journal::record::{self, Fact, FactKind, FinishedRecord, RunH
 use crate::runtime::journal::replay::{self, Replayer};
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
+use crate::runtime::semantics::attempt::AttemptId;
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
-use crate::runtime::semantics::run_core::{
-    Metric, RunCore, RunEffect, RunFact, RunPhase, attempt_id,
-};
+use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact, RunPhase};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
 use crate::runtime::telemetry::{Metrics, RUN_ID, RUN_STATUS, SPAN_RUN, TARGET};
@@ -848,7 +847,7 @@ impl SupervisorState {
 fn attempt_stored(host: &dyn RemoteHost, event: &TraceEvent) {
     let ends = event.kind == EventType::Retrying || event.kind.is_terminal();
     if let (true, Some(attempt)) = (ends, event.metadata.as_ref().and_then(|m| m.attempt)) {
-        host.stored(&attempt_id(&event.run_id, &event.node_id, attempt));
+        host.stored(AttemptId::new(&event.run_id, &event.node_id, attempt).as_str());
     }
 }
 

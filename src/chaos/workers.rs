@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::WorkerFault;
 use super::link::{FaultyLink, LinkMode};
 use crate::runtime::components::registry::ComponentRegistry;
-use crate::runtime::semantics::run_core::split_attempt_id;
+use crate::runtime::semantics::attempt::AttemptId;
 use crate::worker::client::{OnStart, Worker, WorkerError, WorkerOptions};
 
 /// A fault that struck a worker.
@@ -211,9 +211,9 @@ impl Drop for Fleet {
 
 /// `(run, node ref, attempt)` of an attempt id `<run>/<node ref>/<attempt>`.
 fn run_node_attempt(id: &str) -> Option<(&str, &str, u32)> {
-    let (node_key, attempt) = split_attempt_id(id)?;
-    let (run, node) = node_key.split_once('/')?;
-    Some((run, node, attempt))
+    let attempt = AttemptId::parse(id)?;
+    let (run, node) = id[..attempt.node_key().len()].split_once('/')?;
+    Some((run, node, attempt.attempt()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

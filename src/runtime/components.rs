@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::components::registry::ComponentMeta;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::NodeIx;
+use crate::runtime::semantics::attempt::AttemptId;
 
 /// Error type of an input that cannot be satisfied (never retried).
 pub const INPUT_ERROR: &str = "InputError";
@@ -131,8 +132,8 @@ impl ExecutionContext {
     /// The attempt's stable id, `<run>/<node ref>/<attempt>`: the same however often the
     /// attempt runs (a re-run after an engine restart included), so a component can use it
     /// as an idempotency key with the systems it calls.
-    pub fn attempt_id(&self) -> String {
-        crate::runtime::semantics::run_core::attempt_id(&self.run_id, &self.node_ref, self.attempt)
+    pub fn attempt_id(&self) -> AttemptId {
+        AttemptId::new(&self.run_id, &self.node_ref, self.attempt)
     }
 
     /// A parameter or input by name, inputs winning.

@@ -7,6 +7,7 @@
 //! No tokio, no clocks, no randomness: time is an argument and jitter comes from a
 //! seeded source, so every decision can be tested alone, simulated and replayed.
 
+pub mod attempt;
 pub mod edge;
 pub mod failure;
 pub mod inputs;

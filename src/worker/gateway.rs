@@ -493,7 +493,7 @@ impl RemoteComponent {
     fn attempt(&self, ctx: &ExecutionContext) -> proto::Attempt {
         let json = |v: &JsonObject| serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
         proto::Attempt {
-            attempt_id: ctx.attempt_id(),
+            attempt_id: ctx.attempt_id().into(),
             fence: 0,
             run_id: ctx.run_id.to_string(),
             node_ref: ctx.node_ref.to_string(),

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::semantics::run_core::split_attempt_id;
+use crate::runtime::semantics::attempt::AttemptId;
 use crate::runtime::semantics::time::Time;
 
 /// Completions remembered after their acceptance, so that a repeat is recognised.
@@ -228,7 +228,7 @@ impl LeaseBook {
         if self.attempts.contains_key(&attempt) {
             return;
         }
-        let avoid = split_attempt_id(&attempt).and_then(|(node, _)| self.lost_by.remove(node));
+        let avoid = AttemptId::parse(&attempt).and_then(|id| self.lost_by.remove(id.node_key()));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.waiting
@@ -543,8 +543,8 @@ impl LeaseBook {
     /// Remembers which worker lost each node's attempt, for the node's next attempt.
     fn note_losses(&mut self, lost: &[Lost]) {
         for l in lost {
-            if let Some((node, _)) = split_attempt_id(&l.attempt) {
-                self.lost_by.insert(node.into(), l.worker.clone());
+            if let Some(id) = AttemptId::parse(&l.attempt) {
+                self.lost_by.insert(id.node_key().into(), l.worker.clone());
             }
         }
     }

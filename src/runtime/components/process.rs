@@ -175,7 +175,10 @@ fn environment(ctx: &ExecutionContext) -> Result<Vec<(String, Option<String>)>, 
             Some(ctx.node_ref.to_string()),
         ),
         ("SHIPSEC_ATTEMPT".to_owned(), Some(ctx.attempt.to_string())),
-        ("SHIPSEC_ATTEMPT_ID".to_owned(), Some(ctx.attempt_id())),
+        (
+            "SHIPSEC_ATTEMPT_ID".to_owned(),
+            Some(ctx.attempt_id().into()),
+        ),
     ];
     let given = match ctx.value("env") {
         None | Some(Value::Null) => return Ok(vars),
@@ -275,7 +278,7 @@ async fn run_process(ctx: ExecutionContext, ledger: Option<Arc<ProcessLedger>>) 
     // declared before `group`, so dropped after it).
     let _entry =
         match &ledger {
-            Some(ledger) => Some(ledger.enter(&ctx.attempt_id()).map_err(|e| {
+            Some(ledger) => Some(ledger.enter(ctx.attempt_id().as_str()).map_err(|e| {
                 ComponentError::retryable(PROCESS_ERROR, format!("cannot start: {e}"))
             })?),
             None => None,

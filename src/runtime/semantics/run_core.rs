@@ -30,6 +30,7 @@ use crate::messages::supervisor::{
 };
 use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
+use crate::runtime::semantics::attempt::AttemptId;
 use crate::runtime::semantics::edge::resolve;
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
@@ -1057,7 +1058,7 @@ impl RunCore {
                 json!({
                     "nodeId": &**node_ref,
                     "attempt": attempt,
-                    "attemptId": attempt_id(&plan.run_id, node_ref, *attempt),
+                    "attemptId": AttemptId::new(&plan.run_id, node_ref, *attempt).as_str(),
                 })
             })
             .collect();
@@ -1389,19 +1390,6 @@ impl RunCore {
         self.events.push(event);
         self.out.push(RunEffect::Emitted { seq });
     }
-}
-
-/// The stable id of attempt `attempt` of node `node_ref` in run `run_id`: the same
-/// wherever and however often the attempt runs (a re-run after a restart included), so a
-/// component can use it as an idempotency key.
-pub fn attempt_id(run_id: &str, node_ref: &str, attempt: u32) -> String {
-    format!("{run_id}/{node_ref}/{attempt}")
-}
-
-/// An [`attempt_id`] taken apart: its node's part (`<run>/<node ref>`) and the attempt.
-pub fn split_attempt_id(id: &str) -> Option<(&str, u32)> {
-    let (node, attempt) = id.rsplit_once('/')?;
-    Some((node, attempt.parse().ok()?))
 }
 
 fn resolution(
