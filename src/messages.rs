@@ -11,4 +11,3 @@ pub mod node;
 pub mod orchestrator;
 pub mod result;
 pub mod supervisor;
-pub mod time;

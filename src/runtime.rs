@@ -9,7 +9,8 @@
 //!   built-ins and the process runner;
 //! - [`guardrails`]: what keeps the engine within bounds — the slot book, rate limits and
 //!   the engine configuration with its validation;
-//! - [`telemetry`]: spans, metrics and their export.
+//! - [`telemetry`]: spans, metrics and their export;
+//! - [`timestamp`]: wall-clock instants as the wire carries them.
 //!
 //! Nothing in this tree spawns actors. The decision code does no I/O and reads no clocks
 //! (time is passed in), so it can be tested, simulated and replayed on its own.
@@ -20,3 +21,4 @@ pub mod guardrails;
 pub mod journal;
 pub mod semantics;
 pub mod telemetry;
+pub mod timestamp;

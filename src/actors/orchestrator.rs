@@ -34,7 +34,6 @@ use crate::messages::orchestrator::{
 };
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, Subscription, SupervisorMsg};
-use crate::messages::time::Timestamp;
 use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
@@ -52,6 +51,7 @@ use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::Metrics;
+use crate::runtime::timestamp::Timestamp;
 
 /// The orchestrator's behaviour.
 #[derive(Debug, Clone, Copy)]

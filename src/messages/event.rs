@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
+use crate::runtime::timestamp::Timestamp;
 
 /// The transition an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

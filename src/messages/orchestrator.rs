@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::messages::supervisor::{EventFeed, StopKind, Subscription};
-use crate::messages::time::Timestamp;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::timestamp::Timestamp;
 
 /// Options of a submission.
 #[derive(Debug, Clone, Default)]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::event::ErrorInfo;
-use crate::messages::time::Timestamp;
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use crate::runtime::timestamp::Timestamp;
 
 /// What the result says about one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

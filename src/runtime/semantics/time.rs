@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::time::Timestamp;
+use crate::runtime::timestamp::Timestamp;
 
 /// A point in time: microseconds since the Unix epoch.
 #[derive(
