@@ -5,7 +5,6 @@
 //! guarantees; the actors in [`crate::actors`] implement those guarantees.
 
 pub mod event;
-pub mod graph;
 pub mod limiter;
 pub mod node;
 pub mod orchestrator;

@@ -12,13 +12,15 @@
 //! - `listen`: TCP and Unix-socket listeners, graceful stop;
 //! - `metrics`: HTTP server metrics;
 //! - `openapi`: the OpenAPI document, derived from the handlers and their types;
-//! - `ui`: the run view in the browser (pages embedded in the binary), and HTML reports.
+//! - `ui`: the run view in the browser (pages embedded in the binary), and HTML reports;
+//! - `graph`: the graph of a run as the run view draws it.
 //!
 //! A [`Service`] is built before its engine exists: it answers `/healthz` at once and
 //! `/readyz` (and every other endpoint) with 503 until [`Service::ready`] gives it the
 //! engine, once the journal is open and its runs resumed.
 
 pub mod error;
+pub mod graph;
 pub mod listen;
 
 mod auth;

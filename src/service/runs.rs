@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::actors::handle::{Handle, Workflow};
-use crate::messages::graph::RunGraph;
 use crate::messages::orchestrator::{RunQuery, RunSummary, SubmitOptions};
 use crate::messages::result::{RunResult, RunSnapshot};
 use crate::runtime::components::registry::ComponentRegistry;
@@ -21,6 +20,7 @@ use crate::runtime::semantics::outcome::RunStatus;
 use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
+use crate::service::graph::RunGraph;
 
 /// Longest run id and idempotency key taken.
 const MAX_ID_LEN: usize = 256;

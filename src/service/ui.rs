@@ -84,7 +84,7 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 /// What a report shows: the run's graph (when known), its result and its events.
 #[derive(Debug, Serialize)]
 pub struct ReportData<'a, G: Serialize, R: Serialize, E: Serialize> {
-    /// The graph (`crate::messages::graph::RunGraph`); without it the report draws no
+    /// The graph (`crate::service::graph::RunGraph`); without it the report draws no
     /// edges.
     pub graph: Option<&'a G>,
     /// The run result (`shipsec run --json`).
