@@ -21,26 +21,6 @@ pub mod proto {
 /// The protocol version this build speaks (`RegisterRequest.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The W3C `traceparent` of `span`, when it is recorded.
-pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
-    use opentelemetry::propagation::TextMapPropagator;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let mut carrier = std::collections::HashMap::new();
-    opentelemetry_sdk::propagation::TraceContextPropagator::new()
-        .inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
-}
-
-/// The context a `traceparent` names, for a span to join (an invalid one: none).
-pub fn context_of(traceparent: &str) -> Option<opentelemetry::Context> {
-    use opentelemetry::propagation::TextMapPropagator;
-    use opentelemetry::trace::TraceContextExt;
-    let carrier =
-        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
-    cx.span().span_context().is_valid().then_some(cx)
-}
-
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -16,9 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::SpanContext;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -885,11 +883,8 @@ fn run_span(run_id: &str, title: &str, traceparent: Option<&str>) -> tracing::Sp
     }
     span.set_attribute(RUN_ID, run_id.to_owned());
     if let Some(tp) = traceparent {
-        let mut carrier = HashMap::new();
-        carrier.insert("traceparent".to_owned(), tp.to_owned());
-        let cx = TraceContextPropagator::new().extract(&carrier);
         // A malformed traceparent leaves the run a root span of its own trace.
-        let _ = span.set_parent(cx);
+        let _ = span.set_parent(crate::runtime::telemetry::extract_traceparent(tp));
     }
     span
 }

@@ -7,7 +7,8 @@
 //! counted as dropped ([`Telemetry::dropped_spans`]).
 //!
 //! [`export`] installs the exporters, [`metrics`] holds the instruments, `spans` opens
-//! and closes the spans of one node.
+//! and closes the spans of one node. The `traceparent` helpers (W3C Trace Context) live
+//! here and nowhere else.
 
 pub mod export;
 pub mod metrics;
@@ -18,6 +19,32 @@ pub use export::{
     span_link_limit, spans_layer,
 };
 pub use metrics::Metrics;
+
+/// The W3C `traceparent` of `span`, when it is recorded.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// What the W3C propagator reads from `traceparent`: its remote span context, or, when
+/// it is not one, the current context unchanged.
+pub fn extract_traceparent(traceparent: &str) -> opentelemetry::Context {
+    use opentelemetry::propagation::TextMapPropagator;
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier)
+}
+
+/// The context a `traceparent` names, for a span to join (an invalid one: none).
+pub fn context_of(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = extract_traceparent(traceparent);
+    cx.span().span_context().is_valid().then_some(cx)
+}
 
 /// The trace id of a W3C `traceparent` (Trace Context, level 1: `version-traceid-
 /// parentid-flags`, lower-case hex of 2, 32, 16 and 2 digits), or `None` when it is not

@@ -38,9 +38,10 @@ use crate::runtime::components::{
     Placement,
 };
 use crate::runtime::definition::JsonObject;
+use crate::runtime::telemetry::context_of;
+use crate::worker::PROTOCOL_VERSION;
 use crate::worker::gateway::WORKER_ID;
 use crate::worker::proto::{self, complete_request::Outcome, worker_client::WorkerClient};
-use crate::worker::{PROTOCOL_VERSION, context_of};
 
 /// How long a poll asks the coordinator to wait for work.
 const POLL_WAIT: Duration = Duration::from_secs(20);

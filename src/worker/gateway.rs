@@ -43,10 +43,11 @@ use crate::runtime::guardrails::config::WorkerConfig;
 use crate::runtime::guardrails::needs::remote_pool;
 use crate::runtime::guardrails::service::{PROCESS_COMPONENT, ProcessPolicy};
 use crate::runtime::semantics::time::Time;
+use crate::runtime::telemetry::traceparent_of;
+use crate::worker::PROTOCOL_VERSION;
 use crate::worker::layers::PreAuthLayer;
 use crate::worker::lease::{Cancelled, LeaseBook, Lost, UnknownWorker, Verdict, WorkerSpec};
 use crate::worker::proto::{self, complete_request::Outcome, worker_server};
-use crate::worker::{PROTOCOL_VERSION, traceparent_of};
 
 /// Longest a poll waits for work.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
