@@ -302,18 +302,7 @@ async fn no_process_child_outlives_a_kill_9_of_serve_or_of_a_worker() {
         &["--config", &config, "--worker-listen", "127.0.0.1:0"],
     );
     let client = server.client();
-    let mut worker = Killed(
-        Command::new(binary())
-            .arg("worker")
-            .arg("--coordinator")
-            .arg(format!("http://{}", server.workers.as_ref().unwrap()))
-            .args(["--id", "w1", "--slots", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    read_until(&mut worker.0, "registered as ");
+    let mut worker = start_worker(&server, "w1");
     // A child of the worker, then the worker killed -9: the child dies with it.
     serve_common::start_run(&client, &sleeper(true)).await;
     let worker_pid = worker.0.id();

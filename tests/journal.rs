@@ -656,19 +656,21 @@ fn a_real_engine_s_log_with_a_flipped_bit_is_refused_or_opens_whole() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The runs an engine keeps for queries, and what their results and traces weigh as JSON.
+/// Every run the engine lists, newest first.
+async fn listed(handle: &shipsec_orchestrator::Handle) -> Vec<shipsec_orchestrator::RunSummary> {
+    let query = shipsec_orchestrator::RunQuery {
+        status: None,
+        limit: 10_000,
+        before: None,
+    };
+    handle.list(query).await.unwrap().runs
+}
+
 /// Reads every run the engine lists, checking each result carries its own 1 MiB
 /// payload (`i` then `x`s); how many were listed.
 async fn read_every_run(handle: &shipsec_orchestrator::Handle) -> usize {
-    let page = handle
-        .list(shipsec_orchestrator::RunQuery {
-            status: None,
-            limit: 10_000,
-            before: None,
-        })
-        .await
-        .unwrap();
-    for run in &page.runs {
+    let runs = listed(handle).await;
+    for run in &runs {
         let mut run = handle.run(&run.run_id).await.unwrap();
         let result = run.result().await.unwrap();
         let payload = result.outputs["start"]["payload"].as_str().unwrap().len();
@@ -677,7 +679,7 @@ async fn read_every_run(handle: &shipsec_orchestrator::Handle) -> usize {
             futures::StreamExt::collect(handle.events(run.run_id()).await.unwrap()).await;
         assert!(!events.is_empty(), "{} lost its trace", run.run_id());
     }
-    page.runs.len()
+    runs.len()
 }
 
 #[test]
@@ -777,17 +779,10 @@ fn a_finished_run_that_no_longer_reads_back_is_listed_then_refused_with_its_reas
             }
         }
         let handle = Orchestrator::start_with(config(), registry).await.unwrap();
-        let page = handle
-            .list(shipsec_orchestrator::RunQuery {
-                status: None,
-                limit: 10,
-                before: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.runs.len(), 1);
-        assert_eq!(page.runs[0].run_id, run_id);
-        assert_eq!(page.runs[0].title, "sleeps");
+        let runs = listed(&handle).await;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].run_id, run_id);
+        assert_eq!(runs[0].title, "sleeps");
         // its details are refused with the reason, not answered as unknown,
         let refused = handle.status(&run_id).await.unwrap_err().to_string();
         assert!(

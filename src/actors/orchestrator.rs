@@ -101,6 +101,28 @@ enum RunEntry {
 }
 
 impl RunEntry {
+    /// A finished run known by its summary, its result channel waiting for the reading.
+    fn stored(summary: RunSummary, order: u64, trace_id: Option<String>) -> RunEntry {
+        RunEntry::Stored {
+            summary,
+            order,
+            trace_id,
+            result_tx: watch::channel(None).0,
+            loading: false,
+        }
+    }
+
+    /// The same run known by its summary only.
+    fn into_stored(self, run_id: &str) -> RunEntry {
+        let summary = self.summary(run_id);
+        match self {
+            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => {
+                RunEntry::stored(summary, info.order, info.trace_id)
+            }
+            stored @ RunEntry::Stored { .. } => stored,
+        }
+    }
+
     /// Its place in the acceptance order.
     fn order(&self) -> u64 {
         match self {
@@ -578,8 +600,7 @@ async fn resume_all(
 fn store_finished(state: &mut OrchestratorState, run: FinishedRun) {
     let order = state.next_order;
     state.next_order += 1;
-    let status = serde_json::from_value(serde_json::Value::String(run.finished.status.clone()))
-        .unwrap_or(RunStatus::Failed);
+    let status = RunStatus::parse(&run.finished.status).unwrap_or(RunStatus::Failed);
     let summary = RunSummary {
         run_id: run.run_id.clone(),
         title: run.title,
@@ -592,17 +613,13 @@ fn store_finished(state: &mut OrchestratorState, run: FinishedRun) {
             .idempotency
             .insert(key, (run.run_id.clone(), Some(fingerprint)));
     }
-    let entry = RunEntry::Stored {
-        summary,
-        order,
-        trace_id: run
-            .traceparent
-            .as_deref()
-            .and_then(crate::runtime::telemetry::traceparent_trace_id),
-        result_tx: watch::channel(None).0,
-        loading: false,
-    };
-    state.runs.insert(run.run_id, entry);
+    let trace_id = run
+        .traceparent
+        .as_deref()
+        .and_then(crate::runtime::telemetry::traceparent_trace_id);
+    state
+        .runs
+        .insert(run.run_id, RunEntry::stored(summary, order, trace_id));
 }
 
 /// What a journaled run was submitted with: its graph, inputs and options.
@@ -623,12 +640,6 @@ fn stored_submission(
         traceparent: accepted.traceparent.clone(),
     };
     Ok((graph, inputs, options))
-}
-
-/// The idempotency key of a stored run, bound to what it was accepted with.
-fn stored_key(accepted: &AcceptedRecord) -> Option<(String, Option<u64>)> {
-    let fingerprint = record::submission_fingerprint(&accepted.definition, &accepted.inputs);
-    Some((accepted.idempotency_key.clone()?, Some(fingerprint)))
 }
 
 /// A new run's entry in the acceptance order.
@@ -770,7 +781,11 @@ async fn resume_run(
     let accepted_at = Time::from_micros(log.header.accepted.accepted_at).timestamp();
     let graph = Arc::new(graph);
     let info = new_info(state, &graph, accepted_at, None);
-    let key = stored_key(&log.header.accepted);
+    let key = log
+        .header
+        .accepted
+        .idempotency()
+        .map(|(key, fingerprint)| (key, Some(fingerprint)));
     let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
     args.journal = Some((journal.clone(), log.header));
     args.resume = Some(log.facts);
@@ -1158,9 +1173,9 @@ struct Weight {
 /// measured by its supervisor as the run ends (not here, where every run's end passes),
 /// and here for runs read back from the journal.
 pub(crate) fn retained_bytes(result: &RunResult, events: &[TraceEvent]) -> usize {
-    let len = |v: Option<usize>| v.unwrap_or(usize::MAX);
-    len(json_len_within(result, usize::MAX))
-        .saturating_add(len(json_len_within(events, usize::MAX)))
+    // Without a limit the count always completes.
+    let len = |bytes: Option<usize>| bytes.unwrap_or_default();
+    len(json_len_within(result, usize::MAX)) + len(json_len_within(events, usize::MAX))
 }
 
 /// Keeps `run_id` for queries and lets go of the oldest finished runs past
@@ -1185,16 +1200,7 @@ fn remember_finished(state: &mut OrchestratorState, run_id: String, weight: Weig
         let journaled = state.journaled.iter().any(|(id, _)| *id == old);
         match state.runs.remove(&old) {
             Some(entry @ RunEntry::Done { .. }) if journaled => {
-                let RunEntry::Done { info, .. } = &entry else {
-                    continue;
-                };
-                let stored = RunEntry::Stored {
-                    summary: entry.summary(&old),
-                    order: info.order,
-                    trace_id: info.trace_id.clone(),
-                    result_tx: watch::channel(None).0,
-                    loading: false,
-                };
+                let stored = entry.into_stored(&old);
                 state.runs.insert(old, stored);
             }
             _ => state.idempotency.retain(|_, (id, _)| *id != old),

@@ -348,11 +348,7 @@ impl FinishedRun {
             finished: log.header.finished.clone()?,
             accepted_at: accepted.accepted_at,
             traceparent: accepted.traceparent.clone(),
-            idempotency: accepted.idempotency_key.clone().map(|key| {
-                let fingerprint =
-                    record::submission_fingerprint(&accepted.definition, &accepted.inputs);
-                (key, fingerprint)
-            }),
+            idempotency: accepted.idempotency(),
         })
     }
 }

@@ -261,6 +261,14 @@ pub fn definition_hash(definition: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(definition.as_bytes())
 }
 
+impl AcceptedRecord {
+    /// Its idempotency key, bound to its [`submission_fingerprint`].
+    pub fn idempotency(&self) -> Option<(String, u64)> {
+        let key = self.idempotency_key.clone()?;
+        Some((key, submission_fingerprint(&self.definition, &self.inputs)))
+    }
+}
+
 /// What an idempotency key is bound to: the submission's definition and inputs (both as
 /// JSON text, the form the journal stores), so a reused key with another body is told
 /// apart from a retry.

@@ -314,12 +314,7 @@ impl NodeCore {
                     cancelling: None,
                 };
                 self.phase = Phase::Active { fired, step };
-                let extra = if lost {
-                    self.plan.retry_lost_attempts
-                } else {
-                    0
-                };
-                self.after_failure_beyond(attempt, error, extra, now);
+                self.after_failure_beyond(attempt, error, self.extra_tries(lost), now);
             }
             ResumeAt::Requeue { attempt } => {
                 let step = Step::Queued { attempt };
@@ -563,11 +558,7 @@ impl NodeCore {
                 self.end(Terminal::Completed, detail);
             }
             Err(error) => {
-                let extra = if error.lost {
-                    self.plan.retry_lost_attempts
-                } else {
-                    0
-                };
+                let extra = self.extra_tries(error.lost);
                 self.after_failure_beyond(attempt, error, extra, now);
             }
         }
@@ -586,6 +577,16 @@ impl NodeCore {
             ));
         }
         Ok(out)
+    }
+
+    /// The tries beyond the node's budget for an attempt that ended so: the plan's
+    /// `retry_lost_attempts` when an engine or worker death took it, else none.
+    fn extra_tries(&self, lost: bool) -> u32 {
+        if lost {
+            self.plan.retry_lost_attempts
+        } else {
+            0
+        }
     }
 
     /// After attempt `attempt` failed with `error`: a retry (the policy's budget plus

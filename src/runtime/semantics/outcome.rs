@@ -117,6 +117,21 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status [`RunStatus::as_str`] names.
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+            RunStatus::Terminated,
+            RunStatus::TimedOut,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// Upper-case name.
     pub fn as_str(self) -> &'static str {
         match self {
