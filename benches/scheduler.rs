@@ -239,9 +239,9 @@ pub mod engine {
     use std::sync::Arc;
 
     use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-    use shipsec_orchestrator::messages::result::RunResult;
     use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
     use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
+    use shipsec_orchestrator::runtime::semantics::result::RunResult;
     use shipsec_orchestrator::{EngineConfig, Handle, Workflow};
 
     use super::workload::Dag;

@@ -26,10 +26,10 @@
 //!    has stopped.
 //!
 //! ## Layout
-//! `messages` (what flows between actors, and the wire types of events and results),
-//! `actors` (who receives it; internal but for the handle), `runtime` (everything that
-//! is not an actor: the definition, the semantics and the two cores, components,
-//! guardrails, telemetry), `service` (`shipsec serve`: the HTTP API and the run view),
+//! `messages` (the actors' mailboxes and their replies), `actors` (who receives them;
+//! internal but for the handle), `runtime` (everything that is not an actor: the
+//! definition, the semantics and the two cores with what they exchange — node ends and
+//! reports, trace events, results —, components, guardrails, the journal, telemetry), `service` (`shipsec serve`: the HTTP API and the run view),
 //! `worker` (the gRPC protocol of remote workers, `shipsec.worker.v1`), `net` (what the
 //! two ports share: connection caps and timeouts, bearer tokens).
 
@@ -46,12 +46,10 @@ pub mod service;
 pub mod worker;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
-pub use messages::event::TraceEvent;
 pub use messages::limiter::{RemotePools, SlotStats};
 pub use messages::orchestrator::{
     RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
 };
-pub use messages::result::{NodeRecord, Progress, RunResult, RunSnapshot};
 pub use messages::supervisor::Subscription;
 pub use runtime::components::registry::{ComponentMeta, ComponentRegistry};
 pub use runtime::components::{
@@ -59,4 +57,6 @@ pub use runtime::components::{
 };
 pub use runtime::definition::WorkflowDefinition;
 pub use runtime::guardrails::config::{ConfigError, EngineConfig};
+pub use runtime::semantics::event::TraceEvent;
 pub use runtime::semantics::outcome::{NodeStatus, RunStatus};
+pub use runtime::semantics::result::{NodeRecord, Progress, RunResult, RunSnapshot};

@@ -26,7 +26,6 @@ use futures::future::BoxFuture;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::TraceEvent;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{Component, ComponentResult, ExecutionContext};
@@ -35,6 +34,7 @@ use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::journal::record::FactKind;
 use shipsec_orchestrator::runtime::journal::store::CrashPlan;
 use shipsec_orchestrator::runtime::journal::{self, Durability, Journal, MemoryStore};
+use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode};
 
 use random::{Finished, Mode, case_gen, check_against_reference, check_fail_fast};
@@ -408,10 +408,9 @@ fn a_journal_that_cannot_be_written_fails_its_runs_visibly() {
             // Every completion anyone saw was stored first.
             let graph = workflow.graph();
             let stored = ended_in(&store, graph);
-            for e in events
-                .iter()
-                .filter(|e| e.kind == shipsec_orchestrator::messages::event::EventType::Completed)
-            {
+            for e in events.iter().filter(|e| {
+                e.kind == shipsec_orchestrator::runtime::semantics::event::EventType::Completed
+            }) {
                 assert!(
                     stored.contains(&e.node_id.to_string()),
                     "op {after}: {} was published COMPLETED but its end was not stored",

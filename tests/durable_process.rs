@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::TraceEvent;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::journal::record::FactKind;
 use shipsec_orchestrator::runtime::journal::{self, FjallStore};
+use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::{EngineConfig, Orchestrator, ShutdownMode};
 
 use random::{Finished, check_against_reference};

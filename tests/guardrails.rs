@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::messages::limiter::SlotStats;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentOutput, ComponentResult, ExecutionContext,
 };
 use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, RateLimitConfig};
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator};
 
@@ -98,7 +98,7 @@ async fn run_many(
     handle: &Handle,
     def: Value,
     runs: usize,
-) -> Vec<Arc<shipsec_orchestrator::messages::result::RunResult>> {
+) -> Vec<Arc<shipsec_orchestrator::runtime::semantics::result::RunResult>> {
     let graph = common::workflow(handle, def);
     let mut pending = Vec::new();
     for _ in 0..runs {

@@ -10,12 +10,12 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use shipsec_orchestrator::chaos;
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
 use shipsec_orchestrator::runtime::definition::graph::Graph;
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, RunHandle};
 use tokio::sync::{Semaphore, mpsc};

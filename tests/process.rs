@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
 use shipsec_orchestrator::runtime::components::process::{
     DEFAULT_MAX_PROCESS_OUTPUT, PROCESS_ERROR, Process,
@@ -24,6 +23,7 @@ use shipsec_orchestrator::runtime::components::{
     Component, ComponentResult, ExecutionContext, Placement, VALIDATION_ERROR,
 };
 use shipsec_orchestrator::runtime::definition::JsonObject;
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use tokio_util::sync::CancellationToken;
 

@@ -20,12 +20,12 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 use shipsec_orchestrator::chaos::{self, Recording};
-use shipsec_orchestrator::messages::event::TraceEvent;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::messages::result::RunResult;
-use shipsec_orchestrator::messages::supervisor::NodeReport;
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
+use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact};
+use shipsec_orchestrator::runtime::semantics::report::NodeReport;
+use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};

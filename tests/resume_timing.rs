@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::journal::{Durability, Journal, MemoryStore};
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::{
     ComponentRegistry, EngineConfig, Handle, Orchestrator, ShutdownMode, SubmitOptions,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{Finished, run};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::EventType;
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 fn echo(r: &str) -> Value {

@@ -13,9 +13,9 @@ use std::path::Path;
 
 use common::{Finished, engine, run_on};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::{EventType, Level};
 use shipsec_orchestrator::runtime::definition::parse::{Format, from_value, parse_typed};
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
+use shipsec_orchestrator::runtime::semantics::event::{EventType, Level};
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 /// One of ShipSec's definitions, as the JSON value its YAML text reads as.

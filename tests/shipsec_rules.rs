@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use common::{Finished, engine, run_on};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::load::{LoadError, load_str};
 use shipsec_orchestrator::runtime::definition::parse::{Format, parse_typed};
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 
 /// The YAML text and the JSON text of the same definition.

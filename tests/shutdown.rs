@@ -10,13 +10,13 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::json;
 use shipsec_orchestrator::chaos;
-use shipsec_orchestrator::messages::event::EventType;
 use shipsec_orchestrator::messages::orchestrator::{RunCommandError, ShutdownMode};
 use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
 };
+use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, RunHandle, Workflow};
 use tokio::sync::Semaphore;

@@ -37,8 +37,6 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 use shipsec_orchestrator::EngineConfig;
-use shipsec_orchestrator::messages::result::RunResult;
-use shipsec_orchestrator::messages::supervisor::RunTimer;
 use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::components::{
@@ -53,6 +51,8 @@ use shipsec_orchestrator::runtime::semantics::node_core::{
     AttemptSpec, NodeCore, NodeEffect, NodeFact,
 };
 use shipsec_orchestrator::runtime::semantics::plan::RunPlan;
+use shipsec_orchestrator::runtime::semantics::report::RunTimer;
+use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 use shipsec_orchestrator::runtime::semantics::time::Time;
 use tokio_util::sync::CancellationToken;

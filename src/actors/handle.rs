@@ -15,13 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
-use crate::messages::event::TraceEvent;
 use crate::messages::limiter::{LimiterLink, RemotePools, SlotStats};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RetainedStats, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
 };
-use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{StopKind, Subscription};
+use crate::messages::supervisor::Subscription;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::definition::limits::DefinitionLimits;
@@ -32,6 +30,9 @@ use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
 use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
+use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 
 /// Errors of the engine's public API.
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,8 @@ use tracing::Instrument;
 use crate::actors::clock;
 use crate::actors::shared::RunShared;
 use crate::messages::limiter::{LimiterMsg, SlotGrant};
-use crate::messages::node::{NodeEnd, NodeMsg};
-use crate::messages::supervisor::{NodeReport, RetryReport, StartReport, SupervisorMsg};
+use crate::messages::node::NodeMsg;
+use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentResult, ExecutionContext, Placement, VALIDATION_ERROR,
 };
@@ -33,6 +33,7 @@ use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::{
     AttemptLimit, AttemptSpec, NodeCore, NodeEffect, NodeFact, NodeStart,
 };
+use crate::runtime::semantics::report::{NodeEnd, NodeReport, RetryReport, StartReport};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
 use crate::runtime::telemetry::{ATTEMPT, ERROR_TYPE};

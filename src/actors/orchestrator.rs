@@ -26,14 +26,12 @@ use std::sync::atomic::AtomicU64;
 use crate::actors::clock;
 use crate::actors::limiter::{LimiterActor, LimiterArgs};
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
-use crate::messages::event::TraceEvent;
 use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
     OrchestratorMsg, ReloadedRun, RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary,
     ShutdownMode, SubmitOptions, Submitted,
 };
-use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, StopKind, Subscription, SupervisorMsg};
+use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
@@ -47,8 +45,11 @@ use crate::runtime::journal::replay;
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
 use crate::runtime::journal::{FinishedRun, Journal, Scanned, StoredRunLog};
+use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::Metrics;
 use crate::runtime::timestamp::Timestamp;

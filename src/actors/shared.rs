@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ractor::ActorRef;
 
 use crate::messages::limiter::LimiterLink;
-use crate::messages::supervisor::{Placed, SupervisorMsg};
+use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::PlacementSink;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::graph::{Graph, NodeIx};
@@ -17,6 +17,7 @@ use crate::runtime::guardrails::config::EngineConfig;
 use crate::runtime::guardrails::needs::node_needs;
 use crate::runtime::guardrails::slots::{Needs, RunKey};
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::Placed;
 
 /// How a run reaches the engine's slot limiter, and what its nodes need from it.
 #[derive(Debug)]

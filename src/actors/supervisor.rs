@@ -24,12 +24,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::actors::clock;
 use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
-use crate::messages::event::{EventType, TraceEvent};
 use crate::messages::limiter::LimiterLink;
-use crate::messages::node::{CancelReason, NodeEnd, NodeMsg, ParentEnded};
+use crate::messages::node::NodeMsg;
 use crate::messages::orchestrator::OrchestratorMsg;
-use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, NodeReport, Subscription, SupervisorMsg};
+use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::{ComponentRegistry, RemoteHost};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
@@ -41,9 +39,14 @@ use crate::runtime::journal::replay::{self, Replayer};
 use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
 use crate::runtime::semantics::attempt::AttemptId;
+use crate::runtime::semantics::event::{EventType, TraceEvent};
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::{
+    CancelReason, NodeEnd, NodeReport, ParentEnded, StartReport,
+};
+use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 use crate::runtime::semantics::run_core::{Metric, RunCore, RunEffect, RunFact, RunPhase};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
@@ -481,7 +484,7 @@ impl SupervisorState {
     async fn on_ran(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        start: crate::messages::supervisor::StartReport,
+        start: StartReport,
         end: Arc<NodeEnd>,
         span: Option<Box<SpanContext>>,
     ) -> Result<(), ActorProcessingErr> {

@@ -19,12 +19,12 @@ use rand::{Rng, SeedableRng};
 
 use super::WorkerFault;
 use super::workers::Strike;
-use crate::messages::event::{EventType, TraceEvent};
 use crate::messages::orchestrator::SubmitOptions;
-use crate::messages::result::RunResult;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
+use crate::runtime::semantics::event::{EventType, TraceEvent};
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use crate::runtime::semantics::result::RunResult;
 use crate::{EngineError, Handle, Workflow};
 
 /// One fault to inject.

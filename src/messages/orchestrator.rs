@@ -8,11 +8,12 @@ use tokio::sync::watch;
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::result::{RunResult, RunSnapshot};
-use crate::messages::supervisor::{EventFeed, StopKind, Subscription};
+use crate::messages::supervisor::{EventFeed, Subscription};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 use crate::runtime::timestamp::Timestamp;
 
 /// Options of a submission.
@@ -218,7 +219,7 @@ pub(crate) enum OrchestratorMsg {
         /// The run's trace, when it has one.
         trace_id: Option<String>,
         /// Every event of the run.
-        events: Arc<Vec<crate::messages::event::TraceEvent>>,
+        events: Arc<Vec<crate::runtime::semantics::event::TraceEvent>>,
         /// What the result and the events take as JSON (the orchestrator's bound on the
         /// finished runs it keeps, `retainedBytes`).
         bytes: usize,
@@ -270,7 +271,7 @@ pub(crate) struct ReloadedRun {
     /// Its result.
     pub(crate) result: Arc<RunResult>,
     /// Its trace.
-    pub(crate) events: Arc<Vec<crate::messages::event::TraceEvent>>,
+    pub(crate) events: Arc<Vec<crate::runtime::semantics::event::TraceEvent>>,
     /// Its graph.
     pub(crate) graph: Arc<Graph>,
     /// What the result and the events take as JSON.

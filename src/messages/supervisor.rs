@@ -1,30 +1,19 @@
 //! Messages a run supervisor receives: reports from its nodes, commands from the
-//! orchestrator, and its own timers; and the reports' data, which the run core consumes.
+//! orchestrator, and its own timers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry::trace::SpanContext;
 use ractor::RpcReplyPort;
 use tokio::sync::mpsc;
 
-use crate::messages::event::TraceEvent;
-use crate::messages::node::NodeEnd;
 use crate::messages::orchestrator::RunCommandError;
-use crate::messages::result::RunSnapshot;
-use crate::runtime::components::{ComponentError, FailureInfo};
-use crate::runtime::definition::JsonObject;
-use crate::runtime::definition::graph::{EdgeIx, NodeIx};
-use crate::runtime::semantics::time::Time;
-
-/// How a run is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StopKind {
-    /// Cancel with the grace period.
-    Cancel,
-    /// Terminate at once.
-    Terminate,
-}
+use crate::runtime::definition::graph::NodeIx;
+use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::report::{
+    NodeEnd, NodeReport, Placed, RunTimer, StartReport, StopKind,
+};
+use crate::runtime::semantics::result::RunSnapshot;
 
 /// A live event feed: what happened so far, then what happens next (the receiver closes
 /// when the run ends, or when a bounded subscriber fell a whole buffer behind).
@@ -65,83 +54,6 @@ impl Subscription {
             .min(events.len());
         events[from..].to_vec()
     }
-}
-
-/// A node's report that an attempt is queued or starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StartReport {
-    /// The node.
-    pub node: NodeIx,
-    /// Attempt number.
-    pub attempt: u32,
-    /// Edges that decided its join (`any`/`first`/`quorum`).
-    pub triggered_by: Arc<[EdgeIx]>,
-    /// Set once, right after a `first` join fired: withdraw from the other parents.
-    pub withdraw: bool,
-    /// The failure it handles, when reached through an `error` edge.
-    pub failure: Option<Arc<FailureInfo>>,
-    /// The inputs its join resolved (shared, not copied): what a node respawned after a
-    /// crash runs its next attempt with.
-    pub inputs: Arc<JsonObject>,
-    /// When its first attempt began: a respawned node's total budget counts from it.
-    pub first_started: Time,
-}
-
-/// A remote worker took attempt `attempt` of `node`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Placed {
-    /// The node.
-    pub node: NodeIx,
-    /// The attempt.
-    pub attempt: u32,
-    /// The worker's id.
-    pub worker: Arc<str>,
-}
-
-/// A node's report that attempt `attempt` failed and attempt `attempt + 1` follows `delay`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryReport {
-    /// The node.
-    pub node: NodeIx,
-    /// The failed attempt.
-    pub attempt: u32,
-    /// Backoff before the next.
-    pub delay: Duration,
-    /// The failure.
-    pub error: ComponentError,
-}
-
-/// What a node core reports to the run: every transition the run records.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeReport {
-    /// Attempt `attempt` waits for slots (QUEUED).
-    Queued(StartReport),
-    /// Attempt `attempt` starts now (RUNNING).
-    Started(StartReport),
-    /// An attempt failed and another follows.
-    Retrying(RetryReport),
-    /// The node ended; its actor stops. The supervisor resolves its edges.
-    Ended(Arc<NodeEnd>),
-}
-
-impl NodeReport {
-    /// The node that reports.
-    pub fn node(&self) -> NodeIx {
-        match self {
-            NodeReport::Queued(r) | NodeReport::Started(r) => r.node,
-            NodeReport::Retrying(r) => r.node,
-            NodeReport::Ended(end) => end.node,
-        }
-    }
-}
-
-/// A timer the run core armed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunTimer {
-    /// The run deadline (`config.timeoutSeconds`) passed.
-    Deadline,
-    /// The grace period of a stop is over: nodes still running are abandoned.
-    ForceEnd,
 }
 
 /// What a run supervisor receives.

@@ -25,10 +25,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::actors::handle::{EventStream, Handle};
-use crate::messages::event::{ErrorInfo, EventType, Level, TraceEvent};
-use crate::messages::result::{Progress, RunSnapshot};
 use crate::messages::supervisor::Subscription;
+use crate::runtime::semantics::event::{ErrorInfo, EventType, Level, TraceEvent};
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::semantics::result::{Progress, RunSnapshot};
 use crate::runtime::timestamp::Timestamp;
 use crate::service::AppState;
 use crate::service::body::{PathId, Query};

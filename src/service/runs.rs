@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 
 use crate::actors::handle::{Handle, Workflow};
 use crate::messages::orchestrator::{RunQuery, RunSummary, SubmitOptions};
-use crate::messages::result::{RunResult, RunSnapshot};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::parse::from_value;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
-use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::messages::result::RunResult;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::definition::validate::validate;
 use shipsec_orchestrator::runtime::definition::{JsonObject, WorkflowDefinition};
+use shipsec_orchestrator::runtime::semantics::event::{EventType, TraceEvent};
 use shipsec_orchestrator::runtime::semantics::outcome::NodeStatus;
+use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode, Workflow};
 
 /// A definition from JSON (panics with the path if it has the wrong shape).

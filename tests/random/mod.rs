@@ -31,10 +31,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
-use shipsec_orchestrator::messages::result::{NodeRecord, RunResult};
 use shipsec_orchestrator::runtime::definition::graph::{Graph, Join, NodeIx};
+use shipsec_orchestrator::runtime::semantics::event::{EventType, TraceEvent};
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::semantics::result::{NodeRecord, RunResult};
 
 use crate::reference::{End, Expectation, NodeEnd, Object, Timing, evaluate, expect_node, handled};
 

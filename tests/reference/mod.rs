@@ -64,10 +64,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
-use shipsec_orchestrator::messages::event::{EventType, TraceEvent};
 use shipsec_orchestrator::runtime::definition::graph::{
     EdgeIx, EdgeKind, FailurePolicy, Graph, Join, NodeIx,
 };
+use shipsec_orchestrator::runtime::semantics::event::{EventType, TraceEvent};
 
 /// A JSON object (params, inputs, outputs).
 pub type Object = Map<String, Value>;

@@ -13,19 +13,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::messages::event::TraceEvent;
-use crate::messages::node::NodeEnd;
-use crate::messages::result::RunResult;
-use crate::messages::supervisor::{
-    NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
-};
 use crate::runtime::components::{ComponentError, FailureInfo, FailureReason};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::journal::record::{ErrorRecord, Fact, FactKind, HandledRecord, StartRecord};
+use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
 use crate::runtime::semantics::outcome::{NodeStatus, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::{
+    NodeEnd, NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
+};
+use crate::runtime::semantics::result::RunResult;
 use crate::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 use crate::runtime::semantics::time::Time;
 

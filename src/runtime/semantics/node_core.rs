@@ -18,8 +18,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::messages::node::{CancelReason, NodeEnd, NodeTimer, ParentEnded};
-use crate::messages::supervisor::{NodeReport, RetryReport, StartReport};
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentOutput, ComponentResult, FailureInfo, FailureReason,
     OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
@@ -32,6 +30,9 @@ use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::semantics::join::{JoinDecision, JoinState};
 use crate::runtime::semantics::outcome::Terminal;
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::{
+    CancelReason, NodeEnd, NodeReport, NodeTimer, ParentEnded, RetryReport, StartReport,
+};
 use crate::runtime::semantics::retry::{Jitter, delay_after, should_retry_beyond};
 use crate::runtime::semantics::shipsec;
 use crate::runtime::semantics::time::Time;

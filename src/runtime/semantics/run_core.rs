@@ -22,20 +22,22 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::messages::event::{ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent};
-use crate::messages::node::{CancelReason, NodeEnd, ParentEnded};
-use crate::messages::result::{NodeRecord, RunResult, RunSnapshot};
-use crate::messages::supervisor::{
-    NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
-};
 use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::semantics::attempt::AttemptId;
 use crate::runtime::semantics::edge::resolve;
+use crate::runtime::semantics::event::{
+    ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent,
+};
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::report::{
+    CancelReason, NodeEnd, NodeReport, ParentEnded, Placed, RetryReport, RunTimer, StartReport,
+    StopKind,
+};
+use crate::runtime::semantics::result::{NodeRecord, RunResult, RunSnapshot};
 use crate::runtime::semantics::shipsec;
 use crate::runtime::semantics::time::Time;
 use crate::runtime::semantics::withdraw::Interest;
@@ -1310,7 +1312,7 @@ impl RunCore {
             started_at: self.started_at.timestamp(),
             completed_at: None,
             duration_ms: None,
-            progress: crate::messages::result::Progress {
+            progress: crate::runtime::semantics::result::Progress {
                 completed,
                 total: graph.len(),
             },

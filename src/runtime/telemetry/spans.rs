@@ -9,10 +9,10 @@ use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::messages::node::NodeEnd;
 use crate::runtime::components::ComponentError;
 use crate::runtime::definition::graph::{EdgeIx, Graph, Join, Node, NodeIx};
 use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::report::NodeEnd;
 use crate::runtime::telemetry::{
     ERROR_TYPE, JOIN_LINKS_DROPPED, JOIN_TRIGGERED_BY, NODE_STATUS, SPAN_ATTEMPT, SPAN_NODE,
     TARGET, span_link_limit,

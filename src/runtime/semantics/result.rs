@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::event::ErrorInfo;
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::semantics::event::ErrorInfo;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use crate::runtime::timestamp::Timestamp;
 
