@@ -19,7 +19,7 @@ use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::journal::record::{ErrorRecord, Fact, FactKind, HandledRecord, StartRecord};
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
-use crate::runtime::semantics::outcome::{NodeStatus, Terminal};
+use crate::runtime::semantics::outcome::{CancelCause, NodeStatus, Outcome, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
     NodeEnd, NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
@@ -115,34 +115,28 @@ fn report_kind(report: &NodeReport) -> FactKind {
 
 fn end_kind(end: &NodeEnd) -> FactKind {
     let node = end.node.0;
-    match end.terminal {
-        Terminal::Completed => FactKind::Completed {
+    let attempts = end.attempts;
+    match &end.outcome {
+        Outcome::Completed {
+            output,
+            active_ports,
+        } => FactKind::Completed {
             node,
-            attempts: end.attempts,
-            output: end.output.as_deref().map_or_else(
-                || "{}".to_owned(),
-                // A JSON object always serialises.
-                |o| serde_json::to_string(o).expect("an output serialises"),
-            ),
-            active_ports: end.active_ports.clone(),
+            attempts,
+            // A JSON object always serialises.
+            output: serde_json::to_string(&**output).expect("an output serialises"),
+            active_ports: active_ports.clone(),
         },
-        Terminal::Failed => FactKind::Failed {
+        Outcome::Failed { error } => FactKind::Failed {
             node,
-            attempts: end.attempts,
-            error: end.error.as_ref().map_or_else(
-                || ErrorRecord {
-                    error_type: "Error".into(),
-                    message: String::new(),
-                    retryable: false,
-                },
-                error_record,
-            ),
+            attempts,
+            error: error_record(error),
         },
-        Terminal::Skipped => FactKind::Skipped { node },
-        Terminal::Cancelled => FactKind::Cancelled {
+        Outcome::Skipped(_) => FactKind::Skipped { node },
+        Outcome::Cancelled(cause) => FactKind::Cancelled {
             node,
-            attempts: end.attempts,
-            reason: end.reason.clone().unwrap_or_default(),
+            attempts,
+            reason: cause.to_string(),
             handled: end.handled.as_deref().map(|f| HandledRecord {
                 at: f.at.clone(),
                 name: f.reason.name.clone(),
@@ -178,6 +172,9 @@ struct Fired {
     early_end: Option<Arc<NodeEnd>>,
     /// Its end, when its inputs did not resolve (attempt 1 fails as it starts).
     bad_inputs: Option<Arc<NodeEnd>>,
+    /// Why the run asked it to stop, each time it did, in order: a cancelled end names
+    /// one of them.
+    cancels: Vec<CancelCause>,
 }
 
 /// Folds one run's facts through fresh cores.
@@ -388,16 +385,11 @@ impl Replayer {
 
     fn end(&self, kind: &FactKind) -> Result<NodeEnd, String> {
         let plan = self.plan();
-        let blank = |node: NodeIx, terminal: Terminal, attempts: u32| NodeEnd {
+        let end = |node: NodeIx, attempts: u32, outcome: Outcome| NodeEnd {
             node,
-            terminal,
             attempts,
-            output: None,
-            active_ports: None,
-            error: None,
-            reason: None,
-            origin: None,
-            handled: None,
+            outcome,
+            handled: self.handled(node),
         };
         Ok(match kind {
             FactKind::Completed {
@@ -413,48 +405,45 @@ impl Replayer {
                         plan.node_ref(node)
                     )
                 })?;
-                NodeEnd {
-                    output: Some(Arc::new(output)),
+                let outcome = Outcome::Completed {
+                    output: Arc::new(output),
                     active_ports: active_ports.clone(),
-                    handled: self.handled(node),
-                    ..blank(node, Terminal::Completed, *attempts)
-                }
+                };
+                end(node, *attempts, outcome)
             }
             FactKind::Failed {
                 node,
                 attempts,
                 error,
             } => {
-                let node = self.node(*node)?;
-                NodeEnd {
-                    error: Some(component_error(error)),
-                    origin: Some(plan.node_ref(node).clone()),
-                    handled: self.handled(node),
-                    ..blank(node, Terminal::Failed, *attempts)
-                }
+                let error = component_error(error);
+                end(self.node(*node)?, *attempts, Outcome::Failed { error })
             }
             FactKind::Cancelled {
                 node,
                 attempts,
                 reason,
                 handled,
-            } => NodeEnd {
-                reason: Some(reason.clone()),
-                handled: handled.as_ref().map(|h| {
-                    Arc::new(FailureInfo {
-                        at: h.at.clone(),
-                        reason: FailureReason {
-                            message: h.message.clone(),
-                            name: h.name.clone(),
-                        },
-                    })
-                }),
-                ..blank(self.node(*node)?, Terminal::Cancelled, *attempts)
-            },
+            } => {
+                let node = self.node(*node)?;
+                let cause = self.cancel_cause(node, reason)?;
+                NodeEnd {
+                    handled: handled.as_ref().map(|h| {
+                        Arc::new(FailureInfo {
+                            at: h.at.clone(),
+                            reason: FailureReason {
+                                message: h.message.clone(),
+                                name: h.name.clone(),
+                            },
+                        })
+                    }),
+                    ..end(node, *attempts, Outcome::Cancelled(cause))
+                }
+            }
             FactKind::Skipped { node } => {
                 let node = self.node(*node)?;
                 let skipped = self.fired[node.ix()].early_end.as_ref();
-                let skipped = skipped.filter(|e| e.terminal == Terminal::Skipped);
+                let skipped = skipped.filter(|e| e.terminal() == Terminal::Skipped);
                 let skipped = skipped.ok_or_else(|| {
                     format!(
                         "{} was skipped but its join did not skip it",
@@ -465,6 +454,32 @@ impl Replayer {
             }
             _ => unreachable!("only ends are passed"),
         })
+    }
+
+    /// Which of the cancellations the run sent `node` its journaled end records (the
+    /// journal keeps the cause as the text it displays).
+    fn cancel_cause(&self, node: NodeIx, recorded: &str) -> Result<CancelCause, String> {
+        let asked = &self.fired[node.ix()].cancels;
+        asked
+            .iter()
+            .rev()
+            .find(|cause| cause.to_string() == recorded)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{} ended cancelled for `{recorded}`, but the run asked it to stop for {}",
+                    self.plan().node_ref(node),
+                    if asked.is_empty() {
+                        "no reason".to_owned()
+                    } else {
+                        asked
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )
+            })
     }
 
     /// Feeds the run core's spawns, edge resolutions and cancellations to node cores until
@@ -489,6 +504,7 @@ impl Replayer {
                     self.feed(child, NodeFact::ParentEnded(resolved), now);
                 }
                 RunEffect::Cancel { node, reason } => {
+                    self.fired[node.ix()].cancels.push(reason.cause.clone());
                     self.feed(node, NodeFact::CancelRequested(reason), now);
                 }
                 RunEffect::Finish(result) => self.result = Some(result),
@@ -520,5 +536,85 @@ impl Replayer {
         }
         // Decided: later resolutions change nothing for it.
         self.joins[node.ix()] = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node run whose node started attempt 1, and was then asked to stop.
+    fn stopped_run(terminate: bool) -> Replayer {
+        let plan = RunPlan::for_tests(
+            r#"{"title": "t", "actions": [{"ref": "a", "componentId": "core.echo"}]}"#,
+            1,
+        );
+        let start = StartRecord {
+            node: 0,
+            attempt: 1,
+            withdraw: false,
+            first_started: 10,
+            triggered_by: Vec::new(),
+        };
+        let facts = [
+            Fact {
+                at: 0,
+                kind: FactKind::Started,
+            },
+            Fact {
+                at: 10,
+                kind: FactKind::AttemptStarted(start),
+            },
+            Fact {
+                at: 20,
+                kind: FactKind::StopRequested { terminate },
+            },
+        ];
+        Replayer::fold(plan, &facts).expect("the cores follow the facts")
+    }
+
+    fn cancelled(reason: &str) -> Fact {
+        Fact {
+            at: 30,
+            kind: FactKind::Cancelled {
+                node: 0,
+                attempts: 1,
+                reason: reason.into(),
+                handled: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_cancelled_end_takes_the_cause_the_run_asked_for() {
+        let mut replay = stopped_run(false);
+        replay
+            .apply(&cancelled("cancelled: run cancelled by request"))
+            .expect("the cause the run sent");
+        let (core, _) = replay.into_parts();
+        let end = core.events().last().expect("the end's event");
+        assert_eq!(
+            end.kind,
+            crate::runtime::semantics::event::EventType::Cancelled
+        );
+        assert_eq!(
+            end.message.as_deref(),
+            Some("cancelled: run cancelled by request")
+        );
+    }
+
+    #[test]
+    fn a_cancelled_end_for_a_cause_the_run_never_sent_is_refused() {
+        let mut replay = stopped_run(true);
+        let error = replay
+            .apply(&cancelled("cancelled: run cancelled by request"))
+            .expect_err("the run asked it to terminate, not to cancel");
+        assert_eq!(error.seq, 4);
+        assert!(
+            error
+                .reason
+                .contains("the run asked it to stop for `terminated: run terminated by request`"),
+            "{error}"
+        );
     }
 }

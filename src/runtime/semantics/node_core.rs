@@ -14,7 +14,6 @@
 //! its resolved inputs), or ended. Timers, grants and attempt results are fenced by the
 //! attempt they belong to; one that arrives for an attempt the node has left is ignored.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use crate::runtime::definition::limits::json_len_within;
 use crate::runtime::semantics::edge::DEFAULT_PORT;
 use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::semantics::join::{JoinDecision, JoinState};
-use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::outcome::{Outcome, SkipCause, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
     CancelReason, NodeEnd, NodeReport, NodeTimer, ParentEnded, RetryReport, StartReport,
@@ -405,7 +404,7 @@ impl NodeCore {
                 parents
                     .iter()
                     .find(|p| p.node == ix)
-                    .and_then(|p| p.output.as_deref())
+                    .and_then(|p| p.output().map(|o| &**o))
                     .map_or(ParentOutput::Absent, ParentOutput::Completed)
             },
             |ix| &plan.graph.node(ix).node_ref,
@@ -547,16 +546,15 @@ impl NodeCore {
             return; // a stale attempt: fenced
         }
         if let Some(reason) = cancelling.clone() {
-            return self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+            return self.end(Outcome::Cancelled(reason.cause), None);
         }
         match outcome.and_then(|out| self.check_output_size(out)) {
             Ok(out) => {
-                let detail = EndDetail {
-                    output: Some(Arc::new(out.output)),
+                let outcome = Outcome::Completed {
+                    output: Arc::new(out.output),
                     active_ports: out.active_ports,
-                    ..EndDetail::default()
                 };
-                self.end(Terminal::Completed, detail);
+                self.end(outcome, None);
             }
             Err(error) => {
                 let extra = self.extra_tries(error.lost);
@@ -669,8 +667,8 @@ impl NodeCore {
                     cancelling: Some(reason),
                 },
             ) if *a == attempt => {
-                let reason = reason.clone();
-                self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+                let cause = reason.cause.clone();
+                self.end(Outcome::Cancelled(cause), None);
             }
             _ => {} // a timer of an attempt the node has left: fenced
         }
@@ -708,45 +706,39 @@ impl NodeCore {
                 }
             }
         }
-        self.end(Terminal::Cancelled, EndDetail::cancelled(&reason));
+        self.end(Outcome::Cancelled(reason.cause), None);
     }
 
     fn skip(&mut self, dead_edge: EdgeIx, end: &NodeEnd) {
         let graph = &self.plan.graph;
         let edge = graph.edge(dead_edge);
         let source = &graph.node(edge.source).node_ref;
-        let target = &graph.node(edge.target).node_ref;
-        let mut reason = format!(
-            "skipped: edge {source}->{target} dead because {source} {}",
-            end.terminal.as_str()
-        );
-        if end.terminal == Terminal::Completed && edge.kind == EdgeKind::Success {
-            let port = edge.source_handle.as_deref().unwrap_or(DEFAULT_PORT);
-            let _ = write!(reason, " without activating port `{port}`");
-        }
-        let origin = match end.terminal {
-            Terminal::Failed | Terminal::Completed => Some(source.clone()),
-            Terminal::Skipped | Terminal::Cancelled => end.origin.clone().or(Some(source.clone())),
+        let source_ended = end.terminal();
+        let port = (source_ended == Terminal::Completed && edge.kind == EdgeKind::Success)
+            .then(|| Arc::from(edge.source_handle.as_deref().unwrap_or(DEFAULT_PORT)));
+        let origin = match source_ended {
+            Terminal::Failed | Terminal::Completed => source.clone(),
+            Terminal::Skipped | Terminal::Cancelled => end.origin().unwrap_or(source).clone(),
         };
-        if let Some(o) = origin.as_ref().filter(|o| o.as_ref() != source.as_ref()) {
-            let _ = write!(reason, " (origin: {o})");
-        }
-        self.end(Terminal::Skipped, EndDetail::reason(reason, origin));
+        let cause = SkipCause {
+            edge: dead_edge,
+            source: source.clone(),
+            target: graph.node(edge.target).node_ref.clone(),
+            source_ended,
+            port,
+            origin,
+        };
+        self.end(Outcome::Skipped(cause), None);
     }
 
     fn fail(&mut self, attempts: u32, error: ComponentError) {
-        let detail = EndDetail {
-            error: Some(error),
-            origin: Some(self.node().node_ref.clone()),
-            attempts: Some(attempts),
-            ..EndDetail::default()
-        };
-        self.end(Terminal::Failed, detail);
+        self.end(Outcome::Failed { error }, Some(attempts));
     }
 
-    /// Ends the node: reports its end, then stops.
-    fn end(&mut self, terminal: Terminal, detail: EndDetail) {
-        let (attempts, handled) = match std::mem::replace(&mut self.phase, Phase::Ended) {
+    /// Ends the node: reports its end (after `attempts`, when not the attempts it made),
+    /// then stops.
+    fn end(&mut self, outcome: Outcome, attempts: Option<u32>) {
+        let (made, handled) = match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::Ended => return,
             Phase::Pending { failure, .. } => (0, failure),
             Phase::Active { fired, step } => {
@@ -760,13 +752,8 @@ impl NodeCore {
         };
         let end = NodeEnd {
             node: self.ix,
-            terminal,
-            attempts: detail.attempts.unwrap_or(attempts),
-            output: detail.output,
-            active_ports: detail.active_ports,
-            error: detail.error,
-            reason: detail.reason,
-            origin: detail.origin,
+            attempts: attempts.unwrap_or(made),
+            outcome,
             handled,
         };
         self.out
@@ -786,8 +773,7 @@ fn remember_parent(
     end: &Arc<NodeEnd>,
 ) {
     if failure.is_none()
-        && end.terminal == Terminal::Failed
-        && let Some(error) = &end.error
+        && let Some(error) = end.error()
         && node.incoming.iter().any(|e| {
             let edge = graph.edge(*e);
             edge.source == end.node && edge.kind == EdgeKind::Error
@@ -807,31 +793,6 @@ fn remember_parent(
     }
 }
 
-/// The parts of a [`NodeEnd`] that depend on how the node ended.
-#[derive(Debug, Default)]
-struct EndDetail {
-    output: Option<Arc<JsonObject>>,
-    active_ports: Option<Vec<String>>,
-    error: Option<ComponentError>,
-    reason: Option<String>,
-    origin: Option<Arc<str>>,
-    attempts: Option<u32>,
-}
-
-impl EndDetail {
-    fn reason(reason: String, origin: Option<Arc<str>>) -> EndDetail {
-        EndDetail {
-            reason: Some(reason),
-            origin,
-            ..EndDetail::default()
-        }
-    }
-
-    fn cancelled(reason: &CancelReason) -> EndDetail {
-        EndDetail::reason(reason.text.to_string(), None)
-    }
-}
-
 /// The `CrashError` of an attempt whose actor or task died.
 pub fn crash(cause: impl Into<String>) -> ComponentError {
     ComponentError::retryable(CRASH_ERROR, cause)
@@ -840,6 +801,8 @@ pub fn crash(cause: impl Into<String>) -> ComponentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::semantics::outcome::{CancelCause, StopCause};
+    use crate::runtime::semantics::report::StopKind;
 
     /// The plan of a one-node run of `action` (JSON), no slots.
     fn plan(action: &str) -> Arc<RunPlan> {
@@ -943,7 +906,7 @@ mod tests {
             _ => None,
         });
         let end = end.expect("an end");
-        assert_eq!((end.terminal, end.attempts), (Terminal::Failed, 3));
+        assert_eq!((end.terminal(), end.attempts), (Terminal::Failed, 3));
         assert_eq!(effects.last(), Some(&NodeEffect::Stop));
         assert!(core.has_ended());
     }
@@ -976,7 +939,7 @@ mod tests {
 
     fn ended(effects: &[NodeEffect]) -> Option<(Terminal, u32)> {
         effects.iter().find_map(|e| match e {
-            NodeEffect::Report(NodeReport::Ended(end)) => Some((end.terminal, end.attempts)),
+            NodeEffect::Report(NodeReport::Ended(end)) => Some((end.terminal(), end.attempts)),
             _ => None,
         })
     }
@@ -1050,12 +1013,12 @@ mod tests {
         );
         core.apply(failed(1), Time::from_micros(10));
         let reason = CancelReason {
-            text: "cancelled: run cancelled by request".into(),
+            cause: CancelCause::RunStopping(StopCause::Requested(StopKind::Cancel)),
             grace: Duration::from_secs(1),
         };
         let effects = core.apply(NodeFact::CancelRequested(reason), Time::from_micros(20));
         let end = effects.iter().find_map(|e| match e {
-            NodeEffect::Report(NodeReport::Ended(end)) => Some(end.terminal),
+            NodeEffect::Report(NodeReport::Ended(end)) => Some(end.terminal()),
             _ => None,
         });
         assert_eq!(end, Some(Terminal::Cancelled), "{effects:#?}");

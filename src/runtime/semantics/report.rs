@@ -10,7 +10,7 @@ use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::semantics::edge::Resolution;
-use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::outcome::{CancelCause, Outcome, Terminal};
 use crate::runtime::semantics::time::Time;
 
 /// How a node ended, shared (one `Arc`) by the supervisor and every child.
@@ -18,29 +18,63 @@ use crate::runtime::semantics::time::Time;
 pub struct NodeEnd {
     /// The node.
     pub node: NodeIx,
-    /// Its terminal state.
-    pub terminal: Terminal,
     /// Attempts made.
     pub attempts: u32,
-    /// Its output, when it completed. Immutable once written.
-    pub output: Option<Arc<JsonObject>>,
-    /// Ports it activated, when it routed.
-    pub active_ports: Option<Vec<String>>,
-    /// Its error, when it failed.
-    pub error: Option<ComponentError>,
-    /// Why it was skipped or cancelled (docs/semantics.md §10).
-    pub reason: Option<String>,
-    /// The ref of the node whose failure or cancellation is the origin of a skip chain.
-    pub origin: Option<Arc<str>>,
+    /// How it ended.
+    pub outcome: Outcome,
     /// The failure this node handled, when it was reached through an `error` edge.
     pub handled: Option<Arc<FailureInfo>>,
 }
 
-/// Why a node is asked to stop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl NodeEnd {
+    /// Its terminal state.
+    pub fn terminal(&self) -> Terminal {
+        self.outcome.terminal()
+    }
+
+    /// Its output, when it completed.
+    pub fn output(&self) -> Option<&Arc<JsonObject>> {
+        match &self.outcome {
+            Outcome::Completed { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// The ports it activated, when it completed and routed.
+    pub fn active_ports(&self) -> Option<&[String]> {
+        match &self.outcome {
+            Outcome::Completed { active_ports, .. } => active_ports.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Its error, when it failed.
+    pub fn error(&self) -> Option<&ComponentError> {
+        match &self.outcome {
+            Outcome::Failed { error } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Why it was skipped or cancelled (docs/semantics.md §10).
+    pub fn reason(&self) -> Option<String> {
+        self.outcome.reason()
+    }
+
+    /// The node whose failure or cancellation began a chain of skips ending here.
+    pub fn origin(&self) -> Option<&Arc<str>> {
+        match &self.outcome {
+            Outcome::Skipped(skip) => Some(&skip.origin),
+            _ => None,
+        }
+    }
+}
+
+/// Why a node is asked to stop, and how long a running attempt has to finish.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CancelReason {
-    /// The reason recorded on the node (`withdrawn: w fired on c`, ...).
-    pub text: Arc<str>,
+    /// Why: what the node records when it ends cancelled.
+    pub cause: CancelCause,
     /// Grace period for a running attempt; zero terminates at once.
     pub grace: Duration,
 }

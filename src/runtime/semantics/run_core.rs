@@ -31,7 +31,9 @@ use crate::runtime::semantics::event::{
 };
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
-use crate::runtime::semantics::outcome::{NodeStatus, RunStatus, Terminal};
+use crate::runtime::semantics::outcome::{
+    CancelCause, NodeStatus, Outcome, RunStatus, StopCause, Terminal,
+};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
     CancelReason, NodeEnd, NodeReport, ParentEnded, Placed, RetryReport, RunTimer, StartReport,
@@ -200,24 +202,11 @@ pub enum Metric {
     },
 }
 
-/// Why a run is stopping.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StopCause {
-    /// On request.
-    Requested(StopKind),
-    /// Its deadline passed.
-    Deadline(Duration),
-    /// An unhandled failure under `failRun`.
-    FailRun(NodeIx),
-}
-
 /// A stop in progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stop {
-    /// Why.
+    /// Why (what its cancelled nodes record).
     pub cause: StopCause,
-    /// What cancelled nodes record.
-    pub reason: Arc<str>,
     /// Grace of running attempts.
     pub grace: Duration,
     /// When nodes that have not ended are abandoned.
@@ -308,7 +297,7 @@ struct Record {
     /// Actors spawned for it so far.
     generations: u32,
     /// Why it is being cancelled, once it lost a race (every dependent withdrew).
-    withdrawn: Option<Arc<str>>,
+    withdrawn: Option<CancelCause>,
     /// The remote worker that took its latest placed attempt: `(attempt, worker)`.
     worker: Option<(u32, Arc<str>)>,
 }
@@ -420,16 +409,11 @@ impl RunCore {
                 } => self.on_node_died(node, generation, cause, false, now),
                 RunFact::Placed(placed) => self.on_placed(placed),
                 RunFact::CancelRequested(kind) => {
-                    let (reason, grace) = match kind {
-                        StopKind::Cancel => (
-                            "cancelled: run cancelled by request",
-                            self.plan.cancel_grace,
-                        ),
-                        StopKind::Terminate => {
-                            ("terminated: run terminated by request", Duration::ZERO)
-                        }
+                    let grace = match kind {
+                        StopKind::Cancel => self.plan.cancel_grace,
+                        StopKind::Terminate => Duration::ZERO,
                     };
-                    self.begin_stop(StopCause::Requested(kind), reason.into(), grace, now);
+                    self.begin_stop(StopCause::Requested(kind), grace, now);
                 }
                 RunFact::TimerFired(RunTimer::Deadline) => self.on_deadline(now),
                 RunFact::TimerFired(RunTimer::ForceEnd) => self.force_end(now),
@@ -469,12 +453,8 @@ impl RunCore {
 
     fn on_deadline(&mut self, now: Time) {
         let timeout = self.plan.graph.settings.timeout.unwrap_or_default();
-        let reason = format!(
-            "cancelled: run deadline of {}s passed",
-            timeout.as_secs_f64()
-        );
         let grace = self.plan.cancel_grace;
-        self.begin_stop(StopCause::Deadline(timeout), reason.into(), grace, now);
+        self.begin_stop(StopCause::Deadline(timeout), grace, now);
     }
 
     fn on_report(&mut self, report: NodeReport, now: Time) {
@@ -555,13 +535,11 @@ impl RunCore {
                 .as_ref()
                 .and_then(|t| t.first())
                 .map(|e| self.plan.graph.edge(*e).source);
-            let reason: Arc<str> = format!(
-                "withdrawn: {} fired on {}",
-                self.plan.node_ref(node),
-                winner.map_or_else(|| "?".into(), |w| self.plan.node_ref(w).to_string())
-            )
-            .into();
-            return self.withdraw_from_parents(node, &reason);
+            let cause = CancelCause::Withdrawn {
+                by: self.plan.node_ref(node).clone(),
+                winner: winner.map(|w| self.plan.node_ref(w).clone()),
+            };
+            return self.withdraw_from_parents(node, &cause);
         }
         Vec::new()
     }
@@ -639,13 +617,13 @@ impl RunCore {
             }
             let withdrawn = self.records[node.ix()].withdrawn.clone();
             self.record_end(&end, now);
-            match end.terminal {
+            match end.terminal() {
                 Terminal::Failed => self.on_node_failed(node, &end, now),
                 Terminal::Cancelled => {
-                    if let Some(reason) = withdrawn
+                    if let Some(cause) = withdrawn
                         && matches!(self.phase, RunPhase::Running)
                     {
-                        ends.extend(self.withdraw_from_parents(node, &reason));
+                        ends.extend(self.withdraw_from_parents(node, &cause));
                     }
                 }
                 Terminal::Completed | Terminal::Skipped => {}
@@ -660,22 +638,16 @@ impl RunCore {
             FailureEffect::SkipDependents => self.note_unhandled(node, end),
             FailureEffect::FailRun => {
                 self.note_unhandled(node, end);
-                let reason = format!(
-                    "cancelled: failRun after {} FAILED",
-                    self.plan.node_ref(node)
-                );
+                let failed = self.plan.node_ref(node).clone();
                 let grace = self.plan.cancel_grace;
-                self.begin_stop(StopCause::FailRun(node), reason.into(), grace, now);
+                self.begin_stop(StopCause::FailRun(failed), grace, now);
             }
         }
     }
 
     fn note_unhandled(&mut self, node: NodeIx, end: &NodeEnd) {
         if self.unhandled.is_none() {
-            let what = end
-                .error
-                .as_ref()
-                .map_or_else(String::new, |e| format!(": {e}"));
+            let what = end.error().map_or_else(String::new, |e| format!(": {e}"));
             self.unhandled = Some(format!("node {} FAILED{what}", self.plan.node_ref(node)));
         }
     }
@@ -697,10 +669,10 @@ impl RunCore {
         });
         let record = &mut self.records[node.ix()];
         record.attempts = record.attempts.max(end.attempts);
-        if let Some(message) = end.output.as_deref().and_then(shipsec::reported_failure) {
+        if let Some(message) = end.output().and_then(|o| shipsec::reported_failure(o)) {
             self.reported.push((node, message));
         }
-        let (kind, level) = match end.terminal {
+        let (kind, level) = match end.terminal() {
             Terminal::Completed => (EventType::Completed, Level::Info),
             Terminal::Failed => (EventType::Failed, Level::Error),
             Terminal::Skipped => (EventType::Skipped, Level::Warn),
@@ -715,11 +687,10 @@ impl RunCore {
             .filter(|t| !t.is_empty())
             .map(|t| self.refs_of(&t));
         self.emit(node, kind, level, now, |e| {
-            e.message = end.reason.clone();
-            e.error = end.error.as_ref().map(|e| Box::new(error_info(e)));
+            e.message = end.reason();
+            e.error = end.error().map(|e| Box::new(error_info(e)));
             e.data = end
-                .active_ports
-                .as_ref()
+                .active_ports()
                 .map(|p| Box::new(json!({"activatedPorts": p})));
             e.metadata = Some(metadata);
         });
@@ -745,7 +716,7 @@ impl RunCore {
             }
             _ => false,
         };
-        match (end.terminal, &end.error) {
+        match (end.terminal(), end.error()) {
             (Terminal::Completed, _) => self.metric(Metric::Attempt {
                 node,
                 error_type: None,
@@ -759,7 +730,7 @@ impl RunCore {
         if let Some(started) = self.records[node.ix()].started_at {
             self.metric(Metric::NodeEnded {
                 node,
-                terminal: end.terminal,
+                terminal: end.terminal(),
                 seconds: now.since(started).as_secs_f64(),
             });
         }
@@ -874,24 +845,24 @@ impl RunCore {
     /// `node` withdraws from its unfinished parents; those no longer needed are cancelled.
     /// A live parent is told; the ends of parents the run never reached are returned, for
     /// the caller to record.
-    fn withdraw_from_parents(&mut self, node: NodeIx, reason: &Arc<str>) -> Vec<Arc<NodeEnd>> {
+    fn withdraw_from_parents(&mut self, node: NodeIx, cause: &CancelCause) -> Vec<Arc<NodeEnd>> {
         let slots = &self.slots;
         let unneeded = self.interest.withdraw(&self.plan.graph, node, |p| {
             matches!(slots[p.ix()], Slot::Ended(_))
         });
         let mut unreached = Vec::new();
         for parent in unneeded {
-            self.records[parent.ix()].withdrawn = Some(reason.clone());
+            self.records[parent.ix()].withdrawn = Some(cause.clone());
             match &self.slots[parent.ix()] {
                 Slot::Live(_) => self.out.push(RunEffect::Cancel {
                     node: parent,
                     reason: CancelReason {
-                        text: reason.clone(),
+                        cause: cause.clone(),
                         grace: self.plan.cancel_grace,
                     },
                 }),
                 Slot::Unreached | Slot::Ready => {
-                    unreached.push(self.unreached_end(parent, reason.to_string()));
+                    unreached.push(self.unreached_end(parent, cause.clone()));
                 }
                 Slot::Ended(_) => {}
             }
@@ -899,26 +870,23 @@ impl RunCore {
         unreached
     }
 
-    /// The end of a node the run never reached, cancelled for `reason`.
-    fn unreached_end(&mut self, node: NodeIx, reason: String) -> Arc<NodeEnd> {
-        let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason));
+    /// The end of a node the run never reached, cancelled for `cause`.
+    fn unreached_end(&mut self, node: NodeIx, cause: CancelCause) -> Arc<NodeEnd> {
+        let end = self.cancelled_end(node, cause);
         self.out.push(RunEffect::Unreached(end.clone()));
         end
     }
 
-    fn synthetic_end(&self, node: NodeIx, terminal: Terminal, reason: String) -> NodeEnd {
+    /// The end the run records itself for a node cancelled for `cause`: one it never
+    /// reached, one whose actor died while it was being stopped, or one abandoned.
+    fn cancelled_end(&self, node: NodeIx, cause: CancelCause) -> Arc<NodeEnd> {
         let record = &self.records[node.ix()];
-        NodeEnd {
+        Arc::new(NodeEnd {
             node,
-            terminal,
             attempts: record.attempts,
-            output: None,
-            active_ports: None,
-            error: None,
-            reason: Some(reason),
-            origin: None,
+            outcome: Outcome::Cancelled(cause),
             handled: record.failure.clone(),
-        }
+        })
     }
 
     fn on_actor_exited(&mut self, node: NodeIx, generation: u32, cause: String) {
@@ -965,12 +933,12 @@ impl RunCore {
         else {
             unreachable!("checked above")
         };
-        let stop_reason = match &self.phase {
-            RunPhase::Stopping(stop) => Some(stop.reason.clone()),
+        let cancelled = match &self.phase {
+            RunPhase::Stopping(stop) => Some(CancelCause::RunStopping(stop.cause.clone())),
             _ => self.records[node.ix()].withdrawn.clone(),
         };
-        if let Some(reason) = stop_reason {
-            let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason.to_string()));
+        if let Some(cause) = cancelled {
+            let end = self.cancelled_end(node, cause);
             return self.end_all(vec![end], now);
         }
         let start = match live.phase {
@@ -1078,7 +1046,7 @@ impl RunCore {
     /// Starts stopping the run; a stop with a shorter grace replaces one in progress
     /// (terminate during a cancel's grace). Nodes the run never reached end now; nothing
     /// follows from their ends, since every live node is being stopped too.
-    fn begin_stop(&mut self, cause: StopCause, reason: Arc<str>, grace: Duration, now: Time) {
+    fn begin_stop(&mut self, cause: StopCause, grace: Duration, now: Time) {
         if let RunPhase::Stopping(current) = &self.phase
             && grace >= current.grace
         {
@@ -1086,7 +1054,6 @@ impl RunCore {
         }
         let stop = Stop {
             cause,
-            reason,
             grace,
             force_due: now + grace + FORCE_MARGIN,
         };
@@ -1096,7 +1063,7 @@ impl RunCore {
                 Slot::Live(_) => self.out.push(RunEffect::Cancel {
                     node: NodeIx(i as u32),
                     reason: CancelReason {
-                        text: stop.reason.clone(),
+                        cause: CancelCause::RunStopping(stop.cause.clone()),
                         grace: stop.grace,
                     },
                 }),
@@ -1105,7 +1072,7 @@ impl RunCore {
             }
         }
         for node in unreached {
-            let end = self.unreached_end(node, stop.reason.to_string());
+            let end = self.unreached_end(node, CancelCause::RunStopping(stop.cause.clone()));
             self.record_end(&end, now);
         }
         self.out.push(RunEffect::ArmTimer {
@@ -1120,7 +1087,7 @@ impl RunCore {
         let RunPhase::Stopping(stop) = &self.phase else {
             return;
         };
-        let reason = format!("{} (abandoned after the grace period)", stop.reason);
+        let cause = CancelCause::Abandoned(stop.cause.clone());
         let stragglers: Vec<NodeIx> = self
             .plan
             .graph
@@ -1131,7 +1098,7 @@ impl RunCore {
             if matches!(self.slots[node.ix()], Slot::Live(_)) {
                 self.out.push(RunEffect::Kill { node });
             }
-            let end = Arc::new(self.synthetic_end(node, Terminal::Cancelled, reason.clone()));
+            let end = self.cancelled_end(node, cause.clone());
             self.end_all(vec![end], now);
         }
     }
@@ -1172,7 +1139,7 @@ impl RunCore {
             return Some(u.clone());
         }
         if let RunPhase::Stopping(stop) = &self.phase {
-            return Some(stop.reason.to_string());
+            return Some(stop.cause.to_string());
         }
         if self.reported.is_empty() {
             return None;
@@ -1196,7 +1163,7 @@ impl RunCore {
                 _ => None,
             };
             let end = ended.map(|e| &e.end);
-            if let Some(out) = end.and_then(|e| e.output.clone()) {
+            if let Some(out) = end.and_then(|e| e.output().cloned()) {
                 outputs.push((node_ref.clone(), out));
             }
             nodes.push((node_ref.clone(), self.node_record(ix, ended)));
@@ -1261,10 +1228,10 @@ impl RunCore {
                 .as_ref()
                 .filter(|t| !t.is_empty())
                 .map(|t| self.refs_of(t)),
-            active_ports: end.and_then(|e| e.active_ports.clone()),
+            active_ports: end.and_then(|e| e.active_ports().map(<[String]>::to_vec)),
             failure: record.failure.as_deref().cloned(),
-            error: end.and_then(|e| e.error.as_ref()).map(error_info),
-            reason: end.and_then(|e| e.reason.clone()),
+            error: end.and_then(|e| e.error()).map(error_info),
+            reason: end.and_then(|e| e.reason()),
             worker_id: record.worker.as_ref().map(|(_, w)| w.clone()),
         }
     }
@@ -1278,7 +1245,7 @@ impl RunCore {
                 LivePhase::Queued(_) => NodeStatus::Queued,
                 LivePhase::Running(_) => NodeStatus::Running,
             },
-            Slot::Ended(ended) => ended.end.terminal.status(),
+            Slot::Ended(ended) => ended.end.terminal().status(),
         }
     }
 
@@ -1401,7 +1368,7 @@ fn resolution(
 ) -> ParentEnded {
     ParentEnded {
         edge: ix,
-        resolution: resolve(edge, end.terminal, end.active_ports.as_deref()),
+        resolution: resolve(edge, end.terminal(), end.active_ports()),
         end: end.clone(),
     }
 }
@@ -1554,13 +1521,11 @@ mod tests {
         core.apply(placed(1, "w1"), Time::from_micros(32));
         let end = NodeEnd {
             node: NodeIx(0),
-            terminal: Terminal::Completed,
             attempts: 2,
-            output: Some(Arc::new(JsonObject::new())),
-            active_ports: None,
-            error: None,
-            reason: None,
-            origin: None,
+            outcome: Outcome::Completed {
+                output: Arc::new(JsonObject::new()),
+                active_ports: None,
+            },
             handled: None,
         };
         core.apply(

@@ -11,7 +11,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::runtime::components::ComponentError;
 use crate::runtime::definition::graph::{EdgeIx, Graph, Join, Node, NodeIx};
-use crate::runtime::semantics::outcome::Terminal;
+use crate::runtime::semantics::outcome::Outcome;
 use crate::runtime::semantics::report::NodeEnd;
 use crate::runtime::telemetry::{
     ERROR_TYPE, JOIN_LINKS_DROPPED, JOIN_TRIGGERED_BY, NODE_STATUS, SPAN_ATTEMPT, SPAN_NODE,
@@ -153,27 +153,20 @@ impl NodeSpans {
         }
         self.open(run, graph, node, &[]);
         let span = self.node.take()?;
-        span.record(NODE_STATUS, end.terminal.as_str());
-        let event = match end.terminal {
-            Terminal::Completed => "completed",
-            Terminal::Failed => "failed",
-            Terminal::Skipped => "skipped",
-            Terminal::Cancelled
-                if end
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("withdrawn")) =>
-            {
-                "withdrawn"
-            }
-            Terminal::Cancelled => "cancelled",
+        span.record(NODE_STATUS, end.terminal().as_str());
+        let event = match &end.outcome {
+            Outcome::Completed { .. } => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Cancelled(cause) if cause.is_withdrawal() => "withdrawn",
+            Outcome::Cancelled(_) => "cancelled",
         };
         let mut attrs = Vec::new();
-        if let Some(reason) = &end.reason {
-            attrs.push(KeyValue::new("reason", reason.clone()));
+        if let Some(reason) = end.reason() {
+            attrs.push(KeyValue::new("reason", reason));
         }
         span.add_event(event, attrs);
-        if let (Terminal::Failed, Some(error)) = (end.terminal, &end.error) {
+        if let Some(error) = end.error() {
             span.record(ERROR_TYPE, error.error_type.as_str());
             span.set_status(Status::error(error.message.clone()));
         }
