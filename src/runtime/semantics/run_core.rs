@@ -15,6 +15,9 @@
 //! it, in a known phase), or ended (its actor may still be exiting). The run is in one
 //! [`RunPhase`]: running, stopping for a [`StopCause`], or ended. A node actor's exit is
 //! fenced by its generation: the exit of an actor already replaced changes nothing.
+//!
+//! The decisions are here; what they take and give is in `facts`, the trace events they
+//! shape in `trace`, and the result and snapshot they build in `result`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,6 +47,14 @@ use crate::runtime::semantics::shipsec;
 use crate::runtime::semantics::time::Time;
 use crate::runtime::semantics::withdraw::Interest;
 
+mod facts;
+mod result;
+mod trace;
+
+pub use facts::{Metric, RESTART_CAUSE, RunEffect, RunFact};
+
+use trace::error_info;
+
 /// Nodes whose every incoming edge has resolved are spawned at most this many at a time
 /// until they report (QUEUED, STARTED or their end). Such a node always reports on its
 /// own, so the window never waits on a node it holds back; a node still waiting on
@@ -53,154 +64,6 @@ pub const SPAWN_WINDOW: usize = 1024;
 
 /// Extra time after a stop's grace period before nodes that did not end are abandoned.
 pub const FORCE_MARGIN: Duration = Duration::from_secs(1);
-
-/// A fact about the run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunFact {
-    /// The run begins.
-    Started,
-    /// A node reported a transition.
-    Node(NodeReport),
-    /// A node actor exited (its supervision event): re-checked unless its end is known.
-    ActorExited {
-        /// The node.
-        node: NodeIx,
-        /// Which of its actors.
-        generation: u32,
-        /// Why, as ractor said.
-        cause: String,
-    },
-    /// A node actor exited without its end being recorded, re-checked through the queue:
-    /// the node died.
-    NodeDied {
-        /// The node.
-        node: NodeIx,
-        /// Which of its actors.
-        generation: u32,
-        /// Why.
-        cause: String,
-    },
-    /// A remote worker took an attempt (told by the attempt, possibly before the node's
-    /// start report arrives): the worker goes on the attempt's end events and the node's
-    /// record.
-    Placed(Placed),
-    /// Cancel or terminate, on request.
-    CancelRequested(StopKind),
-    /// A timer the core armed fired (`Deadline`: the run deadline was hit).
-    TimerFired(RunTimer),
-    /// The engine restarted and resumes the run from its journal: no actor of the run is
-    /// left. Live nodes are respawned where they were (an attempt that was running is
-    /// lost and fails with `CrashError`), the run's timers are armed again at their due
-    /// times, and a `RESUMED` event names the attempts lost.
-    Resumed,
-    /// Every actor of an ended node has exited. The journal's end of a run: exits are not
-    /// journaled, so the replay of a finished run learns of them all at once.
-    ActorsGone,
-}
-
-/// The cause of a node's death recorded when the engine restarts under it.
-pub const RESTART_CAUSE: &str = "the engine restarted while the attempt ran";
-
-/// What the supervisor must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEffect {
-    /// Spawn an actor for `node`.
-    Spawn {
-        /// The node.
-        node: NodeIx,
-        /// The actor's generation (its exit names it).
-        generation: u32,
-        /// How it begins.
-        start: NodeStart,
-    },
-    /// Tell `child` that one of its incoming edges resolved.
-    Tell {
-        /// The child.
-        child: NodeIx,
-        /// The resolution.
-        resolved: ParentEnded,
-    },
-    /// Ask a live node to stop.
-    Cancel {
-        /// The node.
-        node: NodeIx,
-        /// Why, and its grace.
-        reason: CancelReason,
-    },
-    /// Kill a node's actor that outlived its grace period.
-    Kill {
-        /// The node.
-        node: NodeIx,
-    },
-    /// Re-check a node actor's exit through the mailbox (`NodeDied` if still unexplained).
-    Recheck {
-        /// The node.
-        node: NodeIx,
-        /// Its actor's generation.
-        generation: u32,
-        /// The exit's cause.
-        cause: String,
-    },
-    /// Deliver `timer` back at `due`.
-    ArmTimer {
-        /// When.
-        due: Time,
-        /// Which.
-        timer: RunTimer,
-    },
-    /// A node the run never reached ended (CANCELLED) without an actor: its span is the
-    /// supervisor's to record.
-    Unreached(Arc<NodeEnd>),
-    /// The run's log ([`RunCore::events`]) has a new trace event, `seq`: send it to
-    /// subscribers.
-    Emitted {
-        /// Its sequence number.
-        seq: u64,
-    },
-    /// Record a metric.
-    Metric(Metric),
-    /// The run ended: publish its result.
-    Finish(Arc<RunResult>),
-}
-
-/// A metric the run records.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Metric {
-    /// Nodes waiting for slots, up or down.
-    Queued(i64),
-    /// Nodes running, up or down.
-    Running(i64),
-    /// An attempt of `node` ended, failed with `error_type` or completed (`None`).
-    Attempt {
-        /// The node.
-        node: NodeIx,
-        /// Its error type.
-        error_type: Option<String>,
-    },
-    /// An attempt of `node` waited `seconds` for its slots, then started.
-    QueueWait {
-        /// The node.
-        node: NodeIx,
-        /// From its QUEUED report to its start.
-        seconds: f64,
-    },
-    /// `node` ended as `terminal` after running `seconds`.
-    NodeEnded {
-        /// The node.
-        node: NodeIx,
-        /// How.
-        terminal: Terminal,
-        /// From its first start.
-        seconds: f64,
-    },
-    /// The run ended with `status` after `seconds`.
-    RunEnded {
-        /// How.
-        status: RunStatus,
-        /// From its start.
-        seconds: f64,
-    },
-}
 
 /// A stop in progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -489,12 +352,7 @@ impl RunCore {
             record.attempts = start.attempt;
             record.started_at.get_or_insert(now);
         }
-        let attempt = start.attempt;
-        let mut metadata = self.base_metadata(node);
-        metadata.attempt = Some(attempt);
-        metadata.triggered_by =
-            (!start.triggered_by.is_empty()).then(|| self.refs_of(&start.triggered_by));
-        metadata.failure = start.failure.as_deref().cloned().map(Box::new);
+        let metadata = self.start_metadata(&start);
         if let Slot::Live(live) = &mut self.slots[node.ix()] {
             live.phase = if queued {
                 LivePhase::Queued(start)
@@ -521,14 +379,7 @@ impl RunCore {
         } else {
             Metric::Running(1)
         });
-        let kind = if queued {
-            EventType::Queued
-        } else {
-            EventType::Started
-        };
-        self.emit(node, kind, Level::Info, now, |e| {
-            e.metadata = Some(metadata)
-        });
+        self.trace_start(node, queued, metadata, now);
         if withdraw && matches!(self.phase, RunPhase::Running) {
             let winner = self.records[node.ix()]
                 .triggered_by
@@ -560,7 +411,7 @@ impl RunCore {
     }
 
     /// The worker that took attempt `attempt` of `node`, when a remote one did.
-    fn worker_of(&self, node: NodeIx, attempt: u32) -> Option<Arc<str>> {
+    pub(super) fn worker_of(&self, node: NodeIx, attempt: u32) -> Option<Arc<str>> {
         match &self.records[node.ix()].worker {
             Some((a, worker)) if *a == attempt => Some(worker.clone()),
             _ => None,
@@ -589,21 +440,7 @@ impl RunCore {
             node,
             error_type: Some(error.error_type.clone()),
         });
-        let mut metadata = self.base_metadata(node);
-        metadata.attempt = Some(attempt);
-        metadata.worker_id = self.worker_of(node, attempt);
-        self.emit(node, EventType::Retrying, Level::Warn, now, |e| {
-            e.message = Some(format!(
-                "attempt {attempt} failed; attempt {} in {} ms",
-                attempt + 1,
-                delay.as_millis()
-            ));
-            e.error = Some(Box::new(error_info(&error)));
-            e.data = Some(Box::new(
-                json!({"delayMs": delay.as_millis() as u64, "nextAttempt": attempt + 1}),
-            ));
-            e.metadata = Some(metadata);
-        });
+        self.trace_retry(node, attempt, delay, &error, now);
     }
 
     /// Records node ends and what follows from each, until nothing is left: the failure
@@ -672,28 +509,7 @@ impl RunCore {
         if let Some(message) = end.output().and_then(|o| shipsec::reported_failure(o)) {
             self.reported.push((node, message));
         }
-        let (kind, level) = match end.terminal() {
-            Terminal::Completed => (EventType::Completed, Level::Info),
-            Terminal::Failed => (EventType::Failed, Level::Error),
-            Terminal::Skipped => (EventType::Skipped, Level::Warn),
-            Terminal::Cancelled => (EventType::Cancelled, Level::Warn),
-        };
-        let mut metadata = self.base_metadata(node);
-        metadata.attempt = (end.attempts > 0).then_some(end.attempts);
-        metadata.worker_id = self.worker_of(node, end.attempts);
-        metadata.failure = end.handled.as_deref().cloned().map(Box::new);
-        let triggered = self.records[node.ix()].triggered_by.clone();
-        metadata.triggered_by = triggered
-            .filter(|t| !t.is_empty())
-            .map(|t| self.refs_of(&t));
-        self.emit(node, kind, level, now, |e| {
-            e.message = end.reason();
-            e.error = end.error().map(|e| Box::new(error_info(e)));
-            e.data = end
-                .active_ports()
-                .map(|p| Box::new(json!({"activatedPorts": p})));
-            e.metadata = Some(metadata);
-        });
+        self.trace_end(end, now);
     }
 
     /// Node metrics at a node's end: gauges back down, its last attempt, its duration.
@@ -1017,32 +833,6 @@ impl RunCore {
         }
     }
 
-    /// The run-level `RESUMED` event (its `nodeId` is empty): the attempts lost, each with
-    /// its attempt id.
-    fn emit_resumed(&mut self, lost: &[(NodeIx, u32)], now: Time) {
-        let plan = self.plan.clone();
-        let attempts: Vec<serde_json::Value> = lost
-            .iter()
-            .map(|(node, attempt)| {
-                let node_ref = plan.node_ref(*node);
-                json!({
-                    "nodeId": &**node_ref,
-                    "attempt": attempt,
-                    "attemptId": AttemptId::new(&plan.run_id, node_ref, *attempt).as_str(),
-                })
-            })
-            .collect();
-        let message = match lost.len() {
-            0 => "run resumed after an engine restart; no attempt was lost".to_owned(),
-            1 => "run resumed after an engine restart; 1 attempt was lost".to_owned(),
-            n => format!("run resumed after an engine restart; {n} attempts were lost"),
-        };
-        self.emit_as("".into(), EventType::Resumed, Level::Warn, now, |e| {
-            e.message = Some(message);
-            e.data = Some(Box::new(json!({ "lostAttempts": attempts })));
-        });
-    }
-
     /// Starts stopping the run; a stop with a shorter grace replaces one in progress
     /// (terminate during a cancel's grace). Nodes the run never reached end now; nothing
     /// follows from their ends, since every live node is being stopped too.
@@ -1122,242 +912,10 @@ impl RunCore {
         self.out.push(RunEffect::Finish(Arc::new(result)));
     }
 
-    fn final_status(&self) -> RunStatus {
-        match (&self.phase, &self.unhandled) {
-            (RunPhase::Ended(status), _) => *status,
-            (RunPhase::Stopping(stop), _) => stop.status(),
-            (RunPhase::Running, Some(_)) => RunStatus::Failed,
-            (RunPhase::Running, None) if !self.reported.is_empty() => RunStatus::Failed,
-            (RunPhase::Running, None) => RunStatus::Completed,
-        }
-    }
-
-    /// Why the run did not complete: an unhandled failure first, then the stop, then the
-    /// failures components reported in their outputs.
-    fn run_error(&self) -> Option<String> {
-        if let Some(u) = &self.unhandled {
-            return Some(u.clone());
-        }
-        if let RunPhase::Stopping(stop) = &self.phase {
-            return Some(stop.cause.to_string());
-        }
-        if self.reported.is_empty() {
-            return None;
-        }
-        let graph = &self.plan.graph;
-        Some(shipsec::run_failure_message(self.reported.iter().map(
-            |(node, message)| (&*graph.node(*node).node_ref, message.as_str()),
-        )))
-    }
-
-    fn result(&self, now: Time) -> RunResult {
-        let graph = &self.plan.graph;
-        let status = self.final_status();
-        // Built in ref order, so the maps are filled in one pass without searching.
-        let mut outputs = Vec::new();
-        let mut nodes = Vec::with_capacity(graph.len());
-        for &ix in graph.ref_order() {
-            let node_ref = &graph.node(ix).node_ref;
-            let ended = match &self.slots[ix.ix()] {
-                Slot::Ended(ended) => Some(ended),
-                _ => None,
-            };
-            let end = ended.map(|e| &e.end);
-            if let Some(out) = end.and_then(|e| e.output().cloned()) {
-                outputs.push((node_ref.clone(), out));
-            }
-            nodes.push((node_ref.clone(), self.node_record(ix, ended)));
-        }
-        RunResult {
-            run_id: self.plan.run_id.to_string(),
-            title: graph.title.clone(),
-            status,
-            success: status == RunStatus::Completed,
-            error: self.run_error(),
-            started_at: self.started_at.timestamp(),
-            completed_at: now.timestamp(),
-            duration_ms: now.since(self.started_at).as_millis() as u64,
-            outputs: outputs.into_iter().collect(),
-            nodes: nodes.into_iter().collect(),
-            warnings: graph.warnings.clone(),
-        }
-    }
-
-    /// The result of a run given up before it ended (its journal failed): FAILED with
-    /// `error`. Only what was published stands — the first `published` events, and the
-    /// ends they told; every other node (running, waiting, or ended without its end
-    /// stored) is CANCELLED, and its output dropped. The unpublished events are dropped.
-    pub fn abandoned(&mut self, error: String, now: Time, published: usize) -> RunResult {
-        let unconfirmed: HashSet<Arc<str>> = self.events[published.min(self.events.len())..]
-            .iter()
-            .filter(|e| e.kind.is_terminal())
-            .map(|e| e.node_id.clone())
-            .collect();
-        self.events.truncate(published);
-        let mut result = RunResult {
-            status: RunStatus::Failed,
-            success: false,
-            error: Some(error),
-            ..self.result(now)
-        };
-        for (node_ref, record) in &mut result.nodes {
-            if record.status.is_terminal() && !unconfirmed.contains(node_ref) {
-                continue;
-            }
-            record.status = NodeStatus::Cancelled;
-            record.reason =
-                Some("the run's journal failed before this node's end was stored".into());
-            record.error = None;
-            record.active_ports = None;
-            record.completed_at = Some(now.timestamp());
-            result.outputs.remove(node_ref);
-        }
-        result
-    }
-
-    fn node_record(&self, ix: NodeIx, ended: Option<&Ended>) -> NodeRecord {
-        let record = &self.records[ix.ix()];
-        let end = ended.map(|e| &e.end);
-        NodeRecord {
-            status: self.status_of(ix),
-            attempts: record.attempts,
-            started_at: record.started_at.map(Time::timestamp),
-            completed_at: ended.map(|e| e.at.timestamp()),
-            triggered_by: record
-                .triggered_by
-                .as_ref()
-                .filter(|t| !t.is_empty())
-                .map(|t| self.refs_of(t)),
-            active_ports: end.and_then(|e| e.active_ports().map(<[String]>::to_vec)),
-            failure: record.failure.as_deref().cloned(),
-            error: end.and_then(|e| e.error()).map(error_info),
-            reason: end.and_then(|e| e.reason()),
-            worker_id: record.worker.as_ref().map(|(_, w)| w.clone()),
-        }
-    }
-
-    /// A node's status as the run knows it.
-    pub fn status_of(&self, node: NodeIx) -> NodeStatus {
-        match &self.slots[node.ix()] {
-            Slot::Unreached | Slot::Ready => NodeStatus::Pending,
-            Slot::Live(live) => match live.phase {
-                LivePhase::Pending | LivePhase::BackingOff(..) => NodeStatus::Pending,
-                LivePhase::Queued(_) => NodeStatus::Queued,
-                LivePhase::Running(_) => NodeStatus::Running,
-            },
-            Slot::Ended(ended) => ended.end.terminal().status(),
-        }
-    }
-
-    /// The run's state now (`handle.status`); the trace id is the actor's to fill in.
-    pub fn snapshot(&self) -> RunSnapshot {
-        let graph = &self.plan.graph;
-        let mut counts = std::collections::BTreeMap::new();
-        let mut running = Vec::new();
-        let mut nodes = Vec::with_capacity(graph.len());
-        let mut completed = 0;
-        for &ix in graph.ref_order() {
-            let ended = match &self.slots[ix.ix()] {
-                Slot::Ended(ended) => Some(ended),
-                _ => None,
-            };
-            let record = self.node_record(ix, ended);
-            *counts.entry(record.status).or_insert(0) += 1;
-            if record.status == NodeStatus::Running {
-                running.push(graph.node(ix).node_ref.to_string());
-            }
-            completed += usize::from(record.status.is_terminal());
-            nodes.push((graph.node(ix).node_ref.clone(), record));
-        }
-        RunSnapshot {
-            run_id: self.plan.run_id.to_string(),
-            title: graph.title.clone(),
-            status: match &self.phase {
-                RunPhase::Ended(status) => *status,
-                _ => RunStatus::Running,
-            },
-            started_at: self.started_at.timestamp(),
-            completed_at: None,
-            duration_ms: None,
-            progress: crate::runtime::semantics::result::Progress {
-                completed,
-                total: graph.len(),
-            },
-            trace_id: None,
-            counts,
-            running,
-            nodes: nodes.into_iter().collect(),
-        }
-    }
-
-    fn base_metadata(&self, node: NodeIx) -> EventMetadata {
-        let n = self.plan.graph.node(node);
-        EventMetadata {
-            join_strategy: Some(std::borrow::Cow::Borrowed(n.join.as_str())),
-            stream_id: n.stream_id.clone(),
-            group_id: n.group_id.clone(),
-            ..EventMetadata::default()
-        }
-    }
-
-    fn refs_of(&self, edges: &[EdgeIx]) -> Vec<Arc<str>> {
-        let g = &self.plan.graph;
-        edges
-            .iter()
-            .map(|e| g.node(g.edge(*e).source).node_ref.clone())
-            .collect()
-    }
-
     fn metric(&mut self, metric: Metric) {
         if self.plan.metrics {
             self.out.push(RunEffect::Metric(metric));
         }
-    }
-
-    /// One trace event with the next `seq` (dense from 1: the core is its run's only
-    /// writer).
-    fn emit(
-        &mut self,
-        node: NodeIx,
-        kind: EventType,
-        level: Level,
-        now: Time,
-        fill: impl FnOnce(&mut TraceEvent),
-    ) {
-        let node_id = self.plan.node_ref(node).clone();
-        self.emit_as(node_id, kind, level, now, fill);
-    }
-
-    /// One trace event of `node_id` (empty for the run's own events).
-    fn emit_as(
-        &mut self,
-        node_id: Arc<str>,
-        kind: EventType,
-        level: Level,
-        now: Time,
-        fill: impl FnOnce(&mut TraceEvent),
-    ) {
-        let seq = self.events.len() as u64 + 1;
-        let run_id = &self.plan.run_id;
-        let mut event = TraceEvent {
-            id: EventId {
-                run_id: run_id.clone(),
-                seq,
-            },
-            run_id: run_id.clone(),
-            node_id,
-            seq,
-            kind,
-            level,
-            timestamp: now.timestamp(),
-            message: None,
-            error: None,
-            data: None,
-            metadata: None,
-        };
-        fill(&mut event);
-        self.events.push(event);
-        self.out.push(RunEffect::Emitted { seq });
     }
 }
 
@@ -1373,201 +931,5 @@ fn resolution(
     }
 }
 
-fn error_info(error: &ComponentError) -> ErrorInfo {
-    ErrorInfo {
-        error_type: error.error_type.clone(),
-        message: error.message.clone(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::definition::JsonObject;
-
-    /// A run of `a` → `b` (echoes).
-    fn core() -> RunCore {
-        let text = r#"{"title": "t",
-            "actions": [{"ref": "a", "componentId": "core.echo"},
-                        {"ref": "b", "componentId": "core.echo"}],
-            "edges": [{"sourceRef": "a", "targetRef": "b"}]}"#;
-        RunCore::new(RunPlan::for_tests(text, 7))
-    }
-
-    fn spawns(effects: &[RunEffect]) -> Vec<(NodeIx, u32, &NodeStart)> {
-        effects
-            .iter()
-            .filter_map(|e| match e {
-                RunEffect::Spawn {
-                    node,
-                    generation,
-                    start,
-                } => Some((*node, *generation, start)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn start_of_a(inputs: JsonObject) -> StartReport {
-        StartReport {
-            node: NodeIx(0),
-            attempt: 1,
-            triggered_by: Arc::from(Vec::new()),
-            withdraw: false,
-            failure: None,
-            inputs: Arc::new(inputs),
-            first_started: Time::from_micros(10),
-        }
-    }
-
-    fn exited(generation: u32) -> RunFact {
-        RunFact::ActorExited {
-            node: NodeIx(0),
-            generation,
-            cause: "killed".into(),
-        }
-    }
-
-    #[test]
-    fn the_run_starts_with_its_roots_only() {
-        let mut core = core();
-        let effects = core.apply(RunFact::Started, Time::ZERO);
-        let spawned: Vec<_> = spawns(&effects).iter().map(|s| (s.0, s.1)).collect();
-        assert_eq!(spawned, vec![(NodeIx(0), 0)]);
-        assert_eq!(core.phase(), &RunPhase::Running);
-    }
-
-    #[test]
-    fn a_node_that_died_running_is_respawned_with_its_inputs_and_its_old_exit_is_fenced() {
-        let mut core = core();
-        core.apply(RunFact::Started, Time::ZERO);
-        let mut inputs = JsonObject::new();
-        inputs.insert("x".into(), json!(1));
-        let started = start_of_a(inputs.clone());
-        core.apply(
-            RunFact::Node(NodeReport::Started(started)),
-            Time::from_micros(10),
-        );
-        // The exit is re-checked through the queue before anything is decided.
-        let effects = core.apply(exited(0), Time::from_micros(20));
-        assert!(
-            matches!(
-                effects.as_slice(),
-                [RunEffect::Recheck { generation: 0, .. }]
-            ),
-            "{effects:#?}"
-        );
-        let died = RunFact::NodeDied {
-            node: NodeIx(0),
-            generation: 0,
-            cause: "killed".into(),
-        };
-        let effects = core.apply(died.clone(), Time::from_micros(30));
-        let [(node, generation, NodeStart::Resumed(resume))] = spawns(&effects)[..] else {
-            panic!("one respawn: {effects:#?}");
-        };
-        assert_eq!((node, generation), (NodeIx(0), 1));
-        assert_eq!(*resume.started.inputs, inputs, "the inputs travel with it");
-        assert!(
-            matches!(
-                &resume.attempt,
-                ResumeAt::Crashed { attempt: 1, error, lost: false } if error.error_type == crate::runtime::components::CRASH_ERROR
-            ),
-            "an actor's death is no engine restart: no extra try"
-        );
-        // The dead actor's exit, seen again, changes nothing now that it was replaced.
-        assert!(core.apply(exited(0), Time::from_micros(40)).is_empty());
-        assert!(core.apply(died, Time::from_micros(40)).is_empty());
-    }
-
-    #[test]
-    fn the_worker_that_took_an_attempt_is_on_its_end_events_and_the_node_record() {
-        let mut core = core();
-        core.apply(RunFact::Started, Time::ZERO);
-        let placed = |attempt: u32, worker: &str| {
-            RunFact::Placed(Placed {
-                node: NodeIx(0),
-                attempt,
-                worker: worker.into(),
-            })
-        };
-        // A placement may arrive before the start report it follows.
-        core.apply(placed(1, "w1"), Time::from_micros(5));
-        let started = start_of_a(JsonObject::new());
-        core.apply(
-            RunFact::Node(NodeReport::Started(started.clone())),
-            Time::from_micros(10),
-        );
-        let retry = RetryReport {
-            node: NodeIx(0),
-            attempt: 1,
-            delay: Duration::ZERO,
-            error: ComponentError::retryable("CrashError", "lost worker `w1`"),
-        };
-        core.apply(
-            RunFact::Node(NodeReport::Retrying(retry)),
-            Time::from_micros(20),
-        );
-        let again = StartReport {
-            attempt: 2,
-            ..started
-        };
-        core.apply(
-            RunFact::Node(NodeReport::Started(again)),
-            Time::from_micros(30),
-        );
-        core.apply(placed(2, "w2"), Time::from_micros(31));
-        // A placement of an older attempt, told late, does not replace the newer.
-        core.apply(placed(1, "w1"), Time::from_micros(32));
-        let end = NodeEnd {
-            node: NodeIx(0),
-            attempts: 2,
-            outcome: Outcome::Completed {
-                output: Arc::new(JsonObject::new()),
-                active_ports: None,
-            },
-            handled: None,
-        };
-        core.apply(
-            RunFact::Node(NodeReport::Ended(Arc::new(end))),
-            Time::from_micros(40),
-        );
-        core.apply(placed(3, "w3"), Time::from_micros(50));
-        let worker_on = |kind: EventType| {
-            let event = core.events().iter().find(|e| e.kind == kind).unwrap();
-            event.metadata.as_ref().and_then(|m| m.worker_id.clone())
-        };
-        assert_eq!(worker_on(EventType::Retrying).as_deref(), Some("w1"));
-        assert_eq!(worker_on(EventType::Completed).as_deref(), Some("w2"));
-        assert_eq!(
-            worker_on(EventType::Started),
-            None,
-            "no worker has it at its start"
-        );
-        let snapshot = core.snapshot();
-        assert_eq!(snapshot.nodes["a"].worker_id.as_deref(), Some("w2"));
-        assert_eq!(snapshot.nodes["b"].worker_id, None);
-    }
-
-    #[test]
-    fn a_cancel_ends_unreached_nodes_and_cancels_live_ones() {
-        let mut core = core();
-        core.apply(RunFact::Started, Time::ZERO);
-        let effects = core.apply(
-            RunFact::CancelRequested(StopKind::Cancel),
-            Time::from_micros(5),
-        );
-        assert!(
-            effects.iter().any(|e| matches!(
-                e,
-                RunEffect::Cancel {
-                    node: NodeIx(0),
-                    ..
-                }
-            )),
-            "{effects:#?}"
-        );
-        assert_eq!(core.status_of(NodeIx(1)), NodeStatus::Cancelled);
-        assert!(matches!(core.phase(), RunPhase::Stopping(_)));
-    }
-}
+mod tests;
