@@ -47,9 +47,7 @@ pub mod worker;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
 pub use messages::limiter::{RemotePools, SlotStats};
-pub use messages::orchestrator::{
-    RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary, ShutdownMode, SubmitOptions,
-};
+pub use messages::orchestrator::{RunCommandError, ShutdownMode, SubmitOptions};
 pub use messages::supervisor::Subscription;
 pub use runtime::components::registry::{ComponentMeta, ComponentRegistry};
 pub use runtime::components::{
@@ -59,4 +57,6 @@ pub use runtime::definition::WorkflowDefinition;
 pub use runtime::guardrails::config::{ConfigError, EngineConfig};
 pub use runtime::semantics::event::TraceEvent;
 pub use runtime::semantics::outcome::{NodeStatus, RunStatus};
-pub use runtime::semantics::result::{NodeRecord, Progress, RunResult, RunSnapshot};
+pub use runtime::semantics::result::{
+    NodeRecord, Progress, RetainedStats, RunPage, RunQuery, RunResult, RunSnapshot, RunSummary,
+};

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::messages::limiter::{LimiterLink, RemotePools, SlotStats};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RetainedStats, RunCommandError, RunPage, RunQuery, ShutdownMode, SubmitOptions,
+    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions,
 };
 use crate::messages::supervisor::Subscription;
 use crate::runtime::components::registry::ComponentRegistry;
@@ -32,6 +32,7 @@ use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery};
 use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 
 /// Errors of the engine's public API.
@@ -327,7 +328,7 @@ impl Handle {
             stored
                 .await
                 .map_err(|_| EngineError::Unavailable)?
-                .map_err(RunCommandError::Journal)?;
+                .map_err(|e| RunCommandError::Journal(e.to_string()))?;
         }
         Ok(RunHandle {
             run_id: submitted.run_id,

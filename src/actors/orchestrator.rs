@@ -1,58 +1,57 @@
-//! The orchestrator actor: accepts runs, owns the run registry, spawns one supervisor per
-//! run, and keeps finished runs' results and events for later queries.
+//! The orchestrator actor: the engine's [`EngineCore`] with hands. It turns handles'
+//! commands and its supervisors' reports into engine facts, and performs the effects the
+//! core returns: spawn a run's supervisor, answer, read a finished run back from the
+//! journal off the actor, drop what it holds of a run, delete a run from the journal,
+//! stop the engine. Every decision (admission, idempotency, retention, journal purge,
+//! the end of a run whose supervisor died, the engine's phase) is the core's.
 //!
-//! Finished runs are kept whole in memory within `retainedRuns`, `retainedNodes` and
-//! `retainedBytes`; past that, a run the journal still holds is kept by its summary only
-//! (listings show it) and read back from the journal, off the actor, when a question
-//! needs its result, trace or graph.
+//! What the actor holds of each run is its handles and data ([`Held`]): a live run's
+//! supervisor and result channel, a finished run's result and trace, or, for a run the
+//! core keeps by its summary, only its result channel. Questions about a run that is
+//! being read back, or whose supervisor stopped before its result was handled, wait in
+//! `pending` and are answered when the run is held whole.
 //!
-//! If a supervisor dies before reporting its result, the orchestrator ends that run
-//! FAILED with the cause, so a run always reaches a terminal status; other runs carry on.
 //! If the slot limiter dies, it is restarted and every live run told, so that slots held
-//! and waited for carry over (see `actors::limiter`). A shutdown takes no new runs,
-//! cancels or drains the live ones, and completes once every supervisor and the limiter
-//! have stopped.
+//! and waited for carry over (see `actors::limiter`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
 };
-use tokio::sync::{oneshot, watch};
-
-use std::sync::atomic::AtomicU64;
+use tokio::sync::watch;
 
 use crate::actors::clock;
 use crate::actors::limiter::{LimiterActor, LimiterArgs};
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, ReloadedRun, RetainedStats, RunCommandError, RunPage, RunQuery, RunSummary,
-    ShutdownMode, SubmitOptions, Submitted,
+    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
 };
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
-use crate::runtime::definition::limits::json_len_within;
-use crate::runtime::definition::parse::{Format, parse_definition};
-use crate::runtime::definition::validate::validate;
 use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::journal::readback::{self, ReadBackError, ReadRun};
 use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
-use crate::runtime::journal::replay;
-use crate::runtime::journal::store::{Op, StoreError};
-use crate::runtime::journal::writer::AckSink;
+use crate::runtime::journal::store::Op;
+use crate::runtime::journal::writer::Acknowledgement;
 use crate::runtime::journal::{FinishedRun, Journal, Scanned, StoredRunLog};
+use crate::runtime::semantics::engine::{
+    EngineCore, EngineEffect, EngineFact, EngineLimits, EnginePhase, IdempotencyKey,
+    JournalRetention, ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
+};
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;
-use crate::runtime::semantics::result::{RunResult, RunSnapshot};
+use crate::runtime::semantics::result::{RunResult, RunSnapshot, RunSummary};
 use crate::runtime::semantics::time::Time;
-use crate::runtime::telemetry::Metrics;
-use crate::runtime::timestamp::Timestamp;
+use crate::runtime::telemetry::{Metrics, traceparent_trace_id};
 
 /// The orchestrator's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -73,131 +72,96 @@ pub(crate) struct OrchestratorArgs {
     pub(crate) limiter: LimiterLink,
 }
 
-/// A run the orchestrator knows.
+/// What a result channel carries.
+type ResultTx = watch::Sender<Option<Arc<RunResult>>>;
+
+/// What the actor holds of a run the core knows.
 #[derive(Debug)]
-enum RunEntry {
-    /// Its supervisor is alive.
+enum Held {
+    /// Its supervisor runs it.
     Live {
         supervisor: ActorRef<SupervisorMsg>,
-        result_tx: watch::Sender<Option<Arc<RunResult>>>,
-        info: RunInfo,
+        result_tx: ResultTx,
+        graph: Arc<Graph>,
     },
-    /// It ended.
+    /// It ended; its result and trace are held.
     Done {
         result: Arc<RunResult>,
         events: Arc<Vec<TraceEvent>>,
-        result_tx: watch::Sender<Option<Arc<RunResult>>>,
-        info: RunInfo,
-    },
-    /// It ended, and only the journal holds its result, trace and graph: read back when
-    /// a question needs them (its result channel gets the result then).
-    Stored {
-        summary: RunSummary,
-        order: u64,
+        result_tx: ResultTx,
+        graph: Arc<Graph>,
         trace_id: Option<String>,
-        result_tx: watch::Sender<Option<Arc<RunResult>>>,
-        /// A reading task is under way.
-        loading: bool,
+    },
+    /// It ended; the journal holds the rest (its result channel gets the result when it
+    /// is read back).
+    Stored {
+        result_tx: ResultTx,
+        trace_id: Option<String>,
     },
 }
 
-impl RunEntry {
-    /// A finished run known by its summary, its result channel waiting for the reading.
-    fn stored(summary: RunSummary, order: u64, trace_id: Option<String>) -> RunEntry {
-        RunEntry::Stored {
-            summary,
-            order,
-            trace_id,
-            result_tx: watch::channel(None).0,
-            loading: false,
+impl Held {
+    fn result_tx(&self) -> &ResultTx {
+        match self {
+            Held::Live { result_tx, .. }
+            | Held::Done { result_tx, .. }
+            | Held::Stored { result_tx, .. } => result_tx,
         }
     }
 
-    /// The same run known by its summary only.
-    fn into_stored(self, run_id: &str) -> RunEntry {
-        let summary = self.summary(run_id);
+    fn trace_id(&self) -> Option<String> {
         match self {
-            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => {
-                RunEntry::stored(summary, info.order, info.trace_id)
-            }
-            stored @ RunEntry::Stored { .. } => stored,
-        }
-    }
-
-    /// Its place in the acceptance order.
-    fn order(&self) -> u64 {
-        match self {
-            RunEntry::Live { info, .. } | RunEntry::Done { info, .. } => info.order,
-            RunEntry::Stored { order, .. } => *order,
-        }
-    }
-
-    fn summary(&self, run_id: &str) -> RunSummary {
-        match self {
-            RunEntry::Stored { summary, .. } => summary.clone(),
-            RunEntry::Live { info, .. } => RunSummary {
-                run_id: run_id.to_owned(),
-                title: info.graph.title.clone(),
-                status: RunStatus::Running,
-                started_at: info.started_at,
-                completed_at: None,
-            },
-            RunEntry::Done { result, .. } => RunSummary {
-                run_id: run_id.to_owned(),
-                title: result.title.clone(),
-                status: result.status,
-                started_at: result.started_at,
-                completed_at: Some(result.completed_at),
-            },
+            Held::Live { .. } => None,
+            Held::Done { trace_id, .. } | Held::Stored { trace_id, .. } => trace_id.clone(),
         }
     }
 }
 
-/// What the orchestrator keeps about every run it knows, live or ended.
-#[derive(Debug, Clone)]
-struct RunInfo {
-    /// Its place in the order runs were accepted (listings are newest first).
-    order: u64,
-    /// Its graph (its title; the run view draws it after the run ends too).
+/// What came with a fact, for the effects that need it.
+#[derive(Debug)]
+enum Arrived {
+    Nothing,
+    /// A new run's submission.
+    Submission(Box<NewRun>),
+    /// An unfinished run the journal held, to resume.
+    Resumed(Box<NewRun>, Box<StoredRunLog>),
+    /// A run's end, from its supervisor.
+    Ended {
+        result: Arc<RunResult>,
+        events: Arc<Vec<TraceEvent>>,
+        trace_id: Option<String>,
+    },
+    /// A run read back from the journal.
+    Read(ReadRun),
+}
+
+/// What a run's supervisor starts from.
+#[derive(Debug)]
+struct NewRun {
     graph: Arc<Graph>,
-    /// When it was accepted.
-    started_at: Timestamp,
-    /// Its trace, once known (from its supervisor at its end, or its `traceparent`).
-    trace_id: Option<String>,
+    inputs: JsonObject,
+    options: SubmitOptions,
+    /// The definition's text, journaled with the run.
+    definition: Option<String>,
 }
 
 /// The orchestrator's state.
 #[derive(Debug)]
 pub(crate) struct OrchestratorState {
+    core: EngineCore,
+    held: HashMap<String, Held>,
+    by_supervisor: HashMap<ActorId, String>,
+    /// Questions waiting for a run to be held whole.
+    pending: HashMap<String, Vec<Pending>>,
+    /// The callers of a shutdown, answered once the engine closed.
+    closing: Vec<RpcReplyPort<()>>,
     config: EngineConfig,
     registry: Arc<ComponentRegistry>,
-    runs: HashMap<String, RunEntry>,
-    by_supervisor: HashMap<ractor::ActorId, String>,
-    /// Idempotency keys: the run each started, and what the key is bound to.
-    idempotency: HashMap<String, (String, Option<u64>)>,
-    /// The next run's place in the acceptance order.
-    next_order: u64,
-    /// Finished runs kept, oldest first, with their node counts.
-    finished: VecDeque<(String, Weight)>,
-    /// Node records of the finished runs kept.
-    finished_nodes: usize,
-    /// What those runs' results and traces weigh, as JSON.
-    finished_bytes: usize,
+    journal: Option<Journal>,
     limiter: LimiterLink,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
-    live: usize,
-    pending: HashMap<String, Vec<Pending>>,
     metrics: Arc<Metrics>,
-    /// Set once a shutdown began: answered when every run ended and every actor stopped.
-    closing: Option<Vec<RpcReplyPort<()>>>,
-    /// The engine is suspending ([`ShutdownMode::Suspend`]): no new run is taken.
-    suspending: bool,
-    /// The journal, when runs are journaled.
-    journal: Option<Journal>,
-    /// Finished runs still in the journal, oldest first, with when they ended.
-    journaled: VecDeque<(String, Time)>,
-    /// This actor, for the tasks that read runs back to report to.
     myself: ActorRef<OrchestratorMsg>,
 }
 
@@ -211,37 +175,41 @@ impl Actor for OrchestratorActor {
         myself: ActorRef<OrchestratorMsg>,
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
-        let engine_cap = args.config.max_concurrent_nodes;
-        let limiter = spawn_limiter(&myself, engine_cap, args.limiter).await?;
+        let limiter =
+            spawn_limiter(&myself, args.config.max_concurrent_nodes, args.limiter).await?;
+        let journal = args.journal.is_some().then(|| JournalRetention {
+            runs: args.config.journal.retained_runs,
+            age: args.config.journal.retention(),
+        });
+        let limits = EngineLimits {
+            max_active_runs: args.config.max_active_runs,
+            retained_runs: args.config.retained_runs,
+            retained_nodes: args.config.retained_nodes,
+            retained_bytes: args.config.retained_bytes,
+            journal,
+        };
         let mut state = OrchestratorState {
+            core: EngineCore::new(limits),
+            held: HashMap::new(),
+            by_supervisor: HashMap::new(),
+            pending: HashMap::new(),
+            closing: Vec::new(),
+            config: args.config,
+            registry: args.registry,
+            journal: args.journal,
             limiter,
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
-            live: 0,
-            pending: HashMap::new(),
             metrics: Arc::new(Metrics::from_global()),
-            config: args.config,
-            registry: args.registry,
-            runs: HashMap::new(),
-            by_supervisor: HashMap::new(),
-            idempotency: HashMap::new(),
-            next_order: 1,
-            finished: VecDeque::new(),
-            finished_nodes: 0,
-            finished_bytes: 0,
-            closing: None,
-            suspending: false,
-            journal: args.journal,
-            journaled: VecDeque::new(),
-            myself: myself.clone(),
+            myself,
         };
-        resume_all(&myself, &mut state, args.stored).await?;
+        state.recover(args.stored).await?;
         Ok(state)
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<OrchestratorMsg>,
+        _myself: ActorRef<OrchestratorMsg>,
         message: OrchestratorMsg,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -255,79 +223,49 @@ impl Actor for OrchestratorActor {
                 fingerprint,
                 reply,
             } => {
-                let submission = Submission {
+                let run = NewRun {
                     graph,
-                    definition,
                     inputs,
                     options,
-                    fingerprint,
+                    definition,
                 };
-                let outcome = submit(&myself, state, submission).await;
-                let _ = reply.send(outcome);
+                let _ = reply.send(state.submit(run, fingerprint).await);
             }
-            OrchestratorMsg::Status { run_id, reply } => status(state, run_id, reply),
-            OrchestratorMsg::List { query, reply } => {
-                let _ = reply.send(list(state, &query));
-            }
+            OrchestratorMsg::Status { run_id, reply } => state.status(run_id, reply).await,
+            OrchestratorMsg::List { query, reply } => drop(reply.send(state.core.list(&query))),
             OrchestratorMsg::Events {
                 run_id,
                 asked,
                 reply,
-            } => events(state, run_id, asked, reply),
-            OrchestratorMsg::Graph { run_id, reply } => graph(state, run_id, reply),
-            OrchestratorMsg::Watch { run_id, reply } => {
-                let rx = state
-                    .runs
-                    .get(&run_id)
-                    .map(entry_result_rx)
-                    .ok_or_else(|| RunCommandError::UnknownRun(run_id.clone()));
-                // A stored run's channel gets its result once it is read back.
-                reload(state, &run_id);
-                let _ = reply.send(rx);
-            }
-            OrchestratorMsg::Reloaded { run_id, outcome } => reloaded(state, run_id, outcome),
-            OrchestratorMsg::Retained(reply) => {
-                let _ = reply.send(RetainedStats {
-                    runs: state.finished.len(),
-                    nodes: state.finished_nodes,
-                    bytes: state.finished_bytes,
-                    stored: state
-                        .runs
-                        .values()
-                        .filter(|e| matches!(e, RunEntry::Stored { .. }))
-                        .count(),
-                });
-            }
+            } => state.events(run_id, asked, reply).await,
+            OrchestratorMsg::Graph { run_id, reply } => state.graph(run_id, reply).await,
+            OrchestratorMsg::Watch { run_id, reply } => state.watch(run_id, reply).await,
+            OrchestratorMsg::Reloaded { run_id, outcome } => state.reloaded(run_id, outcome).await,
+            OrchestratorMsg::Retained(reply) => drop(reply.send(state.core.retained())),
             OrchestratorMsg::Stop {
                 run_id,
                 kind,
                 reply,
-            } => {
-                let _ = reply.send(stop(state, &run_id, kind));
-            }
+            } => drop(reply.send(state.stop(&run_id, kind))),
             OrchestratorMsg::RunEnded {
                 result,
                 trace_id,
                 events,
                 bytes,
-            } => run_ended(state, result, trace_id, events, bytes),
+            } => state.run_ended(result, trace_id, events, bytes).await,
             // The limiter answers the handle directly.
             OrchestratorMsg::SlotsIdle(reply) => state.limiter.ask(Question::Idle(reply)),
             OrchestratorMsg::Slots(reply) => state.limiter.ask(Question::Stats(reply)),
-            OrchestratorMsg::Quiesce(reply) => {
-                state.suspending = true;
-                state.limiter.pause();
-                state.limiter.ask(Question::Quiet(reply));
-            }
-            OrchestratorMsg::SyncRuns(reply) => sync_runs(state, reply),
-            OrchestratorMsg::Shutdown { mode, reply } => shutdown(state, mode, reply),
+            OrchestratorMsg::Quiesce(reply) => state.quiesce(reply).await,
+            OrchestratorMsg::SyncRuns(reply) => state.sync_runs(reply),
+            OrchestratorMsg::Shutdown { mode, reply } => state.shutdown(mode, reply).await,
             OrchestratorMsg::SupervisorExited { run_id, cause } => {
-                supervisor_exited(state, &run_id, &cause);
+                let fact = EngineFact::SupervisorLost { run_id, cause };
+                state.apply(fact, Arrived::Nothing).await;
             }
             #[cfg(feature = "chaos")]
             OrchestratorMsg::KillLimiter => state.limiter.get().iter().for_each(|l| l.kill()),
         }
-        maybe_closed(&myself, state).await;
         Ok(())
     }
 
@@ -344,11 +282,680 @@ impl Actor for OrchestratorActor {
             return restart_limiter(&myself, state, &cause).await;
         }
         if let Some(run_id) = state.by_supervisor.remove(&id) {
-            // Re-checked through the queue, behind a RunEnded sent before the exit.
-            let _ = myself.cast(OrchestratorMsg::SupervisorExited { run_id, cause });
+            let fact = EngineFact::SupervisorStopped { run_id, cause };
+            state.apply(fact, Arrived::Nothing).await;
         }
-        maybe_closed(&myself, state).await;
         Ok(())
+    }
+}
+
+/// The answer to a submission, once its effects are performed.
+type Answer = Option<Result<Submitted, RunCommandError>>;
+
+impl OrchestratorState {
+    /// Applies `fact` now and performs what the core decided (with what came with the
+    /// fact), including what performing that decides in turn; returns the answer to a
+    /// submission, when the fact was one.
+    async fn apply(&mut self, fact: EngineFact, mut arrived: Arrived) -> Answer {
+        let now = clock::now();
+        let mut queue: VecDeque<EngineEffect> = self.core.apply(fact, now).into();
+        let mut answer = None;
+        while let Some(effect) = queue.pop_front() {
+            let more = self.perform(effect, &mut arrived, &mut answer, now).await;
+            queue.extend(more);
+        }
+        answer
+    }
+
+    /// Performs one effect; returns what the core decides when told how it went.
+    async fn perform(
+        &mut self,
+        effect: EngineEffect,
+        arrived: &mut Arrived,
+        answer: &mut Answer,
+        now: Time,
+    ) -> Vec<EngineEffect> {
+        match effect {
+            EngineEffect::Start { run_id } => {
+                let outcome = match std::mem::replace(arrived, Arrived::Nothing) {
+                    Arrived::Submission(run) => self.start(&run_id, *run, None, now).await,
+                    Arrived::Resumed(run, log) => self.start(&run_id, *run, Some(*log), now).await,
+                    other => {
+                        *arrived = other;
+                        Err(RunCommandError::Spawn("nothing to start it from".into()))
+                    }
+                };
+                let failed = outcome.is_err();
+                *answer = Some(outcome);
+                if failed {
+                    return self.core.apply(EngineFact::SpawnFailed { run_id }, now);
+                }
+            }
+            EngineEffect::Existing { run_id } => {
+                *answer = self.held.get(&run_id).map(|held| {
+                    Ok(Submitted {
+                        run_id,
+                        existing: true,
+                        result: held.result_tx().subscribe(),
+                        stored: None,
+                    })
+                });
+            }
+            EngineEffect::Refuse(refusal) => *answer = Some(Err(refusal.into())),
+            EngineEffect::Finished { run_id } => {
+                if let Arrived::Ended {
+                    result,
+                    events,
+                    trace_id,
+                } = std::mem::replace(arrived, Arrived::Nothing)
+                {
+                    self.hold_done(&run_id, result, events, trace_id, None);
+                }
+            }
+            EngineEffect::Lost { run_id, result } => {
+                result_of(&self.held, &run_id).send_replace(Some(result.clone()));
+                self.hold_done(&run_id, result, Arc::new(Vec::new()), None, None);
+            }
+            EngineEffect::Restored { run_id } => {
+                if let Arrived::Read(run) = std::mem::replace(arrived, Arrived::Nothing) {
+                    result_of(&self.held, &run_id).send_replace(Some(run.result.clone()));
+                    let trace_id = self.held.get(&run_id).and_then(Held::trace_id);
+                    self.hold_done(&run_id, run.result, run.events, trace_id, Some(run.graph));
+                }
+            }
+            EngineEffect::Recheck { run_id, cause } => {
+                // Re-checked through the queue, behind a RunEnded sent before the exit.
+                let _ = self
+                    .myself
+                    .cast(OrchestratorMsg::SupervisorExited { run_id, cause });
+            }
+            EngineEffect::ReadBack { run_id } => self.read_back(run_id),
+            EngineEffect::Unreadable { run_id, reason } => {
+                tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{reason}");
+                for question in self.pending.remove(&run_id).into_iter().flatten() {
+                    question.refuse(RunCommandError::Unreadable {
+                        run_id: run_id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            EngineEffect::Demote { run_id } => {
+                if let Some(held) = self.held.remove(&run_id) {
+                    let trace_id = held.trace_id();
+                    let result_tx = match held {
+                        Held::Live { result_tx, .. }
+                        | Held::Done { result_tx, .. }
+                        | Held::Stored { result_tx, .. } => result_tx,
+                    };
+                    self.held.insert(
+                        run_id,
+                        Held::Stored {
+                            result_tx,
+                            trace_id,
+                        },
+                    );
+                }
+            }
+            EngineEffect::Forget { run_id } => drop(self.held.remove(&run_id)),
+            EngineEffect::Purge { run_id } => {
+                if let Some(journal) = &self.journal {
+                    let op = Op::DeleteRun {
+                        run_id: run_id.as_str().into(),
+                    };
+                    journal.append(op, None);
+                }
+            }
+            EngineEffect::AnswerPending { run_id } => self.answer_pending(&run_id),
+            EngineEffect::StopRun { run_id, kind } => {
+                if let Some(Held::Live { supervisor, .. }) = self.held.get(&run_id) {
+                    // A supervisor that is stopping has already ended its run.
+                    let _ = supervisor.cast(SupervisorMsg::Stop(kind));
+                }
+            }
+            EngineEffect::Close => self.close().await,
+        }
+        Vec::new()
+    }
+
+    /// Holds a finished run whole and answers the questions that waited for it.
+    fn hold_done(
+        &mut self,
+        run_id: &str,
+        result: Arc<RunResult>,
+        events: Arc<Vec<TraceEvent>>,
+        trace_id: Option<String>,
+        graph: Option<Arc<Graph>>,
+    ) {
+        let Some(held) = self.held.remove(run_id) else {
+            return;
+        };
+        let (result_tx, graph) = match held {
+            Held::Live {
+                result_tx, graph, ..
+            }
+            | Held::Done {
+                result_tx, graph, ..
+            } => (result_tx, graph),
+            Held::Stored { result_tx, .. } => match graph {
+                Some(graph) => (result_tx, graph),
+                None => return,
+            },
+        };
+        let done = Held::Done {
+            result,
+            events,
+            result_tx,
+            graph,
+            trace_id,
+        };
+        self.held.insert(run_id.to_owned(), done);
+        self.answer_pending(run_id);
+    }
+
+    async fn submit(
+        &mut self,
+        run: NewRun,
+        fingerprint: Option<u64>,
+    ) -> Result<Submitted, RunCommandError> {
+        let missing_inputs = match run.graph.entrypoint {
+            Some(entry) => missing_runtime_inputs(&run.graph.node(entry).params, &run.inputs),
+            None => Vec::new(),
+        };
+        let submission = Submission {
+            asked_id: run.options.run_id.clone(),
+            fresh_id: uuid::Uuid::new_v4().to_string(),
+            key: run
+                .options
+                .idempotency_key
+                .clone()
+                .map(|key| IdempotencyKey { key, fingerprint }),
+            title: run.graph.title.clone(),
+            missing_inputs,
+        };
+        let fact = EngineFact::Submitted(submission);
+        let answer = self.apply(fact, Arrived::Submission(Box::new(run))).await;
+        answer.unwrap_or_else(|| Err(RunCommandError::Spawn("the engine gave no answer".into())))
+    }
+
+    /// Resumes every unfinished run the journal held at start; finished ones are known
+    /// by their summaries, and read back when a question needs them.
+    async fn recover(&mut self, stored: Vec<Scanned>) -> Result<(), ActorProcessingErr> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        let mut finished = Vec::new();
+        for run in stored {
+            match run {
+                Scanned::Finished(run) => finished.push(run),
+                Scanned::Unfinished(log) => self.resume(log).await?,
+            }
+        }
+        let mut recovered = Vec::with_capacity(finished.len());
+        for run in finished {
+            recovered.push(stored_run(&run));
+            let trace_id = run.traceparent.as_deref().and_then(traceparent_trace_id);
+            let held = Held::Stored {
+                result_tx: watch::channel(None).0,
+                trace_id,
+            };
+            self.held.insert(run.run_id, held);
+        }
+        self.apply(EngineFact::Recovered(recovered), Arrived::Nothing)
+            .await;
+        Ok(())
+    }
+
+    /// Starts the supervisor of an unfinished run the journal held.
+    async fn resume(&mut self, log: StoredRunLog) -> Result<(), ActorProcessingErr> {
+        let accepted = &log.header.accepted;
+        let (graph, inputs) = readback::submission(&self.registry, accepted)?;
+        let run = NewRun {
+            graph: Arc::new(graph),
+            inputs,
+            options: options_of(accepted),
+            definition: None,
+        };
+        let resumed = ResumedRun {
+            run_id: accepted.run_id.clone(),
+            title: run.graph.title.clone(),
+            accepted_at: Time::from_micros(accepted.accepted_at),
+            key: accepted
+                .idempotency()
+                .map(|(key, fingerprint)| IdempotencyKey {
+                    key,
+                    fingerprint: Some(fingerprint),
+                }),
+        };
+        let run_id = resumed.run_id.clone();
+        let arrived = Arrived::Resumed(Box::new(run), Box::new(log));
+        match self.apply(EngineFact::Resumed(resumed), arrived).await {
+            Some(Err(e)) => Err(format!("run `{run_id}` cannot be resumed: {e}").into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Spawns a run's supervisor (journaling a new run's acceptance first) and holds it
+    /// as live.
+    async fn start(
+        &mut self,
+        run_id: &str,
+        run: NewRun,
+        resume: Option<StoredRunLog>,
+        now: Time,
+    ) -> Result<Submitted, RunCommandError> {
+        let (result_tx, result_rx) = watch::channel(None);
+        let graph = run.graph.clone();
+        let mut args =
+            self.supervisor_args(run_id, run.graph, run.inputs, &run.options, &result_tx);
+        let mut stored = None;
+        match (&self.journal, resume, run.definition) {
+            (Some(journal), Some(log), _) => {
+                args.journal = Some((journal.clone(), log.header));
+                args.resume = Some(log.facts);
+            }
+            (Some(journal), None, Some(definition)) => {
+                let header =
+                    accepted_header(run_id, &graph, definition, &args.inputs, &run.options, now);
+                let (sink, acknowledged) = Acknowledgement::pair();
+                let op = Op::PutRun {
+                    run_id: run_id.into(),
+                    value: record::encode(&header),
+                };
+                journal.append(op, Some((sink, 1)));
+                args.journal = Some((journal.clone(), header));
+                stored = Some(acknowledged);
+            }
+            _ => {}
+        }
+        let (supervisor, _) =
+            Actor::spawn_linked(None, RunSupervisor, args, self.myself.get_cell())
+                .await
+                .map_err(|e| RunCommandError::Spawn(e.to_string()))?;
+        self.by_supervisor
+            .insert(supervisor.get_id(), run_id.to_owned());
+        let held = Held::Live {
+            supervisor,
+            result_tx,
+            graph,
+        };
+        self.held.insert(run_id.to_owned(), held);
+        Ok(Submitted {
+            run_id: run_id.to_owned(),
+            existing: false,
+            result: result_rx,
+            stored,
+        })
+    }
+
+    /// What a new run's supervisor starts from (and the run's key in the slot book).
+    fn supervisor_args(
+        &mut self,
+        run_id: &str,
+        graph: Arc<Graph>,
+        inputs: JsonObject,
+        options: &SubmitOptions,
+        result_tx: &ResultTx,
+    ) -> SupervisorArgs {
+        let key = self.next_run_key;
+        self.next_run_key += 1;
+        SupervisorArgs {
+            run_id: run_id.into(),
+            graph,
+            registry: self.registry.clone(),
+            inputs: Arc::new(inputs),
+            config: self.config.clone(),
+            seed: RunPlan::seed_for(run_id),
+            result_tx: result_tx.clone(),
+            orchestrator: Some(self.myself.clone()),
+            limiter: Some((self.limiter.clone(), self.tickets.clone(), key)),
+            traceparent: options.traceparent.clone(),
+            metrics: self.metrics.clone(),
+            journal: None,
+            resume: None,
+        }
+    }
+
+    async fn run_ended(
+        &mut self,
+        result: Arc<RunResult>,
+        trace_id: Option<String>,
+        events: Arc<Vec<TraceEvent>>,
+        bytes: usize,
+    ) {
+        let weight = Weight {
+            nodes: result.nodes.len(),
+            bytes,
+        };
+        let fact = EngineFact::RunEnded {
+            summary: RunSummary::of_result(&result),
+            weight,
+        };
+        let arrived = Arrived::Ended {
+            result,
+            events,
+            trace_id,
+        };
+        self.apply(fact, arrived).await;
+    }
+
+    /// Starts reading `run_id` back from the journal on a blocking thread.
+    fn read_back(&self, run_id: String) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        let (registry, config) = (self.registry.clone(), self.config.clone());
+        let myself = self.myself.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = readback::finished_run(&journal, &registry, &config, &run_id);
+            // An orchestrator that stopped meanwhile has nobody left to answer.
+            let _ = myself.cast(OrchestratorMsg::Reloaded { run_id, outcome });
+        });
+    }
+
+    async fn reloaded(&mut self, run_id: String, outcome: Result<ReadRun, ReadBackError>) {
+        let (read, arrived) = match outcome {
+            Ok(run) => {
+                let weight = Weight {
+                    nodes: run.result.nodes.len(),
+                    bytes: run.bytes,
+                };
+                (ReadOutcome::Whole(weight), Arrived::Read(run))
+            }
+            Err(e) => (ReadOutcome::Unreadable(e.to_string()), Arrived::Nothing),
+        };
+        let fact = EngineFact::ReadBack {
+            run_id,
+            outcome: read,
+        };
+        self.apply(fact, arrived).await;
+    }
+
+    /// Asks for the whole of `run_id` (read back when the core keeps its summary only).
+    async fn ask(&mut self, run_id: &str) {
+        let fact = EngineFact::Asked {
+            run_id: run_id.to_owned(),
+        };
+        self.apply(fact, Arrived::Nothing).await;
+    }
+
+    async fn status(
+        &mut self,
+        run_id: String,
+        reply: RpcReplyPort<Result<RunSnapshot, RunCommandError>>,
+    ) {
+        match self.held.get(&run_id) {
+            None => drop(reply.send(Err(RunCommandError::UnknownRun(run_id)))),
+            Some(Held::Done {
+                result, trace_id, ..
+            }) => drop(reply.send(Ok(RunSnapshot::of_result(result, trace_id.clone())))),
+            Some(Held::Stored { .. }) => {
+                self.wait_for_end(run_id.clone(), Pending::Status(reply));
+                self.ask(&run_id).await;
+            }
+            Some(Held::Live { supervisor, .. }) => {
+                // The supervisor answers the handle itself; one that is gone has its
+                // RunEnded (or its exit) queued here, and the question waits for it.
+                if let Err(MessagingErr::SendErr(SupervisorMsg::Snapshot(reply))) =
+                    supervisor.cast(SupervisorMsg::Snapshot(reply))
+                {
+                    self.wait_for_end(run_id, Pending::Status(reply));
+                }
+            }
+        }
+    }
+
+    async fn graph(
+        &mut self,
+        run_id: String,
+        reply: RpcReplyPort<Result<Arc<Graph>, RunCommandError>>,
+    ) {
+        match self.held.get(&run_id) {
+            None => drop(reply.send(Err(RunCommandError::UnknownRun(run_id)))),
+            Some(Held::Live { graph, .. } | Held::Done { graph, .. }) => {
+                drop(reply.send(Ok(graph.clone())));
+            }
+            Some(Held::Stored { .. }) => {
+                self.wait_for_end(run_id.clone(), Pending::Graph(reply));
+                self.ask(&run_id).await;
+            }
+        }
+    }
+
+    async fn events(
+        &mut self,
+        run_id: String,
+        asked: Subscription,
+        reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    ) {
+        match self.held.get(&run_id) {
+            None => drop(reply.send(Err(RunCommandError::UnknownRun(run_id)))),
+            Some(Held::Done { events, .. }) => {
+                let feed = EventFeed {
+                    backlog: asked.backlog(events),
+                    live: None,
+                };
+                drop(reply.send(Ok(feed)));
+            }
+            Some(Held::Stored { .. }) => {
+                self.wait_for_end(run_id.clone(), Pending::Events(asked, reply));
+                self.ask(&run_id).await;
+            }
+            Some(Held::Live { supervisor, .. }) => {
+                if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(asked, reply))) =
+                    supervisor.cast(SupervisorMsg::Subscribe(asked, reply))
+                {
+                    self.wait_for_end(run_id, Pending::Events(asked, reply));
+                }
+            }
+        }
+    }
+
+    async fn watch(
+        &mut self,
+        run_id: String,
+        reply: RpcReplyPort<Result<watch::Receiver<Option<Arc<RunResult>>>, RunCommandError>>,
+    ) {
+        let rx = self
+            .held
+            .get(&run_id)
+            .map(|held| held.result_tx().subscribe())
+            .ok_or_else(|| RunCommandError::UnknownRun(run_id.clone()));
+        // A stored run's channel gets its result once it is read back.
+        self.ask(&run_id).await;
+        let _ = reply.send(rx);
+    }
+
+    /// Tells a live run to stop; `false` when it had ended already.
+    fn stop(&self, run_id: &str, kind: StopKind) -> Result<bool, RunCommandError> {
+        match self.held.get(run_id) {
+            None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
+            Some(Held::Done { .. } | Held::Stored { .. }) => Ok(false),
+            Some(Held::Live { supervisor, .. }) => {
+                // A supervisor that is stopping has already ended the run.
+                let _ = supervisor.cast(SupervisorMsg::Stop(kind));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Keeps a question until `run_id` is held whole.
+    fn wait_for_end(&mut self, run_id: String, question: Pending) {
+        self.pending.entry(run_id).or_default().push(question);
+    }
+
+    /// Answers the questions that waited for `run_id`.
+    fn answer_pending(&mut self, run_id: &str) {
+        for question in self.pending.remove(run_id).into_iter().flatten() {
+            question.answer(&self.held, run_id);
+        }
+    }
+
+    /// The engine suspends: no new run is taken, the limiter grants no more slots, and
+    /// `reply` is answered once no attempt runs.
+    async fn quiesce(&mut self, reply: RpcReplyPort<()>) {
+        self.apply(EngineFact::Quiesced, Arrived::Nothing).await;
+        self.limiter.pause();
+        self.limiter.ask(Question::Quiet(reply));
+    }
+
+    /// Asks every live supervisor to commit what it has, and answers `reply` once all
+    /// have (from a task: the orchestrator goes on with its mailbox meanwhile).
+    fn sync_runs(&self, reply: RpcReplyPort<()>) {
+        let supervisors: Vec<_> = self
+            .held
+            .values()
+            .filter_map(|held| match held {
+                Held::Live { supervisor, .. } => Some(supervisor.clone()),
+                Held::Done { .. } | Held::Stored { .. } => None,
+            })
+            .collect();
+        tokio::spawn(async move {
+            for supervisor in supervisors {
+                // A supervisor that is gone has committed on its way out.
+                let _ = ractor::call!(supervisor, SupervisorMsg::Sync);
+            }
+            let _ = reply.send(());
+        });
+    }
+
+    /// Begins a shutdown: no new runs; live ones cancelled or left to finish.
+    async fn shutdown(&mut self, mode: ShutdownMode, reply: RpcReplyPort<()>) {
+        self.closing.push(reply);
+        let fact = EngineFact::ShutdownAsked {
+            cancel: mode == ShutdownMode::Cancel,
+        };
+        self.apply(fact, Arrived::Nothing).await;
+    }
+
+    /// Every run ended and every supervisor exited: the limiter stops, the callers are
+    /// answered, the orchestrator stops.
+    async fn close(&mut self) {
+        if let Some(limiter) = self.limiter.get() {
+            // A limiter that already stopped needs no waiting for.
+            let _ = limiter.stop_and_wait(None, None).await;
+        }
+        for reply in self.closing.drain(..) {
+            // A caller that stopped waiting needs no answer.
+            let _ = reply.send(());
+        }
+        self.myself.stop(None);
+    }
+}
+
+/// The result channel of a run held (a fresh one, unheard, for a run not held).
+fn result_of(held: &HashMap<String, Held>, run_id: &str) -> ResultTx {
+    held.get(run_id)
+        .map_or_else(|| watch::channel(None).0, |h| h.result_tx().clone())
+}
+
+/// What a journaled run was submitted with, as options.
+fn options_of(accepted: &AcceptedRecord) -> SubmitOptions {
+    SubmitOptions {
+        run_id: Some(accepted.run_id.clone()),
+        idempotency_key: accepted.idempotency_key.clone(),
+        traceparent: accepted.traceparent.clone(),
+    }
+}
+
+/// What the engine core knows of a finished run the journal holds.
+fn stored_run(run: &FinishedRun) -> StoredRun {
+    StoredRun {
+        summary: RunSummary {
+            run_id: run.run_id.clone(),
+            title: run.title.clone(),
+            status: RunStatus::parse(&run.finished.status).unwrap_or(RunStatus::Failed),
+            started_at: Time::from_micros(run.accepted_at).timestamp(),
+            completed_at: Some(Time::from_micros(run.finished.finished_at).timestamp()),
+        },
+        finished_at: Time::from_micros(run.finished.finished_at),
+        key: run
+            .idempotency
+            .clone()
+            .map(|(key, fingerprint)| IdempotencyKey {
+                key,
+                fingerprint: Some(fingerprint),
+            }),
+    }
+}
+
+/// The journal header of a new run, accepted at `now`.
+fn accepted_header(
+    run_id: &str,
+    graph: &Graph,
+    definition: String,
+    inputs: &JsonObject,
+    options: &SubmitOptions,
+    now: Time,
+) -> RunHeader {
+    RunHeader {
+        accepted: AcceptedRecord {
+            run_id: run_id.to_owned(),
+            definition_hash: record::definition_hash(&definition),
+            definition,
+            // A JSON object always serialises.
+            inputs: serde_json::to_string(inputs).expect("inputs serialise"),
+            idempotency_key: options.idempotency_key.clone(),
+            traceparent: options.traceparent.clone(),
+            accepted_at: now.as_micros(),
+            nodes: graph.len() as u32,
+        },
+        finished: None,
+    }
+}
+
+/// A question about a run whose supervisor stopped before its `RunEnded` was handled,
+/// or about a finished run being read back from the journal; answered once the run is
+/// held whole.
+#[derive(Debug)]
+enum Pending {
+    Status(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
+    Events(
+        Subscription,
+        RpcReplyPort<Result<EventFeed, RunCommandError>>,
+    ),
+    Graph(RpcReplyPort<Result<Arc<Graph>, RunCommandError>>),
+}
+
+impl Pending {
+    /// Answers the question from what is held of `run_id` now (a run still not held
+    /// whole answers as unknown: it is gone).
+    fn answer(self, held: &HashMap<String, Held>, run_id: &str) {
+        let unknown = || RunCommandError::UnknownRun(run_id.to_owned());
+        let done = match held.get(run_id) {
+            Some(Held::Done {
+                result,
+                events,
+                graph,
+                trace_id,
+                ..
+            }) => Some((result, events, graph, trace_id)),
+            _ => None,
+        };
+        // A reply that fails means the asker stopped waiting.
+        match (self, done) {
+            (Pending::Status(reply), Some((result, _, _, trace_id))) => {
+                drop(reply.send(Ok(RunSnapshot::of_result(result, trace_id.clone()))));
+            }
+            (Pending::Events(asked, reply), Some((_, events, _, _))) => {
+                let feed = EventFeed {
+                    backlog: asked.backlog(events),
+                    live: None,
+                };
+                drop(reply.send(Ok(feed)));
+            }
+            (Pending::Graph(reply), Some((_, _, graph, _))) => drop(reply.send(Ok(graph.clone()))),
+            (question, None) => question.refuse(unknown()),
+        }
+    }
+
+    /// Answers the question with `error`.
+    fn refuse(self, error: RunCommandError) {
+        // A reply that fails means the asker stopped waiting.
+        match self {
+            Pending::Status(reply) => drop(reply.send(Err(error))),
+            Pending::Events(_, reply) => drop(reply.send(Err(error))),
+            Pending::Graph(reply) => drop(reply.send(Err(error))),
+        }
     }
 }
 
@@ -388,867 +995,21 @@ async fn restart_limiter(
     state: &mut OrchestratorState,
     cause: &str,
 ) -> Result<(), ActorProcessingErr> {
-    if state.closing.is_some() && state.live == 0 {
+    let winding_down = matches!(
+        state.core.phase(),
+        EnginePhase::Closing | EnginePhase::Closed
+    );
+    if winding_down && state.core.live_runs() == 0 {
         return Ok(()); // stopped by the shutdown
     }
     tracing::error!(target: "shipsec::engine", cause, "the slot limiter died; restarting it");
     let link = state.limiter.clone();
     spawn_limiter(myself, state.config.max_concurrent_nodes, link).await?;
-    for entry in state.runs.values() {
-        if let RunEntry::Live { supervisor, .. } = entry {
+    for held in state.held.values() {
+        if let Held::Live { supervisor, .. } = held {
             // A supervisor that is gone has no nodes left to tell.
             let _ = supervisor.cast(SupervisorMsg::LimiterRestarted);
         }
     }
     Ok(())
-}
-
-/// Begins a shutdown: no new runs; live ones cancelled or left to finish.
-fn shutdown(state: &mut OrchestratorState, mode: ShutdownMode, reply: RpcReplyPort<()>) {
-    state.closing.get_or_insert_with(Vec::new).push(reply);
-    if mode == ShutdownMode::Cancel {
-        for entry in state.runs.values() {
-            if let RunEntry::Live { supervisor, .. } = entry {
-                // A supervisor that is stopping has already ended its run.
-                let _ = supervisor.cast(SupervisorMsg::Stop(StopKind::Cancel));
-            }
-        }
-    }
-}
-
-/// Asks every live supervisor to commit what it has, and answers `reply` once all have
-/// (from a task: the orchestrator goes on with its mailbox meanwhile).
-fn sync_runs(state: &OrchestratorState, reply: RpcReplyPort<()>) {
-    let supervisors: Vec<_> = state
-        .runs
-        .values()
-        .filter_map(|e| match e {
-            RunEntry::Live { supervisor, .. } => Some(supervisor.clone()),
-            RunEntry::Done { .. } | RunEntry::Stored { .. } => None,
-        })
-        .collect();
-    tokio::spawn(async move {
-        for supervisor in supervisors {
-            // A supervisor that is gone has committed on its way out.
-            let _ = ractor::call!(supervisor, SupervisorMsg::Sync);
-        }
-        let _ = reply.send(());
-    });
-}
-
-/// Completes a shutdown once every run ended and every supervisor exited: the limiter
-/// stops, the callers are answered, the orchestrator stops.
-async fn maybe_closed(myself: &ActorRef<OrchestratorMsg>, state: &mut OrchestratorState) {
-    if state.closing.is_none() || state.live > 0 || !state.by_supervisor.is_empty() {
-        return;
-    }
-    if let Some(limiter) = state.limiter.get() {
-        // A limiter that already stopped needs no waiting for.
-        let _ = limiter.stop_and_wait(None, None).await;
-    }
-    for reply in state.closing.take().into_iter().flatten() {
-        // A caller that stopped waiting needs no answer.
-        let _ = reply.send(());
-    }
-    myself.stop(None);
-}
-
-/// A submission, as a handle sent it.
-struct Submission {
-    graph: Arc<Graph>,
-    definition: Option<String>,
-    inputs: JsonObject,
-    options: SubmitOptions,
-    fingerprint: Option<u64>,
-}
-
-async fn submit(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    submission: Submission,
-) -> Result<Submitted, RunCommandError> {
-    let Submission {
-        graph,
-        definition,
-        inputs,
-        options,
-        fingerprint,
-    } = submission;
-    if let Some(existing) = idempotent_run(state, &options, fingerprint)? {
-        reload(state, &existing.run_id);
-        return Ok(existing);
-    }
-    admit(state, &graph, &inputs)?;
-    let run_id = options
-        .run_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if state.runs.contains_key(&run_id) {
-        return Err(RunCommandError::DuplicateRun(run_id));
-    }
-    let (result_tx, result_rx) = watch::channel(None);
-    let info = new_info(state, &graph, Timestamp::now(), None);
-    let (journal, stored) = match (&state.journal, definition) {
-        (Some(journal), Some(definition)) => {
-            let header = accepted_header(&run_id, &graph, definition, &inputs, &options);
-            let (sink, stored) = StoredSink::pair();
-            let op = Op::PutRun {
-                run_id: run_id.as_str().into(),
-                value: record::encode(&header),
-            };
-            journal.append(op, Some((sink, 1)));
-            (Some((journal.clone(), header)), Some(stored))
-        }
-        _ => (None, None),
-    };
-    let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
-    args.journal = journal;
-    let key = options.idempotency_key.map(|k| (k, fingerprint));
-    start_run(myself, state, &run_id, args, result_tx, info, key)
-        .await
-        .map_err(RunCommandError::Spawn)?;
-    Ok(Submitted {
-        run_id,
-        existing: false,
-        result: result_rx,
-        stored,
-    })
-}
-
-/// The journal header of a new run.
-fn accepted_header(
-    run_id: &str,
-    graph: &Graph,
-    definition: String,
-    inputs: &JsonObject,
-    options: &SubmitOptions,
-) -> RunHeader {
-    RunHeader {
-        accepted: AcceptedRecord {
-            run_id: run_id.to_owned(),
-            definition_hash: record::definition_hash(&definition),
-            definition,
-            // A JSON object always serialises.
-            inputs: serde_json::to_string(inputs).expect("inputs serialise"),
-            idempotency_key: options.idempotency_key.clone(),
-            traceparent: options.traceparent.clone(),
-            accepted_at: clock::now().as_micros(),
-            nodes: graph.len() as u32,
-        },
-        finished: None,
-    }
-}
-
-/// Tells a submitter that its run's acceptance is stored.
-#[derive(Debug)]
-struct StoredSink(std::sync::Mutex<Option<oneshot::Sender<Result<(), String>>>>);
-
-impl StoredSink {
-    fn pair() -> (Arc<dyn AckSink>, oneshot::Receiver<Result<(), String>>) {
-        let (tx, rx) = oneshot::channel();
-        (Arc::new(StoredSink(std::sync::Mutex::new(Some(tx)))), rx)
-    }
-
-    fn answer(&self, outcome: Result<(), String>) {
-        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(tx) = tx {
-            // A submitter that stopped waiting needs no answer.
-            let _ = tx.send(outcome);
-        }
-    }
-}
-
-impl AckSink for StoredSink {
-    fn durable(&self, _upto: u64) {
-        self.answer(Ok(()));
-    }
-
-    fn failed(&self, error: &StoreError) {
-        self.answer(Err(error.to_string()));
-    }
-}
-
-/// Resumes every unfinished run the journal held at start; finished ones are read back
-/// for queries (their result and trace, folded from their facts) and kept for retention.
-async fn resume_all(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    stored: Vec<Scanned>,
-) -> Result<(), ActorProcessingErr> {
-    let Some(journal) = state.journal.clone() else {
-        return Ok(());
-    };
-    let mut finished = Vec::new();
-    for run in stored {
-        match run {
-            Scanned::Finished(run) => finished.push(run),
-            Scanned::Unfinished(log) => resume_run(myself, state, &journal, log).await?,
-        }
-    }
-    // Known by their summaries, in the order they ended; read back when asked for.
-    finished.sort_by_key(|run| run.finished.finished_at);
-    for run in finished {
-        let at = Time::from_micros(run.finished.finished_at);
-        let run_id = run.run_id.clone();
-        store_finished(state, run);
-        state.journaled.push_back((run_id, at));
-    }
-    purge_journal(state);
-    Ok(())
-}
-
-/// Records a finished run the journal holds by its summary.
-fn store_finished(state: &mut OrchestratorState, run: FinishedRun) {
-    let order = state.next_order;
-    state.next_order += 1;
-    let status = RunStatus::parse(&run.finished.status).unwrap_or(RunStatus::Failed);
-    let summary = RunSummary {
-        run_id: run.run_id.clone(),
-        title: run.title,
-        status,
-        started_at: Time::from_micros(run.accepted_at).timestamp(),
-        completed_at: Some(Time::from_micros(run.finished.finished_at).timestamp()),
-    };
-    if let Some((key, fingerprint)) = run.idempotency {
-        state
-            .idempotency
-            .insert(key, (run.run_id.clone(), Some(fingerprint)));
-    }
-    let trace_id = run
-        .traceparent
-        .as_deref()
-        .and_then(crate::runtime::telemetry::traceparent_trace_id);
-    state
-        .runs
-        .insert(run.run_id, RunEntry::stored(summary, order, trace_id));
-}
-
-/// What a journaled run was submitted with: its graph, inputs and options.
-fn stored_submission(
-    registry: &ComponentRegistry,
-    accepted: &AcceptedRecord,
-) -> Result<(Graph, JsonObject, SubmitOptions), String> {
-    let fail = |reason: String| format!("run `{}` cannot be read back: {reason}", accepted.run_id);
-    let definition = parse_definition(&accepted.definition, Format::Json)
-        .map_err(|e| fail(format!("its definition does not parse: {e}")))?;
-    let graph = validate(&definition, registry)
-        .map_err(|e| fail(format!("its definition is no longer valid here: {e}")))?;
-    let inputs: JsonObject = serde_json::from_str(&accepted.inputs)
-        .map_err(|e| fail(format!("its inputs do not parse: {e}")))?;
-    let options = SubmitOptions {
-        run_id: Some(accepted.run_id.clone()),
-        idempotency_key: accepted.idempotency_key.clone(),
-        traceparent: accepted.traceparent.clone(),
-    };
-    Ok((graph, inputs, options))
-}
-
-/// A new run's entry in the acceptance order.
-fn new_info(
-    state: &mut OrchestratorState,
-    graph: &Arc<Graph>,
-    started_at: Timestamp,
-    trace_id: Option<String>,
-) -> RunInfo {
-    let order = state.next_order;
-    state.next_order += 1;
-    RunInfo {
-        order,
-        graph: graph.clone(),
-        started_at,
-        trace_id,
-    }
-}
-
-/// Reads a finished run back from the journal and replays its result and trace: the
-/// work of a blocking task, never of the actor.
-fn read_back(
-    journal: &Journal,
-    registry: &Arc<ComponentRegistry>,
-    config: &EngineConfig,
-    run_id: &str,
-) -> Result<ReloadedRun, String> {
-    let log = journal
-        .read_run(run_id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("run `{run_id}` is no longer in the journal"))?;
-    let (graph, inputs, _) = stored_submission(registry, &log.header.accepted)?;
-    let plan = Arc::new(RunPlan::for_replay(
-        run_id,
-        Arc::new(graph),
-        registry.clone(),
-        Arc::new(inputs),
-        config.limits.max_output_bytes,
-        config.cancel_grace,
-    ));
-    let (result, events) = replay::finished_run(plan.clone(), &log.facts)
-        .map_err(|e| format!("run `{run_id}` cannot be read back: {e}"))?;
-    Ok(ReloadedRun {
-        bytes: retained_bytes(&result, &events),
-        result,
-        events: Arc::new(events),
-        graph: plan.graph.clone(),
-    })
-}
-
-/// Starts reading `run_id` back from the journal when it is known by its summary only
-/// and no reading is under way; the questions about it wait in `pending`.
-fn reload(state: &mut OrchestratorState, run_id: &str) {
-    let Some(RunEntry::Stored { loading, .. }) = state.runs.get_mut(run_id) else {
-        return;
-    };
-    let Some(journal) = state.journal.clone() else {
-        return;
-    };
-    if std::mem::replace(loading, true) {
-        return;
-    }
-    let (registry, config) = (state.registry.clone(), state.config.clone());
-    let (myself, run_id) = (state.myself.clone(), run_id.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let outcome = read_back(&journal, &registry, &config, &run_id);
-        // An orchestrator that stopped meanwhile has nobody left to answer.
-        let _ = myself.cast(OrchestratorMsg::Reloaded { run_id, outcome });
-    });
-}
-
-/// A run read back: kept whole again (within the bounds, as if it had just ended) and
-/// its questions answered; one that cannot be read is forgotten, and its questions and
-/// result watchers told.
-fn reloaded(state: &mut OrchestratorState, run_id: String, outcome: Result<ReloadedRun, String>) {
-    let Some(RunEntry::Stored { .. }) = state.runs.get(&run_id) else {
-        // Purged from the journal meanwhile: the questions learn it is gone.
-        answer_pending(state, &run_id);
-        return;
-    };
-    let Some(RunEntry::Stored {
-        summary,
-        order,
-        trace_id,
-        result_tx,
-        ..
-    }) = state.runs.remove(&run_id)
-    else {
-        return;
-    };
-    match outcome {
-        Ok(run) => {
-            result_tx.send_replace(Some(run.result.clone()));
-            let weight = Weight {
-                nodes: run.result.nodes.len(),
-                bytes: run.bytes,
-            };
-            let info = RunInfo {
-                order,
-                graph: run.graph,
-                started_at: summary.started_at,
-                trace_id,
-            };
-            let entry = RunEntry::Done {
-                result: run.result,
-                events: run.events,
-                result_tx,
-                info,
-            };
-            state.runs.insert(run_id.clone(), entry);
-            answer_pending(state, &run_id);
-            remember_finished(state, run_id, weight);
-        }
-        Err(e) => {
-            tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{e}");
-            state.idempotency.retain(|_, (id, _)| *id != run_id);
-            if let Some(pending) = state.pending.remove(&run_id) {
-                for question in pending {
-                    question.refuse(RunCommandError::Unreadable {
-                        run_id: run_id.clone(),
-                        reason: e.clone(),
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Starts the supervisor of a run read back from the journal.
-async fn resume_run(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    journal: &Journal,
-    log: StoredRunLog,
-) -> Result<(), ActorProcessingErr> {
-    let run_id = log.header.accepted.run_id.clone();
-    let (graph, inputs, options) = stored_submission(&state.registry, &log.header.accepted)?;
-    let (result_tx, _) = watch::channel(None);
-    let accepted_at = Time::from_micros(log.header.accepted.accepted_at).timestamp();
-    let graph = Arc::new(graph);
-    let info = new_info(state, &graph, accepted_at, None);
-    let key = log
-        .header
-        .accepted
-        .idempotency()
-        .map(|(key, fingerprint)| (key, Some(fingerprint)));
-    let mut args = supervisor_args(myself, state, &run_id, graph, inputs, &options, &result_tx);
-    args.journal = Some((journal.clone(), log.header));
-    args.resume = Some(log.facts);
-    start_run(myself, state, &run_id, args, result_tx, info, key)
-        .await
-        .map_err(|e| format!("run `{run_id}` cannot be resumed: {e}"))?;
-    Ok(())
-}
-
-/// Spawns a run's supervisor and records the run as live.
-async fn start_run(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    run_id: &str,
-    args: SupervisorArgs,
-    result_tx: watch::Sender<Option<Arc<RunResult>>>,
-    info: RunInfo,
-    key: Option<(String, Option<u64>)>,
-) -> Result<(), String> {
-    let (supervisor, _) = Actor::spawn_linked(None, RunSupervisor, args, myself.get_cell())
-        .await
-        .map_err(|e| e.to_string())?;
-    let entry = RunEntry::Live {
-        supervisor,
-        result_tx,
-        info,
-    };
-    register(state, run_id, entry, key);
-    Ok(())
-}
-
-/// Purges the oldest finished runs from the journal past its retention.
-fn purge_journal(state: &mut OrchestratorState) {
-    let Some(journal) = &state.journal else {
-        return;
-    };
-    let config = &state.config.journal;
-    let now = clock::now();
-    while let Some((run_id, at)) = state.journaled.front() {
-        let expired = now.since(*at) > config.retention();
-        if state.journaled.len() <= config.retained_runs && !expired {
-            break;
-        }
-        journal.append(
-            Op::DeleteRun {
-                run_id: run_id.as_str().into(),
-            },
-            None,
-        );
-        // Known by its summary only: nothing is left to answer from.
-        if matches!(state.runs.get(run_id), Some(RunEntry::Stored { .. })) {
-            let run_id = run_id.clone();
-            state.runs.remove(&run_id);
-            state.idempotency.retain(|_, (id, _)| *id != run_id);
-        }
-        state.journaled.pop_front();
-    }
-}
-
-/// The run an earlier submit with the same idempotency key started, if it is known; a
-/// conflict when that submit had another definition or other inputs.
-fn idempotent_run(
-    state: &OrchestratorState,
-    options: &SubmitOptions,
-    fingerprint: Option<u64>,
-) -> Result<Option<Submitted>, RunCommandError> {
-    let Some(key) = options.idempotency_key.as_ref() else {
-        return Ok(None);
-    };
-    let Some((existing, bound)) = state.idempotency.get(key) else {
-        return Ok(None);
-    };
-    let Some(entry) = state.runs.get(existing) else {
-        return Ok(None);
-    };
-    let same_id = options.run_id.as_ref().is_none_or(|id| id == existing);
-    if !same_id || (bound.is_some() && fingerprint.is_some() && *bound != fingerprint) {
-        return Err(RunCommandError::IdempotencyConflict {
-            key: key.clone(),
-            run_id: existing.clone(),
-        });
-    }
-    Ok(Some(Submitted {
-        run_id: existing.clone(),
-        existing: true,
-        result: entry_result_rx(entry),
-        stored: None,
-    }))
-}
-
-/// Refuses a run while shutting down, past the admission limit, or without its required
-/// runtime inputs.
-fn admit(
-    state: &OrchestratorState,
-    graph: &Graph,
-    inputs: &JsonObject,
-) -> Result<(), RunCommandError> {
-    if state.closing.is_some() || state.suspending {
-        return Err(RunCommandError::ShuttingDown);
-    }
-    if state.live >= state.config.max_active_runs {
-        return Err(RunCommandError::Overloaded {
-            active: state.live,
-            limit: state.config.max_active_runs,
-        });
-    }
-    let Some(entry) = graph.entrypoint else {
-        return Ok(());
-    };
-    let missing = missing_runtime_inputs(&graph.node(entry).params, inputs);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(RunCommandError::InvalidInputs(format!(
-        "missing required runtime inputs: {}",
-        missing.join(", ")
-    )))
-}
-
-/// What a new run's supervisor starts from (and the run's key in the slot book).
-fn supervisor_args(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    run_id: &str,
-    graph: Arc<Graph>,
-    inputs: JsonObject,
-    options: &SubmitOptions,
-    result_tx: &watch::Sender<Option<Arc<RunResult>>>,
-) -> SupervisorArgs {
-    let key = state.next_run_key;
-    state.next_run_key += 1;
-    SupervisorArgs {
-        run_id: run_id.into(),
-        graph,
-        registry: state.registry.clone(),
-        inputs: Arc::new(inputs),
-        config: state.config.clone(),
-        seed: RunPlan::seed_for(run_id),
-        result_tx: result_tx.clone(),
-        orchestrator: Some(myself.clone()),
-        limiter: Some((state.limiter.clone(), state.tickets.clone(), key)),
-        traceparent: options.traceparent.clone(),
-        metrics: state.metrics.clone(),
-        journal: None,
-        resume: None,
-    }
-}
-
-/// Records a live run.
-fn register(
-    state: &mut OrchestratorState,
-    run_id: &str,
-    entry: RunEntry,
-    key: Option<(String, Option<u64>)>,
-) {
-    if let RunEntry::Live { supervisor, .. } = &entry {
-        state
-            .by_supervisor
-            .insert(supervisor.get_id(), run_id.to_owned());
-    }
-    state.live += 1;
-    if let Some((key, fingerprint)) = key {
-        state
-            .idempotency
-            .insert(key, (run_id.to_owned(), fingerprint));
-    }
-    state.runs.insert(run_id.to_owned(), entry);
-}
-
-fn entry_result_rx(entry: &RunEntry) -> watch::Receiver<Option<Arc<RunResult>>> {
-    match entry {
-        RunEntry::Live { result_tx, .. }
-        | RunEntry::Done { result_tx, .. }
-        | RunEntry::Stored { result_tx, .. } => result_tx.subscribe(),
-    }
-}
-
-/// A question about a run whose supervisor stopped before its `RunEnded` was handled,
-/// or about a finished run being read back from the journal; answered from the finished
-/// run as soon as it is recorded.
-#[derive(Debug)]
-enum Pending {
-    Status(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
-    Events(
-        Subscription,
-        RpcReplyPort<Result<EventFeed, RunCommandError>>,
-    ),
-    Graph(RpcReplyPort<Result<Arc<Graph>, RunCommandError>>),
-}
-
-impl Pending {
-    /// Answers the question with `error`.
-    fn refuse(self, error: RunCommandError) {
-        // A reply that fails means the asker stopped waiting.
-        match self {
-            Pending::Status(reply) => drop(reply.send(Err(error))),
-            Pending::Events(_, reply) => drop(reply.send(Err(error))),
-            Pending::Graph(reply) => drop(reply.send(Err(error))),
-        }
-    }
-}
-
-fn status(
-    state: &mut OrchestratorState,
-    run_id: String,
-    reply: RpcReplyPort<Result<RunSnapshot, RunCommandError>>,
-) {
-    match state.runs.get(&run_id) {
-        None => {
-            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
-        }
-        Some(RunEntry::Done { result, info, .. }) => {
-            let _ = reply.send(Ok(RunSnapshot::of_result(result, info.trace_id.clone())));
-        }
-        Some(RunEntry::Stored { .. }) => {
-            reload(state, &run_id);
-            wait_for_end(state, run_id, Pending::Status(reply));
-        }
-        Some(RunEntry::Live { supervisor, .. }) => {
-            // The supervisor answers the handle itself; one that is gone has its
-            // RunEnded (or its exit) queued here, and the question waits for it.
-            if let Err(MessagingErr::SendErr(SupervisorMsg::Snapshot(reply))) =
-                supervisor.cast(SupervisorMsg::Snapshot(reply))
-            {
-                wait_for_end(state, run_id, Pending::Status(reply));
-            }
-        }
-    }
-}
-
-fn graph(
-    state: &mut OrchestratorState,
-    run_id: String,
-    reply: RpcReplyPort<Result<Arc<Graph>, RunCommandError>>,
-) {
-    match state.runs.get(&run_id) {
-        None => {
-            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
-        }
-        Some(RunEntry::Live { info, .. } | RunEntry::Done { info, .. }) => {
-            let _ = reply.send(Ok(info.graph.clone()));
-        }
-        Some(RunEntry::Stored { .. }) => {
-            reload(state, &run_id);
-            wait_for_end(state, run_id, Pending::Graph(reply));
-        }
-    }
-}
-
-/// A page of the runs known, newest first.
-fn list(state: &OrchestratorState, query: &RunQuery) -> RunPage {
-    let limit = query.limit.max(1);
-    let mut found: Vec<(u64, &String, &RunEntry)> = state
-        .runs
-        .iter()
-        .filter(|(_, e)| query.before.is_none_or(|b| e.order() < b))
-        .filter(|(id, e)| query.status.is_none_or(|s| e.summary(id).status == s))
-        .map(|(id, e)| (e.order(), id, e))
-        .collect();
-    found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
-    let more = found.len() > limit;
-    found.truncate(limit);
-    RunPage {
-        next: more
-            .then(|| found.last().map(|(order, ..)| *order))
-            .flatten(),
-        runs: found.iter().map(|(_, id, e)| e.summary(id)).collect(),
-    }
-}
-
-fn events(
-    state: &mut OrchestratorState,
-    run_id: String,
-    asked: Subscription,
-    reply: RpcReplyPort<Result<EventFeed, RunCommandError>>,
-) {
-    match state.runs.get(&run_id) {
-        None => {
-            let _ = reply.send(Err(RunCommandError::UnknownRun(run_id)));
-        }
-        Some(RunEntry::Done { events, .. }) => {
-            let _ = reply.send(Ok(EventFeed {
-                backlog: asked.backlog(events),
-                live: None,
-            }));
-        }
-        Some(RunEntry::Stored { .. }) => {
-            reload(state, &run_id);
-            wait_for_end(state, run_id, Pending::Events(asked, reply));
-        }
-        Some(RunEntry::Live { supervisor, .. }) => {
-            if let Err(MessagingErr::SendErr(SupervisorMsg::Subscribe(asked, reply))) =
-                supervisor.cast(SupervisorMsg::Subscribe(asked, reply))
-            {
-                wait_for_end(state, run_id, Pending::Events(asked, reply));
-            }
-        }
-    }
-}
-
-/// Keeps a question until `run_id` is recorded as finished.
-fn wait_for_end(state: &mut OrchestratorState, run_id: String, question: Pending) {
-    state.pending.entry(run_id).or_default().push(question);
-}
-
-/// Answers the questions that waited for `run_id` to be recorded as finished.
-fn answer_pending(state: &mut OrchestratorState, run_id: &str) {
-    let Some(pending) = state.pending.remove(run_id) else {
-        return;
-    };
-    for question in pending {
-        match question {
-            Pending::Status(reply) => status(state, run_id.to_owned(), reply),
-            Pending::Events(asked, reply) => events(state, run_id.to_owned(), asked, reply),
-            Pending::Graph(reply) => graph(state, run_id.to_owned(), reply),
-        }
-    }
-}
-
-/// Tells a live run to stop; `false` when it had ended already.
-fn stop(state: &OrchestratorState, run_id: &str, kind: StopKind) -> Result<bool, RunCommandError> {
-    match state.runs.get(run_id) {
-        None => Err(RunCommandError::UnknownRun(run_id.to_owned())),
-        Some(RunEntry::Done { .. } | RunEntry::Stored { .. }) => Ok(false),
-        Some(RunEntry::Live { supervisor, .. }) => {
-            // A supervisor that is stopping has already ended the run.
-            let _ = supervisor.cast(SupervisorMsg::Stop(kind));
-            Ok(true)
-        }
-    }
-}
-
-fn run_ended(
-    state: &mut OrchestratorState,
-    result: Arc<RunResult>,
-    trace_id: Option<String>,
-    events: Arc<Vec<TraceEvent>>,
-    bytes: usize,
-) {
-    let run_id = result.run_id.clone();
-    if !matches!(state.runs.get(&run_id), Some(RunEntry::Live { .. })) {
-        return;
-    }
-    let Some(RunEntry::Live {
-        result_tx,
-        mut info,
-        ..
-    }) = state.runs.remove(&run_id)
-    else {
-        return;
-    };
-    state.live -= 1;
-    let weight = Weight {
-        nodes: result.nodes.len(),
-        bytes,
-    };
-    info.trace_id = trace_id;
-    state.runs.insert(
-        run_id.clone(),
-        RunEntry::Done {
-            result,
-            events,
-            result_tx,
-            info,
-        },
-    );
-    answer_pending(state, &run_id);
-    if state.journal.is_some() {
-        let now = clock::now();
-        state.journaled.push_back((run_id.clone(), now));
-        purge_journal(state);
-    }
-    remember_finished(state, run_id, weight);
-}
-
-/// What a finished run kept for queries weighs: its node records, and the bytes of its
-/// result (inputs and outputs included) and trace as JSON.
-#[derive(Debug, Clone, Copy, Default)]
-struct Weight {
-    nodes: usize,
-    bytes: usize,
-}
-
-/// What a finished run's result (inputs and outputs included) and trace take as JSON:
-/// measured by its supervisor as the run ends (not here, where every run's end passes),
-/// and here for runs read back from the journal.
-pub(crate) fn retained_bytes(result: &RunResult, events: &[TraceEvent]) -> usize {
-    // Without a limit the count always completes.
-    let len = |bytes: Option<usize>| bytes.unwrap_or_default();
-    len(json_len_within(result, usize::MAX)) + len(json_len_within(events, usize::MAX))
-}
-
-/// Keeps `run_id` for queries and lets go of the oldest finished runs past
-/// `retainedRuns` runs, `retainedNodes` node records or `retainedBytes` bytes (the newest
-/// is always kept): one the journal holds is kept by its summary, to be read back when
-/// asked for; others are forgotten.
-fn remember_finished(state: &mut OrchestratorState, run_id: String, weight: Weight) {
-    state.finished.push_back((run_id, weight));
-    state.finished_nodes += weight.nodes;
-    state.finished_bytes += weight.bytes;
-    let config = &state.config;
-    while state.finished.len() > config.retained_runs
-        || (state.finished.len() > 1
-            && (state.finished_nodes > config.retained_nodes
-                || state.finished_bytes > config.retained_bytes))
-    {
-        let Some((old, weight)) = state.finished.pop_front() else {
-            break;
-        };
-        state.finished_nodes -= weight.nodes;
-        state.finished_bytes -= weight.bytes;
-        let journaled = state.journaled.iter().any(|(id, _)| *id == old);
-        match state.runs.remove(&old) {
-            Some(entry @ RunEntry::Done { .. }) if journaled => {
-                let stored = entry.into_stored(&old);
-                state.runs.insert(old, stored);
-            }
-            _ => state.idempotency.retain(|_, (id, _)| *id != old),
-        }
-    }
-}
-
-fn supervisor_exited(state: &mut OrchestratorState, run_id: &str, cause: &str) {
-    if !matches!(state.runs.get(run_id), Some(RunEntry::Live { .. })) {
-        return; // it reported its result before exiting
-    }
-    let Some(RunEntry::Live {
-        result_tx, info, ..
-    }) = state.runs.remove(run_id)
-    else {
-        return;
-    };
-    state.live -= 1;
-    let result = Arc::new(lost_run(run_id, info.graph.title.clone(), cause));
-    result_tx.send_replace(Some(result.clone()));
-    let entry = RunEntry::Done {
-        result,
-        events: Arc::new(Vec::new()),
-        result_tx,
-        info,
-    };
-    state.runs.insert(run_id.to_owned(), entry);
-    answer_pending(state, run_id);
-    remember_finished(state, run_id.to_owned(), Weight::default());
-}
-
-/// The result of a run whose supervisor died before the run ended.
-fn lost_run(run_id: &str, title: String, cause: &str) -> RunResult {
-    let now = Timestamp::now();
-    RunResult {
-        run_id: run_id.to_owned(),
-        title,
-        status: RunStatus::Failed,
-        success: false,
-        error: Some(format!(
-            "the run's supervisor died before the run ended: {cause}"
-        )),
-        started_at: now,
-        completed_at: now,
-        duration_ms: 0,
-        outputs: Default::default(),
-        nodes: Default::default(),
-        warnings: Vec::new(),
-    }
 }

@@ -826,7 +826,7 @@ impl SupervisorState {
         if let Some(orchestrator) = &self.orchestrator {
             // An orchestrator that is gone has no registry left to update.
             let _ = orchestrator.cast(OrchestratorMsg::RunEnded {
-                bytes: crate::actors::orchestrator::retained_bytes(&result, &events),
+                bytes: crate::runtime::semantics::result::retained_bytes(&result, &events),
                 result: result.clone(),
                 trace_id: self.trace_id.clone(),
                 events,

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 use tokio::sync::watch;
 
-use serde::{Deserialize, Serialize};
-
 use crate::messages::supervisor::{EventFeed, Subscription};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
-use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::journal::StoreError;
+use crate::runtime::journal::readback::{ReadBackError, ReadRun};
+use crate::runtime::semantics::engine::Refusal;
 use crate::runtime::semantics::report::StopKind;
-use crate::runtime::semantics::result::{RunResult, RunSnapshot};
-use crate::runtime::timestamp::Timestamp;
+use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery, RunResult, RunSnapshot};
 
 /// Options of a submission.
 #[derive(Debug, Clone, Default)]
@@ -97,43 +96,6 @@ pub enum RunCommandError {
     },
 }
 
-/// Which runs a listing asks for ([`crate::Handle::list`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunQuery {
-    /// Only runs in this status.
-    pub status: Option<RunStatus>,
-    /// Most runs in the page (at least 1).
-    pub limit: usize,
-    /// Runs older than this position (a page's [`RunPage::next`]).
-    pub before: Option<u64>,
-}
-
-/// One run of a listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RunSummary {
-    /// Run id.
-    pub run_id: String,
-    /// Workflow title.
-    pub title: String,
-    /// Status now (a live run is RUNNING).
-    pub status: RunStatus,
-    /// When it was accepted.
-    pub started_at: Timestamp,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<Timestamp>,
-}
-
-/// A page of runs, newest first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunPage {
-    /// The runs.
-    pub runs: Vec<RunSummary>,
-    /// The position to ask for the next page from, when there are older runs.
-    pub next: Option<u64>,
-}
-
 /// What a successful submission returns.
 #[derive(Debug)]
 pub(crate) struct Submitted {
@@ -144,7 +106,7 @@ pub(crate) struct Submitted {
     /// Becomes `Some` once the run ends.
     pub(crate) result: watch::Receiver<Option<Arc<RunResult>>>,
     /// With a journal: answered once the run's acceptance is stored.
-    pub(crate) stored: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    pub(crate) stored: Option<tokio::sync::oneshot::Receiver<Result<(), StoreError>>>,
 }
 
 /// What the orchestrator receives.
@@ -256,7 +218,7 @@ pub(crate) enum OrchestratorMsg {
         /// The run.
         run_id: String,
         /// The run read back, or why not.
-        outcome: Result<ReloadedRun, String>,
+        outcome: Result<ReadRun, ReadBackError>,
     },
     /// From a handle: what the finished runs kept in memory weigh.
     Retained(RpcReplyPort<RetainedStats>),
@@ -265,29 +227,19 @@ pub(crate) enum OrchestratorMsg {
     KillLimiter,
 }
 
-/// A finished run read back from the journal and replayed.
-#[derive(Debug)]
-pub(crate) struct ReloadedRun {
-    /// Its result.
-    pub(crate) result: Arc<RunResult>,
-    /// Its trace.
-    pub(crate) events: Arc<Vec<crate::runtime::semantics::event::TraceEvent>>,
-    /// Its graph.
-    pub(crate) graph: Arc<Graph>,
-    /// What the result and the events take as JSON.
-    pub(crate) bytes: usize,
-}
-
-/// The finished runs an engine keeps in memory for queries ([`crate::Handle::retained`]);
-/// those the journal holds beyond them are read back when asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RetainedStats {
-    /// Finished runs held whole in memory.
-    pub runs: usize,
-    /// Their node records.
-    pub nodes: usize,
-    /// What their results and traces take as JSON.
-    pub bytes: usize,
-    /// Finished runs the journal holds that are known by their summary only.
-    pub stored: usize,
+impl From<Refusal> for RunCommandError {
+    fn from(refusal: Refusal) -> RunCommandError {
+        match refusal {
+            Refusal::ShuttingDown => RunCommandError::ShuttingDown,
+            Refusal::Overloaded { active, limit } => RunCommandError::Overloaded { active, limit },
+            Refusal::MissingInputs(missing) => RunCommandError::InvalidInputs(format!(
+                "missing required runtime inputs: {}",
+                missing.join(", ")
+            )),
+            Refusal::DuplicateRun(run_id) => RunCommandError::DuplicateRun(run_id),
+            Refusal::IdempotencyConflict { key, run_id } => {
+                RunCommandError::IdempotencyConflict { key, run_id }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! [`RunCore`]: crate::runtime::semantics::run_core::RunCore
 //! [`RunFact::Resumed`]: crate::runtime::semantics::run_core::RunFact::Resumed
 
+pub mod readback;
 pub mod record;
 pub mod replay;
 pub mod store;

@@ -3,7 +3,8 @@
 //! budgets and delays, node and run [`outcome`]s, ShipSec's in-band conventions
 //! ([`shipsec`]), and the two cores built from them: [`node_core`] (one node's life)
 //! and [`run_core`] (the run's), sharing one [`plan::RunPlan`], with [`time`] passed in.
-//! What the cores exchange lives here too: a node's [`report`]s and end, the trace
+//! The [`engine`] core decides what the orchestrator does: admission, idempotency,
+//! retention and the engine's phase. What the cores exchange lives here too: a node's [`report`]s and end, the trace
 //! [`event`]s they shape and the run's [`result`].
 //!
 //! No tokio, no clocks, no randomness: time is an argument and jitter comes from a
@@ -11,6 +12,7 @@
 
 pub mod attempt;
 pub mod edge;
+pub mod engine;
 pub mod event;
 pub mod failure;
 pub mod inputs;

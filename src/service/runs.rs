@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::actors::handle::{Handle, Workflow};
-use crate::messages::orchestrator::{RunQuery, RunSummary, SubmitOptions};
+use crate::messages::orchestrator::SubmitOptions;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::parse::from_value;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::outcome::RunStatus;
+use crate::runtime::semantics::result::{RunQuery, RunSummary};
 use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, Query};

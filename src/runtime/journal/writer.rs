@@ -35,6 +35,42 @@ pub(crate) trait AckSink: Send + Sync + std::fmt::Debug {
     fn failed(&self, error: &StoreError);
 }
 
+/// One waiter told once whether its append is stored (a run's acceptance, for its
+/// submitter).
+#[derive(Debug)]
+pub(crate) struct Acknowledgement(
+    Mutex<Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>>,
+);
+
+impl Acknowledgement {
+    /// The sink to append with, and the answer to wait for.
+    pub(crate) fn pair() -> (
+        Arc<dyn AckSink>,
+        tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Arc::new(Acknowledgement(Mutex::new(Some(tx)))), rx)
+    }
+
+    fn answer(&self, outcome: Result<(), StoreError>) {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            // A submitter that stopped waiting needs no answer.
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl AckSink for Acknowledgement {
+    fn durable(&self, _upto: u64) {
+        self.answer(Ok(()));
+    }
+
+    fn failed(&self, error: &StoreError) {
+        self.answer(Err(error.clone()));
+    }
+}
+
 /// One append.
 pub(crate) struct Append {
     pub(crate) op: Op,

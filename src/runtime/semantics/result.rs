@@ -1,4 +1,5 @@
-//! The run result (docs/api.md, `GET /v1/runs/{id}/result`) and the run snapshot served while it runs.
+//! The run result (docs/api.md, `GET /v1/runs/{id}/result`), the run snapshot served while
+//! it runs, and the run listing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::components::FailureInfo;
 use crate::runtime::definition::JsonObject;
+use crate::runtime::definition::limits::json_len_within;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::event::ErrorInfo;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
@@ -149,4 +151,79 @@ impl RunSnapshot {
             nodes: result.nodes.clone(),
         }
     }
+}
+
+/// Which runs a listing asks for ([`crate::Handle::list`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Most runs in the page (at least 1).
+    pub limit: usize,
+    /// Runs older than this position (a page's [`RunPage::next`]).
+    pub before: Option<u64>,
+}
+
+/// One run of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow title.
+    pub title: String,
+    /// Status now (a live run is RUNNING).
+    pub status: RunStatus,
+    /// When it was accepted.
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+}
+
+/// A page of runs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunSummary>,
+    /// The position to ask for the next page from, when there are older runs.
+    pub next: Option<u64>,
+}
+
+impl RunSummary {
+    /// What listings show of a finished run.
+    pub fn of_result(result: &RunResult) -> RunSummary {
+        RunSummary {
+            run_id: result.run_id.clone(),
+            title: result.title.clone(),
+            status: result.status,
+            started_at: result.started_at,
+            completed_at: Some(result.completed_at),
+        }
+    }
+}
+
+/// The finished runs an engine keeps in memory for queries ([`crate::Handle::retained`]);
+/// those the journal holds beyond them are read back when asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetainedStats {
+    /// Finished runs held whole in memory.
+    pub runs: usize,
+    /// Their node records.
+    pub nodes: usize,
+    /// What their results and traces take as JSON.
+    pub bytes: usize,
+    /// Finished runs the journal holds that are known by their summary only.
+    pub stored: usize,
+}
+
+/// What a finished run's result (inputs and outputs included) and trace take as JSON:
+/// what the engine counts against `retainedBytes`.
+pub fn retained_bytes(
+    result: &RunResult,
+    events: &[crate::runtime::semantics::event::TraceEvent],
+) -> usize {
+    // Without a limit the count always completes.
+    let len = |bytes: Option<usize>| bytes.unwrap_or_default();
+    len(json_len_within(result, usize::MAX)) + len(json_len_within(events, usize::MAX))
 }
