@@ -46,7 +46,7 @@ pub mod service;
 pub mod worker;
 
 pub use actors::handle::{EngineError, EventStream, Handle, Orchestrator, RunHandle, Workflow};
-pub use messages::limiter::{RemotePools, SlotStats};
+pub use actors::slots::RemotePools;
 pub use messages::orchestrator::{RunCommandError, ShutdownMode, SubmitOptions};
 pub use messages::supervisor::Subscription;
 pub use runtime::components::registry::{ComponentMeta, ComponentRegistry};
@@ -55,6 +55,7 @@ pub use runtime::components::{
 };
 pub use runtime::definition::WorkflowDefinition;
 pub use runtime::guardrails::config::{ConfigError, EngineConfig};
+pub use runtime::guardrails::slots::SlotStats;
 pub use runtime::semantics::event::TraceEvent;
 pub use runtime::semantics::outcome::{NodeStatus, RunStatus};
 pub use runtime::semantics::result::{

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use shipsec_orchestrator::messages::limiter::SlotStats;
+use shipsec_orchestrator::SlotStats;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentOutput, ComponentResult, ExecutionContext,
@@ -141,90 +141,6 @@ async fn the_engine_wide_cap_holds_under_1000_concurrent_runs() {
             active: 0
         }
     );
-    common::shutdown(&handle).await;
-}
-
-/// The limiter dies three times while 250 attempts share 2 slots: it is restarted, counts
-/// the grants still held from the link's ledger, and the nodes waiting ask again, so the
-/// cap holds throughout, every run completes and every slot comes back.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_cap_holds_and_nothing_hangs_when_the_limiter_dies() {
-    let config = EngineConfig {
-        max_concurrent_nodes: Some(2),
-        ..EngineConfig::default()
-    };
-    let (handle, probe) = engine(config).await;
-    let graph = common::workflow(&handle, probes(5, 2));
-    let mut pending = Vec::new();
-    for _ in 0..50 {
-        let run = handle
-            .submit_workflow(&graph, Default::default(), Default::default())
-            .await
-            .unwrap();
-        pending.push(run);
-    }
-    // Killed once with every run queued, then as the first and the tenth run end.
-    handle.kill_limiter();
-    for (i, run) in pending.iter_mut().enumerate() {
-        let result = run.result().await.unwrap();
-        assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
-        if i == 0 || i == 9 {
-            handle.kill_limiter();
-        }
-    }
-    let max = probe.max.load(Ordering::SeqCst);
-    assert!(max <= 2, "observed {max} running at once");
-    assert_eq!(
-        probe.starts.lock().unwrap().len(),
-        250,
-        "every attempt ran once"
-    );
-    tokio::time::timeout(Duration::from_secs(10), handle.slots_idle())
-        .await
-        .expect("every slot comes back")
-        .unwrap();
-    assert_eq!(
-        handle.slots().await.unwrap(),
-        SlotStats {
-            queued: 0,
-            active: 0
-        }
-    );
-    common::shutdown(&handle).await;
-}
-
-/// A question the limiter held when it died (or that reached it dying) is answered by
-/// its successor: waiting for idle slots never fails because of a restart, and the numbers
-/// are the live limiter's.
-#[tokio::test(flavor = "multi_thread")]
-async fn waiting_for_idle_slots_survives_limiter_restarts() {
-    let config = EngineConfig {
-        max_concurrent_nodes: Some(2),
-        ..EngineConfig::default()
-    };
-    let (handle, _probe) = engine(config).await;
-    for _ in 0..50 {
-        handle.kill_limiter();
-        tokio::time::timeout(Duration::from_secs(10), handle.slots_idle())
-            .await
-            .expect("answered")
-            .expect("answered by the limiter that took over");
-        handle.kill_limiter();
-        let stats = tokio::time::timeout(Duration::from_secs(10), handle.slots())
-            .await
-            .expect("answered")
-            .unwrap();
-        assert_eq!(
-            stats,
-            SlotStats {
-                queued: 0,
-                active: 0
-            }
-        );
-    }
-    // And the restarted limiter still grants.
-    let results = run_many(&handle, probes(5, 1), 4).await;
-    assert!(results.iter().all(|r| r.status == RunStatus::Completed));
     common::shutdown(&handle).await;
 }
 

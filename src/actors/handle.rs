@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
-use crate::messages::limiter::{LimiterLink, RemotePools, SlotStats};
+use crate::actors::slots::{RemotePools, Slots};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions,
 };
@@ -28,6 +28,7 @@ use crate::runtime::definition::parse::Format;
 use crate::runtime::definition::validate::{Problem, validate};
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
+use crate::runtime::guardrails::slots::SlotStats;
 use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 use crate::runtime::semantics::event::TraceEvent;
@@ -118,13 +119,13 @@ impl Orchestrator {
             .collect();
         let registry = Arc::new(registry);
         let limits = config.limits;
-        let limiter = LimiterLink::new();
+        let slots = Slots::start(config.max_concurrent_nodes);
         let args = OrchestratorArgs {
             config,
             registry: registry.clone(),
             journal: journal.clone(),
             stored,
-            limiter: limiter.clone(),
+            slots: slots.clone(),
         };
         let (actor, join) = Actor::spawn(None, OrchestratorActor, args)
             .await
@@ -135,7 +136,7 @@ impl Orchestrator {
             journal,
             resumed: Arc::new(resumed),
             limits,
-            pools: RemotePools(limiter),
+            pools: RemotePools(slots),
             engine: ENGINES.fetch_add(1, Ordering::Relaxed),
             join: Arc::new(Mutex::new(Some(join))),
         })
@@ -553,13 +554,6 @@ impl Handle {
     pub async fn crash(&self) {
         self.actor.kill();
         self.wait_stopped().await;
-    }
-
-    /// Kills the engine's slot limiter (it is restarted): for chaos tests.
-    #[cfg(feature = "chaos")]
-    pub fn kill_limiter(&self) {
-        // An orchestrator that is gone has no limiter left.
-        let _ = self.actor.cast(OrchestratorMsg::KillLimiter);
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::actors::clock;
 use crate::actors::shared::RunShared;
-use crate::messages::limiter::{LimiterMsg, SlotGrant};
+use crate::actors::slots::SlotGrant;
 use crate::messages::node::NodeMsg;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::{
@@ -164,7 +164,7 @@ impl Actor for NodeActor {
         message: NodeMsg,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(fact) = state.fact_of(&myself, message) {
+        if let Some(fact) = state.fact_of(message) {
             state.feed(&myself, fact);
         }
         Ok(())
@@ -174,7 +174,7 @@ impl Actor for NodeActor {
 impl NodeState {
     /// The fact a message carries, after the plumbing it needs (a parent's span for the
     /// links, an attempt span's error, a grant put aside). `None`: nothing for the core.
-    fn fact_of(&mut self, myself: &ActorRef<NodeMsg>, message: NodeMsg) -> Option<NodeFact> {
+    fn fact_of(&mut self, message: NodeMsg) -> Option<NodeFact> {
         match message {
             NodeMsg::ParentEnded { resolved, span } => {
                 if self.core.is_pending() {
@@ -193,10 +193,6 @@ impl NodeState {
             }
             NodeMsg::Timer(timer) => Some(NodeFact::TimerFired(timer)),
             NodeMsg::SlotGranted { ticket, grant } => self.on_grant(ticket, grant),
-            NodeMsg::LimiterRestarted => {
-                self.rejoin_limiter(myself);
-                None
-            }
         }
     }
 
@@ -343,11 +339,7 @@ impl NodeState {
         };
         let ticket = link.ticket();
         self.waiting = Some((ticket, attempt));
-        link.limiter().cast(LimiterMsg::Acquire {
-            ticket,
-            needs,
-            node: myself.clone(),
-        });
+        link.slots().acquire(ticket, needs, myself.clone());
     }
 
     fn release_queue(&mut self, attempt: u32) {
@@ -355,7 +347,7 @@ impl NodeState {
             && waiting == attempt
         {
             self.waiting = None;
-            link.limiter().cast(LimiterMsg::Cancel { ticket });
+            link.slots().cancel(ticket);
         }
     }
 
@@ -367,17 +359,6 @@ impl NodeState {
         self.waiting = None;
         self.grant = Some(grant);
         Some(NodeFact::SlotsGranted { attempt })
-    }
-
-    /// After a limiter restart: slots waited for are asked again (slots held are in the
-    /// ledger the new limiter adopted). The old ticket is withdrawn in case the new
-    /// limiter got it already.
-    fn rejoin_limiter(&mut self, myself: &ActorRef<NodeMsg>) {
-        let (Some(link), Some((ticket, attempt))) = (self.run.slots.as_ref(), self.waiting) else {
-            return;
-        };
-        link.limiter().cast(LimiterMsg::Cancel { ticket });
-        self.acquire(myself, attempt);
     }
 
     /// Runs the component of attempt `spec.attempt` as a task, holding the slots it was

@@ -11,8 +11,8 @@
 //! being read back, or whose supervisor stopped before its result was handled, wait in
 //! `pending` and are answered when the run is held whole.
 //!
-//! If the slot limiter dies, it is restarted and every live run told, so that slots held
-//! and waited for carry over (see `actors::limiter`).
+//! The engine's slots ([`Slots`]) are shared by every node directly; the orchestrator
+//! only answers questions about them and stops their timer when the engine closes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,9 +24,8 @@ use ractor::{
 use tokio::sync::watch;
 
 use crate::actors::clock;
-use crate::actors::limiter::{LimiterActor, LimiterArgs};
+use crate::actors::slots::Slots;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
-use crate::messages::limiter::{LimiterLink, Question};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
 };
@@ -42,8 +41,8 @@ use crate::runtime::journal::store::Op;
 use crate::runtime::journal::writer::Acknowledgement;
 use crate::runtime::journal::{FinishedRun, Journal, Scanned, StoredRunLog};
 use crate::runtime::semantics::engine::{
-    EngineCore, EngineEffect, EngineFact, EngineLimits, EnginePhase, IdempotencyKey,
-    JournalRetention, ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
+    EngineCore, EngineEffect, EngineFact, EngineLimits, IdempotencyKey, JournalRetention,
+    ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
 };
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::outcome::RunStatus;
@@ -75,8 +74,8 @@ pub(crate) struct OrchestratorArgs {
     pub(crate) journal: Option<Journal>,
     /// What the journal held at start.
     pub(crate) stored: Vec<Scanned>,
-    /// The link to the slot limiter the orchestrator spawns.
-    pub(crate) limiter: LimiterLink,
+    /// The engine's slots.
+    pub(crate) slots: Slots,
 }
 
 /// What came with a fact, for the effects that need it.
@@ -110,7 +109,7 @@ pub(crate) struct OrchestratorState {
     config: EngineConfig,
     registry: Arc<ComponentRegistry>,
     journal: Option<Journal>,
-    limiter: LimiterLink,
+    slots: Slots,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
     metrics: Arc<Metrics>,
@@ -127,8 +126,6 @@ impl Actor for OrchestratorActor {
         myself: ActorRef<OrchestratorMsg>,
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
-        let limiter =
-            spawn_limiter(&myself, args.config.max_concurrent_nodes, args.limiter).await?;
         let journal = args.journal.is_some().then(|| JournalRetention {
             runs: args.config.journal.retained_runs,
             age: args.config.journal.retention(),
@@ -149,7 +146,7 @@ impl Actor for OrchestratorActor {
             config: args.config,
             registry: args.registry,
             journal: args.journal,
-            limiter,
+            slots: args.slots,
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
             metrics: Arc::new(Metrics::from_global()),
@@ -205,9 +202,8 @@ impl Actor for OrchestratorActor {
                 events,
                 bytes,
             } => state.run_ended(result, trace_id, events, bytes).await,
-            // The limiter answers the handle directly.
-            OrchestratorMsg::SlotsIdle(reply) => state.limiter.ask(Question::Idle(reply)),
-            OrchestratorMsg::Slots(reply) => state.limiter.ask(Question::Stats(reply)),
+            OrchestratorMsg::SlotsIdle(reply) => state.slots.when_idle(reply),
+            OrchestratorMsg::Slots(reply) => drop(reply.send(state.slots.stats())),
             OrchestratorMsg::Quiesce(reply) => state.quiesce(reply).await,
             OrchestratorMsg::SyncRuns(reply) => state.sync_runs(reply),
             OrchestratorMsg::Shutdown { mode, reply } => state.shutdown(mode, reply).await,
@@ -215,24 +211,19 @@ impl Actor for OrchestratorActor {
                 let fact = EngineFact::SupervisorLost { run_id, cause };
                 state.apply(fact, Arrived::Nothing).await;
             }
-            #[cfg(feature = "chaos")]
-            OrchestratorMsg::KillLimiter => state.limiter.get().iter().for_each(|l| l.kill()),
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<OrchestratorMsg>,
+        _myself: ActorRef<OrchestratorMsg>,
         event: SupervisionEvent,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
         let Some((id, cause)) = exit_of(event) else {
             return Ok(());
         };
-        if state.limiter.get().is_some_and(|l| l.get_id() == id) {
-            return restart_limiter(&myself, state, &cause).await;
-        }
         if let Some(run_id) = state.by_supervisor.remove(&id) {
             let fact = EngineFact::SupervisorStopped { run_id, cause };
             state.apply(fact, Arrived::Nothing).await;
@@ -369,12 +360,11 @@ impl OrchestratorState {
         Vec::new()
     }
 
-    /// The engine suspends: no new run is taken, the limiter grants no more slots, and
+    /// The engine suspends: no new run is taken, the slots hand out no more grants, and
     /// `reply` is answered once no attempt runs.
     async fn quiesce(&mut self, reply: RpcReplyPort<()>) {
         self.apply(EngineFact::Quiesced, Arrived::Nothing).await;
-        self.limiter.pause();
-        self.limiter.ask(Question::Quiet(reply));
+        self.slots.pause_until_quiet(reply);
     }
 
     /// Asks every live supervisor to commit what it has, and answers `reply` once all
@@ -406,13 +396,10 @@ impl OrchestratorState {
         self.apply(fact, Arrived::Nothing).await;
     }
 
-    /// Every run ended and every supervisor exited: the limiter stops, the callers are
+    /// Every run ended and every supervisor exited: the slots' timer stops, the callers are
     /// answered, the orchestrator stops.
     async fn close(&mut self) {
-        if let Some(limiter) = self.limiter.get() {
-            // A limiter that already stopped needs no waiting for.
-            let _ = limiter.stop_and_wait(None, None).await;
-        }
+        self.slots.close();
         for reply in self.closing.drain(..) {
             // A caller that stopped waiting needs no answer.
             let _ = reply.send(());
@@ -433,45 +420,4 @@ fn exit_of(event: SupervisionEvent) -> Option<(ActorId, String)> {
         }
         _ => None,
     }
-}
-
-/// Spawns the slot limiter, linked, and points `link` at it.
-async fn spawn_limiter(
-    myself: &ActorRef<OrchestratorMsg>,
-    engine_cap: Option<u32>,
-    link: LimiterLink,
-) -> Result<LimiterLink, ActorProcessingErr> {
-    let args = LimiterArgs {
-        engine_cap,
-        link: link.clone(),
-    };
-    let (limiter, _) = Actor::spawn_linked(None, LimiterActor, args, myself.get_cell()).await?;
-    link.replace(limiter);
-    Ok(link)
-}
-
-/// The limiter died: a new one takes its place (adopting the link's ledger of grants
-/// held), and every live run is told, so nodes ask again for the slots they wait for.
-async fn restart_limiter(
-    myself: &ActorRef<OrchestratorMsg>,
-    state: &mut OrchestratorState,
-    cause: &str,
-) -> Result<(), ActorProcessingErr> {
-    let winding_down = matches!(
-        state.core.phase(),
-        EnginePhase::Closing | EnginePhase::Closed
-    );
-    if winding_down && state.core.live_runs() == 0 {
-        return Ok(()); // stopped by the shutdown
-    }
-    tracing::error!(target: "shipsec::engine", cause, "the slot limiter died; restarting it");
-    let link = state.limiter.clone();
-    spawn_limiter(myself, state.config.max_concurrent_nodes, link).await?;
-    for held in state.held.values() {
-        if let Held::Live { supervisor, .. } = held {
-            // A supervisor that is gone has no nodes left to tell.
-            let _ = supervisor.cast(SupervisorMsg::LimiterRestarted);
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! What every actor of one run shares, immutably: the run's plan (graph, inputs,
-//! components, seed), the supervisor's address, the engine's slot limiter and what each
-//! node needs from it, the run's span and the engine's metrics. It is also where a remote
+//! components, seed), the supervisor's address, the engine's slots and what each
+//! node needs of them, the run's span and the engine's metrics. It is also where a remote
 //! attempt tells which worker took it ([`PlacementSink`]).
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::ActorRef;
 
-use crate::messages::limiter::LimiterLink;
+use crate::actors::slots::Slots;
 use crate::messages::supervisor::SupervisorMsg;
 use crate::runtime::components::PlacementSink;
 use crate::runtime::components::registry::ComponentRegistry;
@@ -19,11 +19,11 @@ use crate::runtime::guardrails::slots::{Needs, RunKey};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::Placed;
 
-/// How a run reaches the engine's slot limiter, and what its nodes need from it.
+/// How a run reaches the engine's slots, and what its nodes need of them.
 #[derive(Debug)]
 pub(crate) struct SlotLink {
-    /// Where the limiter is.
-    pub(crate) limiter: LimiterLink,
+    /// The engine's slots.
+    pub(crate) slots: Slots,
     /// Ticket numbers, engine-wide.
     pub(crate) tickets: Arc<AtomicU64>,
     /// Needs of each node, by `NodeIx`; `None` where the node needs no slot at all.
@@ -33,7 +33,7 @@ pub(crate) struct SlotLink {
 impl SlotLink {
     /// Works out what each node of `graph` needs under `config`.
     pub(crate) fn new(
-        limiter: LimiterLink,
+        slots: Slots,
         tickets: Arc<AtomicU64>,
         run: RunKey,
         graph: &Graph,
@@ -42,7 +42,7 @@ impl SlotLink {
     ) -> SlotLink {
         let needs = node_needs(graph, registry, config, run);
         SlotLink {
-            limiter,
+            slots,
             tickets,
             needs,
         }
@@ -58,9 +58,9 @@ impl SlotLink {
         self.tickets.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Where the limiter is.
-    pub(crate) fn limiter(&self) -> &LimiterLink {
-        &self.limiter
+    /// The engine's slots.
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
     }
 
     /// Which nodes wait for slots, by `NodeIx`.

@@ -24,7 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::actors::clock;
 use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
-use crate::messages::limiter::LimiterLink;
+use crate::actors::slots::Slots;
 use crate::messages::node::NodeMsg;
 use crate::messages::orchestrator::OrchestratorMsg;
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
@@ -75,8 +75,8 @@ pub(crate) struct SupervisorArgs {
     pub(crate) result_tx: watch::Sender<Option<Arc<RunResult>>>,
     /// Told when the run ends.
     pub(crate) orchestrator: Option<ActorRef<OrchestratorMsg>>,
-    /// The engine's slot limiter, its ticket counter, and this run's key in it.
-    pub(crate) limiter: Option<(LimiterLink, Arc<AtomicU64>, RunKey)>,
+    /// The engine's slots, its ticket counter, and this run's key in the slot book.
+    pub(crate) limiter: Option<(Slots, Arc<AtomicU64>, RunKey)>,
     /// W3C `traceparent` of the caller's trace, which the run span joins.
     pub(crate) traceparent: Option<String>,
     /// The engine's metric instruments.
@@ -283,7 +283,6 @@ impl Actor for RunSupervisor {
             SupervisorMsg::Placed(placed) => state.feed(&myself, RunFact::Placed(placed)).await,
             SupervisorMsg::Stop(kind) => state.feed(&myself, RunFact::CancelRequested(kind)).await,
             SupervisorMsg::Timer(timer) => state.feed(&myself, RunFact::TimerFired(timer)).await,
-            SupervisorMsg::LimiterRestarted => state.tell_all(|| NodeMsg::LimiterRestarted),
             SupervisorMsg::Commit => {
                 if let Some(log) = &mut state.log {
                     log.commit();
@@ -728,15 +727,6 @@ impl SupervisorState {
                 let _ = actor.cast(msg);
             }
         }
-    }
-
-    /// Every live node actor receives `msg()`.
-    fn tell_all(&self, msg: impl Fn() -> NodeMsg) -> Result<(), ActorProcessingErr> {
-        for actor in self.actors.iter().flatten() {
-            // A node that is gone needs no news.
-            let _ = actor.cast(msg());
-        }
-        Ok(())
     }
 
     /// A node the run never reached gets a span of its own, so the whole DAG shows in the

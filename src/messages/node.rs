@@ -2,7 +2,7 @@
 
 use opentelemetry::trace::SpanContext;
 
-use crate::messages::limiter::SlotGrant;
+use crate::actors::slots::SlotGrant;
 use crate::runtime::components::ComponentResult;
 use crate::runtime::semantics::report::{CancelReason, NodeTimer, ParentEnded};
 
@@ -29,7 +29,7 @@ pub(crate) enum NodeMsg {
     },
     /// From the node's own timers.
     Timer(NodeTimer),
-    /// From the limiter: the slots of `ticket` are granted. A node that no longer waits
+    /// From the engine's slots: the slots of `ticket` are granted. A node that no longer waits
     /// for them drops the grant, which frees them.
     SlotGranted {
         /// The ticket.
@@ -37,7 +37,4 @@ pub(crate) enum NodeMsg {
         /// The slots, held while the attempt runs.
         grant: SlotGrant,
     },
-    /// From the supervisor: the engine's slot limiter was restarted. A node holding slots
-    /// hands them to the new one; a node waiting for slots asks it again.
-    LimiterRestarted,
 }

@@ -37,8 +37,8 @@ pub enum ShutdownMode {
     /// attempt starts any more, those running get up to `grace` to end (and their ends
     /// are stored), then the engine stops. An attempt still running after `grace` is
     /// lost, as in a crash (the resumed run retries it per its policy). Without a journal
-    /// the runs are lost. Attempts are held back and waited for through the slot
-    /// limiter: an engine with no cap at all (`maxConcurrentNodes` and every other
+    /// the runs are lost. Attempts are held back and waited for through the engine's
+    /// slots: an engine with no cap at all (`maxConcurrentNodes` and every other
     /// unset) runs attempts without it, and they are not waited for.
     Suspend {
         /// Longest the running attempts are waited for.
@@ -187,7 +187,7 @@ pub(crate) enum OrchestratorMsg {
         bytes: usize,
     },
     /// From a handle: queue depth and active attempts, engine-wide.
-    Slots(RpcReplyPort<crate::messages::limiter::SlotStats>),
+    Slots(RpcReplyPort<crate::runtime::guardrails::slots::SlotStats>),
     /// From a handle: answer once no attempt holds or waits for a slot.
     SlotsIdle(RpcReplyPort<()>),
     /// From a suspending handle: take no new runs and start no attempt; answer once no
@@ -197,7 +197,7 @@ pub(crate) enum OrchestratorMsg {
     /// mailbox holds and committed its facts.
     SyncRuns(RpcReplyPort<()>),
     /// From a handle: take no new runs, cancel or drain the live ones, answer once every
-    /// run ended and every supervisor and the limiter stopped, then stop.
+    /// run ended and every supervisor stopped, then stop.
     Shutdown {
         /// Cancel or drain.
         mode: ShutdownMode,
@@ -222,9 +222,6 @@ pub(crate) enum OrchestratorMsg {
     },
     /// From a handle: what the finished runs kept in memory weigh.
     Retained(RpcReplyPort<RetainedStats>),
-    /// From a chaos test: kill the slot limiter (it is restarted).
-    #[cfg(feature = "chaos")]
-    KillLimiter,
 }
 
 impl From<Refusal> for RunCommandError {

@@ -95,9 +95,6 @@ pub(crate) enum SupervisorMsg {
     Stop(StopKind),
     /// From the supervisor's own timers.
     Timer(RunTimer),
-    /// From the orchestrator: the engine's slot limiter was restarted; live nodes are
-    /// told so that slots held and waited for carry over.
-    LimiterRestarted,
     /// From the supervisor itself, sent with the first fact it queues for the journal:
     /// it has handled what was in its mailbox before, so what it queued meanwhile is
     /// committed as one batch.

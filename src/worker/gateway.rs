@@ -27,7 +27,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::messages::limiter::RemotePools;
+use crate::actors::slots::RemotePools;
 use crate::net::bearer::{TokenSet, bearer, is_weak};
 use crate::net::guard::{Guarded, GuardedListener, Slots, TrackLayer};
 use crate::runtime::components::builtin::CANCELLED_ERROR;

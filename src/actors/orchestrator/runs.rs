@@ -170,7 +170,7 @@ impl OrchestratorState {
             seed: RunPlan::seed_for(run_id),
             result_tx: result_tx.clone(),
             orchestrator: Some(self.myself.clone()),
-            limiter: Some((self.limiter.clone(), self.tickets.clone(), key)),
+            limiter: Some((self.slots.clone(), self.tickets.clone(), key)),
             traceparent: options.traceparent.clone(),
             metrics: self.metrics.clone(),
             journal: None,

@@ -14,6 +14,16 @@ use std::time::Instant;
 use crate::runtime::guardrails::rate::Bucket;
 pub use crate::runtime::guardrails::rate::Rate;
 
+/// Queue depth and active attempts, engine-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStats {
+    /// Attempts waiting for a slot (QUEUED nodes).
+    pub queued: usize,
+    /// Attempts holding their slots.
+    pub active: usize,
+}
+
 /// Identifies a run inside the slot book.
 pub type RunKey = u64;
 
