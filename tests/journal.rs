@@ -157,7 +157,7 @@ fn header() -> impl Strategy<Value = RunHeader> {
                 (idempotency_key, traceparent, accepted_at, nodes),
             )| AcceptedRecord {
                 run_id,
-                definition,
+                definition: definition.into(),
                 definition_hash,
                 inputs,
                 idempotency_key,

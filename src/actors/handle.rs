@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::Stream;
 use ractor::{Actor, ActorRef};
@@ -25,9 +25,11 @@ use crate::runtime::definition::graph::Graph;
 use crate::runtime::definition::limits::DefinitionLimits;
 use crate::runtime::definition::load::{self, LoadError};
 use crate::runtime::definition::parse::Format;
-use crate::runtime::definition::validate::{Problem, validate};
+use crate::runtime::definition::validate::Problem;
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
+use crate::runtime::guardrails::gate::Gate;
+use crate::runtime::guardrails::service::DefinitionPolicy;
 use crate::runtime::guardrails::slots::SlotStats;
 use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
@@ -148,6 +150,9 @@ impl Orchestrator {
 #[derive(Debug, Clone)]
 pub struct Workflow {
     definition: Arc<WorkflowDefinition>,
+    /// The definition as JSON text, written once (when a run of it is first journaled or
+    /// keyed) and shared by every run of it.
+    text: Arc<OnceLock<Arc<str>>>,
     graph: Arc<Graph>,
     /// The engine that checked it, and the limits it was checked under.
     engine: u64,
@@ -158,6 +163,18 @@ impl Workflow {
     /// The definition as given.
     pub fn definition(&self) -> &WorkflowDefinition {
         &self.definition
+    }
+
+    /// The definition as JSON text, written once.
+    fn text(&self) -> Arc<str> {
+        self.text
+            .get_or_init(|| {
+                // A definition always serialises.
+                let text =
+                    serde_json::to_string(&*self.definition).expect("a definition serialises");
+                Arc::from(text)
+            })
+            .clone()
     }
 
     /// Its validated graph.
@@ -207,14 +224,24 @@ impl Handle {
     /// # Errors
     /// [`EngineError::Invalid`] naming the limit broken, or every validation problem.
     pub fn prepare(&self, definition: WorkflowDefinition) -> Result<Workflow, EngineError> {
-        self.limits.check(&definition).map_err(LoadError::from)?;
-        let graph = validate(&definition, &self.registry).map_err(LoadError::from)?;
-        Ok(Workflow {
-            definition: Arc::new(definition),
-            graph: Arc::new(graph),
-            engine: self.engine,
-            limits: self.limits,
-        })
+        let graph = Gate::new(&self.registry, &self.limits).admit(&definition)?;
+        Ok(self.adopt(load::Loaded { definition, graph }))
+    }
+
+    /// As [`Handle::prepare`], under a server's definition policy too (what the HTTP
+    /// service lets its clients run).
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] with every problem the policy finds, or as
+    /// [`Handle::prepare`].
+    pub fn prepare_under(
+        &self,
+        policy: &DefinitionPolicy,
+        definition: WorkflowDefinition,
+    ) -> Result<Workflow, EngineError> {
+        let gate = Gate::new(&self.registry, &self.limits).under(policy);
+        let graph = gate.admit(&definition)?;
+        Ok(self.adopt(load::Loaded { definition, graph }))
     }
 
     /// Parses definition text (JSON or YAML) under this engine's limits, then prepares it.
@@ -250,6 +277,7 @@ impl Handle {
     fn adopt(&self, loaded: load::Loaded) -> Workflow {
         Workflow {
             definition: Arc::new(loaded.definition),
+            text: Arc::default(),
             graph: loaded.graph,
             engine: self.engine,
             limits: self.limits,
@@ -302,10 +330,9 @@ impl Handle {
         } else {
             self.prepare((*workflow.definition).clone())?.graph
         };
-        // Serialised here, on the caller's task, not in the orchestrator.
-        let text = (self.journal.is_some() || options.idempotency_key.is_some()).then(|| {
-            serde_json::to_string(&*workflow.definition).expect("a definition serialises")
-        });
+        // Serialised once per workflow, on the caller's task, not in the orchestrator.
+        let text =
+            (self.journal.is_some() || options.idempotency_key.is_some()).then(|| workflow.text());
         let fingerprint = match (&options.idempotency_key, &text) {
             (Some(_), Some(text)) => Some(record::submission_fingerprint(
                 text,

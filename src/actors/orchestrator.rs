@@ -30,11 +30,11 @@ use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
 };
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
-use crate::runtime::components::builtin::missing_runtime_inputs;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
 use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::guardrails::gate::Gate;
 use crate::runtime::journal::readback::{self, ReadBackError, ReadRun};
 use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
 use crate::runtime::journal::store::Op;

@@ -294,7 +294,7 @@ pub async fn run_with_faults(
     }
     let supervisor_died = result.nodes.is_empty() && result.status == RunStatus::Failed;
     if !supervisor_died {
-        check_trace(&graph, &result, &events).map_err(broken)?;
+        check_trace(&graph, &result, &events).map_err(|b| broken(b.0))?;
     }
     // A run whose supervisor died ends before its node actors finish dying: wait for
     // their exits (bounded) before counting the living.
@@ -400,22 +400,33 @@ async fn inject_stop(handle: &Handle, run_id: &str, fault: &Fault) -> Result<(),
     }
 }
 
+/// A broken invariant of a run, as a sentence naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Broken(pub String);
+
+impl From<String> for Broken {
+    fn from(sentence: String) -> Broken {
+        Broken(sentence)
+    }
+}
+
 /// docs/semantics.md §9 on a finished run: `seq` dense from 1; exactly one terminal event per
 /// node, matching its final status; each STARTED after the terminal events of the parents
 /// its join waited on (every parent for `all`, the triggering ones otherwise).
 ///
 /// # Errors
 /// A sentence naming the first broken invariant.
-pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> Result<(), String> {
+pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> Result<(), Broken> {
     for (i, e) in events.iter().enumerate() {
         if e.seq != i as u64 + 1 {
-            return Err(format!("event {i} has seq {} (not dense)", e.seq));
+            return Err(Broken(format!("event {i} has seq {} (not dense)", e.seq)));
         }
     }
     let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
     for e in events.iter().filter(|e| e.kind.is_terminal()) {
         if terminal.insert(&e.node_id, e).is_some() {
-            return Err(format!("two terminal events for {}", e.node_id));
+            return Err(Broken(format!("two terminal events for {}", e.node_id)));
         }
     }
     for node in &graph.nodes {
@@ -425,16 +436,16 @@ pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> 
             .get(name)
             .ok_or_else(|| format!("no record for {name}"))?;
         if !record.status.is_terminal() {
-            return Err(format!("{name} ended {:?}", record.status));
+            return Err(Broken(format!("{name} ended {:?}", record.status)));
         }
         let event = terminal
             .get(name)
             .ok_or_else(|| format!("{name} has no terminal event"))?;
         if !same_status(event.kind, record.status) {
-            return Err(format!(
+            return Err(Broken(format!(
                 "{name}: terminal event {:?} but status {:?}",
                 event.kind, record.status
-            ));
+            )));
         }
         let Some(started) = events
             .iter()
@@ -455,10 +466,10 @@ pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> 
                 .get(&*parent)
                 .ok_or_else(|| format!("{parent} never ended"))?;
             if ended.seq > started.seq {
-                return Err(format!(
+                return Err(Broken(format!(
                     "{name} STARTED (seq {}) before its parent {parent} ended (seq {})",
                     started.seq, ended.seq
-                ));
+                )));
             }
         }
     }
@@ -487,28 +498,31 @@ pub fn compare_with_oracle(
     oracle: &RunResult,
     report: &ChaosReport,
     plan: &FaultPlan,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let got = &report.result;
     if report.stopped {
         for (name, output) in &got.outputs {
             if oracle.outputs.get(name) != Some(output) {
-                return Err(format!(
+                return Err(Broken(format!(
                     "{name} completed with an output the oracle does not give"
-                ));
+                )));
             }
         }
         return Ok(());
     }
     if got.status != oracle.status {
-        return Err(format!("run {:?}, oracle {:?}", got.status, oracle.status));
+        return Err(Broken(format!(
+            "run {:?}, oracle {:?}",
+            got.status, oracle.status
+        )));
     }
     for (name, want) in &oracle.nodes {
         let have = &got.nodes[name];
         if have.status != want.status {
-            return Err(format!(
+            return Err(Broken(format!(
                 "{name}: {:?}, oracle {:?} ({:?})",
                 have.status, want.status, have.error
-            ));
+            )));
         }
         let crashes = plan
             .faults
@@ -516,13 +530,13 @@ pub fn compare_with_oracle(
             .filter(|f| crash_of(f) == Some(&**name))
             .count() as u32;
         if have.attempts < want.attempts || have.attempts > want.attempts + crashes {
-            return Err(format!(
+            return Err(Broken(format!(
                 "{name}: {} attempts, oracle {} (+{crashes} crash faults)",
                 have.attempts, want.attempts
-            ));
+            )));
         }
         if got.outputs.get(name) != oracle.outputs.get(name) {
-            return Err(format!("{name}: output differs from the oracle"));
+            return Err(Broken(format!("{name}: output differs from the oracle")));
         }
     }
     Ok(())
@@ -540,7 +554,7 @@ pub fn check_strikes(
     oracle: &RunResult,
     report: &ChaosReport,
     strikes: &[Strike],
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     each_attempt_ends_once(&report.events)?;
     if report.stopped {
         return Ok(());
@@ -565,24 +579,24 @@ pub fn check_strikes(
             t == crate::runtime::components::CRASH_ERROR && m.contains(&strike.worker)
         });
         if !named || worker != Some(strike.worker.as_str()) {
-            return Err(format!(
+            return Err(Broken(format!(
                 "{name}: the {:?} of `{}` ended attempt {} with {error:?} on worker {worker:?}",
                 strike.fault, strike.worker, strike.attempt
-            ));
+            )));
         }
         let (have, want) = (&report.result.nodes[name], &oracle.nodes[name]);
         if have.attempts != want.attempts.max(2) || have.status != want.status {
-            return Err(format!(
+            return Err(Broken(format!(
                 "{name}: {:?} after {} attempts; the oracle {:?} after {}",
                 have.status, have.attempts, want.status, want.attempts
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// No attempt has two ends (`RETRYING`, `COMPLETED`, `FAILED`): one outcome counted each.
-fn each_attempt_ends_once(events: &[TraceEvent]) -> Result<(), String> {
+fn each_attempt_ends_once(events: &[TraceEvent]) -> Result<(), Broken> {
     let mut ended: std::collections::HashSet<(&str, u32)> = Default::default();
     for e in events {
         let ending = matches!(
@@ -592,7 +606,10 @@ fn each_attempt_ends_once(events: &[TraceEvent]) -> Result<(), String> {
         if let (true, Some(attempt)) = (ending, e.metadata.as_ref().and_then(|m| m.attempt))
             && !ended.insert((&e.node_id, attempt))
         {
-            return Err(format!("{}: attempt {attempt} ended twice", e.node_id));
+            return Err(Broken(format!(
+                "{}: attempt {attempt} ended twice",
+                e.node_id
+            )));
         }
     }
     Ok(())

@@ -117,7 +117,7 @@ pub(crate) enum OrchestratorMsg {
         /// The validated graph.
         graph: Arc<Graph>,
         /// The definition as JSON text, when the engine journals its runs.
-        definition: Option<String>,
+        definition: Option<Arc<str>>,
         /// The run's inputs.
         inputs: JsonObject,
         /// Options.

@@ -61,17 +61,20 @@ impl Durability {
     }
 }
 
-impl std::str::FromStr for Durability {
-    type Err = String;
+/// A durability name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown durability `{0}` (expected fsync, process or off)")]
+pub struct UnknownDurability(pub String);
 
-    fn from_str(s: &str) -> Result<Durability, String> {
+impl std::str::FromStr for Durability {
+    type Err = UnknownDurability;
+
+    fn from_str(s: &str) -> Result<Durability, UnknownDurability> {
         match s {
             "fsync" => Ok(Durability::Fsync),
             "process" => Ok(Durability::Process),
             "off" => Ok(Durability::Off),
-            other => Err(format!(
-                "unknown durability `{other}` (expected fsync, process or off)"
-            )),
+            other => Err(UnknownDurability(other.to_owned())),
         }
     }
 }

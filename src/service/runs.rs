@@ -146,11 +146,7 @@ pub(crate) struct Health {
 fn prepare(state: &AppState, engine: &Handle, definition: Value) -> Result<Workflow, ApiError> {
     let definition =
         from_value(definition).map_err(crate::runtime::definition::load::LoadError::from)?;
-    let problems = state.shared.config.definitions.check(&definition);
-    if !problems.is_empty() {
-        return Err(ApiError::invalid_definition(&problems));
-    }
-    Ok(engine.prepare(definition)?)
+    Ok(engine.prepare_under(&state.shared.config.definitions, definition)?)
 }
 
 /// An id given by a client: printable, URL-safe, bounded, and not `.` or `..` (which

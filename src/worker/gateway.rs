@@ -65,12 +65,23 @@ const MAX_SLOTS: u32 = 10_000;
 #[derive(Debug, Clone, Default)]
 pub struct WorkerTokens(TokenSet<Arc<str>>);
 
+/// Why a worker token file does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFileError {
+    /// A line is not two words.
+    #[error("line {0}: expected `<workerId> <token>`")]
+    Malformed(usize),
+    /// A token is given twice.
+    #[error("line {0}: this token is given twice")]
+    Repeated(usize),
+}
+
 impl WorkerTokens {
     /// Reads `<workerId> <token>` lines (blank lines and `#` comments ignored).
     ///
     /// # Errors
     /// The line number of a line that is not two words, or a token given twice.
-    pub fn parse(text: &str) -> Result<WorkerTokens, String> {
+    pub fn parse(text: &str) -> Result<WorkerTokens, TokenFileError> {
         let mut pairs: Vec<(String, Arc<str>)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -80,10 +91,10 @@ impl WorkerTokens {
             let mut words = line.split_whitespace();
             let (Some(worker), Some(token), None) = (words.next(), words.next(), words.next())
             else {
-                return Err(format!("line {}: expected `<workerId> <token>`", n + 1));
+                return Err(TokenFileError::Malformed(n + 1));
             };
             if pairs.iter().any(|(t, _)| t == token) {
-                return Err(format!("line {}: this token is given twice", n + 1));
+                return Err(TokenFileError::Repeated(n + 1));
             }
             pairs.push((token.to_owned(), Arc::from(worker)));
         }

@@ -11,7 +11,7 @@ pub(super) struct NewRun {
     pub(super) inputs: JsonObject,
     pub(super) options: SubmitOptions,
     /// The definition's text, journaled with the run.
-    pub(super) definition: Option<String>,
+    pub(super) definition: Option<Arc<str>>,
 }
 
 impl OrchestratorState {
@@ -20,10 +20,7 @@ impl OrchestratorState {
         run: NewRun,
         fingerprint: Option<u64>,
     ) -> Result<Submitted, RunCommandError> {
-        let missing_inputs = match run.graph.entrypoint {
-            Some(entry) => missing_runtime_inputs(&run.graph.node(entry).params, &run.inputs),
-            None => Vec::new(),
-        };
+        let missing_inputs = Gate::missing_inputs(&run.graph, &run.inputs);
         let submission = Submission {
             asked_id: run.options.run_id.clone(),
             fresh_id: uuid::Uuid::new_v4().to_string(),
@@ -272,7 +269,7 @@ fn stored_run(run: &FinishedRun) -> StoredRun {
 fn accepted_header(
     run_id: &str,
     graph: &Graph,
-    definition: String,
+    definition: Arc<str>,
     inputs: &JsonObject,
     options: &SubmitOptions,
     now: Time,

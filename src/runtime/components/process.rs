@@ -149,7 +149,7 @@ pub fn check_policy(policy: &ProcessPolicy, ctx: &ExecutionContext) -> Result<()
     };
     policy
         .check(&argv, env.iter().map(String::as_str))
-        .map_err(|m| ComponentError::fatal(PERMISSION_ERROR, m))
+        .map_err(|refused| ComponentError::fatal(PERMISSION_ERROR, refused.to_string()))
 }
 
 fn invalid(message: impl Into<String>) -> ComponentError {

@@ -58,16 +58,32 @@ pub enum InputKind {
     },
 }
 
+/// A value an input does not take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("a whole number from 0 to {max}, got {value}")]
+pub struct OutOfRange {
+    /// The largest value taken.
+    pub max: u64,
+    /// The value given.
+    pub value: serde_json::Value,
+}
+
 impl InputKind {
     /// Why `value` is not one of these values, if it is not.
-    pub fn check(self, value: &serde_json::Value) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// The range it is out of.
+    pub fn check(self, value: &serde_json::Value) -> Result<(), OutOfRange> {
         match self {
             InputKind::Any => Ok(()),
             // No value: the component's default.
             InputKind::Count { .. } if value.is_null() => Ok(()),
             InputKind::Count { max } => match value.as_u64() {
                 Some(n) if n <= max => Ok(()),
-                _ => Err(format!("a whole number from 0 to {max}, got {value}")),
+                _ => Err(OutOfRange {
+                    max,
+                    value: value.clone(),
+                }),
             },
         }
     }

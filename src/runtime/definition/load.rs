@@ -70,9 +70,23 @@ pub fn load_str_with(
 ) -> Result<Loaded, LoadError> {
     limits.check_text(text)?;
     let definition = parse_definition(text, format)?;
-    limits.check(&definition)?;
-    let graph = Arc::new(validate(&definition, registry)?);
+    let graph = checked(&definition, registry, limits)?;
     Ok(Loaded { definition, graph })
+}
+
+/// Checks a definition against `limits`, then validates it (a definition over a limit
+/// is refused before validation): the definition's part of the engine's gate
+/// (`runtime::guardrails::gate`).
+///
+/// # Errors
+/// [`LoadError::Limit`] or [`LoadError::Invalid`].
+pub fn checked(
+    definition: &WorkflowDefinition,
+    registry: &ComponentRegistry,
+    limits: &DefinitionLimits,
+) -> Result<Arc<Graph>, LoadError> {
+    limits.check(definition)?;
+    Ok(Arc::new(validate(definition, registry)?))
 }
 
 /// Reads, parses and validates a definition file (format from its extension or content)

@@ -142,16 +142,50 @@ impl From<&str> for Executable {
     }
 }
 
+/// Why the process policy refuses a command or an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The command has no program.
+    #[error("the command is empty")]
+    Empty,
+    /// The program is not an absolute path.
+    #[error(
+        "`{0}` is not an absolute path; this server starts only the executables its configuration names (service.definitions.process.executables)"
+    )]
+    Relative(String),
+    /// No executable entry names the program.
+    #[error(
+        "`{0}` is not an executable this server may start (service.definitions.process.executables)"
+    )]
+    NotListed(String),
+    /// Entries name the program, each with leading arguments the command lacks.
+    #[error(
+        "`{program}` may start here only with the arguments {} first (service.definitions.process.executables)",
+        fixed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" or ")
+    )]
+    Arguments {
+        /// The program.
+        program: String,
+        /// The leading arguments of each entry naming it.
+        fixed: Vec<Vec<String>>,
+    },
+    /// A definition may not set this environment variable.
+    #[error(
+        "the environment variable `{0}` may not be set by a definition here (service.definitions.process.env)"
+    )]
+    Env(String),
+}
+
 impl ProcessPolicy {
     /// Whether `argv` (a command) and the names of `env` are allowed.
     ///
     /// # Errors
-    /// The reason, as a sentence.
+    /// Why not.
     pub fn check<'a>(
         &self,
         argv: &[String],
         env: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         self.check_command(argv)?;
         self.check_env(env)
     }
@@ -160,38 +194,30 @@ impl ProcessPolicy {
     /// executables names exactly, with the leading arguments that entry fixes.
     ///
     /// # Errors
-    /// The reason, as a sentence.
-    pub fn check_command(&self, argv: &[String]) -> Result<(), String> {
-        let program = argv.first().ok_or("the command is empty")?;
+    /// Why not.
+    pub fn check_command(&self, argv: &[String]) -> Result<(), Refused> {
+        let program = argv.first().ok_or(Refused::Empty)?;
         if !Path::new(program).is_absolute() {
-            return Err(format!(
-                "`{program}` is not an absolute path; this server starts only the executables its configuration names (service.definitions.process.executables)"
-            ));
+            return Err(Refused::Relative(program.clone()));
         }
         if self.executables.iter().any(|e| e.allows(argv)) {
             return Ok(());
         }
-        let fixed: Vec<&[String]> = (self.executables.iter())
+        let fixed: Vec<Vec<String>> = (self.executables.iter())
             .filter_map(|e| match e {
                 Executable::Fixed { path, args } if path == Path::new(program) => {
-                    Some(args.as_slice())
+                    Some(args.clone())
                 }
                 _ => None,
             })
             .collect();
         Err(if fixed.is_empty() {
-            format!(
-                "`{program}` is not an executable this server may start (service.definitions.process.executables)"
-            )
+            Refused::NotListed(program.clone())
         } else {
-            format!(
-                "`{program}` may start here only with the arguments {} first (service.definitions.process.executables)",
-                fixed
-                    .iter()
-                    .map(|a| format!("{a:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )
+            Refused::Arguments {
+                program: program.clone(),
+                fixed,
+            }
         })
     }
 
@@ -199,12 +225,10 @@ impl ProcessPolicy {
     ///
     /// # Errors
     /// The first that is not allowed.
-    pub fn check_env<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    pub fn check_env<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Refused> {
         for name in names {
             if !self.env.iter().any(|e| e == name) {
-                return Err(format!(
-                    "the environment variable `{name}` may not be set by a definition here (service.definitions.process.env)"
-                ));
+                return Err(Refused::Env(name.to_owned()));
             }
         }
         Ok(())
@@ -313,7 +337,8 @@ mod tests {
                 "-c",
                 "print(open('/etc/shadow').read())",
             ]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("[\"/opt/enrich.py\"]"), "{refused}");
         assert!(p.check_command(&argv(&["/usr/bin/python3"])).is_err());
     }

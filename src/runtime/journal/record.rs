@@ -8,6 +8,7 @@
 //! [`RecordError::Corrupt`]: a record is either read back whole or not at all.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The format version this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -36,8 +37,9 @@ pub enum RecordError {
 pub struct AcceptedRecord {
     /// Run id.
     pub run_id: String,
-    /// The definition, as JSON text.
-    pub definition: String,
+    /// The definition, as JSON text (shared with the workflow it was submitted from:
+    /// written once per workflow, not once per run).
+    pub definition: Arc<str>,
     /// xxh3-64 of `definition`.
     pub definition_hash: u64,
     /// The run's inputs, as JSON text.

@@ -225,10 +225,7 @@ impl Replayer {
         self.seq += 1;
         let now = Time::from_micros(fact.at);
         self.at = now;
-        let run_fact = self.run_fact(&fact.kind).map_err(|reason| ReplayError {
-            seq: self.seq,
-            reason,
-        })?;
+        let run_fact = self.run_fact(&fact.kind)?;
         let effects = self.core.apply(run_fact, now);
         self.route(effects, now);
         Ok(())
@@ -281,19 +278,27 @@ impl Replayer {
         ends
     }
 
+    /// What the cores cannot follow in the fact being applied.
+    fn mismatch(&self, reason: String) -> ReplayError {
+        ReplayError {
+            seq: self.seq,
+            reason,
+        }
+    }
+
     fn plan(&self) -> &Arc<RunPlan> {
         self.core.plan()
     }
 
-    fn node(&self, node: u32) -> Result<NodeIx, String> {
+    fn node(&self, node: u32) -> Result<NodeIx, ReplayError> {
         if (node as usize) < self.plan().graph.len() {
             Ok(NodeIx(node))
         } else {
-            Err(format!("node {node} is not in the definition"))
+            Err(self.mismatch(format!("node {node} is not in the definition")))
         }
     }
 
-    fn run_fact(&self, kind: &FactKind) -> Result<RunFact, String> {
+    fn run_fact(&self, kind: &FactKind) -> Result<RunFact, ReplayError> {
         Ok(match kind {
             FactKind::Started => RunFact::Started,
             FactKind::Queued(s) => RunFact::Node(NodeReport::Queued(self.start(s)?)),
@@ -347,23 +352,23 @@ impl Replayer {
     }
 
     /// A start report: what the record kept, and what the node's join computed.
-    fn start(&self, s: &StartRecord) -> Result<StartReport, String> {
+    fn start(&self, s: &StartRecord) -> Result<StartReport, ReplayError> {
         let node = self.node(s.node)?;
         let fired = self.fired[node.ix()].start.as_ref().ok_or_else(|| {
-            format!(
+            self.mismatch(format!(
                 "{} started attempt {} but its join never fired",
                 self.plan().node_ref(node),
                 s.attempt
-            )
+            ))
         })?;
         let triggered_by: Arc<[EdgeIx]> = s.triggered_by.iter().map(|e| EdgeIx(*e)).collect();
         if triggered_by != fired.triggered_by {
-            return Err(format!(
+            return Err(self.mismatch(format!(
                 "{}: the journal says its join was decided by edges {:?}, the join by {:?}",
                 self.plan().node_ref(node),
                 s.triggered_by,
                 fired.triggered_by
-            ));
+            )));
         }
         Ok(StartReport {
             node,
@@ -383,7 +388,7 @@ impl Replayer {
             .and_then(|s| s.failure.clone())
     }
 
-    fn end(&self, kind: &FactKind) -> Result<NodeEnd, String> {
+    fn end(&self, kind: &FactKind) -> Result<NodeEnd, ReplayError> {
         let plan = self.plan();
         let end = |node: NodeIx, attempts: u32, outcome: Outcome| NodeEnd {
             node,
@@ -400,10 +405,10 @@ impl Replayer {
             } => {
                 let node = self.node(*node)?;
                 let output: JsonObject = serde_json::from_str(output).map_err(|e| {
-                    format!(
+                    self.mismatch(format!(
                         "the output of {} is not a JSON object: {e}",
                         plan.node_ref(node)
-                    )
+                    ))
                 })?;
                 let outcome = Outcome::Completed {
                     output: Arc::new(output),
@@ -445,10 +450,10 @@ impl Replayer {
                 let skipped = self.fired[node.ix()].early_end.as_ref();
                 let skipped = skipped.filter(|e| e.terminal() == Terminal::Skipped);
                 let skipped = skipped.ok_or_else(|| {
-                    format!(
+                    self.mismatch(format!(
                         "{} was skipped but its join did not skip it",
                         plan.node_ref(node)
-                    )
+                    ))
                 })?;
                 (**skipped).clone()
             }
@@ -458,7 +463,7 @@ impl Replayer {
 
     /// Which of the cancellations the run sent `node` its journaled end records (the
     /// journal keeps the cause as the text it displays).
-    fn cancel_cause(&self, node: NodeIx, recorded: &str) -> Result<CancelCause, String> {
+    fn cancel_cause(&self, node: NodeIx, recorded: &str) -> Result<CancelCause, ReplayError> {
         let asked = &self.fired[node.ix()].cancels;
         asked
             .iter()
@@ -466,7 +471,7 @@ impl Replayer {
             .find(|cause| cause.to_string() == recorded)
             .cloned()
             .ok_or_else(|| {
-                format!(
+                self.mismatch(format!(
                     "{} ended cancelled for `{recorded}`, but the run asked it to stop for {}",
                     self.plan().node_ref(node),
                     if asked.is_empty() {
@@ -478,7 +483,7 @@ impl Replayer {
                             .collect::<Vec<_>>()
                             .join(", ")
                     }
-                )
+                ))
             })
     }
 

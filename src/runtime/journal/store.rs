@@ -677,24 +677,34 @@ fn open_db(path: &Path) -> fjall::Result<(fjall::Database, fjall::Keyspace, fjal
 /// files one by one, and a process killed in between leaves one that no longer opens
 /// (a version marker without a version); made aside, such a leftover is only ever a
 /// `fjall.new`, removed by the next creation.
-fn create_if_missing(dir: &Path) -> Result<(), String> {
+fn create_if_missing(dir: &Path) -> Result<(), CreateError> {
     let live = dir.join(DB_DIR);
     if live.exists() {
         return Ok(());
     }
     let fresh = dir.join(NEW_DB_DIR);
     if fresh.exists() {
-        std::fs::remove_dir_all(&fresh).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(&fresh)?;
     }
     {
-        let (db, _, _) = open_db(&fresh).map_err(|e| describe(&e))?;
+        let (db, _, _) = open_db(&fresh).map_err(|e| CreateError::Database(describe(&e)))?;
         db.persist(fjall::PersistMode::SyncAll)
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| CreateError::Database(describe(&e)))?;
     }
-    std::fs::rename(&fresh, &live).map_err(|e| e.to_string())?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| e.to_string())
+    std::fs::rename(&fresh, &live)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    Ok(())
+}
+
+/// Why a new journal's database could not be made.
+#[derive(Debug, thiserror::Error)]
+enum CreateError {
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed, as fjall describes it.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// The last batch number in the `batches` file (whole 8-byte entries only).
