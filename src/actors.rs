@@ -8,6 +8,7 @@
 //! Everything here but the handle and [`slots::RemotePools`] is internal to the crate.
 
 mod clock;
+pub mod faults;
 pub mod handle;
 pub(crate) mod node;
 pub(crate) mod orchestrator;

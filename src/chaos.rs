@@ -1,166 +1,35 @@
-//! Chaos testing (cargo feature `chaos`): hooks to find and kill the live actor of a node
-//! or a run's supervisor, to delay the edge resolutions sent to a node and to make a
-//! component panic; worker faults (a remote worker killed, hung or cut off as it takes an
-//! attempt) struck by a fleet of in-process workers behind faulty links ([`workers`],
-//! [`link`]); and a seeded harness ([`harness`]) that injects such faults into any
-//! workflow and checks the invariants afterwards. Not part of the default API; until
-//! [`enable`] is called (or a fault armed) the hooks do nothing and record nothing.
+//! Chaos testing (cargo feature `chaos`): [`Chaos`], the engine's [`Faults`] for tests,
+//! finds and kills the live actor of a node or a run's supervisor, delays the edge
+//! resolutions sent to a node, makes a component panic and records the facts a run's
+//! cores were fed; worker faults (a remote worker killed, hung or cut off as it takes an
+//! attempt) are struck by a fleet of in-process workers behind faulty links
+//! ([`workers`], [`link`]); and a seeded harness ([`harness`]) injects such faults into
+//! any workflow and checks the invariants afterwards. A `Chaos` belongs to the engines
+//! started with it (`Orchestrator::start_with_faults`): nothing is shared between
+//! engines or tests.
 
 pub mod harness;
 pub mod link;
 pub mod workers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use ractor::ActorCell;
 
-use std::time::{Duration, Instant};
+use crate::actors::faults::Faults;
+use crate::runtime::definition::graph::NodeIx;
+use crate::runtime::semantics::node_core::NodeFact;
+use crate::runtime::semantics::plan::RunPlan;
+use crate::runtime::semantics::run_core::RunFact;
+use crate::runtime::semantics::time::Time;
 
-type Key = (String, String);
+/// A run and one of its nodes (`None`: the run's supervisor).
+type Key = (String, Option<String>);
 
-/// The node ref under which a run's supervisor is registered.
-const SUPERVISOR: &str = "\u{0}supervisor";
-
-/// Whether the hooks are on: nothing is registered or looked up until a test turns them
-/// on, so benches built with the feature pay one relaxed load per hook.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Turns the hooks on for this process: from now on every actor is registered, so
-/// [`node_actor`] and [`supervisor_actor`] find the actors of runs submitted after this
-/// call. Arming any fault turns them on too.
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
-}
-
-fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
-
-fn registry() -> &'static Mutex<HashMap<Key, ActorCell>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<Key, ActorCell>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
-/// Records the live actor of `(run, node)`.
-pub(crate) fn register(run_id: &str, node_ref: &str, cell: ActorCell) {
-    if !enabled() {
-        return;
-    }
-    if let Ok(mut map) = registry().lock() {
-        let fresh = map
-            .insert((run_id.to_owned(), node_ref.to_owned()), cell)
-            .is_none();
-        if fresh && node_ref != SUPERVISOR {
-            count_node_actors(run_id, 1);
-        }
-    }
-}
-
-/// Node actors of each run registered and not ended: `(now, most at once)`.
-fn node_actor_counts() -> &'static Mutex<HashMap<String, (usize, usize)>> {
-    static COUNTS: OnceLock<Mutex<HashMap<String, (usize, usize)>>> = OnceLock::new();
-    COUNTS.get_or_init(Default::default)
-}
-
-fn count_node_actors(run_id: &str, up: isize) {
-    if let Ok(mut counts) = node_actor_counts().lock() {
-        let (now, peak) = counts.entry(run_id.to_owned()).or_default();
-        *now = now.saturating_add_signed(up);
-        *peak = (*peak).max(*now);
-    }
-}
-
-/// The most node actors of run `run_id` that were alive at once (spawned and not yet
-/// ended), since the hooks were enabled.
-pub fn peak_node_actors_of(run_id: &str) -> usize {
-    node_actor_counts()
-        .lock()
-        .map_or(0, |c| c.get(run_id).map_or(0, |(_, peak)| *peak))
-}
-
-/// Forgets `(run, node)` once it ended.
-pub(crate) fn unregister(run_id: &str, node_ref: &str) {
-    if !enabled() {
-        return;
-    }
-    if let Ok(mut map) = registry().lock()
-        && map
-            .remove(&(run_id.to_owned(), node_ref.to_owned()))
-            .is_some()
-        && node_ref != SUPERVISOR
-    {
-        count_node_actors(run_id, -1);
-    }
-}
-
-/// The live actor of node `node_ref` in run `run_id`, if it has not ended.
-pub fn node_actor(run_id: &str, node_ref: &str) -> Option<ActorCell> {
-    registry()
-        .lock()
-        .ok()?
-        .get(&(run_id.to_owned(), node_ref.to_owned()))
-        .cloned()
-}
-
-/// Records the live supervisor of `run`.
-pub(crate) fn register_supervisor(run_id: &str, cell: ActorCell) {
-    register(run_id, SUPERVISOR, cell);
-}
-
-/// Forgets the supervisor of `run`.
-pub(crate) fn unregister_supervisor(run_id: &str) {
-    unregister(run_id, SUPERVISOR);
-}
-
-/// The live supervisor of run `run_id`.
-pub fn supervisor_actor(run_id: &str) -> Option<ActorCell> {
-    node_actor(run_id, SUPERVISOR)
-}
-
-/// Node actors of one run that are still alive (registered and not stopped).
-pub fn live_node_actors_of(run_id: &str) -> usize {
-    registry().lock().map_or(0, |m| {
-        m.iter()
-            .filter(|((r, n), cell)| r == run_id && n != SUPERVISOR && alive(cell))
-            .count()
-    })
-}
-
-fn alive(cell: &ActorCell) -> bool {
-    matches!(
-        cell.get_status(),
-        ractor::ActorStatus::Unstarted
-            | ractor::ActorStatus::Starting
-            | ractor::ActorStatus::Running
-            | ractor::ActorStatus::Upgrading
-    )
-}
-
-fn delays() -> &'static Mutex<HashMap<Key, Duration>> {
-    static DELAYS: OnceLock<Mutex<HashMap<Key, Duration>>> = OnceLock::new();
-    DELAYS.get_or_init(Default::default)
-}
-
-/// Delays every edge resolution sent to node `node_ref` of run `run_id` by `delay`.
-pub fn delay_messages_to(run_id: &str, node_ref: &str, delay: Duration) {
-    enable();
-    if let Ok(mut map) = delays().lock() {
-        map.insert((run_id.to_owned(), node_ref.to_owned()), delay);
-    }
-}
-
-/// The delay set for messages to `(run, node)`, if any.
-pub(crate) fn delay_for(run_id: &str, node_ref: &str) -> Option<Duration> {
-    if !enabled() {
-        return None;
-    }
-    let map = delays().lock().ok()?;
-    if map.is_empty() {
-        return None;
-    }
-    map.get(&(run_id.to_owned(), node_ref.to_owned())).copied()
+fn key(run_id: &str, node: Option<&str>) -> Key {
+    (run_id.to_owned(), node.map(str::to_owned))
 }
 
 /// What to do to an attempt: make its component panic, kill its node actor, or strike
@@ -174,95 +43,6 @@ enum AttemptFault {
     Worker(WorkerFault),
 }
 
-/// Armed attempt faults: `(run, node, fault)` to the attempt number it strikes.
-type Armed = Mutex<HashMap<(String, String, AttemptFault), u32>>;
-
-fn panics() -> &'static Armed {
-    static ARMED: OnceLock<Armed> = OnceLock::new();
-    ARMED.get_or_init(Default::default)
-}
-
-fn arm(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) {
-    enable();
-    if let Ok(mut map) = panics().lock() {
-        map.insert((run_id.to_owned(), node_ref.to_owned(), fault), attempt);
-    }
-}
-
-fn armed(run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) -> bool {
-    if !enabled() {
-        return false;
-    }
-    let Ok(map) = panics().lock() else {
-        return false;
-    };
-    !map.is_empty() && map.get(&(run_id.to_owned(), node_ref.to_owned(), fault)) == Some(&attempt)
-}
-
-/// Kills the actor of node `node_ref` in run `run_id` just after its attempt `attempt`
-/// started (the attempt fails with `CrashError`).
-pub fn kill_on_attempt(run_id: &str, node_ref: &str, attempt: u32) {
-    arm(run_id, node_ref, AttemptFault::Kill, attempt);
-}
-
-/// Whether the node actor must die now that attempt `attempt` started.
-pub(crate) fn should_kill(run_id: &str, node_ref: &str, attempt: u32) -> bool {
-    armed(run_id, node_ref, AttemptFault::Kill, attempt)
-}
-
-/// Kills the actor of node `node_ref` in run `run_id` once, right after it is spawned
-/// (when its first parent ended) with that parent's edge resolution in its mailbox; the
-/// supervisor respawns it and replays its parents' ends.
-pub fn kill_when_pending(run_id: &str, node_ref: &str) {
-    arm(run_id, node_ref, AttemptFault::KillPending, 0);
-}
-
-/// Whether the freshly spawned actor of `(run, node)` must die now; true once.
-pub(crate) fn should_kill_pending(run_id: &str, node_ref: &str) -> bool {
-    if !enabled() {
-        return false;
-    }
-    let Ok(mut map) = panics().lock() else {
-        return false;
-    };
-    if map.is_empty() {
-        return false;
-    }
-    let fault = (
-        run_id.to_owned(),
-        node_ref.to_owned(),
-        AttemptFault::KillPending,
-    );
-    let Some(((run, node, _), _)) = map.remove_entry(&fault) else {
-        return false;
-    };
-    drop(map);
-    if let Ok(mut kills) = pending_kills().lock() {
-        kills.insert((run, node), Instant::now());
-    }
-    true
-}
-
-/// When each armed pending kill (and worker fault) of a run struck.
-fn pending_kills() -> &'static Mutex<HashMap<Key, Instant>> {
-    static KILLS: OnceLock<Mutex<HashMap<Key, Instant>>> = OnceLock::new();
-    KILLS.get_or_init(Default::default)
-}
-
-/// The moments the pending kills and worker faults armed for `run_id` struck (a node the
-/// run never reached was never struck).
-pub fn pending_kills_of(run_id: &str) -> Vec<Instant> {
-    pending_kills().lock().map_or_else(
-        |_| Vec::new(),
-        |m| {
-            m.iter()
-                .filter(|((r, _), _)| r == run_id)
-                .map(|(_, t)| *t)
-                .collect()
-        },
-    )
-}
-
 /// What a worker fault does to the remote worker that takes the attempt it strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkerFault {
@@ -274,156 +54,291 @@ pub enum WorkerFault {
     Partition,
 }
 
-/// Strikes the remote worker that takes attempt `attempt` of node `node_ref` in run
-/// `run_id` with `fault` (a [`workers::WorkerFleet`] worker performs it).
-pub fn arm_worker_fault(run_id: &str, node_ref: &str, attempt: u32, fault: WorkerFault) {
-    arm(run_id, node_ref, AttemptFault::Worker(fault), attempt);
-}
-
-/// The worker fault armed for attempt `attempt` of `(run, node)`, taken: it strikes
-/// once, and the moment it struck is kept with the pending kills'.
-pub fn take_worker_fault(run_id: &str, node_ref: &str, attempt: u32) -> Option<WorkerFault> {
-    if !enabled() {
-        return None;
-    }
-    let key = |f| {
-        (
-            run_id.to_owned(),
-            node_ref.to_owned(),
-            AttemptFault::Worker(f),
-        )
-    };
-    let mut map = panics().lock().ok()?;
-    let faults = [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition];
-    let fault = faults
-        .into_iter()
-        .find(|f| map.get(&key(*f)) == Some(&attempt))?;
-    map.remove(&key(fault));
-    drop(map);
-    if let Ok(mut struck) = pending_kills().lock() {
-        struck.insert((run_id.to_owned(), node_ref.to_owned()), Instant::now());
-    }
-    Some(fault)
-}
-
-/// Makes attempt `attempt` of node `node_ref` in run `run_id` panic before its component
-/// runs (the attempt fails with `CrashError`).
-pub fn panic_on_attempt(run_id: &str, node_ref: &str, attempt: u32) {
-    arm(run_id, node_ref, AttemptFault::Panic, attempt);
-}
-
-/// Whether attempt `attempt` of `(run, node)` must panic.
-pub(crate) fn should_panic(run_id: &str, node_ref: &str, attempt: u32) -> bool {
-    armed(run_id, node_ref, AttemptFault::Panic, attempt)
-}
-
-/// Removes every fault registered for `run_id` (delays, panics, kills, worker faults) and
-/// its actors.
-pub fn clear_run(run_id: &str) {
-    if let Ok(mut map) = panics().lock() {
-        map.retain(|(r, _, _), _| r != run_id);
-    }
-    if let Ok(mut map) = delays().lock() {
-        map.retain(|(r, _), _| r != run_id);
-    }
-    if let Ok(mut map) = pending_kills().lock() {
-        map.retain(|(r, _), _| r != run_id);
-    }
-    if let Ok(mut counts) = node_actor_counts().lock() {
-        counts.remove(run_id);
-    }
-    if let Ok(mut map) = registry().lock() {
-        map.retain(|(r, _), _| r != run_id);
-    }
-}
-
-/// Waits (up to `bound`) for every registered actor of `run_id` to exit.
-pub async fn wait_for_run_actors(run_id: &str, bound: Duration) {
-    let cells: Vec<ActorCell> = registry().lock().map_or_else(
-        |_| Vec::new(),
-        |m| {
-            m.iter()
-                .filter(|((r, _), _)| r == run_id)
-                .map(|(_, c)| c.clone())
-                .collect()
-        },
-    );
-    for cell in cells {
-        // A timeout leaves the actor alive, which the caller's check then reports.
-        let _ = cell.wait(Some(bound)).await;
-    }
-}
-
 /// The facts one run's cores were fed, with the times they were fed at: what the replay
 /// test gives fresh cores.
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
     /// The run's plan.
-    pub plan: Option<std::sync::Arc<crate::runtime::semantics::plan::RunPlan>>,
+    pub plan: Option<Arc<RunPlan>>,
     /// The run core's facts, in order.
-    pub run: Vec<(
-        crate::runtime::semantics::run_core::RunFact,
-        crate::runtime::semantics::time::Time,
-    )>,
+    pub run: Vec<(RunFact, Time)>,
     /// Each node core's facts, in order, by node (one entry per actor generation, the
     /// facts of each actor's core in the order it got them).
-    pub nodes: HashMap<
-        crate::runtime::definition::graph::NodeIx,
-        Vec<(
-            crate::runtime::semantics::node_core::NodeFact,
-            crate::runtime::semantics::time::Time,
-        )>,
-    >,
+    pub nodes: HashMap<NodeIx, Vec<(NodeFact, Time)>>,
 }
 
-fn recordings() -> &'static Mutex<HashMap<String, Recording>> {
-    static RECORDINGS: OnceLock<Mutex<HashMap<String, Recording>>> = OnceLock::new();
-    RECORDINGS.get_or_init(Default::default)
+/// What a [`Chaos`] knows and has armed.
+#[derive(Debug, Default)]
+struct State {
+    /// The live actor of each node (and supervisor) of each run.
+    actors: HashMap<Key, ActorCell>,
+    /// Node actors of each run registered and not ended: `(now, most at once)`.
+    counts: HashMap<String, (usize, usize)>,
+    /// Delays of the resolutions sent to a node.
+    delays: HashMap<Key, Duration>,
+    /// Armed attempt faults: `(run, node, fault)` to the attempt number it strikes.
+    armed: HashMap<(String, String, AttemptFault), u32>,
+    /// When each armed pending kill (and worker fault) of a run struck.
+    struck: HashMap<Key, Instant>,
+    /// Runs whose facts are recorded.
+    recordings: HashMap<String, Recording>,
 }
 
-/// Records every fact the cores of run `run_id` are fed, from its start.
-pub fn record_facts(run_id: &str) {
-    enable();
-    if let Ok(mut map) = recordings().lock() {
-        map.insert(run_id.to_owned(), Recording::default());
+/// The faults of the engines a chaos test starts with it, and what it observed of them.
+#[derive(Debug, Default)]
+pub struct Chaos(Mutex<State>);
+
+impl Chaos {
+    /// A chaos with nothing armed, for `Orchestrator::start_with_faults`.
+    pub fn new() -> Arc<Chaos> {
+        Arc::new(Chaos::default())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update is one map operation: still whole after a panic elsewhere.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live actor of node `node_ref` in run `run_id`, if it has not ended.
+    pub fn node_actor(&self, run_id: &str, node_ref: &str) -> Option<ActorCell> {
+        self.state()
+            .actors
+            .get(&key(run_id, Some(node_ref)))
+            .cloned()
+    }
+
+    /// The live supervisor of run `run_id`.
+    pub fn supervisor_actor(&self, run_id: &str) -> Option<ActorCell> {
+        self.state().actors.get(&key(run_id, None)).cloned()
+    }
+
+    /// Node actors of one run that are still alive (registered and not stopped).
+    pub fn live_node_actors_of(&self, run_id: &str) -> usize {
+        self.state()
+            .actors
+            .iter()
+            .filter(|((r, n), cell)| r == run_id && n.is_some() && alive(cell))
+            .count()
+    }
+
+    /// The most node actors of run `run_id` that were alive at once (spawned and not yet
+    /// ended).
+    pub fn peak_node_actors_of(&self, run_id: &str) -> usize {
+        self.state().counts.get(run_id).map_or(0, |(_, peak)| *peak)
+    }
+
+    /// Delays every edge resolution sent to node `node_ref` of run `run_id` by `delay`.
+    pub fn delay_messages_to(&self, run_id: &str, node_ref: &str, delay: Duration) {
+        self.state()
+            .delays
+            .insert(key(run_id, Some(node_ref)), delay);
+    }
+
+    fn arm(&self, run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) {
+        let armed = (run_id.to_owned(), node_ref.to_owned(), fault);
+        self.state().armed.insert(armed, attempt);
+    }
+
+    fn armed(&self, run_id: &str, node_ref: &str, fault: AttemptFault, attempt: u32) -> bool {
+        let state = self.state();
+        !state.armed.is_empty()
+            && state
+                .armed
+                .get(&(run_id.to_owned(), node_ref.to_owned(), fault))
+                == Some(&attempt)
+    }
+
+    /// Kills the actor of node `node_ref` in run `run_id` just after its attempt `attempt`
+    /// started (the attempt fails with `CrashError`).
+    pub fn kill_on_attempt(&self, run_id: &str, node_ref: &str, attempt: u32) {
+        self.arm(run_id, node_ref, AttemptFault::Kill, attempt);
+    }
+
+    /// Kills the actor of node `node_ref` in run `run_id` once, right after it is spawned
+    /// (when its first parent ended) with that parent's edge resolution in its mailbox;
+    /// the supervisor respawns it and replays its parents' ends.
+    pub fn kill_when_pending(&self, run_id: &str, node_ref: &str) {
+        self.arm(run_id, node_ref, AttemptFault::KillPending, 0);
+    }
+
+    /// Makes attempt `attempt` of node `node_ref` in run `run_id` panic before its
+    /// component runs (the attempt fails with `CrashError`).
+    pub fn panic_on_attempt(&self, run_id: &str, node_ref: &str, attempt: u32) {
+        self.arm(run_id, node_ref, AttemptFault::Panic, attempt);
+    }
+
+    /// Strikes the remote worker that takes attempt `attempt` of node `node_ref` in run
+    /// `run_id` with `fault` (a [`workers::WorkerFleet`] worker performs it).
+    pub fn arm_worker_fault(&self, run_id: &str, node_ref: &str, attempt: u32, fault: WorkerFault) {
+        self.arm(run_id, node_ref, AttemptFault::Worker(fault), attempt);
+    }
+
+    /// The worker fault armed for attempt `attempt` of `(run, node)`, taken: it strikes
+    /// once, and the moment it struck is kept with the pending kills'.
+    pub fn take_worker_fault(
+        &self,
+        run_id: &str,
+        node_ref: &str,
+        attempt: u32,
+    ) -> Option<WorkerFault> {
+        let armed = |f| {
+            (
+                run_id.to_owned(),
+                node_ref.to_owned(),
+                AttemptFault::Worker(f),
+            )
+        };
+        let mut state = self.state();
+        let faults = [WorkerFault::Kill, WorkerFault::Hang, WorkerFault::Partition];
+        let fault = faults
+            .into_iter()
+            .find(|f| state.armed.get(&armed(*f)) == Some(&attempt))?;
+        state.armed.remove(&armed(fault));
+        state
+            .struck
+            .insert(key(run_id, Some(node_ref)), Instant::now());
+        Some(fault)
+    }
+
+    /// The moments the pending kills and worker faults armed for `run_id` struck (a node
+    /// the run never reached was never struck).
+    pub fn pending_kills_of(&self, run_id: &str) -> Vec<Instant> {
+        self.state()
+            .struck
+            .iter()
+            .filter(|((r, _), _)| r == run_id)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    /// Records every fact the cores of run `run_id` are fed, from its start.
+    pub fn record_facts(&self, run_id: &str) {
+        self.state()
+            .recordings
+            .insert(run_id.to_owned(), Recording::default());
+    }
+
+    /// The facts recorded for `run_id`, forgetting them.
+    pub fn take_recording(&self, run_id: &str) -> Option<Recording> {
+        self.state().recordings.remove(run_id)
+    }
+
+    /// Removes every fault registered for `run_id` (delays, panics, kills, worker faults)
+    /// and its actors.
+    pub fn clear_run(&self, run_id: &str) {
+        let mut state = self.state();
+        state.armed.retain(|(r, _, _), _| r != run_id);
+        state.delays.retain(|(r, _), _| r != run_id);
+        state.struck.retain(|(r, _), _| r != run_id);
+        state.counts.remove(run_id);
+        state.actors.retain(|(r, _), _| r != run_id);
+    }
+
+    /// Waits (up to `bound`) for every registered actor of `run_id` to exit.
+    pub async fn wait_for_run_actors(&self, run_id: &str, bound: Duration) {
+        let cells: Vec<ActorCell> = self
+            .state()
+            .actors
+            .iter()
+            .filter(|((r, _), _)| r == run_id)
+            .map(|(_, c)| c.clone())
+            .collect();
+        for cell in cells {
+            // A timeout leaves the actor alive, which the caller's check then reports.
+            let _ = cell.wait(Some(bound)).await;
+        }
+    }
+
+    fn with_recording(&self, run_id: &str, f: impl FnOnce(&mut Recording)) {
+        let mut state = self.state();
+        if let Some(recording) = state.recordings.get_mut(run_id) {
+            f(recording);
+        }
     }
 }
 
-/// The facts recorded for `run_id`, forgetting them.
-pub fn take_recording(run_id: &str) -> Option<Recording> {
-    recordings().lock().ok()?.remove(run_id)
-}
-
-fn with_recording(run_id: &str, f: impl FnOnce(&mut Recording)) {
-    if !enabled() {
-        return;
+impl Faults for Chaos {
+    fn spawned(&self, run_id: &str, node: Option<&str>, cell: &ActorCell) {
+        let mut state = self.state();
+        let fresh = state
+            .actors
+            .insert(key(run_id, node), cell.clone())
+            .is_none();
+        if fresh && node.is_some() {
+            let (now, peak) = state.counts.entry(run_id.to_owned()).or_default();
+            *now += 1;
+            *peak = (*peak).max(*now);
+        }
     }
-    if let Ok(mut map) = recordings().lock()
-        && let Some(recording) = map.get_mut(run_id)
-    {
-        f(recording);
+
+    fn ended(&self, run_id: &str, node: Option<&str>) {
+        let mut state = self.state();
+        if state.actors.remove(&key(run_id, node)).is_some()
+            && node.is_some()
+            && let Some((now, _)) = state.counts.get_mut(run_id)
+        {
+            *now = now.saturating_sub(1);
+        }
+    }
+
+    fn kill_at_spawn(&self, run_id: &str, node: &str) -> bool {
+        let mut state = self.state();
+        let armed = (
+            run_id.to_owned(),
+            node.to_owned(),
+            AttemptFault::KillPending,
+        );
+        if state.armed.remove(&armed).is_none() {
+            return false;
+        }
+        state.struck.insert(key(run_id, Some(node)), Instant::now());
+        true
+    }
+
+    fn kill_at_attempt(&self, run_id: &str, node: &str, attempt: u32) -> bool {
+        self.armed(run_id, node, AttemptFault::Kill, attempt)
+    }
+
+    fn panic_at_attempt(&self, run_id: &str, node: &str, attempt: u32) -> bool {
+        self.armed(run_id, node, AttemptFault::Panic, attempt)
+    }
+
+    fn delay_resolutions(&self, run_id: &str, node: &str) -> Option<Duration> {
+        let state = self.state();
+        if state.delays.is_empty() {
+            return None;
+        }
+        state.delays.get(&key(run_id, Some(node))).copied()
+    }
+
+    fn plan(&self, plan: &Arc<RunPlan>) {
+        self.with_recording(&plan.run_id, |r| r.plan = Some(plan.clone()));
+    }
+
+    fn run_fact(&self, run_id: &str, fact: &RunFact, now: Time) {
+        self.with_recording(run_id, |r| r.run.push((fact.clone(), now)));
+    }
+
+    fn node_fact(&self, run_id: &str, node: NodeIx, fact: &NodeFact, now: Time) {
+        self.with_recording(run_id, |r| {
+            r.nodes.entry(node).or_default().push((fact.clone(), now));
+        });
     }
 }
 
-pub(crate) fn record_plan(plan: &std::sync::Arc<crate::runtime::semantics::plan::RunPlan>) {
-    with_recording(&plan.run_id, |r| r.plan = Some(plan.clone()));
+/// Kills every actor of `handle`'s engine at once, as a crash of the process would:
+/// nothing is shut down or flushed (a test then starts an engine on what the journal
+/// kept).
+pub async fn crash(handle: &crate::Handle) {
+    handle.abort().await;
 }
 
-pub(crate) fn record_run_fact(
-    run_id: &str,
-    fact: &crate::runtime::semantics::run_core::RunFact,
-    now: crate::runtime::semantics::time::Time,
-) {
-    with_recording(run_id, |r| r.run.push((fact.clone(), now)));
-}
-
-pub(crate) fn record_node_fact(
-    run_id: &str,
-    node: crate::runtime::definition::graph::NodeIx,
-    fact: &crate::runtime::semantics::node_core::NodeFact,
-    now: crate::runtime::semantics::time::Time,
-) {
-    with_recording(run_id, |r| {
-        r.nodes.entry(node).or_default().push((fact.clone(), now));
-    });
+fn alive(cell: &ActorCell) -> bool {
+    matches!(
+        cell.get_status(),
+        ractor::ActorStatus::Unstarted
+            | ractor::ActorStatus::Starting
+            | ractor::ActorStatus::Running
+            | ractor::ActorStatus::Upgrading
+    )
 }

@@ -14,18 +14,18 @@ use serde_json::{Value, json};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use shipsec_orchestrator::chaos::WorkerFault;
 use shipsec_orchestrator::chaos::harness::{
     ChaosReport, FaultPlan, check_strikes, compare_with_oracle, run_with_faults,
 };
 use shipsec_orchestrator::chaos::workers::WorkerFleet;
+use shipsec_orchestrator::chaos::{Chaos, WorkerFault};
 use shipsec_orchestrator::messages::orchestrator::RunCommandError;
 use shipsec_orchestrator::runtime::definition::RunnerKindDef;
 use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, WorkerConfig};
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::{
     Component, ComponentError, ComponentMeta, ComponentOutput, ComponentRegistry, ComponentResult,
-    EngineConfig, EngineError, ExecutionContext, Handle, Orchestrator, Workflow, chaos,
+    EngineConfig, EngineError, ExecutionContext, Handle, Orchestrator, Workflow,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -99,6 +99,7 @@ fn chaos_runs() -> u64 {
 /// invariants and the outcome against the oracle; panics with `replay` on a violation.
 async fn chaotic_run(
     handle: &Handle,
+    chaos: &Chaos,
     workflow: Workflow,
     seed: u64,
     bound: Duration,
@@ -108,7 +109,7 @@ async fn chaotic_run(
         .await
         .result;
     let plan = FaultPlan::random(seed, workflow.graph());
-    let report = run_with_faults(handle, &workflow, Default::default(), &plan, bound)
+    let report = run_with_faults(handle, chaos, &workflow, Default::default(), &plan, bound)
         .await
         .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay: {replay}"));
     if let Err(diff) = compare_with_oracle(&oracle, &report, &plan) {
@@ -166,7 +167,10 @@ async fn wide_chaotic_runs_through_the_spawn_window_keep_every_invariant() {
         ..EngineConfig::default()
     };
     quiet_injected_panics();
-    let handle = Orchestrator::start(config).await.unwrap();
+    let chaos = Chaos::new();
+    let handle = Orchestrator::start_with_faults(config, builtins(), chaos.clone())
+        .await
+        .unwrap();
     let mut injected = 0;
     let runs: u64 = std::env::var("WIDE_CHAOS_RUNS")
         .ok()
@@ -175,7 +179,15 @@ async fn wide_chaotic_runs_through_the_spawn_window_keep_every_invariant() {
     for seed in 0..runs {
         let workflow = common::workflow(&handle, wide_workflow(seed, 2_500));
         let replay = format!("wide_workflow({seed}, 2_500)");
-        let report = chaotic_run(&handle, workflow, seed, Duration::from_secs(60), &replay).await;
+        let report = chaotic_run(
+            &handle,
+            &chaos,
+            workflow,
+            seed,
+            Duration::from_secs(60),
+            &replay,
+        )
+        .await;
         injected += report.injected;
     }
     eprintln!("wide chaos: {runs} runs of 3,752 nodes, {injected} faults injected");
@@ -191,7 +203,10 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
         ..EngineConfig::default()
     };
     quiet_injected_panics();
-    let handle = Orchestrator::start(config).await.unwrap();
+    let chaos = Chaos::new();
+    let handle = Orchestrator::start_with_faults(config, builtins(), chaos.clone())
+        .await
+        .unwrap();
     let seeds: Vec<u64> = match std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -203,7 +218,15 @@ async fn seeded_chaotic_runs_keep_every_invariant() {
     for seed in seeds {
         let workflow = common::workflow(&handle, random_workflow(seed));
         let replay = format!("CHAOS_SEED={seed}");
-        let report = chaotic_run(&handle, workflow, seed, Duration::from_secs(30), &replay).await;
+        let report = chaotic_run(
+            &handle,
+            &chaos,
+            workflow,
+            seed,
+            Duration::from_secs(30),
+            &replay,
+        )
+        .await;
         injected += report.injected;
         stopped += usize::from(report.stopped);
         if report.injected > 0 {
@@ -243,11 +266,19 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
     };
     quiet_injected_panics();
     let stop = CancellationToken::new();
-    let (handle, coordinator) = remote::start_coordinator(config, &stop).await;
+    let chaos = Chaos::new();
+    let (handle, coordinator) = remote::start_coordinator_with(config, &stop, chaos.clone()).await;
     // One slot each: a struck worker holds nothing but the attempt the fault is for.
-    let fleet = WorkerFleet::start(coordinator, 4, 1, &REMOTE.join(","), lease * 2)
-        .await
-        .expect("the fleet registers");
+    let fleet = WorkerFleet::start(
+        coordinator,
+        chaos.clone(),
+        4,
+        1,
+        &REMOTE.join(","),
+        lease * 2,
+    )
+    .await
+    .expect("the fleet registers");
     let runs: u64 = std::env::var("CHAOS_WORKER_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -275,7 +306,7 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
         })
         .result;
         let plan = FaultPlan::random_with_worker_fault(seed, workflow.graph());
-        let report = run_with_faults(&handle, &workflow, Default::default(), &plan, bound)
+        let report = run_with_faults(&handle, &chaos, &workflow, Default::default(), &plan, bound)
             .await
             .unwrap_or_else(|v| panic!("{v}\nplan: {plan:?}\nreplay: {replay}"));
         let strikes = fleet.strikes_of(&report.result.run_id);
@@ -308,8 +339,11 @@ async fn worker_faults_on_remote_runs_keep_every_invariant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
-    chaos::enable();
-    let handle = common::engine().await;
+    let chaos = Chaos::new();
+    let handle =
+        Orchestrator::start_with_faults(EngineConfig::default(), builtins(), chaos.clone())
+            .await
+            .unwrap();
     let slow = common::definition(json!({"title": "slow", "actions": [
         {"ref": "long", "componentId": "core.sleep", "params": {"ms": 30_000}},
         {"ref": "after", "componentId": "core.echo"}
@@ -328,7 +362,8 @@ async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
         )
         .await
         .unwrap();
-    chaos::supervisor_actor(victim.run_id())
+    chaos
+        .supervisor_actor(victim.run_id())
         .expect("supervisor alive")
         .kill();
     let t = Instant::now();
@@ -344,9 +379,11 @@ async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
         "{:?}",
         result.error
     );
-    chaos::wait_for_run_actors(victim.run_id(), Duration::from_secs(5)).await;
+    chaos
+        .wait_for_run_actors(victim.run_id(), Duration::from_secs(5))
+        .await;
     assert_eq!(
-        chaos::live_node_actors_of(victim.run_id()),
+        chaos.live_node_actors_of(victim.run_id()),
         0,
         "its node actors were stopped with it"
     );
@@ -448,4 +485,8 @@ async fn a_burst_past_the_admission_limit_is_refused_with_a_clear_error() {
             .is_ok()
     );
     common::shutdown(&handle).await;
+}
+
+fn builtins() -> ComponentRegistry {
+    ComponentRegistry::with_builtins()
 }

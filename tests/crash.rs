@@ -160,7 +160,7 @@ async fn run_until_crash(
             .map_err(|e| e.to_string())?;
         return Ok(None);
     }
-    handle.crash().await;
+    shipsec_orchestrator::chaos::crash(&handle).await;
     let published = published.lock().unwrap().clone();
     Ok(Some(Crashed {
         graph: workflow.graph().clone(),

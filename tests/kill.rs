@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use shipsec_orchestrator::chaos;
+use shipsec_orchestrator::chaos::Chaos;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{
     Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
@@ -107,20 +107,26 @@ impl Component for PanicOnce {
     }
 }
 
-async fn engine_with_gate() -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
+/// An engine, what its gate tells of attempts starting, and the chaos it was started
+/// with.
+type Engine = (Handle, mpsc::UnboundedReceiver<(String, u32)>, Arc<Chaos>);
+
+async fn engine_with_gate() -> Engine {
     engine_with(EngineConfig::default()).await
 }
 
-async fn engine_with(config: EngineConfig) -> (Handle, mpsc::UnboundedReceiver<(String, u32)>) {
-    chaos::enable();
+async fn engine_with(config: EngineConfig) -> Engine {
+    let chaos = Chaos::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut registry = ComponentRegistry::with_builtins();
     registry.register(Arc::new(Gate(tx.clone())));
     registry.register(Arc::new(Stubborn(tx)));
     registry.register(Arc::new(PanicOnce));
     registry.register(Arc::new(Held));
-    let handle = Orchestrator::start_with(config, registry).await.unwrap();
-    (handle, rx)
+    let handle = Orchestrator::start_with_faults(config, registry, chaos.clone())
+        .await
+        .unwrap();
+    (handle, rx, chaos)
 }
 
 fn def(actions: Value, edges: Value) -> Value {
@@ -140,12 +146,14 @@ async fn submit(handle: &Handle, actions: Value, edges: Value) -> (Arc<Graph>, R
 
 /// Kills `node`'s actor once its first attempt is running.
 async fn kill_during_attempt_1(
+    chaos: &Chaos,
     started: &mut mpsc::UnboundedReceiver<(String, u32)>,
     run: &RunHandle,
     node: &str,
 ) {
     wait_for_attempt(started, node, 1).await;
-    chaos::node_actor(run.run_id(), node)
+    chaos
+        .node_actor(run.run_id(), node)
         .unwrap_or_else(|| panic!("{node} is alive"))
         .kill();
 }
@@ -165,7 +173,7 @@ async fn wait_for_attempt(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_and_is_retried() {
-    let (handle, mut started) = engine_with_gate().await;
+    let (handle, mut started, chaos) = engine_with_gate().await;
     let (g, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
@@ -173,7 +181,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
             json!([{"sourceRef": "g", "targetRef": "after"}]),
     )
     .await;
-    kill_during_attempt_1(&mut started, &run, "g").await;
+    kill_during_attempt_1(&chaos, &mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.nodes["g"].status, NodeStatus::Completed);
@@ -193,7 +201,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
 /// are not asked for again (the parent's actor is long gone).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_parents() {
-    let (handle, mut started) = engine_with_gate().await;
+    let (handle, mut started, chaos) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 7}},
@@ -203,7 +211,7 @@ async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_paren
         json!([{"sourceRef": "p", "targetRef": "g"}]),
     )
     .await;
-    kill_during_attempt_1(&mut started, &run, "g").await;
+    kill_during_attempt_1(&chaos, &mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
     assert_eq!(result.nodes["g"].attempts, 2);
@@ -217,14 +225,14 @@ async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_paren
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped() {
-    let (handle, mut started) = engine_with_gate().await;
+    let (handle, mut started, chaos) = engine_with_gate().await;
     let (g, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
             json!([{"sourceRef": "g", "targetRef": "after"}]),
     )
     .await;
-    kill_during_attempt_1(&mut started, &run, "g").await;
+    kill_during_attempt_1(&chaos, &mut started, &run, "g").await;
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Failed);
     assert_eq!(
@@ -239,7 +247,7 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
-    let (handle, _started) = engine_with_gate().await;
+    let (handle, _started, chaos) = engine_with_gate().await;
     // `c` is spawned when `p` ends and then waits for `slow`, which runs until released:
     // kill `c` while it waits.
     let (_, mut run) = submit(
@@ -259,7 +267,8 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
     // The supervisor spawns `c` in the handler that recorded `p`'s end; a status request
     // queued behind it is answered once `c` exists.
     handle.status(run.run_id()).await.unwrap();
-    chaos::node_actor(run.run_id(), "c")
+    chaos
+        .node_actor(run.run_id(), "c")
         .expect("c is alive, waiting for slow")
         .kill();
     // The kill signal is ahead of anything `slow`'s end could send `c`: `c` dies waiting,
@@ -282,7 +291,7 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_component_fails_its_attempt_not_the_engine() {
-    let (handle, _started) = engine_with_gate().await;
+    let (handle, _started, _chaos) = engine_with_gate().await;
     let g = common::workflow(
         &handle,
         def(
@@ -312,7 +321,7 @@ async fn a_panicking_component_fails_its_attempt_not_the_engine() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_run_leaves_no_node_actor_alive() {
-    let (handle, mut started) = engine_with_gate().await;
+    let (handle, mut started, chaos) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
@@ -323,8 +332,8 @@ async fn a_cancelled_run_leaves_no_node_actor_alive() {
     handle.cancel(run.run_id()).await.unwrap();
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Cancelled);
-    assert!(chaos::node_actor(run.run_id(), "g").is_none());
-    assert!(chaos::node_actor(run.run_id(), "after").is_none());
+    assert!(chaos.node_actor(run.run_id(), "g").is_none());
+    assert!(chaos.node_actor(run.run_id(), "after").is_none());
     common::shutdown(&handle).await;
 }
 
@@ -334,7 +343,7 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
         cancel_grace: std::time::Duration::from_millis(200),
         ..EngineConfig::default()
     };
-    let (handle, mut started) = engine_with(config).await;
+    let (handle, mut started, _chaos) = engine_with(config).await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "s", "componentId": "test.stubborn"}]),
@@ -361,7 +370,7 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_end_cancelled() {
-    let (handle, mut started) = engine_with_gate().await;
+    let (handle, mut started, chaos) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "g", "componentId": "test.gate"},
@@ -371,12 +380,12 @@ async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_e
     )
     .await;
     wait_for_attempt(&mut started, "g", 1).await;
-    assert!(chaos::node_actor(run.run_id(), "g").is_some());
+    assert!(chaos.node_actor(run.run_id(), "g").is_some());
     assert!(
-        chaos::node_actor(run.run_id(), "a").is_none(),
+        chaos.node_actor(run.run_id(), "a").is_none(),
         "a waits for g without an actor"
     );
-    assert!(chaos::node_actor(run.run_id(), "b").is_none());
+    assert!(chaos.node_actor(run.run_id(), "b").is_none());
     handle.cancel(run.run_id()).await.unwrap();
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Cancelled);
@@ -404,7 +413,7 @@ async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_e
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_running_head() {
-    let (handle, _started) = engine_with_gate().await;
+    let (handle, _started, _chaos) = engine_with_gate().await;
     // `win` fires the `first` join at once; `t2` and `t1` were never reached and `g` runs.
     let g = common::workflow(
         &handle,
@@ -466,7 +475,7 @@ fn fan_out(width: usize, pairs: bool) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
-    let (handle, _started) = engine_with_gate().await;
+    let (handle, _started, chaos) = engine_with_gate().await;
     let width = 5_000;
     let mut run = handle
         .submit(
@@ -479,7 +488,7 @@ async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.outputs.len(), width + 2);
-    let peak = chaos::peak_node_actors_of(run.run_id());
+    let peak = chaos.peak_node_actors_of(run.run_id());
     assert!(
         (1..=1_100).contains(&peak),
         "{peak} node actors alive at once for a {width}-way fan-out"
@@ -489,7 +498,7 @@ async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_held_back_by_the_spawn_window_never_wait_on_each_other() {
-    let (handle, _started) = engine_with_gate().await;
+    let (handle, _started, _chaos) = engine_with_gate().await;
     // 3,000 middle nodes fill the window many times over while 1,500 joins wait on them.
     let mut run = handle
         .submit(

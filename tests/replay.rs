@@ -12,14 +12,14 @@ mod random;
 mod reference;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
-use shipsec_orchestrator::chaos::{self, Recording};
+use shipsec_orchestrator::chaos::{Chaos, Recording};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
 use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
@@ -27,6 +27,7 @@ use shipsec_orchestrator::runtime::semantics::node_core::{NodeCore, NodeEffect, 
 use shipsec_orchestrator::runtime::semantics::report::NodeReport;
 use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
+use shipsec_orchestrator::{ComponentRegistry, EngineConfig, Handle, Orchestrator};
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
 
@@ -40,29 +41,54 @@ struct Recorded {
 /// Runs `case` on the actors with the recorder on, killing the actor of node `kill` (if
 /// any) as its first attempt starts.
 fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
-    let (runtime, handle) = common::shared_engine();
+    let (engine, chaos) = recording_engine();
+    let (runtime, handle) = engine;
     let workflow = common::try_workflow(handle, &case.definition)?;
     let run_id = uuid::Uuid::new_v4().to_string();
-    chaos::record_facts(&run_id);
+    chaos.record_facts(&run_id);
     if let Some(kill) = kill {
         let graph = workflow.graph();
         let node = &graph.nodes[kill.index(graph.len())];
-        chaos::kill_on_attempt(&run_id, &node.node_ref, 1);
+        chaos.kill_on_attempt(&run_id, &node.node_ref, 1);
     }
     let options = SubmitOptions {
         run_id: Some(run_id.clone()),
         ..SubmitOptions::default()
     };
-    let outcome = common::run_blocking(&workflow, random::run_inputs(), options);
+    let outcome = common::run_blocking_on(engine, &workflow, random::run_inputs(), options);
     // Every actor of the run has stopped, so every fact is recorded.
-    runtime.block_on(chaos::wait_for_run_actors(&run_id, Duration::from_secs(30)));
-    let recording = chaos::take_recording(&run_id);
-    chaos::clear_run(&run_id);
+    runtime.block_on(chaos.wait_for_run_actors(&run_id, Duration::from_secs(30)));
+    let recording = chaos.take_recording(&run_id);
+    chaos.clear_run(&run_id);
     let (result, events) = outcome?;
     Ok(Recorded {
         result,
         events,
         recording: recording.ok_or("nothing was recorded")?,
+    })
+}
+
+/// The engine this file's runs share (as `common::shared_engine`'s), started with the
+/// chaos that records their facts and kills their actors.
+fn recording_engine() -> &'static ((tokio::runtime::Runtime, Handle), Arc<Chaos>) {
+    static ENGINE: OnceLock<((tokio::runtime::Runtime, Handle), Arc<Chaos>)> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let config = EngineConfig {
+            cancel_grace: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let chaos = Chaos::new();
+        let start = Orchestrator::start_with_faults(
+            config,
+            ComponentRegistry::with_builtins(),
+            chaos.clone(),
+        );
+        let handle = runtime.block_on(start).expect("the orchestrator starts");
+        ((runtime, handle), chaos)
     })
 }
 

@@ -70,7 +70,7 @@ async fn resuming_1000_unfinished_runs_takes_under_a_second() {
             started += usize::from(e.kind == EventType::Started);
         }
     }
-    handle.crash().await;
+    shipsec_orchestrator::chaos::crash(&handle).await;
     let recovered = Arc::new(store.recovered());
     let begun = Instant::now();
     let handle = start(recovered).await;

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde_json::json;
-use shipsec_orchestrator::chaos;
+use shipsec_orchestrator::chaos::Chaos;
 use shipsec_orchestrator::messages::orchestrator::{RunCommandError, ShutdownMode};
 use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
@@ -49,14 +49,14 @@ impl Component for Held {
     }
 }
 
-/// An engine with `test.held`, its semaphore, and a workflow of one held node after an
-/// echo.
-async fn engine() -> (Handle, Arc<Semaphore>, Workflow) {
-    chaos::enable();
+/// An engine with `test.held`, its semaphore, a workflow of one held node after an
+/// echo, and the chaos the engine was started with (to find its actors).
+async fn engine() -> (Handle, Arc<Semaphore>, Workflow, Arc<Chaos>) {
+    let chaos = Chaos::new();
     let release = Arc::new(Semaphore::new(0));
     let mut registry = ComponentRegistry::with_builtins();
     registry.register(Arc::new(Held(release.clone())));
-    let handle = Orchestrator::start_with(EngineConfig::default(), registry)
+    let handle = Orchestrator::start_with_faults(EngineConfig::default(), registry, chaos.clone())
         .await
         .unwrap();
     let workflow = common::workflow(
@@ -71,7 +71,7 @@ async fn engine() -> (Handle, Arc<Semaphore>, Workflow) {
             "edges": [{"sourceRef": "first", "targetRef": "held"}]
         }),
     );
-    (handle, release, workflow)
+    (handle, release, workflow, chaos)
 }
 
 /// Submits `n` runs and waits until each has its held node running.
@@ -100,21 +100,23 @@ fn assert_refused(refused: Result<RunHandle, EngineError>) {
     }
 }
 
-fn assert_no_actor_left(runs: &[RunHandle]) {
+fn assert_no_actor_left(chaos: &Chaos, runs: &[RunHandle]) {
     for run in runs {
-        assert_eq!(chaos::live_node_actors_of(run.run_id()), 0);
+        assert_eq!(chaos.live_node_actors_of(run.run_id()), 0);
         assert!(
-            chaos::supervisor_actor(run.run_id()).is_none_or(|s| !matches!(
-                s.get_status(),
-                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
-            ))
+            chaos
+                .supervisor_actor(run.run_id())
+                .is_none_or(|s| !matches!(
+                    s.get_status(),
+                    ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+                ))
         );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_cancel_cancels_running_runs_and_completes_when_every_actor_stopped() {
-    let (handle, _release, workflow) = engine().await;
+    let (handle, _release, workflow, chaos) = engine().await;
     let mut runs = running(&handle, &workflow, 3).await;
     handle.shutdown(ShutdownMode::Cancel).await.unwrap();
     // Completed: every run has its result already.
@@ -124,7 +126,7 @@ async fn shutdown_cancel_cancels_running_runs_and_completes_when_every_actor_sto
         assert_eq!(result.nodes["first"].status, NodeStatus::Completed);
         assert_eq!(result.nodes["held"].status, NodeStatus::Cancelled);
     }
-    assert_no_actor_left(&runs);
+    assert_no_actor_left(&chaos, &runs);
     assert_refused(
         handle
             .submit_workflow(&workflow, Default::default(), Default::default())
@@ -136,7 +138,7 @@ async fn shutdown_cancel_cancels_running_runs_and_completes_when_every_actor_sto
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_drain_refuses_new_runs_and_lets_running_ones_finish() {
-    let (handle, release, workflow) = engine().await;
+    let (handle, release, workflow, chaos) = engine().await;
     let mut runs = running(&handle, &workflow, 2).await;
     let draining = {
         let handle = handle.clone();
@@ -166,5 +168,5 @@ async fn shutdown_drain_refuses_new_runs_and_lets_running_ones_finish() {
         assert_eq!(result.status, RunStatus::Completed, "{result:#?}");
         assert_eq!(result.outputs["held"]["v"], json!(1));
     }
-    assert_no_actor_left(&runs);
+    assert_no_actor_left(&chaos, &runs);
 }

@@ -14,6 +14,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::actors::faults::{Faults, NoFaults};
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::actors::slots::{RemotePools, Slots};
 use crate::messages::orchestrator::{
@@ -86,6 +87,19 @@ impl Orchestrator {
         config: EngineConfig,
         registry: ComponentRegistry,
     ) -> Result<Handle, EngineError> {
+        Orchestrator::start_with_faults(config, registry, Arc::new(NoFaults)).await
+    }
+
+    /// Starts an orchestrator with the given components whose actors call `faults` (the
+    /// chaos suite's `Chaos`, for tests).
+    ///
+    /// # Errors
+    /// As [`Orchestrator::start_with`].
+    pub async fn start_with_faults(
+        config: EngineConfig,
+        registry: ComponentRegistry,
+        faults: Arc<dyn Faults>,
+    ) -> Result<Handle, EngineError> {
         config.validate(&registry)?;
         let journal = match (&config.journal.data_dir, config.journal.durability) {
             (Some(dir), durability) if durability != Durability::Off => {
@@ -93,7 +107,7 @@ impl Orchestrator {
             }
             _ => None,
         };
-        Orchestrator::start_with_journal(config, registry, journal).await
+        Orchestrator::start_engine(config, registry, journal, faults).await
     }
 
     /// Starts an engine over `journal` (whatever `config.journal` says): every unfinished
@@ -108,6 +122,16 @@ impl Orchestrator {
         journal: Option<Journal>,
     ) -> Result<Handle, EngineError> {
         config.validate(&registry)?;
+        Orchestrator::start_engine(config, registry, journal, Arc::new(NoFaults)).await
+    }
+
+    /// Starts an engine over `journal` with `faults`, `config` validated.
+    async fn start_engine(
+        config: EngineConfig,
+        registry: ComponentRegistry,
+        journal: Option<Journal>,
+        faults: Arc<dyn Faults>,
+    ) -> Result<Handle, EngineError> {
         let stored = match &journal {
             Some(j) => j.scan()?,
             None => Vec::new(),
@@ -128,6 +152,7 @@ impl Orchestrator {
             journal: journal.clone(),
             stored,
             slots: slots.clone(),
+            faults,
         };
         let (actor, join) = Actor::spawn(None, OrchestratorActor, args)
             .await
@@ -575,10 +600,11 @@ impl Handle {
         self.journal.as_ref()
     }
 
-    /// Kills every actor of the engine at once, as a crash of the process would: nothing
-    /// is shut down or flushed (a test then starts an engine on what the journal kept).
-    #[cfg(feature = "chaos")]
-    pub async fn crash(&self) {
+    /// Stops the engine at once, as a crash of the process would: every actor is killed,
+    /// nothing is cancelled, drained or flushed. Runs in a journal are resumed by the next
+    /// engine started on it, with the attempts that were running lost (and retried per
+    /// their policy); without a journal they are lost. Returns once every actor stopped.
+    pub async fn abort(&self) {
         self.actor.kill();
         self.wait_stopped().await;
     }

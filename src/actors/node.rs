@@ -204,8 +204,7 @@ impl NodeState {
         let now = clock::now();
         let mut next = Some(fact);
         while let Some(fact) = next.take() {
-            #[cfg(feature = "chaos")]
-            crate::chaos::record_node_fact(&self.run.plan.run_id, self.core.ix(), &fact, now);
+            (self.run.faults).node_fact(&self.run.plan.run_id, self.core.ix(), &fact, now);
             // The effect vector is the worker thread's, lent to the core: a node lives
             // for a few facts, and would otherwise allocate one of its own.
             self.core.recycle(EFFECTS.take());
@@ -375,7 +374,8 @@ impl NodeState {
             vec![KeyValue::new(ATTEMPT, i64::from(attempt))]
         });
         let mut work = self.attempt_future(self.context(spec, token.clone()));
-        let must_die = chaos_kill(self, attempt);
+        let node_ref = &self.core.node().node_ref;
+        let must_die = (self.run.faults).kill_at_attempt(&self.run.plan.run_id, node_ref, attempt);
         // A component that finishes at its first poll (echo, branch, ...) is handled at
         // once, without a task or a message: the common case of a scheduler-bound run.
         let done = (!must_die)
@@ -430,7 +430,8 @@ impl NodeState {
         {
             ctx.placement = Placement::new(self.run.clone(), self.core.ix(), ctx.attempt);
         }
-        let inject_panic = chaos_panic(&ctx);
+        let inject_panic =
+            (self.run.faults).panic_at_attempt(&ctx.run_id, &ctx.node_ref, ctx.attempt);
         async move {
             let Some(component) = component else {
                 return Err(ComponentError::fatal(
@@ -501,30 +502,6 @@ fn run_with_limit(
         }
     }
     .boxed()
-}
-
-/// Whether the chaos plan kills this node's actor as attempt `attempt` starts.
-#[cfg(feature = "chaos")]
-fn chaos_kill(state: &NodeState, attempt: u32) -> bool {
-    crate::chaos::should_kill(&state.run.plan.run_id, &state.core.node().node_ref, attempt)
-}
-
-/// Without the `chaos` feature no actor is ever killed on purpose.
-#[cfg(not(feature = "chaos"))]
-fn chaos_kill(_state: &NodeState, _attempt: u32) -> bool {
-    false
-}
-
-/// Whether the chaos plan asks this attempt's component to panic.
-#[cfg(feature = "chaos")]
-fn chaos_panic(ctx: &ExecutionContext) -> bool {
-    crate::chaos::should_panic(&ctx.run_id, &ctx.node_ref, ctx.attempt)
-}
-
-/// Without the `chaos` feature no panic is ever injected.
-#[cfg(not(feature = "chaos"))]
-fn chaos_panic(_ctx: &ExecutionContext) -> bool {
-    false
 }
 
 /// The message of a caught panic.

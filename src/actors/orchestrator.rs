@@ -24,6 +24,7 @@ use ractor::{
 use tokio::sync::watch;
 
 use crate::actors::clock;
+use crate::actors::faults::Faults;
 use crate::actors::slots::Slots;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::orchestrator::{
@@ -76,6 +77,8 @@ pub(crate) struct OrchestratorArgs {
     pub(crate) stored: Vec<Scanned>,
     /// The engine's slots.
     pub(crate) slots: Slots,
+    /// The engine's fault hooks (none in production).
+    pub(crate) faults: Arc<dyn Faults>,
 }
 
 /// What came with a fact, for the effects that need it.
@@ -110,6 +113,7 @@ pub(crate) struct OrchestratorState {
     registry: Arc<ComponentRegistry>,
     journal: Option<Journal>,
     slots: Slots,
+    faults: Arc<dyn Faults>,
     tickets: Arc<AtomicU64>,
     next_run_key: u64,
     metrics: Arc<Metrics>,
@@ -147,6 +151,7 @@ impl Actor for OrchestratorActor {
             registry: args.registry,
             journal: args.journal,
             slots: args.slots,
+            faults: args.faults,
             tickets: Arc::new(AtomicU64::new(1)),
             next_run_key: 1,
             metrics: Arc::new(Metrics::from_global()),

@@ -95,4 +95,6 @@ pub(crate) struct RunShared {
     pub(crate) span: tracing::Span,
     /// The engine's metric instruments.
     pub(crate) metrics: Arc<crate::runtime::telemetry::Metrics>,
+    /// The engine's fault hooks (none in production).
+    pub(crate) faults: Arc<dyn crate::actors::faults::Faults>,
 }

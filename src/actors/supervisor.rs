@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::actors::clock;
+use crate::actors::faults::Faults;
 use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
 use crate::actors::slots::Slots;
@@ -77,6 +78,8 @@ pub(crate) struct SupervisorArgs {
     pub(crate) orchestrator: Option<ActorRef<OrchestratorMsg>>,
     /// The engine's slots, its ticket counter, and this run's key in the slot book.
     pub(crate) limiter: Option<(Slots, Arc<AtomicU64>, RunKey)>,
+    /// The engine's fault hooks (none in production).
+    pub(crate) faults: Arc<dyn Faults>,
     /// W3C `traceparent` of the caller's trace, which the run span joins.
     pub(crate) traceparent: Option<String>,
     /// The engine's metric instruments.
@@ -254,8 +257,11 @@ impl Actor for RunSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let resume = args.resume.take();
         let mut state = SupervisorState::new(&myself, args);
-        #[cfg(feature = "chaos")]
-        crate::chaos::register_supervisor(&state.run.plan.run_id, myself.get_cell());
+        let cell = myself.get_cell();
+        state
+            .run
+            .faults
+            .spawned(&state.run.plan.run_id, None, &cell);
         // A run accepted and not begun before the engine died begins now.
         match resume.filter(|facts| !facts.is_empty()) {
             None => state.feed(&myself, RunFact::Started).await?,
@@ -356,6 +362,7 @@ impl SupervisorState {
                 slots,
                 span,
                 metrics: args.metrics,
+                faults: args.faults,
             }),
             actors: vec![None; n],
             by_actor: HashMap::default(),
@@ -532,8 +539,7 @@ impl SupervisorState {
         fact: RunFact,
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
-        #[cfg(feature = "chaos")]
-        crate::chaos::record_run_fact(&self.run.plan.run_id, &fact, now);
+        self.run.faults.run_fact(&self.run.plan.run_id, &fact, now);
         if let Some(log) = &mut self.log {
             if log.failed {
                 return Ok(()); // the run was failed; nothing more is applied
@@ -639,12 +645,12 @@ impl SupervisorState {
         ));
         let (actor, _) = spawning.await?;
         self.by_actor.insert(actor.get_id(), (node, generation));
-        self.chaos_on_spawn(node, &actor, late);
+        self.faults_on_spawn(node, &actor, late);
         self.actors[node.ix()] = Some(actor);
         Ok(())
     }
 
-    /// A node chaos delays gets every resolution late, none with the spawn.
+    /// A node the faults delay gets every resolution late, none with the spawn.
     fn hold_back(
         &self,
         node: NodeIx,
@@ -672,17 +678,17 @@ impl SupervisorState {
             .collect()
     }
 
-    /// Chaos hooks of a new node actor: registered, sent its held-back resolutions late,
-    /// killed as it starts when the plan says so.
-    #[cfg(feature = "chaos")]
-    fn chaos_on_spawn(
+    /// The fault hooks of a new node actor: registered, sent its held-back resolutions
+    /// late, killed as it starts when the faults say so.
+    fn faults_on_spawn(
         &self,
         node: NodeIx,
         actor: &ActorRef<NodeMsg>,
         late: Option<(std::time::Duration, Vec<ParentEnded>)>,
     ) {
         let (run_id, node_ref) = (&self.run.plan.run_id, self.run.plan.node_ref(node));
-        crate::chaos::register(run_id, node_ref, actor.get_cell());
+        let faults = &self.run.faults;
+        faults.spawned(run_id, Some(node_ref), &actor.get_cell());
         for (delay, r) in late
             .into_iter()
             .flat_map(|(d, rs)| rs.into_iter().map(move |r| (d, r)))
@@ -690,20 +696,10 @@ impl SupervisorState {
             let msg = self.parent_ended(r);
             actor.send_after(delay, move || msg);
         }
-        if crate::chaos::should_kill_pending(run_id, node_ref) {
+        if faults.kill_at_spawn(run_id, node_ref) {
             // Killed as it starts: it is respawned and its parents' ends replayed.
             actor.kill();
         }
-    }
-
-    /// Without the `chaos` feature nothing is held back.
-    #[cfg(not(feature = "chaos"))]
-    fn chaos_on_spawn(
-        &self,
-        _node: NodeIx,
-        _actor: &ActorRef<NodeMsg>,
-        _late: Option<(std::time::Duration, Vec<ParentEnded>)>,
-    ) {
     }
 
     fn parent_ended(&self, resolved: ParentEnded) -> NodeMsg {
@@ -711,7 +707,7 @@ impl SupervisorState {
         NodeMsg::ParentEnded { resolved, span }
     }
 
-    /// Sends an edge resolution to the child's live actor (late, when chaos delays it). A
+    /// Sends an edge resolution to the child's live actor (late, when the faults delay it). A
     /// child actor that just died is respawned and replayed, so a lost message changes
     /// nothing.
     fn tell(&self, child: NodeIx, resolved: ParentEnded) {
@@ -747,9 +743,10 @@ impl SupervisorState {
         if let Some(host) = self.run.plan.registry.remote() {
             attempt_stored(&**host, event);
         }
-        #[cfg(feature = "chaos")]
         if event.kind.is_terminal() {
-            crate::chaos::unregister(&self.run.plan.run_id, &event.node_id);
+            self.run
+                .faults
+                .ended(&self.run.plan.run_id, Some(&event.node_id));
         }
         if !self.subscribers.is_empty() {
             // A subscriber a whole buffer behind is dropped: its feed closes, and it
@@ -806,8 +803,7 @@ impl SupervisorState {
     }
 
     fn finish(&mut self, myself: &ActorRef<SupervisorMsg>, result: Arc<RunResult>) {
-        #[cfg(feature = "chaos")]
-        crate::chaos::unregister_supervisor(&self.run.plan.run_id);
+        self.run.faults.ended(&self.run.plan.run_id, None);
         run_span_status(&self.run.span, &result);
         // The orchestrator learns first, so that anyone who sees the result and then asks
         // the orchestrator about the run finds it finished (its mailbox is FIFO).
@@ -863,8 +859,7 @@ fn plan_of(args: &SupervisorArgs, slots: Option<&SlotLink>) -> Arc<RunPlan> {
         metrics: args.metrics.enabled(),
         retry_lost_attempts: args.config.resume.retry_lost_attempts,
     });
-    #[cfg(feature = "chaos")]
-    crate::chaos::record_plan(&plan);
+    args.faults.plan(&plan);
     plan
 }
 
@@ -906,14 +901,11 @@ fn run_span_status(span: &tracing::Span, result: &RunResult) {
     }
 }
 
-/// The delay chaos tests put on the resolutions sent to `node`.
-#[cfg(feature = "chaos")]
+/// How late the resolutions sent to `node` arrive (the faults' say).
 fn delay_to(state: &SupervisorState, node: NodeIx) -> Option<std::time::Duration> {
-    crate::chaos::delay_for(&state.run.plan.run_id, state.run.plan.node_ref(node))
-}
-
-/// Without the `chaos` feature nothing is delayed.
-#[cfg(not(feature = "chaos"))]
-fn delay_to(_state: &SupervisorState, _node: NodeIx) -> Option<std::time::Duration> {
-    None
+    let plan = &state.run.plan;
+    state
+        .run
+        .faults
+        .delay_resolutions(&plan.run_id, plan.node_ref(node))
 }

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::WorkerFault;
 use super::workers::Strike;
+use super::{Chaos, WorkerFault};
 use crate::messages::orchestrator::SubmitOptions;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
@@ -235,13 +235,15 @@ pub enum Violation {
     },
 }
 
-/// Runs `workflow` with the faults of `plan` and checks the invariants. Runs must not
-/// overlap on `handle` (the slot check reads the engine-wide numbers).
+/// Runs `workflow` with the faults of `plan` and checks the invariants; `chaos` is the
+/// one `handle`'s engine was started with. Runs must not overlap on `handle` (the slot
+/// check reads the engine-wide numbers).
 ///
 /// # Errors
 /// The first [`Violation`] found.
 pub async fn run_with_faults(
     handle: &Handle,
+    chaos: &Chaos,
     workflow: &Workflow,
     inputs: JsonObject,
     plan: &FaultPlan,
@@ -249,8 +251,7 @@ pub async fn run_with_faults(
 ) -> Result<ChaosReport, Violation> {
     let seed = plan.seed;
     let run_id = format!("chaos-{seed}-{}", uuid::Uuid::new_v4());
-    super::enable();
-    install(&run_id, plan);
+    install(chaos, &run_id, plan);
     let options = SubmitOptions {
         run_id: Some(run_id.clone()),
         ..SubmitOptions::default()
@@ -263,7 +264,7 @@ pub async fn run_with_faults(
         .map_err(engine)?;
     let submitted = Instant::now();
     // The events end with the run: a run that never ends is caught here too.
-    let driven = tokio::time::timeout(bound, drive(handle, &run_id, plan))
+    let driven = tokio::time::timeout(bound, drive(handle, chaos, &run_id, plan))
         .await
         .map_err(|_| Violation::Hung { seed, bound })?
         .map_err(engine)?;
@@ -271,7 +272,7 @@ pub async fn run_with_faults(
         .await
         .map_err(|_| Violation::Hung { seed, bound })?
         .map_err(engine)?;
-    let pending_kills = super::pending_kills_of(&run_id);
+    let pending_kills = chaos.pending_kills_of(&run_id);
     let injected = driven.injected + pending_kills.len();
     let last_fault = pending_kills
         .into_iter()
@@ -298,9 +299,9 @@ pub async fn run_with_faults(
     }
     // A run whose supervisor died ends before its node actors finish dying: wait for
     // their exits (bounded) before counting the living.
-    super::wait_for_run_actors(&run_id, bound).await;
-    let live = super::live_node_actors_of(&run_id);
-    super::clear_run(&run_id);
+    chaos.wait_for_run_actors(&run_id, bound).await;
+    let live = chaos.live_node_actors_of(&run_id);
+    chaos.clear_run(&run_id);
     if live > 0 {
         return Err(broken(format!(
             "{live} node actors still alive after the run"
@@ -322,18 +323,18 @@ pub async fn run_with_faults(
     })
 }
 
-fn install(run_id: &str, plan: &FaultPlan) {
+fn install(chaos: &Chaos, run_id: &str, plan: &FaultPlan) {
     for fault in &plan.faults {
         match fault {
-            Fault::Panic { node, attempt } => super::panic_on_attempt(run_id, node, *attempt),
-            Fault::KillRunning { node, attempt } => super::kill_on_attempt(run_id, node, *attempt),
-            Fault::Delay { node, delay } => super::delay_messages_to(run_id, node, *delay),
-            Fault::KillPending { node } => super::kill_when_pending(run_id, node),
+            Fault::Panic { node, attempt } => chaos.panic_on_attempt(run_id, node, *attempt),
+            Fault::KillRunning { node, attempt } => chaos.kill_on_attempt(run_id, node, *attempt),
+            Fault::Delay { node, delay } => chaos.delay_messages_to(run_id, node, *delay),
+            Fault::KillPending { node } => chaos.kill_when_pending(run_id, node),
             Fault::Worker {
                 node,
                 attempt,
                 fault,
-            } => super::arm_worker_fault(run_id, node, *attempt, *fault),
+            } => chaos.arm_worker_fault(run_id, node, *attempt, *fault),
             _ => {}
         }
     }
@@ -346,7 +347,12 @@ struct Driven {
 }
 
 /// Follows the run's events and injects the event-triggered faults.
-async fn drive(handle: &Handle, run_id: &str, plan: &FaultPlan) -> Result<Driven, EngineError> {
+async fn drive(
+    handle: &Handle,
+    chaos: &Chaos,
+    run_id: &str,
+    plan: &FaultPlan,
+) -> Result<Driven, EngineError> {
     let mut events = handle.events(run_id).await?;
     let mut driven = Driven {
         injected: 0,
@@ -368,7 +374,7 @@ async fn drive(handle: &Handle, run_id: &str, plan: &FaultPlan) -> Result<Driven
             }
         }
         if let Some(fault) = stop.take_if(|f| due(f, seen)) {
-            inject_stop(handle, run_id, &fault).await?;
+            inject_stop(handle, chaos, run_id, &fault).await?;
             driven.injected += 1;
             driven.stopped = true;
             driven.last_fault = Some(Instant::now());
@@ -386,12 +392,17 @@ fn due(fault: &Fault, seen: u64) -> bool {
     }
 }
 
-async fn inject_stop(handle: &Handle, run_id: &str, fault: &Fault) -> Result<(), EngineError> {
+async fn inject_stop(
+    handle: &Handle,
+    chaos: &Chaos,
+    run_id: &str,
+    fault: &Fault,
+) -> Result<(), EngineError> {
     match fault {
         Fault::Cancel { .. } => handle.cancel(run_id).await.map(drop),
         Fault::Terminate { .. } => handle.terminate(run_id).await.map(drop),
         Fault::KillSupervisor { .. } => {
-            if let Some(cell) = super::supervisor_actor(run_id) {
+            if let Some(cell) = chaos.supervisor_actor(run_id) {
                 cell.kill();
             }
             Ok(())

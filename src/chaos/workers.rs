@@ -1,6 +1,6 @@
 //! A fleet of in-process remote workers for chaos tests, each behind a
 //! [`FaultyLink`] of its own to the coordinator, that strikes the worker faults armed
-//! with [`super::arm_worker_fault`] as a worker takes the attempt they are armed for:
+//! with [`Chaos::arm_worker_fault`] as a worker takes the attempt they are armed for:
 //!
 //! - **kill**: the worker's link is cut for good and the worker ends at once
 //!   ([`Registered::kill_switch`]); a fresh worker under a new id takes its place, so the
@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::WorkerFault;
 use super::link::{FaultyLink, LinkMode};
+use super::{Chaos, WorkerFault};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::semantics::attempt::AttemptId;
 use crate::worker::client::{OnStart, Worker, WorkerError, WorkerOptions};
@@ -48,6 +48,8 @@ pub struct WorkerFleet(Arc<Fleet>);
 #[derive(Debug)]
 struct Fleet {
     coordinator: SocketAddr,
+    /// Where the worker faults are armed.
+    chaos: Arc<Chaos>,
     patterns: String,
     slots: u32,
     outage: Duration,
@@ -65,13 +67,15 @@ struct Member {
 
 impl WorkerFleet {
     /// `size` workers of `slots` slots, hosting the built-ins matching `patterns`, each
-    /// registered through its own link to the coordinator at `coordinator`; a hang or a
-    /// partition lasts `outage` (make it longer than the coordinator's lease).
+    /// registered through its own link to the coordinator at `coordinator`, struck by the
+    /// worker faults armed in `chaos`; a hang or a partition lasts `outage` (make it
+    /// longer than the coordinator's lease).
     ///
     /// # Errors
     /// A worker could not be made or registered.
     pub async fn start(
         coordinator: SocketAddr,
+        chaos: Arc<Chaos>,
         size: usize,
         slots: u32,
         patterns: &str,
@@ -79,6 +83,7 @@ impl WorkerFleet {
     ) -> Result<WorkerFleet, WorkerError> {
         let fleet = Arc::new(Fleet {
             coordinator,
+            chaos,
             patterns: patterns.to_owned(),
             slots,
             outage,
@@ -150,7 +155,7 @@ impl Fleet {
         let Some((run_id, node_ref, attempt)) = run_node_attempt(attempt_id) else {
             return;
         };
-        let Some(fault) = super::take_worker_fault(run_id, node_ref, attempt) else {
+        let Some(fault) = self.chaos.take_worker_fault(run_id, node_ref, attempt) else {
             return;
         };
         lock(&self.strikes).push(Strike {

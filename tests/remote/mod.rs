@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use shipsec_orchestrator::actors::faults::{Faults, NoFaults};
 use shipsec_orchestrator::net::guard::Slots;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::worker::client::{Worker, WorkerOptions};
@@ -22,10 +23,20 @@ pub async fn start_coordinator(
     config: EngineConfig,
     stop: &CancellationToken,
 ) -> (Handle, std::net::SocketAddr) {
+    start_coordinator_with(config, stop, Arc::new(NoFaults)).await
+}
+
+/// As [`start_coordinator`], its engine's actors calling `faults`.
+#[allow(dead_code)] // not every test binary that includes this module strikes faults
+pub async fn start_coordinator_with(
+    config: EngineConfig,
+    stop: &CancellationToken,
+    faults: Arc<dyn Faults>,
+) -> (Handle, std::net::SocketAddr) {
     let gateway = Gateway::new(config.workers.clone(), WorkerTokens::default());
     let mut registry = ComponentRegistry::with_builtins();
     registry.set_remote(Arc::new(gateway.clone()), config.remote_components());
-    let handle = Orchestrator::start_with(config, registry)
+    let handle = Orchestrator::start_with_faults(config, registry, faults)
         .await
         .expect("the orchestrator starts");
     gateway.attach(handle.remote_pools());

@@ -168,6 +168,7 @@ impl OrchestratorState {
             result_tx: result_tx.clone(),
             orchestrator: Some(self.myself.clone()),
             limiter: Some((self.slots.clone(), self.tickets.clone(), key)),
+            faults: self.faults.clone(),
             traceparent: options.traceparent.clone(),
             metrics: self.metrics.clone(),
             journal: None,
