@@ -265,30 +265,9 @@ impl OrchestratorState {
     ) -> Vec<EngineEffect> {
         match effect {
             EngineEffect::Start { run_id } => {
-                let outcome = match std::mem::replace(arrived, Arrived::Nothing) {
-                    Arrived::Submission(run) => self.start(&run_id, *run, None, now).await,
-                    Arrived::Resumed(run, log) => self.start(&run_id, *run, Some(*log), now).await,
-                    other => {
-                        *arrived = other;
-                        Err(RunCommandError::Spawn("nothing to start it from".into()))
-                    }
-                };
-                let failed = outcome.is_err();
-                *answer = Some(outcome);
-                if failed {
-                    return self.core.apply(EngineFact::SpawnFailed { run_id }, now);
-                }
+                return self.launch(run_id, arrived, answer, now).await;
             }
-            EngineEffect::Existing { run_id } => {
-                *answer = self.held.get(&run_id).map(|held| {
-                    Ok(Submitted {
-                        run_id,
-                        existing: true,
-                        result: held.result_tx().subscribe(),
-                        stored: None,
-                    })
-                });
-            }
+            EngineEffect::Existing { run_id } => *answer = self.existing(run_id),
             EngineEffect::Refuse(refusal) => *answer = Some(Err(refusal.into())),
             EngineEffect::Finished { run_id } => {
                 if let Arrived::Ended {
@@ -306,63 +285,111 @@ impl OrchestratorState {
             }
             EngineEffect::Restored { run_id } => {
                 if let Arrived::Read(run) = std::mem::replace(arrived, Arrived::Nothing) {
-                    result_of(&self.held, &run_id).send_replace(Some(run.result.clone()));
-                    let trace_id = self.held.get(&run_id).and_then(Held::trace_id);
-                    self.hold_done(&run_id, run.result, run.events, trace_id, Some(run.graph));
+                    self.restored(&run_id, run);
                 }
             }
             EngineEffect::Recheck { run_id, cause } => {
                 // Re-checked through the queue, behind a RunEnded sent before the exit.
-                let _ = self
-                    .myself
-                    .cast(OrchestratorMsg::SupervisorExited { run_id, cause });
+                let exited = OrchestratorMsg::SupervisorExited { run_id, cause };
+                let _ = self.myself.cast(exited);
             }
             EngineEffect::ReadBack { run_id } => self.read_back(run_id),
-            EngineEffect::Unreadable { run_id, reason } => {
-                tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{reason}");
-                for question in self.pending.remove(&run_id).into_iter().flatten() {
-                    question.refuse(RunCommandError::Unreadable {
-                        run_id: run_id.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-            }
-            EngineEffect::Demote { run_id } => {
-                if let Some(held) = self.held.remove(&run_id) {
-                    let trace_id = held.trace_id();
-                    let result_tx = match held {
-                        Held::Live { result_tx, .. }
-                        | Held::Done { result_tx, .. }
-                        | Held::Stored { result_tx, .. } => result_tx,
-                    };
-                    self.held.insert(
-                        run_id,
-                        Held::Stored {
-                            result_tx,
-                            trace_id,
-                        },
-                    );
-                }
-            }
+            EngineEffect::Unreadable { run_id, reason } => self.unreadable(&run_id, &reason),
+            EngineEffect::Demote { run_id } => self.demote(run_id),
             EngineEffect::Forget { run_id } => drop(self.held.remove(&run_id)),
-            EngineEffect::Purge { run_id } => {
-                if let Some(journal) = &self.journal {
-                    let op = Op::DeleteRun {
-                        run_id: run_id.as_str().into(),
-                    };
-                    journal.append(op, None);
-                }
-            }
+            EngineEffect::Purge { run_id } => self.purge(&run_id),
             EngineEffect::AnswerPending { run_id } => self.answer_pending(&run_id),
-            EngineEffect::StopRun { run_id, kind } => {
-                if let Some(Held::Live { supervisor, .. }) = self.held.get(&run_id) {
-                    // A supervisor that is stopping has already ended its run.
-                    let _ = supervisor.cast(SupervisorMsg::Stop(kind));
-                }
-            }
+            EngineEffect::StopRun { run_id, kind } => self.stop_live(&run_id, kind),
             EngineEffect::Close => self.close().await,
         }
         Vec::new()
+    }
+
+    /// Spawns the supervisor of a run the core admitted (from what came with the fact),
+    /// and answers with it; a spawn that fails is told to the core.
+    async fn launch(
+        &mut self,
+        run_id: String,
+        arrived: &mut Arrived,
+        answer: &mut Answer,
+        now: Time,
+    ) -> Vec<EngineEffect> {
+        let outcome = match std::mem::replace(arrived, Arrived::Nothing) {
+            Arrived::Submission(run) => self.start(&run_id, *run, None, now).await,
+            Arrived::Resumed(run, log) => self.start(&run_id, *run, Some(*log), now).await,
+            other => {
+                *arrived = other;
+                Err(RunCommandError::Spawn("nothing to start it from".into()))
+            }
+        };
+        let failed = outcome.is_err();
+        *answer = Some(outcome);
+        if failed {
+            return self.core.apply(EngineFact::SpawnFailed { run_id }, now);
+        }
+        Vec::new()
+    }
+
+    /// The answer to a submission its idempotency key ties to `run_id`.
+    fn existing(&self, run_id: String) -> Answer {
+        let held = self.held.get(&run_id)?;
+        Some(Ok(Submitted {
+            run_id,
+            existing: true,
+            result: held.result_tx().subscribe(),
+            stored: None,
+        }))
+    }
+
+    /// A run read back is held whole again; its result channel gets its result.
+    fn restored(&mut self, run_id: &str, run: ReadRun) {
+        result_of(&self.held, run_id).send_replace(Some(run.result.clone()));
+        let trace_id = self.held.get(run_id).and_then(Held::trace_id);
+        self.hold_done(run_id, run.result, run.events, trace_id, Some(run.graph));
+    }
+
+    /// A run that could not be read back: the questions that waited for it are refused.
+    fn unreadable(&mut self, run_id: &str, reason: &str) {
+        tracing::warn!(target: "shipsec::journal", run_id = %run_id, "{reason}");
+        for question in self.pending.remove(run_id).into_iter().flatten() {
+            question.refuse(RunCommandError::Unreadable {
+                run_id: run_id.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Lets go of a finished run's result and trace, keeping its result channel.
+    fn demote(&mut self, run_id: String) {
+        if let Some(held) = self.held.remove(&run_id) {
+            let trace_id = held.trace_id();
+            let result_tx = held.result_tx().clone();
+            self.held.insert(
+                run_id,
+                Held::Stored {
+                    result_tx,
+                    trace_id,
+                },
+            );
+        }
+    }
+
+    /// Deletes a run from the journal.
+    fn purge(&self, run_id: &str) {
+        if let Some(journal) = &self.journal {
+            let op = Op::DeleteRun {
+                run_id: run_id.into(),
+            };
+            journal.append(op, None);
+        }
+    }
+
+    /// Asks a live run to stop.
+    fn stop_live(&self, run_id: &str, kind: StopKind) {
+        if let Some(Held::Live { supervisor, .. }) = self.held.get(run_id) {
+            // A supervisor that is stopping has already ended its run.
+            let _ = supervisor.cast(SupervisorMsg::Stop(kind));
+        }
     }
 
     /// The engine suspends: no new run is taken, the slots hand out no more grants, and

@@ -21,7 +21,7 @@ use super::workers::Strike;
 use super::{Chaos, WorkerFault};
 use crate::messages::orchestrator::SubmitOptions;
 use crate::runtime::definition::JsonObject;
-use crate::runtime::definition::graph::Graph;
+use crate::runtime::definition::graph::{Graph, Join};
 use crate::runtime::semantics::event::{EventType, TraceEvent};
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use crate::runtime::semantics::result::RunResult;
@@ -422,22 +422,38 @@ impl From<String> for Broken {
     }
 }
 
-/// docs/semantics.md §9 on a finished run: `seq` dense from 1; exactly one terminal event per
-/// node, matching its final status; each STARTED after the terminal events of the parents
-/// its join waited on (every parent for `all`, the triggering ones otherwise).
+/// docs/semantics.md §9 on a finished run — the one trace checker of the test suites:
+/// `seq` dense from 1; the run ended; exactly one terminal event per node, matching its
+/// record and last among its events (the run's own RESUMED events aside); attempts equal
+/// to the node's STARTED events; a node's first QUEUED or STARTED after the terminal
+/// events of the parents its join waited for (every parent for `all`, the recorded
+/// `triggeredBy` otherwise).
 ///
 /// # Errors
 /// A sentence naming the first broken invariant.
 pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> Result<(), Broken> {
     for (i, e) in events.iter().enumerate() {
         if e.seq != i as u64 + 1 {
-            return Err(Broken(format!("event {i} has seq {} (not dense)", e.seq)));
+            return Err(Broken(format!(
+                "seq is not dense: event #{} has seq {}",
+                i + 1,
+                e.seq
+            )));
         }
     }
+    if !result.status.is_terminal() {
+        return Err(Broken(format!("run ended {:?}", result.status)));
+    }
     let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
-    for e in events.iter().filter(|e| e.kind.is_terminal()) {
-        if terminal.insert(&e.node_id, e).is_some() {
-            return Err(Broken(format!("two terminal events for {}", e.node_id)));
+    for e in events.iter().filter(|e| e.kind != EventType::Resumed) {
+        if let Some(end) = terminal.get(&*e.node_id) {
+            return Err(Broken(format!(
+                "{}: event {:?} (seq {}) after its terminal {:?} (seq {})",
+                e.node_id, e.kind, e.seq, end.kind, end.seq
+            )));
+        }
+        if e.kind.is_terminal() {
+            terminal.insert(&e.node_id, e);
         }
     }
     for node in &graph.nodes {
@@ -445,41 +461,53 @@ pub fn check_trace(graph: &Graph, result: &RunResult, events: &[TraceEvent]) -> 
         let record = result
             .nodes
             .get(name)
-            .ok_or_else(|| format!("no record for {name}"))?;
-        if !record.status.is_terminal() {
-            return Err(Broken(format!("{name} ended {:?}", record.status)));
-        }
-        let event = terminal
+            .ok_or_else(|| format!("{name}: no record in the result"))?;
+        let end = terminal
             .get(name)
-            .ok_or_else(|| format!("{name} has no terminal event"))?;
-        if !same_status(event.kind, record.status) {
+            .ok_or_else(|| format!("{name}: no terminal event"))?;
+        if !same_status(end.kind, record.status) {
             return Err(Broken(format!(
-                "{name}: terminal event {:?} but status {:?}",
-                event.kind, record.status
+                "{name}: record says {:?}, terminal event says {:?}",
+                record.status, end.kind
             )));
         }
-        let Some(started) = events
+        let started = events
             .iter()
-            .find(|e| &*e.node_id == name && e.kind == EventType::Started)
-        else {
+            .filter(|e| &*e.node_id == name && e.kind == EventType::Started)
+            .count() as u32;
+        if record.attempts != started {
+            return Err(Broken(format!(
+                "{name}: {} attempts recorded, {started} STARTED events",
+                record.attempts
+            )));
+        }
+        let Some(first_start) = events.iter().find(|e| {
+            &*e.node_id == name && matches!(e.kind, EventType::Queued | EventType::Started)
+        }) else {
             continue;
         };
-        let waited: Vec<Arc<str>> = match &record.triggered_by {
-            Some(t) => t.clone(),
-            None => node
+        let waited: Vec<Arc<str>> = match (&record.triggered_by, node.join) {
+            (Some(t), _) => t.clone(),
+            (None, Join::All) => node
                 .incoming
                 .iter()
                 .map(|e| graph.node(graph.edge(*e).source).node_ref.clone())
                 .collect(),
+            (None, _) if node.incoming.is_empty() => Vec::new(),
+            (None, join) => {
+                return Err(Broken(format!(
+                    "{name}: {join:?} join started with no triggeredBy"
+                )));
+            }
         };
         for parent in waited {
-            let ended = terminal
+            let parent_end = terminal
                 .get(&*parent)
-                .ok_or_else(|| format!("{parent} never ended"))?;
-            if ended.seq > started.seq {
+                .ok_or_else(|| format!("{name}: triggeredBy names {parent}, which never ended"))?;
+            if parent_end.seq >= first_start.seq {
                 return Err(Broken(format!(
-                    "{name} STARTED (seq {}) before its parent {parent} ended (seq {})",
-                    started.seq, ended.seq
+                    "{name}: {:?} at seq {} before its parent {parent} ended (seq {})",
+                    first_start.kind, first_start.seq, parent_end.seq
                 )));
             }
         }

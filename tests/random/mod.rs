@@ -24,15 +24,14 @@
 //! case prints its workflow definition as pretty JSON, and the failure message lists
 //! every difference and the trace.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
-use shipsec_orchestrator::runtime::definition::graph::{Graph, Join, NodeIx};
-use shipsec_orchestrator::runtime::semantics::event::{EventType, TraceEvent};
+use shipsec_orchestrator::runtime::definition::graph::{Graph, NodeIx};
+use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::runtime::semantics::result::{NodeRecord, RunResult};
 
@@ -443,108 +442,15 @@ fn record(finished: &Finished, ix: NodeIx) -> Result<&NodeRecord, String> {
         .ok_or_else(|| format!("{r}: no record in the result"))
 }
 
-fn started_count(events: &[TraceEvent], node: &str) -> u32 {
-    events
-        .iter()
-        .filter(|e| &*e.node_id == node && e.kind == EventType::Started)
-        .count() as u32
-}
-
-/// docs/semantics.md §9 on one run: `seq` dense from 1; exactly one terminal event per node,
-/// matching its record and last among its events; a node's first QUEUED or STARTED after the
-/// terminal events of the parents its join waited for (all of them for `all`, the
-/// recorded `triggeredBy` otherwise); attempts equal to the STARTED events.
+/// docs/semantics.md §9 on one run, by the one trace checker
+/// (`chaos::harness::check_trace`).
 fn check_trace(finished: &Finished) -> Result<(), String> {
-    let (graph, events) = (&finished.graph, &finished.events);
-    for (i, e) in events.iter().enumerate() {
-        if e.seq != i as u64 + 1 {
-            return Err(format!(
-                "seq is not dense: event #{} has seq {}",
-                i + 1,
-                e.seq
-            ));
-        }
-    }
-    if !finished.result.status.is_terminal() {
-        return Err(format!("run ended {:?}", finished.result.status));
-    }
-    let mut terminal: HashMap<&str, &TraceEvent> = HashMap::new();
-    for e in events.iter().filter(|e| e.kind != EventType::Resumed) {
-        if let Some(end) = terminal.get(&*e.node_id) {
-            return Err(format!(
-                "{}: event {:?} (seq {}) after its terminal {:?} (seq {})",
-                e.node_id, e.kind, e.seq, end.kind, end.seq
-            ));
-        }
-        if e.kind.is_terminal() {
-            terminal.insert(&e.node_id, e);
-        }
-    }
-    for ix in (0..graph.nodes.len() as u32).map(NodeIx) {
-        let node = &graph.nodes[ix.ix()];
-        let r = &*node.node_ref;
-        let rec = record(finished, ix)?;
-        let end = terminal
-            .get(r)
-            .ok_or_else(|| format!("{r}: no terminal event"))?;
-        if !status_matches(rec.status, end.kind) {
-            return Err(format!(
-                "{r}: record says {:?}, terminal event says {:?}",
-                rec.status, end.kind
-            ));
-        }
-        let started = started_count(events, r);
-        if rec.attempts != started {
-            return Err(format!(
-                "{r}: {} attempts recorded, {started} STARTED events",
-                rec.attempts
-            ));
-        }
-        let Some(first_start) = events
-            .iter()
-            .find(|e| &*e.node_id == r && matches!(e.kind, EventType::Queued | EventType::Started))
-        else {
-            continue;
-        };
-        let waited: Vec<String> = match (&rec.triggered_by, node.join) {
-            (Some(t), _) => t.iter().map(|r| r.to_string()).collect(),
-            (None, Join::All) => node
-                .incoming
-                .iter()
-                .map(|e| {
-                    graph.nodes[graph.edges[e.ix()].source.ix()]
-                        .node_ref
-                        .to_string()
-                })
-                .collect(),
-            (None, _) if node.incoming.is_empty() => Vec::new(),
-            (None, join) => {
-                return Err(format!("{r}: {join:?} join started with no triggeredBy"));
-            }
-        };
-        for parent in waited {
-            let parent_end = terminal
-                .get(parent.as_str())
-                .ok_or_else(|| format!("{r}: triggeredBy names {parent}, which never ended"))?;
-            if parent_end.seq >= first_start.seq {
-                return Err(format!(
-                    "{r}: {:?} at seq {} before its parent {parent} ended (seq {})",
-                    first_start.kind, first_start.seq, parent_end.seq
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn status_matches(status: NodeStatus, kind: EventType) -> bool {
-    matches!(
-        (status, kind),
-        (NodeStatus::Completed, EventType::Completed)
-            | (NodeStatus::Failed, EventType::Failed)
-            | (NodeStatus::Skipped, EventType::Skipped)
-            | (NodeStatus::Cancelled, EventType::Cancelled)
+    shipsec_orchestrator::chaos::harness::check_trace(
+        &finished.graph,
+        &finished.result,
+        &finished.events,
     )
+    .map_err(|broken| broken.0)
 }
 
 fn end_of(status: NodeStatus) -> Option<End> {
