@@ -530,6 +530,24 @@ impl SupervisorState {
         }
     }
 
+    /// The run's one fact sink: every fact the run core is fed goes, in order, to the
+    /// engine's fault hooks (the chaos recorder, in tests) and to the journal (its record,
+    /// unless it is the late exit of a node that ended, which the journal need not keep).
+    /// `false` once the journal failed: the run was failed and nothing more is applied.
+    fn record(&mut self, fact: &RunFact, now: Time) -> bool {
+        self.run.faults.run_fact(&self.run.plan.run_id, fact, now);
+        let Some(log) = &mut self.log else {
+            return true;
+        };
+        if log.failed {
+            return false;
+        }
+        if !self.core.is_late_exit(fact) {
+            log.record(fact, now);
+        }
+        true
+    }
+
     /// Applies a fact to the core and performs what it returns. Only a spawn awaits (the
     /// node's `pre_start`); the other effects are performed in place, so the future of a
     /// message stays small.
@@ -539,14 +557,8 @@ impl SupervisorState {
         fact: RunFact,
     ) -> Result<(), ActorProcessingErr> {
         let now = clock::now();
-        self.run.faults.run_fact(&self.run.plan.run_id, &fact, now);
-        if let Some(log) = &mut self.log {
-            if log.failed {
-                return Ok(()); // the run was failed; nothing more is applied
-            }
-            if !self.core.is_late_exit(&fact) {
-                log.record(&fact, now);
-            }
+        if !self.record(&fact, now) {
+            return Ok(()); // the run was failed; nothing more is applied
         }
         let effects = self.core.apply(fact, now);
         if let Some(log) = &mut self.log {
