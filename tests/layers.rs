@@ -18,36 +18,29 @@ struct Rule {
 /// The modules of the crate that the runtime must not import.
 const OUTER_LAYERS: &[&str] = &["actors", "messages", "service", "worker", "chaos", "cli"];
 
+/// What pure code never names: an async runtime, actors, a clock or randomness.
+const IMPURE: &[&str] = &[
+    "tokio",
+    "ractor",
+    "SystemTime::now",
+    "Instant::now",
+    "Utc::now",
+    "rand",
+    "getrandom",
+    "uuid",
+    "std::thread",
+];
+
 const RULES: &[Rule] = &[
     Rule {
         dir: "src/runtime/semantics",
         why: "the semantics are pure: no async runtime, actors, clock or randomness",
-        forbidden: &[
-            "tokio",
-            "ractor",
-            "SystemTime::now",
-            "Instant::now",
-            "Utc::now",
-            "rand",
-            "getrandom",
-            "uuid",
-            "std::thread",
-        ],
+        forbidden: IMPURE,
     },
     Rule {
         dir: "src/runtime/definition",
         why: "definitions are data: no async runtime, actors, clock or randomness",
-        forbidden: &[
-            "tokio",
-            "ractor",
-            "SystemTime::now",
-            "Instant::now",
-            "Utc::now",
-            "rand",
-            "getrandom",
-            "uuid",
-            "std::thread",
-        ],
+        forbidden: IMPURE,
     },
     Rule {
         dir: "src/runtime/semantics",

@@ -19,6 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
+use shipsec_orchestrator::Handle;
 use shipsec_orchestrator::chaos::{Chaos, Recording};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::definition::graph::NodeIx;
@@ -27,7 +28,6 @@ use shipsec_orchestrator::runtime::semantics::node_core::{NodeCore, NodeEffect, 
 use shipsec_orchestrator::runtime::semantics::report::NodeReport;
 use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
-use shipsec_orchestrator::{ComponentRegistry, EngineConfig, Handle, Orchestrator};
 
 use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
 
@@ -73,22 +73,8 @@ fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
 fn recording_engine() -> &'static ((tokio::runtime::Runtime, Handle), Arc<Chaos>) {
     static ENGINE: OnceLock<((tokio::runtime::Runtime, Handle), Arc<Chaos>)> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let config = EngineConfig {
-            cancel_grace: Duration::from_secs(1),
-            ..EngineConfig::default()
-        };
         let chaos = Chaos::new();
-        let start = Orchestrator::start_with_faults(
-            config,
-            ComponentRegistry::with_builtins(),
-            chaos.clone(),
-        );
-        let handle = runtime.block_on(start).expect("the orchestrator starts");
-        ((runtime, handle), chaos)
+        (common::engine_on_own_runtime(chaos.clone()), chaos)
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use shipsec_orchestrator::actors::faults::{Faults, NoFaults};
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
@@ -120,20 +121,23 @@ pub async fn run(def: Value) -> Finished {
 /// test binary's properties.
 pub fn shared_engine() -> &'static (tokio::runtime::Runtime, Handle) {
     static ENGINE: OnceLock<(tokio::runtime::Runtime, Handle)> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let config = EngineConfig {
-            cancel_grace: Duration::from_secs(1),
-            ..EngineConfig::default()
-        };
-        let handle = runtime
-            .block_on(Orchestrator::start(config))
-            .expect("the orchestrator starts");
-        (runtime, handle)
-    })
+    ENGINE.get_or_init(|| engine_on_own_runtime(Arc::new(NoFaults)))
+}
+
+/// A multi-thread runtime and an orchestrator (cancel grace 1 s, the built-ins) started
+/// on it, whose actors call `faults`.
+pub fn engine_on_own_runtime(faults: Arc<dyn Faults>) -> (tokio::runtime::Runtime, Handle) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let config = EngineConfig {
+        cancel_grace: Duration::from_secs(1),
+        ..EngineConfig::default()
+    };
+    let start = Orchestrator::start_with_faults(config, ComponentRegistry::with_builtins(), faults);
+    let handle = runtime.block_on(start).expect("the orchestrator starts");
+    (runtime, handle)
 }
 
 /// A generated definition prepared by `handle`, or why not (property tests report a case
