@@ -42,7 +42,7 @@ use crate::runtime::journal::store::Op;
 use crate::runtime::journal::writer::Acknowledgement;
 use crate::runtime::journal::{FinishedRun, Journal, Scanned, StoredRunLog};
 use crate::runtime::semantics::engine::{
-    EngineCore, EngineEffect, EngineFact, EngineLimits, IdempotencyKey, JournalRetention,
+    EngineCore, EngineEffect, EngineFact, EngineLimits, IdempotencyKey, JournalRetention, NewRunId,
     ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
 };
 use crate::runtime::semantics::event::TraceEvent;
@@ -57,7 +57,7 @@ mod held;
 mod questions;
 mod runs;
 
-use held::{Held, Pending, ResultTx, result_of};
+use held::{Held, Pending, ResultTx};
 use runs::NewRun;
 
 /// The orchestrator's behaviour.
@@ -280,7 +280,7 @@ impl OrchestratorState {
                 }
             }
             EngineEffect::Lost { run_id, result } => {
-                result_of(&self.held, &run_id).send_replace(Some(result.clone()));
+                self.publish(&run_id, &result);
                 self.hold_done(&run_id, result, Arc::new(Vec::new()), None, None);
             }
             EngineEffect::Restored { run_id } => {
@@ -343,7 +343,7 @@ impl OrchestratorState {
 
     /// A run read back is held whole again; its result channel gets its result.
     fn restored(&mut self, run_id: &str, run: ReadRun) {
-        result_of(&self.held, run_id).send_replace(Some(run.result.clone()));
+        self.publish(run_id, &run.result);
         let trace_id = self.held.get(run_id).and_then(Held::trace_id);
         self.hold_done(run_id, run.result, run.events, trace_id, Some(run.graph));
     }
@@ -363,7 +363,7 @@ impl OrchestratorState {
     fn demote(&mut self, run_id: String) {
         if let Some(held) = self.held.remove(&run_id) {
             let trace_id = held.trace_id();
-            let result_tx = held.result_tx().clone();
+            let result_tx = held.into_result_tx();
             self.held.insert(
                 run_id,
                 Held::Stored {

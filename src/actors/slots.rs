@@ -107,11 +107,11 @@ impl Slots {
 
     /// Runs `decide` on the book under the lock, then delivers what it granted and the
     /// answers it allows, with the lock released.
-    fn with_book(&self, decide: impl FnOnce(&mut SlotBook, Instant) -> Vec<u64>) {
+    fn with_book(&self, decide: impl FnOnce(&mut Book, Instant) -> Vec<u64>) {
         let deliveries = {
             let mut book = self.lock();
             let now = Instant::now();
-            let granted = decide(&mut book.book, now);
+            let granted = decide(&mut book, now);
             book.settle(granted, self, now)
         };
         self.deliver(deliveries);
@@ -135,31 +135,23 @@ impl Slots {
     /// Queues `node`'s request `ticket` for `needs`; granted with
     /// [`NodeMsg::SlotGranted`], at once or later.
     pub(crate) fn acquire(&self, ticket: u64, needs: Needs, node: ActorRef<NodeMsg>) {
-        let deliveries = {
-            let mut book = self.lock();
-            let now = Instant::now();
+        self.with_book(|book, now| {
             book.waiting.insert(ticket, (node, needs.clone()));
-            let granted = book.book.request(ticket, needs, now);
-            book.settle(granted, self, now)
-        };
-        self.deliver(deliveries);
+            book.book.request(ticket, needs, now)
+        });
     }
 
     /// Request `ticket` stops waiting (cancelled, queue timeout).
     pub(crate) fn cancel(&self, ticket: u64) {
-        let deliveries = {
-            let mut book = self.lock();
-            let now = Instant::now();
+        self.with_book(|book, now| {
             book.waiting.remove(&ticket);
-            let granted = book.book.cancel(ticket, now).1;
-            book.settle(granted, self, now)
-        };
-        self.deliver(deliveries);
+            book.book.cancel(ticket, now).1
+        });
     }
 
     /// Remote pool `pool` has `slots` worker slots now.
     pub(crate) fn set_pool(&self, pool: Arc<str>, slots: u32) {
-        self.with_book(|book, now| book.set_pool(pool, slots, now));
+        self.with_book(|book, now| book.book.set_pool(pool, slots, now));
     }
 
     /// Queue depth and active attempts now.
@@ -184,12 +176,10 @@ impl Slots {
     }
 
     fn ask(&self, wait: Wait, reply: RpcReplyPort<()>) {
-        let deliveries = {
-            let mut book = self.lock();
+        self.with_book(|book, _| {
             book.questions.push((wait, reply));
-            book.settle(Vec::new(), self, Instant::now())
-        };
-        self.deliver(deliveries);
+            Vec::new()
+        });
     }
 
     /// The engine closed: the timer task stops.
@@ -200,7 +190,7 @@ impl Slots {
 
     /// Gives back the slots of a dropped grant.
     fn release(&self, needs: &Needs) {
-        self.with_book(|book, now| book.release(needs, now));
+        self.with_book(|book, now| book.book.release(needs, now));
     }
 }
 

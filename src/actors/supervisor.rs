@@ -257,11 +257,7 @@ impl Actor for RunSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let resume = args.resume.take();
         let mut state = SupervisorState::new(&myself, args);
-        let cell = myself.get_cell();
-        state
-            .run
-            .faults
-            .spawned(&state.run.plan.run_id, None, &cell);
+        (state.run.faults).spawned(&state.run.plan.run_id, None, &myself);
         // A run accepted and not begun before the engine died begins now.
         match resume.filter(|facts| !facts.is_empty()) {
             None => state.feed(&myself, RunFact::Started).await?,
@@ -700,7 +696,7 @@ impl SupervisorState {
     ) {
         let (run_id, node_ref) = (&self.run.plan.run_id, self.run.plan.node_ref(node));
         let faults = &self.run.faults;
-        faults.spawned(run_id, Some(node_ref), &actor.get_cell());
+        faults.spawned(run_id, Some(node_ref), actor);
         for (delay, r) in late
             .into_iter()
             .flat_map(|(d, rs)| rs.into_iter().map(move |r| (d, r)))

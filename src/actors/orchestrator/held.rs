@@ -40,6 +40,15 @@ impl Held {
         }
     }
 
+    /// Its result channel, the rest let go.
+    pub(super) fn into_result_tx(self) -> ResultTx {
+        match self {
+            Held::Live { result_tx, .. }
+            | Held::Done { result_tx, .. }
+            | Held::Stored { result_tx, .. } => result_tx,
+        }
+    }
+
     pub(super) fn trace_id(&self) -> Option<String> {
         match self {
             Held::Live { .. } => None,
@@ -48,14 +57,16 @@ impl Held {
     }
 }
 
-/// The result channel of a run held (a fresh one, unheard, for a run not held).
-pub(super) fn result_of(held: &HashMap<String, Held>, run_id: &str) -> ResultTx {
-    held.get(run_id)
-        .map_or_else(|| watch::channel(None).0, |h| h.result_tx().clone())
-}
-
 impl OrchestratorState {
-    /// Holds a finished run whole and answers the questions that waited for it.
+    /// Gives `result` to those who wait on `run_id`'s result channel.
+    pub(super) fn publish(&self, run_id: &str, result: &Arc<RunResult>) {
+        if let Some(held) = self.held.get(run_id) {
+            held.result_tx().send_replace(Some(result.clone()));
+        }
+    }
+
+    /// Holds a finished run whole (its graph is the one held, or `graph` for a run known
+    /// by its summary only) and answers the questions that waited for it.
     pub(super) fn hold_done(
         &mut self,
         run_id: &str,
@@ -64,21 +75,15 @@ impl OrchestratorState {
         trace_id: Option<String>,
         graph: Option<Arc<Graph>>,
     ) {
+        let graph = match (self.held.get(run_id), graph) {
+            (Some(Held::Live { graph, .. } | Held::Done { graph, .. }), _) => graph.clone(),
+            (Some(Held::Stored { .. }), Some(graph)) => graph,
+            _ => return,
+        };
         let Some(held) = self.held.remove(run_id) else {
             return;
         };
-        let (result_tx, graph) = match held {
-            Held::Live {
-                result_tx, graph, ..
-            }
-            | Held::Done {
-                result_tx, graph, ..
-            } => (result_tx, graph),
-            Held::Stored { result_tx, .. } => match graph {
-                Some(graph) => (result_tx, graph),
-                None => return,
-            },
-        };
+        let result_tx = held.into_result_tx();
         let done = Held::Done {
             result,
             events,

@@ -22,8 +22,10 @@ impl OrchestratorState {
     ) -> Result<Submitted, RunCommandError> {
         let missing_inputs = Gate::missing_inputs(&run.graph, &run.inputs);
         let submission = Submission {
-            asked_id: run.options.run_id.clone(),
-            fresh_id: uuid::Uuid::new_v4().to_string(),
+            run_id: match &run.options.run_id {
+                Some(id) => NewRunId::Asked(id.clone()),
+                None => NewRunId::Fresh(uuid::Uuid::new_v4().to_string()),
+            },
             key: run
                 .options
                 .idempotency_key

@@ -60,13 +60,21 @@ pub struct IdempotencyKey {
     pub fingerprint: Option<u64>,
 }
 
+/// A new run's id: the one its caller asked for, or a fresh one drawn for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewRunId {
+    /// The caller asked for it: refused if in use, and an idempotency key bound to
+    /// another run conflicts with it.
+    Asked(String),
+    /// Drawn for the run (the caller asked for none).
+    Fresh(String),
+}
+
 /// A submission that passed the definition's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submission {
-    /// The run id the caller asked for.
-    pub asked_id: Option<String>,
-    /// A fresh id drawn for it, used when it asked for none.
-    pub fresh_id: String,
+    /// Its run id.
+    pub run_id: NewRunId,
     /// Its idempotency key.
     pub key: Option<IdempotencyKey>,
     /// The workflow's title.
@@ -437,14 +445,17 @@ impl EngineCore {
 
     fn on_submitted(&mut self, submission: Submission, now: Time) {
         let Submission {
-            asked_id,
-            fresh_id,
+            run_id,
             key,
             title,
             missing_inputs,
         } = submission;
         if let Some(key) = &key {
-            match self.bound_run(key, asked_id.as_deref()) {
+            let asked = match &run_id {
+                NewRunId::Asked(id) => Some(id.as_str()),
+                NewRunId::Fresh(_) => None,
+            };
+            match self.bound_run(key, asked) {
                 Ok(Some(run_id)) => {
                     self.out.push(EngineEffect::Existing {
                         run_id: run_id.clone(),
@@ -458,7 +469,7 @@ impl EngineCore {
         if let Err(refusal) = self.admit(missing_inputs) {
             return self.out.push(EngineEffect::Refuse(refusal));
         }
-        let run_id = asked_id.unwrap_or(fresh_id);
+        let (NewRunId::Asked(run_id) | NewRunId::Fresh(run_id)) = run_id;
         if self.runs.contains_key(&run_id) {
             return self
                 .out
@@ -672,18 +683,15 @@ impl EngineCore {
         }
         self.phase = EnginePhase::Closing;
         if cancel {
-            let mut live: Vec<(u64, &String)> = self
-                .runs
-                .values()
+            let mut live: Vec<&Book> = (self.runs.values())
                 .filter(|b| b.state == RunState::Live)
-                .map(|b| (b.order, &b.summary.run_id))
                 .collect();
-            live.sort_unstable();
-            let stops = live.into_iter().map(|(_, run_id)| EngineEffect::StopRun {
-                run_id: run_id.clone(),
-                kind: StopKind::Cancel,
-            });
-            self.out.extend(stops.collect::<Vec<_>>());
+            live.sort_unstable_by_key(|b| b.order);
+            self.out
+                .extend(live.into_iter().map(|b| EngineEffect::StopRun {
+                    run_id: b.summary.run_id.clone(),
+                    kind: StopKind::Cancel,
+                }));
         }
     }
 
@@ -810,8 +818,7 @@ mod tests {
 
     fn submission(fresh: &str) -> Submission {
         Submission {
-            asked_id: None,
-            fresh_id: fresh.into(),
+            run_id: NewRunId::Fresh(fresh.into()),
             key: None,
             title: "t".into(),
             missing_inputs: Vec::new(),
@@ -865,7 +872,7 @@ mod tests {
         let mut core = EngineCore::new(limits());
         assert_eq!(submit(&mut core, submission("r1"), at(0)), started("r1"));
         let asked = Submission {
-            asked_id: Some("mine".into()),
+            run_id: NewRunId::Asked("mine".into()),
             ..submission("r2")
         };
         assert_eq!(submit(&mut core, asked.clone(), at(1)), started("mine"));
@@ -900,7 +907,7 @@ mod tests {
         })];
         assert_eq!(submit(&mut core, keyed("r4", "k", 8), at(2)), conflict);
         let other_id = Submission {
-            asked_id: Some("elsewhere".into()),
+            run_id: NewRunId::Asked("elsewhere".into()),
             ..keyed("r5", "k", 7)
         };
         assert_eq!(submit(&mut core, other_id, at(2)), conflict);
