@@ -4,11 +4,13 @@
 //! cores were fed; worker faults (a remote worker killed, hung or cut off as it takes an
 //! attempt) are struck by a fleet of in-process workers behind faulty links
 //! ([`workers`], [`link`]); and a seeded harness ([`harness`]) injects such faults into
-//! any workflow and checks the invariants afterwards. A `Chaos` belongs to the engines
+//! any workflow and checks the invariants afterwards; [`journal::CrashAt`] kills the
+//! "process" between two of the journal's writes. A `Chaos` belongs to the engines
 //! started with it (`Orchestrator::start_with_faults`): nothing is shared between
 //! engines or tests.
 
 pub mod harness;
+pub mod journal;
 pub mod link;
 pub mod workers;
 

@@ -1,5 +1,5 @@
-//! Crash at every append point: a run is journaled into a memory store staged to crash
-//! after its k-th stored op — for every k, once with the acknowledgements of what was
+//! Crash at every append point: a run is journaled into a memory store by a journal
+//! staged to crash (`chaos::journal::CrashAt`) after its k-th stored op — for every k, once with the acknowledgements of what was
 //! stored delivered before the "process" dies and once without — the engine is killed
 //! whole, a new engine resumes from what the store kept, and the resumed run must:
 //!
@@ -26,13 +26,13 @@ use futures::future::BoxFuture;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
+use shipsec_orchestrator::chaos::journal::CrashAt;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
 use shipsec_orchestrator::runtime::components::{Component, ComponentResult, ExecutionContext};
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::journal::record::FactKind;
-use shipsec_orchestrator::runtime::journal::store::CrashPlan;
 use shipsec_orchestrator::runtime::journal::{self, Durability, Journal, MemoryStore};
 use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, ShutdownMode};
@@ -52,12 +52,12 @@ impl Executions {
     }
 }
 
-/// A built-in that records each of its executions, unless its engine's store has crashed
-/// (a dead process runs nothing).
+/// A built-in that records each of its executions, unless its engine's journal has
+/// crashed (a dead process runs nothing).
 struct Counted {
     inner: Arc<dyn Component>,
     runs: Arc<Executions>,
-    store: Option<Arc<MemoryStore>>,
+    crash: Option<Arc<CrashAt>>,
 }
 
 impl Component for Counted {
@@ -66,7 +66,7 @@ impl Component for Counted {
     }
 
     fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        if !self.store.as_ref().is_some_and(|s| s.has_crashed()) {
+        if !self.crash.as_ref().is_some_and(|c| c.has_crashed()) {
             let key = (ctx.node_ref.to_string(), ctx.attempt);
             *self.runs.0.lock().unwrap().entry(key).or_default() += 1;
         }
@@ -74,7 +74,7 @@ impl Component for Counted {
     }
 }
 
-fn registry(runs: &Arc<Executions>, store: Option<&Arc<MemoryStore>>) -> ComponentRegistry {
+fn registry(runs: &Arc<Executions>, crash: Option<&Arc<CrashAt>>) -> ComponentRegistry {
     let builtins = ComponentRegistry::with_builtins();
     let mut registry = ComponentRegistry::empty();
     for id in builtins.ids() {
@@ -82,7 +82,7 @@ fn registry(runs: &Arc<Executions>, store: Option<&Arc<MemoryStore>>) -> Compone
         registry.register(Arc::new(Counted {
             inner,
             runs: runs.clone(),
-            store: store.cloned(),
+            crash: crash.cloned(),
         }));
     }
     registry
@@ -96,9 +96,18 @@ fn config() -> EngineConfig {
     }
 }
 
-async fn start(store: Arc<MemoryStore>, runs: &Arc<Executions>, counted: bool) -> Handle {
-    let journal = Journal::new(store.clone(), Durability::Fsync);
-    let registry = registry(runs, counted.then_some(&store));
+/// An engine on `store`; with `crash`, its journal dies there and its executions are
+/// counted while it lives.
+async fn start(
+    store: Arc<MemoryStore>,
+    runs: &Arc<Executions>,
+    crash: Option<Arc<CrashAt>>,
+) -> Handle {
+    let registry = registry(runs, crash.as_ref());
+    let journal = match crash {
+        Some(crash) => Journal::with_faults(store, Durability::Fsync, crash),
+        None => Journal::new(store, Durability::Fsync),
+    };
     Orchestrator::start_with_journal(config(), registry, Some(journal))
         .await
         .expect("the engine starts on the journal")
@@ -112,26 +121,27 @@ struct Crashed {
     published: Vec<TraceEvent>,
 }
 
-/// Runs `definition` on a store crashing per `plan`; `None` when the run ended first.
+/// Runs `definition` on a journal crashing per `plan`; `None` when the run ended first.
 async fn run_until_crash(
     definition: &Value,
     inputs: &JsonObject,
-    plan: CrashPlan,
+    plan: CrashAt,
 ) -> Result<Option<Crashed>, String> {
-    let store = Arc::new(MemoryStore::crashing(plan));
+    let store = Arc::new(MemoryStore::new());
+    let plan = Arc::new(plan);
     let runs = Arc::new(Executions::default());
-    let handle = start(store.clone(), &runs, true).await;
+    let handle = start(store.clone(), &runs, Some(plan.clone())).await;
     let workflow = common::try_workflow(&handle, definition)?;
     let options = SubmitOptions {
         run_id: Some("run".into()),
         ..SubmitOptions::default()
     };
-    let mut crash = store.crash_signal();
+    let mut crash = plan.signal();
     let submitted = tokio::select! {
         s = handle.submit_workflow(&workflow, inputs.clone(), options) => match s {
             Ok(run) => Some(run),
             // Its acceptance died with the "process".
-            Err(_) if store.has_crashed() => None,
+            Err(_) if plan.has_crashed() => None,
             Err(e) => return Err(e.to_string()),
         },
         _ = crash.wait_for(|c| *c) => None,
@@ -190,7 +200,7 @@ async fn resume_and_check(
     check: fn(&Finished) -> Result<(), String>,
 ) -> Result<(), String> {
     let store = Arc::new(crashed.store.recovered());
-    let handle = start(store.clone(), &crashed.runs, false).await;
+    let handle = start(store.clone(), &crashed.runs, None).await;
     let outcome = async {
         let mut run = match handle.run("run").await {
             Ok(run) => run,
@@ -266,7 +276,7 @@ async fn crash_everywhere(
     let mut points = 0;
     for acked in [true, false] {
         for after in 0.. {
-            let plan = CrashPlan { after, acked };
+            let plan = CrashAt::new(after, acked);
             let Some(crashed) = run_until_crash(definition, inputs, plan).await? else {
                 break; // the run ended before its `after`-th op: every point is done
             };
@@ -383,7 +393,7 @@ fn a_journal_that_cannot_be_written_fails_its_runs_visibly() {
         for after in 0.. {
             let store = Arc::new(MemoryStore::failing(after));
             let runs = Arc::new(Executions::default());
-            let handle = start(store.clone(), &runs, false).await;
+            let handle = start(store.clone(), &runs, None).await;
             let workflow = common::try_workflow(&handle, &definition).unwrap();
             let options = SubmitOptions {
                 run_id: Some("run".into()),

@@ -148,6 +148,29 @@ pub struct StoredRunLog {
     pub bytes: u64,
 }
 
+/// A seam for tests that stage the death of the process between two of the journal's
+/// writes (the chaos feature's `chaos::CrashAt`): the writer asks it before each batch.
+/// A production journal has none, and no store knows of it.
+pub trait WriteFaults: Send + Sync + std::fmt::Debug {
+    /// Before a batch of `ops` ops is stored: `None` stores it whole; a death stores the
+    /// batch's first [`ProcessDeath::stored`] ops, and after that nothing more is written
+    /// or answered.
+    fn before_commit(&self, ops: usize) -> Option<ProcessDeath>;
+
+    /// The death [`WriteFaults::before_commit`] staged has happened: what it let store is
+    /// stored, and nothing else will be (its acknowledgements, if any, go out after).
+    fn died(&self);
+}
+
+/// Where a staged death of the process strikes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessDeath {
+    /// Ops of the batch stored before it.
+    pub stored: usize,
+    /// Whether their acknowledgements went out before it.
+    pub acked: bool,
+}
+
 /// An open journal: the store and its writer thread. Clones share both.
 #[derive(Clone)]
 pub struct Journal {
@@ -172,7 +195,25 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// A journal over `store`, written with `durability` (not `Off`).
     pub fn new(store: Arc<dyn JournalStore>, durability: Durability) -> Journal {
-        let writer = Writer::start(store.clone(), durability);
+        Journal::start(store, durability, None)
+    }
+
+    /// A journal whose writer asks `faults`, before each batch, whether the process dies
+    /// there (tests of what survives a crash; see [`WriteFaults`]).
+    pub fn with_faults(
+        store: Arc<dyn JournalStore>,
+        durability: Durability,
+        faults: Arc<dyn WriteFaults>,
+    ) -> Journal {
+        Journal::start(store, durability, Some(faults))
+    }
+
+    fn start(
+        store: Arc<dyn JournalStore>,
+        durability: Durability,
+        faults: Option<Arc<dyn WriteFaults>>,
+    ) -> Journal {
+        let writer = Writer::start(store.clone(), durability, faults);
         Journal {
             inner: Arc::new(Inner {
                 store,

@@ -1,6 +1,6 @@
 //! Where journal records live: the [`JournalStore`] trait, free of any storage engine's
 //! types, and its two implementations — [`FjallStore`] (embedded, on disk) and
-//! [`MemoryStore`] (tests; it can be told to crash at a given append).
+//! [`MemoryStore`] (tests; it can be told to fail past a given append).
 //!
 //! A store holds two kinds of values: one header per run (keyed by run id) and the run's
 //! facts (keyed by run id and a dense number from 1). [`JournalStore::commit`] applies a
@@ -41,21 +41,6 @@ pub enum Op {
     },
 }
 
-/// What a commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// The whole batch is stored as asked.
-    All,
-    /// A test crash: the first `applied` ops are stored, the rest are lost, and the
-    /// "process" is gone (`acked`: whether it lived to acknowledge those stored).
-    Crashed {
-        /// Ops stored.
-        applied: usize,
-        /// Whether their acknowledgements went out.
-        acked: bool,
-    },
-}
-
 /// Why a store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -93,7 +78,7 @@ pub trait JournalStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Write`]; the store is then poisoned and fails every later commit.
-    fn commit(&self, batch: &[Op], durability: Durability) -> Result<Committed, StoreError>;
+    fn commit(&self, batch: &[Op], durability: Durability) -> Result<(), StoreError>;
 
     /// Every run's header, by run id.
     ///
@@ -153,54 +138,28 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(tail))
 }
 
-/// A crash the memory store stages: after the `after`-th op it stores nothing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashPlan {
-    /// Ops stored before the crash.
-    pub after: u64,
-    /// Whether the acknowledgements of the ops stored go out before the process dies.
-    pub acked: bool,
-}
-
 #[derive(Debug, Default)]
 struct Memory {
     runs: BTreeMap<Arc<str>, Vec<u8>>,
     facts: BTreeMap<Vec<u8>, Vec<u8>>,
     ops: u64,
-    crash: Option<CrashPlan>,
-    crashed: bool,
     /// Ops after which every commit fails (a full disk, a dead device).
     fail_after: Option<u64>,
 }
 
 /// A journal in memory, for tests: what it stored survives the engine that wrote it (an
-/// `Arc` of it is handed to the next engine), and it can crash at a chosen op.
-#[derive(Debug)]
+/// `Arc` of it is handed to the next engine), and it can be told to fail past a chosen
+/// op. (A crash of the process between two writes is staged by the journal's writer,
+/// through [`crate::runtime::journal::WriteFaults`], over any store.)
+#[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Memory>,
-    crashed: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for MemoryStore {
-    fn default() -> MemoryStore {
-        MemoryStore {
-            inner: Mutex::default(),
-            crashed: tokio::sync::watch::channel(false).0,
-        }
-    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
-    }
-
-    /// An empty store that crashes as `plan` says.
-    pub fn crashing(plan: CrashPlan) -> MemoryStore {
-        let store = MemoryStore::default();
-        store.lock().crash = Some(plan);
-        store
     }
 
     /// A store whose commits fail, whole, once `after` ops are stored: the process lives
@@ -211,7 +170,8 @@ impl MemoryStore {
         store
     }
 
-    /// What survived: a new store holding what this one stored, without a crash plan.
+    /// What survived: a new store holding what this one stored (a copy, so that a writer
+    /// of the engine that "died" cannot touch it).
     pub fn recovered(&self) -> MemoryStore {
         let inner = self.lock();
         let store = MemoryStore::default();
@@ -221,16 +181,6 @@ impl MemoryStore {
             ..Memory::default()
         };
         store
-    }
-
-    /// Becomes `true` when the staged crash happens.
-    pub fn crash_signal(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.crashed.subscribe()
-    }
-
-    /// Whether its staged crash happened.
-    pub fn has_crashed(&self) -> bool {
-        self.lock().crashed
     }
 
     /// Ops stored so far.
@@ -271,7 +221,7 @@ impl Memory {
 }
 
 impl JournalStore for MemoryStore {
-    fn commit(&self, batch: &[Op], _durability: Durability) -> Result<Committed, StoreError> {
+    fn commit(&self, batch: &[Op], _durability: Durability) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner
             .fail_after
@@ -281,27 +231,11 @@ impl JournalStore for MemoryStore {
                 "no space left on device (injected)".into(),
             ));
         }
-        if inner.crashed {
-            return Ok(Committed::Crashed {
-                applied: 0,
-                acked: false,
-            });
-        }
-        for (i, op) in batch.iter().enumerate() {
-            if let Some(plan) = inner.crash
-                && inner.ops >= plan.after
-            {
-                inner.crashed = true;
-                self.crashed.send_replace(true);
-                return Ok(Committed::Crashed {
-                    applied: i,
-                    acked: plan.acked,
-                });
-            }
+        for op in batch {
             inner.apply(op);
             inner.ops += 1;
         }
-        Ok(Committed::All)
+        Ok(())
     }
 
     fn runs(&self) -> Result<Vec<StoredRun>, StoreError> {
@@ -739,7 +673,7 @@ fn describe(e: &fjall::Error) -> String {
 }
 
 impl JournalStore for FjallStore {
-    fn commit(&self, batch: &[Op], durability: Durability) -> Result<Committed, StoreError> {
+    fn commit(&self, batch: &[Op], durability: Durability) -> Result<(), StoreError> {
         let persist = match durability {
             Durability::Fsync => Some(fjall::PersistMode::SyncData),
             Durability::Process => Some(fjall::PersistMode::Buffer),
@@ -769,7 +703,7 @@ impl JournalStore for FjallStore {
             .commit()
             .map_err(|e| StoreError::Write(describe(&e)))?;
         self.note_batch(number);
-        Ok(Committed::All)
+        Ok(())
     }
 
     fn runs(&self) -> Result<Vec<StoredRun>, StoreError> {
@@ -854,27 +788,6 @@ mod tests {
             .unwrap();
         assert!(store.facts("a").unwrap().is_empty());
         assert_eq!(store.facts("ab").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_staged_crash_stores_a_prefix_and_nothing_after() {
-        let store = MemoryStore::crashing(CrashPlan {
-            after: 3,
-            acked: false,
-        });
-        let batch = [put("a", 1), put("a", 2)];
-        assert_eq!(store.commit(&batch, Durability::Fsync), Ok(Committed::All));
-        let crashed = store.commit(&batch, Durability::Fsync).unwrap();
-        assert_eq!(
-            crashed,
-            Committed::Crashed {
-                applied: 1,
-                acked: false
-            }
-        );
-        assert!(store.has_crashed());
-        assert_eq!(store.recovered().ops(), 0);
-        assert_eq!(store.recovered().facts("a").unwrap().len(), 2);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::runtime::journal::Durability;
-use crate::runtime::journal::store::{Committed, JournalStore, Op, StoreError};
+use crate::runtime::journal::store::{JournalStore, Op, StoreError};
+use crate::runtime::journal::{Durability, ProcessDeath, WriteFaults};
 
 /// Most ops one batch takes (a backlog is written in batches of this size).
 const MAX_BATCH: usize = 8_192;
@@ -100,6 +100,8 @@ struct State {
 struct Shared {
     store: Arc<dyn JournalStore>,
     durability: Durability,
+    /// Where a test stages the process's death; none in production.
+    faults: Option<Arc<dyn WriteFaults>>,
     state: Mutex<State>,
     /// Wakes the thread: work queued with nobody committing, or closing.
     wake: Condvar,
@@ -148,34 +150,26 @@ impl Shared {
                 Msg::Flush(done) => flushes.push(done),
             }
         }
+        let death = match (&failed, &self.faults) {
+            (None, Some(faults)) if !ops.is_empty() => faults.before_commit(ops.len()),
+            _ => None,
+        };
+        if let Some(death) = death {
+            self.die(&ops, &tickets, death);
+            return false;
+        }
         let outcome = match failed {
             Some(e) => Err(e),
-            None if ops.is_empty() => Ok(Committed::All),
+            None if ops.is_empty() => Ok(()),
             None => self.store.commit(&ops, self.durability),
         };
         let mut acks = Acks::default();
         match outcome {
-            Ok(Committed::All) => {
+            Ok(()) => {
                 for (sink, t) in tickets.iter().flatten() {
                     acks.add(sink, *t);
                 }
                 acks.durable();
-            }
-            Ok(Committed::Crashed { applied, acked }) => {
-                if acked {
-                    for (sink, t) in tickets[..applied].iter().flatten() {
-                        acks.add(sink, *t);
-                    }
-                    acks.durable();
-                }
-                // The "process" died here: nothing more is written or answered (dropped
-                // flushers stop waiting).
-                let mut st = self.lock();
-                st.crashed = true;
-                st.queue.clear();
-                drop(st);
-                self.wake.notify_one();
-                return false;
             }
             Err(error) => {
                 let mut st = self.lock();
@@ -196,14 +190,42 @@ impl Shared {
         }
         !self.lock().queue.is_empty()
     }
+
+    /// A staged death of the process: the batch's first `death.stored` ops are stored
+    /// (and acknowledged when `death.acked`), the rest are lost, and nothing more is
+    /// written or answered (dropped flushers stop waiting).
+    fn die(&self, ops: &[Op], tickets: &[Option<(Arc<dyn AckSink>, u64)>], death: ProcessDeath) {
+        let stored = death.stored.min(ops.len());
+        let committed = stored == 0 || self.store.commit(&ops[..stored], self.durability).is_ok();
+        if let Some(faults) = &self.faults {
+            faults.died();
+        }
+        if committed && death.acked {
+            let mut acks = Acks::default();
+            for (sink, t) in tickets[..stored].iter().flatten() {
+                acks.add(sink, *t);
+            }
+            acks.durable();
+        }
+        let mut st = self.lock();
+        st.crashed = true;
+        st.queue.clear();
+        drop(st);
+        self.wake.notify_one();
+    }
 }
 
 impl Writer {
-    /// Starts the writer over `store`.
-    pub(crate) fn start(store: Arc<dyn JournalStore>, durability: Durability) -> Writer {
+    /// Starts the writer over `store` (`faults`: a test's staged death of the process).
+    pub(crate) fn start(
+        store: Arc<dyn JournalStore>,
+        durability: Durability,
+        faults: Option<Arc<dyn WriteFaults>>,
+    ) -> Writer {
         let shared = Arc::new(Shared {
             store,
             durability,
+            faults,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
         });
