@@ -18,11 +18,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::{inspect, report, run, serve, work};
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::definition::load::{LoadError, Loaded, load_file};
-use shipsec_orchestrator::runtime::definition::mermaid;
-use shipsec_orchestrator::runtime::definition::validate::refuse_warnings;
-use shipsec_orchestrator::runtime::telemetry::Telemetry;
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::definition::mermaid;
+use shipsec_orchestrator::definition::refuse_warnings;
+use shipsec_orchestrator::definition::{LoadError, Loaded, load_file};
+use shipsec_orchestrator::telemetry::Telemetry;
 
 /// Exit code of a bad definition, bad inputs or bad usage.
 const EXIT_INVALID: u8 = 2;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use shipsec_orchestrator::runtime::journal::record::FactKind;
-use shipsec_orchestrator::runtime::journal::{self, FjallStore, JournalStore, StoredRunLog};
+use shipsec_orchestrator::journal::FactKind;
+use shipsec_orchestrator::journal::{self, FjallStore, JournalStore, StoredRunLog};
 
 /// Prints the journal in `dir`.
 pub(crate) fn inspect(dir: &Path) -> Result<()> {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::definition::load::load_file;
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::definition::load_file;
 use shipsec_orchestrator::service::graph::RunGraph;
 use shipsec_orchestrator::service::ui::{self, ReportData, UiConfig};
 

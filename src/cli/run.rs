@@ -13,22 +13,22 @@ use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use shipsec_orchestrator::runtime::components::ledger::ProcessLedger;
-use shipsec_orchestrator::runtime::components::process::Process;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::definition::JsonObject;
-use shipsec_orchestrator::runtime::definition::graph::Graph;
-use shipsec_orchestrator::runtime::definition::load::{Loaded, load_file_with};
-use shipsec_orchestrator::runtime::definition::parse::{Format, parse_typed};
-use shipsec_orchestrator::runtime::journal::Durability;
-use shipsec_orchestrator::runtime::semantics::event::{EventType, TraceEvent};
-use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
-use shipsec_orchestrator::runtime::semantics::result::RunResult;
-use shipsec_orchestrator::runtime::semantics::shipsec;
-use shipsec_orchestrator::runtime::telemetry::{ExportConfig, Telemetry};
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::RunResult;
+use shipsec_orchestrator::RunStatus;
+use shipsec_orchestrator::components::Process;
+use shipsec_orchestrator::components::ProcessLedger;
+use shipsec_orchestrator::components::reported_failure;
+use shipsec_orchestrator::config::Durability;
+use shipsec_orchestrator::definition::Graph;
+use shipsec_orchestrator::definition::JsonObject;
+use shipsec_orchestrator::definition::{Format, parse_typed};
+use shipsec_orchestrator::definition::{Loaded, load_file_with};
 use shipsec_orchestrator::service::graph::RunGraph;
 use shipsec_orchestrator::service::ui::{self, ReportData, UiConfig};
+use shipsec_orchestrator::telemetry::{ExportConfig, Telemetry};
 use shipsec_orchestrator::{EngineConfig, EngineError, Orchestrator};
+use shipsec_orchestrator::{EventType, TraceEvent};
 use shipsec_orchestrator::{ShutdownMode, SubmitOptions};
 
 /// Arguments of `shipsec run`.
@@ -498,7 +498,7 @@ fn print_summary(result: &RunResult, graph: &Graph) {
             .map(|e| format!("{}: {}", e.error_type, e.message))
             .or_else(|| {
                 let output = result.outputs.get(name)?;
-                shipsec::reported_failure(output).map(|m| format!("reported failure: {m}"))
+                reported_failure(output).map(|m| format!("reported failure: {m}"))
             })
             .or_else(|| node.reason.clone())
             .or_else(|| {

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::components::RestrictedProcess;
+use shipsec_orchestrator::config::DescriptorBudget;
+use shipsec_orchestrator::config::{Durability, LossPolicy};
 use shipsec_orchestrator::net::bearer::{MIN_TOKEN_BYTES, is_weak};
 use shipsec_orchestrator::net::descriptors::raise_open_file_limit;
 use shipsec_orchestrator::net::guard::Slots;
-use shipsec_orchestrator::runtime::components::process::RestrictedProcess;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
-use shipsec_orchestrator::runtime::guardrails::connections::DescriptorBudget;
-use shipsec_orchestrator::runtime::journal::{Durability, LossPolicy};
 use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr, host_part};
 use shipsec_orchestrator::service::{Service, ServiceOptions};
 use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};

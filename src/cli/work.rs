@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use shipsec_orchestrator::runtime::components::ledger::ProcessLedger;
-use shipsec_orchestrator::runtime::components::process::Process;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::components::Process;
+use shipsec_orchestrator::components::ProcessLedger;
 use shipsec_orchestrator::worker::client::{
     OnStart, Worker, WorkerError, WorkerOptions, WorkerSummary,
 };

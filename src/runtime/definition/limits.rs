@@ -24,9 +24,6 @@ use crate::runtime::definition::{JsonObject, WorkflowDefinition};
 /// One mebibyte.
 const MIB: usize = 1024 * 1024;
 
-/// The deepest nesting JSON may have: `serde_json`'s fixed recursion limit.
-pub const JSON_MAX_DEPTH: usize = 128;
-
 /// The deepest nesting YAML may have: room for the default `params` depth (64) and the
 /// four levels above it, with a margin. The YAML deserializer recurses once per level and
 /// its frames are large in unoptimised builds (about 17 KiB a level in a debug build, 2 to

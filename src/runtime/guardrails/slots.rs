@@ -251,12 +251,6 @@ impl SlotBook {
         lacking
     }
 
-    /// Counts the slots of an attempt granted by an earlier book (a limiter that was
-    /// restarted): held already, so taken whatever the caps say, and without a token.
-    pub fn adopt(&mut self, needs: &Needs) {
-        self.count(needs);
-    }
-
     fn count(&mut self, needs: &Needs) {
         for r in slot_resources(needs) {
             if self.cap(&r, needs).is_some() || matches!(r, Resource::Engine) {

@@ -366,11 +366,13 @@ impl EngineCore {
     }
 
     /// Where the engine is.
+    #[cfg(test)]
     pub fn phase(&self) -> EnginePhase {
         self.phase
     }
 
     /// Runs live now.
+    #[cfg(test)]
     pub fn live_runs(&self) -> usize {
         self.live
     }
@@ -381,6 +383,7 @@ impl EngineCore {
     }
 
     /// What listings show of `run_id`.
+    #[cfg(test)]
     pub fn summary(&self, run_id: &str) -> Option<&RunSummary> {
         self.runs.get(run_id).map(|b| &b.summary)
     }

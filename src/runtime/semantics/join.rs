@@ -58,6 +58,7 @@ impl JoinState {
     }
 
     /// For a node with no incoming edges: it runs at once.
+    #[cfg(test)]
     pub fn initial(&mut self) -> JoinDecision {
         if self.incoming.is_empty() && !self.decided {
             self.decided = true;

@@ -252,6 +252,7 @@ impl NodeCore {
     }
 
     /// Whether it has ended.
+    #[cfg(test)]
     pub fn has_ended(&self) -> bool {
         matches!(self.phase, Phase::Ended)
     }

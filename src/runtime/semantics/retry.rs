@@ -47,6 +47,7 @@ impl Jitter {
 pub const NEVER_RETRIED: [&str; 2] = [INPUT_ERROR, VALIDATION_ERROR];
 
 /// Whether a failed attempt number `attempt` (from 1) is followed by another.
+#[cfg(test)]
 pub fn should_retry(policy: &RetryPolicy, attempt: u32, error: &ComponentError) -> bool {
     should_retry_beyond(policy, attempt, error, 0)
 }

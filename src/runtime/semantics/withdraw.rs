@@ -38,6 +38,7 @@ impl Interest {
     }
 
     /// Dependents of `node` still interested in it.
+    #[cfg(test)]
     pub fn remaining(&self, node: NodeIx) -> u32 {
         self.remaining[node.ix()]
     }
