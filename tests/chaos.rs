@@ -5,15 +5,12 @@
 mod common;
 mod remote;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use shipsec_orchestrator::chaos::harness::{
     ChaosReport, FaultPlan, check_strikes, compare_with_oracle, run_with_faults,
 };
@@ -24,8 +21,7 @@ use shipsec_orchestrator::runtime::definition::RunnerKindDef;
 use shipsec_orchestrator::runtime::guardrails::config::{ComponentLimits, WorkerConfig};
 use shipsec_orchestrator::runtime::semantics::outcome::RunStatus;
 use shipsec_orchestrator::{
-    Component, ComponentError, ComponentMeta, ComponentOutput, ComponentRegistry, ComponentResult,
-    EngineConfig, EngineError, ExecutionContext, Handle, Orchestrator, Workflow,
+    ComponentRegistry, EngineConfig, EngineError, Handle, Orchestrator, Workflow,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -412,39 +408,15 @@ async fn a_dead_supervisor_fails_its_run_and_the_engine_carries_on() {
     common::shutdown(&handle).await;
 }
 
-/// Holds every attempt until the test opens it: runs stay active exactly as long as the
-/// test says, whatever the machine's speed.
-struct Held(tokio::sync::watch::Receiver<bool>);
-
-static HELD_META: std::sync::LazyLock<ComponentMeta> =
-    std::sync::LazyLock::new(|| ComponentMeta::new("test.held", "waits until released"));
-
-impl Component for Held {
-    fn meta(&self) -> &ComponentMeta {
-        &HELD_META
-    }
-
-    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        let mut open = self.0.clone();
-        async move {
-            tokio::select! {
-                _ = open.wait_for(|open| *open) => Ok(ComponentOutput::default()),
-                () = ctx.cancel.cancelled() => Err(ComponentError::fatal("CancelledError", "held")),
-            }
-        }
-        .boxed()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_past_the_admission_limit_is_refused_with_a_clear_error() {
     let config = EngineConfig {
         max_active_runs: 100,
         ..EngineConfig::default()
     };
-    let (open, held) = tokio::sync::watch::channel(false);
+    let (held, release) = common::kit::Held::new();
     let mut registry = ComponentRegistry::with_builtins();
-    registry.register(Arc::new(Held(held)));
+    registry.register(held);
     let handle = Orchestrator::start_with(config, registry).await.unwrap();
     let workflow = common::workflow(
         &handle,
@@ -474,7 +446,7 @@ async fn a_burst_past_the_admission_limit_is_refused_with_a_clear_error() {
         "too many runs in progress (100, the limit is 100); retry later"
     );
     // Released, the accepted runs complete, and capacity is back.
-    open.send_replace(true);
+    release.open();
     for run in &mut accepted {
         assert_eq!(run.result().await.unwrap().status, RunStatus::Completed);
     }

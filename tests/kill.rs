@@ -18,7 +18,9 @@ use shipsec_orchestrator::runtime::definition::graph::Graph;
 use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, Handle, Orchestrator, RunHandle};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+
+use common::kit::{Held, Release};
 
 static GATE_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.gate", "blocks attempt 1 until cancelled"));
@@ -26,31 +28,6 @@ static STUBBORN_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.stubborn", "ignores its cancellation token"));
 static PANIC_META: LazyLock<ComponentMeta> =
     LazyLock::new(|| ComponentMeta::new("test.panic_once", "panics on attempt 1"));
-static HELD_META: LazyLock<ComponentMeta> =
-    LazyLock::new(|| ComponentMeta::new("test.held", "runs until the test releases it"));
-
-/// Permits for `test.held` attempts: each attempt takes one, so it runs until the test
-/// adds one (only one test uses it).
-static RELEASE: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(0)));
-
-/// Runs until the test releases it, then echoes its inputs.
-struct Held;
-
-impl Component for Held {
-    fn meta(&self) -> &ComponentMeta {
-        &HELD_META
-    }
-
-    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        async move {
-            let permit = RELEASE.acquire().await;
-            permit.expect("the semaphore is never closed").forget();
-            Ok(ComponentOutput::new((*ctx.inputs).clone()))
-        }
-        .boxed()
-    }
-}
-
 /// Reports each attempt it starts, then blocks attempt 1 until its token fires.
 struct Gate(mpsc::UnboundedSender<(String, u32)>);
 
@@ -107,9 +84,14 @@ impl Component for PanicOnce {
     }
 }
 
-/// An engine, what its gate tells of attempts starting, and the chaos it was started
-/// with.
-type Engine = (Handle, mpsc::UnboundedReceiver<(String, u32)>, Arc<Chaos>);
+/// An engine, what its gate tells of attempts starting, the chaos it was started with,
+/// and what lets its `test.held` attempts go.
+type Engine = (
+    Handle,
+    mpsc::UnboundedReceiver<(String, u32)>,
+    Arc<Chaos>,
+    Release,
+);
 
 async fn engine_with_gate() -> Engine {
     engine_with(EngineConfig::default()).await
@@ -122,11 +104,12 @@ async fn engine_with(config: EngineConfig) -> Engine {
     registry.register(Arc::new(Gate(tx.clone())));
     registry.register(Arc::new(Stubborn(tx)));
     registry.register(Arc::new(PanicOnce));
-    registry.register(Arc::new(Held));
+    let (held, release) = Held::new();
+    registry.register(held);
     let handle = Orchestrator::start_with_faults(config, registry, chaos.clone())
         .await
         .unwrap();
-    (handle, rx, chaos)
+    (handle, rx, chaos, release)
 }
 
 fn def(actions: Value, edges: Value) -> Value {
@@ -173,7 +156,7 @@ async fn wait_for_attempt(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_and_is_retried() {
-    let (handle, mut started, chaos) = engine_with_gate().await;
+    let (handle, mut started, chaos, _) = engine_with_gate().await;
     let (g, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate", "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0}},
@@ -201,7 +184,7 @@ async fn a_node_killed_during_its_component_fails_the_attempt_with_crash_error_a
 /// are not asked for again (the parent's actor is long gone).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_parents() {
-    let (handle, mut started, chaos) = engine_with_gate().await;
+    let (handle, mut started, chaos, _) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "p", "componentId": "core.echo", "params": {"v": 7}},
@@ -225,7 +208,7 @@ async fn a_node_killed_mid_attempt_retries_with_the_inputs_mapped_from_its_paren
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped() {
-    let (handle, mut started, chaos) = engine_with_gate().await;
+    let (handle, mut started, chaos, _) = engine_with_gate().await;
     let (g, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
@@ -247,7 +230,7 @@ async fn a_node_killed_without_retries_left_fails_and_its_dependents_are_skipped
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_runs() {
-    let (handle, _started, chaos) = engine_with_gate().await;
+    let (handle, _started, chaos, release) = engine_with_gate().await;
     // `c` is spawned when `p` ends and then waits for `slow`, which runs until released:
     // kill `c` while it waits.
     let (_, mut run) = submit(
@@ -273,7 +256,7 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
         .kill();
     // The kill signal is ahead of anything `slow`'s end could send `c`: `c` dies waiting,
     // whether the run respawns it before or after `slow` ends.
-    RELEASE.add_permits(1);
+    release.let_go(1);
     let result = run.result().await.unwrap();
     assert_eq!(result.status, RunStatus::Completed);
     assert_eq!(result.nodes["c"].status, NodeStatus::Completed);
@@ -291,7 +274,7 @@ async fn a_pending_node_killed_before_its_component_runs_is_respawned_and_still_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_component_fails_its_attempt_not_the_engine() {
-    let (handle, _started, _chaos) = engine_with_gate().await;
+    let (handle, _started, _chaos, _) = engine_with_gate().await;
     let g = common::workflow(
         &handle,
         def(
@@ -321,7 +304,7 @@ async fn a_panicking_component_fails_its_attempt_not_the_engine() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_run_leaves_no_node_actor_alive() {
-    let (handle, mut started, chaos) = engine_with_gate().await;
+    let (handle, mut started, chaos, _) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
             json!([{"ref": "g", "componentId": "test.gate"}, {"ref": "after", "componentId": "core.echo"}]),
@@ -343,7 +326,7 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
         cancel_grace: std::time::Duration::from_millis(200),
         ..EngineConfig::default()
     };
-    let (handle, mut started, _chaos) = engine_with(config).await;
+    let (handle, mut started, _chaos, _) = engine_with(config).await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "s", "componentId": "test.stubborn"}]),
@@ -370,7 +353,7 @@ async fn an_attempt_that_ignores_cancellation_is_abandoned_after_the_grace_perio
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_end_cancelled() {
-    let (handle, mut started, chaos) = engine_with_gate().await;
+    let (handle, mut started, chaos, _) = engine_with_gate().await;
     let (_, mut run) = submit(
         &handle,
         json!([{"ref": "g", "componentId": "test.gate"},
@@ -413,7 +396,7 @@ async fn node_actors_are_spawned_when_the_run_reaches_them_and_unreached_nodes_e
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_race_withdraws_a_losing_chain_the_run_has_not_reached_down_to_its_running_head() {
-    let (handle, _started, _chaos) = engine_with_gate().await;
+    let (handle, _started, _chaos, _) = engine_with_gate().await;
     // `win` fires the `first` join at once; `t2` and `t1` were never reached and `g` runs.
     let g = common::workflow(
         &handle,
@@ -475,7 +458,7 @@ fn fan_out(width: usize, pairs: bool) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
-    let (handle, _started, chaos) = engine_with_gate().await;
+    let (handle, _started, chaos, _) = engine_with_gate().await;
     let width = 5_000;
     let mut run = handle
         .submit(
@@ -498,7 +481,7 @@ async fn a_wide_fan_out_holds_a_bounded_number_of_node_actors_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_held_back_by_the_spawn_window_never_wait_on_each_other() {
-    let (handle, _started, _chaos) = engine_with_gate().await;
+    let (handle, _started, _chaos, _) = engine_with_gate().await;
     // 3,000 middle nodes fill the window many times over while 1,500 joins wait on them.
     let mut run = handle
         .submit(

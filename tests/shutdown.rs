@@ -4,58 +4,26 @@
 
 mod common;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde_json::json;
 use shipsec_orchestrator::chaos::Chaos;
 use shipsec_orchestrator::messages::orchestrator::{RunCommandError, ShutdownMode};
-use shipsec_orchestrator::runtime::components::builtin::CANCELLED_ERROR;
-use shipsec_orchestrator::runtime::components::registry::{ComponentMeta, ComponentRegistry};
-use shipsec_orchestrator::runtime::components::{
-    Component, ComponentError, ComponentOutput, ComponentResult, ExecutionContext,
-};
+use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, RunHandle, Workflow};
-use tokio::sync::Semaphore;
 
-static HELD_META: LazyLock<ComponentMeta> =
-    LazyLock::new(|| ComponentMeta::new("test.held", "runs until released or cancelled"));
-
-/// Runs until its engine's semaphore gives it a permit, or until it is cancelled.
-struct Held(Arc<Semaphore>);
-
-impl Component for Held {
-    fn meta(&self) -> &ComponentMeta {
-        &HELD_META
-    }
-
-    fn execute(&self, ctx: ExecutionContext) -> BoxFuture<'static, ComponentResult> {
-        let release = self.0.clone();
-        async move {
-            tokio::select! {
-                permit = release.acquire() => {
-                    permit.expect("the semaphore is never closed").forget();
-                    Ok(ComponentOutput::new((*ctx.inputs).clone()))
-                }
-                () = ctx.cancel.cancelled() => {
-                    Err(ComponentError::fatal(CANCELLED_ERROR, "held, then cancelled"))
-                }
-            }
-        }
-        .boxed()
-    }
-}
+use common::kit::{Held, Release};
 
 /// An engine with `test.held`, its semaphore, a workflow of one held node after an
 /// echo, and the chaos the engine was started with (to find its actors).
-async fn engine() -> (Handle, Arc<Semaphore>, Workflow, Arc<Chaos>) {
+async fn engine() -> (Handle, Release, Workflow, Arc<Chaos>) {
     let chaos = Chaos::new();
-    let release = Arc::new(Semaphore::new(0));
+    let (held, release) = Held::new();
     let mut registry = ComponentRegistry::with_builtins();
-    registry.register(Arc::new(Held(release.clone())));
+    registry.register(held);
     let handle = Orchestrator::start_with_faults(EngineConfig::default(), registry, chaos.clone())
         .await
         .unwrap();
@@ -161,7 +129,7 @@ async fn shutdown_drain_refuses_new_runs_and_lets_running_ones_finish() {
     }
     // The held nodes cannot end unreleased, so the drain cannot have completed.
     assert!(!draining.is_finished(), "the drain waits for its runs");
-    release.add_permits(runs.len() + late.len());
+    release.let_go(runs.len() + late.len());
     draining.await.unwrap().unwrap();
     for run in runs.iter_mut().chain(late.iter_mut()) {
         let result = run.result().await.unwrap();

@@ -1,6 +1,10 @@
 //! Shared helpers of the integration tests: building graphs from JSON, running them
-//! through a real orchestrator, and checking the trace invariants of docs/semantics.md §9.
+//! through a real orchestrator, and checking the trace invariants of docs/semantics.md §9
+//! (the one checker, `chaos::harness::check_trace`); the shared test components are in
+//! [`kit`].
 #![allow(dead_code, unreachable_pub)]
+
+pub mod kit;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
