@@ -61,7 +61,7 @@ pub mod worker;
 pub mod config {
     pub use crate::runtime::definition::limits::DefinitionLimits;
     pub use crate::runtime::guardrails::config::{
-        ComponentLimits, ConfigError, EngineConfig, MAX_CANCEL_GRACE, RateLimitConfig,
+        Capacities, ComponentLimits, ConfigError, EngineConfig, MAX_CANCEL_GRACE, RateLimitConfig,
         ResumeConfig, WorkerConfig,
     };
     pub use crate::runtime::guardrails::connections::{

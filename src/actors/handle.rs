@@ -28,7 +28,7 @@ use crate::runtime::definition::load::{self, LoadError};
 use crate::runtime::definition::parse::Format;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::definition::{JsonObject, WorkflowDefinition};
-use crate::runtime::guardrails::config::{ConfigError, EngineConfig};
+use crate::runtime::guardrails::config::{Capacities, ConfigError, EngineConfig};
 use crate::runtime::guardrails::gate::Gate;
 use crate::runtime::guardrails::service::DefinitionPolicy;
 use crate::runtime::guardrails::slots::SlotStats;
@@ -100,14 +100,14 @@ impl Orchestrator {
         registry: ComponentRegistry,
         faults: Arc<dyn Faults>,
     ) -> Result<Handle, EngineError> {
-        config.validate(&registry)?;
+        let capacities = config.validate(&registry)?;
         let journal = match (&config.journal.data_dir, config.journal.durability) {
             (Some(dir), durability) if durability != Durability::Off => {
                 Some(Journal::open(dir, durability, config.journal.loss)?)
             }
             _ => None,
         };
-        Orchestrator::start_engine(config, registry, journal, faults).await
+        Orchestrator::start_engine(config, capacities, registry, journal, faults).await
     }
 
     /// Starts an engine over `journal` (whatever `config.journal` says): every unfinished
@@ -121,13 +121,14 @@ impl Orchestrator {
         registry: ComponentRegistry,
         journal: Option<Journal>,
     ) -> Result<Handle, EngineError> {
-        config.validate(&registry)?;
-        Orchestrator::start_engine(config, registry, journal, Arc::new(NoFaults)).await
+        let capacities = config.validate(&registry)?;
+        Orchestrator::start_engine(config, capacities, registry, journal, Arc::new(NoFaults)).await
     }
 
     /// Starts an engine over `journal` with `faults`, `config` validated.
     async fn start_engine(
         config: EngineConfig,
+        capacities: Capacities,
         registry: ComponentRegistry,
         journal: Option<Journal>,
         faults: Arc<dyn Faults>,
@@ -145,9 +146,10 @@ impl Orchestrator {
             .collect();
         let registry = Arc::new(registry);
         let limits = config.limits;
-        let slots = Slots::start(config.max_concurrent_nodes);
+        let slots = Slots::start(capacities.max_concurrent_nodes);
         let args = OrchestratorArgs {
             config,
+            capacities,
             registry: registry.clone(),
             journal: journal.clone(),
             stored,

@@ -34,7 +34,7 @@ use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::Graph;
-use crate::runtime::guardrails::config::EngineConfig;
+use crate::runtime::guardrails::config::{Capacities, EngineConfig};
 use crate::runtime::guardrails::gate::Gate;
 use crate::runtime::journal::readback::{self, ReadBackError, ReadRun};
 use crate::runtime::journal::record::{self, AcceptedRecord, RunHeader};
@@ -69,6 +69,8 @@ pub(crate) struct OrchestratorActor;
 pub(crate) struct OrchestratorArgs {
     /// Engine settings.
     pub(crate) config: EngineConfig,
+    /// Their bounds, validated.
+    pub(crate) capacities: Capacities,
     /// Components.
     pub(crate) registry: Arc<ComponentRegistry>,
     /// The journal, when runs are journaled.
@@ -131,14 +133,14 @@ impl Actor for OrchestratorActor {
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
         let journal = args.journal.is_some().then(|| JournalRetention {
-            runs: args.config.journal.retained_runs,
+            runs: args.capacities.journal_retained_runs,
             age: args.config.journal.retention(),
         });
         let limits = EngineLimits {
-            max_active_runs: args.config.max_active_runs,
-            retained_runs: args.config.retained_runs,
-            retained_nodes: args.config.retained_nodes,
-            retained_bytes: args.config.retained_bytes,
+            max_active_runs: args.capacities.max_active_runs,
+            retained_runs: args.capacities.retained_runs,
+            retained_nodes: args.capacities.retained_nodes,
+            retained_bytes: args.capacities.retained_bytes,
             journal,
         };
         let mut state = OrchestratorState {

@@ -14,6 +14,7 @@
 //! requests is the order the lock is taken in, first come, first served, as before.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
@@ -81,7 +82,7 @@ struct Deliveries {
 impl Slots {
     /// Slots under the engine-wide cap, with the timer task that grants what waits for a
     /// rate-limit token (spawned on the current tokio runtime).
-    pub(crate) fn start(engine_cap: Option<u32>) -> Slots {
+    pub(crate) fn start(engine_cap: Option<NonZeroU32>) -> Slots {
         let wake = Arc::new(Notify::new());
         let book = Book {
             book: SlotBook::new(engine_cap),

@@ -2,6 +2,7 @@
 //! flags by the binary (or built by an embedder), and passed down. No global statics.
 
 use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -212,6 +213,24 @@ pub const MAX_CANCEL_GRACE: Duration = Duration::from_secs(86_400);
 /// Largest rate (attempts a second) or burst a configuration may give.
 const MAX_RATE: f64 = 1.0e9;
 
+/// The bounds of a validated configuration that must be at least 1, typed so: what
+/// [`EngineConfig::validate`] gives the engine, which never sees a zero cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacities {
+    /// `maxActiveRuns`.
+    pub max_active_runs: NonZeroUsize,
+    /// `retainedRuns`.
+    pub retained_runs: NonZeroUsize,
+    /// `retainedNodes`.
+    pub retained_nodes: NonZeroUsize,
+    /// `retainedBytes`.
+    pub retained_bytes: NonZeroUsize,
+    /// `maxConcurrentNodes`, when capped.
+    pub max_concurrent_nodes: Option<NonZeroU32>,
+    /// `journal.retainedRuns`.
+    pub journal_retained_runs: NonZeroUsize,
+}
+
 /// A configuration that cannot run an engine: every problem, each with its path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -240,9 +259,11 @@ impl EngineConfig {
     /// cannot stop the engine: a zero cap would hold every node QUEUED forever, a zero
     /// rate would never give a token.
     ///
+    /// Returns its bounds that must be at least 1, typed so.
+    ///
     /// # Errors
     /// [`ConfigError`] listing every problem with its path.
-    pub fn validate(&self, registry: &ComponentRegistry) -> Result<(), ConfigError> {
+    pub fn validate(&self, registry: &ComponentRegistry) -> Result<Capacities, ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |path: String, message: String| problems.push(Problem { path, message });
         if self.cancel_grace > MAX_CANCEL_GRACE {
@@ -288,41 +309,37 @@ impl EngineConfig {
                 ),
             );
         }
-        let at_least_one = [
-            ("retainedRuns", Some(self.retained_runs as u64)),
-            ("retainedNodes", Some(self.retained_nodes as u64)),
-            ("retainedBytes", Some(self.retained_bytes as u64)),
-            (
-                "maxConcurrentNodes",
-                self.max_concurrent_nodes.map(u64::from),
-            ),
-            ("maxActiveRuns", Some(self.max_active_runs as u64)),
-            (
-                "journal.retainedRuns",
-                Some(self.journal.retained_runs as u64),
-            ),
-            (
-                "limits.maxDefinitionBytes",
-                Some(self.limits.max_definition_bytes as u64),
-            ),
-            ("limits.maxNodes", Some(self.limits.max_nodes as u64)),
-            (
-                "limits.maxStringBytes",
-                Some(self.limits.max_string_bytes as u64),
-            ),
-            (
-                "limits.maxNestingDepth",
-                Some(self.limits.max_nesting_depth as u64),
-            ),
-            (
-                "limits.maxOutputBytes",
-                Some(self.limits.max_output_bytes as u64),
-            ),
-        ];
-        for (path, value) in at_least_one {
-            if value == Some(0) {
+        let mut at_least_one = |path: &str, value: usize| {
+            let typed = NonZeroUsize::new(value);
+            if typed.is_none() {
                 problem(path.into(), "must be at least 1, got 0".into());
             }
+            typed
+        };
+        // In field order, as the problems are listed.
+        let retained_runs = at_least_one("retainedRuns", self.retained_runs);
+        let retained_nodes = at_least_one("retainedNodes", self.retained_nodes);
+        let retained_bytes = at_least_one("retainedBytes", self.retained_bytes);
+        let max_concurrent_nodes = match self.max_concurrent_nodes {
+            None => Ok(None),
+            Some(cap) => at_least_one("maxConcurrentNodes", cap as usize)
+                .map(|_| NonZeroU32::new(cap))
+                .ok_or(()),
+        };
+        let max_active_runs = at_least_one("maxActiveRuns", self.max_active_runs);
+        let journal_retained_runs =
+            at_least_one("journal.retainedRuns", self.journal.retained_runs);
+        for (path, value) in [
+            (
+                "limits.maxDefinitionBytes",
+                self.limits.max_definition_bytes,
+            ),
+            ("limits.maxNodes", self.limits.max_nodes),
+            ("limits.maxStringBytes", self.limits.max_string_bytes),
+            ("limits.maxNestingDepth", self.limits.max_nesting_depth),
+            ("limits.maxOutputBytes", self.limits.max_output_bytes),
+        ] {
+            at_least_one(path, value);
         }
         for (id, limits) in &self.components {
             let at = format!("components.{id}");
@@ -364,10 +381,73 @@ impl EngineConfig {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
+        match (
+            max_active_runs,
+            retained_runs,
+            retained_nodes,
+            retained_bytes,
+            max_concurrent_nodes,
+            journal_retained_runs,
+        ) {
+            (
+                Some(max_active_runs),
+                Some(retained_runs),
+                Some(retained_nodes),
+                Some(retained_bytes),
+                Ok(max_concurrent_nodes),
+                Some(journal_retained_runs),
+            ) if problems.is_empty() => Ok(Capacities {
+                max_active_runs,
+                retained_runs,
+                retained_nodes,
+                retained_bytes,
+                max_concurrent_nodes,
+                journal_retained_runs,
+            }),
+            _ => Err(ConfigError { problems }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_configuration_gives_its_bounds_typed_and_a_zero_gives_none() {
+        let registry = ComponentRegistry::with_builtins();
+        let config = EngineConfig {
+            max_concurrent_nodes: Some(8),
+            ..EngineConfig::default()
+        };
+        let capacities = config.validate(&registry).expect("the defaults are valid");
+        assert_eq!(capacities.max_active_runs.get(), config.max_active_runs);
+        assert_eq!(capacities.retained_runs.get(), config.retained_runs);
+        assert_eq!(capacities.retained_nodes.get(), config.retained_nodes);
+        assert_eq!(capacities.retained_bytes.get(), config.retained_bytes);
+        assert_eq!(
+            capacities.journal_retained_runs.get(),
+            config.journal.retained_runs
+        );
+        assert_eq!(
+            capacities.max_concurrent_nodes.map(NonZeroU32::get),
+            Some(8)
+        );
+        let zero = EngineConfig {
+            retained_bytes: 0,
+            journal: JournalConfig {
+                retained_runs: 0,
+                ..JournalConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let paths: Vec<String> = zero
+            .validate(&registry)
+            .expect_err("zeros are refused")
+            .problems
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(paths, ["retainedBytes", "journal.retainedRuns"]);
     }
 }

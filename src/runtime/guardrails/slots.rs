@@ -8,6 +8,7 @@
 //! while requests for unrelated resources go ahead. Time is passed in; nothing here sleeps.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,9 +80,9 @@ pub struct SlotBook {
 
 impl SlotBook {
     /// An empty book with the engine-wide cap.
-    pub fn new(engine_cap: Option<u32>) -> SlotBook {
+    pub fn new(engine_cap: Option<NonZeroU32>) -> SlotBook {
         SlotBook {
-            engine_cap,
+            engine_cap: engine_cap.map(NonZeroU32::get),
             used: HashMap::new(),
             buckets: HashMap::new(),
             queue: VecDeque::new(),
@@ -403,7 +404,7 @@ mod tests {
         ) {
             let now = Instant::now();
             let kinds = kinds();
-            let mut book = SlotBook::new(engine_cap);
+            let mut book = SlotBook::new(engine_cap.and_then(NonZeroU32::new));
             let mut plain = Reference { engine_cap, pools: HashMap::new(), used: HashMap::new(), queue: Vec::new() };
             let mut active: Vec<(u64, Needs)> = Vec::new();
             let mut waiting: Vec<(u64, Needs)> = Vec::new();
@@ -460,7 +461,7 @@ mod tests {
     #[test]
     fn the_engine_cap_holds_and_a_release_grants_the_next_in_line() {
         let now = Instant::now();
-        let mut b = SlotBook::new(Some(2));
+        let mut b = SlotBook::new(NonZeroU32::new(2));
         assert_eq!(b.request(1, needs(1, None, "c", None), now), vec![1]);
         assert_eq!(b.request(2, needs(1, None, "c", None), now), vec![2]);
         assert!(b.request(3, needs(2, None, "c", None), now).is_empty());
@@ -483,7 +484,7 @@ mod tests {
     #[test]
     fn a_waiting_request_reserves_what_it_lacks_so_later_ones_cannot_overtake() {
         let now = Instant::now();
-        let mut b = SlotBook::new(Some(2));
+        let mut b = SlotBook::new(NonZeroU32::new(2));
         assert_eq!(b.request(1, needs(1, None, "x", Some(1)), now), vec![1]);
         // 2 waits for component x; it reserves x, not the engine.
         assert!(b.request(2, needs(2, None, "x", Some(1)), now).is_empty());
@@ -558,7 +559,7 @@ mod tests {
     #[test]
     fn a_cancelled_waiting_request_leaves_the_queue() {
         let now = Instant::now();
-        let mut b = SlotBook::new(Some(1));
+        let mut b = SlotBook::new(NonZeroU32::new(1));
         b.request(1, needs(1, None, "c", None), now);
         b.request(2, needs(1, None, "c", None), now);
         assert_eq!(b.cancel(2, now), (true, vec![]));

@@ -18,6 +18,7 @@
 //! read back from the journal when a question needs more).
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +31,13 @@ use crate::runtime::semantics::time::Time;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineLimits {
     /// Most runs live at once (`maxActiveRuns`).
-    pub max_active_runs: usize,
+    pub max_active_runs: NonZeroUsize,
     /// Most finished runs kept whole (`retainedRuns`).
-    pub retained_runs: usize,
+    pub retained_runs: NonZeroUsize,
     /// Most node records of finished runs kept whole (`retainedNodes`).
-    pub retained_nodes: usize,
+    pub retained_nodes: NonZeroUsize,
     /// Most bytes of finished runs' results and traces kept whole (`retainedBytes`).
-    pub retained_bytes: usize,
+    pub retained_bytes: NonZeroUsize,
     /// How long the journal keeps finished runs, when runs are journaled.
     pub journal: Option<JournalRetention>,
 }
@@ -45,7 +46,7 @@ pub struct EngineLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalRetention {
     /// Most finished runs kept.
-    pub runs: usize,
+    pub runs: NonZeroUsize,
     /// How long each is kept after it ended.
     pub age: Duration,
 }
@@ -512,10 +513,10 @@ impl EngineCore {
         if self.phase != EnginePhase::Running {
             return Err(Refusal::ShuttingDown);
         }
-        if self.live >= self.limits.max_active_runs {
+        if self.live >= self.limits.max_active_runs.get() {
             return Err(Refusal::Overloaded {
                 active: self.live,
-                limit: self.limits.max_active_runs,
+                limit: self.limits.max_active_runs.get(),
             });
         }
         if !missing_inputs.is_empty() {
@@ -735,10 +736,10 @@ impl EngineCore {
     /// does, but for `retainedRuns`).
     fn over_bounds(&self) -> bool {
         let limits = &self.limits;
-        self.finished.len() > limits.retained_runs
+        self.finished.len() > limits.retained_runs.get()
             || (self.finished.len() > 1
-                && (self.held.nodes > limits.retained_nodes
-                    || self.held.bytes > limits.retained_bytes))
+                && (self.held.nodes > limits.retained_nodes.get()
+                    || self.held.bytes > limits.retained_bytes.get()))
     }
 
     /// Deletes the oldest finished runs from the journal past its retention; one known
@@ -749,7 +750,7 @@ impl EngineCore {
         };
         while let Some((run_id, at)) = self.journaled.front() {
             let expired = now.since(*at) > retention.age;
-            if self.journaled.len() <= retention.runs && !expired {
+            if self.journaled.len() <= retention.runs.get() && !expired {
                 break;
             }
             let run_id = run_id.clone();
@@ -798,19 +799,27 @@ fn lost_run(summary: &RunSummary, cause: &str, now: Time) -> RunResult {
 mod tests {
     use super::*;
 
+    /// `n`, which a test gives above 0.
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).expect("a test bound is at least 1")
+    }
+
     fn limits() -> EngineLimits {
         EngineLimits {
-            max_active_runs: 2,
-            retained_runs: 2,
-            retained_nodes: 100,
-            retained_bytes: 1_000,
+            max_active_runs: nz(2),
+            retained_runs: nz(2),
+            retained_nodes: nz(100),
+            retained_bytes: nz(1_000),
             journal: None,
         }
     }
 
     fn journaled(runs: usize, age: Duration) -> EngineLimits {
         EngineLimits {
-            journal: Some(JournalRetention { runs, age }),
+            journal: Some(JournalRetention {
+                runs: nz(runs),
+                age,
+            }),
             ..limits()
         }
     }
@@ -1233,8 +1242,8 @@ mod tests {
     #[test]
     fn listings_page_newest_first_and_filter_by_status() {
         let mut core = EngineCore::new(EngineLimits {
-            max_active_runs: 10,
-            retained_runs: 10,
+            max_active_runs: nz(10),
+            retained_runs: nz(10),
             ..limits()
         });
         for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
