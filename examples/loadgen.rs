@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 mod scheduler;
 
 use scheduler::{baseline, engine, workload::Dag};
-use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
+use shipsec_orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::definition::JsonObject;
 use shipsec_orchestrator::{Handle, Orchestrator, Workflow};
 

@@ -25,26 +25,44 @@
 //!    has stopped.
 //!
 //! ## Layout
-//! `messages` (the actors' mailboxes and their replies), `actors` (who receives them;
-//! internal but for the handle), `runtime` (everything that is not an actor: the
-//! definition, the semantics and the cores with what they exchange — node ends and
-//! reports, trace events, results —, components, guardrails, the journal, telemetry;
-//! crate-private, public only under the `testing` feature), `service` (`shipsec serve`:
+//! `messages` (the actors' mailboxes and their replies), `actors` (who receives them),
+//! `runtime` (everything that is not an actor: the definition, the semantics and the
+//! cores with what they exchange — node ends and reports, trace events, results —,
+//! components, guardrails, the journal, telemetry) — these three crate-private, public
+//! only under the `testing` feature —, `service` (`shipsec serve`:
 //! the HTTP API and the run view), `worker` (the gRPC protocol of remote workers,
 //! `shipsec.worker.v1`), `net` (what the two ports share: connection caps and timeouts,
 //! bearer tokens).
 //!
 //! An embedder's API is the root's re-exports and the small modules beside them:
-//! [`config`], [`definition`], [`components`], [`journal`], [`telemetry`]. The `shipsec`
+//! [`config`], [`definition`], [`components`], [`events`], [`journal`], [`telemetry`].
+//! The `shipsec`
 //! binary is built on that API alone.
 
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    unnameable_types
+)]
 #![warn(clippy::mod_module_files)]
 
+/// The actors: the orchestrator, the run supervisors and node actors, the engine's slots
+/// and fault hooks. Public only under the `testing` feature: an embedder uses the
+/// [`Handle`] and the other re-exports at the root.
+#[cfg(feature = "testing")]
 pub mod actors;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub)]
+pub(crate) mod actors;
 #[cfg(feature = "chaos")]
 pub mod chaos;
+/// The actors' mailboxes and their replies. Public only under the `testing` feature.
+#[cfg(feature = "testing")]
 pub mod messages;
+#[cfg(not(feature = "testing"))]
+#[allow(unreachable_pub)]
+pub(crate) mod messages;
 pub mod net;
 /// The engine's insides. Public only under the `testing` feature (the tests and benches):
 /// an embedder uses what the root re-exports.
@@ -67,36 +85,70 @@ pub mod config {
     pub use crate::runtime::guardrails::connections::{
         BudgetError, ConnectionLimits, DescriptorBudget,
     };
-    pub use crate::runtime::guardrails::service::ServiceConfig;
-    pub use crate::runtime::journal::{Durability, JournalConfig, LossPolicy};
+    pub use crate::runtime::guardrails::service::{
+        DefinitionPolicy, Executable, ProcessPolicy, Refused, ServiceConfig,
+    };
+    pub use crate::runtime::journal::{Durability, JournalConfig, LossPolicy, UnknownDurability};
 }
 
-/// Workflow definitions: parse them (JSON or YAML), check them into a graph, draw them.
+/// Workflow definitions: the model (to build one in code), parsing (JSON or YAML), checking
+/// into a [`definition::Graph`], drawing.
 pub mod definition {
-    pub use crate::runtime::definition::graph::Graph;
+    pub use crate::runtime::definition::graph::{
+        Edge, EdgeIx, EdgeKind, ErrorTypePolicy, FailurePolicy, Graph, InputMapping, Join, Node,
+        NodeIx, NodeMode, RetryPolicy, RunSettings, SELF_HANDLE,
+    };
+    pub use crate::runtime::definition::limits::{Limit, LimitError};
     pub use crate::runtime::definition::load::{
         LoadError, Loaded, load_file, load_file_with, load_str,
     };
+    pub use crate::runtime::definition::model::*;
     pub use crate::runtime::definition::parse::{Format, ParseError, parse_typed};
-    pub use crate::runtime::definition::validate::{Problem, refuse_warnings};
-    pub use crate::runtime::definition::{JsonObject, WorkflowDefinition, mermaid};
+    pub use crate::runtime::definition::validate::{DefinitionError, Problem, refuse_warnings};
+    pub use crate::runtime::definition::{JsonObject, mermaid};
 }
 
-/// Components beyond the built-ins' registry: `core.process` and the ledger that lets an
-/// engine kill what a dead predecessor's processes left running.
+/// What a component sees and declares beyond the root's `Component` types: the failure a
+/// handler node handles, where an attempt runs, input kinds, the error types the engine
+/// gives; and `core.process` with the ledger that lets an engine kill what a dead
+/// predecessor's processes left running.
 pub mod components {
-    pub use crate::runtime::components::ledger::ProcessLedger;
+    pub use crate::runtime::components::builtin::{
+        CANCELLED_ERROR, DEFAULT_FAIL_TYPE, FLAKY_ERROR,
+    };
+    pub use crate::runtime::components::ledger::{Entry, LedgerError, ProcessLedger, Sweep};
     pub use crate::runtime::components::process::{Process, RestrictedProcess};
+    pub use crate::runtime::components::registry::{
+        InputKind, InputSpec, OutOfRange, RateLimitHint, RemoteHost,
+    };
+    pub use crate::runtime::components::{
+        CRASH_ERROR, FailureInfo, FailureReason, INPUT_ERROR, OUTPUT_LIMIT_ERROR, Placement,
+        PlacementSink, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR, VALIDATION_ERROR,
+    };
+    pub use crate::runtime::semantics::attempt::AttemptId;
     pub use crate::runtime::semantics::shipsec::reported_failure;
+}
+
+/// What a run's trace and result are made of, beyond the root's `TraceEvent` and
+/// `RunResult`, and the instants they carry: a `Timestamp` on the wire, a `Time` (what the
+/// cores and the worker lease book count in) inside.
+pub mod events {
+    pub use crate::runtime::semantics::event::{ErrorInfo, EventId, EventMetadata, Level};
+    pub use crate::runtime::semantics::time::Time;
+    pub use crate::runtime::timestamp::Timestamp;
 }
 
 /// The run journal: an engine's own (`Orchestrator::start_with_journal`), in memory for an
 /// embedder's tests, or read back by tools (`shipsec inspect`).
 pub mod journal {
-    pub use crate::runtime::journal::record::FactKind;
+    pub use crate::runtime::journal::record::{
+        AcceptedRecord, ErrorRecord, Fact, FactKind, FinishedRecord, HandledRecord, RecordError,
+        RunHeader, StartRecord,
+    };
+    pub use crate::runtime::journal::store::{Op, Opened};
     pub use crate::runtime::journal::{
-        FjallStore, Journal, JournalError, JournalStore, Loss, MemoryStore, ProcessDeath,
-        StoreError, StoredRunLog, WriteFaults, load,
+        FinishedRun, FjallStore, Journal, JournalError, JournalStore, Loss, MemoryStore,
+        ProcessDeath, Scanned, StoreError, StoredRunLog, WriteFaults, load,
     };
 }
 

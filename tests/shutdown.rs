@@ -17,7 +17,7 @@ use shipsec_orchestrator::{EngineConfig, EngineError, Handle, Orchestrator, RunH
 
 use common::kit::{Held, Release};
 
-/// An engine with `test.held`, its semaphore, a workflow of one held node after an
+/// An engine with `test.held`, what releases it, a workflow of one held node after an
 /// echo, and the chaos the engine was started with (to find its actors).
 async fn engine() -> (Handle, Release, Workflow, Arc<Chaos>) {
     let chaos = Chaos::new();

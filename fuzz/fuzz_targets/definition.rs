@@ -7,9 +7,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use shipsec_orchestrator::runtime::definition::load::load_str;
-use shipsec_orchestrator::runtime::definition::parse::Format;
-use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
+use shipsec_orchestrator::ComponentRegistry;
+use shipsec_orchestrator::definition::{Format, load_str};
 
 fn registry() -> &'static ComponentRegistry {
     static REGISTRY: OnceLock<ComponentRegistry> = OnceLock::new();

@@ -87,7 +87,7 @@ impl Orchestrator {
         config: EngineConfig,
         registry: ComponentRegistry,
     ) -> Result<Handle, EngineError> {
-        Orchestrator::start_with_faults(config, registry, Arc::new(NoFaults)).await
+        Orchestrator::start_faulty(config, registry, Arc::new(NoFaults)).await
     }
 
     /// Starts an orchestrator with the given components whose actors call `faults` (the
@@ -95,7 +95,17 @@ impl Orchestrator {
     ///
     /// # Errors
     /// As [`Orchestrator::start_with`].
+    #[cfg(feature = "testing")]
     pub async fn start_with_faults(
+        config: EngineConfig,
+        registry: ComponentRegistry,
+        faults: Arc<dyn Faults>,
+    ) -> Result<Handle, EngineError> {
+        Orchestrator::start_faulty(config, registry, faults).await
+    }
+
+    /// Starts an orchestrator whose actors call `faults` (none but in tests).
+    async fn start_faulty(
         config: EngineConfig,
         registry: ComponentRegistry,
         faults: Arc<dyn Faults>,

@@ -270,7 +270,9 @@ impl OrchestratorState {
                 return self.launch(run_id, arrived, answer, now).await;
             }
             EngineEffect::Existing { run_id } => *answer = self.existing(run_id),
-            EngineEffect::Refuse(refusal) => *answer = Some(Err(refusal.into())),
+            EngineEffect::Refuse(refusal) => {
+                *answer = Some(Err(RunCommandError::refused(refusal)));
+            }
             EngineEffect::Finished { run_id } => {
                 if let Arrived::Ended {
                     result,

@@ -21,8 +21,9 @@ pub struct CrashAt {
 }
 
 impl CrashAt {
-    /// Lets `after` ops be stored, then dies; `acked`: whether the acknowledgements of
-    /// the ops stored in the batch it dies in go out first.
+    /// Lets `after` ops be stored, then dies; `acked`: whether the process lives to
+    /// acknowledge the ops of the batch it dies in that were stored (they go out just
+    /// after the crash is signalled, as a real process could answer and then die).
     pub fn new(after: u64, acked: bool) -> CrashAt {
         CrashAt {
             after,

@@ -307,7 +307,7 @@ pub(crate) fn run(args: RunArgs, registry: ComponentRegistry) -> ExitCode {
             let invalid = matches!(
                 e.downcast_ref::<EngineError>(),
                 Some(EngineError::Run(
-                    shipsec_orchestrator::messages::orchestrator::RunCommandError::InvalidInputs(_)
+                    shipsec_orchestrator::RunCommandError::InvalidInputs(_)
                 ))
             );
             complain!("{e:#}");

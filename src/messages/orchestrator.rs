@@ -224,8 +224,9 @@ pub(crate) enum OrchestratorMsg {
     Retained(RpcReplyPort<RetainedStats>),
 }
 
-impl From<Refusal> for RunCommandError {
-    fn from(refusal: Refusal) -> RunCommandError {
+impl RunCommandError {
+    /// What the submitter is told of the engine core's refusal.
+    pub(crate) fn refused(refusal: Refusal) -> RunCommandError {
         match refusal {
             Refusal::ShuttingDown => RunCommandError::ShuttingDown,
             Refusal::Overloaded { active, limit } => RunCommandError::Overloaded { active, limit },

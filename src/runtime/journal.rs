@@ -149,7 +149,7 @@ pub struct StoredRunLog {
 }
 
 /// A seam for tests that stage the death of the process between two of the journal's
-/// writes (the chaos feature's `chaos::CrashAt`): the writer asks it before each batch.
+/// writes (the chaos feature's `chaos::journal::CrashAt`): the writer asks it before each batch.
 /// A production journal has none, and no store knows of it.
 pub trait WriteFaults: Send + Sync + std::fmt::Debug {
     /// Before a batch of `ops` ops is stored: `None` stores it whole; a death stores the
@@ -167,7 +167,8 @@ pub trait WriteFaults: Send + Sync + std::fmt::Debug {
 pub struct ProcessDeath {
     /// Ops of the batch stored before it.
     pub stored: usize,
-    /// Whether their acknowledgements went out before it.
+    /// Whether their acknowledgements go out (after [`WriteFaults::died`], as a process
+    /// could answer and then die).
     pub acked: bool,
 }
 

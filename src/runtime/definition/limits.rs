@@ -9,7 +9,8 @@
 //! the value found; nothing is validated or run.
 //!
 //! The parsers cap nesting themselves, counted over the whole document (the definition
-//! object is level 1, a `params` object level 4): JSON at [`JSON_MAX_DEPTH`], YAML at
+//! object is level 1, a `params` object level 4): JSON at 128 (`serde_json`'s fixed
+//! recursion limit), YAML at
 //! [`YAML_MAX_DEPTH`]. Deeper input is a syntax error whatever
 //! [`DefinitionLimits::max_nesting_depth`] says, and never a stack overflow.
 
