@@ -257,7 +257,10 @@ impl Actor for RunSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let resume = args.resume.take();
         let mut state = SupervisorState::new(&myself, args);
-        (state.run.faults).spawned(&state.run.plan.run_id, None, &myself);
+        state
+            .run
+            .faults
+            .spawned(&state.run.plan.run_id, None, &myself);
         // A run accepted and not begun before the engine died begins now.
         match resume.filter(|facts| !facts.is_empty()) {
             None => state.feed(&myself, RunFact::Started).await?,

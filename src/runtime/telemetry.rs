@@ -88,16 +88,8 @@ pub const TARGET: &str = "shipsec::workflow";
 pub const RUN_ID: &str = "workflow.run.id";
 /// Run status, on the run span and the runs counter.
 pub const RUN_STATUS: &str = "workflow.run.status";
-// The spans name their fields literally (tracing's macros take no constant): the two
-// keys below are listed here with the others, though no code reads them.
-/// Node ref.
-#[allow(dead_code)]
-pub const NODE_REF: &str = "workflow.node.ref";
 /// Component id.
 pub const COMPONENT_ID: &str = "workflow.component.id";
-/// Join strategy.
-#[allow(dead_code)]
-pub const JOIN_STRATEGY: &str = "workflow.join.strategy";
 /// Parents whose edges decided an `any`/`first`/`quorum` join, comma-separated.
 pub const JOIN_TRIGGERED_BY: &str = "workflow.join.triggered_by";
 /// Parents of a node whose links were left off its span, past the span link limit

@@ -320,11 +320,12 @@ impl EngineConfig {
         let retained_runs = at_least_one("retainedRuns", self.retained_runs);
         let retained_nodes = at_least_one("retainedNodes", self.retained_nodes);
         let retained_bytes = at_least_one("retainedBytes", self.retained_bytes);
+        // `Some(None)`: no cap; `None`: a zero cap, refused.
         let max_concurrent_nodes = match self.max_concurrent_nodes {
-            None => Ok(None),
+            None => Some(None),
             Some(cap) => at_least_one("maxConcurrentNodes", cap as usize)
-                .map(|_| NonZeroU32::new(cap))
-                .ok_or(()),
+                .and(NonZeroU32::new(cap))
+                .map(Some),
         };
         let max_active_runs = at_least_one("maxActiveRuns", self.max_active_runs);
         let journal_retained_runs =
@@ -381,29 +382,18 @@ impl EngineConfig {
                 }
             }
         }
-        match (
-            max_active_runs,
-            retained_runs,
-            retained_nodes,
-            retained_bytes,
-            max_concurrent_nodes,
-            journal_retained_runs,
-        ) {
-            (
-                Some(max_active_runs),
-                Some(retained_runs),
-                Some(retained_nodes),
-                Some(retained_bytes),
-                Ok(max_concurrent_nodes),
-                Some(journal_retained_runs),
-            ) if problems.is_empty() => Ok(Capacities {
-                max_active_runs,
-                retained_runs,
-                retained_nodes,
-                retained_bytes,
-                max_concurrent_nodes,
-                journal_retained_runs,
-            }),
+        let capacities = || {
+            Some(Capacities {
+                max_active_runs: max_active_runs?,
+                retained_runs: retained_runs?,
+                retained_nodes: retained_nodes?,
+                retained_bytes: retained_bytes?,
+                max_concurrent_nodes: max_concurrent_nodes?,
+                journal_retained_runs: journal_retained_runs?,
+            })
+        };
+        match capacities() {
+            Some(capacities) if problems.is_empty() => Ok(capacities),
             _ => Err(ConfigError { problems }),
         }
     }

@@ -74,7 +74,7 @@ impl AckSink for Acknowledgement {
 /// One append.
 pub(crate) struct Append {
     pub(crate) op: Op,
-    pub(crate) ack: Option<(Arc<dyn AckSink>, u64)>,
+    pub(crate) ack: Ticket,
 }
 
 enum Msg {
@@ -150,12 +150,12 @@ impl Shared {
                 Msg::Flush(done) => flushes.push(done),
             }
         }
-        let death = match (&failed, &self.faults) {
-            (None, Some(faults)) if !ops.is_empty() => faults.before_commit(ops.len()),
-            _ => None,
-        };
-        if let Some(death) = death {
-            self.die(&ops, &tickets, death);
+        if failed.is_none()
+            && !ops.is_empty()
+            && let Some(faults) = &self.faults
+            && let Some(death) = faults.before_commit(ops.len())
+        {
+            self.die(&ops, &tickets, death, &**faults);
             return false;
         }
         let outcome = match failed {
@@ -163,14 +163,9 @@ impl Shared {
             None if ops.is_empty() => Ok(()),
             None => self.store.commit(&ops, self.durability),
         };
-        let mut acks = Acks::default();
+        let mut acks = Acks::of(&tickets);
         match outcome {
-            Ok(()) => {
-                for (sink, t) in tickets.iter().flatten() {
-                    acks.add(sink, *t);
-                }
-                acks.durable();
-            }
+            Ok(()) => acks.durable(),
             Err(error) => {
                 let mut st = self.lock();
                 if st.failed.is_none() {
@@ -178,9 +173,6 @@ impl Shared {
                     st.failed = Some(error.clone());
                 }
                 drop(st);
-                for (sink, t) in tickets.iter().flatten() {
-                    acks.add(sink, *t);
-                }
                 acks.failed(&error);
             }
         }
@@ -194,18 +186,12 @@ impl Shared {
     /// A staged death of the process: the batch's first `death.stored` ops are stored
     /// (and acknowledged when `death.acked`), the rest are lost, and nothing more is
     /// written or answered (dropped flushers stop waiting).
-    fn die(&self, ops: &[Op], tickets: &[Option<(Arc<dyn AckSink>, u64)>], death: ProcessDeath) {
+    fn die(&self, ops: &[Op], tickets: &[Ticket], death: ProcessDeath, faults: &dyn WriteFaults) {
         let stored = death.stored.min(ops.len());
         let committed = stored == 0 || self.store.commit(&ops[..stored], self.durability).is_ok();
-        if let Some(faults) = &self.faults {
-            faults.died();
-        }
+        faults.died();
         if committed && death.acked {
-            let mut acks = Acks::default();
-            for (sink, t) in tickets[..stored].iter().flatten() {
-                acks.add(sink, *t);
-            }
-            acks.durable();
+            Acks::of(&tickets[..stored]).durable();
         }
         let mut st = self.lock();
         st.crashed = true;
@@ -326,6 +312,9 @@ impl Drop for Writer {
     }
 }
 
+/// An append's acknowledgement: its sink and its ticket.
+type Ticket = Option<(Arc<dyn AckSink>, u64)>;
+
 /// The highest ticket of each sink in a batch.
 #[derive(Default)]
 struct Acks {
@@ -333,6 +322,15 @@ struct Acks {
 }
 
 impl Acks {
+    /// The acknowledgements `tickets` owe.
+    fn of(tickets: &[Ticket]) -> Acks {
+        let mut acks = Acks::default();
+        for (sink, t) in tickets.iter().flatten() {
+            acks.add(sink, *t);
+        }
+        acks
+    }
+
     fn add(&mut self, sink: &Arc<dyn AckSink>, ticket: u64) {
         let key = Arc::as_ptr(sink).cast::<()>() as usize;
         let entry = self.by_sink.entry(key).or_insert_with(|| (sink.clone(), 0));

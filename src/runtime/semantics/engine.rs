@@ -687,7 +687,9 @@ impl EngineCore {
         }
         self.phase = EnginePhase::Closing;
         if cancel {
-            let mut live: Vec<&Book> = (self.runs.values())
+            let mut live: Vec<&Book> = self
+                .runs
+                .values()
                 .filter(|b| b.state == RunState::Live)
                 .collect();
             live.sort_unstable_by_key(|b| b.order);
