@@ -9,6 +9,7 @@
 //!   built-ins and the process runner;
 //! - [`guardrails`]: what keeps the engine within bounds — the slot book, rate limits and
 //!   the engine configuration with its validation;
+//! - [`ids`]: the ids the engine derives from their causes (input requests);
 //! - [`telemetry`]: spans, metrics and their export;
 //! - [`timestamp`]: wall-clock instants as the wire carries them.
 //!
@@ -18,6 +19,7 @@
 pub mod components;
 pub mod definition;
 pub mod guardrails;
+pub mod ids;
 pub mod journal;
 pub mod semantics;
 pub mod telemetry;

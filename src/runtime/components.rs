@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod ledger;
+pub mod manual;
 pub mod process;
 pub mod registry;
 
