@@ -79,8 +79,8 @@ pub mod worker;
 pub mod config {
     pub use crate::runtime::definition::limits::DefinitionLimits;
     pub use crate::runtime::guardrails::config::{
-        Capacities, ComponentLimits, ConfigError, EngineConfig, MAX_CANCEL_GRACE, RateLimitConfig,
-        ResumeConfig, WorkerConfig,
+        Capacities, ComponentLimits, ConfigError, EngineConfig, GateConfig, MAX_CANCEL_GRACE,
+        RateLimitConfig, ResumeConfig, WorkerConfig,
     };
     pub use crate::runtime::guardrails::connections::{
         BudgetError, ConnectionLimits, DescriptorBudget,

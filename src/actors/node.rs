@@ -33,7 +33,9 @@ use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::{
     AttemptLimit, AttemptSpec, NodeCore, NodeEffect, NodeFact, NodeStart,
 };
-use crate::runtime::semantics::report::{NodeEnd, NodeReport, RetryReport, StartReport};
+use crate::runtime::semantics::report::{
+    InputAsked, NodeEnd, NodeReport, RetryReport, StartReport,
+};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::spans::NodeSpans;
 use crate::runtime::telemetry::{ATTEMPT, ERROR_TYPE};
@@ -192,6 +194,14 @@ impl NodeState {
                 })
             }
             NodeMsg::Timer(timer) => Some(NodeFact::TimerFired(timer)),
+            NodeMsg::Input {
+                request_id,
+                answer: Ok(output),
+            } => Some(NodeFact::InputAnswered { request_id, output }),
+            NodeMsg::Input {
+                request_id,
+                answer: Err(error),
+            } => Some(NodeFact::InputExpired { request_id, error }),
             NodeMsg::SlotGranted { ticket, grant } => self.on_grant(ticket, grant),
         }
     }
@@ -262,8 +272,20 @@ impl NodeState {
                 self.held = Some(start);
             }
             NodeReport::Retrying(retry) => self.report_retrying(retry),
+            NodeReport::AwaitingInput(asked) => self.report_awaiting(asked),
             NodeReport::Ended(end) => self.report_end(end),
         }
+    }
+
+    fn report_awaiting(&mut self, asked: Arc<InputAsked>) {
+        self.spans.event("awaiting_input", || {
+            vec![
+                KeyValue::new(ATTEMPT, i64::from(asked.attempt)),
+                KeyValue::new("request_id", asked.request_id.to_string()),
+            ]
+        });
+        let report = NodeReport::AwaitingInput(asked);
+        self.send(SupervisorMsg::Node { report, span: None });
     }
 
     fn report_queued(&mut self, start: StartReport) {

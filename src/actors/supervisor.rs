@@ -601,6 +601,16 @@ impl SupervisorState {
             RunEffect::Spawn { .. } => {} // awaited by `feed`
             RunEffect::Tell { child, resolved } => self.tell(child, resolved),
             RunEffect::Cancel { node, reason } => self.cancel(node, reason),
+            RunEffect::Answer {
+                node,
+                request_id,
+                answer,
+            } => {
+                if let Some(actor) = &self.actors[node.ix()] {
+                    // A gate that already stopped has reported its end: nothing waits.
+                    let _ = actor.cast(NodeMsg::Input { request_id, answer });
+                }
+            }
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,
@@ -869,6 +879,7 @@ fn plan_of(args: &SupervisorArgs, slots: Option<&SlotLink>) -> Arc<RunPlan> {
         queued,
         metrics: args.metrics.enabled(),
         retry_lost_attempts: args.config.resume.retry_lost_attempts,
+        gate_timeout: args.config.gates.default_timeout(),
     });
     args.faults.plan(&plan);
     plan

@@ -1,5 +1,7 @@
 //! Messages a node actor receives.
 
+use std::sync::Arc;
+
 use opentelemetry::trace::SpanContext;
 
 use crate::actors::slots::SlotGrant;
@@ -26,6 +28,14 @@ pub(crate) enum NodeMsg {
         attempt: u32,
         /// Its result.
         result: ComponentResult,
+    },
+    /// From the supervisor: the request the gate waits on was answered (`Ok`: what it
+    /// completes with) or expired (`Err`: its failure).
+    Input {
+        /// The request.
+        request_id: Arc<str>,
+        /// The answer.
+        answer: ComponentResult,
     },
     /// From the node's own timers.
     Timer(NodeTimer),

@@ -162,6 +162,9 @@ pub(crate) enum ShipsecType {
     /// Anything else: queued, progress, retrying, resumed.
     #[serde(rename = "NODE_PROGRESS")]
     Progress,
+    /// A gate waits for a person.
+    #[serde(rename = "NODE_AWAITING_INPUT")]
+    AwaitingInput,
 }
 
 /// What an event stream's `status` events carry.
@@ -191,6 +194,7 @@ pub(crate) fn shipsec_event(event: &TraceEvent) -> ShipsecEvent {
         EventType::Completed => ShipsecType::Completed,
         EventType::Failed => ShipsecType::Failed,
         EventType::Skipped | EventType::Cancelled => ShipsecType::Skipped,
+        EventType::AwaitingInput => ShipsecType::AwaitingInput,
         EventType::Queued | EventType::Progress | EventType::Retrying | EventType::Resumed => {
             ShipsecType::Progress
         }

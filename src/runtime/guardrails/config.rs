@@ -66,6 +66,31 @@ impl Default for ResumeConfig {
     }
 }
 
+/// How human-input gates wait (`gates:` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// How long a gate whose component set no timeout waits before it fails with
+    /// `TimeoutError`: 7 days unless set; 0 means no limit, and must be said explicitly.
+    pub default_timeout_seconds: u64,
+}
+
+impl Default for GateConfig {
+    fn default() -> GateConfig {
+        GateConfig {
+            default_timeout_seconds: 7 * 86_400,
+        }
+    }
+}
+
+impl GateConfig {
+    /// The default timeout (`None`: no limit).
+    pub fn default_timeout(&self) -> Option<Duration> {
+        (self.default_timeout_seconds > 0)
+            .then(|| Duration::from_secs(self.default_timeout_seconds))
+    }
+}
+
 /// How the coordinator keeps track of remote workers (`workers:` in the configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -125,6 +150,8 @@ pub struct EngineConfig {
     pub workers: WorkerConfig,
     /// What a run resumed after an engine death does with the attempts it lost.
     pub resume: ResumeConfig,
+    /// How human-input gates wait.
+    pub gates: GateConfig,
 }
 
 impl Default for EngineConfig {
@@ -142,6 +169,7 @@ impl Default for EngineConfig {
             service: ServiceConfig::default(),
             workers: WorkerConfig::default(),
             resume: ResumeConfig::default(),
+            gates: GateConfig::default(),
         }
     }
 }

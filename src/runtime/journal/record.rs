@@ -198,6 +198,26 @@ pub enum FactKind {
         /// The worker's id.
         worker: String,
     },
+    /// An attempt asked a person for input: the node waits on request `request_id`.
+    InputRequested {
+        /// The node.
+        node: u32,
+        /// The attempt.
+        attempt: u32,
+        /// The request's id.
+        request_id: String,
+        /// What it asks (the checked marker), as JSON text.
+        input: String,
+        /// When it expires, µs since the epoch (`None`: never).
+        deadline_micros: Option<u64>,
+    },
+    /// The deadline of a gate's input request came.
+    InputDeadline {
+        /// The gate.
+        node: u32,
+        /// Its attempt.
+        attempt: u32,
+    },
 }
 
 /// A fact and when it was applied.

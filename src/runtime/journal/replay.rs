@@ -22,7 +22,7 @@ use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeS
 use crate::runtime::semantics::outcome::{CancelCause, NodeStatus, Outcome, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
-    NodeEnd, NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
+    InputAsked, NodeEnd, NodeReport, Placed, RetryReport, RunTimer, StartReport, StopKind,
 };
 use crate::runtime::semantics::result::RunResult;
 use crate::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
@@ -64,6 +64,10 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
         },
         RunFact::TimerFired(RunTimer::Deadline) => FactKind::DeadlineHit,
         RunFact::TimerFired(RunTimer::ForceEnd) => FactKind::GraceOver,
+        RunFact::TimerFired(RunTimer::InputDeadline { node, attempt }) => FactKind::InputDeadline {
+            node: node.0,
+            attempt: *attempt,
+        },
         RunFact::Resumed => FactKind::Resumed,
     };
     Some(Fact {
@@ -108,6 +112,13 @@ fn report_kind(report: &NodeReport) -> FactKind {
             attempt: r.attempt,
             delay_micros: u64::try_from(r.delay.as_micros()).unwrap_or(u64::MAX),
             error: error_record(&r.error),
+        },
+        NodeReport::AwaitingInput(asked) => FactKind::InputRequested {
+            node: asked.node.0,
+            attempt: asked.attempt,
+            request_id: asked.request_id.to_string(),
+            input: serde_json::to_string(&asked.input).expect("a checked marker is JSON"),
+            deadline_micros: asked.deadline.map(Time::as_micros),
         },
         NodeReport::Ended(end) => end_kind(end),
     }
@@ -314,6 +325,29 @@ impl Replayer {
                 delay: Duration::from_micros(*delay_micros),
                 error: component_error(error),
             })),
+            FactKind::InputRequested {
+                node,
+                attempt,
+                request_id,
+                input,
+                deadline_micros,
+            } => RunFact::Node(NodeReport::AwaitingInput(Arc::new(InputAsked {
+                node: self.node(*node)?,
+                attempt: *attempt,
+                request_id: request_id.as_str().into(),
+                input: serde_json::from_str(input).map_err(|e| {
+                    self.mismatch(format!(
+                        "the input request of node {node} does not read: {e}"
+                    ))
+                })?,
+                deadline: deadline_micros.map(Time::from_micros),
+            }))),
+            FactKind::InputDeadline { node, attempt } => {
+                RunFact::TimerFired(RunTimer::InputDeadline {
+                    node: self.node(*node)?,
+                    attempt: *attempt,
+                })
+            }
             FactKind::Completed { .. }
             | FactKind::Failed { .. }
             | FactKind::Skipped { .. }
@@ -537,7 +571,8 @@ impl Replayer {
                 }
             }
             Some(NodeReport::Ended(end)) => fired.early_end = Some(end),
-            Some(NodeReport::Retrying(_)) => {}
+            // Only an attempt's end makes a gate, never a join.
+            Some(NodeReport::Retrying(_) | NodeReport::AwaitingInput(_)) => {}
         }
         // Decided: later resolutions change nothing for it.
         self.joins[node.ix()] = None;

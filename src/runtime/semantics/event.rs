@@ -22,6 +22,9 @@ pub enum EventType {
     Progress,
     /// An attempt failed and another follows.
     Retrying,
+    /// A gate's attempt asked a person for input; the node waits (`data`: `{requestId,
+    /// inputType, title, description, timeoutAt}`).
+    AwaitingInput,
     /// Terminal: completed.
     Completed,
     /// Terminal: failed.

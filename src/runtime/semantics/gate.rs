@@ -19,13 +19,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::runtime::components::{ComponentError, ComponentOutput};
+use crate::runtime::components::{ComponentError, ComponentOutput, TIMEOUT_ERROR};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::semantics::time::Time;
 use crate::runtime::timestamp::Timestamp;
-
-/// Error type of a gate whose deadline passed.
-pub const TIMEOUT_ERROR: &str = "TimeoutError";
 
 /// The kind of input a gate asks for (ShipSec's `inputType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -352,25 +349,15 @@ pub enum ResolveError {
 }
 
 impl InputRequest {
-    /// A pending request made at `now`. Its deadline is the marker's own `timeoutAt`, else
-    /// `now` plus the marker's `timeout`, else `now` plus the engine's `default_timeout`; a
-    /// zero timeout, or none, means no deadline.
+    /// A pending request made at `now`, expiring at `deadline` (see [`deadline`]).
     pub fn new(
         request_id: String,
         node_ref: String,
         attempt: u32,
         input: PendingInput,
         now: Time,
-        default_timeout: Option<Duration>,
+        deadline: Option<Time>,
     ) -> InputRequest {
-        let deadline = match input.timeout_at {
-            Some(at) => Some(Time::from_system_time(at.system_time())),
-            None => input
-                .timeout()
-                .or(default_timeout)
-                .filter(|t| !t.is_zero())
-                .map(|t| now + t),
-        };
         InputRequest {
             request_id,
             node_ref,
@@ -433,6 +420,25 @@ impl InputRequest {
     pub fn output(&self) -> Option<ComponentOutput> {
         let (resolution, at) = self.resolution.as_ref()?;
         Some(resolved_output(self, resolution, *at))
+    }
+}
+
+/// When a request for `input` made at `now` expires: the marker's own `timeoutAt`, else
+/// `now` plus the marker's `timeout`, else `now` plus the engine's `default_timeout`; a
+/// zero timeout, or none, means never. Decided once, when the request is made, and
+/// journaled with it, so a restart under another configuration keeps it.
+pub fn deadline(
+    input: &PendingInput,
+    now: Time,
+    default_timeout: Option<Duration>,
+) -> Option<Time> {
+    match input.timeout_at {
+        Some(at) => Some(Time::from_system_time(at.system_time())),
+        None => input
+            .timeout()
+            .or(default_timeout)
+            .filter(|t| !t.is_zero())
+            .map(|t| now + t),
     }
 }
 
@@ -560,7 +566,8 @@ mod tests {
     }
 
     fn request(input: PendingInput, timeout: Option<Duration>) -> InputRequest {
-        InputRequest::new("req-1".into(), "gate".into(), 1, input, at(0), timeout)
+        let due = deadline(&input, at(0), timeout);
+        InputRequest::new("req-1".into(), "gate".into(), 1, input, at(0), due)
     }
 
     #[test]

@@ -19,18 +19,20 @@ use std::time::Duration;
 
 use crate::runtime::components::{
     CRASH_ERROR, ComponentError, ComponentOutput, ComponentResult, FailureInfo, FailureReason,
-    OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR,
+    OUTPUT_LIMIT_ERROR, QUEUE_TIMEOUT_ERROR, TIMEOUT_ERROR, VALIDATION_ERROR,
 };
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, EdgeKind, Join, Node, NodeIx, NodeMode};
 use crate::runtime::definition::limits::json_len_within;
+use crate::runtime::ids::input_request_id;
 use crate::runtime::semantics::edge::DEFAULT_PORT;
+use crate::runtime::semantics::gate;
 use crate::runtime::semantics::inputs::{ParentOutput, resolve_inputs};
 use crate::runtime::semantics::join::{JoinDecision, JoinState};
 use crate::runtime::semantics::outcome::{Outcome, SkipCause, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
-    CancelReason, NodeEnd, NodeReport, NodeTimer, ParentEnded, RetryReport, StartReport,
+    CancelReason, InputAsked, NodeEnd, NodeReport, NodeTimer, ParentEnded, RetryReport, StartReport,
 };
 use crate::runtime::semantics::retry::{Jitter, delay_after, should_retry_beyond};
 use crate::runtime::semantics::shipsec;
@@ -82,6 +84,14 @@ pub enum ResumeAt {
         /// When.
         due: Time,
     },
+    /// Attempt `attempt` had asked for input: the node waits on for the answer to
+    /// `request_id` (the run core keeps the request and its deadline).
+    AwaitingInput {
+        /// The attempt.
+        attempt: u32,
+        /// The request.
+        request_id: Arc<str>,
+    },
 }
 
 /// A fact about one node.
@@ -107,6 +117,22 @@ pub enum NodeFact {
     TimerFired(NodeTimer),
     /// The run asks the node to stop.
     CancelRequested(CancelReason),
+    /// The request the node waits on was answered: the node completes with `output` (the
+    /// gate's resolved output, on its ports).
+    InputAnswered {
+        /// The request.
+        request_id: Arc<str>,
+        /// What the node completes with.
+        output: ComponentOutput,
+    },
+    /// The request the node waits on expired: its attempt fails with `error` (not
+    /// retryable).
+    InputExpired {
+        /// The request.
+        request_id: Arc<str>,
+        /// The gate's `TimeoutError`.
+        error: ComponentError,
+    },
 }
 
 /// What the node actor must do.
@@ -189,6 +215,9 @@ enum Step {
     },
     /// Waiting out the backoff before attempt `next`.
     BackingOff { next: u32 },
+    /// Attempt `attempt` asked for input: waiting for the answer to request `request_id`
+    /// (or its expiry), holding no slot.
+    AwaitingInput { attempt: u32, request_id: Arc<str> },
 }
 
 /// Where the node is in its life.
@@ -269,6 +298,12 @@ impl NodeCore {
             }
             NodeFact::TimerFired(timer) => self.on_timer(timer, now),
             NodeFact::CancelRequested(reason) => self.on_cancel(reason, now),
+            NodeFact::InputAnswered { request_id, output } => {
+                self.on_input(&request_id, Ok(output), now);
+            }
+            NodeFact::InputExpired { request_id, error } => {
+                self.on_input(&request_id, Err(error), now);
+            }
         }
         std::mem::take(&mut self.out)
     }
@@ -326,6 +361,16 @@ impl NodeCore {
                 let step = Step::BackingOff { next };
                 self.phase = Phase::Active { fired, step };
                 self.back_off(next, due, now);
+            }
+            ResumeAt::AwaitingInput {
+                attempt,
+                request_id,
+            } => {
+                let step = Step::AwaitingInput {
+                    attempt,
+                    request_id,
+                };
+                self.phase = Phase::Active { fired, step };
             }
         }
     }
@@ -549,18 +594,73 @@ impl NodeCore {
         if let Some(reason) = cancelling.clone() {
             return self.end(Outcome::Cancelled(reason.cause), None);
         }
-        match outcome.and_then(|out| self.check_output_size(out)) {
-            Ok(out) => {
-                let outcome = Outcome::Completed {
-                    output: Arc::new(out.output),
-                    active_ports: out.active_ports,
-                };
-                self.end(outcome, None);
+        let outcome = outcome.and_then(|out| self.check_output_size(out));
+        match outcome.and_then(|out| Ok((gate::PendingInput::from_output(&out.output), out))) {
+            Ok((None, out)) => self.complete(out),
+            Ok((Some(Ok(input)), _)) => self.await_input(attempt, input, now),
+            Ok((Some(Err(marker)), _)) => {
+                let error = ComponentError::fatal(VALIDATION_ERROR, marker.to_string());
+                self.after_failure_beyond(attempt, error, 0, now);
             }
             Err(error) => {
                 let extra = self.extra_tries(error.lost);
                 self.after_failure_beyond(attempt, error, extra, now);
             }
+        }
+    }
+
+    fn complete(&mut self, out: ComponentOutput) {
+        let outcome = Outcome::Completed {
+            output: Arc::new(out.output),
+            active_ports: out.active_ports,
+        };
+        self.end(outcome, None);
+    }
+
+    /// Attempt `attempt` returned a pending marker: the node becomes a gate and waits for
+    /// the answer to its request, whose id the run, the node and the attempt give.
+    fn await_input(&mut self, attempt: u32, input: gate::PendingInput, now: Time) {
+        let request_id: Arc<str> =
+            input_request_id(&self.plan.run_id, &self.node().node_ref, attempt).into();
+        self.set_step(Step::AwaitingInput {
+            attempt,
+            request_id: request_id.clone(),
+        });
+        let deadline = gate::deadline(&input, now, self.plan.gate_timeout);
+        let asked = InputAsked {
+            node: self.ix,
+            attempt,
+            request_id,
+            input,
+            deadline,
+        };
+        self.out
+            .push(NodeEffect::Report(NodeReport::AwaitingInput(Arc::new(
+                asked,
+            ))));
+    }
+
+    /// The request the node waits on was answered (`Ok`) or expired (`Err`); a fact about
+    /// any other request is stale and fenced.
+    fn on_input(&mut self, request_id: &str, answer: ComponentResult, now: Time) {
+        let Phase::Active {
+            step:
+                Step::AwaitingInput {
+                    attempt,
+                    request_id: waiting,
+                },
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        if &**waiting != request_id {
+            return;
+        }
+        let attempt = *attempt;
+        match answer.and_then(|out| self.check_output_size(out)) {
+            Ok(out) => self.complete(out),
+            Err(error) => self.after_failure_beyond(attempt, error, 0, now),
         }
     }
 
@@ -682,7 +782,7 @@ impl NodeCore {
             Phase::Active { step, .. } => Some(step),
         };
         match step {
-            None | Some(Step::BackingOff { .. }) => {}
+            None | Some(Step::BackingOff { .. } | Step::AwaitingInput { .. }) => {}
             Some(Step::Queued { attempt }) => {
                 let attempt = *attempt;
                 self.out.push(NodeEffect::ReleaseQueue { attempt });
@@ -744,7 +844,7 @@ impl NodeCore {
             Phase::Pending { failure, .. } => (0, failure),
             Phase::Active { fired, step } => {
                 let attempts = match step {
-                    Step::Running { attempt, .. } => attempt,
+                    Step::Running { attempt, .. } | Step::AwaitingInput { attempt, .. } => attempt,
                     Step::BackingOff { next } => next - 1,
                     Step::Queued { attempt } => attempt - 1,
                 };
@@ -1024,5 +1124,188 @@ mod tests {
         });
         assert_eq!(end, Some(Terminal::Cancelled), "{effects:#?}");
         assert!(started(&effects).is_none());
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::runtime::semantics::outcome::{CancelCause, StopCause};
+    use crate::runtime::semantics::report::StopKind;
+
+    const GATE: &str = r#"{"ref": "g", "componentId": "core.echo",
+        "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 1}}"#;
+
+    fn at(secs: u64) -> Time {
+        Time::from_micros(secs * 1_000_000)
+    }
+
+    fn marker(extra: serde_json::Value) -> ComponentOutput {
+        let mut marker = json!({"pending": true, "inputType": "approval", "title": "Ship?"});
+        if let (Some(m), serde_json::Value::Object(extra)) = (marker.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+        let serde_json::Value::Object(output) = marker else {
+            unreachable!("an object literal")
+        };
+        ComponentOutput::new(output)
+    }
+
+    /// A gate whose attempt 1 returned `output`: the core and the effects of that.
+    fn gate_after(output: ComponentOutput) -> (NodeCore, Vec<NodeEffect>) {
+        let text = format!(r#"{{"title": "t", "actions": [{GATE}], "edges": []}}"#);
+        let mut core = NodeCore::new(RunPlan::for_tests(&text, 1), NodeIx(0));
+        core.apply(NodeFact::Spawned(NodeStart::Reached(Vec::new())), at(0));
+        let effects = core.apply(
+            NodeFact::AttemptFinished {
+                attempt: 1,
+                outcome: Ok(output),
+            },
+            at(10),
+        );
+        (core, effects)
+    }
+
+    fn asked(effects: &[NodeEffect]) -> Arc<InputAsked> {
+        match effects {
+            [NodeEffect::Report(NodeReport::AwaitingInput(asked))] => asked.clone(),
+            other => panic!("expected only an AwaitingInput report, got {other:#?}"),
+        }
+    }
+
+    fn ended(effects: &[NodeEffect]) -> Arc<NodeEnd> {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                NodeEffect::Report(NodeReport::Ended(end)) => Some(end.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("expected an end, got {effects:#?}"))
+    }
+
+    #[test]
+    fn a_pending_marker_makes_the_node_a_gate_with_a_request_of_its_attempt() {
+        let (_, effects) = gate_after(marker(json!({"timeout": "2m"})));
+        let asked = asked(&effects);
+        assert_eq!(asked.attempt, 1);
+        assert_eq!(&*asked.request_id, input_request_id("r", "g", 1));
+        assert_eq!(asked.input.title, "Ship?");
+        assert_eq!(asked.deadline, Some(at(130)), "2m from when it asked");
+        let (_, plain) = gate_after(marker(json!({})));
+        assert_eq!(
+            asked_deadline(&plain),
+            Some(at(10) + Duration::from_secs(7 * 86_400)),
+            "no timeout of its own: the engine's default"
+        );
+    }
+
+    fn asked_deadline(effects: &[NodeEffect]) -> Option<Time> {
+        asked(effects).deadline
+    }
+
+    #[test]
+    fn the_answer_to_its_request_completes_the_gate_and_another_is_fenced() {
+        let (mut core, effects) = gate_after(marker(json!({})));
+        let request_id = asked(&effects).request_id.clone();
+        let answer = |id: &str| NodeFact::InputAnswered {
+            request_id: id.into(),
+            output: ComponentOutput::new(
+                json!({"approved": true})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        };
+        assert!(core.apply(answer("another"), at(20)).is_empty());
+        let end = ended(&core.apply(answer(&request_id), at(20)));
+        assert_eq!(end.terminal(), Terminal::Completed);
+        assert_eq!(end.attempts, 1);
+        assert!(core.apply(answer(&request_id), at(21)).is_empty(), "once");
+    }
+
+    #[test]
+    fn an_expired_request_fails_the_gate_without_a_retry() {
+        let (mut core, effects) = gate_after(marker(json!({})));
+        let request_id = asked(&effects).request_id.clone();
+        let effects = core.apply(
+            NodeFact::InputExpired {
+                request_id,
+                error: ComponentError::fatal(
+                    TIMEOUT_ERROR,
+                    "Human input request timed out for node g",
+                ),
+            },
+            at(30),
+        );
+        let end = ended(&effects);
+        assert_eq!(end.terminal(), Terminal::Failed);
+        assert_eq!(end.attempts, 1, "a TimeoutError is not retried");
+    }
+
+    #[test]
+    fn a_bad_marker_fails_the_attempt_with_the_field_named() {
+        let (_, effects) = gate_after(marker(json!({"inputType": "vote"})));
+        let end = ended(&effects);
+        let Outcome::Failed { error } = &end.outcome else {
+            panic!("expected a failure, got {end:#?}");
+        };
+        assert_eq!(error.error_type, VALIDATION_ERROR);
+        assert!(error.message.contains("`inputType`"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_waiting_gate_is_cancelled_at_once() {
+        let (mut core, _) = gate_after(marker(json!({})));
+        let reason = CancelReason {
+            cause: CancelCause::RunStopping(StopCause::Requested(StopKind::Cancel)),
+            grace: Duration::from_secs(5),
+        };
+        let effects = core.apply(NodeFact::CancelRequested(reason), at(40));
+        assert_eq!(ended(&effects).terminal(), Terminal::Cancelled);
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, NodeEffect::CancelAttempt { .. })),
+            "no attempt runs: nothing to cancel or wait for"
+        );
+    }
+
+    #[test]
+    fn a_resumed_gate_waits_on_without_asking_again() {
+        let text = format!(r#"{{"title": "t", "actions": [{GATE}], "edges": []}}"#);
+        let plan = RunPlan::for_tests(&text, 1);
+        let mut core = NodeCore::new(plan, NodeIx(0));
+        let started = StartReport {
+            node: NodeIx(0),
+            attempt: 1,
+            triggered_by: Arc::from(Vec::new()),
+            withdraw: false,
+            failure: None,
+            inputs: Arc::new(JsonObject::new()),
+            first_started: at(0),
+        };
+        let request_id: Arc<str> = input_request_id("r", "g", 1).into();
+        let resume = Resume {
+            attempt: ResumeAt::AwaitingInput {
+                attempt: 1,
+                request_id: request_id.clone(),
+            },
+            started,
+        };
+        let effects = core.apply(
+            NodeFact::Spawned(NodeStart::Resumed(Box::new(resume))),
+            at(50),
+        );
+        assert!(effects.is_empty(), "{effects:#?}");
+        let effects = core.apply(
+            NodeFact::InputAnswered {
+                request_id,
+                output: ComponentOutput::default(),
+            },
+            at(60),
+        );
+        assert_eq!(ended(&effects).terminal(), Terminal::Completed);
     }
 }

@@ -36,6 +36,8 @@ pub enum NodeStatus {
     Queued,
     /// An attempt is running (or backing off before the next).
     Running,
+    /// A gate: its attempt asked a person for input, and it waits for the answer.
+    AwaitingInput,
     /// Terminal: succeeded.
     Completed,
     /// Terminal: failed after its retries.
@@ -88,6 +90,7 @@ impl NodeStatus {
             NodeStatus::Pending => "PENDING",
             NodeStatus::Queued => "QUEUED",
             NodeStatus::Running => "RUNNING",
+            NodeStatus::AwaitingInput => "AWAITING_INPUT",
             NodeStatus::Completed => "COMPLETED",
             NodeStatus::Failed => "FAILED",
             NodeStatus::Skipped => "SKIPPED",

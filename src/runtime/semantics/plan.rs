@@ -32,6 +32,9 @@ pub struct RunPlan {
     pub metrics: bool,
     /// Extra tries of an attempt lost to an engine restart (`resume.retryLostAttempts`).
     pub retry_lost_attempts: u32,
+    /// How long a gate without a timeout of its own waits (`gates.defaultTimeoutSeconds`;
+    /// `None`: no limit).
+    pub gate_timeout: Option<Duration>,
 }
 
 impl RunPlan {
@@ -55,8 +58,10 @@ impl RunPlan {
             seed: RunPlan::seed_for(run_id),
             queued: Vec::new(),
             metrics: false,
-            // A replay folds decisions already taken; it takes none of its own.
+            // A replay folds decisions already taken; it takes none of its own (a gate's
+            // deadline is in its fact).
             retry_lost_attempts: 0,
+            gate_timeout: None,
         }
     }
 
@@ -104,6 +109,7 @@ impl RunPlan {
             seed,
             retry_lost_attempts: 1,
             metrics: false,
+            gate_timeout: Some(Duration::from_secs(7 * 86_400)),
         })
     }
 }

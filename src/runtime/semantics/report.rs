@@ -10,6 +10,7 @@ use crate::runtime::components::{ComponentError, FailureInfo};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::semantics::edge::Resolution;
+use crate::runtime::semantics::gate::PendingInput;
 use crate::runtime::semantics::outcome::{CancelCause, Outcome, Terminal};
 use crate::runtime::semantics::time::Time;
 
@@ -164,6 +165,22 @@ pub struct RetryReport {
     pub error: ComponentError,
 }
 
+/// A node's report that attempt `attempt` asked a person for input: the node is a gate
+/// and waits for request `request_id`, holding no slot (the attempt has ended).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputAsked {
+    /// The node.
+    pub node: NodeIx,
+    /// The attempt that asked.
+    pub attempt: u32,
+    /// The request's id (derived from the run, the node and the attempt).
+    pub request_id: Arc<str>,
+    /// What it asks.
+    pub input: PendingInput,
+    /// When it expires (decided when it is made; `None`: never).
+    pub deadline: Option<Time>,
+}
+
 /// What a node core reports to the run: every transition the run records.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeReport {
@@ -173,6 +190,8 @@ pub enum NodeReport {
     Started(StartReport),
     /// An attempt failed and another follows.
     Retrying(RetryReport),
+    /// An attempt asked a person for input: the node waits (AWAITING_INPUT).
+    AwaitingInput(Arc<InputAsked>),
     /// The node ended; its actor stops. The supervisor resolves its edges.
     Ended(Arc<NodeEnd>),
 }
@@ -183,6 +202,7 @@ impl NodeReport {
         match self {
             NodeReport::Queued(r) | NodeReport::Started(r) => r.node,
             NodeReport::Retrying(r) => r.node,
+            NodeReport::AwaitingInput(asked) => asked.node,
             NodeReport::Ended(end) => end.node,
         }
     }
@@ -195,4 +215,11 @@ pub enum RunTimer {
     Deadline,
     /// The grace period of a stop is over: nodes still running are abandoned.
     ForceEnd,
+    /// The deadline of the input request of `node`'s attempt `attempt` came.
+    InputDeadline {
+        /// The gate.
+        node: NodeIx,
+        /// Its attempt.
+        attempt: u32,
+    },
 }

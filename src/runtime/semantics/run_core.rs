@@ -33,14 +33,15 @@ use crate::runtime::semantics::event::{
     ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent,
 };
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
+use crate::runtime::semantics::gate::{self, InputRequest};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
 use crate::runtime::semantics::outcome::{
     CancelCause, NodeStatus, Outcome, RunStatus, StopCause, Terminal,
 };
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::{
-    CancelReason, NodeEnd, NodeReport, ParentEnded, Placed, RetryReport, RunTimer, StartReport,
-    StopKind,
+    CancelReason, InputAsked, NodeEnd, NodeReport, ParentEnded, Placed, RetryReport, RunTimer,
+    StartReport, StopKind,
 };
 use crate::runtime::semantics::result::{NodeRecord, RunResult, RunSnapshot};
 use crate::runtime::semantics::shipsec;
@@ -111,6 +112,9 @@ enum LivePhase {
     /// Attempt `report.attempt` failed; the next waits out its backoff, until the time
     /// given.
     BackingOff(StartReport, Time),
+    /// Attempt `report.attempt` asked for input: the gate waits for the answer to the
+    /// request named.
+    AwaitingInput(StartReport, Arc<str>),
 }
 
 /// A node with a live actor.
@@ -184,6 +188,8 @@ pub struct RunCore {
     reported: Vec<(NodeIx, String)>,
     /// The run's trace: every event, in `seq` order (the core is its only writer).
     events: Vec<TraceEvent>,
+    /// The input requests of its gates, each with its node, oldest first.
+    requests: Vec<(NodeIx, InputRequest)>,
     started_at: Time,
     out: Vec<RunEffect>,
 }
@@ -214,6 +220,7 @@ impl RunCore {
             // Two events per node at least (a start and an end, or one end): reserved
             // once, instead of regrowing and copying the log as the run goes. Pages are
             // only touched as events are written.
+            requests: Vec::new(),
             events: Vec::with_capacity(2 * graph.len() + 1),
             started_at: Time::ZERO,
             out: Vec::new(),
@@ -280,6 +287,9 @@ impl RunCore {
                 }
                 RunFact::TimerFired(RunTimer::Deadline) => self.on_deadline(now),
                 RunFact::TimerFired(RunTimer::ForceEnd) => self.force_end(now),
+                RunFact::TimerFired(RunTimer::InputDeadline { node, attempt }) => {
+                    self.on_input_deadline(node, attempt, now);
+                }
                 RunFact::Resumed => self.on_resumed(now),
                 RunFact::ActorsGone => self.forget_exiting(),
             }
@@ -331,8 +341,66 @@ impl RunCore {
                 self.end_all(ends, now);
             }
             NodeReport::Retrying(retry) => self.on_retrying(retry, now),
+            NodeReport::AwaitingInput(asked) => self.on_awaiting(&asked, now),
             NodeReport::Ended(end) => self.end_all(vec![end], now),
         }
+    }
+
+    /// A gate's attempt asked for input: its request is pending until it is answered,
+    /// expires (a timer at its deadline) or is cancelled with its node.
+    fn on_awaiting(&mut self, asked: &InputAsked, now: Time) {
+        let node = asked.node;
+        let Slot::Live(live) = &mut self.slots[node.ix()] else {
+            return; // ended already: a late report
+        };
+        let phase = std::mem::replace(&mut live.phase, LivePhase::Pending);
+        let LivePhase::Running(start) = phase else {
+            live.phase = phase;
+            return;
+        };
+        live.phase = LivePhase::AwaitingInput(start, asked.request_id.clone());
+        self.metric(Metric::Running(-1));
+        let request = InputRequest::new(
+            asked.request_id.to_string(),
+            self.plan.node_ref(node).to_string(),
+            asked.attempt,
+            asked.input.clone(),
+            now,
+            asked.deadline,
+        );
+        if let Some(due) = request.deadline {
+            self.out.push(RunEffect::ArmTimer {
+                due,
+                timer: RunTimer::InputDeadline {
+                    node,
+                    attempt: asked.attempt,
+                },
+            });
+        }
+        self.trace_awaiting(node, &request, now);
+        self.requests.push((node, request));
+    }
+
+    /// The deadline of a gate's request came: a request still pending expires, and its
+    /// gate fails with `TimeoutError`.
+    fn on_input_deadline(&mut self, node: NodeIx, attempt: u32, now: Time) {
+        let Some((_, request)) = self
+            .requests
+            .iter_mut()
+            .find(|(n, r)| *n == node && r.attempt == attempt)
+        else {
+            return;
+        };
+        if !request.is_due(now) || !request.expire() {
+            return;
+        }
+        let error = gate::timeout_error(request);
+        let request_id = Arc::from(request.request_id.as_str());
+        self.out.push(RunEffect::Answer {
+            node,
+            request_id,
+            answer: Err(error),
+        });
     }
 
     /// A node queued or started an attempt; a `first` node that just fired withdraws
@@ -432,7 +500,8 @@ impl RunCore {
         live.phase = match phase {
             LivePhase::Running(start)
             | LivePhase::Queued(start)
-            | LivePhase::BackingOff(start, _) => LivePhase::BackingOff(start, now + delay),
+            | LivePhase::BackingOff(start, _)
+            | LivePhase::AwaitingInput(start, _) => LivePhase::BackingOff(start, now + delay),
             LivePhase::Pending => LivePhase::Pending,
         };
         self.metric(Metric::Running(-1));
@@ -597,6 +666,9 @@ impl RunCore {
                 ResumeAt::Crashed { .. } => LivePhase::Running(resume.started.clone()),
                 ResumeAt::Requeue { .. } => LivePhase::Queued(resume.started.clone()),
                 ResumeAt::Backoff { due, .. } => LivePhase::BackingOff(resume.started.clone(), due),
+                ResumeAt::AwaitingInput { ref request_id, .. } => {
+                    LivePhase::AwaitingInput(resume.started.clone(), request_id.clone())
+                }
             },
         };
         self.slots[node.ix()] = Slot::Live(Live {
@@ -778,6 +850,14 @@ impl RunCore {
                 attempt: ResumeAt::Backoff {
                     next: started.attempt + 1,
                     due,
+                },
+                started,
+            })),
+            // Its attempt had ended asking for input: the gate waits on.
+            LivePhase::AwaitingInput(started, request_id) => NodeStart::Resumed(Box::new(Resume {
+                attempt: ResumeAt::AwaitingInput {
+                    attempt: started.attempt,
+                    request_id,
                 },
                 started,
             })),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::runtime::components::ComponentResult;
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::{RunStatus, Terminal};
@@ -76,6 +77,16 @@ pub enum RunEffect {
         child: NodeIx,
         /// The resolution.
         resolved: ParentEnded,
+    },
+    /// Tell a gate how its request ended: `Ok` with what it completes with, or `Err` with
+    /// the failure of its expiry.
+    Answer {
+        /// The gate.
+        node: NodeIx,
+        /// Its request.
+        request_id: Arc<str>,
+        /// The answer.
+        answer: ComponentResult,
     },
     /// Ask a live node to stop.
     Cancel {

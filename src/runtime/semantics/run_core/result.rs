@@ -127,6 +127,7 @@ impl RunCore {
                 LivePhase::Pending | LivePhase::BackingOff(..) => NodeStatus::Pending,
                 LivePhase::Queued(_) => NodeStatus::Queued,
                 LivePhase::Running(_) => NodeStatus::Running,
+                LivePhase::AwaitingInput(..) => NodeStatus::AwaitingInput,
             },
             Slot::Ended(ended) => ended.end.terminal().status(),
         }

@@ -88,6 +88,26 @@ impl RunCore {
 
     /// The run-level `RESUMED` event (its `nodeId` is empty): the attempts lost, each with
     /// its attempt id.
+    /// A gate's attempt asked for input (AWAITING_INPUT, ShipSec's event): `data` is
+    /// `{requestId, inputType, title, description, timeoutAt}`.
+    pub(super) fn trace_awaiting(&mut self, node: NodeIx, request: &InputRequest, now: Time) {
+        let mut metadata = self.base_metadata(node);
+        metadata.attempt = Some(request.attempt);
+        let input = &request.input;
+        let data = json!({
+            "requestId": request.request_id,
+            "inputType": input.input_type.as_str(),
+            "title": input.title,
+            "description": input.description,
+            "timeoutAt": request.deadline.map(|d| d.timestamp().to_string()),
+        });
+        self.emit(node, EventType::AwaitingInput, Level::Info, now, |e| {
+            e.message = Some(format!("waiting for input: {}", input.title));
+            e.data = Some(Box::new(data));
+            e.metadata = Some(metadata);
+        });
+    }
+
     pub(super) fn emit_resumed(&mut self, lost: &[(NodeIx, u32)], now: Time) {
         let plan = self.plan.clone();
         let attempts: Vec<serde_json::Value> = lost
