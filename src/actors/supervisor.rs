@@ -611,6 +611,9 @@ impl SupervisorState {
                     let _ = actor.cast(NodeMsg::Input { request_id, answer });
                 }
             }
+            // WIP (issue 31): nothing sends a resolution yet; the handle's resolver waits
+            // here, after the journal stored the fact.
+            RunEffect::Resolved { .. } => {}
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,

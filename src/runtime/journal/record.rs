@@ -218,6 +218,14 @@ pub enum FactKind {
         /// Its attempt.
         attempt: u32,
     },
+    /// A person answered an input request (applied, a duplicate or refused: the replay
+    /// decides again, the same way).
+    InputResolved {
+        /// The request.
+        request_id: String,
+        /// The answer, as JSON text.
+        resolution: String,
+    },
 }
 
 /// A fact and when it was applied.

@@ -64,6 +64,13 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
         },
         RunFact::TimerFired(RunTimer::Deadline) => FactKind::DeadlineHit,
         RunFact::TimerFired(RunTimer::ForceEnd) => FactKind::GraceOver,
+        RunFact::InputResolution {
+            request_id,
+            resolution,
+        } => FactKind::InputResolved {
+            request_id: request_id.to_string(),
+            resolution: serde_json::to_string(resolution).expect("a resolution is JSON"),
+        },
         RunFact::TimerFired(RunTimer::InputDeadline { node, attempt }) => FactKind::InputDeadline {
             node: node.0,
             attempt: *attempt,
@@ -342,6 +349,15 @@ impl Replayer {
                 })?,
                 deadline: deadline_micros.map(Time::from_micros),
             }))),
+            FactKind::InputResolved {
+                request_id,
+                resolution,
+            } => RunFact::InputResolution {
+                request_id: request_id.as_str().into(),
+                resolution: serde_json::from_str(resolution).map_err(|e| {
+                    self.mismatch(format!("the answer to `{request_id}` does not read: {e}"))
+                })?,
+            },
             FactKind::InputDeadline { node, attempt } => {
                 RunFact::TimerFired(RunTimer::InputDeadline {
                     node: self.node(*node)?,

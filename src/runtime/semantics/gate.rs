@@ -335,6 +335,9 @@ pub enum Resolved {
 /// Why a resolution is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
+    /// The run has no such request.
+    #[error("no input request `{0}` in this run")]
+    Unknown(String),
     /// The request was resolved with another answer.
     #[error("input request `{0}` was already resolved with another answer")]
     AlreadyResolved(String),

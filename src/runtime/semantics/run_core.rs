@@ -33,7 +33,7 @@ use crate::runtime::semantics::event::{
     ErrorInfo, EventId, EventMetadata, EventType, Level, TraceEvent,
 };
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
-use crate::runtime::semantics::gate::{self, InputRequest};
+use crate::runtime::semantics::gate::{self, InputRequest, Resolution, ResolveError};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
 use crate::runtime::semantics::outcome::{
     CancelCause, NodeStatus, Outcome, RunStatus, StopCause, Terminal,
@@ -290,6 +290,10 @@ impl RunCore {
                 RunFact::TimerFired(RunTimer::InputDeadline { node, attempt }) => {
                     self.on_input_deadline(node, attempt, now);
                 }
+                RunFact::InputResolution {
+                    request_id,
+                    resolution,
+                } => self.on_resolution(request_id, resolution, now),
                 RunFact::Resumed => self.on_resumed(now),
                 RunFact::ActorsGone => self.forget_exiting(),
             }
@@ -379,6 +383,46 @@ impl RunCore {
         }
         self.trace_awaiting(node, &request, now);
         self.requests.push((node, request));
+    }
+
+    /// A person answered request `request_id`: applied, the gate completes with the
+    /// resolved output; the same answer again changes nothing; anything else is refused.
+    /// Whoever sent it is told which ([`RunEffect::Resolved`]).
+    fn on_resolution(&mut self, request_id: Arc<str>, resolution: Resolution, now: Time) {
+        let found = self
+            .requests
+            .iter_mut()
+            .find(|(_, r)| *r.request_id == *request_id);
+        let outcome = match found {
+            None => Err(ResolveError::Unknown(request_id.to_string())),
+            Some((node, request)) => {
+                let outcome = request.resolve(resolution, now);
+                if outcome == Ok(gate::Resolved::Applied)
+                    && let Some(output) = request.output()
+                {
+                    self.out.push(RunEffect::Answer {
+                        node: *node,
+                        request_id: request_id.clone(),
+                        answer: Ok(output),
+                    });
+                }
+                outcome
+            }
+        };
+        self.out.push(RunEffect::Resolved {
+            request_id,
+            outcome,
+        });
+    }
+
+    /// A gate ended (answered, expired, cancelled with its run or withdrawn): a request of
+    /// its that is still pending is cancelled, so no request outlives its node.
+    fn close_requests(&mut self, node: NodeIx) {
+        for (n, request) in &mut self.requests {
+            if *n == node {
+                request.cancel();
+            }
+        }
     }
 
     /// The deadline of a gate's request came: a request still pending expires, and its
@@ -523,6 +567,7 @@ impl RunCore {
             }
             let withdrawn = self.records[node.ix()].withdrawn.clone();
             self.record_end(&end, now);
+            self.close_requests(node);
             match end.terminal() {
                 Terminal::Failed => self.on_node_failed(node, &end, now),
                 Terminal::Cancelled => {
@@ -884,6 +929,18 @@ impl RunCore {
         self.emit_resumed(&lost, now);
         for (node, generation) in live {
             self.on_node_died(node, generation, RESTART_CAUSE.into(), true, now);
+        }
+        // Pending requests keep their deadlines: one that passed fires at once, once.
+        for (node, request) in &self.requests {
+            if let (gate::RequestStatus::Pending, Some(due)) = (request.status, request.deadline) {
+                self.out.push(RunEffect::ArmTimer {
+                    due,
+                    timer: RunTimer::InputDeadline {
+                        node: *node,
+                        attempt: request.attempt,
+                    },
+                });
+            }
         }
         match &self.phase {
             RunPhase::Running => {

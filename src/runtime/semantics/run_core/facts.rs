@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::runtime::components::ComponentResult;
 use crate::runtime::definition::graph::NodeIx;
+use crate::runtime::semantics::gate::{self, Resolution, ResolveError};
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::{RunStatus, Terminal};
 use crate::runtime::semantics::report::{
@@ -51,6 +52,13 @@ pub enum RunFact {
     /// lost and fails with `CrashError`), the run's timers are armed again at their due
     /// times, and a `RESUMED` event names the attempts lost.
     Resumed,
+    /// A person answered input request `request_id` (the answer's time is the fact's).
+    InputResolution {
+        /// The request.
+        request_id: Arc<str>,
+        /// The answer.
+        resolution: Resolution,
+    },
     /// Every actor of an ended node has exited. The journal's end of a run: exits are not
     /// journaled, so the replay of a finished run learns of them all at once.
     ActorsGone,
@@ -87,6 +95,13 @@ pub enum RunEffect {
         request_id: Arc<str>,
         /// The answer.
         answer: ComponentResult,
+    },
+    /// What an answer to a request did, for whoever sent it (once the fact is stored).
+    Resolved {
+        /// The request.
+        request_id: Arc<str>,
+        /// Applied, a duplicate, or why it was refused.
+        outcome: Result<gate::Resolved, ResolveError>,
     },
     /// Ask a live node to stop.
     Cancel {

@@ -188,3 +188,187 @@ fn a_cancel_ends_unreached_nodes_and_cancels_live_ones() {
     assert_eq!(core.status_of(NodeIx(1)), NodeStatus::Cancelled);
     assert!(matches!(core.phase(), RunPhase::Stopping(_)));
 }
+
+/// Gates, as the run core keeps their requests.
+mod gates {
+    use serde_json::json;
+
+    use super::*;
+    use crate::runtime::components::ComponentResult;
+    use crate::runtime::ids::input_request_id;
+    use crate::runtime::semantics::gate::{PendingInput, RequestStatus, Resolved};
+
+    fn at(secs: u64) -> Time {
+        Time::from_micros(1_000_000 * secs)
+    }
+
+    /// `a` → `b`, `a` started: the core, and `a`'s request once `a` asks for input
+    /// (expiring at `deadline`).
+    fn asking(deadline: Option<Time>) -> (RunCore, Arc<str>, Vec<RunEffect>) {
+        let mut core = core();
+        core.apply(RunFact::Started, at(0));
+        core.apply(
+            RunFact::Node(NodeReport::Started(start_of_a(JsonObject::new()))),
+            at(1),
+        );
+        let input: PendingInput =
+            serde_json::from_value(json!({"inputType": "approval", "title": "Ship?"}))
+                .expect("an input");
+        let request_id: Arc<str> = input_request_id("r", "a", 1).into();
+        let asked = InputAsked {
+            node: NodeIx(0),
+            attempt: 1,
+            request_id: request_id.clone(),
+            input,
+            deadline,
+        };
+        let effects = core.apply(
+            RunFact::Node(NodeReport::AwaitingInput(Arc::new(asked))),
+            at(2),
+        );
+        (core, request_id, effects)
+    }
+
+    fn resolution(approved: bool) -> RunFact {
+        RunFact::InputResolution {
+            request_id: input_request_id("r", "a", 1).into(),
+            resolution: gate::Resolution {
+                approved: Some(approved),
+                ..gate::Resolution::default()
+            },
+        }
+    }
+
+    fn outcome(effects: &[RunEffect]) -> Option<&Result<Resolved, ResolveError>> {
+        effects.iter().find_map(|e| match e {
+            RunEffect::Resolved { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+    }
+
+    fn answered(effects: &[RunEffect]) -> Option<&ComponentResult> {
+        effects.iter().find_map(|e| match e {
+            RunEffect::Answer { answer, .. } => Some(answer),
+            _ => None,
+        })
+    }
+
+    fn status_of_request(core: &RunCore) -> RequestStatus {
+        core.requests[0].1.status
+    }
+
+    #[test]
+    fn a_gate_awaits_with_its_event_and_its_deadline_armed() {
+        let (core, request_id, effects) = asking(Some(at(60)));
+        assert!(effects.contains(&RunEffect::ArmTimer {
+            due: at(60),
+            timer: RunTimer::InputDeadline {
+                node: NodeIx(0),
+                attempt: 1
+            },
+        }));
+        let event = core.events.last().expect("an event");
+        assert_eq!(event.kind, EventType::AwaitingInput);
+        let data = event.data.as_deref().expect("its data");
+        assert_eq!(data["requestId"], json!(&*request_id));
+        assert_eq!(data["inputType"], "approval");
+        assert_eq!(data["timeoutAt"], json!(at(60).timestamp().to_string()));
+        assert_eq!(core.status_of(NodeIx(0)), NodeStatus::AwaitingInput);
+    }
+
+    #[test]
+    fn an_answer_completes_the_gate_once_and_another_is_refused() {
+        let (mut core, _, _) = asking(None);
+        let first = core.apply(resolution(false), at(3));
+        assert_eq!(outcome(&first), Some(&Ok(Resolved::Applied)));
+        let Some(Ok(output)) = answered(&first) else {
+            panic!("the gate is told: {first:#?}");
+        };
+        assert_eq!(output.output["rejected"], json!(true));
+        assert_eq!(
+            output.output["respondedAt"],
+            json!(at(3).timestamp().to_string())
+        );
+        let again = core.apply(resolution(false), at(4));
+        assert_eq!(outcome(&again), Some(&Ok(Resolved::Duplicate)));
+        assert!(answered(&again).is_none(), "no second effect");
+        let other = core.apply(resolution(true), at(5));
+        assert!(matches!(
+            outcome(&other),
+            Some(Err(ResolveError::AlreadyResolved(_)))
+        ));
+        let unknown = core.apply(
+            RunFact::InputResolution {
+                request_id: "nope".into(),
+                resolution: gate::Resolution::default(),
+            },
+            at(5),
+        );
+        assert_eq!(
+            outcome(&unknown),
+            Some(&Err(ResolveError::Unknown("nope".into())))
+        );
+    }
+
+    #[test]
+    fn the_deadline_expires_a_pending_request_once() {
+        let (mut core, _, _) = asking(Some(at(60)));
+        let deadline = RunFact::TimerFired(RunTimer::InputDeadline {
+            node: NodeIx(0),
+            attempt: 1,
+        });
+        let effects = core.apply(deadline.clone(), at(60));
+        let Some(Err(error)) = answered(&effects) else {
+            panic!("the gate is told it expired: {effects:#?}");
+        };
+        assert_eq!(error.error_type, "TimeoutError");
+        assert_eq!(status_of_request(&core), RequestStatus::Expired);
+        assert!(answered(&core.apply(deadline, at(61))).is_none(), "once");
+        let late = core.apply(resolution(true), at(62));
+        assert!(matches!(
+            outcome(&late),
+            Some(Err(ResolveError::NotPending {
+                status: RequestStatus::Expired,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_run_leaves_no_request_pending() {
+        let (mut core, _, _) = asking(None);
+        core.apply(RunFact::CancelRequested(StopKind::Cancel), at(10));
+        // The gate, holding no attempt, ends at once when told.
+        let end = NodeEnd {
+            node: NodeIx(0),
+            attempts: 1,
+            outcome: Outcome::Cancelled(CancelCause::RunStopping(StopCause::Requested(
+                StopKind::Cancel,
+            ))),
+            handled: None,
+        };
+        core.apply(RunFact::Node(NodeReport::Ended(Arc::new(end))), at(10));
+        assert_eq!(status_of_request(&core), RequestStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_resumed_run_rearms_its_pending_deadlines() {
+        let (mut core, _, _) = asking(Some(at(60)));
+        let effects = core.apply(RunFact::Resumed, at(100));
+        assert!(effects.contains(&RunEffect::ArmTimer {
+            due: at(60),
+            timer: RunTimer::InputDeadline {
+                node: NodeIx(0),
+                attempt: 1
+            },
+        }));
+        let respawned = spawns(&effects);
+        assert!(
+            matches!(
+                respawned.as_slice(),
+                [(_, _, NodeStart::Resumed(r))] if matches!(r.attempt, ResumeAt::AwaitingInput { .. })
+            ),
+            "the gate waits on: {effects:#?}"
+        );
+    }
+}
