@@ -129,6 +129,13 @@ pub mod components {
     pub use crate::runtime::semantics::shipsec::reported_failure;
 }
 
+/// Human-input gates: what a gate asks, a person's answer, and what answering did.
+pub mod gates {
+    pub use crate::runtime::semantics::gate::{
+        InputRequest, InputType, PendingInput, RequestStatus, Resolution, ResolveError, Resolved,
+    };
+}
+
 /// What a run's trace and result are made of, beyond the root's `TraceEvent` and
 /// `RunResult`, and the instants they carry: a `Timestamp` on the wire, a `Time` (what the
 /// cores and the worker lease book count in) inside.

@@ -35,6 +35,7 @@ use crate::runtime::guardrails::slots::SlotStats;
 use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::gate::{Resolution, Resolved};
 use crate::runtime::semantics::report::StopKind;
 use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery};
 use crate::runtime::semantics::result::{RunResult, RunSnapshot};
@@ -478,6 +479,31 @@ impl Handle {
     /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
     pub async fn terminate(&self, run_id: &str) -> Result<bool, EngineError> {
         self.stop(run_id, StopKind::Terminate).await
+    }
+
+    /// Answers input request `request_id` of run `run_id` (a gate's), once the answer is
+    /// stored: [`Resolved::Applied`] when it resolved the request (the gate completes with
+    /// it), [`Resolved::Duplicate`] when the request already had this very answer.
+    ///
+    /// # Errors
+    /// [`RunCommandError::Input`] when the request is unknown, was resolved with another
+    /// answer, or expired or was cancelled; [`RunCommandError::RunEnded`],
+    /// [`RunCommandError::UnknownRun`], or [`EngineError::Unavailable`].
+    pub async fn resolve_input(
+        &self,
+        run_id: &str,
+        request_id: &str,
+        resolution: Resolution,
+    ) -> Result<Resolved, EngineError> {
+        let run_id = run_id.to_owned();
+        let request_id: Arc<str> = request_id.into();
+        Ok(ractor::call!(self.actor, |reply| OrchestratorMsg::Resolve {
+            run_id,
+            request_id,
+            resolution,
+            reply
+        })
+        .map_err(|_| EngineError::Unavailable)??)
     }
 
     async fn stop(&self, run_id: &str, kind: StopKind) -> Result<bool, EngineError> {

@@ -46,6 +46,7 @@ use crate::runtime::semantics::engine::{
     ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
 };
 use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::gate::{Resolution, Resolved};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;
@@ -203,6 +204,12 @@ impl Actor for OrchestratorActor {
                 kind,
                 reply,
             } => drop(reply.send(state.stop(&run_id, kind))),
+            OrchestratorMsg::Resolve {
+                run_id,
+                request_id,
+                resolution,
+                reply,
+            } => state.resolve(run_id, request_id, resolution, reply),
             OrchestratorMsg::RunEnded {
                 result,
                 trace_id,

@@ -13,6 +13,9 @@
 //! to be re-checked through the mailbox ([`SupervisorMsg::NodeExited`]).
 
 use std::collections::{HashMap, VecDeque};
+
+use crate::messages::orchestrator::RunCommandError;
+use crate::runtime::semantics::gate::Resolved;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -113,6 +116,9 @@ pub(crate) struct SupervisorState {
     /// Events sent to subscribers so far (with a journal, the core may hold later ones
     /// whose facts are not stored yet: those are not given out).
     published: usize,
+    /// Who waits to hear what an answer to a request did, by request, in order: told
+    /// when the core's verdict comes out, after the answer is stored.
+    resolving: HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<Resolved, RunCommandError>>>>,
 }
 
 /// A run's side of the journal: its facts are appended as they are applied, and the
@@ -299,6 +305,36 @@ impl Actor for RunSupervisor {
                 state.journal_failed(&myself, &error);
                 Ok(())
             }
+            SupervisorMsg::Resolve {
+                request_id,
+                resolution,
+                reply,
+            } if matches!(state.core.phase(), RunPhase::Ended(_)) => {
+                // As the orchestrator answers for a run it holds finished. (WIP, issue 31:
+                // a repeat of the answer a request had should still be told `Duplicate`
+                // once its run has ended; that needs the engine's index of requests.)
+                let _ = (request_id, resolution);
+                answer(
+                    reply,
+                    Err(RunCommandError::RunEnded(state.run.plan.run_id.to_string())),
+                )
+            }
+            SupervisorMsg::Resolve {
+                request_id,
+                resolution,
+                reply,
+            } => {
+                state
+                    .resolving
+                    .entry(request_id.clone())
+                    .or_default()
+                    .push_back(reply);
+                let fact = RunFact::InputResolution {
+                    request_id,
+                    resolution,
+                };
+                state.feed(&myself, fact).await
+            }
             SupervisorMsg::Snapshot(reply) => answer(reply, Ok(state.snapshot())),
             SupervisorMsg::Sync(reply) => {
                 if let Some(log) = &mut state.log {
@@ -365,6 +401,7 @@ impl SupervisorState {
             }),
             actors: vec![None; n],
             by_actor: HashMap::default(),
+            resolving: HashMap::default(),
             final_events: None,
             subscribers: Vec::new(),
             result_tx: args.result_tx,
@@ -611,9 +648,19 @@ impl SupervisorState {
                     let _ = actor.cast(NodeMsg::Input { request_id, answer });
                 }
             }
-            // WIP (issue 31): nothing sends a resolution yet; the handle's resolver waits
-            // here, after the journal stored the fact.
-            RunEffect::Resolved { .. } => {}
+            RunEffect::Resolved {
+                request_id,
+                outcome,
+            } => {
+                let waiter = self
+                    .resolving
+                    .get_mut(&request_id)
+                    .and_then(VecDeque::pop_front);
+                if let Some(reply) = waiter {
+                    // A caller that stopped waiting needs no answer.
+                    let _ = reply.send(outcome.map_err(RunCommandError::from));
+                }
+            }
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,

@@ -86,6 +86,13 @@ pub enum RunCommandError {
     /// journal takes no more until the engine restarts).
     #[error("cannot journal the run: {0}")]
     Journal(String),
+    /// An answer to an input request was refused: the request is unknown, was resolved
+    /// with another answer, or expired or was cancelled.
+    #[error(transparent)]
+    Input(#[from] crate::runtime::semantics::gate::ResolveError),
+    /// The run has ended: its input requests take no answer.
+    #[error("run `{0}` has ended")]
+    RunEnded(String),
     /// A finished run the journal holds cannot be read back from it.
     #[error("run `{run_id}` cannot be read back from the journal: {reason}")]
     Unreadable {
@@ -164,6 +171,17 @@ pub(crate) enum OrchestratorMsg {
         run_id: String,
         /// Reply.
         reply: RpcReplyPort<Result<watch::Receiver<Option<Arc<RunResult>>>, RunCommandError>>,
+    },
+    /// From a handle: a person answered input request `request_id` of run `run_id`.
+    Resolve {
+        /// Run id.
+        run_id: String,
+        /// The request.
+        request_id: Arc<str>,
+        /// The answer.
+        resolution: crate::runtime::semantics::gate::Resolution,
+        /// What it did, once stored.
+        reply: RpcReplyPort<Result<crate::runtime::semantics::gate::Resolved, RunCommandError>>,
     },
     /// From a handle: cancel or terminate a run.
     Stop {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::messages::orchestrator::RunCommandError;
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::gate::{Resolution, Resolved};
 use crate::runtime::semantics::report::{
     NodeEnd, NodeReport, Placed, RunTimer, StartReport, StopKind,
 };
@@ -103,6 +104,16 @@ pub(crate) enum SupervisorMsg {
     Durable(u64),
     /// From the journal's writer: the run's facts cannot be stored; the run fails.
     JournalFailed(String),
+    /// From the orchestrator, on behalf of a handle: a person answered an input request
+    /// of the run. Answered once the answer is stored.
+    Resolve {
+        /// The request.
+        request_id: Arc<str>,
+        /// The answer.
+        resolution: Resolution,
+        /// What it did.
+        reply: RpcReplyPort<Result<Resolved, RunCommandError>>,
+    },
     /// From the orchestrator, on behalf of a handle: the run's current state.
     Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
     /// From the orchestrator of a suspending engine: commit what is queued, then answer

@@ -11,6 +11,7 @@ use crate::messages::orchestrator::RunCommandError;
 use crate::runtime::definition::load::LoadError;
 use crate::runtime::definition::parse::ParseError;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::semantics::gate::ResolveError;
 
 /// The stable codes of the service's errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -33,6 +34,12 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// 409: the run has ended; there is nothing to cancel or terminate.
     RunAlreadyEnded,
+    /// 404: the run has no input request with this id.
+    InputNotFound,
+    /// 409: the input request was resolved with another answer.
+    InputAlreadyResolved,
+    /// 409: the input request expired or was cancelled.
+    InputNotPending,
     /// 400: the body is not well-formed JSON (`details`: line and column).
     MalformedJson,
     /// 400: a query parameter or header is malformed.
@@ -70,11 +77,15 @@ impl ErrorCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
-            ErrorCode::RunNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::RunExists | ErrorCode::IdempotencyConflict | ErrorCode::RunAlreadyEnded => {
-                StatusCode::CONFLICT
+            ErrorCode::RunNotFound | ErrorCode::NotFound | ErrorCode::InputNotFound => {
+                StatusCode::NOT_FOUND
             }
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RunExists
+            | ErrorCode::IdempotencyConflict
+            | ErrorCode::RunAlreadyEnded
+            | ErrorCode::InputAlreadyResolved
+            | ErrorCode::InputNotPending => StatusCode::CONFLICT,
             ErrorCode::MalformedJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -242,6 +253,16 @@ impl From<RunCommandError> for ApiError {
             RunCommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, message),
             RunCommandError::Journal(_) => ApiError::new(ErrorCode::JournalUnavailable, message),
             RunCommandError::Spawn(_) => ApiError::new(ErrorCode::Internal, message),
+            RunCommandError::RunEnded(id) => ApiError::new(ErrorCode::RunAlreadyEnded, message)
+                .with_details(json!({ "runId": id })),
+            RunCommandError::Input(refused) => {
+                let code = match &refused {
+                    ResolveError::Unknown(_) => ErrorCode::InputNotFound,
+                    ResolveError::AlreadyResolved(_) => ErrorCode::InputAlreadyResolved,
+                    ResolveError::NotPending { .. } => ErrorCode::InputNotPending,
+                };
+                ApiError::new(code, message)
+            }
             RunCommandError::Unreadable { run_id, .. } => {
                 ApiError::new(ErrorCode::Internal, message).with_details(json!({ "runId": run_id }))
             }

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::runtime::components::manual::ManualAction;
 use crate::runtime::components::process::Process;
 use crate::runtime::components::registry::{ComponentMeta, InputKind};
 use crate::runtime::components::{
@@ -33,6 +34,9 @@ pub fn all() -> Vec<Arc<dyn Component>> {
         Arc::new(Flaky),
         Arc::new(Branch),
         Arc::new(Process::default()),
+        Arc::new(ManualAction::APPROVAL),
+        Arc::new(ManualAction::FORM),
+        Arc::new(ManualAction::SELECTION),
     ]
 }
 

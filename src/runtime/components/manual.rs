@@ -68,15 +68,6 @@ impl ManualAction {
     /// `core.manual_action.selection`.
     pub const SELECTION: ManualAction = ManualAction(InputType::Selection);
 
-    /// The three, to register.
-    pub fn all() -> [ManualAction; 3] {
-        [
-            ManualAction::APPROVAL,
-            ManualAction::FORM,
-            ManualAction::SELECTION,
-        ]
-    }
-
     /// The pending marker this gate returns for `params` and `inputs`.
     ///
     /// # Errors

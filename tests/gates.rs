@@ -1,0 +1,178 @@
+//! Human-input gates through the library: a `core.manual_action.*` node asks, the run
+//! waits (AWAITING_INPUT), a person answers through `Handle::resolve_input`, and the run
+//! goes on along the port the answer activates.
+
+mod common;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use shipsec_orchestrator::gates::{Resolution, ResolveError, Resolved};
+use shipsec_orchestrator::runtime::semantics::event::EventType;
+use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::{EngineError, Handle, RunCommandError, RunHandle};
+
+/// An approval gate `g` whose `approved` port leads to `yes` and `rejected` to `no`, and
+/// a second gate, `hold`, that keeps the run going until it is answered.
+fn approval() -> Value {
+    json!({
+        "title": "gate",
+        "actions": [
+            {"ref": "g", "componentId": "core.manual_action.approval",
+             "params": {"title": "Patch {{host}}?", "host": "db1", "timeout": "1h"}},
+            {"ref": "hold", "componentId": "core.manual_action.approval"},
+            {"ref": "yes", "componentId": "core.echo", "params": {"went": "yes"}},
+            {"ref": "no", "componentId": "core.echo", "params": {"went": "no"}}
+        ],
+        "edges": [
+            {"sourceRef": "g", "targetRef": "yes", "sourceHandle": "approved"},
+            {"sourceRef": "g", "targetRef": "no", "sourceHandle": "rejected"}
+        ]
+    })
+}
+
+/// Submits `definition` and waits for the AWAITING_INPUT event of its gate `gate`: the
+/// run and the event's data.
+async fn waiting(handle: &Handle, definition: Value, gate: &str) -> (RunHandle, Value) {
+    let workflow = common::workflow(handle, definition);
+    let run = handle
+        .submit_workflow(&workflow, Default::default(), Default::default())
+        .await
+        .expect("submitted");
+    let mut events = handle.events(run.run_id()).await.expect("events");
+    while let Some(event) = events.next().await {
+        if event.kind == EventType::AwaitingInput && &*event.node_id == gate {
+            let data = event.data.as_deref().cloned().expect("its data");
+            return (run, data);
+        }
+    }
+    panic!("the run ended without waiting for input");
+}
+
+/// The request id of gate `gate` of a run, from its AWAITING_INPUT event.
+async fn ids_of_waiting(handle: &Handle, run_id: &str, gate: &str) -> String {
+    let mut events = handle.events(run_id).await.expect("events");
+    while let Some(event) = events.next().await {
+        if event.kind == EventType::AwaitingInput && &*event.node_id == gate {
+            let data = event.data.as_deref().expect("its data");
+            return data["requestId"].as_str().expect("a request id").to_owned();
+        }
+    }
+    panic!("{gate} never waited");
+}
+
+fn answer(approved: bool) -> Resolution {
+    Resolution {
+        approved: Some(approved),
+        responded_by: Some("ana".into()),
+        ..Resolution::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_approval_routes_the_run_along_its_rejected_port() {
+    let handle = common::engine().await;
+    let (mut run, data) = waiting(&handle, approval(), "g").await;
+    assert_eq!(data["title"], "Patch db1?");
+    assert_eq!(data["inputType"], "approval");
+    assert!(data["timeoutAt"].is_string(), "{data}");
+    let request_id = data["requestId"].as_str().expect("a request id").to_owned();
+    let status = handle.status(run.run_id()).await.expect("status");
+    assert_eq!(status.nodes["g"].status, NodeStatus::AwaitingInput);
+
+    let first = handle
+        .resolve_input(run.run_id(), &request_id, answer(false))
+        .await;
+    assert_eq!(first.expect("applied"), Resolved::Applied);
+    let again = handle
+        .resolve_input(run.run_id(), &request_id, answer(false))
+        .await;
+    assert_eq!(again.expect("a duplicate"), Resolved::Duplicate);
+    let other = handle
+        .resolve_input(run.run_id(), &request_id, answer(true))
+        .await;
+    assert!(
+        matches!(
+            other,
+            Err(EngineError::Run(RunCommandError::Input(
+                ResolveError::AlreadyResolved(_)
+            )))
+        ),
+        "{other:?}"
+    );
+
+    let hold = handle.status(run.run_id()).await.expect("status");
+    assert_eq!(hold.nodes["hold"].status, NodeStatus::AwaitingInput);
+    let hold_id = ids_of_waiting(&handle, run.run_id(), "hold").await;
+    handle
+        .resolve_input(run.run_id(), &hold_id, answer(true))
+        .await
+        .expect("applied");
+    let result = run.result().await.expect("a result");
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["no"].status, NodeStatus::Completed);
+    assert_eq!(result.nodes["yes"].status, NodeStatus::Skipped);
+    let output = &result.outputs["g"];
+    assert_eq!(output["rejected"], json!(true));
+    assert_eq!(output["respondedBy"], "ana");
+    assert_eq!(output["requestId"], json!(request_id));
+    let ended = handle
+        .resolve_input(run.run_id(), &request_id, answer(false))
+        .await;
+    assert!(
+        matches!(ended, Err(EngineError::Run(RunCommandError::RunEnded(_)))),
+        "{ended:?}"
+    );
+    common::shutdown(&handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selection_activates_a_port_per_option_chosen() {
+    let handle = common::engine().await;
+    let definition = json!({
+        "title": "pick",
+        "actions": [
+            {"ref": "s", "componentId": "core.manual_action.selection",
+             "params": {"options": ["low", "high"], "multiple": true}},
+            {"ref": "low", "componentId": "core.echo"},
+            {"ref": "high", "componentId": "core.echo"}
+        ],
+        "edges": [
+            {"sourceRef": "s", "targetRef": "low", "sourceHandle": "option:low"},
+            {"sourceRef": "s", "targetRef": "high", "sourceHandle": "option:high"}
+        ]
+    });
+    let (mut run, data) = waiting(&handle, definition, "s").await;
+    let request_id = data["requestId"].as_str().expect("a request id").to_owned();
+    let chosen = Resolution {
+        response_data: json!({"selection": ["high"]}).as_object().cloned(),
+        ..Resolution::default()
+    };
+    handle
+        .resolve_input(run.run_id(), &request_id, chosen)
+        .await
+        .expect("applied");
+    let result = run.result().await.expect("a result");
+    assert_eq!(result.nodes["high"].status, NodeStatus::Completed);
+    assert_eq!(result.nodes["low"].status, NodeStatus::Skipped);
+    assert_eq!(result.outputs["s"]["selection"], json!(["high"]));
+    common::shutdown(&handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_run_refuses_an_answer_to_its_gate() {
+    let handle = common::engine().await;
+    let (mut run, data) = waiting(&handle, approval(), "g").await;
+    let request_id = data["requestId"].as_str().expect("a request id").to_owned();
+    assert!(handle.cancel(run.run_id()).await.expect("cancelled"));
+    let result = run.result().await.expect("a result");
+    assert_eq!(result.status, RunStatus::Cancelled);
+    assert_eq!(result.nodes["g"].status, NodeStatus::Cancelled);
+    let late = handle
+        .resolve_input(run.run_id(), &request_id, answer(true))
+        .await;
+    assert!(
+        matches!(late, Err(EngineError::Run(RunCommandError::RunEnded(_)))),
+        "{late:?}"
+    );
+    common::shutdown(&handle).await;
+}
