@@ -132,7 +132,8 @@ pub mod components {
 /// Human-input gates: what a gate asks, a person's answer, and what answering did.
 pub mod gates {
     pub use crate::runtime::semantics::gate::{
-        InputRequest, InputType, PendingInput, RequestStatus, Resolution, ResolveError, Resolved,
+        InputRequest, InputType, MarkerError, PendingInput, RequestStatus, Resolution,
+        ResolveError, Resolved,
     };
 }
 

@@ -392,6 +392,21 @@ impl Sim {
                         .push_back(NodeIn::Fact(NodeFact::CancelRequested(reason)));
                 }
             }
+            RunEffect::Answer {
+                node,
+                request_id,
+                answer,
+            } => {
+                if let Some(actor) = self.nodes[node.ix()].as_mut() {
+                    let fact = match answer {
+                        Ok(output) => NodeFact::InputAnswered { request_id, output },
+                        Err(error) => NodeFact::InputExpired { request_id, error },
+                    };
+                    actor.mail.push_back(NodeIn::Fact(fact));
+                }
+            }
+            // The simulated runs have no gates yet, so nobody answers their requests.
+            RunEffect::Resolved { .. } => {}
             RunEffect::Kill { node } => {
                 if let Some(generation) = self.nodes[node.ix()].as_ref().map(|a| a.generation) {
                     self.stop_node(node, generation, "killed".into());

@@ -531,18 +531,6 @@ pub fn timeout_error(request: &InputRequest) -> ComponentError {
     )
 }
 
-/// ShipSec's details of that failure: `{nodeRef, requestId, timeoutMs}`.
-pub fn timeout_details(request: &InputRequest) -> Value {
-    let timeout_ms = request
-        .deadline
-        .map(|d| d.since(request.created_at).as_millis() as u64);
-    serde_json::json!({
-        "nodeRef": request.node_ref,
-        "requestId": request.request_id,
-        "timeoutMs": timeout_ms,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -778,9 +766,5 @@ mod tests {
         assert_eq!(err.error_type, "TimeoutError");
         assert!(!err.retryable);
         assert_eq!(err.message, "Human input request timed out for node gate");
-        assert_eq!(
-            timeout_details(&r),
-            json!({"nodeRef": "gate", "requestId": "req-1", "timeoutMs": 90_000})
-        );
     }
 }

@@ -595,7 +595,7 @@ impl NodeCore {
             return self.end(Outcome::Cancelled(reason.cause), None);
         }
         let outcome = outcome.and_then(|out| self.check_output_size(out));
-        match outcome.and_then(|out| Ok((gate::PendingInput::from_output(&out.output), out))) {
+        match outcome.map(|out| (gate::PendingInput::from_output(&out.output), out)) {
             Ok((None, out)) => self.complete(out),
             Ok((Some(Ok(input)), _)) => self.await_input(attempt, input, now),
             Ok((Some(Err(marker)), _)) => {
