@@ -135,6 +135,7 @@ pub mod gates {
         InputRequest, InputType, MarkerError, PendingInput, RequestStatus, Resolution,
         ResolveError, Resolved,
     };
+    pub use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery};
 }
 
 /// What a run's trace and result are made of, beyond the root's `TraceEvent` and

@@ -6,9 +6,10 @@ mod common;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shipsec_orchestrator::gates::{Resolution, ResolveError, Resolved};
+use shipsec_orchestrator::gates::{InputQuery, RequestStatus, Resolution, ResolveError, Resolved};
 use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
+use shipsec_orchestrator::runtime::semantics::result::RunQuery;
 use shipsec_orchestrator::{EngineError, Handle, RunCommandError, RunHandle};
 
 /// An approval gate `g` whose `approved` port leads to `yes` and `rejected` to `no`, and
@@ -115,13 +116,22 @@ async fn a_rejected_approval_routes_the_run_along_its_rejected_port() {
     assert_eq!(output["rejected"], json!(true));
     assert_eq!(output["respondedBy"], "ana");
     assert_eq!(output["requestId"], json!(request_id));
-    let ended = handle
-        .resolve_input(run.run_id(), &request_id, answer(false))
-        .await;
+    // The run has ended: the engine still knows the answer it took.
+    let ended = handle.resolve(&request_id, answer(false)).await;
+    assert_eq!(ended.expect("a duplicate"), Resolved::Duplicate);
+    let changed = handle.resolve(&request_id, answer(true)).await;
     assert!(
-        matches!(ended, Err(EngineError::Run(RunCommandError::RunEnded(_)))),
-        "{ended:?}"
+        matches!(
+            changed,
+            Err(EngineError::Run(RunCommandError::Input(
+                ResolveError::AlreadyResolved(_)
+            )))
+        ),
+        "{changed:?}"
     );
+    let filed = handle.input(&request_id).await.expect("known");
+    assert_eq!(filed.request.status, RequestStatus::Resolved);
+    assert_eq!(&*filed.run_id, run.run_id());
     common::shutdown(&handle).await;
 }
 
@@ -167,12 +177,121 @@ async fn a_cancelled_run_refuses_an_answer_to_its_gate() {
     let result = run.result().await.expect("a result");
     assert_eq!(result.status, RunStatus::Cancelled);
     assert_eq!(result.nodes["g"].status, NodeStatus::Cancelled);
-    let late = handle
-        .resolve_input(run.run_id(), &request_id, answer(true))
-        .await;
+    let late = handle.resolve(&request_id, answer(true)).await;
     assert!(
-        matches!(late, Err(EngineError::Run(RunCommandError::RunEnded(_)))),
+        matches!(
+            late,
+            Err(EngineError::Run(RunCommandError::Input(
+                ResolveError::NotPending {
+                    status: RequestStatus::Cancelled,
+                    ..
+                }
+            )))
+        ),
         "{late:?}"
     );
+    let cancelled = handle.input(&request_id).await.expect("known");
+    assert_eq!(cancelled.request.status, RequestStatus::Cancelled);
+    let events: Vec<_> = handle
+        .events(run.run_id())
+        .await
+        .expect("events")
+        .collect()
+        .await;
+    let said = events.iter().find(|e| {
+        e.kind == EventType::Progress
+            && e.data
+                .as_deref()
+                .is_some_and(|d| d["requestId"] == json!(request_id))
+    });
+    let said = said.expect("the cancelled request has its event");
+    assert_eq!(said.data.as_deref().expect("data")["status"], "cancelled");
+    common::shutdown(&handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_runs_and_their_requests_are_listed_and_answered_by_request_id() {
+    let handle = common::engine().await;
+    let (mut first, data) = waiting(&handle, approval(), "g").await;
+    let (second, _) = waiting(&handle, approval(), "g").await;
+    let request_id = data["requestId"].as_str().expect("a request id").to_owned();
+    let status = handle.status(first.run_id()).await.expect("status");
+    assert_eq!(status.status, RunStatus::AwaitingInput);
+    let waiting_runs = handle
+        .list(RunQuery {
+            status: Some(RunStatus::AwaitingInput),
+            limit: 10,
+            before: None,
+        })
+        .await
+        .expect("a page");
+    assert_eq!(waiting_runs.runs.len(), 2, "{waiting_runs:?}");
+
+    // Both gates of both runs wait (the `hold` gates once their events are out).
+    ids_of_waiting(&handle, first.run_id(), "hold").await;
+    ids_of_waiting(&handle, second.run_id(), "hold").await;
+    let pending = |run_id: Option<&str>| InputQuery {
+        status: Some(RequestStatus::Pending),
+        run_id: run_id.map(str::to_owned),
+        limit: 10,
+        before: None,
+    };
+    let all = handle.inputs(pending(None)).await.expect("a page");
+    assert_eq!(all.requests.len(), 4);
+    let of_first = handle
+        .inputs(pending(Some(first.run_id())))
+        .await
+        .expect("a page");
+    assert_eq!(of_first.requests.len(), 2);
+    let filed = handle.input(&request_id).await.expect("known");
+    assert_eq!(filed.request.input.title, "Patch db1?");
+    assert_eq!(filed.request.node_ref, "g");
+
+    // Another run's request is unknown to a run; by its id alone it is found.
+    let elsewhere = handle
+        .resolve_input(second.run_id(), &request_id, answer(true))
+        .await;
+    assert!(
+        matches!(
+            elsewhere,
+            Err(EngineError::Run(RunCommandError::Input(
+                ResolveError::Unknown(_)
+            )))
+        ),
+        "{elsewhere:?}"
+    );
+    let nobody = handle.resolve("no-such-request", answer(true)).await;
+    assert!(
+        matches!(
+            nobody,
+            Err(EngineError::Run(RunCommandError::Input(
+                ResolveError::Unknown(_)
+            )))
+        ),
+        "{nobody:?}"
+    );
+    assert_eq!(
+        handle
+            .resolve(&request_id, answer(true))
+            .await
+            .expect("applied"),
+        Resolved::Applied
+    );
+    for filed in handle
+        .inputs(pending(Some(first.run_id())))
+        .await
+        .expect("a page")
+        .requests
+    {
+        handle
+            .resolve(&filed.request.request_id, answer(true))
+            .await
+            .expect("applied");
+    }
+    let result = first.result().await.expect("a result");
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["yes"].status, NodeStatus::Completed);
+    let left = handle.inputs(pending(None)).await.expect("a page");
+    assert_eq!(left.requests.len(), 2, "the second run's two gates");
     common::shutdown(&handle).await;
 }

@@ -35,8 +35,9 @@ use crate::runtime::guardrails::slots::SlotStats;
 use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 use crate::runtime::semantics::event::TraceEvent;
-use crate::runtime::semantics::gate::{Resolution, Resolved};
+use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
 use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery};
 use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery};
 use crate::runtime::semantics::result::{RunResult, RunSnapshot};
 
@@ -495,7 +496,58 @@ impl Handle {
         request_id: &str,
         resolution: Resolution,
     ) -> Result<Resolved, EngineError> {
-        let run_id = run_id.to_owned();
+        self.answer(Some(run_id.to_owned()), request_id, resolution)
+            .await
+    }
+
+    /// Answers input request `request_id`, whichever run made it: the answer is stored
+    /// before this returns. The same answer again is [`Resolved::Duplicate`], even after
+    /// the run ended.
+    ///
+    /// # Errors
+    /// [`RunCommandError::Input`] when no run the engine knows made the request, it was
+    /// resolved with another answer, or it expired or was cancelled; or
+    /// [`EngineError::Unavailable`].
+    pub async fn resolve(
+        &self,
+        request_id: &str,
+        resolution: Resolution,
+    ) -> Result<Resolved, EngineError> {
+        self.answer(None, request_id, resolution).await
+    }
+
+    /// A page of the input requests of the runs the engine knows, newest first.
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`].
+    pub async fn inputs(&self, query: InputQuery) -> Result<InputPage, EngineError> {
+        ractor::call!(self.actor, |reply| OrchestratorMsg::Inputs { query, reply })
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Input request `request_id` as it is now, with its run.
+    ///
+    /// # Errors
+    /// [`RunCommandError::Input`] when no run the engine knows made it, or
+    /// [`EngineError::Unavailable`].
+    pub async fn input(&self, request_id: &str) -> Result<Filed, EngineError> {
+        let asked = request_id.to_owned();
+        let found = ractor::call!(self.actor, |reply| OrchestratorMsg::Input {
+            request_id: asked,
+            reply
+        })
+        .map_err(|_| EngineError::Unavailable)?;
+        found.ok_or_else(|| {
+            RunCommandError::Input(ResolveError::Unknown(request_id.to_owned())).into()
+        })
+    }
+
+    async fn answer(
+        &self,
+        run_id: Option<String>,
+        request_id: &str,
+        resolution: Resolution,
+    ) -> Result<Resolved, EngineError> {
         let request_id: Arc<str> = request_id.into();
         Ok(ractor::call!(self.actor, |reply| OrchestratorMsg::Resolve {
             run_id,

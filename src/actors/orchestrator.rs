@@ -46,10 +46,11 @@ use crate::runtime::semantics::engine::{
     ReadOutcome, ResumedRun, StoredRun, Submission, Weight,
 };
 use crate::runtime::semantics::event::TraceEvent;
-use crate::runtime::semantics::gate::{Resolution, Resolved};
+use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::requests::Route;
 use crate::runtime::semantics::result::{RunResult, RunSnapshot, RunSummary};
 use crate::runtime::semantics::time::Time;
 use crate::runtime::telemetry::{Metrics, traceparent_trace_id};
@@ -199,6 +200,20 @@ impl Actor for OrchestratorActor {
             OrchestratorMsg::Watch { run_id, reply } => state.watch(run_id, reply).await,
             OrchestratorMsg::Reloaded { run_id, outcome } => state.reloaded(run_id, outcome).await,
             OrchestratorMsg::Retained(reply) => drop(reply.send(state.core.retained())),
+            OrchestratorMsg::Inputs { query, reply } => {
+                drop(reply.send(state.core.inputs(&query)));
+            }
+            OrchestratorMsg::Input { request_id, reply } => {
+                drop(reply.send(state.core.input(&request_id).cloned()));
+            }
+            OrchestratorMsg::InputChanged { run_id, request } => {
+                state
+                    .apply(
+                        EngineFact::InputChanged { run_id, request },
+                        Arrived::Nothing,
+                    )
+                    .await;
+            }
             OrchestratorMsg::Stop {
                 run_id,
                 kind,

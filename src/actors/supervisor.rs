@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::messages::orchestrator::RunCommandError;
-use crate::runtime::semantics::gate::Resolved;
+use crate::runtime::semantics::gate::{InputRequest, Resolved};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -430,6 +430,9 @@ impl SupervisorState {
         self.core = core;
         // Every replayed event was published before the engine died, or could have been.
         self.published = self.core.events().len();
+        // The orchestrator learns the requests the run made before its restart.
+        let requests: Vec<_> = self.core.requests().cloned().map(Arc::new).collect();
+        requests.into_iter().for_each(|r| self.request_changed(r));
         let Some(log) = &mut self.log else {
             return Ok(()); // a resume always has its journal
         };
@@ -661,6 +664,7 @@ impl SupervisorState {
                     let _ = reply.send(outcome.map_err(RunCommandError::from));
                 }
             }
+            RunEffect::Request(request) => self.request_changed(request),
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,
@@ -681,6 +685,17 @@ impl SupervisorState {
             RunEffect::Emitted { seq } => self.emitted(seq),
             RunEffect::Metric(metric) => self.metric(&metric),
             RunEffect::Finish(result) => self.finish(myself, result),
+        }
+    }
+
+    /// Tells the orchestrator how a request is now, for listings and answers by id.
+    fn request_changed(&self, request: Arc<InputRequest>) {
+        if let Some(orchestrator) = &self.orchestrator {
+            // An orchestrator that is gone has nobody left to ask.
+            let _ = orchestrator.cast(OrchestratorMsg::InputChanged {
+                run_id: self.run.plan.run_id.to_string(),
+                request,
+            });
         }
     }
 

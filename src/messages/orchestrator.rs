@@ -174,14 +174,36 @@ pub(crate) enum OrchestratorMsg {
     },
     /// From a handle: a person answered input request `request_id` of run `run_id`.
     Resolve {
-        /// Run id.
-        run_id: String,
+        /// The run the caller says the request belongs to (`None`: whichever made it).
+        run_id: Option<String>,
         /// The request.
         request_id: Arc<str>,
         /// The answer.
         resolution: crate::runtime::semantics::gate::Resolution,
         /// What it did, once stored.
         reply: RpcReplyPort<Result<crate::runtime::semantics::gate::Resolved, RunCommandError>>,
+    },
+    /// From a handle: a page of the input requests across runs.
+    Inputs {
+        /// Which.
+        query: crate::runtime::semantics::requests::InputQuery,
+        /// Reply.
+        reply: RpcReplyPort<crate::runtime::semantics::requests::InputPage>,
+    },
+    /// From a handle: one input request.
+    Input {
+        /// The request.
+        request_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Option<crate::runtime::semantics::requests::Filed>>,
+    },
+    /// From a supervisor: its run made an input request, or one left `pending` (sent
+    /// once the fact is stored, before the request's event is published).
+    InputChanged {
+        /// The run.
+        run_id: String,
+        /// The request now.
+        request: Arc<crate::runtime::semantics::gate::InputRequest>,
     },
     /// From a handle: cancel or terminate a run.
     Stop {

@@ -4,7 +4,7 @@
 //! ([`shipsec`]) and human-input [`gate`]s, and the two cores built from them: [`node_core`] (one node's life)
 //! and [`run_core`] (the run's), sharing one [`plan::RunPlan`], with [`time`] passed in.
 //! The [`engine`] core decides what the orchestrator does: admission, idempotency,
-//! retention and the engine's phase. What the cores exchange lives here too: a node's [`report`]s and end, the trace
+//! retention and the engine's phase, with the [`requests`] of every run it knows. What the cores exchange lives here too: a node's [`report`]s and end, the trace
 //! [`event`]s they shape and the run's [`result`].
 //!
 //! No tokio, no clocks, no randomness: time is an argument and jitter comes from a
@@ -22,6 +22,7 @@ pub mod node_core;
 pub mod outcome;
 pub mod plan;
 pub mod report;
+pub mod requests;
 pub mod result;
 pub mod retry;
 pub mod run_core;

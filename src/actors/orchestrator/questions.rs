@@ -113,8 +113,35 @@ impl OrchestratorState {
         }
     }
 
-    /// Hands a person's answer to the run's supervisor, which answers once it is stored.
+    /// Routes a person's answer: to the supervisor of the live run that made the
+    /// request, which answers once it is stored; for a run that ended, the engine core
+    /// answers (the same answer again is a duplicate). A request of another run than
+    /// the one named is unknown to it.
     pub(super) fn resolve(
+        &self,
+        run_id: Option<String>,
+        request_id: Arc<str>,
+        resolution: Resolution,
+        reply: RpcReplyPort<Result<Resolved, RunCommandError>>,
+    ) {
+        let unknown = || RunCommandError::Input(ResolveError::Unknown(request_id.to_string()));
+        let made_by = self.core.input(&request_id).map(|f| f.run_id.clone());
+        if let (Some(asked), Some(made_by)) = (&run_id, &made_by)
+            && **made_by != **asked
+        {
+            return drop(reply.send(Err(unknown())));
+        }
+        let run_id = match (self.core.route_answer(&request_id, &resolution), run_id) {
+            (Route::Decided(verdict), _) => return drop(reply.send(verdict.map_err(Into::into))),
+            (Route::Live(run_id), _) => run_id.to_string(),
+            // Not in the book: the named run's core says what it knows of it.
+            (Route::Unknown, Some(run_id)) => run_id,
+            (Route::Unknown, None) => return drop(reply.send(Err(unknown()))),
+        };
+        self.to_supervisor(run_id, request_id, resolution, reply);
+    }
+
+    fn to_supervisor(
         &self,
         run_id: String,
         request_id: Arc<str>,

@@ -22,8 +22,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::semantics::gate::{InputRequest, Resolution};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::report::StopKind;
+use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery, RequestBook, Route};
 use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery, RunResult, RunSummary};
 use crate::runtime::semantics::time::Time;
 
@@ -152,6 +154,13 @@ pub enum EngineFact {
         run_id: String,
         /// Why.
         cause: String,
+    },
+    /// A live run made an input request, or one of its requests left `pending`.
+    InputChanged {
+        /// The run.
+        run_id: String,
+        /// The request as it is now.
+        request: Arc<InputRequest>,
     },
     /// A question needs the whole of a run (its status, result, trace or graph).
     Asked {
@@ -345,6 +354,8 @@ pub struct EngineCore {
     held: Weight,
     /// Finished runs in the journal, oldest first, with when they ended.
     journaled: VecDeque<(String, Time)>,
+    /// The input requests of the runs known.
+    requests: RequestBook,
     out: Vec<EngineEffect>,
 }
 
@@ -362,6 +373,7 @@ impl EngineCore {
             finished: VecDeque::new(),
             held: Weight::default(),
             journaled: VecDeque::new(),
+            requests: RequestBook::new(),
             out: Vec::new(),
         }
     }
@@ -402,6 +414,7 @@ impl EngineCore {
                 self.on_supervisor_stopped(run_id, cause);
             }
             EngineFact::SupervisorLost { run_id, cause } => self.on_lost(&run_id, &cause, now),
+            EngineFact::InputChanged { run_id, request } => self.on_input(&run_id, request),
             EngineFact::Asked { run_id } => self.on_asked(&run_id),
             EngineFact::ReadBack { run_id, outcome } => self.on_read_back(run_id, outcome),
             EngineFact::Quiesced => {
@@ -431,6 +444,24 @@ impl EngineCore {
             next: more.then(|| found.last().map(|b| b.order)).flatten(),
             runs: found.iter().map(|b| b.summary.clone()).collect(),
         }
+    }
+
+    /// A page of the input requests of the runs known, newest first.
+    pub fn inputs(&self, query: &InputQuery) -> InputPage {
+        self.requests.list(query)
+    }
+
+    /// The input request `request_id`, when its run is known.
+    pub fn input(&self, request_id: &str) -> Option<&Filed> {
+        self.requests.get(request_id)
+    }
+
+    /// Where an answer to `request_id` goes: its live run, or the book's own verdict
+    /// once the run has ended.
+    pub fn route_answer(&self, request_id: &str, resolution: &Resolution) -> Route {
+        self.requests.route(request_id, resolution, |run| {
+            self.state_of(run) == Some(RunState::Live)
+        })
     }
 
     /// What finished runs are held, whole and by their summary.
@@ -603,6 +634,8 @@ impl EngineCore {
         book.state = RunState::Done;
         book.summary = summary;
         self.live -= 1;
+        // Its core settled them all; one whose news was lost is cancelled all the same.
+        self.requests.cancel_run(&run_id);
         self.out.push(EngineEffect::Finished {
             run_id: run_id.clone(),
         });
@@ -611,6 +644,23 @@ impl EngineCore {
             self.purge(now);
         }
         self.remember(run_id, weight);
+    }
+
+    /// A live run's request changed: the book keeps it, and the run shows as
+    /// `AWAITING_INPUT` while one of its requests is pending (as ShipSec derives it).
+    fn on_input(&mut self, run_id: &str, request: Arc<InputRequest>) {
+        let Some(book) = self.runs.get_mut(run_id) else {
+            return; // forgotten already
+        };
+        if book.state != RunState::Live {
+            return; // ended: its requests are settled
+        }
+        self.requests.update(run_id, request);
+        book.summary.status = if self.requests.waits(run_id) {
+            RunStatus::AwaitingInput
+        } else {
+            RunStatus::Running
+        };
     }
 
     fn on_supervisor_stopped(&mut self, run_id: String, cause: String) {
@@ -633,6 +683,7 @@ impl EngineCore {
         book.state = RunState::Done;
         book.summary = RunSummary::of_result(&result);
         self.live -= 1;
+        self.requests.cancel_run(run_id);
         self.out.push(EngineEffect::Lost {
             run_id: run_id.to_owned(),
             result,
@@ -770,6 +821,7 @@ impl EngineCore {
     fn forget(&mut self, run_id: &str) {
         if self.runs.remove(run_id).is_some() {
             self.keys.retain(|_, (id, _)| id != run_id);
+            self.requests.forget_run(run_id);
             self.out.push(EngineEffect::Forget {
                 run_id: run_id.to_owned(),
             });

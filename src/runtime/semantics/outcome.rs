@@ -118,6 +118,8 @@ pub enum RunStatus {
     Queued,
     /// Nodes are running.
     Running,
+    /// At least one gate waits for a person and no node runs or waits for a slot.
+    AwaitingInput,
     /// Every node ended and no unhandled failure happened.
     Completed,
     /// An unhandled failure happened (or the supervisor died).
@@ -136,6 +138,7 @@ impl RunStatus {
         [
             RunStatus::Queued,
             RunStatus::Running,
+            RunStatus::AwaitingInput,
             RunStatus::Completed,
             RunStatus::Failed,
             RunStatus::Cancelled,
@@ -151,6 +154,7 @@ impl RunStatus {
         match self {
             RunStatus::Queued => "QUEUED",
             RunStatus::Running => "RUNNING",
+            RunStatus::AwaitingInput => "AWAITING_INPUT",
             RunStatus::Completed => "COMPLETED",
             RunStatus::Failed => "FAILED",
             RunStatus::Cancelled => "CANCELLED",
@@ -161,7 +165,10 @@ impl RunStatus {
 
     /// Whether the run has ended.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running)
+        !matches!(
+            self,
+            RunStatus::Queued | RunStatus::Running | RunStatus::AwaitingInput
+        )
     }
 }
 

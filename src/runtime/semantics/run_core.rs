@@ -243,6 +243,11 @@ impl RunCore {
         &self.events
     }
 
+    /// The input requests of its gates, oldest first.
+    pub fn requests(&self) -> impl Iterator<Item = &InputRequest> {
+        self.requests.iter().map(|(_, request)| request)
+    }
+
     /// Hands the whole trace over (once the run has ended, to the orchestrator).
     pub fn take_events(&mut self) -> Vec<TraceEvent> {
         std::mem::take(&mut self.events)
@@ -381,6 +386,9 @@ impl RunCore {
                 },
             });
         }
+        // The engine hears of the request before its event is published, so whoever
+        // reads the event finds the request.
+        self.out.push(RunEffect::Request(Arc::new(request.clone())));
         self.trace_awaiting(node, &request, now);
         self.requests.push((node, request));
     }
@@ -391,17 +399,20 @@ impl RunCore {
     fn on_resolution(&mut self, request_id: Arc<str>, resolution: Resolution, now: Time) {
         let found = self
             .requests
-            .iter_mut()
-            .find(|(_, r)| *r.request_id == *request_id);
+            .iter()
+            .position(|(_, r)| *r.request_id == *request_id);
         let outcome = match found {
             None => Err(ResolveError::Unknown(request_id.to_string())),
-            Some((node, request)) => {
+            Some(at) => {
+                let (node, request) = &mut self.requests[at];
+                let node = *node;
                 let outcome = request.resolve(resolution, now);
                 if outcome == Ok(gate::Resolved::Applied)
                     && let Some(output) = request.output()
                 {
+                    self.settled(at, now);
                     self.out.push(RunEffect::Answer {
-                        node: *node,
+                        node,
                         request_id: request_id.clone(),
                         answer: Ok(output),
                     });
@@ -417,29 +428,40 @@ impl RunCore {
 
     /// A gate ended (answered, expired, cancelled with its run or withdrawn): a request of
     /// its that is still pending is cancelled, so no request outlives its node.
-    fn close_requests(&mut self, node: NodeIx) {
-        for (n, request) in &mut self.requests {
-            if *n == node {
-                request.cancel();
+    fn close_requests(&mut self, node: NodeIx, now: Time) {
+        for at in 0..self.requests.len() {
+            if self.requests[at].0 == node && self.requests[at].1.cancel() {
+                self.settled(at, now);
             }
         }
+    }
+
+    /// The request at `at` left `pending`: its event, and its new state for whoever
+    /// lists requests.
+    fn settled(&mut self, at: usize, now: Time) {
+        let (node, request) = &self.requests[at];
+        let (node, request) = (*node, Arc::new(request.clone()));
+        self.out.push(RunEffect::Request(request.clone()));
+        self.trace_settled(node, &request, now);
     }
 
     /// The deadline of a gate's request came: a request still pending expires, and its
     /// gate fails with `TimeoutError`.
     fn on_input_deadline(&mut self, node: NodeIx, attempt: u32, now: Time) {
-        let Some((_, request)) = self
+        let Some(at) = self
             .requests
-            .iter_mut()
-            .find(|(n, r)| *n == node && r.attempt == attempt)
+            .iter()
+            .position(|(n, r)| *n == node && r.attempt == attempt)
         else {
             return;
         };
+        let request = &mut self.requests[at].1;
         if !request.is_due(now) || !request.expire() {
             return;
         }
         let error = gate::timeout_error(request);
         let request_id = Arc::from(request.request_id.as_str());
+        self.settled(at, now);
         self.out.push(RunEffect::Answer {
             node,
             request_id,
@@ -566,8 +588,8 @@ impl RunCore {
                 continue; // each node ends once: a late or repeated report is ignored
             }
             let withdrawn = self.records[node.ix()].withdrawn.clone();
+            self.close_requests(node, now);
             self.record_end(&end, now);
-            self.close_requests(node);
             match end.terminal() {
                 Terminal::Failed => self.on_node_failed(node, &end, now),
                 Terminal::Cancelled => {

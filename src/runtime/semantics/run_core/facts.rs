@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::runtime::components::ComponentResult;
 use crate::runtime::definition::graph::NodeIx;
-use crate::runtime::semantics::gate::{self, Resolution, ResolveError};
+use crate::runtime::semantics::gate::{self, InputRequest, Resolution, ResolveError};
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::{RunStatus, Terminal};
 use crate::runtime::semantics::report::{
@@ -103,6 +103,9 @@ pub enum RunEffect {
         /// Applied, a duplicate, or why it was refused.
         outcome: Result<gate::Resolved, ResolveError>,
     },
+    /// A gate's request was made, or left `pending` (resolved, expired, cancelled): it
+    /// is shown as it is now to whoever lists requests across runs.
+    Request(Arc<InputRequest>),
     /// Ask a live node to stop.
     Cancel {
         /// The node.

@@ -158,6 +158,12 @@ impl RunCore {
             title: graph.title.clone(),
             status: match &self.phase {
                 RunPhase::Ended(status) => *status,
+                _ if self
+                    .requests()
+                    .any(|r| r.status == gate::RequestStatus::Pending) =>
+                {
+                    RunStatus::AwaitingInput
+                }
                 _ => RunStatus::Running,
             },
             started_at: self.started_at.timestamp(),

@@ -108,6 +108,32 @@ impl RunCore {
         });
     }
 
+    /// A request left `pending`: a `PROGRESS` event of its gate says how (`data`:
+    /// `{requestId, status, respondedBy?}`), before the gate's own end.
+    pub(super) fn trace_settled(&mut self, node: NodeIx, request: &InputRequest, now: Time) {
+        let mut metadata = self.base_metadata(node);
+        metadata.attempt = Some(request.attempt);
+        let status = request.status.as_str();
+        let by = request
+            .resolution
+            .as_ref()
+            .and_then(|(r, _)| r.responded_by.clone());
+        let message = match &by {
+            Some(by) => format!("input request {status} by {by}"),
+            None => format!("input request {status}"),
+        };
+        let data = json!({
+            "requestId": request.request_id,
+            "status": status,
+            "respondedBy": by,
+        });
+        self.emit(node, EventType::Progress, Level::Info, now, |e| {
+            e.message = Some(message);
+            e.data = Some(Box::new(data));
+            e.metadata = Some(metadata);
+        });
+    }
+
     pub(super) fn emit_resumed(&mut self, lost: &[(NodeIx, u32)], now: Time) {
         let plan = self.plan.clone();
         let attempts: Vec<serde_json::Value> = lost
