@@ -26,6 +26,7 @@ pub mod listen;
 mod auth;
 mod body;
 mod events;
+mod inputs;
 mod metrics;
 pub mod openapi;
 mod runs;
@@ -165,6 +166,9 @@ impl Service {
             .route("/v1/runs/{id}/graph", get(runs::graph))
             .route("/v1/runs/{id}/cancel", post(runs::cancel))
             .route("/v1/runs/{id}/terminate", post(runs::terminate))
+            .route("/v1/inputs", get(inputs::list))
+            .route("/v1/inputs/{requestId}", get(inputs::describe))
+            .route("/v1/inputs/{requestId}/resolve", post(inputs::resolve))
             .route("/v1/validate", post(runs::validate))
             .route("/v1/components", get(runs::components))
             .route("/healthz", get(runs::healthz))

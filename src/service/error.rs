@@ -148,6 +148,16 @@ impl ApiError {
     /// A definition refused for `problems` (422 `INVALID_DEFINITION`): the first
     /// [`PROBLEMS_LISTED`] of them, and how many more were left out.
     pub fn invalid_definition(problems: &[Problem]) -> ApiError {
+        ApiError::problems(
+            ErrorCode::InvalidDefinition,
+            "invalid workflow definition",
+            problems,
+        )
+    }
+
+    /// `what` was refused for `problems`: the first [`PROBLEMS_LISTED`] of them in
+    /// `details.problems`, and how many more were left out.
+    fn problems(code: ErrorCode, what: &str, problems: &[Problem]) -> ApiError {
         let n = problems.len();
         let first = problems.first().map_or(String::new(), |p| format!(": {p}"));
         let listed = &problems[..n.min(PROBLEMS_LISTED)];
@@ -155,14 +165,8 @@ impl ApiError {
         if listed.len() < n {
             details["omittedProblems"] = json!(n - listed.len());
         }
-        ApiError::new(
-            ErrorCode::InvalidDefinition,
-            format!(
-                "invalid workflow definition ({n} problem{}){first}",
-                if n == 1 { "" } else { "s" }
-            ),
-        )
-        .with_details(details)
+        let plural = if n == 1 { "" } else { "s" };
+        ApiError::new(code, format!("{what} ({n} problem{plural}){first}")).with_details(details)
     }
 
     /// The JSON body of the error.
@@ -255,14 +259,21 @@ impl From<RunCommandError> for ApiError {
             RunCommandError::Spawn(_) => ApiError::new(ErrorCode::Internal, message),
             RunCommandError::RunEnded(id) => ApiError::new(ErrorCode::RunAlreadyEnded, message)
                 .with_details(json!({ "runId": id })),
-            RunCommandError::Input(refused) => {
-                let code = match &refused {
-                    ResolveError::Unknown(_) => ErrorCode::InputNotFound,
-                    ResolveError::AlreadyResolved(_) => ErrorCode::InputAlreadyResolved,
-                    ResolveError::NotPending { .. } => ErrorCode::InputNotPending,
-                };
-                ApiError::new(code, message)
-            }
+            RunCommandError::Input(refused) => match refused {
+                ResolveError::Unknown(_) => ApiError::new(ErrorCode::InputNotFound, message),
+                ResolveError::AlreadyResolved(_) => {
+                    ApiError::new(ErrorCode::InputAlreadyResolved, message)
+                }
+                ResolveError::NotPending { status, .. } => {
+                    ApiError::new(ErrorCode::InputNotPending, message)
+                        .with_details(json!({ "status": status }))
+                }
+                ResolveError::InvalidResponse { problems, .. } => ApiError::problems(
+                    ErrorCode::InvalidInput,
+                    "the answer does not fit what the request asks",
+                    &problems,
+                ),
+            },
             RunCommandError::Unreadable { run_id, .. } => {
                 ApiError::new(ErrorCode::Internal, message).with_details(json!({ "runId": run_id }))
             }

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::service::error::ErrorBody;
 use crate::service::events::{self, StreamStatus};
-use crate::service::runs;
+use crate::service::{inputs, runs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,9 @@ use crate::service::runs;
         events::events,
         runs::cancel,
         runs::terminate,
+        inputs::list,
+        inputs::describe,
+        inputs::resolve,
         runs::validate,
         runs::components,
         runs::healthz,
@@ -47,6 +50,7 @@ use crate::service::runs;
     modifiers(&Shared),
     tags(
         (name = "runs", description = "Runs: start, watch, stop"),
+        (name = "inputs", description = "Human-input requests of gates: list, read, resolve"),
         (name = "definitions", description = "Workflow definitions and the components they use"),
         (name = "health", description = "Liveness and readiness"),
     )

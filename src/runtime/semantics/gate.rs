@@ -21,11 +21,12 @@ use serde_json::{Map, Value};
 
 use crate::runtime::components::{ComponentError, ComponentOutput, TIMEOUT_ERROR};
 use crate::runtime::definition::JsonObject;
+use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::time::Time;
 use crate::runtime::timestamp::Timestamp;
 
 /// The kind of input a gate asks for (ShipSec's `inputType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InputType {
     /// Approve or reject.
@@ -150,6 +151,16 @@ impl PendingInput {
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(v) => return Err(bad("inputSchema", "an object", v)),
         };
+        // What an answer is checked against must itself be a schema, or no answer could
+        // ever be taken.
+        if let Some(schema) = &input_schema
+            && let Some(Err(problem)) = response_schema(input_type, schema).map(|s| compile(&s))
+        {
+            return Err(MarkerError {
+                field: "inputSchema",
+                problem,
+            });
+        }
         Ok(PendingInput {
             input_type,
             title,
@@ -249,9 +260,85 @@ fn lookup<'a>(object: &'a JsonObject, path: &str) -> Option<&'a Value> {
     (!value.is_null()).then_some(value)
 }
 
+/// The JSON schema an answer's `responseData` must satisfy, when the request has one: a
+/// form's own schema; for a selection, `selection` one of the options' values (a list of
+/// them, at least one and each once, when `multiple`).
+fn response_schema(input_type: InputType, schema: &Value) -> Option<Value> {
+    match input_type {
+        InputType::Form => Some(schema.clone()),
+        InputType::Selection => {
+            let values: Vec<Value> = schema
+                .get("options")?
+                .as_array()?
+                .iter()
+                .map(|option| match option {
+                    Value::Object(o) => o.get("value").cloned().unwrap_or(Value::Null),
+                    other => other.clone(),
+                })
+                .collect();
+            let one = serde_json::json!({ "enum": values });
+            let selection = if schema.get("multiple") == Some(&Value::Bool(true)) {
+                serde_json::json!({
+                    "type": "array", "items": one, "minItems": 1, "uniqueItems": true
+                })
+            } else {
+                one
+            };
+            Some(serde_json::json!({
+                "type": "object",
+                "required": ["selection"],
+                "properties": { "selection": selection }
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| format!("not a usable JSON schema: {e}"))
+}
+
+/// Whether `resolution` answers what `input` asks: its `responseData` against the form's
+/// schema or the selection's options (a rejection carries no data to check). Each problem
+/// names where it is, from `responseData`.
+///
+/// # Errors
+/// The problems, in the order the schema finds them.
+pub fn check_response(input: &PendingInput, resolution: &Resolution) -> Result<(), Vec<Problem>> {
+    if !resolution.approves() {
+        return Ok(());
+    }
+    let Some(schema) = input
+        .input_schema
+        .as_ref()
+        .and_then(|schema| response_schema(input.input_type, schema))
+    else {
+        return Ok(());
+    };
+    let validator = compile(&schema).map_err(|message| {
+        vec![Problem {
+            path: "inputSchema".into(),
+            message,
+        }]
+    })?;
+    let data = Value::Object(resolution.response_data.clone().unwrap_or_default());
+    let problems: Vec<Problem> = validator
+        .iter_errors(&data)
+        .map(|e| Problem {
+            path: format!("responseData{}", e.instance_path()),
+            message: e.to_string(),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 /// A person's answer to a request (ShipSec's `HumanInputResolution`, less what the engine
 /// knows itself).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resolution {
     /// Approved (`true`) or rejected; forms and selections are approved unless said.
@@ -259,6 +346,7 @@ pub struct Resolution {
     pub approved: Option<bool>,
     /// The form's fields, or `{selection}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub response_data: Option<JsonObject>,
     /// Who answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,7 +364,7 @@ impl Resolution {
 }
 
 /// Where a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestStatus {
     /// Waiting for a person.
@@ -341,6 +429,14 @@ pub enum ResolveError {
     /// The request was resolved with another answer.
     #[error("input request `{0}` was already resolved with another answer")]
     AlreadyResolved(String),
+    /// The answer's `responseData` does not satisfy the request's schema.
+    #[error("the answer to input request `{request_id}` does not fit what it asks: {}", problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidResponse {
+        /// The request.
+        request_id: String,
+        /// Each problem, with its path from `responseData`.
+        problems: Vec<Problem>,
+    },
     /// The request expired or was cancelled.
     #[error("input request `{request_id}` is {}, not pending", status.as_str())]
     NotPending {
@@ -380,6 +476,12 @@ impl InputRequest {
     pub fn resolve(&mut self, resolution: Resolution, now: Time) -> Result<Resolved, ResolveError> {
         match self.status {
             RequestStatus::Pending => {
+                check_response(&self.input, &resolution).map_err(|problems| {
+                    ResolveError::InvalidResponse {
+                        request_id: self.request_id.clone(),
+                        problems,
+                    }
+                })?;
                 self.status = RequestStatus::Resolved;
                 self.resolution = Some((resolution, now));
                 Ok(Resolved::Applied)
@@ -766,5 +868,90 @@ mod tests {
         assert_eq!(err.error_type, "TimeoutError");
         assert!(!err.retryable);
         assert_eq!(err.message, "Human input request timed out for node gate");
+    }
+
+    fn marker(kind: &str, schema: Value) -> Result<PendingInput, MarkerError> {
+        PendingInput::from_output(&object(json!({
+            "pending": true, "inputType": kind, "title": "t", "inputSchema": schema
+        })))
+        .expect("a marker")
+    }
+
+    fn data(approved: Option<bool>, data: Value) -> Resolution {
+        Resolution {
+            approved,
+            response_data: Some(object(data)),
+            ..Resolution::default()
+        }
+    }
+
+    fn paths(input: &PendingInput, answer: &Resolution) -> Vec<String> {
+        let mut paths: Vec<String> = check_response(input, answer)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn a_form_answer_is_checked_against_its_schema_unless_rejected() {
+        let form = marker(
+            "form",
+            json!({"type": "object", "required": ["ticket"],
+                   "properties": {"ticket": {"type": "string"}, "n": {"maximum": 3}}}),
+        )
+        .expect("a usable schema");
+        assert_eq!(
+            paths(&form, &data(None, json!({"ticket": "A"}))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            paths(&form, &data(None, json!({"ticket": 1, "n": 4}))),
+            ["responseData/n", "responseData/ticket"]
+        );
+        assert_eq!(paths(&form, &data(None, json!({}))), ["responseData"]);
+        assert!(check_response(&form, &data(Some(false), json!({}))).is_ok());
+        let bad = marker("form", json!({"type": "no-such-type"})).expect_err("unusable");
+        assert_eq!(bad.field, "inputSchema");
+    }
+
+    #[test]
+    fn a_selection_takes_only_its_options_and_one_unless_multiple() {
+        let options = json!([{"label": "Low", "value": "low"}, "high"]);
+        let one = marker("selection", json!({"options": options, "multiple": false})).unwrap();
+        assert!(check_response(&one, &data(None, json!({"selection": "low"}))).is_ok());
+        assert!(check_response(&one, &data(None, json!({"selection": "high"}))).is_ok());
+        let off = paths(&one, &data(None, json!({"selection": "mid"})));
+        assert_eq!(off, ["responseData/selection"]);
+        assert!(check_response(&one, &data(None, json!({"selection": ["low"]}))).is_err());
+        assert_eq!(paths(&one, &data(None, json!({}))), ["responseData"]);
+        let many = marker("selection", json!({"options": options, "multiple": true})).unwrap();
+        let both = data(None, json!({"selection": ["low", "high"]}));
+        assert!(check_response(&many, &both).is_ok());
+        for wrong in [
+            json!([]),
+            json!(["low", "low"]),
+            json!(["low", "mid"]),
+            json!("low"),
+        ] {
+            let answer = data(None, json!({"selection": wrong}));
+            assert!(check_response(&many, &answer).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn a_refused_answer_leaves_the_request_pending() {
+        let form = marker("form", json!({"required": ["x"]})).unwrap();
+        let mut r = request(form, None);
+        let refused = r.resolve(data(None, json!({})), at(1));
+        assert!(matches!(refused, Err(ResolveError::InvalidResponse { .. })));
+        assert_eq!(r.status, RequestStatus::Pending);
+        assert_eq!(
+            r.resolve(data(None, json!({"x": 1})), at(2)),
+            Ok(Resolved::Applied)
+        );
     }
 }

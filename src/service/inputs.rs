@@ -1,0 +1,224 @@
+//! The input endpoints, an action centre's inbox across runs: list the gates' requests,
+//! read one, and resolve one by its id. A resolution is answered only once the run has
+//! stored it; the same answer again is a duplicate, another is refused (`docs/gates.md`).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::runtime::definition::JsonObject;
+use crate::runtime::semantics::gate::{InputType, RequestStatus, Resolution, Resolved};
+use crate::runtime::semantics::requests::{Filed, InputQuery};
+use crate::runtime::timestamp::Timestamp;
+use crate::service::AppState;
+use crate::service::body::{JsonBody, PathId, Query};
+use crate::service::error::{ApiError, ErrorBody, ErrorCode};
+
+/// One input request, as the inbox shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InputView {
+    /// Its id: stable across restarts, distinct per attempt of its gate.
+    request_id: String,
+    /// The run that made it.
+    run_id: String,
+    /// The gate's node.
+    node_ref: String,
+    /// The gate's attempt.
+    attempt: u32,
+    /// `pending`, `resolved`, `expired` or `cancelled`.
+    status: RequestStatus,
+    /// What kind of input it asks for.
+    input_type: InputType,
+    /// What the person is asked.
+    title: String,
+    /// More about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// What the person needs to decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    context_data: Option<Value>,
+    /// What `responseData` must satisfy: a form's JSON schema, or a selection's
+    /// `{options, multiple}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    input_schema: Option<Value>,
+    /// When it was made.
+    created_at: Timestamp,
+    /// When it expires (none: never).
+    timeout_at: Option<Timestamp>,
+    /// When it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    responded_at: Option<Timestamp>,
+    /// The answer, once resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolution: Option<Resolution>,
+}
+
+impl InputView {
+    fn of(filed: &Filed) -> InputView {
+        let request = &*filed.request;
+        InputView {
+            request_id: request.request_id.clone(),
+            run_id: filed.run_id.to_string(),
+            node_ref: request.node_ref.clone(),
+            attempt: request.attempt,
+            status: request.status,
+            input_type: request.input.input_type,
+            title: request.input.title.clone(),
+            description: request.input.description.clone(),
+            context_data: request.input.context_data.clone(),
+            input_schema: request.input.input_schema.clone(),
+            created_at: request.created_at.timestamp(),
+            timeout_at: request.deadline.map(|d| d.timestamp()),
+            responded_at: request.resolution.as_ref().map(|(_, at)| at.timestamp()),
+            resolution: request.resolution.as_ref().map(|(r, _)| r.clone()),
+        }
+    }
+}
+
+/// `GET /v1/inputs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListInputs {
+    /// Only requests in this status.
+    status: Option<RequestStatus>,
+    /// Only requests of this run.
+    run_id: Option<String>,
+    /// Most requests in the page (100 by default, at most `service.maxPage`).
+    #[param(minimum = 0)]
+    limit: Option<usize>,
+    /// `nextCursor` of the page before.
+    #[param(pattern = "^[0-9]{1,19}$")]
+    cursor: Option<String>,
+}
+
+/// A page of input requests.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InputPage {
+    /// Newest first.
+    inputs: Vec<InputView>,
+    /// The cursor of the next (older) page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/inputs`: the requests of the runs the server knows, newest first.
+#[utoipa::path(get, path = "/v1/inputs", tag = "inputs", operation_id = "listInputs", summary = "List input requests across runs, newest first",
+    params(ListInputs),
+    responses(
+        (status = 200, description = "A page of input requests, newest first", body = InputPage),
+        (status = 400, description = "INVALID_REQUEST: a malformed query", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListInputs>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let before = match &query.cursor {
+        None => None,
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`{c}` is not a cursor this server gave"),
+            )
+        })?),
+    };
+    let max = state.shared.config.max_page.max(1);
+    let page = engine
+        .inputs(InputQuery {
+            status: query.status,
+            run_id: query.run_id,
+            limit: query.limit.unwrap_or(100).clamp(1, max),
+            before,
+        })
+        .await?;
+    Ok(axum::Json(InputPage {
+        inputs: page.requests.iter().map(InputView::of).collect(),
+        next_cursor: page.next.map(|n| n.to_string()),
+    })
+    .into_response())
+}
+
+/// `GET /v1/inputs/{requestId}`.
+#[utoipa::path(get, path = "/v1/inputs/{requestId}", tag = "inputs", operation_id = "describeInput", summary = "An input request",
+    params(("requestId" = String, Path, description = "The request's id")),
+    responses(
+        (status = 200, description = "The request as it is now", body = InputView),
+        (status = 404, description = "INPUT_NOT_FOUND", body = ErrorBody),
+    ))]
+pub(crate) async fn describe(
+    State(state): State<AppState>,
+    PathId(request_id): PathId,
+) -> Result<Response, ApiError> {
+    let filed = state.engine()?.input(&request_id).await?;
+    Ok(axum::Json(InputView::of(&filed)).into_response())
+}
+
+/// `POST /v1/inputs/{requestId}/resolve`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"approved": true, "respondedBy": "ana@example.com", "responseNote": "patch window agreed"}))]
+pub(crate) struct ResolveBody {
+    /// Approved (`true`) or rejected; a form or a selection is approved unless it says.
+    #[serde(default)]
+    approved: Option<bool>,
+    /// A form's fields (checked against its schema), or `{selection}` (one of the
+    /// options' values; a list of them when the selection is `multiple`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    response_data: Option<JsonObject>,
+    /// Who answered.
+    #[serde(default)]
+    responded_by: Option<String>,
+    /// Why.
+    #[serde(default)]
+    response_note: Option<String>,
+}
+
+/// What resolving did: the request as it is now, and whether this answer was a repeat.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResolvedView {
+    /// The request.
+    #[serde(flatten)]
+    request: InputView,
+    /// `true` when the request already had this very answer (nothing more happened).
+    duplicate: bool,
+}
+
+/// `POST /v1/inputs/{requestId}/resolve`: answered once the run has stored the answer.
+#[utoipa::path(post, path = "/v1/inputs/{requestId}/resolve", tag = "inputs", operation_id = "resolveInput", summary = "Answer an input request",
+    params(("requestId" = String, Path, description = "The request's id")),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "Resolved and stored (or the same answer again: `duplicate`)", body = ResolvedView),
+        (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
+        (status = 404, description = "INPUT_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "INPUT_ALREADY_RESOLVED (another answer was taken) or INPUT_NOT_PENDING (expired or cancelled)", body = ErrorBody),
+        (status = 422, description = "INVALID_INPUT: `responseData` does not fit the request's schema (`details.problems`: `[{path, message}]`)", body = ErrorBody),
+    ))]
+pub(crate) async fn resolve(
+    State(state): State<AppState>,
+    PathId(request_id): PathId,
+    JsonBody(body): JsonBody<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let resolution = Resolution {
+        approved: body.approved,
+        response_data: body.response_data,
+        responded_by: body.responded_by,
+        response_note: body.response_note,
+    };
+    let done = engine.resolve(&request_id, resolution).await?;
+    let filed = engine.input(&request_id).await?;
+    Ok(axum::Json(ResolvedView {
+        request: InputView::of(&filed),
+        duplicate: done == Resolved::Duplicate,
+    })
+    .into_response())
+}

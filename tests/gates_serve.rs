@@ -1,0 +1,308 @@
+//! Human-input gates through `shipsec serve`: a real server process and a real HTTP client.
+//! Each gate kind routes its run on the port its answer activates; answers are checked
+//! against the request's schema (422 with the path of each problem); repeats are
+//! duplicates and other answers conflicts, also after the run ended; gates wait through a
+//! SIGKILL with their deadlines, and a deadline that passed while the server was down
+//! fires once at resume.
+
+mod serve_common;
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use serve_common::{Client, Server, all_events, result, scratch, start_run};
+use shipsec_orchestrator::events::Timestamp;
+
+/// Waits (on the run's event stream) until gate `gate` of `run_id` asks for input; its
+/// request id.
+async fn request_of(client: &Client, run_id: &str, gate: &str) -> String {
+    let (status, mut events) = client
+        .stream(&format!("/v1/runs/{run_id}/events"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let event = events
+        .until_trace("AWAITING_INPUT", |e| {
+            e["type"] == "AWAITING_INPUT" && e["nodeId"] == gate
+        })
+        .await;
+    event["data"]["requestId"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
+async fn resolve(client: &Client, request_id: &str, body: Value) -> serve_common::Answer {
+    client
+        .post_json(&format!("/v1/inputs/{request_id}/resolve"), &body)
+        .await
+}
+
+fn three_kinds() -> Value {
+    json!({
+        "title": "triage",
+        "actions": [
+            {"ref": "approve", "componentId": "core.manual_action.approval",
+             "params": {"title": "Deploy to {{env}}?", "env": "prod", "timeout": "2h"}},
+            {"ref": "yes", "componentId": "core.echo"},
+            {"ref": "no", "componentId": "core.echo"},
+            {"ref": "form", "componentId": "core.manual_action.form",
+             "params": {"title": "Ticket", "schema": {
+                 "type": "object", "required": ["ticket"],
+                 "properties": {
+                     "ticket": {"type": "string", "pattern": "^SEC-[0-9]+$"},
+                     "severity": {"type": "integer", "minimum": 1, "maximum": 5}
+                 }}}},
+            {"ref": "filed", "componentId": "core.echo",
+             "inputMappings": {"ticket": {"sourceRef": "form", "sourceHandle": "ticket"}}},
+            {"ref": "pick", "componentId": "core.manual_action.selection",
+             "params": {"options": [{"label": "Low", "value": "low"}, "high"]}},
+            {"ref": "low", "componentId": "core.echo"},
+            {"ref": "high", "componentId": "core.echo"}
+        ],
+        "edges": [
+            {"sourceRef": "approve", "targetRef": "yes", "sourceHandle": "approved"},
+            {"sourceRef": "approve", "targetRef": "no", "sourceHandle": "rejected"},
+            {"sourceRef": "form", "targetRef": "filed", "sourceHandle": "approved"},
+            {"sourceRef": "pick", "targetRef": "low", "sourceHandle": "option:low"},
+            {"sourceRef": "pick", "targetRef": "high", "sourceHandle": "option:high"}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
+    let dir = scratch("gates-kinds");
+    let server = Server::start(&dir, &[]);
+    let client = server.client();
+    let run_id = start_run(&client, &three_kinds()).await;
+    let approve = request_of(&client, &run_id, "approve").await;
+    let form = request_of(&client, &run_id, "form").await;
+    let pick = request_of(&client, &run_id, "pick").await;
+
+    let status = client.get(&format!("/v1/runs/{run_id}")).await.json();
+    assert_eq!(status["status"], "AWAITING_INPUT", "{status}");
+    assert_eq!(
+        status["nodes"]["form"]["status"], "AWAITING_INPUT",
+        "{status}"
+    );
+    let listed = client.get("/v1/runs?status=AWAITING_INPUT").await.json();
+    assert_eq!(listed["runs"][0]["runId"], json!(run_id), "{listed}");
+    let inbox = client
+        .get(&format!("/v1/inputs?status=pending&runId={run_id}&limit=2"))
+        .await
+        .json();
+    assert_eq!(inbox["inputs"].as_array().map(Vec::len), Some(2), "{inbox}");
+    let rest = client
+        .get(&format!(
+            "/v1/inputs?status=pending&runId={run_id}&cursor={}",
+            inbox["nextCursor"].as_str().expect("a cursor")
+        ))
+        .await
+        .json();
+    assert_eq!(rest["inputs"].as_array().map(Vec::len), Some(1), "{rest}");
+    let asked = client.get(&format!("/v1/inputs/{approve}")).await.json();
+    assert_eq!(asked["title"], "Deploy to prod?");
+    assert_eq!(asked["inputType"], "approval");
+    assert_eq!(asked["status"], "pending");
+    assert_eq!(asked["runId"], json!(run_id));
+    assert!(asked["timeoutAt"].is_string(), "{asked}");
+
+    // An approval: approved goes along `approved`; a repeat is a duplicate, another
+    // answer a conflict.
+    let yes = json!({"approved": true, "respondedBy": "ana", "responseNote": "window agreed"});
+    let answer = resolve(&client, &approve, yes.clone()).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    assert_eq!(answer.json()["status"], "resolved");
+    assert_eq!(answer.json()["duplicate"], false);
+    let again = resolve(&client, &approve, yes.clone()).await;
+    assert_eq!(
+        (again.status, again.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
+    let other = resolve(&client, &approve, json!({"approved": false})).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (409, "INPUT_ALREADY_RESOLVED".into())
+    );
+    let nobody = resolve(&client, "no-such-request", yes.clone()).await;
+    assert_eq!(
+        (nobody.status, nobody.code()),
+        (404, "INPUT_NOT_FOUND".into())
+    );
+    let unknown_field = resolve(&client, &form, json!({"approve": true})).await;
+    assert_eq!(unknown_field.status, 422, "{:?}", unknown_field.json());
+
+    // A form: every field that does not fit its schema is named; a fitting one is taken.
+    let bad = resolve(
+        &client,
+        &form,
+        json!({"responseData": {"ticket": "JIRA-1", "severity": 9}}),
+    )
+    .await;
+    assert_eq!((bad.status, bad.code()), (422, "INVALID_INPUT".into()));
+    let mut paths: Vec<String> = bad.json()["error"]["details"]["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["responseData/severity", "responseData/ticket"]);
+    let still = client.get(&format!("/v1/inputs/{form}")).await.json();
+    assert_eq!(
+        still["status"], "pending",
+        "a refused answer changes nothing"
+    );
+    let filled = resolve(
+        &client,
+        &form,
+        json!({"responseData": {"ticket": "SEC-42", "severity": 2}}),
+    )
+    .await;
+    assert_eq!(filled.status, 200, "{:?}", filled.json());
+
+    // A selection: only its options; the chosen one's port routes the run.
+    let off = resolve(
+        &client,
+        &pick,
+        json!({"responseData": {"selection": "medium"}}),
+    )
+    .await;
+    assert_eq!((off.status, off.code()), (422, "INVALID_INPUT".into()));
+    let chosen = resolve(
+        &client,
+        &pick,
+        json!({"responseData": {"selection": "high"}}),
+    )
+    .await;
+    assert_eq!(chosen.status, 200, "{:?}", chosen.json());
+
+    let ended = result(&client, &run_id).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    let status_of = |node: &str| ended["nodes"][node]["status"].clone();
+    assert_eq!(status_of("yes"), "COMPLETED");
+    assert_eq!(status_of("no"), "SKIPPED");
+    assert_eq!(status_of("high"), "COMPLETED");
+    assert_eq!(status_of("low"), "SKIPPED");
+    assert_eq!(ended["outputs"]["filed"]["ticket"], "SEC-42");
+    assert_eq!(ended["outputs"]["approve"]["respondedBy"], "ana");
+    assert_eq!(ended["outputs"]["approve"]["requestId"], json!(approve));
+
+    // The run has ended: a repeat is still a duplicate, another answer still refused.
+    let late = resolve(&client, &approve, yes).await;
+    assert_eq!(
+        (late.status, late.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
+    let late_other = resolve(
+        &client,
+        &pick,
+        json!({"responseData": {"selection": "low"}}),
+    )
+    .await;
+    assert_eq!(late_other.code(), "INPUT_ALREADY_RESOLVED");
+    let none_left = client.get("/v1/inputs?status=pending").await.json();
+    assert_eq!(none_left["inputs"], json!([]), "{none_left}");
+}
+
+/// A gate that is `core.echo` returning a pending marker whose deadline is `at`.
+fn expiring(at: &str) -> Value {
+    json!({
+        "title": "expiring",
+        "actions": [
+            {"ref": "before", "componentId": "core.echo"},
+            {"ref": "g", "componentId": "core.echo",
+             "params": {"pending": true, "inputType": "approval", "title": "Too late?",
+                        "timeoutAt": at}},
+            {"ref": "after", "componentId": "core.echo"}
+        ],
+        "edges": gate_edges()
+    })
+}
+
+fn waiting_long() -> Value {
+    json!({
+        "title": "waiting",
+        "actions": [
+            {"ref": "before", "componentId": "core.echo"},
+            {"ref": "g", "componentId": "core.manual_action.approval",
+             "params": {"timeout": "3d"}},
+            {"ref": "after", "componentId": "core.echo"}
+        ],
+        "edges": gate_edges()
+    })
+}
+
+/// `before -> g -> after`, `after` on the gate's `approved` port (a gate's output
+/// activates only ShipSec's ports, so an edge without a handle would be dead).
+fn gate_edges() -> Value {
+    json!([
+        {"sourceRef": "before", "targetRef": "g"},
+        {"sourceRef": "g", "targetRef": "after", "sourceHandle": "approved"}
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_once() {
+    let dir = scratch("gates-sigkill");
+    let mut server = Server::start(&dir, &[]);
+    let client = server.client();
+    let long = start_run(&client, &waiting_long()).await;
+    let long_request = request_of(&client, &long, "g").await;
+    let deadline = SystemTime::now() + Duration::from_secs(2);
+    let short = start_run(&client, &expiring(&Timestamp::from(deadline).to_string())).await;
+    let short_request = request_of(&client, &short, "g").await;
+    let asked = client
+        .get(&format!("/v1/inputs/{long_request}"))
+        .await
+        .json();
+
+    server.signal(libc::SIGKILL);
+    server.wait();
+    // The subject of the test: the short gate's deadline passes while nothing runs.
+    while SystemTime::now() <= deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restarted = Server::start(&dir, &[]);
+    let client = restarted.client();
+
+    let expired = result(&client, &short).await;
+    assert_eq!(expired["status"], "FAILED", "{expired}");
+    assert_eq!(expired["nodes"]["g"]["status"], "FAILED");
+    assert_eq!(
+        expired["nodes"]["g"]["error"]["type"], "TimeoutError",
+        "{expired}"
+    );
+    assert_eq!(expired["nodes"]["after"]["status"], "SKIPPED");
+    let gone = client
+        .get(&format!("/v1/inputs/{short_request}"))
+        .await
+        .json();
+    assert_eq!(gone["status"], "expired", "{gone}");
+    let events = all_events(&client, &short).await;
+    let failures = events
+        .iter()
+        .filter(|e| e["nodeId"] == "g" && e["type"] == "FAILED")
+        .count();
+    assert_eq!(failures, 1, "the deadline fires once");
+
+    // The long gate still waits, with the deadline it was given before the kill.
+    let still = client
+        .get(&format!("/v1/inputs/{long_request}"))
+        .await
+        .json();
+    assert_eq!(still["status"], "pending", "{still}");
+    assert_eq!(still["timeoutAt"], asked["timeoutAt"]);
+    let status = client.get(&format!("/v1/runs/{long}")).await.json();
+    assert_eq!(status["status"], "AWAITING_INPUT", "{status}");
+    let answer = resolve(&client, &long_request, json!({"approved": true})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    let done = result(&client, &long).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(
+        done["nodes"]["before"]["attempts"], 1,
+        "nothing completed runs again"
+    );
+    assert_eq!(done["nodes"]["g"]["attempts"], 1);
+    assert_eq!(done["nodes"]["after"]["status"], "COMPLETED");
+}
