@@ -129,11 +129,15 @@ pub mod components {
     pub use crate::runtime::semantics::shipsec::reported_failure;
 }
 
-/// Human-input gates: what a gate asks, a person's answer, and what answering did.
+/// Human-input gates and the run inbox: what a gate asks, a person's answer, a signal,
+/// and what answering or signalling did.
 pub mod gates {
     pub use crate::runtime::semantics::gate::{
         InputRequest, InputType, MarkerError, PendingInput, RequestStatus, Resolution,
         ResolveError, Resolved,
+    };
+    pub use crate::runtime::semantics::inbox::{
+        HumanInputResolution, RESOLVE_HUMAN_INPUT, SignalAck, SignalError, Signaled,
     };
     pub use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery};
 }

@@ -166,6 +166,7 @@ impl Service {
             .route("/v1/runs/{id}/graph", get(runs::graph))
             .route("/v1/runs/{id}/cancel", post(runs::cancel))
             .route("/v1/runs/{id}/terminate", post(runs::terminate))
+            .route("/v1/runs/{id}/signals/{name}", post(inputs::signal))
             .route("/v1/inputs", get(inputs::list))
             .route("/v1/inputs/{requestId}", get(inputs::describe))
             .route("/v1/inputs/{requestId}/resolve", post(inputs::resolve))

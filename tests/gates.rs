@@ -6,7 +6,9 @@ mod common;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shipsec_orchestrator::gates::{InputQuery, RequestStatus, Resolution, ResolveError, Resolved};
+use shipsec_orchestrator::gates::{
+    InputQuery, RequestStatus, Resolution, ResolveError, Resolved, Signaled,
+};
 use shipsec_orchestrator::runtime::semantics::event::EventType;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use shipsec_orchestrator::runtime::semantics::result::RunQuery;
@@ -293,5 +295,118 @@ async fn waiting_runs_and_their_requests_are_listed_and_answered_by_request_id()
     assert_eq!(result.nodes["yes"].status, NodeStatus::Completed);
     let left = handle.inputs(pending(None)).await.expect("a page");
     assert_eq!(left.requests.len(), 2, "the second run's two gates");
+    common::shutdown(&handle).await;
+}
+
+/// `hold` then, on its approval, `g` then `done`.
+fn two_in_a_row() -> Value {
+    json!({
+        "title": "two gates",
+        "actions": [
+            {"ref": "hold", "componentId": "core.manual_action.approval"},
+            {"ref": "g", "componentId": "core.manual_action.approval"},
+            {"ref": "done", "componentId": "core.echo"}
+        ],
+        "edges": [
+            {"sourceRef": "hold", "targetRef": "g", "sourceHandle": "approved"},
+            {"sourceRef": "g", "targetRef": "done", "sourceHandle": "approved"}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_is_kept_until_its_gate_asks_and_counted_once() {
+    let handle = common::engine().await;
+    let (mut run, data) = waiting(&handle, two_in_a_row(), "hold").await;
+    let run_id = run.run_id().to_owned();
+    let hold = data["requestId"].as_str().expect("a request id").to_owned();
+
+    // `g` has not asked yet: its answer is kept for it.
+    let early = json!({"nodeRef": "g", "approved": true, "respondedBy": "bo"});
+    let kept = handle
+        .signal(&run_id, "resolveHumanInput", Some("s-1"), early.clone())
+        .await
+        .expect("stored");
+    assert_eq!((&*kept.signal_id, kept.outcome), ("s-1", Signaled::Kept));
+    let again = handle
+        .signal(&run_id, "resolveHumanInput", Some("s-1"), early)
+        .await
+        .expect("stored");
+    assert_eq!(again.outcome, Signaled::Duplicate);
+    // A name nothing handles is recorded, not refused; one without an id gets one.
+    let other = handle
+        .signal(&run_id, "toolCallCompleted", None, json!({"callId": "c1"}))
+        .await
+        .expect("stored");
+    assert_eq!(
+        (&*other.signal_id, other.outcome),
+        ("sig-3", Signaled::Unhandled)
+    );
+    let bad = handle
+        .signal(
+            &run_id,
+            "resolveHumanInput",
+            None,
+            json!({"approved": true}),
+        )
+        .await;
+    assert!(
+        matches!(bad, Err(EngineError::Run(RunCommandError::Signal(_)))),
+        "{bad:?}"
+    );
+    let nowhere = handle
+        .signal(
+            &run_id,
+            "resolveHumanInput",
+            None,
+            json!({"nodeRef": "nope"}),
+        )
+        .await;
+    assert!(
+        matches!(nowhere, Err(EngineError::Run(RunCommandError::Signal(_)))),
+        "{nowhere:?}"
+    );
+
+    // The first gate is answered through the inbox by its request id; the second takes
+    // the answer kept for it as soon as it asks.
+    let by_id = json!({"requestId": hold, "approved": true});
+    let applied = handle
+        .signal(&run_id, "resolveHumanInput", None, by_id)
+        .await
+        .expect("stored");
+    assert_eq!(applied.outcome, Signaled::Applied(hold.as_str().into()));
+    let result = run.result().await.expect("a result");
+    assert_eq!(result.status, RunStatus::Completed);
+    assert_eq!(result.nodes["done"].status, NodeStatus::Completed);
+    assert_eq!(result.outputs["g"]["respondedBy"], "bo");
+    let events: Vec<_> = handle
+        .events(&run_id)
+        .await
+        .expect("events")
+        .collect()
+        .await;
+    let recorded = events.iter().any(|e| {
+        e.kind == EventType::Progress
+            && e.data
+                .as_deref()
+                .is_some_and(|d| d["name"] == "toolCallCompleted")
+    });
+    assert!(recorded, "the unhandled signal is a trace event");
+
+    let late = handle
+        .signal(&run_id, "resolveHumanInput", None, json!({"nodeRef": "g"}))
+        .await;
+    assert!(
+        matches!(late, Err(EngineError::Run(RunCommandError::RunEnded(_)))),
+        "{late:?}"
+    );
+    let unknown = handle.signal("no-such-run", "x", None, json!({})).await;
+    assert!(
+        matches!(
+            unknown,
+            Err(EngineError::Run(RunCommandError::UnknownRun(_)))
+        ),
+        "{unknown:?}"
+    );
     common::shutdown(&handle).await;
 }

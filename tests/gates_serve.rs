@@ -1,5 +1,6 @@
 //! Human-input gates through `shipsec serve`: a real server process and a real HTTP client.
-//! Each gate kind routes its run on the port its answer activates; answers are checked
+//! Each gate kind routes its run on the port its answer activates, answered by request id
+//! or through the run's inbox (signals); answers are checked
 //! against the request's schema (422 with the path of each problem); repeats are
 //! duplicates and other answers conflicts, also after the run ended; gates wait through a
 //! SIGKILL with their deadlines, and a deadline that passed while the server was down
@@ -107,6 +108,19 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     assert_eq!(asked["runId"], json!(run_id));
     assert!(asked["timeoutAt"].is_string(), "{asked}");
 
+    // The run's inbox: a name nothing handles is stored and recorded (202).
+    let unhandled_path = format!("/v1/runs/{run_id}/signals/toolCallCompleted");
+    let unhandled_body = json!({"signalId": "u-1", "payload": {"callId": "c-1"}});
+    let unhandled = client.post_json(&unhandled_path, &unhandled_body).await;
+    assert_eq!(unhandled.status, 202);
+    assert_eq!(unhandled.json()["outcome"], "unhandled");
+    let repeated = client.post_json(&unhandled_path, &unhandled_body).await;
+    assert_eq!(
+        repeated.status, 200,
+        "a repeat is a duplicate with no second effect"
+    );
+    assert_eq!(repeated.json()["duplicate"], true);
+
     // An approval: approved goes along `approved`; a repeat is a duplicate, another
     // answer a conflict.
     let yes = json!({"approved": true, "respondedBy": "ana", "responseNote": "window agreed"});
@@ -201,6 +215,24 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     )
     .await;
     assert_eq!(late_other.code(), "INPUT_ALREADY_RESOLVED");
+    let signal = json!({"signalId": "late", "payload": {"nodeRef": "approve"}});
+    let ended_run = client
+        .post_json(
+            &format!("/v1/runs/{run_id}/signals/resolveHumanInput"),
+            &signal,
+        )
+        .await;
+    assert_eq!(
+        (ended_run.status, ended_run.code()),
+        (409, "RUN_ALREADY_ENDED".into())
+    );
+    let no_run = client
+        .post_json("/v1/runs/no-such-run/signals/resolveHumanInput", &signal)
+        .await;
+    assert_eq!(
+        (no_run.status, no_run.code()),
+        (404, "RUN_NOT_FOUND".into())
+    );
     let none_left = client.get("/v1/inputs?status=pending").await.json();
     assert_eq!(none_left["inputs"], json!([]), "{none_left}");
 }
@@ -295,8 +327,14 @@ async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_onc
     assert_eq!(still["timeoutAt"], asked["timeoutAt"]);
     let status = client.get(&format!("/v1/runs/{long}")).await.json();
     assert_eq!(status["status"], "AWAITING_INPUT", "{status}");
-    let answer = resolve(&client, &long_request, json!({"approved": true})).await;
+    // Answered through the run's inbox, as ShipSec signals it.
+    let signal = json!({"signalId": "ok-1", "payload": {"nodeRef": "g", "approved": true}});
+    let path = format!("/v1/runs/{long}/signals/resolveHumanInput");
+    let answer = client.post_json(&path, &signal).await;
     assert_eq!(answer.status, 200, "{:?}", answer.json());
+    assert_eq!(answer.json()["outcome"], "applied");
+    assert_eq!(answer.json()["requestId"], json!(long_request));
+
     let done = result(&client, &long).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(

@@ -38,6 +38,7 @@ fn the_committed_document_is_the_one_the_code_derives() {
         ("/v1/runs/{id}/events", "get"),
         ("/v1/runs/{id}/cancel", "post"),
         ("/v1/runs/{id}/terminate", "post"),
+        ("/v1/runs/{id}/signals/{name}", "post"),
         ("/v1/inputs", "get"),
         ("/v1/inputs/{requestId}", "get"),
         ("/v1/inputs/{requestId}/resolve", "post"),
@@ -50,7 +51,7 @@ fn the_committed_document_is_the_one_the_code_derives() {
         assert!(paths[path][method].is_object(), "{method} {path}");
     }
     // The run view's pages (`/`, `/runs/{id}`, `/ui/*`) are not API operations.
-    assert_eq!(paths.len(), 15);
+    assert_eq!(paths.len(), 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

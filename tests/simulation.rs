@@ -405,9 +405,9 @@ impl Sim {
                     actor.mail.push_back(NodeIn::Fact(fact));
                 }
             }
-            // The simulated runs have no gates yet, so nobody answers their requests and
-            // no engine lists them.
-            RunEffect::Resolved { .. } | RunEffect::Request(_) => {}
+            // The simulated runs have no gates yet, so nobody answers their requests or
+            // signals them, and no engine lists them.
+            RunEffect::Resolved { .. } | RunEffect::Request(_) | RunEffect::Signaled { .. } => {}
             RunEffect::Kill { node } => {
                 if let Some(generation) = self.nodes[node.ix()].as_ref().map(|a| a.generation) {
                     self.stop_node(node, generation, "killed".into());

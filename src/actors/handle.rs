@@ -18,7 +18,7 @@ use crate::actors::faults::{Faults, NoFaults};
 use crate::actors::orchestrator::{OrchestratorActor, OrchestratorArgs};
 use crate::actors::slots::{RemotePools, Slots};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions,
+    OrchestratorMsg, RunCommandError, ShutdownMode, SignalIn, SubmitOptions,
 };
 use crate::messages::supervisor::Subscription;
 use crate::runtime::components::registry::ComponentRegistry;
@@ -36,6 +36,7 @@ use crate::runtime::journal::record;
 use crate::runtime::journal::{Durability, Journal, JournalError, Scanned};
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
+use crate::runtime::semantics::inbox::SignalAck;
 use crate::runtime::semantics::report::StopKind;
 use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery};
 use crate::runtime::semantics::result::{RetainedStats, RunPage, RunQuery};
@@ -514,6 +515,36 @@ impl Handle {
         resolution: Resolution,
     ) -> Result<Resolved, EngineError> {
         self.answer(None, request_id, resolution).await
+    }
+
+    /// Sends a signal to run `run_id`'s inbox: stored before this returns, idempotent by
+    /// `signal_id` (one without is given `sig-<n>`). `resolveHumanInput` answers a gate (its
+    /// payload is ShipSec's `HumanInputResolution`), or is kept until the gate asks; any
+    /// other name is recorded as a trace event ([`Signaled::Unhandled`](crate::runtime::semantics::inbox::Signaled::Unhandled)).
+    ///
+    /// # Errors
+    /// [`RunCommandError::UnknownRun`], [`RunCommandError::RunEnded`],
+    /// [`RunCommandError::Signal`] when its payload, node or answer is refused, or
+    /// [`EngineError::Unavailable`].
+    pub async fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        signal_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> Result<SignalAck, EngineError> {
+        let signal = SignalIn {
+            signal_id: signal_id.map(str::to_owned),
+            name: name.to_owned(),
+            payload,
+        };
+        let run_id = run_id.to_owned();
+        Ok(ractor::call!(self.actor, |reply| OrchestratorMsg::Signal {
+            run_id,
+            signal,
+            reply
+        })
+        .map_err(|_| EngineError::Unavailable)??)
     }
 
     /// A page of the input requests of the runs the engine knows, newest first.

@@ -28,7 +28,7 @@ use crate::actors::faults::Faults;
 use crate::actors::slots::Slots;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::orchestrator::{
-    OrchestratorMsg, RunCommandError, ShutdownMode, SubmitOptions, Submitted,
+    OrchestratorMsg, RunCommandError, ShutdownMode, SignalIn, SubmitOptions, Submitted,
 };
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::ComponentRegistry;
@@ -47,6 +47,7 @@ use crate::runtime::semantics::engine::{
 };
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
+use crate::runtime::semantics::inbox::SignalAck;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;
@@ -214,6 +215,11 @@ impl Actor for OrchestratorActor {
                     )
                     .await;
             }
+            OrchestratorMsg::Signal {
+                run_id,
+                signal,
+                reply,
+            } => state.signal(run_id, signal, reply),
             OrchestratorMsg::Stop {
                 run_id,
                 kind,

@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::messages::orchestrator::RunCommandError;
 use crate::runtime::semantics::gate::{InputRequest, Resolved};
+use crate::runtime::semantics::inbox::{self, Signal, SignalAck};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -119,6 +120,8 @@ pub(crate) struct SupervisorState {
     /// Who waits to hear what an answer to a request did, by request, in order: told
     /// when the core's verdict comes out, after the answer is stored.
     resolving: HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<Resolved, RunCommandError>>>>,
+    /// Senders of signals waiting for what their signal did, by signal id.
+    signalling: HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<SignalAck, RunCommandError>>>>,
 }
 
 /// A run's side of the journal: its facts are appended as they are applied, and the
@@ -310,14 +313,35 @@ impl Actor for RunSupervisor {
                 resolution,
                 reply,
             } if matches!(state.core.phase(), RunPhase::Ended(_)) => {
-                // As the orchestrator answers for a run it holds finished. (WIP, issue 31:
-                // a repeat of the answer a request had should still be told `Duplicate`
-                // once its run has ended; that needs the engine's index of requests.)
-                let _ = (request_id, resolution);
+                // As the engine's book of requests answers for a run that has ended.
+                let verdict = state.core.verdict(&request_id, resolution);
+                answer(reply, verdict.map_err(RunCommandError::from))
+            }
+            SupervisorMsg::Signal { reply, .. }
+                if matches!(state.core.phase(), RunPhase::Ended(_)) =>
+            {
                 answer(
                     reply,
                     Err(RunCommandError::RunEnded(state.run.plan.run_id.to_string())),
                 )
+            }
+            SupervisorMsg::Signal { signal, reply } => {
+                let n = state.core.signals_received() + 1;
+                let signal_id: Arc<str> = signal
+                    .signal_id
+                    .unwrap_or_else(|| inbox::signal_id(n))
+                    .into();
+                state
+                    .signalling
+                    .entry(signal_id.clone())
+                    .or_default()
+                    .push_back(reply);
+                let fact = RunFact::Signal(Arc::new(Signal {
+                    signal_id,
+                    name: signal.name.into(),
+                    payload: signal.payload,
+                }));
+                state.feed(&myself, fact).await
             }
             SupervisorMsg::Resolve {
                 request_id,
@@ -402,6 +426,7 @@ impl SupervisorState {
             actors: vec![None; n],
             by_actor: HashMap::default(),
             resolving: HashMap::default(),
+            signalling: HashMap::default(),
             final_events: None,
             subscribers: Vec::new(),
             result_tx: args.result_tx,
@@ -665,6 +690,19 @@ impl SupervisorState {
                 }
             }
             RunEffect::Request(request) => self.request_changed(request),
+            RunEffect::Signaled { signal_id, outcome } => {
+                let waiter = self
+                    .signalling
+                    .get_mut(&signal_id)
+                    .and_then(VecDeque::pop_front);
+                if let Some(reply) = waiter {
+                    let ack = outcome
+                        .map(|outcome| SignalAck { signal_id, outcome })
+                        .map_err(RunCommandError::Signal);
+                    // A sender that stopped waiting needs no answer.
+                    let _ = reply.send(ack);
+                }
+            }
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
                 node,

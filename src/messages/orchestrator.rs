@@ -90,6 +90,9 @@ pub enum RunCommandError {
     /// with another answer, or expired or was cancelled.
     #[error(transparent)]
     Input(#[from] crate::runtime::semantics::gate::ResolveError),
+    /// A signal was refused (its payload, its node, or its answer).
+    #[error(transparent)]
+    Signal(crate::runtime::semantics::inbox::SignalError),
     /// The run has ended: its input requests take no answer.
     #[error("run `{0}` has ended")]
     RunEnded(String),
@@ -101,6 +104,17 @@ pub enum RunCommandError {
         /// Why.
         reason: String,
     },
+}
+
+/// A signal on its way to a run: its id, when its sender gave one, its name and payload.
+#[derive(Debug, Clone)]
+pub struct SignalIn {
+    /// The sender's id for it.
+    pub signal_id: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// What it carries.
+    pub payload: serde_json::Value,
 }
 
 /// What a successful submission returns.
@@ -204,6 +218,15 @@ pub(crate) enum OrchestratorMsg {
         run_id: String,
         /// The request now.
         request: Arc<crate::runtime::semantics::gate::InputRequest>,
+    },
+    /// From a handle: a signal for a run's inbox.
+    Signal {
+        /// Run id.
+        run_id: String,
+        /// The signal (its id `None`: the run draws one).
+        signal: SignalIn,
+        /// What it did, once stored.
+        reply: RpcReplyPort<Result<crate::runtime::semantics::inbox::SignalAck, RunCommandError>>,
     },
     /// From a handle: cancel or terminate a run.
     Stop {

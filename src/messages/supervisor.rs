@@ -114,6 +114,13 @@ pub(crate) enum SupervisorMsg {
         /// What it did.
         reply: RpcReplyPort<Result<Resolved, RunCommandError>>,
     },
+    /// From the orchestrator, on behalf of a handle: a signal for the run's inbox.
+    Signal {
+        /// The signal.
+        signal: crate::messages::orchestrator::SignalIn,
+        /// What it did.
+        reply: RpcReplyPort<Result<crate::runtime::semantics::inbox::SignalAck, RunCommandError>>,
+    },
     /// From the orchestrator, on behalf of a handle: the run's current state.
     Snapshot(RpcReplyPort<Result<RunSnapshot, RunCommandError>>),
     /// From the orchestrator of a suspending engine: commit what is queued, then answer

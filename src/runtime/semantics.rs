@@ -1,7 +1,7 @@
 //! What a run does (`docs/semantics.md`), as pure decisions: [`edge`] resolution, [`join`]
 //! strategies, [`inputs`], [`failure`] policy, [`withdraw`]al for races, [`retry`]
 //! budgets and delays, node and run [`outcome`]s, ShipSec's in-band conventions
-//! ([`shipsec`]) and human-input [`gate`]s, and the two cores built from them: [`node_core`] (one node's life)
+//! ([`shipsec`]) human-input [`gate`]s and the run's [`inbox`] of signals, and the two cores built from them: [`node_core`] (one node's life)
 //! and [`run_core`] (the run's), sharing one [`plan::RunPlan`], with [`time`] passed in.
 //! The [`engine`] core decides what the orchestrator does: admission, idempotency,
 //! retention and the engine's phase, with the [`requests`] of every run it knows. What the cores exchange lives here too: a node's [`report`]s and end, the trace
@@ -16,6 +16,7 @@ pub mod engine;
 pub mod event;
 pub mod failure;
 pub mod gate;
+pub mod inbox;
 pub mod inputs;
 pub mod join;
 pub mod node_core;

@@ -108,6 +108,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// The two segments of a path such as `/v1/runs/{id}/signals/{name}`, decoded (as
+/// [`PathId`]).
+#[derive(Debug)]
+pub(crate) struct PathIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path((first, second))) => Ok(PathIds(first, second)),
+            Err(rejection) => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the path's ids do not decode: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// The `{id}` segment of a path, decoded; a segment that does not decode (invalid UTF-8
 /// after percent-decoding) is a 400 `INVALID_REQUEST` in the service's JSON shape, not the
 /// framework's plain-text rejection.

@@ -12,6 +12,7 @@ use crate::runtime::definition::load::LoadError;
 use crate::runtime::definition::parse::ParseError;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::gate::ResolveError;
+use crate::runtime::semantics::inbox::SignalError;
 
 /// The stable codes of the service's errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -259,6 +260,10 @@ impl From<RunCommandError> for ApiError {
             RunCommandError::Spawn(_) => ApiError::new(ErrorCode::Internal, message),
             RunCommandError::RunEnded(id) => ApiError::new(ErrorCode::RunAlreadyEnded, message)
                 .with_details(json!({ "runId": id })),
+            RunCommandError::Signal(SignalError::Input(refused)) => {
+                RunCommandError::Input(refused).into()
+            }
+            RunCommandError::Signal(_) => ApiError::new(ErrorCode::InvalidInput, message),
             RunCommandError::Input(refused) => match refused {
                 ResolveError::Unknown(_) => ApiError::new(ErrorCode::InputNotFound, message),
                 ResolveError::AlreadyResolved(_) => {

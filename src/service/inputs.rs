@@ -1,18 +1,20 @@
 //! The input endpoints, an action centre's inbox across runs: list the gates' requests,
-//! read one, and resolve one by its id. A resolution is answered only once the run has
+//! read one, and resolve one by its id; and a run's own inbox, its signals. A resolution is answered only once the run has
 //! stored it; the same answer again is a duplicate, another is refused (`docs/gates.md`).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::runtime::definition::JsonObject;
 use crate::runtime::semantics::gate::{InputType, RequestStatus, Resolution, Resolved};
+use crate::runtime::semantics::inbox::Signaled;
 use crate::runtime::semantics::requests::{Filed, InputQuery};
 use crate::runtime::timestamp::Timestamp;
 use crate::service::AppState;
-use crate::service::body::{JsonBody, PathId, Query};
+use crate::service::body::{JsonBody, PathId, PathIds, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
 
 /// One input request, as the inbox shows it.
@@ -221,4 +223,82 @@ pub(crate) async fn resolve(
         duplicate: done == Resolved::Duplicate,
     })
     .into_response())
+}
+
+/// `POST /v1/runs/{id}/signals/{name}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"signalId": "approve-42", "payload": {"nodeRef": "approve", "approved": true, "respondedBy": "ana"}}))]
+pub(crate) struct SignalBody {
+    /// The signal's id: the same id again has no second effect. One is drawn (`sig-<n>`)
+    /// when absent.
+    #[serde(default)]
+    signal_id: Option<String>,
+    /// What it carries (`resolveHumanInput`: ShipSec's `HumanInputResolution`,
+    /// `{requestId?, nodeRef?, approved?, respondedBy?, responseNote?, responseData?}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    payload: Value,
+}
+
+/// What a signal did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SignalView {
+    /// Its id (the one given, or the one drawn).
+    signal_id: String,
+    /// `applied` (it answered a request), `alreadyAnswered` (the request had this very
+    /// answer), `kept` (its wait does not exist yet), `unhandled` (nothing handles its
+    /// name: recorded as a trace event) or `duplicate` (this signal id came before).
+    outcome: &'static str,
+    /// Whether this signal id came before (nothing more happened).
+    duplicate: bool,
+    /// The request it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/signals/{name}`: stored before it is answered.
+#[utoipa::path(post, path = "/v1/runs/{id}/signals/{name}", tag = "runs", operation_id = "signalRun", summary = "Send a signal to a run's inbox",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+        ("name" = String, Path, description = "The signal's name (`resolveHumanInput` answers a gate)"),
+    ),
+    request_body = SignalBody,
+    responses(
+        (status = 200, description = "Stored and delivered, kept for its wait, or a repeat (`duplicate`)", body = SignalView),
+        (status = 202, description = "Stored; nothing handles its name (recorded as a trace event)", body = SignalView),
+        (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
+        (status = 404, description = "RUN_NOT_FOUND, or INPUT_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "RUN_ALREADY_ENDED, INPUT_ALREADY_RESOLVED or INPUT_NOT_PENDING", body = ErrorBody),
+        (status = 422, description = "INVALID_INPUT: a payload its name does not take, a node the run lacks, or an answer that does not fit its request", body = ErrorBody),
+    ))]
+pub(crate) async fn signal(
+    State(state): State<AppState>,
+    PathIds(run_id, name): PathIds,
+    JsonBody(body): JsonBody<SignalBody>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let ack = engine
+        .signal(&run_id, &name, body.signal_id.as_deref(), body.payload)
+        .await?;
+    let (outcome, request_id) = match ack.outcome {
+        Signaled::Applied(id) => ("applied", Some(id.to_string())),
+        Signaled::AlreadyAnswered(id) => ("alreadyAnswered", Some(id.to_string())),
+        Signaled::Kept => ("kept", None),
+        Signaled::Unhandled => ("unhandled", None),
+        Signaled::Duplicate => ("duplicate", None),
+    };
+    let status = if outcome == "unhandled" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let view = SignalView {
+        signal_id: ack.signal_id.to_string(),
+        outcome,
+        duplicate: outcome == "duplicate",
+        request_id,
+    };
+    Ok((status, axum::Json(view)).into_response())
 }

@@ -37,6 +37,7 @@ use crate::service::{inputs, runs};
         events::events,
         runs::cancel,
         runs::terminate,
+        inputs::signal,
         inputs::list,
         inputs::describe,
         inputs::resolve,

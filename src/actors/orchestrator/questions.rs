@@ -169,6 +169,30 @@ impl OrchestratorState {
         }
     }
 
+    /// Hands a signal to the run's supervisor, which answers once it is stored.
+    pub(super) fn signal(
+        &self,
+        run_id: String,
+        signal: SignalIn,
+        reply: RpcReplyPort<Result<SignalAck, RunCommandError>>,
+    ) {
+        match self.held.get(&run_id) {
+            None => drop(reply.send(Err(RunCommandError::UnknownRun(run_id)))),
+            Some(Held::Done { .. } | Held::Stored { .. }) => {
+                drop(reply.send(Err(RunCommandError::RunEnded(run_id))));
+            }
+            Some(Held::Live { supervisor, .. }) => {
+                let msg = SupervisorMsg::Signal { signal, reply };
+                // A supervisor that is gone has ended its run.
+                if let Err(MessagingErr::SendErr(SupervisorMsg::Signal { reply, .. })) =
+                    supervisor.cast(msg)
+                {
+                    drop(reply.send(Err(RunCommandError::RunEnded(run_id))));
+                }
+            }
+        }
+    }
+
     /// Keeps a question until `run_id` is held whole.
     pub(super) fn wait_for_end(&mut self, run_id: String, question: Pending) {
         self.pending.entry(run_id).or_default().push(question);

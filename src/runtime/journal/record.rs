@@ -226,6 +226,16 @@ pub enum FactKind {
         /// The answer, as JSON text.
         resolution: String,
     },
+    /// A signal came to the run's inbox (delivered, kept, unhandled, a duplicate or
+    /// refused: the replay decides again, the same way).
+    SignalReceived {
+        /// Its id (the sender's, or `sig-<n>`).
+        signal_id: String,
+        /// Its name.
+        name: String,
+        /// Its payload, as JSON text.
+        payload: String,
+    },
 }
 
 /// A fact and when it was applied.

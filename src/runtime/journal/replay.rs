@@ -18,6 +18,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{EdgeIx, NodeIx};
 use crate::runtime::journal::record::{ErrorRecord, Fact, FactKind, HandledRecord, StartRecord};
 use crate::runtime::semantics::event::TraceEvent;
+use crate::runtime::semantics::inbox::Signal;
 use crate::runtime::semantics::node_core::{NodeCore, NodeEffect, NodeFact, NodeStart};
 use crate::runtime::semantics::outcome::{CancelCause, NodeStatus, Outcome, Terminal};
 use crate::runtime::semantics::plan::RunPlan;
@@ -74,6 +75,11 @@ pub fn fact_of(fact: &RunFact, now: Time) -> Option<Fact> {
         RunFact::TimerFired(RunTimer::InputDeadline { node, attempt }) => FactKind::InputDeadline {
             node: node.0,
             attempt: *attempt,
+        },
+        RunFact::Signal(signal) => FactKind::SignalReceived {
+            signal_id: signal.signal_id.to_string(),
+            name: signal.name.to_string(),
+            payload: signal.payload.to_string(),
         },
         RunFact::Resumed => FactKind::Resumed,
     };
@@ -358,6 +364,19 @@ impl Replayer {
                     self.mismatch(format!("the answer to `{request_id}` does not read: {e}"))
                 })?,
             },
+            FactKind::SignalReceived {
+                signal_id,
+                name,
+                payload,
+            } => RunFact::Signal(Arc::new(Signal {
+                signal_id: signal_id.as_str().into(),
+                name: name.as_str().into(),
+                payload: serde_json::from_str(payload).map_err(|e| {
+                    self.mismatch(format!(
+                        "the payload of signal `{signal_id}` does not read: {e}"
+                    ))
+                })?,
+            })),
             FactKind::InputDeadline { node, attempt } => {
                 RunFact::TimerFired(RunTimer::InputDeadline {
                     node: self.node(*node)?,

@@ -34,6 +34,9 @@ use crate::runtime::semantics::event::{
 };
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
 use crate::runtime::semantics::gate::{self, InputRequest, Resolution, ResolveError};
+use crate::runtime::semantics::inbox::{
+    self, HumanInputResolution, Kept, KeptFor, Signal, SignalError, Signaled,
+};
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
 use crate::runtime::semantics::outcome::{
     CancelCause, NodeStatus, Outcome, RunStatus, StopCause, Terminal,
@@ -190,6 +193,11 @@ pub struct RunCore {
     events: Vec<TraceEvent>,
     /// The input requests of its gates, each with its node, oldest first.
     requests: Vec<(NodeIx, InputRequest)>,
+    /// Ids of the signals received, and how many signal facts came.
+    signals: HashSet<Arc<str>>,
+    signals_received: u64,
+    /// Answers that came before their requests.
+    kept: Vec<Kept>,
     started_at: Time,
     out: Vec<RunEffect>,
 }
@@ -221,6 +229,9 @@ impl RunCore {
             // once, instead of regrowing and copying the log as the run goes. Pages are
             // only touched as events are written.
             requests: Vec::new(),
+            signals: HashSet::new(),
+            signals_received: 0,
+            kept: Vec::new(),
             events: Vec::with_capacity(2 * graph.len() + 1),
             started_at: Time::ZERO,
             out: Vec::new(),
@@ -246,6 +257,33 @@ impl RunCore {
     /// The input requests of its gates, oldest first.
     pub fn requests(&self) -> impl Iterator<Item = &InputRequest> {
         self.requests.iter().map(|(_, request)| request)
+    }
+
+    /// How many signals the run has received (the next one without an id is
+    /// `sig-<this + 1>`).
+    pub fn signals_received(&self) -> u64 {
+        self.signals_received
+    }
+
+    /// What answering `request_id` with `resolution` would do now, changing nothing: for
+    /// a run that has ended, whose requests are all settled.
+    pub fn verdict(
+        &self,
+        request_id: &str,
+        resolution: Resolution,
+    ) -> Result<gate::Resolved, ResolveError> {
+        match self
+            .requests
+            .iter()
+            .find(|(_, r)| r.request_id == request_id)
+        {
+            None => Err(ResolveError::Unknown(request_id.to_owned())),
+            Some((_, request)) => {
+                let mut request = request.clone();
+                request.cancel(); // settled with its run
+                request.resolve(resolution, request.created_at)
+            }
+        }
     }
 
     /// Hands the whole trace over (once the run has ended, to the orchestrator).
@@ -299,6 +337,7 @@ impl RunCore {
                     request_id,
                     resolution,
                 } => self.on_resolution(request_id, resolution, now),
+                RunFact::Signal(signal) => self.on_signal(&signal, now),
                 RunFact::Resumed => self.on_resumed(now),
                 RunFact::ActorsGone => self.forget_exiting(),
             }
@@ -390,40 +429,114 @@ impl RunCore {
         // reads the event finds the request.
         self.out.push(RunEffect::Request(Arc::new(request.clone())));
         self.trace_awaiting(node, &request, now);
+        let request_id = request.request_id.clone();
         self.requests.push((node, request));
+        // An answer that came first is taken now (one that does not fit stays kept).
+        let kept = self.kept.iter().position(|k| k.answers(node, &request_id));
+        if let Some(kept) = kept {
+            let at = self.requests.len() - 1;
+            let resolution = self.kept[kept].resolution.clone();
+            if self.answer(at, resolution, now).is_ok() {
+                self.kept.remove(kept);
+            }
+        }
     }
 
     /// A person answered request `request_id`: applied, the gate completes with the
     /// resolved output; the same answer again changes nothing; anything else is refused.
     /// Whoever sent it is told which ([`RunEffect::Resolved`]).
     fn on_resolution(&mut self, request_id: Arc<str>, resolution: Resolution, now: Time) {
-        let found = self
-            .requests
-            .iter()
-            .position(|(_, r)| *r.request_id == *request_id);
-        let outcome = match found {
+        let outcome = match self.request_at(&request_id) {
             None => Err(ResolveError::Unknown(request_id.to_string())),
-            Some(at) => {
-                let (node, request) = &mut self.requests[at];
-                let node = *node;
-                let outcome = request.resolve(resolution, now);
-                if outcome == Ok(gate::Resolved::Applied)
-                    && let Some(output) = request.output()
-                {
-                    self.settled(at, now);
-                    self.out.push(RunEffect::Answer {
-                        node,
-                        request_id: request_id.clone(),
-                        answer: Ok(output),
-                    });
-                }
-                outcome
-            }
+            Some(at) => self.answer(at, resolution, now),
         };
         self.out.push(RunEffect::Resolved {
             request_id,
             outcome,
         });
+    }
+
+    fn request_at(&self, request_id: &str) -> Option<usize> {
+        self.requests
+            .iter()
+            .position(|(_, r)| r.request_id == request_id)
+    }
+
+    /// Answers the request at `at`: applied, its gate is told what it completes with.
+    fn answer(
+        &mut self,
+        at: usize,
+        resolution: Resolution,
+        now: Time,
+    ) -> Result<gate::Resolved, ResolveError> {
+        let (node, request) = &mut self.requests[at];
+        let node = *node;
+        let outcome = request.resolve(resolution, now);
+        if outcome == Ok(gate::Resolved::Applied)
+            && let Some(output) = request.output()
+        {
+            let request_id = Arc::from(request.request_id.as_str());
+            self.settled(at, now);
+            self.out.push(RunEffect::Answer {
+                node,
+                request_id,
+                answer: Ok(output),
+            });
+        }
+        outcome
+    }
+
+    /// A signal came: a repeat of its id does nothing; `resolveHumanInput` answers its
+    /// request, or is kept until the request exists; any other name is only recorded.
+    fn on_signal(&mut self, signal: &Signal, now: Time) {
+        self.signals_received += 1;
+        let outcome = if self.signals.insert(signal.signal_id.clone()) {
+            self.deliver(signal, now)
+        } else {
+            Ok(Signaled::Duplicate)
+        };
+        self.out.push(RunEffect::Signaled {
+            signal_id: signal.signal_id.clone(),
+            outcome,
+        });
+    }
+
+    fn deliver(&mut self, signal: &Signal, now: Time) -> Result<Signaled, SignalError> {
+        if &*signal.name != inbox::RESOLVE_HUMAN_INPUT {
+            self.trace_signal(signal, now);
+            return Ok(Signaled::Unhandled);
+        }
+        let asked = HumanInputResolution::read(&signal.payload)?;
+        let resolution = asked.resolution();
+        let (at, target) = match (&asked.request_id, &asked.node_ref) {
+            (Some(id), _) => (self.request_at(id), KeptFor::Request(id.as_str().into())),
+            (None, Some(node_ref)) => {
+                let node = self
+                    .plan
+                    .graph
+                    .find(node_ref)
+                    .ok_or_else(|| SignalError::UnknownNode(node_ref.clone()))?;
+                let pending = self
+                    .requests
+                    .iter()
+                    .rposition(|(n, r)| *n == node && r.status == gate::RequestStatus::Pending);
+                (pending, KeptFor::Node(node))
+            }
+            (None, None) => {
+                return Err(SignalError::BadPayload(
+                    "names neither `requestId` nor `nodeRef`".into(),
+                ));
+            }
+        };
+        let Some(at) = at else {
+            self.kept.push(Kept { target, resolution });
+            return Ok(Signaled::Kept);
+        };
+        let request_id: Arc<str> = Arc::from(self.requests[at].1.request_id.as_str());
+        match self.answer(at, resolution, now)? {
+            gate::Resolved::Applied => Ok(Signaled::Applied(request_id)),
+            gate::Resolved::Duplicate => Ok(Signaled::AlreadyAnswered(request_id)),
+        }
     }
 
     /// A gate ended (answered, expired, cancelled with its run or withdrawn): a request of

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::runtime::components::ComponentResult;
 use crate::runtime::definition::graph::NodeIx;
 use crate::runtime::semantics::gate::{self, InputRequest, Resolution, ResolveError};
+use crate::runtime::semantics::inbox::{Signal, SignalError, Signaled};
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::{RunStatus, Terminal};
 use crate::runtime::semantics::report::{
@@ -59,6 +60,9 @@ pub enum RunFact {
         /// The answer.
         resolution: Resolution,
     },
+    /// A signal came to the run's inbox (its id given, or drawn by the supervisor from
+    /// [`RunCore::signals_received`]).
+    Signal(Arc<Signal>),
     /// Every actor of an ended node has exited. The journal's end of a run: exits are not
     /// journaled, so the replay of a finished run learns of them all at once.
     ActorsGone,
@@ -106,6 +110,13 @@ pub enum RunEffect {
     /// A gate's request was made, or left `pending` (resolved, expired, cancelled): it
     /// is shown as it is now to whoever lists requests across runs.
     Request(Arc<InputRequest>),
+    /// What a signal did, for whoever sent it (once the fact is stored).
+    Signaled {
+        /// The signal.
+        signal_id: Arc<str>,
+        /// What it did, or why it was refused.
+        outcome: Result<Signaled, SignalError>,
+    },
     /// Ask a live node to stop.
     Cancel {
         /// The node.

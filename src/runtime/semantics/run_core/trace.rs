@@ -134,6 +134,17 @@ impl RunCore {
         });
     }
 
+    /// A signal nothing handles: a run-level `PROGRESS` event records it (`data`:
+    /// `{signalId, name}`).
+    pub(super) fn trace_signal(&mut self, signal: &Signal, now: Time) {
+        let data = json!({ "signalId": &*signal.signal_id, "name": &*signal.name });
+        let message = format!("signal `{}` received; nothing handles it", signal.name);
+        self.emit_as("".into(), EventType::Progress, Level::Info, now, |e| {
+            e.message = Some(message);
+            e.data = Some(Box::new(data));
+        });
+    }
+
     pub(super) fn emit_resumed(&mut self, lost: &[(NodeIx, u32)], now: Time) {
         let plan = self.plan.clone();
         let attempts: Vec<serde_json::Value> = lost
