@@ -344,3 +344,119 @@ async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_onc
     assert_eq!(done["nodes"]["g"]["attempts"], 1);
     assert_eq!(done["nodes"]["after"]["status"], "COMPLETED");
 }
+
+/// `ROUNDS` independent approval gates `g<i>`, each leading to `n<i>` when approved.
+fn many_gates(rounds: usize) -> Value {
+    let mut actions = Vec::new();
+    let mut edges = Vec::new();
+    for i in 0..rounds {
+        actions.push(json!({"ref": format!("g{i}"), "componentId": "core.manual_action.approval"}));
+        actions.push(json!({"ref": format!("n{i}"), "componentId": "core.echo"}));
+        edges.push(
+            json!({"sourceRef": format!("g{i}"), "targetRef": format!("n{i}"),
+                          "sourceHandle": "approved"}),
+        );
+    }
+    json!({"title": "many gates", "actions": actions, "edges": edges})
+}
+
+/// The request id of each pending gate of `run_id`, by node.
+async fn pending_by_node(
+    client: &Client,
+    run_id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let page = client
+        .get(&format!(
+            "/v1/inputs?runId={run_id}&status=pending&limit=1000"
+        ))
+        .await
+        .json();
+    page["inputs"]
+        .as_array()
+        .expect("a page")
+        .iter()
+        .map(|r| {
+            let node = r["nodeRef"].as_str().unwrap_or_default().to_owned();
+            (node, r["requestId"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_resolution_survives_a_sigkill_right_after_it_once() {
+    const ROUNDS: usize = 50;
+    let dir = scratch("gates-kill-loop");
+    let mut server = Server::start(&dir, &[]);
+    let client = server.client();
+    let run_id = start_run(&client, &many_gates(ROUNDS)).await;
+    let (_, mut events) = client
+        .stream(&format!("/v1/runs/{run_id}/events"), &[])
+        .await;
+    let mut asked = 0;
+    while asked < ROUNDS {
+        events
+            .until_trace("AWAITING_INPUT", |e| e["type"] == "AWAITING_INPUT")
+            .await;
+        asked += 1;
+    }
+    let ids = pending_by_node(&client, &run_id).await;
+    assert_eq!(ids.len(), ROUNDS);
+
+    for round in 0..ROUNDS {
+        let client = server.client();
+        if round > 0 {
+            // What was answered 200 before the last kill is still answered, once.
+            let before = &ids[&format!("g{}", round - 1)];
+            let kept = client.get(&format!("/v1/inputs/{before}")).await.json();
+            assert_eq!(kept["status"], "resolved", "round {round}: {kept}");
+        }
+        let request = &ids[&format!("g{round}")];
+        let answer = resolve(
+            &client,
+            request,
+            json!({"approved": true, "respondedBy": "ops"}),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "round {round}: {:?}", answer.json());
+        server.signal(libc::SIGKILL);
+        server.wait();
+        server = Server::start(&dir, &[]);
+    }
+
+    let client = server.client();
+    let ended = result(&client, &run_id).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended}");
+    for i in 0..ROUNDS {
+        assert_eq!(ended["nodes"][format!("g{i}")]["attempts"], 1, "g{i}");
+        assert_eq!(
+            ended["nodes"][format!("n{i}")]["status"],
+            "COMPLETED",
+            "n{i}"
+        );
+        assert_eq!(
+            ended["outputs"][format!("g{i}")]["respondedBy"],
+            "ops",
+            "g{i}"
+        );
+    }
+    let all = all_events(&client, &run_id).await;
+    for i in 0..ROUNDS {
+        let gate = format!("g{i}");
+        let completions = all
+            .iter()
+            .filter(|e| e["nodeId"] == json!(gate) && e["type"] == "COMPLETED")
+            .count();
+        assert_eq!(completions, 1, "{gate} completes once");
+    }
+    // A client that retries an answer it got no reply to learns it was taken.
+    let again = resolve(
+        &client,
+        &ids["g0"],
+        json!({"approved": true, "respondedBy": "ops"}),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
+}

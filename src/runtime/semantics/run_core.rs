@@ -1065,15 +1065,36 @@ impl RunCore {
         for (node, generation) in live {
             self.on_node_died(node, generation, RESTART_CAUSE.into(), true, now);
         }
-        // Pending requests keep their deadlines: one that passed fires at once, once.
+        // Pending requests keep their deadlines: one that passed fires at once, once. A
+        // request answered or expired before the restart whose gate had not ended yet
+        // tells its respawned gate again.
         for (node, request) in &self.requests {
-            if let (gate::RequestStatus::Pending, Some(due)) = (request.status, request.deadline) {
-                self.out.push(RunEffect::ArmTimer {
-                    due,
-                    timer: RunTimer::InputDeadline {
-                        node: *node,
-                        attempt: request.attempt,
-                    },
+            let waits = matches!(
+                &self.slots[node.ix()],
+                Slot::Live(l) if matches!(&l.phase, LivePhase::AwaitingInput(_, id) if **id == *request.request_id)
+            );
+            let answer = match (request.status, request.deadline) {
+                (gate::RequestStatus::Pending, Some(due)) => {
+                    self.out.push(RunEffect::ArmTimer {
+                        due,
+                        timer: RunTimer::InputDeadline {
+                            node: *node,
+                            attempt: request.attempt,
+                        },
+                    });
+                    continue;
+                }
+                (gate::RequestStatus::Resolved, _) if waits => request.output().map(Ok),
+                (gate::RequestStatus::Expired, _) if waits => {
+                    Some(Err(gate::timeout_error(request)))
+                }
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                self.out.push(RunEffect::Answer {
+                    node: *node,
+                    request_id: Arc::from(request.request_id.as_str()),
+                    answer,
                 });
             }
         }

@@ -205,8 +205,19 @@ mod gates {
     /// `a` → `b`, `a` started: the core, and `a`'s request once `a` asks for input
     /// (expiring at `deadline`).
     fn asking(deadline: Option<Time>) -> (RunCore, Arc<str>, Vec<RunEffect>) {
+        asking_after(Vec::new(), deadline)
+    }
+
+    /// As [`asking`], with `first` applied before `a` asks.
+    fn asking_after(
+        first: Vec<RunFact>,
+        deadline: Option<Time>,
+    ) -> (RunCore, Arc<str>, Vec<RunEffect>) {
         let mut core = core();
         core.apply(RunFact::Started, at(0));
+        for fact in first {
+            core.apply(fact, at(0));
+        }
         core.apply(
             RunFact::Node(NodeReport::Started(start_of_a(JsonObject::new()))),
             at(1),
@@ -370,5 +381,75 @@ mod gates {
             ),
             "the gate waits on: {effects:#?}"
         );
+    }
+
+    #[test]
+    fn a_resumed_run_tells_a_gate_the_answer_it_took_before_the_restart() {
+        let (mut core, request_id, _) = asking(Some(at(60)));
+        core.apply(resolution(true), at(3));
+        // The gate's end was not stored before the engine died: it is respawned waiting,
+        // and told its answer again rather than waiting for one already taken.
+        let effects = core.apply(RunFact::Resumed, at(100));
+        let told = effects.iter().find_map(|e| match e {
+            RunEffect::Answer {
+                request_id: id,
+                answer: Ok(output),
+                ..
+            } if *id == request_id => Some(output),
+            _ => None,
+        });
+        assert_eq!(told.expect("told again").output["approved"], json!(true));
+        assert!(
+            !effects.iter().any(|e| matches!(
+                e,
+                RunEffect::ArmTimer {
+                    timer: RunTimer::InputDeadline { .. },
+                    ..
+                }
+            )),
+            "an answered request arms no deadline"
+        );
+    }
+
+    #[test]
+    fn a_signal_answer_is_kept_for_its_gate_and_repeats_are_duplicates() {
+        use crate::runtime::semantics::inbox::{Signal, Signaled};
+        let mut core = core();
+        core.apply(RunFact::Started, at(0));
+        let signal = |id: &str, payload: serde_json::Value| {
+            RunFact::Signal(Arc::new(Signal {
+                signal_id: id.into(),
+                name: "resolveHumanInput".into(),
+                payload,
+            }))
+        };
+        let said = |effects: &[RunEffect]| {
+            effects.iter().find_map(|e| match e {
+                RunEffect::Signaled { outcome, .. } => Some(outcome.clone()),
+                _ => None,
+            })
+        };
+        // For a request that is not made yet: kept for it alone.
+        let other_attempt = input_request_id("r", "a", 2);
+        let early = core.apply(signal("s1", json!({"requestId": other_attempt})), at(1));
+        assert_eq!(said(&early), Some(Ok(Signaled::Kept)));
+        let again = core.apply(signal("s1", json!({"requestId": other_attempt})), at(1));
+        assert_eq!(said(&again), Some(Ok(Signaled::Duplicate)));
+        assert_eq!(core.signals_received(), 2);
+        // Attempt 1's request does not take attempt 2's answer...
+        let for_two = signal("s1", json!({"requestId": other_attempt}));
+        let (mut asked, _, effects) = asking_after(vec![for_two], None);
+        assert!(answered(&effects).is_none(), "{effects:#?}");
+        assert_eq!(asked.kept.len(), 1, "the other attempt's answer stays kept");
+        let still = asked.apply(resolution(true), at(3));
+        assert_eq!(outcome(&still), Some(&Ok(Resolved::Applied)));
+        // ...while an answer kept for the gate itself is taken as soon as it asks.
+        let for_a = signal("s2", json!({"nodeRef": "a", "approved": false}));
+        let (taken, _, effects) = asking_after(vec![for_a], None);
+        let Some(Ok(output)) = answered(&effects) else {
+            panic!("the kept answer is taken: {effects:#?}");
+        };
+        assert_eq!(output.output["rejected"], json!(true));
+        assert!(taken.kept.is_empty());
     }
 }
