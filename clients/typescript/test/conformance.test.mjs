@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { call, drain, events, remote, result, startRun, withCoordinator, worker } from './support.mjs';
+import { call, drain, events, remote, result, startRun, untilEvent, withCoordinator, worker } from './support.mjs';
 
 const RETRY = { maxAttempts: 3, initialIntervalSeconds: 0.01 };
 
@@ -38,6 +38,39 @@ for (const kind of ['rust', 'typescript']) {
           text: 'héllo ✓',
         });
         assert.equal(ended.nodes.scan.attempts, 1);
+        assert.deepEqual(await drain(w), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
+      });
+    });
+
+    test('a component that returns a pending marker makes its node a gate, answered over HTTP', async () => {
+      await withCoordinator('', async (coord) => {
+        const w = await worker(kind, coord, `${kind}-gate`);
+        const runId = await startRun(coord, {
+          title: 'gate',
+          actions: [
+            remote('ask', 'core.echo', { pending: true, inputType: 'approval', title: 'Ship it?', timeout: '1h' }),
+            { ref: 'yes', componentId: 'core.echo' },
+            { ref: 'no', componentId: 'core.echo' },
+          ],
+          edges: [
+            { sourceRef: 'ask', targetRef: 'yes', sourceHandle: 'approved' },
+            { sourceRef: 'ask', targetRef: 'no', sourceHandle: 'rejected' },
+          ],
+        });
+        const asked = await untilEvent(coord, runId, (e) => e.type === 'AWAITING_INPUT');
+        assert.equal(asked.nodeId, 'ask');
+        assert.equal(asked.data.title, 'Ship it?');
+        const requestId = asked.data.requestId;
+        const listed = await call(coord, 'GET', `/v1/inputs?runId=${runId}&status=pending`);
+        assert.deepEqual(listed.body.inputs.map((r) => r.requestId), [requestId]);
+        const answer = await call(coord, 'POST', `/v1/inputs/${requestId}/resolve`, { approved: false, respondedBy: 'ana' });
+        assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        const ended = await result(coord, runId);
+        assert.equal(ended.status, 'COMPLETED', JSON.stringify(ended));
+        assert.equal(ended.nodes.no.status, 'COMPLETED');
+        assert.equal(ended.nodes.yes.status, 'SKIPPED');
+        assert.equal(ended.outputs.ask.respondedBy, 'ana');
+        assert.equal(ended.nodes.ask.attempts, 1);
         assert.deepEqual(await drain(w), { acknowledged: 1, stale: 0, stopped: 0, code: 0 });
       });
     });

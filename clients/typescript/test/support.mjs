@@ -144,3 +144,30 @@ export async function events(coord, runId) {
 export function remote(ref, componentId, params = {}, extra = {}) {
   return { ref, componentId, params, runner: { kind: 'remote' }, ...extra };
 }
+
+/** Follows the run's event stream (SSE) until an event `wanted` accepts; that event. */
+export async function untilEvent(coord, runId, wanted) {
+  const response = await fetch(`${coord.api}/v1/runs/${runId}/events`, {
+    headers: { accept: 'text/event-stream' },
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the run's stream ended before the event came`);
+      buffered += value;
+      let end;
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const frame = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (!frame.split('\n').includes('event: trace')) continue;
+        const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        const event = JSON.parse(data);
+        if (wanted(event)) return event;
+      }
+    }
+  } finally {
+    await reader.cancel();
+  }
+}
