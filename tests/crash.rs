@@ -14,6 +14,7 @@
 //! per CI run, `SHIPSEC_CRASH_CASES` for more (the 500: `SHIPSEC_CRASH_CASES=500`).
 
 mod common;
+#[allow(dead_code)] // not every binary uses every generator
 mod random;
 mod reference;
 

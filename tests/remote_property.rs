@@ -9,6 +9,7 @@
 //! unless `PROPTEST_CASES` says otherwise.
 
 mod common;
+#[allow(dead_code)] // not every binary uses every generator
 mod random;
 mod reference;
 mod remote;

@@ -8,6 +8,7 @@
 //! 256 cases per property unless `PROPTEST_CASES` says otherwise.
 
 mod common;
+#[allow(dead_code)] // not every binary uses every generator
 mod random;
 mod reference;
 

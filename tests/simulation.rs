@@ -24,6 +24,7 @@
 //! every slot was given back. 10,000 cases of each property per run unless
 //! `PROPTEST_CASES` says otherwise.
 
+#[allow(dead_code)] // not every binary uses every generator
 mod random;
 mod reference;
 
@@ -57,7 +58,8 @@ use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, Run
 use shipsec_orchestrator::runtime::semantics::time::Time;
 use tokio_util::sync::CancellationToken;
 
-use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
+use random::{Case, Finished, Mode, check_against_reference, check_fail_fast, gated_case_gen};
+use shipsec_orchestrator::gates::RequestStatus;
 
 /// More steps than any generated run needs by orders of magnitude: past it, the run is
 /// livelocked.
@@ -121,6 +123,8 @@ enum LimiterIn {
 #[derive(Debug)]
 enum Due {
     Run(RunTimer),
+    /// A person's answer to a gate, coming to the supervisor's mailbox.
+    Answer(RunFact),
     Node {
         node: NodeIx,
         generation: u32,
@@ -324,6 +328,7 @@ impl Sim {
             }
             match entry.remove() {
                 Due::Run(timer) => self.supervisor.push_back(RunFact::TimerFired(timer)),
+                Due::Answer(fact) => self.supervisor.push_back(fact),
                 Due::Node {
                     node,
                     generation,
@@ -405,9 +410,20 @@ impl Sim {
                     actor.mail.push_back(NodeIn::Fact(fact));
                 }
             }
-            // The simulated runs have no gates yet, so nobody answers their requests or
-            // signals them, and no engine lists them.
-            RunEffect::Resolved { .. } | RunEffect::Request(_) | RunEffect::Signaled { .. } => {}
+            // A gate asked: the person answers as its title says, a few virtual
+            // milliseconds later (or never: it expires).
+            RunEffect::Request(request) if request.status == RequestStatus::Pending => {
+                if let Some(resolution) = random::answer_for(&request.input.title) {
+                    let delay = Duration::from_millis(self.rng.below(6) as u64);
+                    let fact = RunFact::InputResolution {
+                        request_id: request.request_id.as_str().into(),
+                        resolution,
+                    };
+                    self.at(self.now + delay, Due::Answer(fact));
+                }
+            }
+            // Nobody waits for what an answer did, and no engine lists requests here.
+            RunEffect::Request(_) | RunEffect::Resolved { .. } | RunEffect::Signaled { .. } => {}
             RunEffect::Kill { node } => {
                 if let Some(generation) = self.nodes[node.ix()].as_ref().map(|a| a.generation) {
                     self.stop_node(node, generation, "killed".into());
@@ -783,7 +799,7 @@ proptest! {
     /// the scheduler picks.
     #[test]
     fn simulated_runs_end_as_the_reference_evaluator_says(
-        case in case_gen(Mode::Continue, 40),
+        case in gated_case_gen(Mode::Continue, 40),
         seed in any::<u64>(),
     ) {
         simulate(&case, seed)
@@ -794,7 +810,7 @@ proptest! {
     /// docs/semantics.md §4 `failRun` over every interleaving the scheduler picks.
     #[test]
     fn simulated_fail_fast_runs_are_explained(
-        case in case_gen(Mode::FailFast, 20),
+        case in gated_case_gen(Mode::FailFast, 20),
         seed in any::<u64>(),
     ) {
         simulate(&case, seed)
@@ -809,7 +825,7 @@ proptest! {
 fn a_seed_reproduces_its_run() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..200 {
-        let case = case_gen(Mode::FailFast, 20)
+        let case = gated_case_gen(Mode::FailFast, 20)
             .new_tree(&mut runner)
             .expect("a case")
             .current();

@@ -3,10 +3,12 @@
 //! (`tests/property.rs`) and the simulation of the pure cores (`tests/simulation.rs`).
 //!
 //! The generated workflows: edges only from lower to higher index (acyclic), of every kind
-//! and with ports `a`/`b`/`default`; joins `all`/`any`/`first`/`quorum n`; `core.echo`,
+//! and with ports `a`/`b`/`default`/`approved`/`rejected`; joins `all`/`any`/`first`/`quorum n`; `core.echo`,
 //! `core.fail` (retryable or not), `core.flaky` (0–3 failures, `failures` sometimes mapped
 //! from a parent), `core.branch` (ports among the edges' handles) and, rarely, a short
-//! `core.sleep` so that `first` joins find parents still running; retry policies of 1–4
+//! `core.sleep` so that `first` joins find parents still running; gates (`core.echo`
+//! returning a pending marker) that the run's driver approves, rejects or lets expire as
+//! their title says ([`answer_for`]); retry policies of 1–4
 //! attempts with interval 0, sometimes listing the error type as non-retryable; input
 //! mappings from parents, some to handles their outputs lack (InputError); overrides that
 //! mappings must win over; sometimes `config.maxParallelism` (nodes wait QUEUED,
@@ -30,6 +32,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
+use shipsec_orchestrator::gates::Resolution;
 use shipsec_orchestrator::runtime::definition::graph::{Graph, NodeIx};
 use shipsec_orchestrator::runtime::semantics::event::TraceEvent;
 use shipsec_orchestrator::runtime::semantics::outcome::{NodeStatus, RunStatus};
@@ -93,6 +96,11 @@ enum ComponentGen {
     },
     Sleep {
         ms: u8,
+    },
+    /// A gate (`core.echo` returning a pending marker) that the test's person answers as its
+    /// title says: `approve`, `reject`, or `expire` (its deadline long past).
+    Gate {
+        title: &'static str,
     },
 }
 
@@ -158,8 +166,9 @@ impl fmt::Debug for Case {
     }
 }
 
-fn component_gen() -> impl Strategy<Value = ComponentGen> {
+fn component_gen(gates: bool) -> impl Strategy<Value = ComponentGen> {
     let ports = proptest::sample::subsequence(vec!["a", "b", "default"], 0..=3);
+    let gate_weight = if gates { 2 } else { 0 };
     prop_oneof![
         8 => Just(ComponentGen::Echo),
         3 => any::<bool>().prop_map(|retryable| ComponentGen::Fail { retryable }),
@@ -167,6 +176,8 @@ fn component_gen() -> impl Strategy<Value = ComponentGen> {
             .prop_map(|(failures, mapped)| ComponentGen::Flaky { failures, mapped }),
         4 => ports.prop_map(|ports| ComponentGen::Branch { ports }),
         1 => (1u8..=15).prop_map(|ms| ComponentGen::Sleep { ms }),
+        gate_weight => proptest::sample::select(vec!["approve", "reject", "expire"])
+            .prop_map(|title| ComponentGen::Gate { title }),
     ]
 }
 
@@ -181,6 +192,8 @@ fn edge_gen() -> impl Strategy<Value = EdgeGen> {
         2 => Just(Some("a")),
         2 => Just(Some("b")),
         1 => Just(Some("default")),
+        1 => Just(Some("approved")),
+        1 => Just(Some("rejected")),
     ];
     (any::<Index>(), kind, handle).prop_map(|(parent, kind, handle)| EdgeGen {
         parent,
@@ -222,10 +235,10 @@ fn policy_gen(mode: Mode) -> BoxedStrategy<Option<PolicyGen>> {
     }
 }
 
-fn node_gen(mode: Mode) -> impl Strategy<Value = NodeGen> {
+fn node_gen(mode: Mode, gates: bool) -> impl Strategy<Value = NodeGen> {
     let retry = proptest::option::weighted(0.6, (1u8..=4, proptest::bool::weighted(0.2)));
     (
-        component_gen(),
+        component_gen(gates),
         proptest::collection::vec(edge_gen(), 0..=3),
         join_gen(),
         proptest::collection::vec(mapping_gen(), 0..=2),
@@ -249,6 +262,16 @@ fn node_gen(mode: Mode) -> impl Strategy<Value = NodeGen> {
 }
 
 pub fn case_gen(mode: Mode, max_nodes: usize) -> impl Strategy<Value = Case> {
+    any_case_gen(mode, max_nodes, false)
+}
+
+/// As [`case_gen`], with gates among the nodes: whoever runs the case answers them with
+/// [`answer_for`].
+pub fn gated_case_gen(mode: Mode, max_nodes: usize) -> impl Strategy<Value = Case> {
+    any_case_gen(mode, max_nodes, true)
+}
+
+fn any_case_gen(mode: Mode, max_nodes: usize, gates: bool) -> impl Strategy<Value = Case> {
     let run_policy = match mode {
         Mode::Continue => prop_oneof![Just(None), Just(Some("continue"))].boxed(),
         Mode::FailFast => prop_oneof![
@@ -258,7 +281,7 @@ pub fn case_gen(mode: Mode, max_nodes: usize) -> impl Strategy<Value = Case> {
         .boxed(),
     };
     (
-        proptest::collection::vec(node_gen(mode), 1..=max_nodes),
+        proptest::collection::vec(node_gen(mode, gates), 1..=max_nodes),
         proptest::bool::weighted(0.5),
         run_policy,
         prop_oneof![6 => Just(None), 1 => Just(Some(1u8)), 1 => Just(Some(2)), 1 => Just(Some(4))],
@@ -340,6 +363,24 @@ fn build(
     def
 }
 
+/// A gate deadline long past: the request expires as soon as it is made.
+const EXPIRED: &str = "2000-01-01T00:00:00Z";
+
+/// The answer the property tests' person gives to a gate that asked `title` (see
+/// [`ComponentGen::Gate`]); `None`: it lets the request expire.
+pub fn answer_for(title: &str) -> Option<Resolution> {
+    let approved = match title {
+        "approve" => true,
+        "reject" => false,
+        _ => return None,
+    };
+    Some(Resolution {
+        approved: Some(approved),
+        responded_by: Some("driver".into()),
+        ..Resolution::default()
+    })
+}
+
 fn action(i: usize, g: &NodeGen, parents: &[usize]) -> Value {
     let r = node_ref(i);
     let mut mappings = serde_json::Map::new();
@@ -379,6 +420,13 @@ fn action(i: usize, g: &NodeGen, parents: &[usize]) -> Value {
             "X",
         ),
         ComponentGen::Sleep { ms } => ("core.sleep", json!({"id": r, "v": g.v, "ms": ms}), "X"),
+        ComponentGen::Gate { title } => {
+            let mut marker = json!({"pending": true, "inputType": "approval", "title": title});
+            if *title == "expire" {
+                marker["timeoutAt"] = json!(EXPIRED);
+            }
+            ("core.echo", marker, "X")
+        }
     };
     let mut action = json!({"ref": r, "componentId": component, "params": params});
     if !mappings.is_empty() {

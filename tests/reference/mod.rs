@@ -1,5 +1,6 @@
 //! A sequential reference evaluator of docs/semantics.md §1–§5 and §7 (attempt counting only),
-//! for the property tests in `tests/property.rs`.
+//! and of human-input gates (docs/gates.md: a pending marker makes a gate, answered or
+//! expired), for the property tests in `tests/property.rs`.
 //!
 //! It reads the spec, not the engine: it uses the validated [`Graph`] as data and
 //! `serde_json`, and never calls the engine's decision modules (`runtime::semantics::edge`, `join`,
@@ -63,7 +64,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use shipsec_orchestrator::runtime::definition::graph::{
     EdgeIx, EdgeKind, FailurePolicy, Graph, Join, NodeIx,
 };
@@ -144,6 +145,10 @@ pub struct Timing {
     /// Tries such a loss gets beyond the node's `maxAttempts` (`resume.retryLostAttempts`,
     /// the engine's default unless a test sets it).
     pub retry_lost: u32,
+    /// Each gate's request id (its `AWAITING_INPUT` event) and, once answered, when (the
+    /// `PROGRESS` event of its resolution): facts of the run, as who answers and when is
+    /// outside the spec.
+    pub answers: Vec<(Option<String>, Option<String>)>,
 }
 
 /// Whether a failure of `ix` is handled (§4: it has an outgoing `error` edge).
@@ -251,6 +256,19 @@ impl Timing {
                 })
             })
             .map(|e| e.seq);
+        let mut answers = vec![(None, None); n];
+        for e in events {
+            let ix = node_of(graph, e)?.ix();
+            let data = e.data.as_deref();
+            let text = |key: &str| data.and_then(|d| d[key].as_str()).map(str::to_owned);
+            match e.kind {
+                EventType::AwaitingInput => answers[ix].0 = text("requestId"),
+                EventType::Progress if text("status").as_deref() == Some("resolved") => {
+                    answers[ix].1 = Some(e.timestamp.to_string());
+                }
+                _ => {}
+            }
+        }
         let doomed = replay_withdrawals(graph, events, &fired_seq, cutoff)?;
         let cancelled = cancelled_nodes(graph, events)?;
         let withdrawn = doomed
@@ -266,6 +284,7 @@ impl Timing {
             retry_lost: shipsec_orchestrator::EngineConfig::default()
                 .resume
                 .retry_lost_attempts,
+            answers,
         })
     }
 
@@ -592,6 +611,11 @@ fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object, timing: &Timing) -> 
             attempt(&node.component_id, &node.params, inputs, n)
         };
         let budget = policy.max_attempts + if lost { timing.retry_lost } else { 0 };
+        if let Ok((output, _)) = &outcome
+            && output.get("pending") == Some(&Value::Bool(true))
+        {
+            return gate(ix, output, n, timing);
+        }
         match outcome {
             Ok((output, active_ports)) => {
                 return NodeEnd {
@@ -622,6 +646,54 @@ fn run_attempts(graph: &Graph, ix: NodeIx, inputs: &Object, timing: &Timing) -> 
                 };
             }
         }
+    }
+}
+
+/// §12: an attempt whose output is a pending marker makes its node a gate. The property
+/// tests' person answers what the marker's title says (`approve`, `reject`) as `driver`,
+/// and leaves `expire` to its deadline (`timeoutAt` long past): then the gate fails with a
+/// `TimeoutError` that is never retried. Answered, it completes with ShipSec's resolved
+/// output on ShipSec's ports; its request id and answer time are the run's.
+fn gate(ix: NodeIx, marker: &Object, attempts: u32, timing: &Timing) -> NodeEnd {
+    let approved = match marker.get("title").and_then(Value::as_str) {
+        Some("approve") => true,
+        Some("reject") => false,
+        _ => {
+            return NodeEnd {
+                end: End::Failed,
+                attempts: Some(attempts),
+                output: None,
+                active_ports: None,
+                error_type: Some("TimeoutError".into()),
+                triggered_by: Vec::new(),
+                handles: None,
+            };
+        }
+    };
+    let (request_id, answered_at) = &timing.answers[ix.ix()];
+    let mut output = Object::new();
+    output.insert("approved".into(), Value::Bool(approved));
+    output.insert("rejected".into(), Value::Bool(!approved));
+    output.insert("respondedBy".into(), Value::from("driver"));
+    output.insert("responseNote".into(), Value::Null);
+    output.insert("respondedAt".into(), json!(answered_at));
+    output.insert("requestId".into(), json!(request_id));
+    let port = if approved { "approved" } else { "rejected" };
+    let ports = [
+        "respondedBy",
+        "responseNote",
+        "respondedAt",
+        "requestId",
+        port,
+    ];
+    NodeEnd {
+        end: End::Completed,
+        attempts: Some(attempts),
+        output: Some(output),
+        active_ports: Some(ports.iter().map(|p| (*p).to_owned()).collect()),
+        error_type: None,
+        triggered_by: Vec::new(),
+        handles: None,
     }
 }
 
