@@ -18,12 +18,9 @@ mod common;
 mod random;
 mod reference;
 
-use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use shipsec_orchestrator::Handle;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
-use shipsec_orchestrator::runtime::semantics::event::EventType;
 
 use random::{Case, Finished, Mode, check_against_reference, check_fail_fast, gated_case_gen};
 
@@ -35,52 +32,20 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Validates, submits on the shared engine, answers its gates as their titles say (a
-/// person beside the run, following its events), waits for the result and collects the
-/// events.
+/// Validates, submits on the shared engine with a person answering its gates as their
+/// titles say, waits for the result and collects the events.
 fn run(case: &Case) -> Result<Finished, String> {
-    let (runtime, handle) = common::shared_engine();
-    let workflow = common::try_workflow(handle, &case.definition)?;
-    let (result, events) = runtime.block_on(async {
-        let submitted = handle
-            .submit_workflow(&workflow, random::run_inputs(), SubmitOptions::default())
-            .await;
-        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
-        let person = tokio::spawn(answer_gates(handle.clone(), run.run_id().to_owned()));
-        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        person.await.map_err(|e| format!("the person: {e}"))?;
-        let events = handle
-            .events(run.run_id())
-            .await
-            .map_err(|e| format!("events after the result: {e}"))?
-            .collect::<Vec<_>>()
-            .await;
-        Ok::<_, String>((result, events))
-    })?;
+    let engine = common::shared_engine();
+    let workflow = common::try_workflow(&engine.1, &case.definition)?;
+    let options = SubmitOptions::default();
+    let inputs = random::run_inputs();
+    let (result, events) =
+        common::run_answering_on(engine, &workflow, inputs, options, random::answer_for)?;
     Ok(Finished {
         graph: workflow.graph().clone(),
         result,
         events,
     })
-}
-
-/// Answers each gate of run `run_id` as it asks (`random::answer_for` its title), until the
-/// run's events end. A refused answer (the gate was withdrawn or its run stopped first) is
-/// what a person would meet too, and is not an error.
-async fn answer_gates(handle: Handle, run_id: String) {
-    let Ok(mut events) = handle.events(&run_id).await else {
-        return;
-    };
-    while let Some(event) = events.next().await {
-        if event.kind != EventType::AwaitingInput {
-            continue;
-        }
-        let data = event.data.as_deref();
-        let asked = |key: &str| data.and_then(|d| d[key].as_str()).unwrap_or_default();
-        if let Some(answer) = random::answer_for(asked("title")) {
-            let _ = handle.resolve(asked("requestId"), answer).await;
-        }
-    }
 }
 
 proptest! {

@@ -2,8 +2,9 @@
 //! recorder) and fed again to fresh cores, reproduce the run — the same trace events,
 //! byte for byte, the same result, the same node states, and, node by node, the same
 //! reports the node actors sent. This is what a journal does on restart; here it is
-//! checked on random workflows (`tests/random/mod.rs`), some with a node actor killed
-//! mid-attempt so that the facts include its death and its respawn.
+//! checked on random workflows (`tests/random/mod.rs`, gates answered, refused or expired
+//! among them), some with a node actor killed mid-attempt so that the facts include its
+//! death and its respawn.
 //!
 //! 256 cases per property unless `PROPTEST_CASES` says otherwise.
 
@@ -30,7 +31,7 @@ use shipsec_orchestrator::runtime::semantics::report::NodeReport;
 use shipsec_orchestrator::runtime::semantics::result::RunResult;
 use shipsec_orchestrator::runtime::semantics::run_core::{RunCore, RunEffect, RunFact};
 
-use random::{Case, Finished, Mode, case_gen, check_against_reference, check_fail_fast};
+use random::{Case, Finished, Mode, check_against_reference, check_fail_fast, gated_case_gen};
 
 /// An actor run and what it recorded.
 struct Recorded {
@@ -56,7 +57,8 @@ fn run_recorded(case: &Case, kill: Option<Index>) -> Result<Recorded, String> {
         run_id: Some(run_id.clone()),
         ..SubmitOptions::default()
     };
-    let outcome = common::run_blocking_on(engine, &workflow, random::run_inputs(), options);
+    let inputs = random::run_inputs();
+    let outcome = common::run_answering_on(engine, &workflow, inputs, options, random::answer_for);
     // Every actor of the run has stopped, so every fact is recorded.
     runtime.block_on(chaos.wait_for_run_actors(&run_id, Duration::from_secs(30)));
     let recording = chaos.take_recording(&run_id);
@@ -203,13 +205,13 @@ proptest! {
 
     /// Runs under `skipDependents`, replayed (and right by the reference).
     #[test]
-    fn recorded_facts_replay_to_the_same_run(case in case_gen(Mode::Continue, 30)) {
+    fn recorded_facts_replay_to_the_same_run(case in gated_case_gen(Mode::Continue, 30)) {
         check_replay(&case, None, Some(check_against_reference)).map_err(TestCaseError::fail)?;
     }
 
     /// Runs with `failRun` stops, replayed (and explained by the reference).
     #[test]
-    fn recorded_facts_of_stopped_runs_replay_to_the_same_run(case in case_gen(Mode::FailFast, 20)) {
+    fn recorded_facts_of_stopped_runs_replay_to_the_same_run(case in gated_case_gen(Mode::FailFast, 20)) {
         check_replay(&case, None, Some(check_fail_fast)).map_err(TestCaseError::fail)?;
     }
 
@@ -217,7 +219,7 @@ proptest! {
     /// respawns it), replayed.
     #[test]
     fn recorded_facts_with_a_dead_node_replay_to_the_same_run(
-        case in case_gen(Mode::Continue, 20),
+        case in gated_case_gen(Mode::Continue, 20),
         kill in any::<Index>(),
     ) {
         check_replay(&case, Some(kill), None).map_err(TestCaseError::fail)?;

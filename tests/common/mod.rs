@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 use shipsec_orchestrator::actors::faults::{Faults, NoFaults};
+use shipsec_orchestrator::gates::Resolution;
 use shipsec_orchestrator::messages::orchestrator::SubmitOptions;
 use shipsec_orchestrator::runtime::components::registry::ComponentRegistry;
 use shipsec_orchestrator::runtime::definition::graph::Graph;
@@ -183,6 +184,56 @@ pub fn run_blocking_on(
             .await;
         Ok((result, events))
     })
+}
+
+/// A person beside a run: the answer to give a gate that asked `title` (`None`: let it
+/// expire).
+pub type Person = fn(&str) -> Option<Resolution>;
+
+/// As [`run_blocking_on`], with `person` answering each gate of the run as it asks
+/// (following the run's events). A refused answer (the gate was withdrawn or its run
+/// stopped first) is what a person would meet too, and is not an error.
+pub fn run_answering_on(
+    (runtime, handle): &(tokio::runtime::Runtime, Handle),
+    workflow: &Workflow,
+    inputs: JsonObject,
+    options: SubmitOptions,
+    person: Person,
+) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
+    runtime.block_on(async {
+        let submitted = handle.submit_workflow(workflow, inputs, options).await;
+        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
+        let answering = tokio::spawn(answer_gates(
+            handle.clone(),
+            run.run_id().to_owned(),
+            person,
+        ));
+        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
+        answering.await.map_err(|e| format!("the person: {e}"))?;
+        let events = handle
+            .events(run.run_id())
+            .await
+            .map_err(|e| format!("events after the result: {e}"))?
+            .collect()
+            .await;
+        Ok((result, events))
+    })
+}
+
+async fn answer_gates(handle: Handle, run_id: String, person: Person) {
+    let Ok(mut events) = handle.events(&run_id).await else {
+        return;
+    };
+    while let Some(event) = events.next().await {
+        if event.kind != EventType::AwaitingInput {
+            continue;
+        }
+        let data = event.data.as_deref();
+        let asked = |key: &str| data.and_then(|d| d[key].as_str()).unwrap_or_default();
+        if let Some(answer) = person(asked("title")) {
+            let _ = handle.resolve(asked("requestId"), answer).await;
+        }
+    }
 }
 
 /// Shuts the engine down, cancelling what is left, and waits until every actor stopped.
