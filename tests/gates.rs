@@ -224,6 +224,7 @@ async fn waiting_runs_and_their_requests_are_listed_and_answered_by_request_id()
             status: Some(RunStatus::AwaitingInput),
             limit: 10,
             before: None,
+            metadata: None,
         })
         .await
         .expect("a page");
@@ -235,6 +236,7 @@ async fn waiting_runs_and_their_requests_are_listed_and_answered_by_request_id()
     let pending = |run_id: Option<&str>| InputQuery {
         status: Some(RequestStatus::Pending),
         run_id: run_id.map(str::to_owned),
+        metadata: None,
         limit: 10,
         before: None,
     };

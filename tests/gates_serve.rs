@@ -75,7 +75,31 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     let dir = scratch("gates-kinds");
     let server = Server::start(&dir, &[]);
     let client = server.client();
-    let run_id = start_run(&client, &three_kinds()).await;
+    let bad_metadata = client
+        .post_json(
+            "/v1/runs",
+            &json!({"definition": three_kinds(), "metadata": {"organizationId": 7}}),
+        )
+        .await;
+    assert_eq!(
+        (bad_metadata.status, bad_metadata.code()),
+        (422, "INVALID_INPUT".into())
+    );
+    assert_eq!(
+        bad_metadata.json()["error"]["details"]["problems"][0]["path"],
+        "metadata.organizationId"
+    );
+    let metadata = json!({"organizationId": "acme", "workflowId": "wf-7"});
+    let started = client
+        .post_json(
+            "/v1/runs",
+            &json!({"definition": three_kinds(), "metadata": metadata}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{:?}", started.json());
+    assert_eq!(started.json()["metadata"], metadata);
+    let run_id = started.json()["runId"].as_str().expect("an id").to_owned();
+    let other_org = start_run(&client, &many_gates(1)).await;
     let approve = request_of(&client, &run_id, "approve").await;
     let form = request_of(&client, &run_id, "form").await;
     let pick = request_of(&client, &run_id, "pick").await;
@@ -87,7 +111,13 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
         "{status}"
     );
     let listed = client.get("/v1/runs?status=AWAITING_INPUT").await.json();
-    assert_eq!(listed["runs"][0]["runId"], json!(run_id), "{listed}");
+    let waiting: Vec<&Value> = listed["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| &r["runId"])
+        .collect();
+    assert!(waiting.contains(&&json!(run_id)), "{listed}");
     let inbox = client
         .get(&format!("/v1/inputs?status=pending&runId={run_id}&limit=2"))
         .await
@@ -107,6 +137,32 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     assert_eq!(asked["status"], "pending");
     assert_eq!(asked["runId"], json!(run_id));
     assert!(asked["timeoutAt"].is_string(), "{asked}");
+    assert_eq!(
+        asked["metadata"], metadata,
+        "a request carries its run's metadata"
+    );
+    // An organization's inbox and its runs: scoped by one metadata key.
+    request_of(&client, &other_org, "g0").await;
+    let acme = client
+        .get("/v1/inputs?status=pending&metadataKey=organizationId&metadataValue=acme")
+        .await
+        .json();
+    assert_eq!(acme["inputs"].as_array().map(Vec::len), Some(3), "{acme}");
+    let all_pending = client.get("/v1/inputs?status=pending").await.json();
+    assert_eq!(all_pending["inputs"].as_array().map(Vec::len), Some(4));
+    let acme_runs = client
+        .get("/v1/runs?metadataKey=organizationId&metadataValue=acme")
+        .await
+        .json();
+    let ids: Vec<&Value> = acme_runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| &r["runId"])
+        .collect();
+    assert_eq!(ids, [&json!(run_id)], "{acme_runs}");
+    let half = client.get("/v1/runs?metadataKey=organizationId").await;
+    assert_eq!((half.status, half.code()), (400, "INVALID_REQUEST".into()));
 
     // The run's inbox: a name nothing handles is stored and recorded (202).
     let unhandled_path = format!("/v1/runs/{run_id}/signals/toolCallCompleted");
@@ -201,6 +257,7 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     assert_eq!(ended["outputs"]["filed"]["ticket"], "SEC-42");
     assert_eq!(ended["outputs"]["approve"]["respondedBy"], "ana");
     assert_eq!(ended["outputs"]["approve"]["requestId"], json!(approve));
+    assert_eq!(ended["metadata"], metadata);
 
     // The run has ended: a repeat is still a duplicate, another answer still refused.
     let late = resolve(&client, &approve, yes).await;
@@ -233,8 +290,9 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
         (no_run.status, no_run.code()),
         (404, "RUN_NOT_FOUND".into())
     );
-    let none_left = client.get("/v1/inputs?status=pending").await.json();
-    assert_eq!(none_left["inputs"], json!([]), "{none_left}");
+    let left = client.get("/v1/inputs?status=pending").await.json();
+    assert_eq!(left["inputs"][0]["runId"], json!(other_org), "{left}");
+    assert_eq!(left["inputs"].as_array().map(Vec::len), Some(1), "{left}");
 }
 
 /// A gate that is `core.echo` returning a pending marker whose deadline is `at`.
@@ -279,7 +337,15 @@ async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_onc
     let dir = scratch("gates-sigkill");
     let mut server = Server::start(&dir, &[]);
     let client = server.client();
-    let long = start_run(&client, &waiting_long()).await;
+    let metadata = json!({"organizationId": "acme"});
+    let started = client
+        .post_json(
+            "/v1/runs",
+            &json!({"definition": waiting_long(), "metadata": metadata}),
+        )
+        .await;
+    assert_eq!(started.status, 201);
+    let long = started.json()["runId"].as_str().expect("an id").to_owned();
     let long_request = request_of(&client, &long, "g").await;
     let deadline = SystemTime::now() + Duration::from_secs(2);
     let short = start_run(&client, &expiring(&Timestamp::from(deadline).to_string())).await;
@@ -327,6 +393,11 @@ async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_onc
     assert_eq!(still["timeoutAt"], asked["timeoutAt"]);
     let status = client.get(&format!("/v1/runs/{long}")).await.json();
     assert_eq!(status["status"], "AWAITING_INPUT", "{status}");
+    assert_eq!(
+        status["metadata"], metadata,
+        "the journal keeps the run's metadata"
+    );
+    assert_eq!(still["metadata"], metadata);
     // Answered through the run's inbox, as ShipSec signals it.
     let signal = json!({"signalId": "ok-1", "payload": {"nodeRef": "g", "approved": true}});
     let path = format!("/v1/runs/{long}/signals/resolveHumanInput");
@@ -448,7 +519,19 @@ async fn every_answered_resolution_survives_a_sigkill_right_after_it_once() {
             .count();
         assert_eq!(completions, 1, "{gate} completes once");
     }
-    // A client that retries an answer it got no reply to learns it was taken.
+    // After one more restart the run is a finished one the journal holds: its requests
+    // are still known, and a client that retries an answer it got no reply to learns
+    // it was taken.
+    server.signal(libc::SIGKILL);
+    server.wait();
+    let server = Server::start(&dir, &[]);
+    let client = server.client();
+    let kept = client
+        .get(&format!("/v1/inputs/{}", ids["g7"]))
+        .await
+        .json();
+    assert_eq!(kept["status"], "resolved", "{kept}");
+    assert_eq!(kept["resolution"]["respondedBy"], "ops");
     let again = resolve(
         &client,
         &ids["g0"],

@@ -149,12 +149,13 @@ fn header() -> impl Strategy<Value = RunHeader> {
             prop::option::of(text()),
             any::<u64>(),
             any::<u32>(),
+            text(),
         ),
     )
         .prop_map(
             |(
                 (run_id, definition, definition_hash, inputs),
-                (idempotency_key, traceparent, accepted_at, nodes),
+                (idempotency_key, traceparent, accepted_at, nodes, metadata),
             )| AcceptedRecord {
                 run_id,
                 definition: definition.into(),
@@ -164,10 +165,16 @@ fn header() -> impl Strategy<Value = RunHeader> {
                 traceparent,
                 accepted_at,
                 nodes,
+                metadata,
             },
         );
-    (accepted, prop::option::of(finished()))
-        .prop_map(|(accepted, finished)| RunHeader { accepted, finished })
+    (accepted, prop::option::of(finished()), text()).prop_map(|(accepted, finished, requests)| {
+        RunHeader {
+            accepted,
+            finished,
+            requests,
+        }
+    })
 }
 
 proptest! {
@@ -272,15 +279,19 @@ fn the_golden_journal_of_format_1_still_decodes_and_replays() {
         frames.iter().all(|f| f[0] == 1),
         "every record is of format 1"
     );
-    let header: RunHeader = record::decode(frames[0]).expect("the header decodes");
+    let header: RunHeader = record::decode_header(frames[0]).expect("the header decodes");
+    assert_eq!(
+        header.accepted.metadata, "{}",
+        "a format 1 run has no metadata"
+    );
     let facts: Vec<Fact> = frames[1..]
         .iter()
         .map(|f| record::decode(f).expect("every fact decodes"))
         .collect();
-    // Decoding is exact: encoding again gives the bytes that were written.
-    assert_eq!(record::encode(&header), frames[0]);
+    // Decoding is exact: a fact encoded again (as format 2, whose facts are format 1's)
+    // gives the payload that was written.
     for (fact, frame) in facts.iter().zip(&frames[1..]) {
-        assert_eq!(&record::encode(fact), frame);
+        assert_eq!(&record::encode(fact)[1..], &frame[1..]);
     }
     insta::assert_debug_snapshot!("golden_journal_v1_records", (&header, &facts));
     // And the facts still replay, through this build's cores, to the run they recorded.
@@ -333,6 +344,25 @@ fn contents(store: &FjallStore) -> Contents {
 
 /// Writes `batches` batches of three runs' facts into a fresh journal in `dir`; returns
 /// what it held after each (index `b`: after `b` batches).
+/// The header [`write_journal`] writes for `run` in batch `b`, encoded.
+fn written_header(run: &str, b: u64) -> Vec<u8> {
+    record::encode(&RunHeader {
+        accepted: AcceptedRecord {
+            run_id: run.to_owned(),
+            definition: "{}".into(),
+            definition_hash: 0,
+            inputs: "{}".into(),
+            idempotency_key: None,
+            traceparent: None,
+            accepted_at: b,
+            nodes: 1,
+            metadata: "{}".into(),
+        },
+        finished: None,
+        requests: String::new(),
+    })
+}
+
 fn write_journal(dir: &Path, batches: u64) -> Vec<Contents> {
     let (store, _) = FjallStore::open(dir).unwrap();
     let mut after = vec![Contents::new()];
@@ -344,19 +374,7 @@ fn write_journal(dir: &Path, batches: u64) -> Vec<Contents> {
             if b == 1 || b % 7 == r {
                 ops.push(Op::PutRun {
                     run_id: run.as_str().into(),
-                    value: record::encode(&RunHeader {
-                        accepted: AcceptedRecord {
-                            run_id: run.clone(),
-                            definition: "{}".into(),
-                            definition_hash: 0,
-                            inputs: "{}".into(),
-                            idempotency_key: None,
-                            traceparent: None,
-                            accepted_at: b,
-                            nodes: 1,
-                        },
-                        finished: None,
-                    }),
+                    value: written_header(&run, b),
                 });
             }
             facts[r as usize] += 1;
@@ -563,8 +581,10 @@ fn an_accepted_loss_opens_without_it_lists_its_runs_and_records_it() {
     let after = prepared(&original);
     let work = dir.join("work");
     copy_dir(&original, &work);
-    // A flip in the log's first batch: the 39 after it are readable, and would be dropped.
-    flip(&log_file(&work), 30);
+    // A flip in the log's first batch (its first item's tag, right after the batch's
+    // start marker, whatever the records' sizes): the 39 after it are readable, and would
+    // be dropped.
+    flip(&log_file(&work), 13);
     let refused = FjallStore::open(&work).map(|_| ()).unwrap_err();
     let message = refused.to_string();
     assert!(message.contains("damage, not a torn tail"), "{message}");
@@ -662,6 +682,7 @@ async fn listed(handle: &shipsec_orchestrator::Handle) -> Vec<shipsec_orchestrat
         status: None,
         limit: 10_000,
         before: None,
+        metadata: None,
     };
     handle.list(query).await.unwrap().runs
 }

@@ -772,6 +772,7 @@ fn simulate(case: &Case, seed: u64) -> Result<Finished, String> {
         metrics: true,
         retry_lost_attempts: config.resume.retry_lost_attempts,
         gate_timeout: config.gates.default_timeout(),
+        metadata: Arc::default(),
     };
     let needs = node_needs(&plan.graph, &plan.registry, &config, 1);
     plan.queued = needs.iter().map(Option::is_some).collect();

@@ -86,6 +86,8 @@ pub(crate) struct SupervisorArgs {
     pub(crate) faults: Arc<dyn Faults>,
     /// W3C `traceparent` of the caller's trace, which the run span joins.
     pub(crate) traceparent: Option<String>,
+    /// The run's metadata.
+    pub(crate) metadata: Arc<crate::runtime::semantics::metadata::Metadata>,
     /// The engine's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
     /// The journal, and the run's header in it.
@@ -469,6 +471,7 @@ impl SupervisorState {
         let Some(result) = result else {
             return self.feed(myself, RunFact::Resumed).await;
         };
+        log.header.requests = settled_requests(&self.core);
         match facts.last() {
             Some(Fact {
                 kind: FactKind::Finished(f),
@@ -629,6 +632,7 @@ impl SupervisorState {
             if let RunPhase::Ended(status) = self.core.phase()
                 && log.header.finished.is_none()
             {
+                log.header.requests = settled_requests(&self.core);
                 log.finished(*status, now);
             }
             if log.holds() {
@@ -962,6 +966,17 @@ fn attempt_stored(host: &dyn RemoteHost, event: &TraceEvent) {
     }
 }
 
+/// An ended run's input requests as its journal header keeps them (see
+/// [`RunHeader::requests`]): empty when it had none.
+fn settled_requests(core: &RunCore) -> String {
+    let requests: Vec<&InputRequest> = core.requests().collect();
+    if requests.is_empty() {
+        return String::new();
+    }
+    // Strings, numbers and JSON values only: a request always serialises.
+    serde_json::to_string(&requests).expect("input requests serialise")
+}
+
 /// Answers a question; the asker may have given up waiting, which is no error.
 fn answer<T>(reply: RpcReplyPort<T>, value: T) -> Result<(), ActorProcessingErr> {
     let _ = reply.send(value);
@@ -983,6 +998,7 @@ fn plan_of(args: &SupervisorArgs, slots: Option<&SlotLink>) -> Arc<RunPlan> {
         metrics: args.metrics.enabled(),
         retry_lost_attempts: args.config.resume.retry_lost_attempts,
         gate_timeout: args.config.gates.default_timeout(),
+        metadata: args.metadata.clone(),
     });
     args.faults.plan(&plan);
     plan

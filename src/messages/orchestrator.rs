@@ -24,6 +24,8 @@ pub struct SubmitOptions {
     pub idempotency_key: Option<String>,
     /// W3C `traceparent` of the caller's trace.
     pub traceparent: Option<String>,
+    /// The run's metadata (see [`crate::runtime::semantics::metadata`]).
+    pub metadata: Arc<crate::runtime::semantics::metadata::Metadata>,
 }
 
 /// What [`crate::Handle::shutdown`] does with runs still going.

@@ -328,7 +328,7 @@ pub fn read_run(
     let Some(value) = store.header(run_id)? else {
         return Ok(None);
     };
-    let header: RunHeader = record::decode(&value).map_err(|e| bad("header".into(), e))?;
+    let header = record::decode_header(&value).map_err(|e| bad("header".into(), e))?;
     let mut bytes = value.len() as u64;
     let mut facts = Vec::new();
     for (i, (seq, value)) in store.facts(run_id)?.into_iter().enumerate() {
@@ -374,6 +374,10 @@ pub struct FinishedRun {
     pub traceparent: Option<String>,
     /// Its idempotency key, and the fingerprint of its submission.
     pub idempotency: Option<(String, u64)>,
+    /// Its metadata, as JSON text.
+    pub metadata: String,
+    /// Its input requests as they ended, as JSON text (empty: none).
+    pub requests: String,
 }
 
 impl FinishedRun {
@@ -395,6 +399,8 @@ impl FinishedRun {
             accepted_at: accepted.accepted_at,
             traceparent: accepted.traceparent.clone(),
             idempotency: accepted.idempotency(),
+            metadata: accepted.metadata.clone(),
+            requests: log.header.requests.clone(),
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod gate;
 pub mod inbox;
 pub mod inputs;
 pub mod join;
+pub mod metadata;
 pub mod node_core;
 pub mod outcome;
 pub mod plan;

@@ -158,7 +158,7 @@ impl ApiError {
 
     /// `what` was refused for `problems`: the first [`PROBLEMS_LISTED`] of them in
     /// `details.problems`, and how many more were left out.
-    fn problems(code: ErrorCode, what: &str, problems: &[Problem]) -> ApiError {
+    pub(crate) fn problems(code: ErrorCode, what: &str, problems: &[Problem]) -> ApiError {
         let n = problems.len();
         let first = problems.first().map_or(String::new(), |p| format!(": {p}"));
         let listed = &problems[..n.min(PROBLEMS_LISTED)];

@@ -2,6 +2,8 @@
 //! read one, and resolve one by its id; and a run's own inbox, its signals. A resolution is answered only once the run has
 //! stored it; the same answer again is a duplicate, another is refused (`docs/gates.md`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +18,7 @@ use crate::runtime::timestamp::Timestamp;
 use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, PathIds, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
+use crate::service::runs::metadata_filter;
 
 /// One input request, as the inbox shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -25,6 +28,9 @@ pub(crate) struct InputView {
     request_id: String,
     /// The run that made it.
     run_id: String,
+    /// That run's metadata (absent when it has none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
     /// The gate's node.
     node_ref: String,
     /// The gate's attempt.
@@ -65,6 +71,7 @@ impl InputView {
         InputView {
             request_id: request.request_id.clone(),
             run_id: filed.run_id.to_string(),
+            metadata: (*filed.metadata).clone(),
             node_ref: request.node_ref.clone(),
             attempt: request.attempt,
             status: request.status,
@@ -90,6 +97,11 @@ pub(crate) struct ListInputs {
     status: Option<RequestStatus>,
     /// Only requests of this run.
     run_id: Option<String>,
+    /// With `metadataValue`: only requests of runs whose metadata has this key set to that
+    /// value (an organization's inbox).
+    metadata_key: Option<String>,
+    /// The value `metadataKey` must have.
+    metadata_value: Option<String>,
     /// Most requests in the page (100 by default, at most `service.maxPage`).
     #[param(minimum = 0)]
     limit: Option<usize>,
@@ -135,6 +147,7 @@ pub(crate) async fn list(
         .inputs(InputQuery {
             status: query.status,
             run_id: query.run_id,
+            metadata: metadata_filter(query.metadata_key, query.metadata_value)?,
             limit: query.limit.unwrap_or(100).clamp(1, max),
             before,
         })
@@ -202,6 +215,8 @@ pub(crate) struct ResolvedView {
         (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
         (status = 404, description = "INPUT_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "INPUT_ALREADY_RESOLVED (another answer was taken) or INPUT_NOT_PENDING (expired or cancelled)", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "INVALID_INPUT: `responseData` does not fit the request's schema (`details.problems`: `[{path, message}]`)", body = ErrorBody),
     ))]
 pub(crate) async fn resolve(
@@ -271,6 +286,8 @@ pub(crate) struct SignalView {
         (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
         (status = 404, description = "RUN_NOT_FOUND, or INPUT_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "RUN_ALREADY_ENDED, INPUT_ALREADY_RESOLVED or INPUT_NOT_PENDING", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "INVALID_INPUT: a payload its name does not take, a node the run lacks, or an answer that does not fit its request", body = ErrorBody),
     ))]
 pub(crate) async fn signal(

@@ -106,6 +106,7 @@ impl Modify for Shared {
             Vec::<String>::new(),
         )]);
         link_new_runs(openapi);
+        link_listed_inputs(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 for (status, name, _) in SHARED {
@@ -124,14 +125,34 @@ impl Modify for Shared {
 }
 
 /// Operations on a run, reached from the `runId` that starting it answers with.
-const RUN_OPERATIONS: [&str; 6] = [
+const RUN_OPERATIONS: [&str; 7] = [
     "describeRun",
     "runGraph",
     "runResult",
     "runEvents",
     "cancelRun",
     "terminateRun",
+    "signalRun",
 ];
+
+/// Links from a page of input requests to the operations on its first request.
+fn link_listed_inputs(openapi: &mut utoipa::openapi::OpenApi) {
+    let Some(list) = (openapi.paths.paths.get_mut("/v1/inputs")).and_then(|i| i.get.as_mut())
+    else {
+        return;
+    };
+    let Some(RefOr::T(response)) = list.responses.responses.get_mut("200") else {
+        return;
+    };
+    for operation in ["describeInput", "resolveInput"] {
+        let link = LinkBuilder::new()
+            .operation_id(operation)
+            .parameter("requestId", "$response.body#/inputs/0/requestId")
+            .description(format!("`{operation}` of the page's first request"))
+            .build();
+        response.links.insert(operation.to_owned(), link.into());
+    }
+}
 
 /// Links from `startRun`'s answers to the operations on the run it started (OpenAPI
 /// links: what clients and stateful testers follow).

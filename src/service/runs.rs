@@ -15,6 +15,7 @@ use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::parse::from_value;
 use crate::runtime::definition::validate::Problem;
+use crate::runtime::semantics::metadata;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::result::{RunQuery, RunSummary};
 use crate::runtime::semantics::result::{RunResult, RunSnapshot};
@@ -56,6 +57,12 @@ pub(crate) struct CreateRun {
     #[serde(default)]
     #[schema(pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$")]
     traceparent: Option<String>,
+    /// The run's metadata: an object of strings (at most 64 keys of 1–128 bytes, values of
+    /// at most 1,024), journaled and returned with the run and its input requests
+    /// (ShipSec's `organizationId`, `workflowId`, `workflowVersionId`, ...).
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    metadata: Option<Value>,
 }
 
 /// `POST /v1/validate`.
@@ -229,11 +236,18 @@ pub(crate) async fn create(
             "traceparent must be a W3C traceparent: version-traceid-parentid-flags, lower-case hex of 2, 32, 16 and 2 digits, version not ff, ids not all zeros",
         ));
     }
+    let metadata = match &body.metadata {
+        None => Default::default(),
+        Some(value) => metadata::read(value).map_err(|problems| {
+            ApiError::problems(ErrorCode::InvalidInput, "invalid run metadata", &problems)
+        })?,
+    };
     let workflow = prepare(&state, &engine, body.definition)?;
     let options = SubmitOptions {
         run_id: body.run_id,
         idempotency_key,
         traceparent: body.traceparent,
+        metadata,
     };
     let run = engine
         .submit_workflow(&workflow, body.inputs.unwrap_or_default(), options)
@@ -258,6 +272,12 @@ pub(crate) async fn create(
 pub(crate) struct ListQuery {
     /// Only runs in this status.
     status: Option<RunStatus>,
+    /// With `metadataValue`: only runs whose metadata has this key set to that value.
+    #[serde(rename = "metadataKey")]
+    metadata_key: Option<String>,
+    /// The value `metadataKey` must have.
+    #[serde(rename = "metadataValue")]
+    metadata_value: Option<String>,
     /// Most runs in the page (100 by default, at most `service.maxPage`).
     #[param(minimum = 0)]
     limit: Option<usize>,
@@ -304,6 +324,7 @@ pub(crate) async fn list(
             status: query.status,
             limit: query.limit.unwrap_or(100).clamp(1, max),
             before,
+            metadata: metadata_filter(query.metadata_key, query.metadata_value)?,
         })
         .await?;
     Ok(axum::Json(RunPage {
@@ -311,6 +332,21 @@ pub(crate) async fn list(
         next_cursor: page.next.map(|n| n.to_string()),
     })
     .into_response())
+}
+
+/// A listing's metadata filter: `metadataKey` and `metadataValue` together, or neither.
+pub(crate) fn metadata_filter(
+    key: Option<String>,
+    value: Option<String>,
+) -> Result<Option<(String, String)>, ApiError> {
+    match (key, value) {
+        (None, None) => Ok(None),
+        (Some(key), Some(value)) => Ok(Some((key, value))),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "metadataKey and metadataValue filter together: give both or neither",
+        )),
+    }
 }
 
 /// `GET /v1/runs/{id}`: the run's status snapshot.

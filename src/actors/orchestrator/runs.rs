@@ -3,6 +3,8 @@
 //! acceptance first), a run's end, and a finished run read back from the journal.
 
 use super::*;
+use crate::runtime::semantics::gate::InputRequest;
+use crate::runtime::semantics::metadata::Metadata;
 
 /// What a run's supervisor starts from.
 #[derive(Debug)]
@@ -33,6 +35,7 @@ impl OrchestratorState {
                 .map(|key| IdempotencyKey { key, fingerprint }),
             title: run.graph.title.clone(),
             missing_inputs,
+            metadata: run.options.metadata.clone(),
         };
         let fact = EngineFact::Submitted(submission);
         let answer = self.apply(fact, Arrived::Submission(Box::new(run))).await;
@@ -81,6 +84,7 @@ impl OrchestratorState {
             run_id: accepted.run_id.clone(),
             title: run.graph.title.clone(),
             accepted_at: Time::from_micros(accepted.accepted_at),
+            metadata: run.options.metadata.clone(),
             key: accepted
                 .idempotency()
                 .map(|(key, fingerprint)| IdempotencyKey {
@@ -172,6 +176,7 @@ impl OrchestratorState {
             limiter: Some((self.slots.clone(), self.tickets.clone(), key)),
             faults: self.faults.clone(),
             traceparent: options.traceparent.clone(),
+            metadata: options.metadata.clone(),
             metrics: self.metrics.clone(),
             journal: None,
             resume: None,
@@ -244,7 +249,13 @@ fn options_of(accepted: &AcceptedRecord) -> SubmitOptions {
         run_id: Some(accepted.run_id.clone()),
         idempotency_key: accepted.idempotency_key.clone(),
         traceparent: accepted.traceparent.clone(),
+        metadata: metadata_of(&accepted.metadata),
     }
+}
+
+/// A run's journaled metadata (JSON text the engine wrote; none if it does not read).
+pub(super) fn metadata_of(text: &str) -> Arc<Metadata> {
+    Arc::new(serde_json::from_str(text).unwrap_or_default())
 }
 
 /// What the engine core knows of a finished run the journal holds.
@@ -256,8 +267,13 @@ fn stored_run(run: &FinishedRun) -> StoredRun {
             status: RunStatus::parse(&run.finished.status).unwrap_or(RunStatus::Failed),
             started_at: Time::from_micros(run.accepted_at).timestamp(),
             completed_at: Some(Time::from_micros(run.finished.finished_at).timestamp()),
+            metadata: metadata_of(&run.metadata),
         },
         finished_at: Time::from_micros(run.finished.finished_at),
+        // Written by the engine; a list that does not read is left out, not fatal.
+        requests: serde_json::from_str::<Vec<InputRequest>>(&run.requests)
+            .map(|all| all.into_iter().map(Arc::new).collect())
+            .unwrap_or_default(),
         key: run
             .idempotency
             .clone()
@@ -288,7 +304,10 @@ fn accepted_header(
             traceparent: options.traceparent.clone(),
             accepted_at: now.as_micros(),
             nodes: graph.len() as u32,
+            // A map of strings always serialises.
+            metadata: serde_json::to_string(&*options.metadata).expect("metadata serialises"),
         },
         finished: None,
+        requests: String::new(),
     }
 }

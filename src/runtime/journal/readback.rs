@@ -102,14 +102,17 @@ pub fn finished_run(
         .read_run(run_id)?
         .ok_or_else(|| ReadBackError::Gone(run_id.to_owned()))?;
     let (graph, inputs) = submission(registry, &log.header.accepted)?;
-    let plan = Arc::new(RunPlan::for_replay(
-        run_id,
-        Arc::new(graph),
-        registry.clone(),
-        Arc::new(inputs),
-        config.limits.max_output_bytes,
-        config.cancel_grace,
-    ));
+    let plan = Arc::new(RunPlan {
+        metadata: Arc::new(serde_json::from_str(&log.header.accepted.metadata).unwrap_or_default()),
+        ..RunPlan::for_replay(
+            run_id,
+            Arc::new(graph),
+            registry.clone(),
+            Arc::new(inputs),
+            config.limits.max_output_bytes,
+            config.cancel_grace,
+        )
+    });
     let (result, events) =
         replay::finished_run(plan.clone(), &log.facts).map_err(|e| ReadBackError::Unfit {
             run_id: run_id.to_owned(),

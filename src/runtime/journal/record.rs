@@ -10,8 +10,10 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The format version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes, and the newest it reads. Version 2 added the
+/// run's metadata to [`AcceptedRecord`]; a version 1 header reads with none
+/// ([`decode_header`]); facts are the same in both.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Bytes before a record's payload: its version and checksum.
 const FRAME: usize = 1 + 8;
@@ -52,6 +54,54 @@ pub struct AcceptedRecord {
     pub accepted_at: u64,
     /// Nodes in the definition.
     pub nodes: u32,
+    /// The run's metadata, as JSON text (an object of strings).
+    pub metadata: String,
+}
+
+/// A version 1 header (before run metadata), as it was written.
+#[derive(Deserialize)]
+struct RunHeaderV1 {
+    accepted: AcceptedRecordV1,
+    finished: Option<FinishedRecord>,
+}
+
+#[derive(Deserialize)]
+struct AcceptedRecordV1 {
+    run_id: String,
+    definition: Arc<str>,
+    definition_hash: u64,
+    inputs: String,
+    idempotency_key: Option<String>,
+    traceparent: Option<String>,
+    accepted_at: u64,
+    nodes: u32,
+}
+
+/// Decodes a framed run header of any version this build reads.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_header(bytes: &[u8]) -> Result<RunHeader, RecordError> {
+    if bytes.first() != Some(&1) {
+        return decode(bytes);
+    }
+    let old: RunHeaderV1 = decode(bytes)?;
+    let a = old.accepted;
+    Ok(RunHeader {
+        accepted: AcceptedRecord {
+            run_id: a.run_id,
+            definition: a.definition,
+            definition_hash: a.definition_hash,
+            inputs: a.inputs,
+            idempotency_key: a.idempotency_key,
+            traceparent: a.traceparent,
+            accepted_at: a.accepted_at,
+            nodes: a.nodes,
+            metadata: "{}".into(),
+        },
+        finished: old.finished,
+        requests: String::new(),
+    })
 }
 
 /// How a run ended.
@@ -70,6 +120,10 @@ pub struct RunHeader {
     pub accepted: AcceptedRecord,
     /// How it ended, once it has.
     pub finished: Option<FinishedRecord>,
+    /// Once it has ended, its gates' input requests as they ended (JSON text of a list of
+    /// `InputRequest`; empty when it had none), so that they are known after a restart
+    /// without replaying the run.
+    pub requests: String,
 }
 
 /// A failure, as an attempt's end or a retry records it.
@@ -371,5 +425,38 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_header_reads_with_no_metadata() {
+        #[derive(Serialize)]
+        struct V1 {
+            accepted: (
+                String,
+                String,
+                u64,
+                String,
+                Option<String>,
+                Option<String>,
+                u64,
+                u32,
+            ),
+            finished: Option<FinishedRecord>,
+        }
+        let old = V1 {
+            accepted: ("r".into(), "{}".into(), 7, "{}".into(), None, None, 42, 3),
+            finished: None,
+        };
+        let mut bytes = encode(&old);
+        bytes[0] = 1;
+        let header = decode_header(&bytes).expect("a version 1 header reads");
+        assert_eq!(header.accepted.run_id, "r");
+        assert_eq!(header.accepted.nodes, 3);
+        assert_eq!(header.accepted.metadata, "{}");
+        let mut new = header.clone();
+        new.accepted.metadata = r#"{"org":"acme"}"#.into();
+        let written = encode(&new);
+        assert_eq!(written[0], FORMAT_VERSION);
+        assert_eq!(decode_header(&written).expect("reads"), new);
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::semantics::gate::{InputRequest, Resolution};
+use crate::runtime::semantics::metadata::{self, Metadata};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::report::StopKind;
 use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery, RequestBook, Route};
@@ -84,6 +85,8 @@ pub struct Submission {
     pub title: String,
     /// The runtime inputs its entrypoint requires that it lacks.
     pub missing_inputs: Vec<String>,
+    /// Its metadata.
+    pub metadata: Arc<Metadata>,
 }
 
 /// An unfinished run the journal held at start, resumed.
@@ -95,6 +98,8 @@ pub struct ResumedRun {
     pub title: String,
     /// When it was accepted.
     pub accepted_at: Time,
+    /// Its metadata.
+    pub metadata: Arc<Metadata>,
     /// Its idempotency key.
     pub key: Option<IdempotencyKey>,
 }
@@ -106,6 +111,8 @@ pub struct StoredRun {
     pub summary: RunSummary,
     /// When it ended.
     pub finished_at: Time,
+    /// Its gates' input requests, as they ended.
+    pub requests: Vec<Arc<InputRequest>>,
     /// Its idempotency key.
     pub key: Option<IdempotencyKey>,
 }
@@ -436,6 +443,7 @@ impl EngineCore {
             .values()
             .filter(|b| query.before.is_none_or(|before| b.order < before))
             .filter(|b| query.status.is_none_or(|s| b.summary.status == s))
+            .filter(|b| metadata::matches(&b.summary.metadata, query.metadata.as_ref()))
             .collect();
         found.sort_unstable_by_key(|b| std::cmp::Reverse(b.order));
         let more = found.len() > limit;
@@ -484,6 +492,7 @@ impl EngineCore {
             key,
             title,
             missing_inputs,
+            metadata,
         } = submission;
         if let Some(key) = &key {
             let asked = match &run_id {
@@ -510,7 +519,7 @@ impl EngineCore {
                 .out
                 .push(EngineEffect::Refuse(Refusal::DuplicateRun(run_id)));
         }
-        self.start(run_id, title, now, key);
+        self.start(run_id, title, now, key, metadata);
     }
 
     /// The run an earlier submit with the same key started, if it is known; a conflict
@@ -563,6 +572,7 @@ impl EngineCore {
         title: String,
         accepted_at: Time,
         key: Option<IdempotencyKey>,
+        metadata: Arc<Metadata>,
     ) {
         let summary = RunSummary {
             run_id: run_id.clone(),
@@ -570,6 +580,7 @@ impl EngineCore {
             status: RunStatus::Running,
             started_at: accepted_at.timestamp(),
             completed_at: None,
+            metadata,
         };
         self.book(summary, RunState::Live, key);
         self.live += 1;
@@ -605,9 +616,10 @@ impl EngineCore {
             run_id,
             title,
             accepted_at,
+            metadata,
             key,
         } = run;
-        self.start(run_id, title, accepted_at, key);
+        self.start(run_id, title, accepted_at, key, metadata);
     }
 
     /// The finished runs the journal holds are known by their summaries, in the order
@@ -616,6 +628,10 @@ impl EngineCore {
         runs.sort_by_key(|run| run.finished_at);
         for run in runs {
             let run_id = run.summary.run_id.clone();
+            for request in run.requests {
+                self.requests
+                    .update(&run_id, &run.summary.metadata, request);
+            }
             let state = RunState::Stored { loading: false };
             self.book(run.summary, state, run.key);
             self.journaled.push_back((run_id, run.finished_at));
@@ -655,7 +671,8 @@ impl EngineCore {
         if book.state != RunState::Live {
             return; // ended: its requests are settled
         }
-        self.requests.update(run_id, request);
+        self.requests
+            .update(run_id, &book.summary.metadata, request);
         book.summary.status = if self.requests.waits(run_id) {
             RunStatus::AwaitingInput
         } else {
@@ -833,6 +850,7 @@ impl EngineCore {
 fn lost_run(summary: &RunSummary, cause: &str, now: Time) -> RunResult {
     let started = Time::from_system_time(summary.started_at.system_time());
     RunResult {
+        metadata: summary.metadata.clone(),
         run_id: summary.run_id.clone(),
         title: summary.title.clone(),
         status: RunStatus::Failed,
@@ -888,6 +906,7 @@ mod tests {
             key: None,
             title: "t".into(),
             missing_inputs: Vec::new(),
+            metadata: Arc::default(),
         }
     }
 
@@ -1075,8 +1094,10 @@ mod tests {
                 status: RunStatus::Completed,
                 started_at: at(0).timestamp(),
                 completed_at: Some(at(ended).timestamp()),
+                metadata: Arc::default(),
             },
             finished_at: at(ended),
+            requests: Vec::new(),
             key: None,
         };
         // Recovered in any order: the oldest ending goes first.
@@ -1169,8 +1190,10 @@ mod tests {
                 status: RunStatus::Completed,
                 started_at: at(0).timestamp(),
                 completed_at: Some(at(1).timestamp()),
+                metadata: Arc::default(),
             },
             finished_at: at(1),
+            requests: Vec::new(),
             key: Some(IdempotencyKey {
                 key: format!("key-{id}"),
                 fingerprint: Some(3),

@@ -389,8 +389,11 @@ impl RequestStatus {
     }
 }
 
-/// One gate's request: what it asks, until when, and how it ended.
-#[derive(Debug, Clone, PartialEq)]
+/// One gate's request: what it asks, until when, and how it ended. Serialised (JSON) with
+/// a finished run's journal header, so the engine knows a finished run's requests after a
+/// restart without replaying it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InputRequest {
     /// Its id: derived from the run, the node and the attempt, so stable across resumes
     /// and distinct per attempt.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::runtime::components::registry::ComponentRegistry;
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::graph::{Graph, NodeIx};
+use crate::runtime::semantics::metadata::Metadata;
 
 /// One run's immutable facts.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct RunPlan {
     /// How long a gate without a timeout of its own waits (`gates.defaultTimeoutSeconds`;
     /// `None`: no limit).
     pub gate_timeout: Option<Duration>,
+    /// The run's metadata, which its status and result carry.
+    pub metadata: Arc<Metadata>,
 }
 
 impl RunPlan {
@@ -62,6 +65,7 @@ impl RunPlan {
             // deadline is in its fact).
             retry_lost_attempts: 0,
             gate_timeout: None,
+            metadata: Arc::default(),
         }
     }
 
@@ -110,6 +114,7 @@ impl RunPlan {
             retry_lost_attempts: 1,
             metrics: false,
             gate_timeout: Some(Duration::from_secs(7 * 86_400)),
+            metadata: Arc::default(),
         })
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::runtime::semantics::gate::{
     InputRequest, RequestStatus, Resolution, ResolveError, Resolved,
 };
+use crate::runtime::semantics::metadata::{self, Metadata};
 
 /// Which requests a listing wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct InputQuery {
     pub status: Option<RequestStatus>,
     /// Only requests of this run.
     pub run_id: Option<String>,
+    /// Only requests of runs whose metadata has this key set to this value.
+    pub metadata: Option<(String, String)>,
     /// Most requests in the page (at least 1).
     pub limit: usize,
     /// Requests older than this position (a page's [`InputPage::next`]).
@@ -34,6 +37,8 @@ pub struct InputQuery {
 pub struct Filed {
     /// Its run.
     pub run_id: Arc<str>,
+    /// Its run's metadata.
+    pub metadata: Arc<Metadata>,
     /// The request as its run last told.
     pub request: Arc<InputRequest>,
 }
@@ -76,7 +81,7 @@ impl RequestBook {
     }
 
     /// Run `run_id` told how one of its requests is now (made, or no longer pending).
-    pub fn update(&mut self, run_id: &str, request: Arc<InputRequest>) {
+    pub fn update(&mut self, run_id: &str, metadata: &Arc<Metadata>, request: Arc<InputRequest>) {
         let id: Arc<str> = Arc::from(request.request_id.as_str());
         if let Some((_, filed)) = self.by_id.get_mut(&id) {
             filed.request = request;
@@ -89,8 +94,13 @@ impl RequestBook {
             .entry(run_id.clone())
             .or_default()
             .push(id.clone());
-        self.by_id
-            .insert(id, (self.next, Filed { run_id, request }));
+        let metadata = metadata.clone();
+        let filed = Filed {
+            run_id,
+            metadata,
+            request,
+        };
+        self.by_id.insert(id, (self.next, filed));
     }
 
     /// The request `request_id`, when its run is known.
@@ -177,7 +187,8 @@ impl RequestBook {
                 && query
                     .run_id
                     .as_deref()
-                    .is_none_or(|run| *filed.run_id == *run);
+                    .is_none_or(|run| *filed.run_id == *run)
+                && metadata::matches(&filed.metadata, query.metadata.as_ref());
             if !wanted {
                 continue;
             }
@@ -230,22 +241,30 @@ mod tests {
     #[test]
     fn a_live_runs_requests_go_to_the_run() {
         let mut book = RequestBook::new();
-        book.update("r1", request("q1", RequestStatus::Pending));
+        book.update("r1", &Arc::default(), request("q1", RequestStatus::Pending));
         assert!(book.waits("r1"));
         assert_eq!(
             book.route("q1", &approve(true), |_| true),
             Route::Live("r1".into())
         );
         assert_eq!(book.route("q9", &approve(true), |_| true), Route::Unknown);
-        book.update("r1", request("q1", RequestStatus::Resolved));
+        book.update(
+            "r1",
+            &Arc::default(),
+            request("q1", RequestStatus::Resolved),
+        );
         assert!(!book.waits("r1"));
     }
 
     #[test]
     fn an_ended_runs_requests_answer_for_themselves() {
         let mut book = RequestBook::new();
-        book.update("r1", request("q1", RequestStatus::Resolved));
-        book.update("r1", request("q2", RequestStatus::Expired));
+        book.update(
+            "r1",
+            &Arc::default(),
+            request("q1", RequestStatus::Resolved),
+        );
+        book.update("r1", &Arc::default(), request("q2", RequestStatus::Expired));
         let ended = |_: &str| false;
         assert_eq!(
             book.route("q1", &approve(true), ended),
@@ -267,8 +286,8 @@ mod tests {
     #[test]
     fn a_run_that_ends_unsettled_leaves_no_request_pending() {
         let mut book = RequestBook::new();
-        book.update("r1", request("q1", RequestStatus::Pending));
-        book.update("r2", request("q2", RequestStatus::Pending));
+        book.update("r1", &Arc::default(), request("q1", RequestStatus::Pending));
+        book.update("r2", &Arc::default(), request("q2", RequestStatus::Pending));
         book.cancel_run("r1");
         assert_eq!(
             book.get("q1").map(|f| f.request.status),
@@ -293,10 +312,8 @@ mod tests {
             } else {
                 RequestStatus::Resolved
             };
-            book.update(
-                if i < 3 { "a" } else { "b" },
-                request(&format!("q{i}"), status),
-            );
+            let run = if i < 3 { "a" } else { "b" };
+            book.update(run, &Arc::default(), request(&format!("q{i}"), status));
         }
         let ids = |page: &InputPage| {
             page.requests
@@ -325,7 +342,7 @@ mod tests {
             status: Some(RequestStatus::Pending),
             run_id: Some("a".into()),
             limit: 10,
-            before: None,
+            ..InputQuery::default()
         });
         assert_eq!(ids(&pending_of_a), ["q2", "q0"]);
     }

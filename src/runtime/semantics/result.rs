@@ -11,6 +11,7 @@ use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::limits::json_len_within;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::event::ErrorInfo;
+use crate::runtime::semantics::metadata::Metadata;
 use crate::runtime::semantics::outcome::{NodeStatus, RunStatus};
 use crate::runtime::timestamp::Timestamp;
 
@@ -81,6 +82,14 @@ pub struct RunResult {
     /// (the edges decided), with paths; absent when they agree.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Problem>,
+    /// The run's metadata, as submitted; absent when it has none.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: Arc<Metadata>,
+}
+
+fn is_empty(metadata: &Arc<Metadata>) -> bool {
+    metadata.is_empty()
 }
 
 /// The state of a run at one moment (`handle.status`, `GET /v1/runs/{id}`).
@@ -115,6 +124,10 @@ pub struct RunSnapshot {
     /// Every node, by ref.
     #[schema(value_type = BTreeMap<String, NodeRecord>)]
     pub nodes: BTreeMap<Arc<str>, NodeRecord>,
+    /// The run's metadata, as submitted; absent when it has none.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: Arc<Metadata>,
 }
 
 /// How far a run is: nodes ended, of all.
@@ -135,6 +148,7 @@ impl RunSnapshot {
             *counts.entry(record.status).or_insert(0) += 1;
         }
         RunSnapshot {
+            metadata: result.metadata.clone(),
             run_id: result.run_id.clone(),
             title: result.title.clone(),
             status: result.status,
@@ -162,6 +176,8 @@ pub struct RunQuery {
     pub limit: usize,
     /// Runs older than this position (a page's [`RunPage::next`]).
     pub before: Option<u64>,
+    /// Only runs whose metadata has this key set to this value.
+    pub metadata: Option<(String, String)>,
 }
 
 /// One run of a listing.
@@ -179,6 +195,10 @@ pub struct RunSummary {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
+    /// The run's metadata, as submitted; absent when it has none.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: Arc<Metadata>,
 }
 
 /// A page of runs, newest first.
@@ -199,6 +219,7 @@ impl RunSummary {
             status: result.status,
             started_at: result.started_at,
             completed_at: Some(result.completed_at),
+            metadata: result.metadata.clone(),
         }
     }
 }

@@ -63,6 +63,7 @@ impl RunCore {
             outputs: outputs.into_iter().collect(),
             nodes: nodes.into_iter().collect(),
             warnings: graph.warnings.clone(),
+            metadata: self.plan.metadata.clone(),
         }
     }
 
@@ -177,6 +178,7 @@ impl RunCore {
             counts,
             running,
             nodes: nodes.into_iter().collect(),
+            metadata: self.plan.metadata.clone(),
         }
     }
 }
