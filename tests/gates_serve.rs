@@ -372,6 +372,16 @@ async fn gates_wait_through_a_sigkill_and_a_deadline_missed_while_down_fires_onc
         "{expired}"
     );
     assert_eq!(expired["nodes"]["after"]["status"], "SKIPPED");
+    let details = &expired["nodes"]["g"]["error"]["details"];
+    assert_eq!(
+        details["nodeRef"], "g",
+        "ShipSec's TimeoutError details: {details}"
+    );
+    assert_eq!(details["requestId"], json!(short_request));
+    assert!(
+        details["timeoutMs"].as_u64().is_some_and(|ms| ms <= 2_000),
+        "{details}"
+    );
     let gone = client
         .get(&format!("/v1/inputs/{short_request}"))
         .await

@@ -68,6 +68,11 @@ pub struct ErrorInfo {
     pub error_type: String,
     /// Message.
     pub message: String,
+    /// Structured details, when the engine has them (an expired gate's `TimeoutError`:
+    /// `{nodeRef, requestId, timeoutMs}`, as ShipSec gives them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 /// Context carried by an event.

@@ -57,8 +57,6 @@ mod trace;
 
 pub use facts::{Metric, RESTART_CAUSE, RunEffect, RunFact};
 
-use trace::error_info;
-
 /// Nodes whose every incoming edge has resolved are spawned at most this many at a time
 /// until they report (QUEUED, STARTED or their end). Such a node always reports on its
 /// own, so the window never waits on a node it holds back; a node still waiting on

@@ -114,7 +114,7 @@ impl RunCore {
                 .map(|t| self.refs_of(t)),
             active_ports: end.and_then(|e| e.active_ports().map(<[String]>::to_vec)),
             failure: record.failure.as_deref().cloned(),
-            error: end.and_then(|e| e.error()).map(error_info),
+            error: end.and_then(|e| self.end_error(e)),
             reason: end.and_then(|e| e.reason()),
             worker_id: record.worker.as_ref().map(|(_, w)| w.clone()),
         }

@@ -72,13 +72,14 @@ impl RunCore {
         metadata.attempt = (end.attempts > 0).then_some(end.attempts);
         metadata.worker_id = self.worker_of(node, end.attempts);
         metadata.failure = end.handled.as_deref().cloned().map(Box::new);
+        let error = self.end_error(end);
         let triggered = self.records[node.ix()].triggered_by.clone();
         metadata.triggered_by = triggered
             .filter(|t| !t.is_empty())
             .map(|t| self.refs_of(&t));
         self.emit(node, kind, level, now, |e| {
             e.message = end.reason();
-            e.error = end.error().map(|e| Box::new(error_info(e)));
+            e.error = error.map(Box::new);
             e.data = end
                 .active_ports()
                 .map(|p| Box::new(json!({"activatedPorts": p})));
@@ -238,5 +239,34 @@ pub(super) fn error_info(error: &ComponentError) -> ErrorInfo {
     ErrorInfo {
         error_type: error.error_type.clone(),
         message: error.message.clone(),
+        details: None,
+    }
+}
+
+impl RunCore {
+    /// The error a node ended with, as its terminal event and record show it: an expired
+    /// gate's `TimeoutError` carries `{nodeRef, requestId, timeoutMs}` (derived from its
+    /// request, so a replay shows the same).
+    pub(super) fn end_error(&self, end: &NodeEnd) -> Option<ErrorInfo> {
+        let error = end.error()?;
+        let mut info = error_info(error);
+        if error.error_type == crate::runtime::components::TIMEOUT_ERROR {
+            let expired = self.requests.iter().find(|(n, r)| {
+                *n == end.node
+                    && r.attempt == end.attempts
+                    && r.status == gate::RequestStatus::Expired
+            });
+            if let Some((_, request)) = expired {
+                let timeout = request
+                    .deadline
+                    .map(|d| d.since(request.created_at).as_millis() as u64);
+                info.details = Some(Box::new(json!({
+                    "nodeRef": request.node_ref,
+                    "requestId": request.request_id,
+                    "timeoutMs": timeout,
+                })));
+            }
+        }
+        Some(info)
     }
 }
