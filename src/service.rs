@@ -183,6 +183,7 @@ impl Service {
         let pages = Router::new()
             .route("/", get(page))
             .route("/runs/{id}", get(page))
+            .route("/inputs", get(page))
             .route("/ui/app.js", get(ui::app_js))
             .route("/ui/app.css", get(ui::app_css));
         bounded

@@ -22,10 +22,11 @@ export function setToken(value) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details || null;
   }
 }
 
@@ -57,6 +58,7 @@ export async function request(method, path, body) {
       response.status,
       (error && error.code) || `HTTP_${response.status}`,
       (error && error.message) || text || response.statusText,
+      error && error.details,
     );
   }
   return json;

@@ -3,6 +3,7 @@
 
 import { request, token, setToken, ApiError } from './api.js';
 import { openRun, showReport } from './runview.js';
+import { inputsPage } from './inbox.js';
 import { el, badge, duration, clock } from './util.js';
 
 function readJson(id) {
@@ -53,7 +54,8 @@ function problem(error) {
   return el('p', { class: 'message bad', role: 'alert' }, `Could not load: ${error.message}`);
 }
 
-const STATUSES = ['', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT'];
+const STATUSES = ['', 'RUNNING', 'AWAITING_INPUT', 'COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT'];
+const LIVE = new Set(['RUNNING', 'AWAITING_INPUT']);
 
 let current = null;
 
@@ -85,7 +87,7 @@ async function runsPage() {
       message.replaceChildren();
       // Progress of the runs still going (their snapshots).
       await Promise.all(
-        page.runs.filter((r) => r.status === 'RUNNING').slice(0, 50).map(async (r) => {
+        page.runs.filter((r) => LIVE.has(r.status)).slice(0, 50).map(async (r) => {
           try {
             const s = await request('GET', `/v1/runs/${encodeURIComponent(r.runId)}`);
             progress.set(r.runId, s.progress);
@@ -103,7 +105,7 @@ async function runsPage() {
           return el('tr', { 'data-run': r.runId },
             el('td', {}, badge(r.status)),
             el('td', {}, el('a', { href: `/runs/${encodeURIComponent(r.runId)}` }, r.title || r.runId)),
-            el('td', {}, r.status === 'RUNNING' && p ? [el('progress', { max: p.total, value: p.completed }), ` ${p.completed}/${p.total}`] : r.status === 'RUNNING' ? '…' : 'ended'),
+            el('td', {}, LIVE.has(r.status) && p ? [el('progress', { max: p.total, value: p.completed }), ` ${p.completed}/${p.total}`] : LIVE.has(r.status) ? '…' : 'ended'),
             el('td', {}, duration(end - started)),
             el('td', {}, clock(started)));
         }),
@@ -140,7 +142,8 @@ async function route() {
   delete app.dataset.ready;
   setConnection('');
   const match = /^\/runs\/([^/]+)\/?$/.exec(location.pathname);
-  current = match ? await runPage(decodeURIComponent(match[1])) : await runsPage();
+  if (/^\/inputs\/?$/.test(location.pathname)) current = await inputsPage(app, crumbs, problem);
+  else current = match ? await runPage(decodeURIComponent(match[1])) : await runsPage();
 }
 
 const report = readJson('shipsec-report');

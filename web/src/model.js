@@ -89,6 +89,16 @@ export class RunModel {
       }
       case 'PROGRESS':
         node.progress = event.message || (event.data && JSON.stringify(event.data)) || null;
+        // A gate's request left pending (resolved, expired, cancelled).
+        if (node.request && event.data && event.data.requestId === node.request.requestId) {
+          node.request = { ...node.request, status: event.data.status };
+        }
+        break;
+      case 'AWAITING_INPUT':
+        // The gate's attempt returned its request; the node waits for a person.
+        close('COMPLETED');
+        node.status = 'AWAITING_INPUT';
+        node.request = { ...(event.data || {}), status: 'pending' };
         break;
       case 'RETRYING':
         close('FAILED');

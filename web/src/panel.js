@@ -4,6 +4,19 @@
 // along it a link that selects it.
 
 import { el, badge, duration, clock, jsonBlock, statusOf } from './util.js';
+import { request } from './api.js';
+import { requestCard } from './inbox.js';
+
+/** A waiting gate's request, read whole (context, schema) and answerable from the panel. */
+function waiting(asked) {
+  const box = el('div', { class: 'waiting' }, requestCard({ ...asked, status: 'pending', loading: true }));
+  request('GET', `/v1/inputs/${encodeURIComponent(asked.requestId)}`)
+    .then((whole) => box.replaceChildren(requestCard(whole)))
+    .catch(() => {
+      // The event's fields are enough to answer an approval; keep what is shown.
+    });
+  return box;
+}
 
 const refLink = (ref, select) =>
   el('button', { type: 'button', class: 'ref', 'data-select': ref, onclick: () => select(ref) }, ref);
@@ -77,6 +90,7 @@ export function nodePanel(model, ref, select) {
       ),
     );
   }
+  if (node.request && node.status === 'AWAITING_INPUT') parts.push(section('Waiting for input', waiting(node.request)));
   if (node.error) parts.push(section('Error', el('p', { class: 'error' }, el('code', {}, node.error.type), ' ', node.error.message)));
 
   const attempts = node.attempts;

@@ -33,6 +33,7 @@ const STATUS = {
   PENDING: { icon: '○', word: 'pending' },
   QUEUED: { icon: '◔', word: 'queued' },
   RUNNING: { icon: '▶', word: 'running' },
+  AWAITING_INPUT: { icon: '✎', word: 'awaiting input' },
   COMPLETED: { icon: '✓', word: 'completed' },
   FAILED: { icon: '✕', word: 'failed' },
   SKIPPED: { icon: '⤼', word: 'skipped' },
