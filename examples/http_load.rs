@@ -6,6 +6,7 @@
 //! target/release/examples/http_load accept [--clients 32] [--runs 20000] [--width 18]
 //! target/release/examples/http_load stream [--subscribers 1000] [--steps 50]
 //!                                          [--step-ms 20] [--gate-ms 3000]
+//! target/release/examples/http_load gates [--runs 20000] [--clients 32] [--sample 500]
 //! ```
 //!
 //! - `accept`: `--clients` keep-alive connections each send `POST /v1/runs` in a closed
@@ -19,6 +20,14 @@
 //!   the event's `timestamp` (the transition; the wire carries milliseconds, truncated,
 //!   so a delay is over-stated by up to 1 ms). Events from before every subscriber was
 //!   connected are left out (and counted), so the figure is that of live delivery.
+//!
+//! - `gates`: `--runs` runs each waiting at an approval gate (the gate, then an echo on its
+//!   `approved` port). Reports the server's memory above its start per waiting run; kills
+//!   it (SIGKILL) and reports how long the restart takes until it is ready with every gate
+//!   still waiting; answers `--sample` gates one at a time, measuring from the answer's
+//!   send to the gate's `completedAt` (milliseconds on the wire); then answers the rest
+//!   from `--clients` connections (`POST /v1/inputs/{id}/resolve`) and reports answers
+//!   per second and their latency; every run must complete.
 //!
 //! Client and server share the machine, so the client's own work is in every figure.
 
@@ -70,6 +79,16 @@ enum Mode {
         #[arg(long, default_value_t = 3_000)]
         gate_ms: u64,
     },
+    /// Runs waiting at gates: memory per waiting run, a restart, answers per second.
+    Gates {
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Gates answered one at a time, for the answer-to-completion delay.
+        #[arg(long, default_value_t = 500)]
+        sample: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -91,6 +110,11 @@ fn main() -> Result<()> {
                 step_ms,
                 gate_ms,
             } => stream(subscribers, steps, step_ms, gate_ms).await,
+            Mode::Gates {
+                runs,
+                clients,
+                sample,
+            } => gates(runs, clients, sample).await,
         }
     })
 }
@@ -432,5 +456,216 @@ async fn stream(subscribers: usize, steps: usize, step_ms: u64, gate_ms: u64) ->
         "server memory: {base_rss:.1} MiB at start, {peak_connected:.1} MiB peak with every stream open, \
          peak {peak:.1} MiB, {after_rss:.1} MiB after"
     );
+    Ok(())
+}
+
+/// A run that waits at an approval gate, then goes on along its `approved` port.
+fn gated() -> Value {
+    json!({
+        "title": "waits for a person",
+        "actions": [
+            {"ref": "g", "componentId": "core.manual_action.approval", "params": {"title": "Go?"}},
+            {"ref": "after", "componentId": "core.echo"}
+        ],
+        "edges": [{"sourceRef": "g", "targetRef": "after", "sourceHandle": "approved"}]
+    })
+}
+
+/// Every pending request the server lists, paged.
+async fn pending(addr: &str) -> Result<Vec<String>> {
+    let mut sender = connect(addr).await?;
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/inputs?status=pending&limit=1000".to_owned(),
+            Some(c) => format!("/v1/inputs?status=pending&limit=1000&cursor={c}"),
+        };
+        let (status, body) = send(&mut sender, get(&path)).await?;
+        if status != 200 {
+            bail!("GET /v1/inputs answered {status}");
+        }
+        let page: Value = serde_json::from_slice(&body)?;
+        for input in page["inputs"].as_array().context("inputs")? {
+            ids.push(input["requestId"].as_str().context("requestId")?.to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(ids),
+        }
+    }
+}
+
+fn post_resolve(request_id: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("/v1/inputs/{request_id}/resolve"))
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"approved":true,"respondedBy":"load"}"#,
+        )))
+        .unwrap()
+}
+
+/// Starts `runs` of [`gated`] from `clients` connections; their ids.
+async fn start_gated(addr: &str, clients: usize, runs: usize) -> Result<Vec<String>> {
+    let body = Bytes::from(json!({"definition": gated()}).to_string());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (addr, body, next) = (addr.to_owned(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&addr).await?;
+            let mut ids = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < runs {
+                let (status, answer) = send(&mut sender, post_run(&body)).await?;
+                if status != 201 {
+                    bail!("POST /v1/runs answered {status}");
+                }
+                let answer: Value = serde_json::from_slice(&answer)?;
+                ids.push(answer["runId"].as_str().context("runId")?.to_owned());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    Ok(ids)
+}
+
+/// Waits until `count` requests are pending; how many are.
+async fn until_pending(addr: &str, count: usize) -> Result<Vec<String>> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let ids = pending(addr).await?;
+        if ids.len() >= count || Instant::now() > deadline {
+            return Ok(ids);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn gates(runs: usize, clients: usize, sample: usize) -> Result<()> {
+    let config = format!(
+        "maxActiveRuns: {}\nretainedRuns: {}\nretainedNodes: {}\n",
+        runs + 1,
+        runs + 1,
+        (runs + 1) * 2
+    );
+    let (mut server, addr) = server("http-load-gates", &config)?;
+    let pid = server.child.id();
+    let (base_rss, _) = memory(pid);
+    let started = Instant::now();
+    let run_ids = start_gated(&addr, clients, runs).await?;
+    let waiting = until_pending(&addr, runs).await?;
+    if waiting.len() != runs {
+        bail!("{} of {runs} gates are waiting", waiting.len());
+    }
+    let (rss, _) = memory(pid);
+    println!(
+        "gates: {runs} runs waiting at a gate after {:.2} s; server memory {base_rss:.1} MiB at start, \
+         {rss:.1} MiB with them waiting: {:.1} KiB per waiting run",
+        started.elapsed().as_secs_f64(),
+        (rss - base_rss) * 1024.0 / runs as f64
+    );
+
+    // A restart with every gate waiting.
+    server.signal(libc::SIGKILL);
+    server.wait();
+    let dir = server.dir.clone();
+    let file = dir.join("engine.yaml").display().to_string();
+    let restarting = Instant::now();
+    let server = Server::start(&dir, &["--config", &file]);
+    let ready = restarting.elapsed().as_secs_f64();
+    let Addr::Tcp(addr) = server.addr.clone() else {
+        bail!("the server did not listen on TCP");
+    };
+    let pid = server.child.id();
+    let again = until_pending(&addr, runs).await?;
+    println!(
+        "restart (SIGKILL) with {runs} waiting runs: ready in {ready:.2} s, every gate listed again {:.2} s after the start ({} waiting)",
+        restarting.elapsed().as_secs_f64(),
+        again.len()
+    );
+    let (rss_after_restart, _) = memory(pid);
+    println!("server memory after the restart: {rss_after_restart:.1} MiB");
+
+    // One at a time: from the answer's send to the gate's completion.
+    let mut sender = connect(&addr).await?;
+    let mut sent_at = Vec::new();
+    for id in again.iter().take(sample) {
+        let sent = epoch_ms(SystemTime::now());
+        let (status, body) = send(&mut sender, post_resolve(id)).await?;
+        if status != 200 {
+            bail!(
+                "resolve answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let answer: Value = serde_json::from_slice(&body)?;
+        sent_at.push((answer["runId"].as_str().context("runId")?.to_owned(), sent));
+    }
+    let mut delays = Vec::new();
+    for (run, sent) in &sent_at {
+        let (_, body) = send(&mut sender, get(&format!("/v1/runs/{run}/result?wait=60"))).await?;
+        let result: Value = serde_json::from_slice(&body)?;
+        let done = result["nodes"]["g"]["completedAt"]
+            .as_str()
+            .context("completedAt")?;
+        let done = humantime::parse_rfc3339_weak(done)?;
+        delays.push((epoch_ms(done) - sent).max(0.0));
+    }
+    summary(
+        "answer sent to gate COMPLETED (live run, sequential)",
+        delays,
+    );
+
+    // The rest, from many connections.
+    let rest: Arc<Vec<String>> = Arc::new(again.iter().skip(sample).cloned().collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let answering = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (addr, rest, next) = (addr.clone(), rest.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&addr).await?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = rest.get(i) else {
+                    return anyhow::Ok(latencies);
+                };
+                let sent = Instant::now();
+                let (status, _) = send(&mut sender, post_resolve(id)).await?;
+                if status != 200 {
+                    bail!("resolve answered {status}");
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = answering.elapsed().as_secs_f64();
+    println!(
+        "answers: {} by {clients} clients in {elapsed:.2} s: {:.0}/s",
+        rest.len(),
+        rest.len() as f64 / elapsed
+    );
+    summary("POST /v1/inputs/{id}/resolve latency", latencies);
+    let mut completed = 0;
+    for run in &run_ids {
+        let (status, body) =
+            send(&mut sender, get(&format!("/v1/runs/{run}/result?wait=300"))).await?;
+        let result: Value = serde_json::from_slice(&body)?;
+        if status != 200 || result["status"] != "COMPLETED" {
+            bail!("run {run} ended {status} {}", result["status"]);
+        }
+        completed += 1;
+    }
+    println!("completed: {completed} runs");
     Ok(())
 }

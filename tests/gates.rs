@@ -412,3 +412,34 @@ async fn a_signal_is_kept_until_its_gate_asks_and_counted_once() {
     );
     common::shutdown(&handle).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_run_cancels_its_waiting_requests() {
+    let handle = common::engine().await;
+    let (mut run, data) = waiting(&handle, approval(), "g").await;
+    let request_id = data["requestId"].as_str().expect("a request id").to_owned();
+    let hold = ids_of_waiting(&handle, run.run_id(), "hold").await;
+    assert!(handle.terminate(run.run_id()).await.expect("terminated"));
+    let result = run.result().await.expect("a result");
+    assert_eq!(result.status, RunStatus::Terminated);
+    for id in [&request_id, &hold] {
+        let filed = handle.input(id).await.expect("known");
+        assert_eq!(filed.request.status, RequestStatus::Cancelled, "{id}");
+    }
+    let pending = InputQuery {
+        status: Some(RequestStatus::Pending),
+        run_id: Some(run.run_id().to_owned()),
+        metadata: None,
+        limit: 10,
+        before: None,
+    };
+    assert!(
+        handle
+            .inputs(pending)
+            .await
+            .expect("a page")
+            .requests
+            .is_empty()
+    );
+    common::shutdown(&handle).await;
+}
