@@ -27,6 +27,7 @@ mod auth;
 mod body;
 mod events;
 mod inputs;
+pub mod links;
 mod metrics;
 pub mod openapi;
 mod runs;
@@ -60,6 +61,8 @@ pub struct ServiceOptions {
     /// Host names the server listens under (`--listen` hosts): a server without tokens
     /// answers requests addressed to them besides loopback ones.
     pub listen_hosts: Vec<String>,
+    /// The public input links' key, when `service.publicInputLinks` is on.
+    pub links: Option<links::InputLinks>,
 }
 
 impl ServiceOptions {
@@ -70,6 +73,7 @@ impl ServiceOptions {
             tokens: Vec::new(),
             ui: ui::UiConfig::default(),
             listen_hosts: Vec::new(),
+            links: None,
         }
     }
 }
@@ -87,6 +91,8 @@ struct Shared {
     metrics: metrics::HttpMetrics,
     /// The run view's page, told the server's [`ui::UiConfig`].
     page: axum::body::Bytes,
+    /// Public input links, when on.
+    links: Option<links::InputLinks>,
 }
 
 /// The state every handler gets.
@@ -127,6 +133,7 @@ impl Service {
                     stopping: CancellationToken::new(),
                     metrics: metrics::HttpMetrics::from_global(),
                     page: ui::page_html(&options.ui),
+                    links: options.links,
                 }),
             },
         }
@@ -179,6 +186,15 @@ impl Service {
         let held = Router::new()
             .route("/v1/runs/{id}/result", get(runs::result))
             .route("/v1/runs/{id}/events", get(events::events));
+        // A public input link is its own credential: no bearer token.
+        let public = match &state.shared.links {
+            Some(_) => Router::new().route(
+                "/v1/inputs/resolve/{token}",
+                post(inputs::resolve_by_token)
+                    .route_layer(middleware::from_fn_with_state(timeout, time_limit)),
+            ),
+            None => Router::new(),
+        };
         // The pages hold no data: no token (their requests carry it).
         let pages = Router::new()
             .route("/", get(page))
@@ -195,6 +211,7 @@ impl Service {
                 auth::require_token,
             ))
             .merge(pages)
+            .merge(public)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::check_host,

@@ -553,3 +553,68 @@ async fn every_answered_resolution_survives_a_sigkill_right_after_it_once() {
         (200, json!(true))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_link_answers_its_request_once_without_a_bearer_token() {
+    let dir = scratch("gates-links");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "operator-secret\n").unwrap();
+    let config = serve_common::config(&dir, "service:\n  publicInputLinks: true\n");
+    let (tokens, data) = (tokens.display().to_string(), dir.join("data"));
+    let server = Server::start_on(
+        &dir,
+        &["--listen", "127.0.0.1:0"],
+        &["--token-file", &tokens, "--config", &config],
+        None,
+    );
+    let operator = server.client().with_token(Some("operator-secret"));
+    let anyone = server.client().with_token(None);
+    let run_id = start_run(&operator, &waiting_long()).await;
+    let request = request_of(&operator, &run_id, "g").await;
+    let asked = operator.get(&format!("/v1/inputs/{request}")).await.json();
+    let token = asked["publicToken"]
+        .as_str()
+        .expect("a public token")
+        .to_owned();
+    assert_eq!(token.len(), 43, "{asked}");
+    assert!(
+        data.join("input-links.key").exists(),
+        "the key is kept with the journal"
+    );
+
+    // Without a bearer token: a tampered link is unknown, the link answers, once.
+    let mut tampered = token.clone().into_bytes();
+    tampered[30] = if tampered[30] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let wrong = anyone
+        .post_json(
+            &format!("/v1/inputs/resolve/{tampered}"),
+            &json!({"action": "approve"}),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (404, "INPUT_NOT_FOUND".into())
+    );
+    let path = format!("/v1/inputs/resolve/{token}");
+    let used = anyone
+        .post_json(&path, &json!({"action": "approve", "respondedBy": "ana"}))
+        .await;
+    assert_eq!(used.status, 200, "{:?}", used.json());
+    assert_eq!(used.json()["status"], "resolved");
+    assert!(
+        used.json().get("publicToken").is_none(),
+        "a link shows no token"
+    );
+    let again = anyone.post_json(&path, &json!({"action": "approve"})).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (409, "INPUT_NOT_PENDING".into())
+    );
+    // Every other endpoint still wants the bearer token.
+    let listed = anyone.get("/v1/inputs").await;
+    assert_eq!(listed.status, 401);
+    let done = result(&operator, &run_id).await;
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(done["outputs"]["g"]["respondedBy"], "ana");
+}

@@ -42,6 +42,7 @@ fn the_committed_document_is_the_one_the_code_derives() {
         ("/v1/inputs", "get"),
         ("/v1/inputs/{requestId}", "get"),
         ("/v1/inputs/{requestId}/resolve", "post"),
+        ("/v1/inputs/resolve/{token}", "post"),
         ("/v1/validate", "post"),
         ("/v1/components", "get"),
         ("/healthz", "get"),
@@ -51,7 +52,7 @@ fn the_committed_document_is_the_one_the_code_derives() {
         assert!(paths[path][method].is_object(), "{method} {path}");
     }
     // The run view's pages (`/`, `/runs/{id}`, `/ui/*`) are not API operations.
-    assert_eq!(paths.len(), 16);
+    assert_eq!(paths.len(), 17);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

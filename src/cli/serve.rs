@@ -20,6 +20,7 @@ use shipsec_orchestrator::config::{Durability, LossPolicy};
 use shipsec_orchestrator::net::bearer::{MIN_TOKEN_BYTES, is_weak};
 use shipsec_orchestrator::net::descriptors::raise_open_file_limit;
 use shipsec_orchestrator::net::guard::Slots;
+use shipsec_orchestrator::service::links::InputLinks;
 use shipsec_orchestrator::service::listen::{self, Bound, ListenAddr, host_part};
 use shipsec_orchestrator::service::{Service, ServiceOptions};
 use shipsec_orchestrator::worker::gateway::{Gateway, WorkerTokens};
@@ -300,6 +301,10 @@ async fn run(args: ServeArgs, registry: ComponentRegistry) -> Result<()> {
     };
     let mut options = ServiceOptions::new(config.service.clone());
     options.tokens = tokens;
+    if config.service.public_input_links {
+        let dir = config.journal.data_dir.as_deref();
+        options.links = Some(InputLinks::open(dir).context("the public input links' key")?);
+    }
     options.listen_hosts = args
         .listen
         .iter()

@@ -18,6 +18,7 @@ use crate::runtime::timestamp::Timestamp;
 use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, PathIds, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
+use crate::service::links::InputLinks;
 use crate::service::runs::metadata_filter;
 
 /// One input request, as the inbox shows it.
@@ -63,12 +64,20 @@ pub(crate) struct InputView {
     /// The answer, once resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     resolution: Option<Resolution>,
+    /// With `service.publicInputLinks` on, while pending: the token that answers it once
+    /// without a bearer token (`POST /v1/inputs/resolve/{token}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_token: Option<String>,
 }
 
 impl InputView {
-    fn of(filed: &Filed) -> InputView {
+    fn of(filed: &Filed, links: Option<&InputLinks>) -> InputView {
         let request = &*filed.request;
+        let pending = request.status == RequestStatus::Pending;
         InputView {
+            public_token: links
+                .filter(|_| pending)
+                .and_then(|l| l.token(&request.request_id)),
             request_id: request.request_id.clone(),
             run_id: filed.run_id.to_string(),
             metadata: (*filed.metadata).clone(),
@@ -153,7 +162,11 @@ pub(crate) async fn list(
         })
         .await?;
     Ok(axum::Json(InputPage {
-        inputs: page.requests.iter().map(InputView::of).collect(),
+        inputs: page
+            .requests
+            .iter()
+            .map(|f| InputView::of(f, state.shared.links.as_ref()))
+            .collect(),
         next_cursor: page.next.map(|n| n.to_string()),
     })
     .into_response())
@@ -171,7 +184,8 @@ pub(crate) async fn describe(
     PathId(request_id): PathId,
 ) -> Result<Response, ApiError> {
     let filed = state.engine()?.input(&request_id).await?;
-    Ok(axum::Json(InputView::of(&filed)).into_response())
+    let view = InputView::of(&filed, state.shared.links.as_ref());
+    Ok(axum::Json(view).into_response())
 }
 
 /// `POST /v1/inputs/{requestId}/resolve`.
@@ -234,10 +248,93 @@ pub(crate) async fn resolve(
     let done = engine.resolve(&request_id, resolution).await?;
     let filed = engine.input(&request_id).await?;
     Ok(axum::Json(ResolvedView {
-        request: InputView::of(&filed),
+        request: InputView::of(&filed, state.shared.links.as_ref()),
         duplicate: done == Resolved::Duplicate,
     })
     .into_response())
+}
+
+/// What a public input link answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LinkAction {
+    /// Approve.
+    Approve,
+    /// Reject.
+    Reject,
+    /// Answer with `data` (a form's fields, or `{selection}`).
+    Resolve,
+}
+
+/// `POST /v1/inputs/resolve/{token}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct LinkBody {
+    /// What to answer.
+    action: LinkAction,
+    /// With `resolve`: the form's fields, or `{selection}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    data: Option<JsonObject>,
+    /// Who answered.
+    #[serde(default)]
+    responded_by: Option<String>,
+    /// Why.
+    #[serde(default)]
+    response_note: Option<String>,
+}
+
+/// `POST /v1/inputs/resolve/{token}` (only with `service.publicInputLinks` on): answers
+/// the request the token names, without a bearer token, once.
+#[utoipa::path(post, path = "/v1/inputs/resolve/{token}", tag = "inputs", operation_id = "resolveInputByLink", summary = "Answer an input request through its public link (no bearer token; only with service.publicInputLinks)",
+    params(("token" = String, Path, description = "The request's public token (`publicToken`)")),
+    request_body = LinkBody,
+    security(()),
+    responses(
+        (status = 200, description = "Answered and stored", body = InputView),
+        (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
+        (status = 404, description = "INPUT_NOT_FOUND (not a link of this server), or NOT_FOUND when links are off", body = ErrorBody),
+        (status = 409, description = "INPUT_NOT_PENDING: the link was used, or its request expired or was cancelled", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "INVALID_INPUT: `data` does not fit the request's schema (`details.problems`)", body = ErrorBody),
+    ))]
+pub(crate) async fn resolve_by_token(
+    State(state): State<AppState>,
+    PathId(token): PathId,
+    JsonBody(body): JsonBody<LinkBody>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let unknown = || ApiError::new(ErrorCode::InputNotFound, "no input request has this link");
+    let links = state.shared.links.as_ref().ok_or_else(unknown)?;
+    let request_id = links.request_of(&token).ok_or_else(unknown)?;
+    let filed = engine.input(&request_id).await?;
+    // A link works once: its request must still be pending.
+    if filed.request.status != RequestStatus::Pending {
+        return Err(ApiError::new(
+            ErrorCode::InputNotPending,
+            format!(
+                "this link was used, or its request is {}",
+                filed.request.status.as_str()
+            ),
+        )
+        .with_details(serde_json::json!({ "status": filed.request.status })));
+    }
+    let resolution = Resolution {
+        approved: Some(body.action != LinkAction::Reject),
+        response_data: body.data.filter(|_| body.action == LinkAction::Resolve),
+        responded_by: body.responded_by,
+        response_note: body.response_note,
+    };
+    if engine.resolve(&request_id, resolution).await? == Resolved::Duplicate {
+        // Another use of the link got there first.
+        return Err(ApiError::new(
+            ErrorCode::InputNotPending,
+            "this link was used",
+        ));
+    }
+    let filed = engine.input(&request_id).await?;
+    Ok(axum::Json(InputView::of(&filed, None)).into_response())
 }
 
 /// `POST /v1/runs/{id}/signals/{name}`.

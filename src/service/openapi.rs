@@ -41,6 +41,7 @@ use crate::service::{inputs, runs};
         inputs::list,
         inputs::describe,
         inputs::resolve,
+        inputs::resolve_by_token,
         runs::validate,
         runs::components,
         runs::healthz,

@@ -50,6 +50,9 @@ pub struct ServiceConfig {
     pub max_page: usize,
     /// What the API's listeners let a peer hold: connections, header and idle timeouts.
     pub connections: ConnectionLimits,
+    /// Each pending input request gets a public token that answers it once without a
+    /// bearer token (`POST /v1/inputs/resolve/{token}`): off unless set.
+    pub public_input_links: bool,
 }
 
 impl Default for ServiceConfig {
@@ -65,6 +68,7 @@ impl Default for ServiceConfig {
             subscriber_buffer: 4_096,
             max_page: 1_000,
             connections: ConnectionLimits::default(),
+            public_input_links: false,
         }
     }
 }
