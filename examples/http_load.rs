@@ -547,11 +547,12 @@ async fn until_pending(addr: &str, count: usize) -> Result<Vec<String>> {
 }
 
 async fn gates(runs: usize, clients: usize, sample: usize) -> Result<()> {
+    // Every run kept, in memory and in the journal, so that each result can be checked.
+    let n = runs + 1;
     let config = format!(
-        "maxActiveRuns: {}\nretainedRuns: {}\nretainedNodes: {}\n",
-        runs + 1,
-        runs + 1,
-        (runs + 1) * 2
+        "maxActiveRuns: {n}\nretainedRuns: {n}\nretainedNodes: {}\nretainedBytes: {}\njournal:\n  retainedRuns: {n}\n",
+        n * 2,
+        n * 8192,
     );
     let (mut server, addr) = server("http-load-gates", &config)?;
     let pid = server.child.id();
@@ -617,6 +618,7 @@ async fn gates(runs: usize, clients: usize, sample: usize) -> Result<()> {
         delays.push((epoch_ms(done) - sent).max(0.0));
     }
     summary(
+        // `completedAt` carries milliseconds, truncated: under 1 ms may read as 0.
         "answer sent to gate COMPLETED (live run, sequential)",
         delays,
     );
