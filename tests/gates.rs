@@ -395,6 +395,17 @@ async fn a_signal_is_kept_until_its_gate_asks_and_counted_once() {
     });
     assert!(recorded, "the unhandled signal is a trace event");
 
+    // The run has ended: a repeat of a signal it took is still a duplicate.
+    let repeated = handle
+        .signal(
+            &run_id,
+            "resolveHumanInput",
+            Some("s-1"),
+            json!({"nodeRef": "g"}),
+        )
+        .await
+        .expect("a duplicate");
+    assert_eq!(repeated.outcome, Signaled::Duplicate);
     let late = handle
         .signal(&run_id, "resolveHumanInput", None, json!({"nodeRef": "g"}))
         .await;

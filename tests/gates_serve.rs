@@ -272,6 +272,11 @@ async fn each_gate_kind_routes_its_run_and_answers_are_checked() {
     )
     .await;
     assert_eq!(late_other.code(), "INPUT_ALREADY_RESOLVED");
+    let repeat = client.post_json(&unhandled_path, &unhandled_body).await;
+    assert_eq!(
+        (repeat.status, repeat.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
     let signal = json!({"signalId": "late", "payload": {"nodeRef": "approve"}});
     let ended_run = client
         .post_json(
@@ -482,6 +487,9 @@ async fn every_answered_resolution_survives_a_sigkill_right_after_it_once() {
     }
     let ids = pending_by_node(&client, &run_id).await;
     assert_eq!(ids.len(), ROUNDS);
+    let note_path = format!("/v1/runs/{run_id}/signals/note");
+    let note = json!({"signalId": "note-1", "payload": {"text": "on call: ana"}});
+    assert_eq!(client.post_json(&note_path, &note).await.status, 202);
 
     for round in 0..ROUNDS {
         let client = server.client();
@@ -536,6 +544,11 @@ async fn every_answered_resolution_survives_a_sigkill_right_after_it_once() {
     server.wait();
     let server = Server::start(&dir, &[]);
     let client = server.client();
+    let repeat = client.post_json(&note_path, &note).await;
+    assert_eq!(
+        (repeat.status, repeat.json()["duplicate"].clone()),
+        (200, json!(true))
+    );
     let kept = client
         .get(&format!("/v1/inputs/{}", ids["g7"]))
         .await

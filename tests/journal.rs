@@ -168,13 +168,14 @@ fn header() -> impl Strategy<Value = RunHeader> {
                 metadata,
             },
         );
-    (accepted, prop::option::of(finished()), text()).prop_map(|(accepted, finished, requests)| {
-        RunHeader {
+    (accepted, prop::option::of(finished()), text(), text()).prop_map(
+        |(accepted, finished, requests, signals)| RunHeader {
             accepted,
             finished,
             requests,
-        }
-    })
+            signals,
+        },
+    )
 }
 
 proptest! {
@@ -360,6 +361,7 @@ fn written_header(run: &str, b: u64) -> Vec<u8> {
         },
         finished: None,
         requests: String::new(),
+        signals: String::new(),
     })
 }
 

@@ -47,7 +47,7 @@ use crate::runtime::semantics::engine::{
 };
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
-use crate::runtime::semantics::inbox::SignalAck;
+use crate::runtime::semantics::inbox::{SignalAck, Signaled};
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;
@@ -220,6 +220,10 @@ impl Actor for OrchestratorActor {
                 signal,
                 reply,
             } => state.signal(run_id, signal, reply),
+            OrchestratorMsg::SignalTaken { run_id, signal_id } => {
+                let fact = EngineFact::SignalTaken { run_id, signal_id };
+                state.apply(fact, Arrived::Nothing).await;
+            }
             OrchestratorMsg::Stop {
                 run_id,
                 kind,

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::messages::orchestrator::RunCommandError;
 use crate::runtime::semantics::gate::{InputRequest, Resolved};
-use crate::runtime::semantics::inbox::{self, Signal, SignalAck};
+use crate::runtime::semantics::inbox::{self, Signal, SignalAck, Signaled};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -319,13 +319,25 @@ impl Actor for RunSupervisor {
                 let verdict = state.core.verdict(&request_id, resolution);
                 answer(reply, verdict.map_err(RunCommandError::from))
             }
-            SupervisorMsg::Signal { reply, .. }
+            SupervisorMsg::Signal { signal, reply }
                 if matches!(state.core.phase(), RunPhase::Ended(_)) =>
             {
-                answer(
-                    reply,
-                    Err(RunCommandError::RunEnded(state.run.plan.run_id.to_string())),
-                )
+                // A repeat of a signal the run took is a duplicate; any other is too late.
+                let taken = signal.signal_id.as_deref().and_then(|id| {
+                    state
+                        .core
+                        .signal_ids()
+                        .find(|taken| ***taken == *id)
+                        .cloned()
+                });
+                let outcome = match taken {
+                    Some(signal_id) => Ok(SignalAck {
+                        signal_id,
+                        outcome: Signaled::Duplicate,
+                    }),
+                    None => Err(RunCommandError::RunEnded(state.run.plan.run_id.to_string())),
+                };
+                answer(reply, outcome)
             }
             SupervisorMsg::Signal { signal, reply } => {
                 let n = state.core.signals_received() + 1;
@@ -460,6 +472,8 @@ impl SupervisorState {
         // The orchestrator learns the requests the run made before its restart.
         let requests: Vec<_> = self.core.requests().cloned().map(Arc::new).collect();
         requests.into_iter().for_each(|r| self.request_changed(r));
+        let signals: Vec<Arc<str>> = self.core.signal_ids().cloned().collect();
+        signals.into_iter().for_each(|s| self.signal_taken(s));
         let Some(log) = &mut self.log else {
             return Ok(()); // a resume always has its journal
         };
@@ -472,6 +486,7 @@ impl SupervisorState {
             return self.feed(myself, RunFact::Resumed).await;
         };
         log.header.requests = settled_requests(&self.core);
+        log.header.signals = taken_signals(&self.core);
         match facts.last() {
             Some(Fact {
                 kind: FactKind::Finished(f),
@@ -633,6 +648,7 @@ impl SupervisorState {
                 && log.header.finished.is_none()
             {
                 log.header.requests = settled_requests(&self.core);
+                log.header.signals = taken_signals(&self.core);
                 log.finished(*status, now);
             }
             if log.holds() {
@@ -695,6 +711,9 @@ impl SupervisorState {
             }
             RunEffect::Request(request) => self.request_changed(request),
             RunEffect::Signaled { signal_id, outcome } => {
+                if !matches!(outcome, Ok(Signaled::Duplicate)) {
+                    self.signal_taken(signal_id.clone());
+                }
                 let waiter = self
                     .signalling
                     .get_mut(&signal_id)
@@ -727,6 +746,17 @@ impl SupervisorState {
             RunEffect::Emitted { seq } => self.emitted(seq),
             RunEffect::Metric(metric) => self.metric(&metric),
             RunEffect::Finish(result) => self.finish(myself, result),
+        }
+    }
+
+    /// Tells the orchestrator the run took a signal, so that a repeat after its end is
+    /// known as one.
+    fn signal_taken(&self, signal_id: Arc<str>) {
+        if let Some(orchestrator) = &self.orchestrator {
+            let _ = orchestrator.cast(OrchestratorMsg::SignalTaken {
+                run_id: self.run.plan.run_id.to_string(),
+                signal_id,
+            });
         }
     }
 
@@ -975,6 +1005,15 @@ fn settled_requests(core: &RunCore) -> String {
     }
     // Strings, numbers and JSON values only: a request always serialises.
     serde_json::to_string(&requests).expect("input requests serialise")
+}
+
+/// An ended run's signal ids as its journal header keeps them: empty when none.
+fn taken_signals(core: &RunCore) -> String {
+    let ids: Vec<&str> = core.signal_ids().map(|id| &**id).collect();
+    if ids.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&ids).expect("strings serialise")
 }
 
 /// Answers a question; the asker may have given up waiting, which is no error.

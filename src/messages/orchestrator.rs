@@ -230,6 +230,14 @@ pub(crate) enum OrchestratorMsg {
         /// What it did, once stored.
         reply: RpcReplyPort<Result<crate::runtime::semantics::inbox::SignalAck, RunCommandError>>,
     },
+    /// From a supervisor: its run took a signal (not a repeat), so that a repeat after the
+    /// run's end is answered as one.
+    SignalTaken {
+        /// The run.
+        run_id: String,
+        /// The signal's id.
+        signal_id: Arc<str>,
+    },
     /// From a handle: cancel or terminate a run.
     Stop {
         /// Run id.

@@ -378,6 +378,8 @@ pub struct FinishedRun {
     pub metadata: String,
     /// Its input requests as they ended, as JSON text (empty: none).
     pub requests: String,
+    /// The ids of the signals it took, as JSON text (empty: none).
+    pub signals: String,
 }
 
 impl FinishedRun {
@@ -401,6 +403,7 @@ impl FinishedRun {
             idempotency: accepted.idempotency(),
             metadata: accepted.metadata.clone(),
             requests: log.header.requests.clone(),
+            signals: log.header.signals.clone(),
         })
     }
 }

@@ -274,6 +274,7 @@ fn stored_run(run: &FinishedRun) -> StoredRun {
         requests: serde_json::from_str::<Vec<InputRequest>>(&run.requests)
             .map(|all| all.into_iter().map(Arc::new).collect())
             .unwrap_or_default(),
+        signals: serde_json::from_str::<Vec<String>>(&run.signals).unwrap_or_default(),
         key: run
             .idempotency
             .clone()
@@ -309,5 +310,6 @@ fn accepted_header(
         },
         finished: None,
         requests: String::new(),
+        signals: String::new(),
     }
 }

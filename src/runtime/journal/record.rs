@@ -101,6 +101,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RunHeader, RecordError> {
         },
         finished: old.finished,
         requests: String::new(),
+        signals: String::new(),
     })
 }
 
@@ -124,6 +125,9 @@ pub struct RunHeader {
     /// `InputRequest`; empty when it had none), so that they are known after a restart
     /// without replaying the run.
     pub requests: String,
+    /// Once it has ended, the ids of the signals it took (JSON text of a list of strings;
+    /// empty when none), so that a repeat is known as one after a restart.
+    pub signals: String,
 }
 
 /// A failure, as an attempt's end or a retry records it.

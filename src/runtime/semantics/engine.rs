@@ -17,7 +17,7 @@
 //! (ended, its result and trace held whole) or stored (ended, known by its summary only,
 //! read back from the journal when a question needs more).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +113,8 @@ pub struct StoredRun {
     pub finished_at: Time,
     /// Its gates' input requests, as they ended.
     pub requests: Vec<Arc<InputRequest>>,
+    /// The ids of the signals it took.
+    pub signals: Vec<String>,
     /// Its idempotency key.
     pub key: Option<IdempotencyKey>,
 }
@@ -168,6 +170,13 @@ pub enum EngineFact {
         run_id: String,
         /// The request as it is now.
         request: Arc<InputRequest>,
+    },
+    /// A live run took a signal (not a repeat of one).
+    SignalTaken {
+        /// The run.
+        run_id: String,
+        /// The signal's id.
+        signal_id: Arc<str>,
     },
     /// A question needs the whole of a run (its status, result, trace or graph).
     Asked {
@@ -363,6 +372,8 @@ pub struct EngineCore {
     journaled: VecDeque<(String, Time)>,
     /// The input requests of the runs known.
     requests: RequestBook,
+    /// The ids of the signals each run known took, for the runs that took any.
+    signals: HashMap<String, HashSet<Arc<str>>>,
     out: Vec<EngineEffect>,
 }
 
@@ -381,6 +392,7 @@ impl EngineCore {
             held: Weight::default(),
             journaled: VecDeque::new(),
             requests: RequestBook::new(),
+            signals: HashMap::new(),
             out: Vec::new(),
         }
     }
@@ -422,6 +434,11 @@ impl EngineCore {
             }
             EngineFact::SupervisorLost { run_id, cause } => self.on_lost(&run_id, &cause, now),
             EngineFact::InputChanged { run_id, request } => self.on_input(&run_id, request),
+            EngineFact::SignalTaken { run_id, signal_id } => {
+                if self.runs.contains_key(&run_id) {
+                    self.signals.entry(run_id).or_default().insert(signal_id);
+                }
+            }
             EngineFact::Asked { run_id } => self.on_asked(&run_id),
             EngineFact::ReadBack { run_id, outcome } => self.on_read_back(run_id, outcome),
             EngineFact::Quiesced => {
@@ -470,6 +487,11 @@ impl EngineCore {
         self.requests.route(request_id, resolution, |run| {
             self.state_of(run) == Some(RunState::Live)
         })
+    }
+
+    /// The id of signal `signal_id` when run `run_id` took it.
+    pub fn signal_taken(&self, run_id: &str, signal_id: &str) -> Option<Arc<str>> {
+        self.signals.get(run_id)?.get(signal_id).cloned()
     }
 
     /// What finished runs are held, whole and by their summary.
@@ -631,6 +653,10 @@ impl EngineCore {
             for request in run.requests {
                 self.requests
                     .update(&run_id, &run.summary.metadata, request);
+            }
+            if !run.signals.is_empty() {
+                let taken = run.signals.into_iter().map(Arc::from).collect();
+                self.signals.insert(run_id.clone(), taken);
             }
             let state = RunState::Stored { loading: false };
             self.book(run.summary, state, run.key);
@@ -839,6 +865,7 @@ impl EngineCore {
         if self.runs.remove(run_id).is_some() {
             self.keys.retain(|_, (id, _)| id != run_id);
             self.requests.forget_run(run_id);
+            self.signals.remove(run_id);
             self.out.push(EngineEffect::Forget {
                 run_id: run_id.to_owned(),
             });
@@ -1098,6 +1125,7 @@ mod tests {
             },
             finished_at: at(ended),
             requests: Vec::new(),
+            signals: Vec::new(),
             key: None,
         };
         // Recovered in any order: the oldest ending goes first.
@@ -1194,6 +1222,7 @@ mod tests {
             },
             finished_at: at(1),
             requests: Vec::new(),
+            signals: Vec::new(),
             key: Some(IdempotencyKey {
                 key: format!("key-{id}"),
                 fingerprint: Some(3),

@@ -257,6 +257,12 @@ impl RunCore {
         self.requests.iter().map(|(_, request)| request)
     }
 
+    /// The ids of the signals the run has taken (a repeat of one is a duplicate, also
+    /// after the run ended).
+    pub fn signal_ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.signals.iter()
+    }
+
     /// How many signals the run has received (the next one without an id is
     /// `sig-<this + 1>`).
     pub fn signals_received(&self) -> u64 {
