@@ -316,7 +316,7 @@ impl Actor for RunSupervisor {
                 reply,
             } if matches!(state.core.phase(), RunPhase::Ended(_)) => {
                 // As the engine's book of requests answers for a run that has ended.
-                let verdict = state.core.verdict(&request_id, resolution);
+                let verdict = state.core.verdict(&request_id, &resolution);
                 answer(reply, verdict.map_err(RunCommandError::from))
             }
             SupervisorMsg::Signal { signal, reply }

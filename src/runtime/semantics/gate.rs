@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::runtime::components::{ComponentError, ComponentOutput, TIMEOUT_ERROR};
+use crate::runtime::components::{ComponentError, ComponentOutput, ComponentResult, TIMEOUT_ERROR};
 use crate::runtime::definition::JsonObject;
 use crate::runtime::definition::validate::Problem;
 use crate::runtime::semantics::time::Time;
@@ -477,23 +477,48 @@ impl InputRequest {
     /// # Errors
     /// [`ResolveError`] when the request is not pending and this is not its answer.
     pub fn resolve(&mut self, resolution: Resolution, now: Time) -> Result<Resolved, ResolveError> {
-        match self.status {
-            RequestStatus::Pending => {
-                check_response(&self.input, &resolution).map_err(|problems| {
-                    ResolveError::InvalidResponse {
-                        request_id: self.request_id.clone(),
-                        problems,
-                    }
-                })?;
-                self.status = RequestStatus::Resolved;
-                self.resolution = Some((resolution, now));
-                Ok(Resolved::Applied)
+        if self.status != RequestStatus::Pending {
+            return self.answered_again(&resolution, self.status);
+        }
+        check_response(&self.input, &resolution).map_err(|problems| {
+            ResolveError::InvalidResponse {
+                request_id: self.request_id.clone(),
+                problems,
             }
-            RequestStatus::Resolved => match &self.resolution {
-                Some((answer, _)) if *answer == resolution => Ok(Resolved::Duplicate),
-                _ => Err(ResolveError::AlreadyResolved(self.request_id.clone())),
-            },
-            status => Err(ResolveError::NotPending {
+        })?;
+        self.status = RequestStatus::Resolved;
+        self.resolution = Some((resolution, now));
+        Ok(Resolved::Applied)
+    }
+
+    /// What answering it with `resolution` does once its run has ended, changing nothing:
+    /// a request still pending then counts as cancelled with its run.
+    ///
+    /// # Errors
+    /// As [`InputRequest::resolve`].
+    pub fn verdict_after_end(&self, resolution: &Resolution) -> Result<Resolved, ResolveError> {
+        let status = match self.status {
+            RequestStatus::Pending => RequestStatus::Cancelled,
+            settled => settled,
+        };
+        self.answered_again(resolution, status)
+    }
+
+    /// An answer to a request that left `pending` as `status`: a duplicate of the answer
+    /// it took, or refused.
+    fn answered_again(
+        &self,
+        resolution: &Resolution,
+        status: RequestStatus,
+    ) -> Result<Resolved, ResolveError> {
+        match (status, &self.resolution) {
+            (RequestStatus::Resolved, Some((answer, _))) if answer == resolution => {
+                Ok(Resolved::Duplicate)
+            }
+            (RequestStatus::Resolved, _) => {
+                Err(ResolveError::AlreadyResolved(self.request_id.clone()))
+            }
+            (status, _) => Err(ResolveError::NotPending {
                 request_id: self.request_id.clone(),
                 status,
             }),
@@ -528,6 +553,16 @@ impl InputRequest {
     pub fn output(&self) -> Option<ComponentOutput> {
         let (resolution, at) = self.resolution.as_ref()?;
         Some(resolved_output(self, resolution, *at))
+    }
+
+    /// What its gate ends with once it left `pending` by an answer or its deadline: the
+    /// resolved output, or the `TimeoutError`; `None` while pending or once cancelled.
+    pub fn gate_result(&self) -> Option<ComponentResult> {
+        match self.status {
+            RequestStatus::Resolved => self.output().map(Ok),
+            RequestStatus::Expired => Some(Err(timeout_error(self))),
+            RequestStatus::Pending | RequestStatus::Cancelled => None,
+        }
     }
 }
 

@@ -136,15 +136,7 @@ impl RequestBook {
             return Route::Live(filed.run_id.clone());
         }
         // The run has ended: its requests are settled, so answering again changes nothing.
-        let mut request = (*filed.request).clone();
-        let decided = match request.status {
-            RequestStatus::Pending => Err(ResolveError::NotPending {
-                request_id: request_id.to_owned(),
-                status: RequestStatus::Cancelled,
-            }),
-            _ => request.resolve(resolution.clone(), request.created_at),
-        };
-        Route::Decided(decided)
+        Route::Decided(filed.request.verdict_after_end(resolution))
     }
 
     /// Run `run_id` ended without settling its requests (its supervisor died): those

@@ -274,19 +274,11 @@ impl RunCore {
     pub fn verdict(
         &self,
         request_id: &str,
-        resolution: Resolution,
+        resolution: &Resolution,
     ) -> Result<gate::Resolved, ResolveError> {
-        match self
-            .requests
-            .iter()
-            .find(|(_, r)| r.request_id == request_id)
-        {
+        match self.request_at(request_id) {
             None => Err(ResolveError::Unknown(request_id.to_owned())),
-            Some((_, request)) => {
-                let mut request = request.clone();
-                request.cancel(); // settled with its run
-                request.resolve(resolution, request.created_at)
-            }
+            Some(at) => self.requests[at].1.verdict_after_end(resolution),
         }
     }
 
@@ -473,21 +465,25 @@ impl RunCore {
         resolution: Resolution,
         now: Time,
     ) -> Result<gate::Resolved, ResolveError> {
-        let (node, request) = &mut self.requests[at];
-        let node = *node;
-        let outcome = request.resolve(resolution, now);
-        if outcome == Ok(gate::Resolved::Applied)
-            && let Some(output) = request.output()
-        {
-            let request_id = Arc::from(request.request_id.as_str());
+        let outcome = self.requests[at].1.resolve(resolution, now);
+        if outcome == Ok(gate::Resolved::Applied) {
             self.settled(at, now);
-            self.out.push(RunEffect::Answer {
-                node,
-                request_id,
-                answer: Ok(output),
-            });
+            self.tell_gate(at);
         }
         outcome
+    }
+
+    /// Tells the gate of the request at `at` what it ends with, once the request was
+    /// answered or expired.
+    fn tell_gate(&mut self, at: usize) {
+        let (node, request) = &self.requests[at];
+        if let Some(answer) = request.gate_result() {
+            self.out.push(RunEffect::Answer {
+                node: *node,
+                request_id: Arc::from(request.request_id.as_str()),
+                answer,
+            });
+        }
     }
 
     /// A signal came: a repeat of its id does nothing; `resolveHumanInput` answers its
@@ -545,11 +541,19 @@ impl RunCore {
 
     /// A gate ended (answered, expired, cancelled with its run or withdrawn): a request of
     /// its that is still pending is cancelled, so no request outlives its node.
+    /// Only a node waiting on a request has one pending, so no other node's end looks.
     fn close_requests(&mut self, node: NodeIx, now: Time) {
-        for at in 0..self.requests.len() {
-            if self.requests[at].0 == node && self.requests[at].1.cancel() {
-                self.settled(at, now);
-            }
+        let Slot::Live(Live {
+            phase: LivePhase::AwaitingInput(_, request_id),
+            ..
+        }) = &self.slots[node.ix()]
+        else {
+            return;
+        };
+        if let Some(at) = self.request_at(request_id)
+            && self.requests[at].1.cancel()
+        {
+            self.settled(at, now);
         }
     }
 
@@ -576,14 +580,8 @@ impl RunCore {
         if !request.is_due(now) || !request.expire() {
             return;
         }
-        let error = gate::timeout_error(request);
-        let request_id = Arc::from(request.request_id.as_str());
         self.settled(at, now);
-        self.out.push(RunEffect::Answer {
-            node,
-            request_id,
-            answer: Err(error),
-        });
+        self.tell_gate(at);
     }
 
     /// A node queued or started an attempt; a `first` node that just fired withdraws
@@ -1072,34 +1070,23 @@ impl RunCore {
         // Pending requests keep their deadlines: one that passed fires at once, once. A
         // request answered or expired before the restart whose gate had not ended yet
         // tells its respawned gate again.
-        for (node, request) in &self.requests {
+        for at in 0..self.requests.len() {
+            let (node, request) = &self.requests[at];
+            if let (gate::RequestStatus::Pending, Some(due)) = (request.status, request.deadline) {
+                self.out.push(RunEffect::ArmTimer {
+                    due,
+                    timer: RunTimer::InputDeadline {
+                        node: *node,
+                        attempt: request.attempt,
+                    },
+                });
+            }
             let waits = matches!(
                 &self.slots[node.ix()],
                 Slot::Live(l) if matches!(&l.phase, LivePhase::AwaitingInput(_, id) if **id == *request.request_id)
             );
-            let answer = match (request.status, request.deadline) {
-                (gate::RequestStatus::Pending, Some(due)) => {
-                    self.out.push(RunEffect::ArmTimer {
-                        due,
-                        timer: RunTimer::InputDeadline {
-                            node: *node,
-                            attempt: request.attempt,
-                        },
-                    });
-                    continue;
-                }
-                (gate::RequestStatus::Resolved, _) if waits => request.output().map(Ok),
-                (gate::RequestStatus::Expired, _) if waits => {
-                    Some(Err(gate::timeout_error(request)))
-                }
-                _ => None,
-            };
-            if let Some(answer) = answer {
-                self.out.push(RunEffect::Answer {
-                    node: *node,
-                    request_id: Arc::from(request.request_id.as_str()),
-                    answer,
-                });
+            if waits {
+                self.tell_gate(at);
             }
         }
         match &self.phase {
