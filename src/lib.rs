@@ -137,7 +137,7 @@ pub mod gates {
         ResolveError, Resolved,
     };
     pub use crate::runtime::semantics::inbox::{
-        HumanInputResolution, RESOLVE_HUMAN_INPUT, SignalAck, SignalError, Signaled,
+        Addressee, HumanInputResolution, RESOLVE_HUMAN_INPUT, SignalAck, SignalError, Signaled,
     };
     pub use crate::runtime::semantics::requests::{Filed, InputPage, InputQuery};
 }

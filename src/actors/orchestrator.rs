@@ -29,6 +29,7 @@ use crate::actors::slots::Slots;
 use crate::actors::supervisor::{RunSupervisor, SupervisorArgs};
 use crate::messages::orchestrator::{
     OrchestratorMsg, RunCommandError, ShutdownMode, SignalIn, SubmitOptions, Submitted,
+    signal_after_end,
 };
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::ComponentRegistry;
@@ -47,7 +48,7 @@ use crate::runtime::semantics::engine::{
 };
 use crate::runtime::semantics::event::TraceEvent;
 use crate::runtime::semantics::gate::{Resolution, ResolveError, Resolved};
-use crate::runtime::semantics::inbox::{SignalAck, Signaled};
+use crate::runtime::semantics::inbox::SignalAck;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
 use crate::runtime::semantics::report::StopKind;

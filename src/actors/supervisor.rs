@@ -13,10 +13,6 @@
 //! to be re-checked through the mailbox ([`SupervisorMsg::NodeExited`]).
 
 use std::collections::{HashMap, VecDeque};
-
-use crate::messages::orchestrator::RunCommandError;
-use crate::runtime::semantics::gate::{InputRequest, Resolved};
-use crate::runtime::semantics::inbox::{self, Signal, SignalAck, Signaled};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -31,7 +27,7 @@ use crate::actors::node::{NodeActor, NodeArgs};
 use crate::actors::shared::{RunShared, SlotLink};
 use crate::actors::slots::Slots;
 use crate::messages::node::NodeMsg;
-use crate::messages::orchestrator::OrchestratorMsg;
+use crate::messages::orchestrator::{OrchestratorMsg, RunCommandError, signal_after_end};
 use crate::messages::supervisor::{EventFeed, Subscription, SupervisorMsg};
 use crate::runtime::components::registry::{ComponentRegistry, RemoteHost};
 use crate::runtime::definition::JsonObject;
@@ -45,6 +41,8 @@ use crate::runtime::journal::store::{Op, StoreError};
 use crate::runtime::journal::writer::AckSink;
 use crate::runtime::semantics::attempt::AttemptId;
 use crate::runtime::semantics::event::{EventType, TraceEvent};
+use crate::runtime::semantics::gate::{InputRequest, Resolved};
+use crate::runtime::semantics::inbox::{self, Signal, SignalAck, Signaled};
 use crate::runtime::semantics::node_core::NodeStart;
 use crate::runtime::semantics::outcome::RunStatus;
 use crate::runtime::semantics::plan::RunPlan;
@@ -119,11 +117,43 @@ pub(crate) struct SupervisorState {
     /// Events sent to subscribers so far (with a journal, the core may hold later ones
     /// whose facts are not stored yet: those are not given out).
     published: usize,
-    /// Who waits to hear what an answer to a request did, by request, in order: told
-    /// when the core's verdict comes out, after the answer is stored.
-    resolving: HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<Resolved, RunCommandError>>>>,
+    /// Who waits to hear what an answer to a request did, by request.
+    resolving: Waiters<Resolved>,
     /// Senders of signals waiting for what their signal did, by signal id.
-    signalling: HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<SignalAck, RunCommandError>>>>,
+    signalling: Waiters<SignalAck>,
+}
+
+/// Callers waiting to hear what their message to the run did, by the id it carried, in
+/// the order they came: told when the core's verdict comes out, after the message is
+/// stored.
+#[derive(Debug)]
+struct Waiters<T>(HashMap<Arc<str>, VecDeque<RpcReplyPort<Result<T, RunCommandError>>>>);
+
+impl<T> Default for Waiters<T> {
+    fn default() -> Self {
+        Waiters(HashMap::default())
+    }
+}
+
+impl<T> Waiters<T> {
+    fn wait(&mut self, id: Arc<str>, reply: RpcReplyPort<Result<T, RunCommandError>>) {
+        self.0.entry(id).or_default().push_back(reply);
+    }
+
+    /// Tells the first caller waiting on `id`.
+    fn tell(&mut self, id: &str, answer: Result<T, RunCommandError>) {
+        let Some(queue) = self.0.get_mut(id) else {
+            return;
+        };
+        let reply = queue.pop_front();
+        if queue.is_empty() {
+            self.0.remove(id);
+        }
+        if let Some(reply) = reply {
+            // A caller that stopped waiting needs no answer.
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// A run's side of the journal: its facts are appended as they are applied, and the
@@ -322,22 +352,8 @@ impl Actor for RunSupervisor {
             SupervisorMsg::Signal { signal, reply }
                 if matches!(state.core.phase(), RunPhase::Ended(_)) =>
             {
-                // A repeat of a signal the run took is a duplicate; any other is too late.
-                let taken = signal.signal_id.as_deref().and_then(|id| {
-                    state
-                        .core
-                        .signal_ids()
-                        .find(|taken| ***taken == *id)
-                        .cloned()
-                });
-                let outcome = match taken {
-                    Some(signal_id) => Ok(SignalAck {
-                        signal_id,
-                        outcome: Signaled::Duplicate,
-                    }),
-                    None => Err(RunCommandError::RunEnded(state.run.plan.run_id.to_string())),
-                };
-                answer(reply, outcome)
+                let taken = (signal.signal_id.as_deref()).and_then(|id| state.core.took_signal(id));
+                answer(reply, signal_after_end(&state.run.plan.run_id, taken))
             }
             SupervisorMsg::Signal { signal, reply } => {
                 let n = state.core.signals_received() + 1;
@@ -345,11 +361,7 @@ impl Actor for RunSupervisor {
                     .signal_id
                     .unwrap_or_else(|| inbox::signal_id(n))
                     .into();
-                state
-                    .signalling
-                    .entry(signal_id.clone())
-                    .or_default()
-                    .push_back(reply);
+                state.signalling.wait(signal_id.clone(), reply);
                 let fact = RunFact::Signal(Arc::new(Signal {
                     signal_id,
                     name: signal.name.into(),
@@ -362,11 +374,7 @@ impl Actor for RunSupervisor {
                 resolution,
                 reply,
             } => {
-                state
-                    .resolving
-                    .entry(request_id.clone())
-                    .or_default()
-                    .push_back(reply);
+                state.resolving.wait(request_id.clone(), reply);
                 let fact = RunFact::InputResolution {
                     request_id,
                     resolution,
@@ -439,8 +447,8 @@ impl SupervisorState {
             }),
             actors: vec![None; n],
             by_actor: HashMap::default(),
-            resolving: HashMap::default(),
-            signalling: HashMap::default(),
+            resolving: Waiters::default(),
+            signalling: Waiters::default(),
             final_events: None,
             subscribers: Vec::new(),
             result_tx: args.result_tx,
@@ -469,11 +477,13 @@ impl SupervisorState {
         self.core = core;
         // Every replayed event was published before the engine died, or could have been.
         self.published = self.core.events().len();
-        // The orchestrator learns the requests the run made before its restart.
-        let requests: Vec<_> = self.core.requests().cloned().map(Arc::new).collect();
-        requests.into_iter().for_each(|r| self.request_changed(r));
-        let signals: Vec<Arc<str>> = self.core.signal_ids().cloned().collect();
-        signals.into_iter().for_each(|s| self.signal_taken(s));
+        // The orchestrator learns the requests and signals the run took before its restart.
+        for request in self.core.requests() {
+            self.request_changed(Arc::new(request.clone()));
+        }
+        for signal_id in self.core.signal_ids() {
+            self.signal_taken(signal_id.clone());
+        }
         let Some(log) = &mut self.log else {
             return Ok(()); // a resume always has its journal
         };
@@ -485,8 +495,7 @@ impl SupervisorState {
         let Some(result) = result else {
             return self.feed(myself, RunFact::Resumed).await;
         };
-        log.header.requests = settled_requests(&self.core);
-        log.header.signals = taken_signals(&self.core);
+        (log.header).keep_settled(self.core.requests(), self.core.signal_ids());
         match facts.last() {
             Some(Fact {
                 kind: FactKind::Finished(f),
@@ -647,8 +656,7 @@ impl SupervisorState {
             if let RunPhase::Ended(status) = self.core.phase()
                 && log.header.finished.is_none()
             {
-                log.header.requests = settled_requests(&self.core);
-                log.header.signals = taken_signals(&self.core);
+                (log.header).keep_settled(self.core.requests(), self.core.signal_ids());
                 log.finished(*status, now);
             }
             if log.holds() {
@@ -699,32 +707,19 @@ impl SupervisorState {
             RunEffect::Resolved {
                 request_id,
                 outcome,
-            } => {
-                let waiter = self
-                    .resolving
-                    .get_mut(&request_id)
-                    .and_then(VecDeque::pop_front);
-                if let Some(reply) = waiter {
-                    // A caller that stopped waiting needs no answer.
-                    let _ = reply.send(outcome.map_err(RunCommandError::from));
-                }
-            }
+            } => (self.resolving).tell(&request_id, outcome.map_err(RunCommandError::from)),
             RunEffect::Request(request) => self.request_changed(request),
             RunEffect::Signaled { signal_id, outcome } => {
                 if !matches!(outcome, Ok(Signaled::Duplicate)) {
                     self.signal_taken(signal_id.clone());
                 }
-                let waiter = self
-                    .signalling
-                    .get_mut(&signal_id)
-                    .and_then(VecDeque::pop_front);
-                if let Some(reply) = waiter {
-                    let ack = outcome
-                        .map(|outcome| SignalAck { signal_id, outcome })
-                        .map_err(RunCommandError::Signal);
-                    // A sender that stopped waiting needs no answer.
-                    let _ = reply.send(ack);
-                }
+                let ack = outcome
+                    .map(|outcome| SignalAck {
+                        signal_id: signal_id.clone(),
+                        outcome,
+                    })
+                    .map_err(RunCommandError::Signal);
+                self.signalling.tell(&signal_id, ack);
             }
             RunEffect::Kill { node } => self.actors[node.ix()].iter().for_each(|a| a.kill()),
             RunEffect::Recheck {
@@ -994,26 +989,6 @@ fn attempt_stored(host: &dyn RemoteHost, event: &TraceEvent) {
     if let (true, Some(attempt)) = (ends, event.metadata.as_ref().and_then(|m| m.attempt)) {
         host.stored(AttemptId::new(&event.run_id, &event.node_id, attempt).as_str());
     }
-}
-
-/// An ended run's input requests as its journal header keeps them (see
-/// [`RunHeader::requests`]): empty when it had none.
-fn settled_requests(core: &RunCore) -> String {
-    let requests: Vec<&InputRequest> = core.requests().collect();
-    if requests.is_empty() {
-        return String::new();
-    }
-    // Strings, numbers and JSON values only: a request always serialises.
-    serde_json::to_string(&requests).expect("input requests serialise")
-}
-
-/// An ended run's signal ids as its journal header keeps them: empty when none.
-fn taken_signals(core: &RunCore) -> String {
-    let ids: Vec<&str> = core.signal_ids().map(|id| &**id).collect();
-    if ids.is_empty() {
-        return String::new();
-    }
-    serde_json::to_string(&ids).expect("strings serialise")
 }
 
 /// Answers a question; the asker may have given up waiting, which is no error.

@@ -119,6 +119,21 @@ pub struct SignalIn {
     pub payload: serde_json::Value,
 }
 
+/// The answer to signal a run that has ended: a repeat of one it took (`taken`: its id) is
+/// a duplicate, with no effect; any other comes too late.
+pub(crate) fn signal_after_end(
+    run_id: &str,
+    taken: Option<Arc<str>>,
+) -> Result<crate::runtime::semantics::inbox::SignalAck, RunCommandError> {
+    match taken {
+        Some(signal_id) => Ok(crate::runtime::semantics::inbox::SignalAck {
+            signal_id,
+            outcome: crate::runtime::semantics::inbox::Signaled::Duplicate,
+        }),
+        None => Err(RunCommandError::RunEnded(run_id.to_owned())),
+    }
+}
+
 /// What a successful submission returns.
 #[derive(Debug)]
 pub(crate) struct Submitted {

@@ -374,8 +374,8 @@ pub struct FinishedRun {
     pub traceparent: Option<String>,
     /// Its idempotency key, and the fingerprint of its submission.
     pub idempotency: Option<(String, u64)>,
-    /// Its metadata, as JSON text.
-    pub metadata: String,
+    /// Its metadata.
+    pub metadata: crate::runtime::semantics::metadata::Metadata,
     /// Its input requests as they ended, as JSON text (empty: none).
     pub requests: String,
     /// The ids of the signals it took, as JSON text (empty: none).
@@ -401,7 +401,7 @@ impl FinishedRun {
             accepted_at: accepted.accepted_at,
             traceparent: accepted.traceparent.clone(),
             idempotency: accepted.idempotency(),
-            metadata: accepted.metadata.clone(),
+            metadata: accepted.metadata(),
             requests: log.header.requests.clone(),
             signals: log.header.signals.clone(),
         })

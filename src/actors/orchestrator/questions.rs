@@ -179,19 +179,9 @@ impl OrchestratorState {
         match self.held.get(&run_id) {
             None => drop(reply.send(Err(RunCommandError::UnknownRun(run_id)))),
             Some(Held::Done { .. } | Held::Stored { .. }) => {
-                // A repeat of a signal the run took is a duplicate; any other is too late.
-                let taken = signal
-                    .signal_id
-                    .as_deref()
+                let taken = (signal.signal_id.as_deref())
                     .and_then(|id| self.core.signal_taken(&run_id, id));
-                let answer = match taken {
-                    Some(signal_id) => Ok(SignalAck {
-                        signal_id,
-                        outcome: Signaled::Duplicate,
-                    }),
-                    None => Err(RunCommandError::RunEnded(run_id)),
-                };
-                drop(reply.send(answer));
+                drop(reply.send(signal_after_end(&run_id, taken)));
             }
             Some(Held::Live { supervisor, .. }) => {
                 let msg = SupervisorMsg::Signal { signal, reply };

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::runtime::semantics::gate::InputRequest;
-use crate::runtime::semantics::metadata::Metadata;
 
 /// What a run's supervisor starts from.
 #[derive(Debug)]
@@ -249,13 +248,8 @@ fn options_of(accepted: &AcceptedRecord) -> SubmitOptions {
         run_id: Some(accepted.run_id.clone()),
         idempotency_key: accepted.idempotency_key.clone(),
         traceparent: accepted.traceparent.clone(),
-        metadata: metadata_of(&accepted.metadata),
+        metadata: Arc::new(accepted.metadata()),
     }
-}
-
-/// A run's journaled metadata (JSON text the engine wrote; none if it does not read).
-pub(super) fn metadata_of(text: &str) -> Arc<Metadata> {
-    Arc::new(serde_json::from_str(text).unwrap_or_default())
 }
 
 /// What the engine core knows of a finished run the journal holds.
@@ -267,14 +261,14 @@ fn stored_run(run: &FinishedRun) -> StoredRun {
             status: RunStatus::parse(&run.finished.status).unwrap_or(RunStatus::Failed),
             started_at: Time::from_micros(run.accepted_at).timestamp(),
             completed_at: Some(Time::from_micros(run.finished.finished_at).timestamp()),
-            metadata: metadata_of(&run.metadata),
+            metadata: Arc::new(run.metadata.clone()),
         },
         finished_at: Time::from_micros(run.finished.finished_at),
         // Written by the engine; a list that does not read is left out, not fatal.
-        requests: serde_json::from_str::<Vec<InputRequest>>(&run.requests)
-            .map(|all| all.into_iter().map(Arc::new).collect())
-            .unwrap_or_default(),
-        signals: serde_json::from_str::<Vec<String>>(&run.signals).unwrap_or_default(),
+        requests: (record::list_of(&run.requests).into_iter())
+            .map(Arc::<InputRequest>::new)
+            .collect(),
+        signals: record::list_of(&run.signals),
         key: run
             .idempotency
             .clone()

@@ -103,7 +103,7 @@ pub fn finished_run(
         .ok_or_else(|| ReadBackError::Gone(run_id.to_owned()))?;
     let (graph, inputs) = submission(registry, &log.header.accepted)?;
     let plan = Arc::new(RunPlan {
-        metadata: Arc::new(serde_json::from_str(&log.header.accepted.metadata).unwrap_or_default()),
+        metadata: Arc::new(log.header.accepted.metadata()),
         ..RunPlan::for_replay(
             run_id,
             Arc::new(graph),

@@ -7,8 +7,12 @@
 //! [`RecordError::NewerFormat`]; a value whose checksum does not match is refused with
 //! [`RecordError::Corrupt`]: a record is either read back whole or not at all.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+use crate::runtime::semantics::gate::InputRequest;
+use crate::runtime::semantics::metadata::Metadata;
 
 /// The format version this build writes, and the newest it reads. Version 2 added the
 /// run's metadata to [`AcceptedRecord`]; a version 1 header reads with none
@@ -359,7 +363,40 @@ pub fn definition_hash(definition: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(definition.as_bytes())
 }
 
+impl RunHeader {
+    /// Keeps an ended run's gates' requests and the ids of the signals it took (each
+    /// list's JSON text; empty when it has none).
+    pub fn keep_settled<'a>(
+        &mut self,
+        requests: impl Iterator<Item = &'a InputRequest>,
+        signals: impl Iterator<Item = &'a Arc<str>>,
+    ) {
+        self.requests = list_text(requests.collect());
+        self.signals = list_text(signals.map(|id| &**id).collect());
+    }
+}
+
+/// `items` as JSON text; empty when there are none.
+fn list_text<T: Serialize>(items: Vec<T>) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    // Strings, numbers and JSON values only: a list always serialises.
+    serde_json::to_string(&items).expect("journal lists serialise")
+}
+
+/// A list [`RunHeader::keep_settled`] wrote; empty when there is none (or it does not
+/// read: the engine wrote it, and a listing is not worth refusing the journal for).
+pub fn list_of<T: DeserializeOwned>(text: &str) -> Vec<T> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 impl AcceptedRecord {
+    /// The run's metadata (none if its text does not read).
+    pub fn metadata(&self) -> Metadata {
+        serde_json::from_str(&self.metadata).unwrap_or_default()
+    }
+
     /// Its idempotency key, bound to its [`submission_fingerprint`].
     pub fn idempotency(&self) -> Option<(String, u64)> {
         let key = self.idempotency_key.clone()?;

@@ -66,30 +66,40 @@ pub struct HumanInputResolution {
     pub responded_at: Option<String>,
 }
 
+/// Which request an answer is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressee {
+    /// The request with this id.
+    Request(String),
+    /// The current request of the gate with this ref.
+    Gate(String),
+}
+
 impl HumanInputResolution {
-    /// Reads a `resolveHumanInput` payload.
+    /// Reads a `resolveHumanInput` payload: whom it answers (its `requestId`, else its
+    /// `nodeRef`) and the answer.
     ///
     /// # Errors
     /// [`SignalError::BadPayload`] naming what is wrong.
-    pub fn read(payload: &Value) -> Result<HumanInputResolution, SignalError> {
+    pub fn read(payload: &Value) -> Result<(Addressee, Resolution), SignalError> {
         let read: HumanInputResolution = serde_json::from_value(payload.clone())
             .map_err(|e| SignalError::BadPayload(format!("not a HumanInputResolution: {e}")))?;
-        if read.request_id.is_none() && read.node_ref.is_none() {
-            return Err(SignalError::BadPayload(
-                "a HumanInputResolution names its `requestId` or its gate's `nodeRef`".into(),
-            ));
-        }
-        Ok(read)
-    }
-
-    /// The answer it carries.
-    pub fn resolution(&self) -> Resolution {
-        Resolution {
-            approved: self.approved,
-            response_data: self.response_data.clone(),
-            responded_by: self.responded_by.clone(),
-            response_note: self.response_note.clone(),
-        }
+        let to = match (read.request_id, read.node_ref) {
+            (Some(id), _) => Addressee::Request(id),
+            (None, Some(node_ref)) => Addressee::Gate(node_ref),
+            (None, None) => {
+                return Err(SignalError::BadPayload(
+                    "a HumanInputResolution names its `requestId` or its gate's `nodeRef`".into(),
+                ));
+            }
+        };
+        let resolution = Resolution {
+            approved: read.approved,
+            response_data: read.response_data,
+            responded_by: read.responded_by,
+            response_note: read.response_note,
+        };
+        Ok((to, resolution))
     }
 }
 
@@ -167,13 +177,13 @@ mod tests {
 
     #[test]
     fn a_resolution_payload_names_its_request_or_its_gate() {
-        let by_id = HumanInputResolution::read(&json!({
+        let (to, resolution) = HumanInputResolution::read(&json!({
             "requestId": "q1", "approved": false, "respondedBy": "ana",
             "respondedAt": "2026-12-07T10:00:00Z", "extra": 1
         }))
         .expect("read");
-        assert_eq!(by_id.request_id.as_deref(), Some("q1"));
-        assert_eq!(by_id.resolution().approved, Some(false));
+        assert_eq!(to, Addressee::Request("q1".into()));
+        assert_eq!(resolution.approved, Some(false));
         let neither = HumanInputResolution::read(&json!({"approved": true}));
         assert!(matches!(neither, Err(SignalError::BadPayload(_))));
         let wrong = HumanInputResolution::read(&json!({"nodeRef": 3}));

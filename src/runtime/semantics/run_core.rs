@@ -35,7 +35,7 @@ use crate::runtime::semantics::event::{
 use crate::runtime::semantics::failure::{FailureEffect, on_failure};
 use crate::runtime::semantics::gate::{self, InputRequest, Resolution, ResolveError};
 use crate::runtime::semantics::inbox::{
-    self, HumanInputResolution, Kept, KeptFor, Signal, SignalError, Signaled,
+    self, Addressee, HumanInputResolution, Kept, KeptFor, Signal, SignalError, Signaled,
 };
 use crate::runtime::semantics::node_core::{NodeStart, Resume, ResumeAt, crash};
 use crate::runtime::semantics::outcome::{
@@ -261,6 +261,11 @@ impl RunCore {
     /// after the run ended).
     pub fn signal_ids(&self) -> impl Iterator<Item = &Arc<str>> {
         self.signals.iter()
+    }
+
+    /// The id of signal `signal_id` when the run took it.
+    pub fn took_signal(&self, signal_id: &str) -> Option<Arc<str>> {
+        self.signals.get(signal_id).cloned()
     }
 
     /// How many signals the run has received (the next one without an id is
@@ -506,26 +511,20 @@ impl RunCore {
             self.trace_signal(signal, now);
             return Ok(Signaled::Unhandled);
         }
-        let asked = HumanInputResolution::read(&signal.payload)?;
-        let resolution = asked.resolution();
-        let (at, target) = match (&asked.request_id, &asked.node_ref) {
-            (Some(id), _) => (self.request_at(id), KeptFor::Request(id.as_str().into())),
-            (None, Some(node_ref)) => {
+        let (to, resolution) = HumanInputResolution::read(&signal.payload)?;
+        let (at, target) = match to {
+            Addressee::Request(id) => (self.request_at(&id), KeptFor::Request(id.into())),
+            Addressee::Gate(node_ref) => {
                 let node = self
                     .plan
                     .graph
-                    .find(node_ref)
-                    .ok_or_else(|| SignalError::UnknownNode(node_ref.clone()))?;
+                    .find(&node_ref)
+                    .ok_or(SignalError::UnknownNode(node_ref))?;
                 let pending = self
                     .requests
                     .iter()
                     .rposition(|(n, r)| *n == node && r.status == gate::RequestStatus::Pending);
                 (pending, KeptFor::Node(node))
-            }
-            (None, None) => {
-                return Err(SignalError::BadPayload(
-                    "names neither `requestId` nor `nodeRef`".into(),
-                ));
             }
         };
         let Some(at) = at else {
