@@ -19,7 +19,7 @@ use crate::service::AppState;
 use crate::service::body::{JsonBody, PathId, PathIds, Query};
 use crate::service::error::{ApiError, ErrorBody, ErrorCode};
 use crate::service::links::InputLinks;
-use crate::service::runs::metadata_filter;
+use crate::service::runs::{metadata_filter, paging};
 
 /// One input request, as the inbox shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -142,22 +142,13 @@ pub(crate) async fn list(
     Query(query): Query<ListInputs>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let before = match &query.cursor {
-        None => None,
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("`{c}` is not a cursor this server gave"),
-            )
-        })?),
-    };
-    let max = state.shared.config.max_page.max(1);
+    let (limit, before) = paging(&state, query.limit, query.cursor.as_deref())?;
     let page = engine
         .inputs(InputQuery {
             status: query.status,
             run_id: query.run_id,
             metadata: metadata_filter(query.metadata_key, query.metadata_value)?,
-            limit: query.limit.unwrap_or(100).clamp(1, max),
+            limit,
             before,
         })
         .await?;
@@ -188,27 +179,6 @@ pub(crate) async fn describe(
     Ok(axum::Json(view).into_response())
 }
 
-/// `POST /v1/inputs/{requestId}/resolve`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({"approved": true, "respondedBy": "ana@example.com", "responseNote": "patch window agreed"}))]
-pub(crate) struct ResolveBody {
-    /// Approved (`true`) or rejected; a form or a selection is approved unless it says.
-    #[serde(default)]
-    approved: Option<bool>,
-    /// A form's fields (checked against its schema), or `{selection}` (one of the
-    /// options' values; a list of them when the selection is `multiple`).
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    response_data: Option<JsonObject>,
-    /// Who answered.
-    #[serde(default)]
-    responded_by: Option<String>,
-    /// Why.
-    #[serde(default)]
-    response_note: Option<String>,
-}
-
 /// What resolving did: the request as it is now, and whether this answer was a repeat.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -223,7 +193,7 @@ pub(crate) struct ResolvedView {
 /// `POST /v1/inputs/{requestId}/resolve`: answered once the run has stored the answer.
 #[utoipa::path(post, path = "/v1/inputs/{requestId}/resolve", tag = "inputs", operation_id = "resolveInput", summary = "Answer an input request",
     params(("requestId" = String, Path, description = "The request's id")),
-    request_body = ResolveBody,
+    request_body = Resolution,
     responses(
         (status = 200, description = "Resolved and stored (or the same answer again: `duplicate`)", body = ResolvedView),
         (status = 400, description = "MALFORMED_JSON", body = ErrorBody),
@@ -236,15 +206,9 @@ pub(crate) struct ResolvedView {
 pub(crate) async fn resolve(
     State(state): State<AppState>,
     PathId(request_id): PathId,
-    JsonBody(body): JsonBody<ResolveBody>,
+    JsonBody(resolution): JsonBody<Resolution>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let resolution = Resolution {
-        approved: body.approved,
-        response_data: body.response_data,
-        responded_by: body.responded_by,
-        response_note: body.response_note,
-    };
     let done = engine.resolve(&request_id, resolution).await?;
     let filed = engine.input(&request_id).await?;
     Ok(axum::Json(ResolvedView {

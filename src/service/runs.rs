@@ -309,20 +309,11 @@ pub(crate) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
-    let before = match &query.cursor {
-        None => None,
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("`{c}` is not a cursor this server gave"),
-            )
-        })?),
-    };
-    let max = state.shared.config.max_page.max(1);
+    let (limit, before) = paging(&state, query.limit, query.cursor.as_deref())?;
     let page = engine
         .list(RunQuery {
             status: query.status,
-            limit: query.limit.unwrap_or(100).clamp(1, max),
+            limit,
             before,
             metadata: metadata_filter(query.metadata_key, query.metadata_value)?,
         })
@@ -332,6 +323,26 @@ pub(crate) async fn list(
         next_cursor: page.next.map(|n| n.to_string()),
     })
     .into_response())
+}
+
+/// A listing's page size (100 by default, at most `service.maxPage`) and the position
+/// its `cursor` (a page's `nextCursor`) names.
+pub(crate) fn paging(
+    state: &AppState,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<(usize, Option<u64>), ApiError> {
+    let max = state.shared.config.max_page.max(1);
+    let before = match cursor {
+        None => None,
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`{c}` is not a cursor this server gave"),
+            )
+        })?),
+    };
+    Ok((limit.unwrap_or(100).clamp(1, max), before))
 }
 
 /// A listing's metadata filter: `metadataKey` and `metadataValue` together, or neither.

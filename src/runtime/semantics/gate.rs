@@ -337,14 +337,16 @@ pub fn check_response(input: &PendingInput, resolution: &Resolution) -> Result<(
 }
 
 /// A person's answer to a request (ShipSec's `HumanInputResolution`, less what the engine
-/// knows itself).
+/// knows itself): the body of `POST /v1/inputs/{requestId}/resolve`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"approved": true, "respondedBy": "ana@example.com", "responseNote": "patch window agreed"}))]
 pub struct Resolution {
-    /// Approved (`true`) or rejected; forms and selections are approved unless said.
+    /// Approved (`true`) or rejected; a form or a selection is approved unless it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<bool>,
-    /// The form's fields, or `{selection}`.
+    /// A form's fields (checked against its schema), or `{selection}` (one of the
+    /// options' values; a list of them when the selection is `multiple`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub response_data: Option<JsonObject>,
@@ -677,12 +679,7 @@ mod tests {
 
     use super::*;
 
-    fn object(v: Value) -> JsonObject {
-        match v {
-            Value::Object(o) => o,
-            _ => panic!("not an object"),
-        }
-    }
+    use crate::runtime::definition::object;
 
     fn at(secs: u64) -> Time {
         Time::from_micros(1_700_000_000_000_000 + secs * 1_000_000)
