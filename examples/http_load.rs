@@ -158,6 +158,55 @@ async fn send(
     Ok((status, body))
 }
 
+/// `clients` keep-alive connections to `addr`, each sending `request(i)` for the next `i`
+/// below `count` once its last answer came: each answer as `answer` reads it (on the
+/// client's task) with its latency in milliseconds, in no particular order.
+async fn closed_loop<T, R, A>(
+    addr: &str,
+    clients: usize,
+    count: usize,
+    request: R,
+    answer: A,
+) -> Result<Vec<(T, f64)>>
+where
+    T: Send + 'static,
+    R: Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
+    A: Fn(u16, Bytes) -> Result<T> + Send + Sync + 'static,
+{
+    let (request, answer) = (Arc::new(request), Arc::new(answer));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (addr, next) = (addr.to_owned(), next.clone());
+        let (request, answer) = (request.clone(), answer.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&addr).await?;
+            let mut answers = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(answers);
+                }
+                let sent = Instant::now();
+                let (status, body) = send(&mut sender, request(i)).await?;
+                let latency = sent.elapsed().as_secs_f64() * 1e3;
+                answers.push((answer(status, body)?, latency));
+            }
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await??);
+    }
+    Ok(answers)
+}
+
+/// The `runId` of a `POST /v1/runs` answer.
+fn run_id_of(body: &[u8]) -> Result<String> {
+    let answer: Value = serde_json::from_slice(body)?;
+    Ok(answer["runId"].as_str().context("runId")?.to_owned())
+}
+
 fn post_run(body: &Bytes) -> Request<Full<Bytes>> {
     Request::post("/v1/runs")
         .header("host", "localhost")
@@ -253,41 +302,22 @@ async fn accept(clients: usize, runs: usize, width: usize) -> Result<()> {
     let (base_rss, _) = memory(pid);
     let (server_cpu, client_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
     let body = Bytes::from(json!({"definition": fan(width)}).to_string());
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (addr, body, next) = (addr.clone(), body.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&addr).await?;
-            let mut latencies = Vec::new();
-            let mut ids = Vec::new();
-            let mut refused = 0usize;
-            while next.fetch_add(1, Ordering::Relaxed) < runs {
-                let sent = Instant::now();
-                let (status, answer) = send(&mut sender, post_run(&body)).await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
-                match status {
-                    201 => {
-                        let answer: Value = serde_json::from_slice(&answer)?;
-                        ids.push(answer["runId"].as_str().context("runId")?.to_owned());
-                    }
-                    429 => refused += 1,
-                    other => bail!("POST /v1/runs answered {other}"),
-                }
-            }
-            anyhow::Ok((latencies, ids, refused))
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut ids = Vec::new();
-    let mut refused = 0;
-    for task in tasks {
-        let (l, i, r) = task.await??;
-        latencies.extend(l);
-        ids.extend(i);
-        refused += r;
-    }
+    let answers = closed_loop(
+        &addr,
+        clients,
+        runs,
+        move |_| post_run(&body),
+        |status, answer| match status {
+            201 => run_id_of(&answer).map(Some),
+            429 => Ok(None),
+            other => bail!("POST /v1/runs answered {other}"),
+        },
+    )
+    .await?;
+    let latencies: Vec<f64> = answers.iter().map(|(_, l)| *l).collect();
+    let refused = answers.iter().filter(|(id, _)| id.is_none()).count();
+    let ids: Vec<String> = answers.into_iter().filter_map(|(id, _)| id).collect();
     let elapsed = started.elapsed().as_secs_f64();
     let (_, peak_accepting) = memory(pid);
     let server_cpu = cpu_seconds(pid) - server_cpu;
@@ -509,29 +539,18 @@ fn post_resolve(request_id: &str) -> Request<Full<Bytes>> {
 /// Starts `runs` of [`gated`] from `clients` connections; their ids.
 async fn start_gated(addr: &str, clients: usize, runs: usize) -> Result<Vec<String>> {
     let body = Bytes::from(json!({"definition": gated()}).to_string());
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (addr, body, next) = (addr.to_owned(), body.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&addr).await?;
-            let mut ids = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < runs {
-                let (status, answer) = send(&mut sender, post_run(&body)).await?;
-                if status != 201 {
-                    bail!("POST /v1/runs answered {status}");
-                }
-                let answer: Value = serde_json::from_slice(&answer)?;
-                ids.push(answer["runId"].as_str().context("runId")?.to_owned());
-            }
-            anyhow::Ok(ids)
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        ids.extend(task.await??);
-    }
-    Ok(ids)
+    let answers = closed_loop(
+        addr,
+        clients,
+        runs,
+        move |_| post_run(&body),
+        |status, answer| match status {
+            201 => run_id_of(&answer),
+            other => bail!("POST /v1/runs answered {other}"),
+        },
+    )
+    .await?;
+    Ok(answers.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Waits until `count` requests are pending; how many are.
@@ -625,32 +644,20 @@ async fn gates(runs: usize, clients: usize, sample: usize) -> Result<()> {
 
     // The rest, from many connections.
     let rest: Arc<Vec<String>> = Arc::new(again.iter().skip(sample).cloned().collect());
-    let next = Arc::new(AtomicUsize::new(0));
     let answering = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (addr, rest, next) = (addr.clone(), rest.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&addr).await?;
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = rest.get(i) else {
-                    return anyhow::Ok(latencies);
-                };
-                let sent = Instant::now();
-                let (status, _) = send(&mut sender, post_resolve(id)).await?;
-                if status != 200 {
-                    bail!("resolve answered {status}");
-                }
-                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
-            }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
+    let to_answer = rest.clone();
+    let answers = closed_loop(
+        &addr,
+        clients,
+        rest.len(),
+        move |i| post_resolve(&to_answer[i]),
+        |status, _| match status {
+            200 => Ok(()),
+            other => bail!("resolve answered {other}"),
+        },
+    )
+    .await?;
+    let latencies: Vec<f64> = answers.into_iter().map(|(_, l)| l).collect();
     let elapsed = answering.elapsed().as_secs_f64();
     println!(
         "answers: {} by {clients} clients in {elapsed:.2} s: {:.0}/s",

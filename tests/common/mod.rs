@@ -167,23 +167,12 @@ pub fn run_blocking(
 /// Runs `workflow` on `engine` (a runtime and the engine started on it): its result and
 /// every event, or what failed.
 pub fn run_blocking_on(
-    (runtime, handle): &(tokio::runtime::Runtime, Handle),
+    engine: &(tokio::runtime::Runtime, Handle),
     workflow: &Workflow,
     inputs: JsonObject,
     options: SubmitOptions,
 ) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
-    runtime.block_on(async {
-        let submitted = handle.submit_workflow(workflow, inputs, options).await;
-        let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
-        let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        let events = handle
-            .events(run.run_id())
-            .await
-            .map_err(|e| format!("events after the result: {e}"))?
-            .collect()
-            .await;
-        Ok((result, events))
-    })
+    block_on_run(engine, workflow, inputs, options, None)
 }
 
 /// A person beside a run: the answer to give a gate that asked `title` (`None`: let it
@@ -194,22 +183,31 @@ pub type Person = fn(&str) -> Option<Resolution>;
 /// (following the run's events). A refused answer (the gate was withdrawn or its run
 /// stopped first) is what a person would meet too, and is not an error.
 pub fn run_answering_on(
-    (runtime, handle): &(tokio::runtime::Runtime, Handle),
+    engine: &(tokio::runtime::Runtime, Handle),
     workflow: &Workflow,
     inputs: JsonObject,
     options: SubmitOptions,
     person: Person,
 ) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
+    block_on_run(engine, workflow, inputs, options, Some(person))
+}
+
+fn block_on_run(
+    (runtime, handle): &(tokio::runtime::Runtime, Handle),
+    workflow: &Workflow,
+    inputs: JsonObject,
+    options: SubmitOptions,
+    person: Option<Person>,
+) -> Result<(Arc<RunResult>, Vec<TraceEvent>), String> {
     runtime.block_on(async {
         let submitted = handle.submit_workflow(workflow, inputs, options).await;
         let mut run = submitted.map_err(|e| format!("submit: {e}"))?;
-        let answering = tokio::spawn(answer_gates(
-            handle.clone(),
-            run.run_id().to_owned(),
-            person,
-        ));
+        let answering = person
+            .map(|person| tokio::spawn(answer_gates(handle.clone(), run.run_id().into(), person)));
         let result = run.result().await.map_err(|e| format!("result: {e}"))?;
-        answering.await.map_err(|e| format!("the person: {e}"))?;
+        if let Some(answering) = answering {
+            answering.await.map_err(|e| format!("the person: {e}"))?;
+        }
         let events = handle
             .events(run.run_id())
             .await

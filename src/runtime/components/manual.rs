@@ -235,12 +235,7 @@ mod tests {
     use super::*;
     use crate::runtime::semantics::gate::PendingInput;
 
-    fn object(v: Value) -> JsonObject {
-        match v {
-            Value::Object(o) => o,
-            _ => panic!("not an object"),
-        }
-    }
+    use crate::runtime::definition::object;
 
     #[test]
     fn an_approval_interpolates_its_texts_and_carries_its_inputs_as_context() {

@@ -15,6 +15,15 @@ use serde_json::{Map, Value};
 /// A JSON object, as carried by `params`, `inputOverrides` and outputs.
 pub type JsonObject = Map<String, Value>;
 
+/// `v`'s object, in unit tests written with `json!`.
+#[cfg(test)]
+pub(crate) fn object(v: Value) -> JsonObject {
+    let Value::Object(o) = v else {
+        panic!("not an object: {v}")
+    };
+    o
+}
+
 /// A compiled workflow, as a backend submits it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

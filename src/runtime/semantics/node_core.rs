@@ -1132,6 +1132,7 @@ mod gate_tests {
     use serde_json::json;
 
     use super::*;
+    use crate::runtime::definition::object;
     use crate::runtime::semantics::outcome::{CancelCause, StopCause};
     use crate::runtime::semantics::report::StopKind;
 
@@ -1143,14 +1144,10 @@ mod gate_tests {
     }
 
     fn marker(extra: serde_json::Value) -> ComponentOutput {
-        let mut marker = json!({"pending": true, "inputType": "approval", "title": "Ship?"});
-        if let (Some(m), serde_json::Value::Object(extra)) = (marker.as_object_mut(), extra) {
-            m.extend(extra);
-        }
-        let serde_json::Value::Object(output) = marker else {
-            unreachable!("an object literal")
-        };
-        ComponentOutput::new(output)
+        let mut marker =
+            object(json!({"pending": true, "inputType": "approval", "title": "Ship?"}));
+        marker.extend(object(extra));
+        ComponentOutput::new(marker)
     }
 
     /// A gate whose attempt 1 returned `output`: the core and the effects of that.

@@ -89,12 +89,7 @@ pub fn select_handle(marker: &JsonObject, handle: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn object(v: Value) -> JsonObject {
-        let Value::Object(o) = v else {
-            panic!("not an object")
-        };
-        o
-    }
+    use crate::runtime::definition::object;
 
     #[test]
     fn tool_registration_is_ready_on_default_and_tools() {
